@@ -1,0 +1,203 @@
+//! The `Objects` port: everything the engine and the REST API need from wherever resources live
+//! (the Kubernetes API, or the standalone SQLite store).
+//!
+//! Owns: the contract both stores implement, with Kubernetes semantics (resourceVersion,
+//! generation bumped only on spec changes, finalizers and deletion marking). Must not touch:
+//! reconcile decisions or provider calls.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::credentials::Credentials;
+use crate::resources::{
+    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
+};
+
+/// The two kinds calsync manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    CalendarConnection,
+    TaskSync,
+}
+
+/// Identifies one object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn connection(namespace: &str, name: &str) -> Self {
+        ObjectKey { kind: Kind::CalendarConnection, namespace: namespace.into(), name: name.into() }
+    }
+
+    pub fn task_sync(namespace: &str, name: &str) -> Self {
+        ObjectKey { kind: Kind::TaskSync, namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            Kind::CalendarConnection => "calendarconnection",
+            Kind::TaskSync => "tasksync",
+        };
+        write!(f, "{kind}/{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} was changed by someone else (stale resourceVersion); read it again and retry")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the object store is unavailable, will retry: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    pub fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            StoreError::Conflict(_) | StoreError::Unavailable(_) => crate::error::ErrorClass::Retry { after: None },
+            StoreError::NotFound(_) | StoreError::Invalid(_) => crate::error::ErrorClass::Permanent,
+        }
+    }
+}
+
+/// What `delete` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The object is gone.
+    Deleted,
+    /// Finalizers remain: the object is marked (deletionTimestamp) and stays until they are removed.
+    Marked,
+    /// There was nothing to delete.
+    NotFound,
+}
+
+/// Normal or Warning, as Kubernetes Events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A Kubernetes-style Event about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectEvent {
+    pub type_: EventType,
+    /// PascalCase reason, e.g. `EventCreated`, `ReconnectRequired`.
+    pub reason: String,
+    /// Human-readable note (no secrets).
+    pub note: String,
+    /// PascalCase action, e.g. `Create`, `Delete`.
+    pub action: String,
+}
+
+/// Label equality selector (`k=v` for every entry).
+pub type Labels = BTreeMap<String, String>;
+
+/// Where resources, credentials and history live. Both stores implement the same semantics:
+/// - every write bumps `metadata.resourceVersion`; an `apply` carrying a resourceVersion that is
+///   not the current one fails with `Conflict`;
+/// - `metadata.generation` starts at 1 and moves only when the spec changes;
+/// - `delete` of an object with finalizers only sets `deletionTimestamp`; removing the last
+///   finalizer of a marked object deletes it;
+/// - status writes never change spec or generation.
+#[async_trait]
+pub trait Objects: Send + Sync {
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError>;
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError>;
+
+    /// Create the object, or update its spec, labels and annotations (not its status).
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError>;
+    async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError>;
+
+    /// Replace the status, except `history`, which only `append_connection_history` writes (so a
+    /// connection reconcile never erases entries that TaskSync reconciles appended meanwhile).
+    async fn patch_connection_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &CalendarConnectionStatus,
+    ) -> Result<CalendarConnection, StoreError>;
+    /// Replace the status (the TaskSync's own history ring included: one writer per TaskSync).
+    async fn patch_task_sync_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &TaskSyncStatus,
+    ) -> Result<TaskSync, StoreError>;
+
+    async fn delete(&self, key: &ObjectKey) -> Result<Deletion, StoreError>;
+    /// Add a finalizer (no-op if present).
+    async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError>;
+    /// Remove a finalizer (no-op if absent); deletes a marked object once none remain.
+    async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError>;
+    /// Merge labels into `metadata.labels`.
+    async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError>;
+
+    /// Connections in `namespace` (all namespaces when `None`) carrying every label in `selector`.
+    async fn list_connections(&self, namespace: Option<&str>, selector: &Labels)
+    -> Result<Vec<CalendarConnection>, StoreError>;
+    /// TaskSyncs in `namespace` (all when `None`) carrying every label in `selector`.
+    async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError>;
+    /// The TaskSync whose status records this provider event id.
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError>;
+
+    /// Credentials a connection's `credentialsSecretRef` points to (`None` when absent).
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError>;
+    /// Store credentials (calsync's form), owned by `owner` so they go when it goes.
+    async fn write_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        owner: &ObjectKey,
+    ) -> Result<(), StoreError>;
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError>;
+
+    /// Append to a connection's history ring (bounded), assigning the next id.
+    async fn append_connection_history(
+        &self,
+        namespace: &str,
+        name: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistoryEntry, StoreError>;
+
+    /// Publish a Kubernetes-style Event about `key`. Best effort: failures are logged by callers.
+    async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError>;
+
+    /// Changes to any object (key of the changed object). Receivers that lag may miss keys and
+    /// should re-read what they wait for.
+    fn subscribe(&self) -> broadcast::Receiver<ObjectKey>;
+}
+
+/// Wait until `check` says the object is as wanted, re-checking on every change notification and
+/// at least every 500 ms. Returns the last value seen when `timeout` passes first.
+pub async fn wait_for<T, F, Fut>(objects: &dyn Objects, timeout: Duration, mut check: F) -> Result<(bool, T), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,
+{
+    let mut changes = objects.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (done, value) = check().await?;
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok((done, value));
+        }
+        let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
+        // Any outcome (a change, lag, the timer) means: look again.
+        let _ = tokio::time::timeout_at(tick, changes.recv()).await;
+    }
+}

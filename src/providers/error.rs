@@ -1,0 +1,54 @@
+//! The classified error every provider returns.
+//!
+//! Owns: the error variants of DESIGN §5 and their mapping onto `ErrorClass` and PascalCase
+//! reasons. Must not touch: HTTP details (each provider maps its own responses here).
+
+use std::time::Duration;
+
+use crate::error::ErrorClass;
+
+/// A calendar call failed. Messages say what happened and what to do; never include secrets.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProviderError {
+    #[error("rate limit exceeded at the calendar provider: {message}")]
+    RateLimited { retry_after: Option<Duration>, message: String },
+    #[error("the calendar provider rejected the access token: {message}")]
+    Unauthorized { message: String },
+    #[error("the calendar credentials were revoked or are wrong ({message}); the user must reconnect the calendar")]
+    Revoked { message: String },
+    #[error("not found at the calendar provider: {message}")]
+    NotFound { message: String },
+    #[error("the event changed in the calendar since calsync last saw it: {message}")]
+    Conflict { message: String },
+    #[error("the calendar provider is unavailable, will retry: {message}")]
+    Transient { message: String },
+    #[error("the calendar provider rejected the request: {message}")]
+    Invalid { message: String },
+}
+
+impl ProviderError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ProviderError::RateLimited { retry_after, .. } => ErrorClass::Retry { after: *retry_after },
+            // Reaching the engine means the provider already refreshed once and retried.
+            ProviderError::Unauthorized { .. } | ProviderError::Transient { .. } => ErrorClass::Retry { after: None },
+            ProviderError::Revoked { .. } => ErrorClass::Reauthenticate,
+            ProviderError::NotFound { .. } | ProviderError::Conflict { .. } | ProviderError::Invalid { .. } => {
+                ErrorClass::Permanent
+            }
+        }
+    }
+
+    /// PascalCase reason for conditions, Events and metric labels (bounded cardinality).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "RateLimited",
+            ProviderError::Unauthorized { .. } => "Unauthorized",
+            ProviderError::Revoked { .. } => "ReconnectRequired",
+            ProviderError::NotFound { .. } => "NotFound",
+            ProviderError::Conflict { .. } => "ConflictDetected",
+            ProviderError::Transient { .. } => "ProviderUnavailable",
+            ProviderError::Invalid { .. } => "ProviderRejected",
+        }
+    }
+}

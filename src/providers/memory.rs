@@ -1,0 +1,354 @@
+//! An in-memory calendar service: a `Provider` + `Connector` test double that records every call
+//! and injects failures, so the engine and the provider contract suite run without I/O.
+//!
+//! Owns: its own event map only. It follows the same rules real providers must (idempotent
+//! create by key, etags, `If-Match`, gone-is-success delete, cursors that can be rejected).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+
+use super::{AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window};
+use crate::credentials::Credentials;
+use crate::providers::event::EventTime;
+use crate::resources::CalendarInfo;
+
+/// Which provider operation a call or an injected fault concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Account,
+    Create,
+    Update,
+    Delete,
+    Get,
+    FindByKey,
+    List,
+}
+
+/// One recorded call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub op: Op,
+    pub calendar: String,
+    pub id: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// calendar id → event id → event.
+    events: BTreeMap<String, BTreeMap<String, RemoteEvent>>,
+    calendars: Vec<CalendarInfo>,
+    /// username/refresh token → secret that is accepted.
+    accounts: BTreeMap<String, String>,
+    revoked: bool,
+    version: u64,
+    /// (sequence, calendar, id) of every change, for cursors.
+    changes: Vec<(u64, String, String)>,
+    calls: Vec<Call>,
+    faults: VecDeque<(Op, ProviderError)>,
+}
+
+/// The shared in-memory calendar service. Cloning shares the state.
+#[derive(Clone, Default)]
+pub struct MemoryCalendar {
+    state: Arc<Mutex<State>>,
+}
+
+fn account_key(c: &Credentials) -> (String, String) {
+    match c {
+        Credentials::Basic { username, password } => (username.clone(), password.expose_secret().to_string()),
+        Credentials::OAuth { refresh_token, .. } => ("oauth".to_string(), refresh_token.expose_secret().to_string()),
+    }
+}
+
+impl MemoryCalendar {
+    /// A service with calendars `Calendar` (primary, writable) and `Holidays` (read-only), that
+    /// accepts user `user` with password `secret`.
+    pub fn new() -> Self {
+        let cal = MemoryCalendar::default();
+        {
+            let mut s = cal.lock();
+            s.calendars = vec![
+                CalendarInfo { id: "calendar".into(), name: "Calendar".into(), primary: true, writable: true },
+                CalendarInfo { id: "holidays".into(), name: "Holidays".into(), primary: false, writable: false },
+            ];
+            s.accounts.insert("user".into(), "secret".into());
+        }
+        cal
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock can only come from a bug in this test double; keep going
+        // with the data as it is rather than poisoning every later test assertion.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accept another account.
+    pub fn add_account(&self, user: &str, secret: &str) {
+        self.lock().accounts.insert(user.into(), secret.into());
+    }
+
+    /// Make every call fail as if the user revoked access.
+    pub fn revoke(&self, revoked: bool) {
+        self.lock().revoked = revoked;
+    }
+
+    /// Fail the next call of `op` with `err`.
+    pub fn inject(&self, op: Op, err: ProviderError) {
+        self.lock().faults.push_back((op, err));
+    }
+
+    /// Every call made so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Number of calls of `op` so far.
+    pub fn count(&self, op: Op) -> usize {
+        self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// Forget recorded calls.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// All events of a calendar, including cancelled ones.
+    pub fn events(&self, calendar: &str) -> Vec<RemoteEvent> {
+        self.lock().events.get(calendar).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Events with our marker for this TaskSync uid (what "no duplicates" is checked against).
+    pub fn events_for_uid(&self, uid: &str) -> Vec<RemoteEvent> {
+        let s = self.lock();
+        s.events
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|e| !e.cancelled && e.marker.as_ref().is_some_and(|m| m.uid == uid))
+            .cloned()
+            .collect()
+    }
+
+    /// Simulate the user editing an event in the calendar app (new etag).
+    pub fn edit_external(&self, calendar: &str, id: &str, edit: impl FnOnce(&mut RemoteEvent)) -> bool {
+        let mut s = self.lock();
+        let version = s.next_version();
+        let Some(ev) = s.events.get_mut(calendar).and_then(|m| m.get_mut(id)) else { return false };
+        edit(ev);
+        ev.etag = Some(format!("\"{version}\""));
+        s.changes.push((version, calendar.to_string(), id.to_string()));
+        true
+    }
+
+    /// Simulate the user deleting an event in the calendar app.
+    pub fn delete_external(&self, calendar: &str, id: &str) -> bool {
+        let mut s = self.lock();
+        let version = s.next_version();
+        let removed = s.events.get_mut(calendar).and_then(|m| m.remove(id)).is_some();
+        s.changes.push((version, calendar.to_string(), id.to_string()));
+        removed
+    }
+
+    /// Put an event the user made (no marker) into a calendar.
+    pub fn insert_external(&self, calendar: &str, mut event: RemoteEvent) {
+        let mut s = self.lock();
+        let version = s.next_version();
+        event.etag = Some(format!("\"{version}\""));
+        event.marker = None;
+        s.changes.push((version, calendar.to_string(), event.id.clone()));
+        s.events.entry(calendar.to_string()).or_default().insert(event.id.clone(), event);
+    }
+}
+
+impl State {
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    fn enter(&mut self, op: Op, calendar: &str, id: &str) -> Result<(), ProviderError> {
+        self.calls.push(Call { op, calendar: calendar.to_string(), id: id.to_string() });
+        if let Some(pos) = self.faults.iter().position(|(o, _)| *o == op) {
+            if let Some((_, err)) = self.faults.remove(pos) {
+                return Err(err);
+            }
+        }
+        if self.revoked {
+            return Err(ProviderError::Revoked { message: "access was revoked by the user".into() });
+        }
+        Ok(())
+    }
+
+    fn writable(&self, calendar: &str) -> Result<(), ProviderError> {
+        match self.calendars.iter().find(|c| c.id == calendar) {
+            Some(c) if c.writable => Ok(()),
+            Some(_) => Err(ProviderError::Invalid { message: format!("calendar {calendar:?} is read-only") }),
+            None => Err(ProviderError::NotFound { message: format!("calendar {calendar:?} does not exist") }),
+        }
+    }
+
+    fn materialize(&mut self, calendar: &str, id: &str, data: &EventData, cancelled: bool) -> RemoteEvent {
+        let version = self.next_version();
+        let ev = RemoteEvent {
+            id: id.to_string(),
+            etag: Some(format!("\"{version}\"")),
+            link: Some(format!("memory://{calendar}/{id}")),
+            title: data.title.clone(),
+            description: data.description.clone(),
+            category: data.category.clone(),
+            start: data.start.clone(),
+            end: data.end.clone(),
+            zone: match &data.start {
+                EventTime::DateTime { zone, .. } => zone.clone(),
+                EventTime::Date(_) => None,
+            },
+            recurrence: data.recurrence.clone(),
+            marker: Some(data.marker.clone()),
+            cancelled,
+        };
+        self.changes.push((version, calendar.to_string(), id.to_string()));
+        self.events.entry(calendar.to_string()).or_default().insert(id.to_string(), ev.clone());
+        ev
+    }
+
+    fn check_etag(current: &RemoteEvent, etag: Option<&str>) -> Result<(), ProviderError> {
+        match etag {
+            Some(e) if current.etag.as_deref() != Some(e) => Err(ProviderError::Conflict {
+                message: format!("event {} has version {:?}, not {e}", current.id, current.etag),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A client of the in-memory service for one account.
+pub struct MemoryProvider {
+    service: MemoryCalendar,
+}
+
+#[async_trait]
+impl Provider for MemoryProvider {
+    async fn account(&self) -> Result<AccountInfo, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::Account, "", "")?;
+        Ok(AccountInfo { email: Some("user@example.com".into()), calendars: s.calendars.clone() })
+    }
+
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::Create, calendar, key)?;
+        s.writable(calendar)?;
+        if let Some(existing) = s.events.get(calendar).and_then(|m| m.get(key)) {
+            return Ok(Created::Existing(existing.clone()));
+        }
+        Ok(Created::New(s.materialize(calendar, key, event, false)))
+    }
+
+    async fn update(
+        &self,
+        calendar: &str,
+        id: &str,
+        etag: Option<&str>,
+        event: &EventData,
+    ) -> Result<RemoteEvent, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::Update, calendar, id)?;
+        let current = s
+            .events
+            .get(calendar)
+            .and_then(|m| m.get(id))
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound { message: format!("event {id} does not exist") })?;
+        State::check_etag(&current, etag)?;
+        Ok(s.materialize(calendar, id, event, false))
+    }
+
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::Delete, calendar, id)?;
+        let Some(current) = s.events.get(calendar).and_then(|m| m.get(id)).cloned() else { return Ok(()) };
+        State::check_etag(&current, etag)?;
+        let version = s.next_version();
+        if let Some(m) = s.events.get_mut(calendar) {
+            m.remove(id);
+        }
+        s.changes.push((version, calendar.to_string(), id.to_string()));
+        Ok(())
+    }
+
+    async fn get(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::Get, calendar, id)?;
+        Ok(s.events.get(calendar).and_then(|m| m.get(id)).cloned())
+    }
+
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::FindByKey, calendar, key)?;
+        Ok(s.events.get(calendar).and_then(|m| m.get(key)).cloned())
+    }
+
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::List, calendar, "")?;
+        let overlaps = |e: &RemoteEvent| {
+            let bound = |t: &EventTime| match t {
+                EventTime::Date(d) => d.and_hms_opt(0, 0, 0).map(|n| n.and_utc()),
+                EventTime::DateTime { utc, .. } => Some(*utc),
+            };
+            match (bound(&e.start), bound(&e.end)) {
+                (Some(start), Some(end)) => start < window.to && end > window.from,
+                _ => false,
+            }
+        };
+        let all: Vec<RemoteEvent> = s.events.get(calendar).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let since = cursor.map(|c| c.parse::<u64>().ok().filter(|v| *v <= s.version));
+        let mut page = EventPage { next_cursor: Some(s.version.to_string()), ..EventPage::default() };
+        match since {
+            Some(Some(since)) => {
+                let changed: Vec<&String> =
+                    s.changes.iter().filter(|(v, c, _)| *v > since && c == calendar).map(|(_, _, id)| id).collect();
+                for id in changed {
+                    match all.iter().find(|e| &e.id == id) {
+                        Some(e) if overlaps(e) => {
+                            if !page.events.iter().any(|p| p.id == e.id) {
+                                page.events.push(e.clone());
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            if !page.removed.contains(id) {
+                                page.removed.push(id.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            other => {
+                page.full_resync = matches!(other, Some(None));
+                page.events = all.into_iter().filter(|e| overlaps(e)).collect();
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// Connects to the in-memory service; credentials must match an account it accepts.
+#[derive(Clone)]
+pub struct MemoryConnector {
+    pub service: MemoryCalendar,
+}
+
+#[async_trait]
+impl Connector for MemoryConnector {
+    async fn connect(&self, _target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
+        let (user, secret) = account_key(credentials);
+        let accepted = self.service.lock().accounts.get(&user).is_some_and(|s| *s == secret);
+        if !accepted {
+            return Err(ProviderError::Revoked { message: format!("the calendar service rejected the credentials of {user:?}") });
+        }
+        Ok(Arc::new(MemoryProvider { service: self.service.clone() }))
+    }
+}

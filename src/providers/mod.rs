@@ -1,0 +1,106 @@
+//! Calendar providers behind one trait: the neutral event model, the ownership marker, the
+//! classified error, and the connector that turns a connection + credentials into a client.
+//!
+//! Owns: the `Provider` and `Connector` ports the engine calls. Must not touch: resources,
+//! stores or reconcile decisions; a provider only talks to its calendar service.
+
+pub mod error;
+pub mod event;
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use error::ProviderError;
+pub use event::{EventData, EventPage, EventTime, Marker, RemoteEvent, event_key};
+
+use crate::credentials::Credentials;
+use crate::resources::{CalendarInfo, ProviderKind};
+
+/// What a credential check learns about the account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub email: Option<String>,
+    pub calendars: Vec<CalendarInfo>,
+}
+
+impl AccountInfo {
+    /// The calendar new events go to when nothing names one (DESIGN §6): the primary calendar
+    /// if writable, else the first writable one in the provider's order.
+    pub fn default_calendar(&self) -> Option<&CalendarInfo> {
+        self.calendars
+            .iter()
+            .find(|c| c.primary && c.writable)
+            .or_else(|| self.calendars.iter().find(|c| c.writable))
+    }
+}
+
+/// Result of a create: a new event, or the one an earlier attempt with the same key made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    New(RemoteEvent),
+    /// An event with this key already existed (a crash between create and status write, or a
+    /// retried request): adopt it, never create a second one.
+    Existing(RemoteEvent),
+}
+
+/// A time window for listing, `[from, to)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// One connected calendar account. All calls are idempotent; see DESIGN §5.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Check the credentials and list the account's calendars.
+    async fn account(&self) -> Result<AccountInfo, ProviderError>;
+
+    /// Create the event under the deterministic `key` (see `event_key`). If an event with that
+    /// key exists, return it as `Created::Existing` instead of making a second one.
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError>;
+
+    /// Replace the event's content. With `etag`, only if the event still has that version
+    /// (`Conflict` otherwise). `NotFound` when it is gone.
+    async fn update(
+        &self,
+        calendar: &str,
+        id: &str,
+        etag: Option<&str>,
+        event: &EventData,
+    ) -> Result<RemoteEvent, ProviderError>;
+
+    /// Delete the event. Already gone is success. With `etag`, only if unchanged (`Conflict`).
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError>;
+
+    /// The event with this provider id (`None` when it does not exist).
+    async fn get(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError>;
+
+    /// The event created under `key`, if any (how a delete finds an event whose create was never
+    /// recorded).
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError>;
+
+    /// Events overlapping `window`. With a `cursor` from an earlier page, only changes since then
+    /// (a rejected cursor gives a full listing with `full_resync`).
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError>;
+}
+
+/// Where a connection points: everything but the credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub provider: ProviderKind,
+    /// CalDAV server URL; provider default when unset.
+    pub server_url: Option<String>,
+    /// `namespace/name` of the connection: the key for per-connection limiters and caches.
+    pub connection: String,
+}
+
+/// Makes provider clients. Implementations may cache clients per connection (limiters,
+/// discovered hosts, access tokens).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError>;
+}

@@ -1,0 +1,109 @@
+//! Sync history entries and the bounded rings that hold them in resource status.
+//!
+//! Owns: the entry shape and ring arithmetic. Must not touch: where a ring lives (the store) or
+//! when an entry is written (the engine).
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Entries kept on a CalendarConnection: the user's sync history, served by `/sync-history`.
+pub const CONNECTION_HISTORY_LIMIT: usize = 200;
+/// Entries kept on a TaskSync.
+pub const TASK_HISTORY_LIMIT: usize = 20;
+
+/// Which way a sync went, as in the seed's `sync_direction`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    ToCalendar,
+    FromCalendar,
+}
+
+/// Outcome of one operation, as in the seed's `sync_status`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    Pending,
+    Success,
+    Failed,
+}
+
+/// What was done to the calendar event.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Operation {
+    Create,
+    Adopt,
+    Update,
+    Delete,
+    Orphan,
+    Conflict,
+    Import,
+}
+
+/// One sync operation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Monotonically increasing id within the ring that holds the entry.
+    pub id: u64,
+    /// When the operation finished.
+    pub time: DateTime<Utc>,
+    /// The app's task id, when the operation concerned a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The provider's event id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// `to_calendar` or `from_calendar`.
+    pub direction: Direction,
+    /// What was done: create, adopt, update, delete, orphan, conflict or import.
+    pub operation: Operation,
+    /// `pending`, `success` or `failed`.
+    pub status: SyncStatus,
+    /// Why it failed (no secrets), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Append `entry` with the next id and drop the oldest entries beyond `limit`. Ids keep growing
+/// even when old entries are dropped, because the next id derives from the newest entry.
+pub fn push(ring: &mut Vec<HistoryEntry>, mut entry: HistoryEntry, limit: usize) -> HistoryEntry {
+    entry.id = ring.last().map_or(1, |e| e.id + 1);
+    ring.push(entry.clone());
+    if ring.len() > limit {
+        let excess = ring.len() - limit;
+        ring.drain(..excess);
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> HistoryEntry {
+        HistoryEntry {
+            id: 0,
+            time: DateTime::<Utc>::UNIX_EPOCH,
+            task_id: Some("t".into()),
+            event_id: None,
+            direction: Direction::ToCalendar,
+            operation: Operation::Create,
+            status: SyncStatus::Success,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ring_is_bounded_and_ids_keep_growing() {
+        let mut ring = Vec::new();
+        for _ in 0..25 {
+            push(&mut ring, entry(), 20);
+        }
+        assert_eq!(ring.len(), 20);
+        assert_eq!(ring.first().map(|e| e.id), Some(6));
+        assert_eq!(ring.last().map(|e| e.id), Some(25));
+    }
+}

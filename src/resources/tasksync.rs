@@ -1,0 +1,208 @@
+//! The `TaskSync` custom resource: the calendar event one task should be.
+//!
+//! Owns: the spec/status schema and its validation rules. Must not touch: how the spec becomes
+//! an event (engine::desired) or provider calls.
+
+use chrono::{DateTime, Utc};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+use super::connection::is_zero;
+use super::history::HistoryEntry;
+
+/// RFC 3339 date-time with offset, a local date-time (read in timeZone), or a date (all-day).
+pub const TIME_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$";
+/// Go-style duration with hours, minutes and seconds, e.g. `90m`, `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
+/// IANA zone name shape; the engine checks the name against the tz database.
+pub const TZ_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+/// One RFC 5545 recurrence line.
+pub const RECURRENCE_PATTERN: &str = r"^(RRULE|EXRULE|RDATE|EXDATE)[;:][^\r\n]+$";
+
+/// Reference to a CalendarConnection in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct ConnectionRef {
+    /// Name of a CalendarConnection in the same namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// What happens to the calendar event when the TaskSync is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the event from the calendar (default).
+    #[default]
+    Delete,
+    /// Leave the event in the calendar.
+    Orphan,
+}
+
+/// What happens when the event was edited in the calendar app since calsync last wrote it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ConflictPolicy {
+    /// The task overwrites the calendar edit.
+    TaskWins,
+    /// The calendar edit stays; the task is reported as changed for the app to pull.
+    CalendarWins,
+    /// Report the conflict in status and wait; a later spec change resolves it for the task (default).
+    #[default]
+    Manual,
+}
+
+/// The calendar event one Get It Done! task should be.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "calendar.getitdone.app",
+    version = "v1alpha1",
+    kind = "TaskSync",
+    namespaced,
+    status = "TaskSyncStatus",
+    shortname = "tsync",
+    category = "getitdone",
+    doc = "One Get It Done! task mirrored as an event in the calendar of a CalendarConnection.",
+    printcolumn(name = "Connection", type_ = "string", json_path = ".spec.connectionRef.name", description = "CalendarConnection used"),
+    printcolumn(name = "Task", type_ = "string", json_path = ".spec.taskId", description = "The app's task id"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status", description = "The event matches the spec"),
+    printcolumn(name = "Event", type_ = "string", json_path = ".status.eventId", description = "Provider event id"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    cel
+)]
+#[x_kube(validation = Rule::new("!(has(self.duration) && has(self.end))").message("set either duration or end, not both"))]
+#[x_kube(validation = Rule::new("!has(self.allDay) || !self.allDay || self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')").message("allDay needs start as a date (YYYY-MM-DD)"))]
+#[x_kube(validation = Rule::new("self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$') || has(self.timeZone)").message("start without an offset needs timeZone (an IANA name such as America/New_York)"))]
+#[x_kube(validation = Rule::new("!has(self.end) || !self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || !self.end.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || timestamp(self.end) > timestamp(self.start)").message("end must be after start"))]
+#[x_kube(validation = Rule::new("self.taskId == oldSelf.taskId").message("taskId is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSyncSpec {
+    /// The CalendarConnection (same namespace) whose calendar holds the event.
+    pub connection_ref: ConnectionRef,
+    /// The app's task id.
+    #[schemars(length(min = 1, max = 200))]
+    pub task_id: String,
+    /// Event title: the task name, verbatim.
+    #[schemars(length(min = 1, max = 1024))]
+    pub title: String,
+    /// Start: RFC 3339 with offset (`2026-03-05T14:00:00Z`), a local date-time read in timeZone
+    /// (`2026-03-05T14:00:00`), or a date (`2026-03-05`) for an all-day event.
+    #[schemars(length(min = 10, max = 40), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"))]
+    pub start: String,
+    /// IANA time zone (e.g. `America/New_York`): how local times are read and the zone the event
+    /// repeats in (a 09:00 weekly task stays 09:00 across DST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"))]
+    pub time_zone: Option<String>,
+    /// Length, Go style (`45m`, `1h30m`; all-day: multiples of `24h`). Default 60 minutes, or
+    /// one day for all-day events. Exclusive with end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 20), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    pub duration: Option<String>,
+    /// End, same formats as start (exclusive; for all-day events the day after the last day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 10, max = 40), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"))]
+    pub end: Option<String>,
+    /// An all-day event (start and end are dates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_day: Option<bool>,
+    /// Task category; becomes the event category and may pick the calendar (categoryCalendars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub category: Option<String>,
+    /// Event description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub description: Option<String>,
+    /// RFC 5545 recurrence lines (`RRULE:FREQ=WEEKLY;BYDAY=MO`, `EXDATE:...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = r"^(RRULE|EXRULE|RDATE|EXDATE)[;:][^\r\n]+$")))]
+    pub recurrence: Vec<String>,
+    /// Calendar override for this task; default: the connection's category or default calendar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub calendar_id: Option<String>,
+    /// Delete (default) removes the event when the TaskSync is deleted; Orphan keeps it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Manual (default), TaskWins or CalendarWins: what to do when the event was edited in the
+    /// calendar app.
+    #[serde(default)]
+    pub conflict_policy: ConflictPolicy,
+}
+
+/// What calsync saw when the event was changed in the calendar app.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CalendarEdit {
+    /// When the edit was detected.
+    pub detected_at: DateTime<Utc>,
+    /// Spec generation at detection; a newer spec resolves a Manual conflict for the task.
+    pub generation: i64,
+    /// Provider version of the edited event (empty when it was deleted).
+    #[serde(default)]
+    pub etag: String,
+    /// The event was deleted in the calendar app.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Fields that differ from what calsync wrote: title, start, end, description, category.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// Title now in the calendar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Start now in the calendar (RFC 3339, or a date for all-day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// End now in the calendar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// How it was resolved: Manual (pending), CalendarWins or TaskWins.
+    pub resolution: ConflictPolicy,
+}
+
+/// Observed state of a TaskSync.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSyncStatus {
+    /// `Synced` (last sync attempt) and `Ready` (the event matches the spec).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The generation the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Provider's event id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Link to the event (Google htmlLink, Outlook webLink, CalDAV resource URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_link: Option<String>,
+    /// Calendar that holds the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_id: Option<String>,
+    /// Provider version (etag) of the event as calsync last wrote or saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Hash of the event content last written; equal to the spec's hash means nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+    /// When the event was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<DateTime<Utc>>,
+    /// Consecutive failed attempts (drives the retry backoff; reset on success).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u32,
+    /// When the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<DateTime<Utc>>,
+    /// No provider call before this time (failure backoff, or the provider's Retry-After).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<DateTime<Utc>>,
+    /// The event was edited in the calendar app; see conflictPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_edit: Option<CalendarEdit>,
+    /// The last operations on this task's event (newest last, bounded).
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub history: Vec<HistoryEntry>,
+}
