@@ -1,0 +1,223 @@
+//! The shared provider contract: one generic test body every provider runs (in-memory here,
+//! Radicale for CalDAV, the strict fakes for Google and Graph), so they all behave the same.
+//!
+//! A provider under test is reached through a `ContractPeer`, which also gives the test a way
+//! to look at and change the calendar *without* our client (a raw request), so a passing test
+//! proves the event really is in the calendar.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use calsync::providers::{
+    Created, EventData, EventTime, Marker, Provider, ProviderError, RemoteEvent, Window, event_key,
+};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+
+/// What a raw read of the peer shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    pub title: String,
+    /// The event carries calsync's ownership marker.
+    pub has_marker: bool,
+}
+
+/// A provider plus raw access to the calendar behind it.
+#[async_trait]
+pub trait ContractPeer: Send + Sync {
+    /// A client connected with valid credentials.
+    async fn provider(&self) -> Arc<dyn Provider>;
+    /// Try to connect (and use) a client with a wrong password / token.
+    async fn wrong_credentials(&self) -> Result<(), ProviderError>;
+    /// Read an event straight from the peer, bypassing calsync's client.
+    async fn raw_get(&self, calendar: &str, id: &str) -> Option<RawEvent>;
+    /// Create an event as the user's calendar app would (no marker); returns its id.
+    async fn raw_insert_external(&self, calendar: &str, title: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String;
+    /// Change an event's title as the user's calendar app would (gives it a new version).
+    async fn raw_edit_title(&self, calendar: &str, id: &str, title: &str);
+}
+
+fn at(h: u32) -> DateTime<Utc> {
+    // Far enough ahead that windows around "now" never include leftovers of other runs.
+    Utc.with_ymd_and_hms(2031, 5, 14, h, 0, 0).single().unwrap_or_else(Utc::now)
+}
+
+fn timed(h: u32, zone: &str) -> EventTime {
+    let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+    let utc = at(h);
+    EventTime::DateTime { utc, local: utc.with_timezone(&tz).naive_local(), zone: Some(zone.to_string()) }
+}
+
+/// A desired event for the TaskSync `uid`.
+pub fn event(uid: &str, title: &str) -> EventData {
+    let mut e = EventData {
+        title: title.to_string(),
+        description: Some("from the contract suite".into()),
+        category: Some("Homework".into()),
+        start: timed(14, "America/New_York"),
+        end: timed(15, "America/New_York"),
+        recurrence: vec![],
+        marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: format!("task-{uid}"), hash: String::new() },
+    };
+    e.marker.hash = e.content_hash("x");
+    e
+}
+
+fn window() -> Window {
+    Window { from: at(0), to: at(0) + Duration::days(2) }
+}
+
+async fn calendar(p: &dyn Provider) -> String {
+    let info = p.account().await.expect("account() with valid credentials");
+    assert!(!info.calendars.is_empty(), "the account lists no calendars");
+    info.default_calendar().expect("a writable default calendar").id.clone()
+}
+
+fn created(c: Created) -> (bool, RemoteEvent) {
+    match c {
+        Created::New(e) => (true, e),
+        Created::Existing(e) => (false, e),
+    }
+}
+
+/// Run every contract check. Each uses its own uid, so a peer may be shared.
+pub async fn run_all(peer: &dyn ContractPeer, run: &str) {
+    create_is_stored_and_idempotent(peer, run).await;
+    update_needs_current_version(peer, run).await;
+    calendar_edit_is_a_conflict(peer, run).await;
+    delete_is_idempotent(peer, run).await;
+    window_listing_marks_ours(peer, run).await;
+    incremental_listing_and_bad_cursor(peer, run).await;
+    all_day_and_zones_round_trip(peer, run).await;
+    wrong_credentials_are_an_auth_error(peer).await;
+}
+
+pub async fn create_is_stored_and_idempotent(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-create");
+    let key = event_key(&uid);
+    let (new, ev) = created(p.create(&cal, &key, &event(&uid, "Complete assignment")).await.expect("create"));
+    assert!(new, "first create must make a new event");
+    assert!(ev.etag.is_some(), "create must return the event's version");
+    assert!(ev.link.is_some(), "create must return a link");
+    let raw = peer.raw_get(&cal, &ev.id).await.expect("the event must really be in the calendar");
+    assert_eq!(raw, RawEvent { title: "Complete assignment".into(), has_marker: true });
+    // A crash between create and recording it: the retry finds the first event.
+    let (new2, ev2) = created(p.create(&cal, &key, &event(&uid, "Complete assignment")).await.expect("repeat create"));
+    assert!(!new2, "repeating a create must adopt, not duplicate");
+    assert_eq!(ev2.id, ev.id);
+    let ours: Vec<_> = p.list(&cal, window(), None).await.expect("list").events.into_iter()
+        .filter(|e| e.marker.as_ref().is_some_and(|m| m.uid == uid))
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one event for the task");
+    let found = p.find_by_key(&cal, &key).await.expect("find_by_key").expect("found by key");
+    assert_eq!(found.id, ev.id);
+    let got = p.get(&cal, &ev.id).await.expect("get").expect("get finds it");
+    let m = got.marker.expect("our marker survives the round trip");
+    assert_eq!((m.uid.as_str(), m.owner.as_str()), (uid.as_str(), "calsync"));
+    assert_eq!(got.category.as_deref(), Some("Homework"));
+}
+
+pub async fn update_needs_current_version(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-update");
+    let (_, ev) = created(p.create(&cal, &event_key(&uid), &event(&uid, "v1")).await.expect("create"));
+    let v2 = p.update(&cal, &ev.id, ev.etag.as_deref(), &event(&uid, "v2")).await.expect("update with current etag");
+    assert_ne!(v2.etag, ev.etag, "an update must give a new version");
+    assert_eq!(peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(), Some("v2"));
+    let stale = p.update(&cal, &ev.id, ev.etag.as_deref(), &event(&uid, "v3")).await;
+    assert!(matches!(stale, Err(ProviderError::Conflict { .. })), "stale etag must be a Conflict, got {stale:?}");
+    assert_eq!(peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(), Some("v2"), "a conflicting update must not write");
+    let gone = p.update(&cal, "no-such-event-1234", None, &event(&uid, "x")).await;
+    assert!(matches!(gone, Err(ProviderError::NotFound { .. })), "update of a missing event must be NotFound, got {gone:?}");
+}
+
+pub async fn calendar_edit_is_a_conflict(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-edit");
+    let (_, ev) = created(p.create(&cal, &event_key(&uid), &event(&uid, "ours")).await.expect("create"));
+    peer.raw_edit_title(&cal, &ev.id, "edited in the calendar app").await;
+    let res = p.update(&cal, &ev.id, ev.etag.as_deref(), &event(&uid, "overwrite")).await;
+    assert!(matches!(res, Err(ProviderError::Conflict { .. })), "an edit in the calendar app must surface as Conflict, got {res:?}");
+    assert_eq!(peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(), Some("edited in the calendar app"));
+}
+
+pub async fn delete_is_idempotent(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-delete");
+    let key = event_key(&uid);
+    let (_, ev) = created(p.create(&cal, &key, &event(&uid, "to delete")).await.expect("create"));
+    p.delete(&cal, &ev.id, ev.etag.as_deref()).await.expect("delete");
+    assert_eq!(peer.raw_get(&cal, &ev.id).await, None, "the event must be gone from the calendar");
+    p.delete(&cal, &ev.id, None).await.expect("deleting a deleted event is success");
+    assert!(p.get(&cal, &ev.id).await.expect("get").is_none_or(|e| e.cancelled));
+    assert!(p.find_by_key(&cal, &key).await.expect("find_by_key").is_none_or(|e| e.cancelled));
+}
+
+pub async fn window_listing_marks_ours(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-list");
+    let (_, ours) = created(p.create(&cal, &event_key(&uid), &event(&uid, "ours")).await.expect("create"));
+    let ext = peer.raw_insert_external(&cal, &format!("Dentist {run}"), at(10), at(11)).await;
+    let far = peer.raw_insert_external(&cal, &format!("Far away {run}"), at(10) + Duration::days(30), at(11) + Duration::days(30)).await;
+    let page = p.list(&cal, window(), None).await.expect("list window");
+    let by_id = |id: &str| page.events.iter().find(|e| e.id == id);
+    let ext_ev = by_id(&ext).expect("an event the user made is listed");
+    assert!(ext_ev.marker.is_none(), "an external event must not look like ours");
+    assert_eq!(ext_ev.title, format!("Dentist {run}"));
+    assert!(by_id(&ours.id).and_then(|e| e.marker.as_ref()).is_some(), "our event is listed with our marker");
+    assert!(by_id(&far).is_none(), "events outside the window are not listed");
+}
+
+pub async fn incremental_listing_and_bad_cursor(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let first = p.list(&cal, window(), None).await.expect("full listing");
+    let cursor = first.next_cursor.clone().expect("a full listing gives a cursor");
+    let uid = format!("{run}-cursor");
+    let (_, ev) = created(p.create(&cal, &event_key(&uid), &event(&uid, "new since cursor")).await.expect("create"));
+    let delta = p.list(&cal, window(), Some(&cursor)).await.expect("incremental listing");
+    assert!(!delta.full_resync);
+    assert!(delta.events.iter().any(|e| e.id == ev.id), "the change since the cursor is listed");
+    p.delete(&cal, &ev.id, None).await.expect("delete");
+    let delta2 = p.list(&cal, window(), delta.next_cursor.as_deref()).await.expect("incremental after delete");
+    assert!(delta2.removed.contains(&ev.id) || delta2.full_resync, "a deletion since the cursor is reported");
+    let bogus = p.list(&cal, window(), Some("bogus-cursor-value")).await.expect("a rejected cursor is not an error");
+    assert!(bogus.full_resync, "a rejected cursor gives a full listing flagged full_resync");
+}
+
+pub async fn all_day_and_zones_round_trip(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-allday");
+    let mut e = event(&uid, "all day");
+    let day = NaiveDate::from_ymd_opt(2031, 5, 14).unwrap_or_default();
+    e.start = EventTime::Date(day);
+    e.end = EventTime::Date(day + Duration::days(1));
+    let (_, ev) = created(p.create(&cal, &event_key(&uid), &e).await.expect("create all-day"));
+    let got = p.get(&cal, &ev.id).await.expect("get").expect("exists");
+    assert_eq!(got.start, EventTime::Date(day), "an all-day event is a date, not a timed event");
+    assert_eq!(got.end, EventTime::Date(day + Duration::days(1)));
+    let uid = format!("{run}-zone");
+    let e = event(&uid, "zoned");
+    let (_, ev) = created(p.create(&cal, &event_key(&uid), &e).await.expect("create timed"));
+    let got = p.get(&cal, &ev.id).await.expect("get").expect("exists");
+    match (&got.start, &e.start) {
+        (EventTime::DateTime { utc: a, .. }, EventTime::DateTime { utc: b, .. }) => assert_eq!(a, b, "start instant"),
+        other => panic!("timed event came back as {other:?}"),
+    }
+    assert_eq!(got.zone.as_deref(), Some("America/New_York"), "the display zone survives");
+}
+
+pub async fn wrong_credentials_are_an_auth_error(peer: &dyn ContractPeer) {
+    match peer.wrong_credentials().await {
+        Err(ProviderError::Revoked { .. } | ProviderError::Unauthorized { .. }) => {}
+        other => panic!("wrong credentials must be an auth error, got {other:?}"),
+    }
+}

@@ -1,0 +1,4 @@
+//! Shared helpers for integration tests: the provider contract suite and, as providers land,
+//! the test peers (Radicale, OAuth server, strict fakes).
+
+pub mod contract;
