@@ -1,0 +1,448 @@
+//! iCalendar (RFC 5545) for CalDAV resources: writing our events and reading anyone's.
+//!
+//! Built on the `icalendar` crate's parser tree (`icalendar::parser::{Calendar, Component,
+//! Property}`), used for both directions: its reader unfolds lines and keeps parameters, and its
+//! writer folds lines and prints exactly the components given (the high-level builder would add
+//! a UID and DTSTAMP to every component, VTIMEZONE included, which RFC 5545 forbids). Text
+//! values are escaped here.
+//!
+//! Owns: the mapping between `EventData`/`RemoteEvent` fields and iCalendar properties,
+//! including the `X-CALSYNC-MARKER` ownership property. Must not touch HTTP or XML.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use icalendar::parser::{Calendar, Component, Parameter, Property, read_calendar, unfold};
+
+use super::vtimezone::vtimezone;
+use crate::providers::{EventData, EventTime, Marker, ProviderError};
+
+/// The property that marks an event as written by calsync (`Marker::encode`).
+pub const MARKER_PROP: &str = "X-CALSYNC-MARKER";
+const PRODID: &str = "-//Get It Done//calsync//EN";
+
+/// An event read from a resource, before it gets an id, etag and link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedEvent {
+    pub uid: Option<String>,
+    pub title: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub start: EventTime,
+    pub end: EventTime,
+    pub zone: Option<String>,
+    pub recurrence: Vec<String>,
+    pub marker: Option<Marker>,
+    pub cancelled: bool,
+}
+
+/// The UID of the event stored under `key` (deterministic, so a retried create after a crash
+/// is recognised by UID as well as by resource name).
+pub fn uid_for(key: &str) -> String {
+    format!("{key}@calsync")
+}
+
+/// RFC 5545 §3.3.11 TEXT escaping.
+pub fn escape_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ';' => out.push_str("\\;"),
+            ',' => out.push_str("\\,"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn unescape_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n' | 'N') => out.push('\n'),
+            Some(o) => out.push(o),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Split a TEXT list on unescaped commas (CATEGORIES).
+fn split_list(s: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut escaped = false;
+    for c in s.chars() {
+        if escaped {
+            parts.last_mut().map(|p| p.extend(['\\', c]));
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == ',' {
+            parts.push(String::new());
+        } else {
+            parts.last_mut().map(|p| p.push(c));
+        }
+    }
+    parts.into_iter().map(|p| unescape_text(&p)).filter(|p| !p.is_empty()).collect()
+}
+
+fn prop(name: &str, val: String) -> Property<'static> {
+    Property { name: name.to_string().into(), val: val.into(), params: vec![] }
+}
+
+fn prop_with(name: &str, val: String, params: &[(&str, &str)]) -> Property<'static> {
+    let params = params
+        .iter()
+        .map(|(k, v)| Parameter { key: k.to_string().into(), val: Some(v.to_string().into()) })
+        .collect();
+    Property { name: name.to_string().into(), val: val.into(), params }
+}
+
+fn zone_of(t: &EventTime) -> Option<Tz> {
+    match t {
+        EventTime::DateTime { zone: Some(z), .. } => z.parse().ok(),
+        _ => None,
+    }
+}
+
+fn time_prop(name: &str, t: &EventTime, zone: Option<Tz>) -> Property<'static> {
+    match (t, zone) {
+        (EventTime::Date(d), _) => prop_with(name, d.format("%Y%m%d").to_string(), &[("VALUE", "DATE")]),
+        (EventTime::DateTime { utc, .. }, Some(tz)) => {
+            // The wall-clock time in the zone is what recurrence expands from, so a 09:00 weekly
+            // event stays 09:00 across DST. Derive it from the instant to keep both consistent.
+            let local = utc.with_timezone(&tz).naive_local();
+            prop_with(name, local.format("%Y%m%dT%H%M%S").to_string(), &[("TZID", tz.name())])
+        }
+        (EventTime::DateTime { utc, .. }, None) => prop(name, utc.format("%Y%m%dT%H%M%SZ").to_string()),
+    }
+}
+
+/// A recurrence line (`RRULE:...`, `EXDATE;TZID=...:...`) as a property. A floating EXDATE/RDATE
+/// of a zoned event gets the event's TZID, so it names the same wall-clock time as DTSTART.
+fn recurrence_prop(line: &str, zone: Option<Tz>) -> Option<Property<'static>> {
+    let parsed = Property::try_from(line).ok()?;
+    let mut p = Property {
+        name: parsed.name.to_owned(),
+        val: parsed.val.to_owned(),
+        params: parsed
+            .params
+            .iter()
+            .map(|x| Parameter { key: x.key.to_owned(), val: x.val.as_ref().map(|v| v.to_owned()) })
+            .collect(),
+    };
+    let dated = p.name == "EXDATE" || p.name == "RDATE";
+    let has_param = |k: &str| p.params.iter().any(|x| x.key.as_str().eq_ignore_ascii_case(k));
+    if let Some(tz) = zone
+        && dated
+        && !has_param("TZID")
+        && !has_param("VALUE")
+        && !p.val.as_str().ends_with('Z')
+    {
+        p.params.push(Parameter { key: "TZID".to_string().into(), val: Some(tz.name().to_string().into()) });
+    }
+    Some(p)
+}
+
+/// The iCalendar resource for our event under `key`. Always has DTEND (iCloud refuses a PUT
+/// without one), a VTIMEZONE for the zone used, and the ownership marker.
+pub fn to_ics(key: &str, ev: &EventData, now: DateTime<Utc>) -> String {
+    let zone = zone_of(&ev.start).or_else(|| zone_of(&ev.end));
+    let mut props = vec![
+        prop("UID", uid_for(key)),
+        prop("DTSTAMP", now.format("%Y%m%dT%H%M%SZ").to_string()),
+        time_prop("DTSTART", &ev.start, zone),
+        time_prop("DTEND", &ev.end, zone),
+        prop("SUMMARY", escape_text(&ev.title)),
+    ];
+    if let Some(d) = ev.description.as_deref().filter(|d| !d.is_empty()) {
+        props.push(prop("DESCRIPTION", escape_text(d)));
+    }
+    if let Some(c) = ev.category.as_deref().filter(|c| !c.is_empty()) {
+        props.push(prop("CATEGORIES", escape_text(c)));
+    }
+    props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
+    props.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
+    let event = Component { name: "VEVENT".into(), properties: props, components: vec![] };
+    let mut components = Vec::new();
+    if let Some(tz) = zone {
+        let year = match &ev.start {
+            EventTime::DateTime { utc, .. } => utc.year(),
+            EventTime::Date(d) => d.year(),
+        };
+        components.push(vtimezone(tz, year));
+    }
+    components.push(event);
+    let cal = Calendar {
+        properties: vec![prop("VERSION", "2.0".into()), prop("PRODID", PRODID.into()), prop("CALSCALE", "GREGORIAN".into())],
+        components,
+    };
+    cal.to_string()
+}
+
+fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
+    p.params.iter().find(|x| x.key.as_str().eq_ignore_ascii_case(key)).and_then(|x| x.val.as_ref()).map(|v| v.as_str())
+}
+
+/// A TZID to an IANA zone: the name itself, or the IANA tail of a prefixed one
+/// (`/mozilla.org/20050126_1/America/New_York`, `/freeassociation.sourceforge.net/...`).
+fn iana(tzid: &str) -> Option<Tz> {
+    let tzid = tzid.trim_matches('"');
+    if let Ok(tz) = tzid.parse() {
+        return Some(tz);
+    }
+    let parts: Vec<&str> = tzid.split('/').collect();
+    (1..parts.len()).find_map(|i| parts[i..].join("/").parse().ok())
+}
+
+/// The standard offset a non-IANA VTIMEZONE gives (best effort for e.g. Windows zone names).
+fn fixed_offset_from_vtimezone(cal: &Calendar<'_>, tzid: &str) -> Option<chrono::FixedOffset> {
+    let vtz = cal.components.iter().find(|c| {
+        c.name == "VTIMEZONE" && c.find_prop("TZID").is_some_and(|p| p.val.as_str() == tzid)
+    })?;
+    let std = vtz.components.iter().find(|c| c.name == "STANDARD").or_else(|| vtz.components.first())?;
+    let off = std.find_prop("TZOFFSETTO")?.val.as_str().trim().to_string();
+    let sign = if off.starts_with('-') { -1 } else { 1 };
+    let digits: String = off.chars().filter(char::is_ascii_digit).collect();
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
+    chrono::FixedOffset::east_opt(sign * (n(0..2) * 3600 + n(2..4) * 60 + n(4..6)))
+}
+
+fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String> {
+    let v = p.val.as_str().trim();
+    let is_date = param(p, "VALUE").is_some_and(|x| x.eq_ignore_ascii_case("DATE")) || v.len() == 8;
+    if is_date {
+        return NaiveDate::parse_from_str(v, "%Y%m%d").map(EventTime::Date).map_err(|_| format!("bad date {v:?}"));
+    }
+    if let Some(u) = v.strip_suffix('Z') {
+        let n = NaiveDateTime::parse_from_str(u, "%Y%m%dT%H%M%S").map_err(|_| format!("bad date-time {v:?}"))?;
+        return Ok(EventTime::DateTime { utc: n.and_utc(), local: n, zone: None });
+    }
+    let local = NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S").map_err(|_| format!("bad date-time {v:?}"))?;
+    match param(p, "TZID") {
+        Some(tzid) => {
+            if let Some(tz) = iana(tzid) {
+                // A wall-clock time in a DST gap does not exist: RFC 5545 §3.3.5 says it means the
+                // same time after the jump (an hour later for usual gaps).
+                let utc = tz
+                    .from_local_datetime(&local)
+                    .earliest()
+                    .or_else(|| tz.from_local_datetime(&(local + Duration::hours(1))).earliest())
+                    .map(|d| d.with_timezone(&Utc))
+                    .ok_or_else(|| format!("{v} does not exist in {tzid}"))?;
+                Ok(EventTime::DateTime { utc, local, zone: Some(tz.name().to_string()) })
+            } else {
+                // Unknown zone without a usable VTIMEZONE: UTC, the only reading that does not
+                // depend on where calsync runs.
+                let off = fixed_offset_from_vtimezone(cal, tzid).unwrap_or_else(|| Utc.fix());
+                let utc = (local - Duration::seconds(i64::from(off.local_minus_utc()))).and_utc();
+                tracing::debug!(tzid, "non-IANA TZID; using the VTIMEZONE's standard offset");
+                Ok(EventTime::DateTime { utc, local, zone: None })
+            }
+        }
+        // Floating time: no zone at all. Read as UTC, the only reading that does not depend on
+        // where calsync runs.
+        None => Ok(EventTime::DateTime { utc: local.and_utc(), local, zone: None }),
+    }
+}
+
+/// `P1D`, `PT1H30M`, `P2W`, `-PT15M` (RFC 5545 §3.3.6).
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let s = s.strip_prefix('P')?;
+    let mut total = Duration::zero();
+    let mut num = String::new();
+    for c in s.chars() {
+        match c {
+            '0'..='9' => num.push(c),
+            'T' => {}
+            'W' | 'D' | 'H' | 'M' | 'S' => {
+                let n: i64 = num.parse().ok()?;
+                num.clear();
+                total += match c {
+                    'W' => Duration::weeks(n),
+                    'D' => Duration::days(n),
+                    'H' => Duration::hours(n),
+                    'M' => Duration::minutes(n),
+                    _ => Duration::seconds(n),
+                };
+            }
+            _ => return None,
+        }
+    }
+    Some(if neg { -total } else { total })
+}
+
+fn add(t: &EventTime, d: Duration) -> EventTime {
+    match t {
+        EventTime::Date(day) => EventTime::Date(*day + Duration::days(d.num_days().max(1))),
+        EventTime::DateTime { utc, zone, .. } => {
+            let end = *utc + d;
+            let local = zone
+                .as_deref()
+                .and_then(|z| z.parse::<Tz>().ok())
+                .map(|tz| end.with_timezone(&tz).naive_local())
+                .unwrap_or_else(|| end.naive_utc());
+            EventTime::DateTime { utc: end, local, zone: zone.clone() }
+        }
+    }
+}
+
+fn line_of(p: &Property<'_>) -> String {
+    let mut s = p.name.as_str().to_string();
+    for x in &p.params {
+        s.push(';');
+        s.push_str(x.key.as_str());
+        if let Some(v) = &x.val {
+            s.push('=');
+            s.push_str(v.as_str());
+        }
+    }
+    s.push(':');
+    s.push_str(p.val.as_str());
+    s
+}
+
+/// Read the event of a CalDAV resource. A resource holds one event (with its exceptions, which
+/// share the UID and carry RECURRENCE-ID); the master is reported.
+pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
+    let invalid = |m: String| ProviderError::Invalid { message: format!("unreadable iCalendar resource: {m}") };
+    let unfolded = unfold(text);
+    let cal = read_calendar(&unfolded).map_err(|e| invalid(e.lines().take(3).collect::<Vec<_>>().join(" ")))?;
+    let events: Vec<&Component<'_>> = cal.components.iter().filter(|c| c.name == "VEVENT").collect();
+    let ev = events
+        .iter()
+        .find(|c| c.find_prop("RECURRENCE-ID").is_none())
+        .or_else(|| events.first())
+        .ok_or_else(|| invalid("no VEVENT in it".into()))?;
+    let get = |n: &str| ev.find_prop(n);
+    // The parser already unescapes TEXT values (all but the CATEGORIES list, split below).
+    let text_of = |n: &str| get(n).map(|p| p.val.as_str().to_string());
+    let start = parse_time(get("DTSTART").ok_or_else(|| invalid("VEVENT has no DTSTART".into()))?, &cal).map_err(invalid)?;
+    let end = match (get("DTEND"), get("DURATION")) {
+        (Some(p), _) => parse_time(p, &cal).map_err(invalid)?,
+        (None, Some(d)) => add(&start, parse_duration(d.val.as_str()).ok_or_else(|| invalid(format!("bad DURATION {:?}", d.val.as_str())))?),
+        // RFC 5545 §3.6.1: a date lasts one day, a date-time has no duration.
+        (None, None) => add(&start, Duration::zero()),
+    };
+    let zone = match &start {
+        EventTime::DateTime { zone, .. } => zone.clone(),
+        EventTime::Date(_) => None,
+    };
+    let recurrence = ev
+        .properties
+        .iter()
+        .filter(|p| ["RRULE", "EXRULE", "RDATE", "EXDATE"].contains(&p.name.as_str()))
+        .map(line_of)
+        .collect();
+    let category = ev.properties.iter().filter(|p| p.name == "CATEGORIES").flat_map(|p| split_list(p.val.as_str())).next();
+    Ok(ParsedEvent {
+        uid: text_of("UID"),
+        title: text_of("SUMMARY").unwrap_or_default(),
+        description: text_of("DESCRIPTION").filter(|d| !d.is_empty()),
+        category,
+        start,
+        end,
+        zone,
+        recurrence,
+        marker: text_of(MARKER_PROP).and_then(|m| Marker::decode(&m)),
+        cancelled: get("STATUS").is_some_and(|s| s.val.as_str().eq_ignore_ascii_case("CANCELLED")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dt(y: i32, mo: u32, d: u32, h: u32, zone: &str) -> EventTime {
+        let tz: Tz = zone.parse().unwrap();
+        let local = NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, 0, 0).unwrap();
+        let utc = tz.from_local_datetime(&local).single().unwrap().with_timezone(&Utc);
+        EventTime::DateTime { utc, local, zone: Some(zone.into()) }
+    }
+
+    fn data() -> EventData {
+        EventData {
+            title: "Math, chapter 3; exercises \\ all".into(),
+            description: Some("line one\nline two, with comma".into()),
+            category: Some("Home,work".into()),
+            start: dt(2026, 3, 2, 9, "America/New_York"),
+            end: dt(2026, 3, 2, 10, "America/New_York"),
+            recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T090000".into()],
+            marker: Marker { owner: "calsync".into(), uid: "uid-1".into(), task_id: "t;1,x".into(), hash: "abc".into() },
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let ics = to_ics("cskey", &data(), Utc::now());
+        assert!(ics.contains("DTSTART;TZID=America/New_York:20260302T090000"), "{ics}");
+        assert!(ics.contains("DTEND;TZID=America/New_York:20260302T100000"), "{ics}");
+        assert!(ics.contains("BEGIN:VTIMEZONE") && ics.contains("UID:cskey@calsync"), "{ics}");
+        assert!(ics.contains("EXDATE;TZID=America/New_York:20260316T090000"), "{ics}");
+        assert_eq!(ics.matches("UID:").count(), 1, "no UID in VTIMEZONE: {ics}");
+        assert!(ics.lines().all(|l| l.len() <= 75), "lines are folded");
+        let p = parse_ics(&ics).unwrap();
+        let d = data();
+        assert_eq!(p.title, d.title);
+        assert_eq!(p.description, d.description);
+        assert_eq!(p.category, d.category);
+        assert_eq!(p.start, d.start);
+        assert_eq!(p.end, d.end);
+        assert_eq!(p.zone.as_deref(), Some("America/New_York"));
+        assert_eq!(p.marker, Some(d.marker));
+        assert_eq!(p.recurrence, vec!["RRULE:FREQ=WEEKLY;COUNT=4".to_string(), "EXDATE;TZID=America/New_York:20260316T090000".to_string()]);
+        assert_eq!(p.uid.as_deref(), Some("cskey@calsync"));
+    }
+
+    #[test]
+    fn all_day_is_a_date() {
+        let mut d = data();
+        d.start = EventTime::Date(NaiveDate::from_ymd_opt(2026, 12, 31).unwrap());
+        d.end = EventTime::Date(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap());
+        d.recurrence.clear();
+        let ics = to_ics("k", &d, Utc::now());
+        assert!(ics.contains("DTSTART;VALUE=DATE:20261231") && ics.contains("DTEND;VALUE=DATE:20270101"), "{ics}");
+        assert!(!ics.contains("VTIMEZONE"));
+        let p = parse_ics(&ics).unwrap();
+        assert_eq!((p.start, p.end), (d.start, d.end));
+    }
+
+    #[test]
+    fn foreign_events_parse() {
+        let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VTIMEZONE\r\nTZID:W. Europe Standard Time\r\nBEGIN:STANDARD\r\nDTSTART:16010101T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:abc\r\nDTSTAMP:20260101T000000Z\r\nDTSTART;TZID=W. Europe Standard Time:20260105T100000\r\nDURATION:PT1H30M\r\nSUMMARY:Dentist\r\n  appointment\r\nCATEGORIES:A\\,B,C\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:abc\r\nRECURRENCE-ID:20260112T100000Z\r\nDTSTART:20260112T110000Z\r\nSUMMARY:moved\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let p = parse_ics(ics).unwrap();
+        assert_eq!(p.title, "Dentist appointment");
+        assert!(p.marker.is_none());
+        assert_eq!(p.category.as_deref(), Some("A,B"));
+        match (&p.start, &p.end) {
+            (EventTime::DateTime { utc: s, .. }, EventTime::DateTime { utc: e, .. }) => {
+                assert_eq!(s.to_rfc3339(), "2026-01-05T09:00:00+00:00");
+                assert_eq!(*e - *s, Duration::minutes(90));
+            }
+            other => panic!("{other:?}"),
+        }
+        let moz = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:m\nDTSTART;TZID=/mozilla.org/20050126_1/Europe/Berlin:20260701T100000\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
+        assert_eq!(parse_ics(moz).unwrap().zone.as_deref(), Some("Europe/Berlin"));
+        let date_only = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:d\nDTSTART;VALUE=DATE:20260301\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
+        assert_eq!(parse_ics(date_only).unwrap().end, EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in ["", "hello", "BEGIN:VCALENDAR\nEND:VCALENDAR\n", "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n", "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:2026-13-45\nEND:VEVENT\nEND:VCALENDAR\n", "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20260101T000000Z\nDURATION:PXYZ\nEND:VEVENT\nEND:VCALENDAR\n"] {
+            assert!(matches!(parse_ics(bad), Err(ProviderError::Invalid { .. })), "{bad:?}");
+        }
+    }
+}
