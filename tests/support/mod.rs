@@ -2,3 +2,4 @@
 //! the test peers (Radicale, OAuth server, strict fakes).
 
 pub mod contract;
+pub mod radicale;
