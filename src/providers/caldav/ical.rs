@@ -80,29 +80,48 @@ fn split_list(s: &str) -> Vec<String> {
     let mut escaped = false;
     for c in s.chars() {
         if escaped {
-            parts.last_mut().map(|p| p.extend(['\\', c]));
+            if let Some(p) = parts.last_mut() {
+                p.extend(['\\', c]);
+            }
             escaped = false;
         } else if c == '\\' {
             escaped = true;
         } else if c == ',' {
             parts.push(String::new());
         } else {
-            parts.last_mut().map(|p| p.push(c));
+            if let Some(p) = parts.last_mut() {
+                p.push(c);
+            }
         }
     }
-    parts.into_iter().map(|p| unescape_text(&p)).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|p| unescape_text(&p))
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn prop(name: &str, val: String) -> Property<'static> {
-    Property { name: name.to_string().into(), val: val.into(), params: vec![] }
+    Property {
+        name: name.to_string().into(),
+        val: val.into(),
+        params: vec![],
+    }
 }
 
 fn prop_with(name: &str, val: String, params: &[(&str, &str)]) -> Property<'static> {
     let params = params
         .iter()
-        .map(|(k, v)| Parameter { key: k.to_string().into(), val: Some(v.to_string().into()) })
+        .map(|(k, v)| Parameter {
+            key: k.to_string().into(),
+            val: Some(v.to_string().into()),
+        })
         .collect();
-    Property { name: name.to_string().into(), val: val.into(), params }
+    Property {
+        name: name.to_string().into(),
+        val: val.into(),
+        params,
+    }
 }
 
 fn zone_of(t: &EventTime) -> Option<Tz> {
@@ -114,14 +133,22 @@ fn zone_of(t: &EventTime) -> Option<Tz> {
 
 fn time_prop(name: &str, t: &EventTime, zone: Option<Tz>) -> Property<'static> {
     match (t, zone) {
-        (EventTime::Date(d), _) => prop_with(name, d.format("%Y%m%d").to_string(), &[("VALUE", "DATE")]),
+        (EventTime::Date(d), _) => {
+            prop_with(name, d.format("%Y%m%d").to_string(), &[("VALUE", "DATE")])
+        }
         (EventTime::DateTime { utc, .. }, Some(tz)) => {
             // The wall-clock time in the zone is what recurrence expands from, so a 09:00 weekly
             // event stays 09:00 across DST. Derive it from the instant to keep both consistent.
             let local = utc.with_timezone(&tz).naive_local();
-            prop_with(name, local.format("%Y%m%dT%H%M%S").to_string(), &[("TZID", tz.name())])
+            prop_with(
+                name,
+                local.format("%Y%m%dT%H%M%S").to_string(),
+                &[("TZID", tz.name())],
+            )
         }
-        (EventTime::DateTime { utc, .. }, None) => prop(name, utc.format("%Y%m%dT%H%M%SZ").to_string()),
+        (EventTime::DateTime { utc, .. }, None) => {
+            prop(name, utc.format("%Y%m%dT%H%M%SZ").to_string())
+        }
     }
 }
 
@@ -135,18 +162,28 @@ fn recurrence_prop(line: &str, zone: Option<Tz>) -> Option<Property<'static>> {
         params: parsed
             .params
             .iter()
-            .map(|x| Parameter { key: x.key.to_owned(), val: x.val.as_ref().map(|v| v.to_owned()) })
+            .map(|x| Parameter {
+                key: x.key.to_owned(),
+                val: x.val.as_ref().map(|v| v.to_owned()),
+            })
             .collect(),
     };
     let dated = p.name == "EXDATE" || p.name == "RDATE";
-    let has_param = |k: &str| p.params.iter().any(|x| x.key.as_str().eq_ignore_ascii_case(k));
+    let has_param = |k: &str| {
+        p.params
+            .iter()
+            .any(|x| x.key.as_str().eq_ignore_ascii_case(k))
+    };
     if let Some(tz) = zone
         && dated
         && !has_param("TZID")
         && !has_param("VALUE")
         && !p.val.as_str().ends_with('Z')
     {
-        p.params.push(Parameter { key: "TZID".to_string().into(), val: Some(tz.name().to_string().into()) });
+        p.params.push(Parameter {
+            key: "TZID".to_string().into(),
+            val: Some(tz.name().to_string().into()),
+        });
     }
     Some(p)
 }
@@ -168,9 +205,17 @@ pub fn to_ics(key: &str, ev: &EventData, now: DateTime<Utc>) -> String {
     if let Some(c) = ev.category.as_deref().filter(|c| !c.is_empty()) {
         props.push(prop("CATEGORIES", escape_text(c)));
     }
-    props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
+    props.extend(
+        ev.recurrence
+            .iter()
+            .filter_map(|l| recurrence_prop(l, zone)),
+    );
     props.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
-    let event = Component { name: "VEVENT".into(), properties: props, components: vec![] };
+    let event = Component {
+        name: "VEVENT".into(),
+        properties: props,
+        components: vec![],
+    };
     let mut components = Vec::new();
     if let Some(tz) = zone {
         let year = match &ev.start {
@@ -181,14 +226,22 @@ pub fn to_ics(key: &str, ev: &EventData, now: DateTime<Utc>) -> String {
     }
     components.push(event);
     let cal = Calendar {
-        properties: vec![prop("VERSION", "2.0".into()), prop("PRODID", PRODID.into()), prop("CALSCALE", "GREGORIAN".into())],
+        properties: vec![
+            prop("VERSION", "2.0".into()),
+            prop("PRODID", PRODID.into()),
+            prop("CALSCALE", "GREGORIAN".into()),
+        ],
         components,
     };
     cal.to_string()
 }
 
 fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
-    p.params.iter().find(|x| x.key.as_str().eq_ignore_ascii_case(key)).and_then(|x| x.val.as_ref()).map(|v| v.as_str())
+    p.params
+        .iter()
+        .find(|x| x.key.as_str().eq_ignore_ascii_case(key))
+        .and_then(|x| x.val.as_ref())
+        .map(|v| v.as_str())
 }
 
 /// A TZID to an IANA zone: the name itself, or the IANA tail of a prefixed one
@@ -207,11 +260,20 @@ fn fixed_offset_from_vtimezone(cal: &Calendar<'_>, tzid: &str) -> Option<chrono:
     let vtz = cal.components.iter().find(|c| {
         c.name == "VTIMEZONE" && c.find_prop("TZID").is_some_and(|p| p.val.as_str() == tzid)
     })?;
-    let std = vtz.components.iter().find(|c| c.name == "STANDARD").or_else(|| vtz.components.first())?;
+    let std = vtz
+        .components
+        .iter()
+        .find(|c| c.name == "STANDARD")
+        .or_else(|| vtz.components.first())?;
     let off = std.find_prop("TZOFFSETTO")?.val.as_str().trim().to_string();
     let sign = if off.starts_with('-') { -1 } else { 1 };
     let digits: String = off.chars().filter(char::is_ascii_digit).collect();
-    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
+    let n = |r: std::ops::Range<usize>| {
+        digits
+            .get(r)
+            .and_then(|s| s.parse::<i32>().ok())
+            .unwrap_or(0)
+    };
     chrono::FixedOffset::east_opt(sign * (n(0..2) * 3600 + n(2..4) * 60 + n(4..6)))
 }
 
@@ -219,13 +281,21 @@ fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String>
     let v = p.val.as_str().trim();
     let is_date = param(p, "VALUE").is_some_and(|x| x.eq_ignore_ascii_case("DATE")) || v.len() == 8;
     if is_date {
-        return NaiveDate::parse_from_str(v, "%Y%m%d").map(EventTime::Date).map_err(|_| format!("bad date {v:?}"));
+        return NaiveDate::parse_from_str(v, "%Y%m%d")
+            .map(EventTime::Date)
+            .map_err(|_| format!("bad date {v:?}"));
     }
     if let Some(u) = v.strip_suffix('Z') {
-        let n = NaiveDateTime::parse_from_str(u, "%Y%m%dT%H%M%S").map_err(|_| format!("bad date-time {v:?}"))?;
-        return Ok(EventTime::DateTime { utc: n.and_utc(), local: n, zone: None });
+        let n = NaiveDateTime::parse_from_str(u, "%Y%m%dT%H%M%S")
+            .map_err(|_| format!("bad date-time {v:?}"))?;
+        return Ok(EventTime::DateTime {
+            utc: n.and_utc(),
+            local: n,
+            zone: None,
+        });
     }
-    let local = NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S").map_err(|_| format!("bad date-time {v:?}"))?;
+    let local = NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S")
+        .map_err(|_| format!("bad date-time {v:?}"))?;
     match param(p, "TZID") {
         Some(tzid) => {
             if let Some(tz) = iana(tzid) {
@@ -234,22 +304,37 @@ fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String>
                 let utc = tz
                     .from_local_datetime(&local)
                     .earliest()
-                    .or_else(|| tz.from_local_datetime(&(local + Duration::hours(1))).earliest())
+                    .or_else(|| {
+                        tz.from_local_datetime(&(local + Duration::hours(1)))
+                            .earliest()
+                    })
                     .map(|d| d.with_timezone(&Utc))
                     .ok_or_else(|| format!("{v} does not exist in {tzid}"))?;
-                Ok(EventTime::DateTime { utc, local, zone: Some(tz.name().to_string()) })
+                Ok(EventTime::DateTime {
+                    utc,
+                    local,
+                    zone: Some(tz.name().to_string()),
+                })
             } else {
                 // Unknown zone without a usable VTIMEZONE: UTC, the only reading that does not
                 // depend on where calsync runs.
                 let off = fixed_offset_from_vtimezone(cal, tzid).unwrap_or_else(|| Utc.fix());
                 let utc = (local - Duration::seconds(i64::from(off.local_minus_utc()))).and_utc();
                 tracing::debug!(tzid, "non-IANA TZID; using the VTIMEZONE's standard offset");
-                Ok(EventTime::DateTime { utc, local, zone: None })
+                Ok(EventTime::DateTime {
+                    utc,
+                    local,
+                    zone: None,
+                })
             }
         }
         // Floating time: no zone at all. Read as UTC, the only reading that does not depend on
         // where calsync runs.
-        None => Ok(EventTime::DateTime { utc: local.and_utc(), local, zone: None }),
+        None => Ok(EventTime::DateTime {
+            utc: local.and_utc(),
+            local,
+            zone: None,
+        }),
     }
 }
 
@@ -294,7 +379,11 @@ fn add(t: &EventTime, d: Duration) -> EventTime {
                 .and_then(|z| z.parse::<Tz>().ok())
                 .map(|tz| end.with_timezone(&tz).naive_local())
                 .unwrap_or_else(|| end.naive_utc());
-            EventTime::DateTime { utc: end, local, zone: zone.clone() }
+            EventTime::DateTime {
+                utc: end,
+                local,
+                zone: zone.clone(),
+            }
         }
     }
 }
@@ -317,10 +406,17 @@ fn line_of(p: &Property<'_>) -> String {
 /// Read the event of a CalDAV resource. A resource holds one event (with its exceptions, which
 /// share the UID and carry RECURRENCE-ID); the master is reported.
 pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
-    let invalid = |m: String| ProviderError::Invalid { message: format!("unreadable iCalendar resource: {m}") };
+    let invalid = |m: String| ProviderError::Invalid {
+        message: format!("unreadable iCalendar resource: {m}"),
+    };
     let unfolded = unfold(text);
-    let cal = read_calendar(&unfolded).map_err(|e| invalid(e.lines().take(3).collect::<Vec<_>>().join(" ")))?;
-    let events: Vec<&Component<'_>> = cal.components.iter().filter(|c| c.name == "VEVENT").collect();
+    let cal = read_calendar(&unfolded)
+        .map_err(|e| invalid(e.lines().take(3).collect::<Vec<_>>().join(" ")))?;
+    let events: Vec<&Component<'_>> = cal
+        .components
+        .iter()
+        .filter(|c| c.name == "VEVENT")
+        .collect();
     let ev = events
         .iter()
         .find(|c| c.find_prop("RECURRENCE-ID").is_none())
@@ -329,10 +425,18 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
     let get = |n: &str| ev.find_prop(n);
     // The parser already unescapes TEXT values (all but the CATEGORIES list, split below).
     let text_of = |n: &str| get(n).map(|p| p.val.as_str().to_string());
-    let start = parse_time(get("DTSTART").ok_or_else(|| invalid("VEVENT has no DTSTART".into()))?, &cal).map_err(invalid)?;
+    let start = parse_time(
+        get("DTSTART").ok_or_else(|| invalid("VEVENT has no DTSTART".into()))?,
+        &cal,
+    )
+    .map_err(invalid)?;
     let end = match (get("DTEND"), get("DURATION")) {
         (Some(p), _) => parse_time(p, &cal).map_err(invalid)?,
-        (None, Some(d)) => add(&start, parse_duration(d.val.as_str()).ok_or_else(|| invalid(format!("bad DURATION {:?}", d.val.as_str())))?),
+        (None, Some(d)) => add(
+            &start,
+            parse_duration(d.val.as_str())
+                .ok_or_else(|| invalid(format!("bad DURATION {:?}", d.val.as_str())))?,
+        ),
         // RFC 5545 §3.6.1: a date lasts one day, a date-time has no duration.
         (None, None) => add(&start, Duration::zero()),
     };
@@ -346,7 +450,12 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
         .filter(|p| ["RRULE", "EXRULE", "RDATE", "EXDATE"].contains(&p.name.as_str()))
         .map(line_of)
         .collect();
-    let category = ev.properties.iter().filter(|p| p.name == "CATEGORIES").flat_map(|p| split_list(p.val.as_str())).next();
+    let category = ev
+        .properties
+        .iter()
+        .filter(|p| p.name == "CATEGORIES")
+        .flat_map(|p| split_list(p.val.as_str()))
+        .next();
     Ok(ParsedEvent {
         uid: text_of("UID"),
         title: text_of("SUMMARY").unwrap_or_default(),
@@ -367,9 +476,20 @@ mod tests {
 
     fn dt(y: i32, mo: u32, d: u32, h: u32, zone: &str) -> EventTime {
         let tz: Tz = zone.parse().unwrap();
-        let local = NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, 0, 0).unwrap();
-        let utc = tz.from_local_datetime(&local).single().unwrap().with_timezone(&Utc);
-        EventTime::DateTime { utc, local, zone: Some(zone.into()) }
+        let local = NaiveDate::from_ymd_opt(y, mo, d)
+            .unwrap()
+            .and_hms_opt(h, 0, 0)
+            .unwrap();
+        let utc = tz
+            .from_local_datetime(&local)
+            .single()
+            .unwrap()
+            .with_timezone(&Utc);
+        EventTime::DateTime {
+            utc,
+            local,
+            zone: Some(zone.into()),
+        }
     }
 
     fn data() -> EventData {
@@ -379,18 +499,38 @@ mod tests {
             category: Some("Home,work".into()),
             start: dt(2026, 3, 2, 9, "America/New_York"),
             end: dt(2026, 3, 2, 10, "America/New_York"),
-            recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T090000".into()],
-            marker: Marker { owner: "calsync".into(), uid: "uid-1".into(), task_id: "t;1,x".into(), hash: "abc".into() },
+            recurrence: vec![
+                "RRULE:FREQ=WEEKLY;COUNT=4".into(),
+                "EXDATE:20260316T090000".into(),
+            ],
+            marker: Marker {
+                owner: "calsync".into(),
+                uid: "uid-1".into(),
+                task_id: "t;1,x".into(),
+                hash: "abc".into(),
+            },
         }
     }
 
     #[test]
     fn round_trip_keeps_every_field() {
         let ics = to_ics("cskey", &data(), Utc::now());
-        assert!(ics.contains("DTSTART;TZID=America/New_York:20260302T090000"), "{ics}");
-        assert!(ics.contains("DTEND;TZID=America/New_York:20260302T100000"), "{ics}");
-        assert!(ics.contains("BEGIN:VTIMEZONE") && ics.contains("UID:cskey@calsync"), "{ics}");
-        assert!(ics.contains("EXDATE;TZID=America/New_York:20260316T090000"), "{ics}");
+        assert!(
+            ics.contains("DTSTART;TZID=America/New_York:20260302T090000"),
+            "{ics}"
+        );
+        assert!(
+            ics.contains("DTEND;TZID=America/New_York:20260302T100000"),
+            "{ics}"
+        );
+        assert!(
+            ics.contains("BEGIN:VTIMEZONE") && ics.contains("UID:cskey@calsync"),
+            "{ics}"
+        );
+        assert!(
+            ics.contains("EXDATE;TZID=America/New_York:20260316T090000"),
+            "{ics}"
+        );
         assert_eq!(ics.matches("UID:").count(), 1, "no UID in VTIMEZONE: {ics}");
         assert!(ics.lines().all(|l| l.len() <= 75), "lines are folded");
         let p = parse_ics(&ics).unwrap();
@@ -402,7 +542,13 @@ mod tests {
         assert_eq!(p.end, d.end);
         assert_eq!(p.zone.as_deref(), Some("America/New_York"));
         assert_eq!(p.marker, Some(d.marker));
-        assert_eq!(p.recurrence, vec!["RRULE:FREQ=WEEKLY;COUNT=4".to_string(), "EXDATE;TZID=America/New_York:20260316T090000".to_string()]);
+        assert_eq!(
+            p.recurrence,
+            vec![
+                "RRULE:FREQ=WEEKLY;COUNT=4".to_string(),
+                "EXDATE;TZID=America/New_York:20260316T090000".to_string()
+            ]
+        );
         assert_eq!(p.uid.as_deref(), Some("cskey@calsync"));
     }
 
@@ -413,7 +559,11 @@ mod tests {
         d.end = EventTime::Date(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap());
         d.recurrence.clear();
         let ics = to_ics("k", &d, Utc::now());
-        assert!(ics.contains("DTSTART;VALUE=DATE:20261231") && ics.contains("DTEND;VALUE=DATE:20270101"), "{ics}");
+        assert!(
+            ics.contains("DTSTART;VALUE=DATE:20261231")
+                && ics.contains("DTEND;VALUE=DATE:20270101"),
+            "{ics}"
+        );
         assert!(!ics.contains("VTIMEZONE"));
         let p = parse_ics(&ics).unwrap();
         assert_eq!((p.start, p.end), (d.start, d.end));
@@ -434,15 +584,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let moz = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:m\nDTSTART;TZID=/mozilla.org/20050126_1/Europe/Berlin:20260701T100000\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
-        assert_eq!(parse_ics(moz).unwrap().zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(
+            parse_ics(moz).unwrap().zone.as_deref(),
+            Some("Europe/Berlin")
+        );
         let date_only = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:d\nDTSTART;VALUE=DATE:20260301\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
-        assert_eq!(parse_ics(date_only).unwrap().end, EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()));
+        assert_eq!(
+            parse_ics(date_only).unwrap().end,
+            EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap())
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in ["", "hello", "BEGIN:VCALENDAR\nEND:VCALENDAR\n", "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n", "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:2026-13-45\nEND:VEVENT\nEND:VCALENDAR\n", "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20260101T000000Z\nDURATION:PXYZ\nEND:VEVENT\nEND:VCALENDAR\n"] {
-            assert!(matches!(parse_ics(bad), Err(ProviderError::Invalid { .. })), "{bad:?}");
+        for bad in [
+            "",
+            "hello",
+            "BEGIN:VCALENDAR\nEND:VCALENDAR\n",
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n",
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:2026-13-45\nEND:VEVENT\nEND:VCALENDAR\n",
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20260101T000000Z\nDURATION:PXYZ\nEND:VEVENT\nEND:VCALENDAR\n",
+        ] {
+            assert!(
+                matches!(parse_ics(bad), Err(ProviderError::Invalid { .. })),
+                "{bad:?}"
+            );
         }
     }
 }
