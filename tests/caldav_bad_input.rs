@@ -389,3 +389,137 @@ async fn icloud_shaped_discovery_remembers_the_partition_host() {
     // Basic auth went with every request, unasked (iCloud's 401 challenge confuses clients).
     assert!(seen.lock().unwrap().iter().all(|(_, _, auth)| *auth));
 }
+
+/// RFC 6578 variants another server may use: a bare-hash token, a truncated (507) first page,
+/// removed members with 404, and a rejected token as 412 without any body.
+#[tokio::test]
+async fn sync_collection_variants() {
+    let ev = |uid: &str| {
+        format!(
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTART:20310101T100000Z\r\nDTEND:20310101T110000Z\r\nSUMMARY:{uid}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+    };
+    let item = |href: &str, data: &str| {
+        format!(
+            r#"<response><href>{href}</href><propstat><prop><getetag>"e-{href}"</getetag><C:calendar-data>{data}</C:calendar-data></prop><status>HTTP/1.1 200 OK</status></propstat></response>"#
+        )
+    };
+    let (a, b) = (ev("a"), ev("b"));
+    // A handler that needs the request body: answer by the token inside it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (a, b, item) = (a.clone(), b.clone(), item);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body = &text[end + 4..];
+                    let ms = |inner: &str| {
+                        format!(
+                            r#"<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">{inner}</multistatus>"#
+                        )
+                    };
+                    let resp = if text.starts_with("PROPFIND") {
+                        http(
+                            "207 Multi-Status",
+                            &[],
+                            &ms(
+                                r#"<response><href>/c/</href><propstat><prop><sync-token>h0</sync-token></prop><status>HTTP/1.1 200 OK</status></propstat></response>"#,
+                            ),
+                        )
+                    } else if body.contains("calendar-query") {
+                        http(
+                            "207 Multi-Status",
+                            &[],
+                            &ms(&format!("{}{}", item("/c/a.ics", &a), item("/c/b.ics", &b))),
+                        )
+                    } else if body.contains("calendar-multiget") {
+                        let mut inner = String::new();
+                        if body.contains("/c/a.ics") {
+                            inner.push_str(&item("/c/a.ics", &a));
+                        }
+                        if body.contains("/c/b.ics") {
+                            inner.push_str(&item("/c/b.ics", &b));
+                        }
+                        http("207 Multi-Status", &[], &ms(&inner))
+                    } else if body.contains("<d:sync-token>h0<") {
+                        // Truncated: one change, then "ask again" with h1.
+                        http(
+                            "207 Multi-Status",
+                            &[],
+                            &ms(
+                                r#"<response><href>/c/a.ics</href><propstat><prop><getetag>"1"</getetag></prop><status>HTTP/1.1 200 OK</status></propstat></response><response><href>/c/</href><status>HTTP/1.1 507 Insufficient Storage</status></response><sync-token>h1</sync-token>"#,
+                            ),
+                        )
+                    } else if body.contains("<d:sync-token>h1<") {
+                        http(
+                            "207 Multi-Status",
+                            &[],
+                            &ms(
+                                r#"<response><href>/c/b.ics</href><propstat><prop><getetag>"2"</getetag></prop><status>HTTP/1.1 200 OK</status></propstat></response><response><href>/c/gone.ics</href><status>HTTP/1.1 404 Not Found</status></response><sync-token>h2</sync-token>"#,
+                            ),
+                        )
+                    } else {
+                        http("412 Precondition Failed", &[], "")
+                    };
+                    let _ = sock.write_all(&resp).await;
+                    let _ = sock.shutdown().await;
+                    return;
+                }
+            });
+        }
+    });
+    let p = provider(port).await;
+    let w = Window {
+        from: Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap(),
+        to: Utc.with_ymd_and_hms(2031, 1, 2, 0, 0, 0).unwrap(),
+    };
+    let full = p.list("/c/", w, None).await.expect("full");
+    assert_eq!(
+        (
+            full.events.len(),
+            full.next_cursor.as_deref(),
+            full.full_resync
+        ),
+        (2, Some("h0"), false)
+    );
+    let delta = p.list("/c/", w, Some("h0")).await.expect("incremental");
+    let ids: Vec<&str> = delta.events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec!["a", "b"], "both pages of a truncated report");
+    assert_eq!(delta.removed, vec!["gone".to_string()]);
+    assert_eq!(delta.next_cursor.as_deref(), Some("h2"));
+    assert!(!delta.full_resync);
+    let rejected = p
+        .list("/c/", w, Some("h-unknown"))
+        .await
+        .expect("a 412 without body is a rejected token");
+    assert!(rejected.full_resync);
+    assert_eq!(
+        (rejected.events.len(), rejected.next_cursor.as_deref()),
+        (2, Some("h0"))
+    );
+}

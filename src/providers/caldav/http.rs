@@ -18,6 +18,9 @@ pub const MAX_BODY: usize = 10 * 1024 * 1024;
 pub const MAX_REDIRECTS: usize = 5;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests in flight per connection: enough to overlap latency, few enough that one user's
+/// burst stays under undocumented server limits (iCloud) instead of bouncing off them.
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// An HTTP response with its body read (bounded).
 #[derive(Debug)]
@@ -54,6 +57,7 @@ pub struct DavClient {
     auth: HeaderValue,
     username: String,
     max_body: usize,
+    limiter: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for DavClient {
@@ -125,6 +129,7 @@ impl DavClient {
             auth,
             username: username.to_string(),
             max_body,
+            limiter: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -142,6 +147,8 @@ impl DavClient {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Result<DavResponse, ProviderError> {
+        // The semaphore is never closed, so acquiring only fails if it were; then go unthrottled.
+        let _permit = self.limiter.acquire().await.ok();
         let mut url = url.clone();
         let mut visited: Vec<Url> = Vec::new();
         let mut with_auth = true;

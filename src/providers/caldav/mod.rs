@@ -322,7 +322,17 @@ impl Provider for CaldavProvider {
 
     async fn get(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
         let url = self.resource(calendar, id)?;
-        events::fetch(self, &url).await
+        match events::fetch(self, &url).await? {
+            Some(ev) => Ok(Some(ev)),
+            // Other apps may name resources without `.ics` (the id is then the whole name).
+            None if !id.ends_with(".ics") => {
+                let mut bare = self.collection(calendar)?;
+                let path = format!("{}{id}", bare.path());
+                bare.set_path(&path);
+                events::fetch(self, &bare).await
+            }
+            None => Ok(None),
+        }
     }
 
     async fn find_by_key(
@@ -330,8 +340,9 @@ impl Provider for CaldavProvider {
         calendar: &str,
         key: &str,
     ) -> Result<Option<RemoteEvent>, ProviderError> {
-        // Our resource name is the key, so this is a GET; no search needed.
-        self.get(calendar, key).await
+        // Our resource name is the key, so this is one GET; no search needed.
+        let url = self.resource(calendar, key)?;
+        events::fetch(self, &url).await
     }
 
     async fn list(
