@@ -458,3 +458,38 @@ async fn all_day_task_is_a_date_on_the_right_day_in_every_zone() {
         "{page:?}"
     );
 }
+
+#[tokio::test]
+async fn our_uid_under_another_name_is_adopted_not_duplicated() {
+    // Some apps re-save an event under their own resource name. Our next create of the same key
+    // hits the server's UID check (Radicale: 409 no-uid-conflict with the other href).
+    let peer = RadicalePeer::start().await;
+    let p = peer.provider().await;
+    let key = event_key("uid-moved");
+    let ics = calsync::providers::caldav::to_ics(
+        &key,
+        &event("uid-moved", "Moved by an app"),
+        Utc::now(),
+    );
+    let r = peer
+        .raw
+        .put(
+            &format!("{CAL}renamed-by-app.ics"),
+            &ics,
+            ("If-None-Match", "*"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let res = p
+        .create(CAL, &key, &event("uid-moved", "Moved by an app"))
+        .await
+        .expect("create adopts");
+    assert!(
+        matches!(&res, Created::Existing(e) if e.id == "renamed-by-app"),
+        "{res:?}"
+    );
+    assert!(
+        peer.raw.get(&format!("{CAL}{key}.ics")).await.is_none(),
+        "no second resource"
+    );
+}

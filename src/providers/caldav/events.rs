@@ -9,7 +9,8 @@ use chrono::Utc;
 use reqwest::{Method, Url};
 
 use super::http::{CT, DavResponse, ICS, classify};
-use super::ical::{ParsedEvent, parse_ics, to_ics};
+use super::ical::{ParsedEvent, parse_ics, to_ics, uid_for};
+use super::listing;
 use super::xml::preconditions;
 use super::{CaldavProvider, id_from_href};
 use crate::providers::{Created, EventData, ProviderError, RemoteEvent};
@@ -119,23 +120,21 @@ pub async fn create(
         // others 403): that is our event under another name, so adopt it.
         403 | 409 => match has_precondition(&resp, "no-uid-conflict") {
             Some(hrefs) => {
-                let other = hrefs.first().and_then(|h| url.join(h).ok());
-                match other {
-                    Some(other) => match fetch(p, &other).await? {
-                        Some(ev) => Ok(Created::Existing(ev)),
-                        None => Err(ProviderError::Transient {
-                            message: format!(
-                                "UID conflict with {other}, which cannot be read; will retry"
-                            ),
-                        }),
-                    },
-                    None => Err(ProviderError::Conflict {
-                        message: format!(
-                            "the server already holds an event with this event's UID but did not say where ({})",
-                            what()
-                        ),
-                    }),
-                }
+                // Where it is: the href the server names, else a search by UID.
+                let named = match hrefs.first().and_then(|h| url.join(h).ok()) {
+                    Some(other) => fetch(p, &other).await?,
+                    None => None,
+                };
+                let found = match named {
+                    Some(ev) => Some(ev),
+                    None => listing::find_uid(p, &p.collection(calendar)?, &uid_for(key)).await?,
+                };
+                found.map(Created::Existing).ok_or_else(|| ProviderError::Conflict {
+                    message: format!(
+                        "the server already holds an event with this event's UID outside this calendar ({})",
+                        what()
+                    ),
+                })
             }
             None => Err(classify(&resp, &what(), p.client().username())),
         },

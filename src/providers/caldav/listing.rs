@@ -17,7 +17,7 @@ use super::http::{CT, XML, classify};
 use super::ical::parse_ics;
 use super::xml::{
     CALDAV, DAV, Multistatus, calendar_query, multiget, parse_multistatus, preconditions,
-    sync_collection,
+    sync_collection, uid_query,
 };
 use super::{CaldavProvider, discovery, id_from_href};
 use crate::providers::{EventPage, EventTime, ProviderError, RemoteEvent, Window};
@@ -252,4 +252,40 @@ pub async fn list(
         next_cursor: token.or_else(|| Some(cursor.to_string())),
         full_resync: false,
     })
+}
+
+/// The event with exactly this UID in the collection, wherever it is stored (servers that
+/// report a `no-uid-conflict` without saying where, as Radicale does).
+pub async fn find_uid(
+    p: &CaldavProvider,
+    collection: &Url,
+    uid: &str,
+) -> Result<Option<RemoteEvent>, ProviderError> {
+    let ms = report_ms(
+        p,
+        collection,
+        "1",
+        &uid_query(uid),
+        &format!("looking up UID {uid}"),
+    )
+    .await?;
+    let mut found = Vec::new();
+    for r in &ms.responses {
+        let Some(data) = r.prop(CALDAV, "calendar-data") else {
+            continue;
+        };
+        let (Some(id), Ok(url)) = (id_from_href(&r.href), collection.join(&r.href)) else {
+            continue;
+        };
+        if let Ok(parsed) = parse_ics(&data.text)
+            && parsed.uid.as_deref() == Some(uid)
+        {
+            let etag = r
+                .prop(DAV, "getetag")
+                .map(|e| e.text.clone())
+                .filter(|e| !e.is_empty());
+            found.push(remote(id, &url, etag, parsed));
+        }
+    }
+    Ok(found.into_iter().next())
 }

@@ -220,6 +220,18 @@ pub fn calendar_query(start: &str, end: &str) -> String {
     )
 }
 
+/// `calendar-query` for the VEVENT resource(s) whose UID contains `uid` (servers match
+/// substrings; the caller checks for equality).
+pub fn uid_query(uid: &str) -> String {
+    format!(
+        "{HEAD}<c:calendar-query {NS}><d:prop><d:getetag/><c:calendar-data/></d:prop>\
+         <c:filter><c:comp-filter name=\"VCALENDAR\"><c:comp-filter name=\"VEVENT\">\
+         <c:prop-filter name=\"UID\"><c:text-match collation=\"i;octet\">{}</c:text-match></c:prop-filter>\
+         </c:comp-filter></c:comp-filter></c:filter></c:calendar-query>",
+        escape(uid)
+    )
+}
+
 /// `calendar-multiget` for the given hrefs (as the server wrote them).
 pub fn multiget(hrefs: &[String]) -> String {
     let inner: String = hrefs
