@@ -7,6 +7,7 @@
 pub mod error;
 pub mod event;
 pub mod memory;
+pub mod registry;
 
 use std::sync::Arc;
 
