@@ -45,7 +45,13 @@ impl ContractPeer for MemoryPeer {
             .map(|e| RawEvent { title: e.title, has_marker: e.marker.is_some() })
     }
 
-    async fn raw_insert_external(&self, calendar: &str, title: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    async fn raw_insert_external(
+        &self,
+        calendar: &str,
+        title: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> String {
         let id = format!("ext-{}", uuid::Uuid::new_v4());
         let t = |u: DateTime<Utc>| EventTime::DateTime { utc: u, local: u.naive_utc(), zone: None };
         self.service.insert_external(

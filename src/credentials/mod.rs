@@ -54,11 +54,9 @@ impl std::fmt::Debug for Credentials {
             Credentials::Basic { username, .. } => {
                 f.debug_struct("Basic").field("username", username).field("password", &"[redacted]").finish()
             }
-            Credentials::OAuth { expires_at, .. } => f
-                .debug_struct("OAuth")
-                .field("refresh_token", &"[redacted]")
-                .field("expires_at", expires_at)
-                .finish(),
+            Credentials::OAuth { expires_at, .. } => {
+                f.debug_struct("OAuth").field("refresh_token", &"[redacted]").field("expires_at", expires_at).finish()
+            }
         }
     }
 }
@@ -85,7 +83,9 @@ impl PartialEq for Credentials {
 /// Why a credentials Secret could not be read. Messages never include secret values.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialsError {
-    #[error("credentials Secret has none of the expected keys: set `username` and `password` (CalDAV/iCloud), `refresh_token` (Google/Outlook), or calsync's `credentials` key")]
+    #[error(
+        "credentials Secret has none of the expected keys: set `username` and `password` (CalDAV/iCloud), `refresh_token` (Google/Outlook), or calsync's `credentials` key"
+    )]
     NoKnownKeys,
     #[error("credentials Secret key `{0}` is not valid UTF-8 text")]
     NotUtf8(String),

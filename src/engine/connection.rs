@@ -42,13 +42,19 @@ impl Engine {
         let spec_changed = st.observed_generation != generation;
         let ready = condition::is_true(&st.conditions, "Ready");
         let recheck = chrono::Duration::from_std(self.config.connection_recheck).unwrap_or_default();
-        if !spec_changed && ready && let Some(last) = st.last_check_time {
+        if !spec_changed
+            && ready
+            && let Some(last) = st.last_check_time
+        {
             let due = last + recheck;
             if due > now {
                 return Ok(Outcome::Requeue(jitter((due - now).to_std().unwrap_or_default())));
             }
         }
-        if !spec_changed && st.failed_attempts > 0 && let Some(failed) = st.last_failure_time {
+        if !spec_changed
+            && st.failed_attempts > 0
+            && let Some(failed) = st.last_failure_time
+        {
             let delay = self.config.backoff.delay(st.failed_attempts, None);
             let due = failed + chrono::Duration::from_std(delay).unwrap_or_default();
             if due > now {
@@ -61,8 +67,13 @@ impl Engine {
         let creds = match self.objects.read_credentials(namespace, secret).await {
             Ok(Some(c)) => c,
             Ok(None) => {
-                let msg = format!("credentials Secret {:?} does not exist in namespace {namespace:?}; create it (see examples/) or connect through the REST API", secret.name);
-                return self.connection_failed(&key, &old, st, "CredentialsMissing", &msg, self.config.wait_requeue).await;
+                let msg = format!(
+                    "credentials Secret {:?} does not exist in namespace {namespace:?}; create it (see examples/) or connect through the REST API",
+                    secret.name
+                );
+                return self
+                    .connection_failed(&key, &old, st, "CredentialsMissing", &msg, self.config.wait_requeue)
+                    .await;
             }
             Err(crate::engine::StoreError::Invalid(m)) => {
                 return self.connection_failed(&key, &old, st, "InvalidCredentials", &m, self.config.resync).await;
@@ -86,14 +97,21 @@ impl Engine {
             Some(id) => match info.calendars.iter().find(|c| &c.id == id) {
                 Some(c) if c.writable => Some(c.id.clone()),
                 Some(_) => {
-                    let msg = format!("calendar {id:?} is read-only for this account; pick a writable calendar in spec.calendarId");
-                    return self.connection_failed(&key, &old, st, "CalendarNotWritable", &msg, self.config.resync).await;
+                    let msg = format!(
+                        "calendar {id:?} is read-only for this account; pick a writable calendar in spec.calendarId"
+                    );
+                    return self
+                        .connection_failed(&key, &old, st, "CalendarNotWritable", &msg, self.config.resync)
+                        .await;
                 }
                 // Google accepts the alias `primary`, which is never listed under that id.
                 None if id == "primary" => Some(id.clone()),
                 None => {
                     let names: Vec<&str> = info.calendars.iter().map(|c| c.id.as_str()).collect();
-                    let msg = format!("calendar {id:?} does not exist in this account (it has: {}); fix spec.calendarId", names.join(", "));
+                    let msg = format!(
+                        "calendar {id:?} does not exist in this account (it has: {}); fix spec.calendarId",
+                        names.join(", ")
+                    );
                     return self.connection_failed(&key, &old, st, "CalendarNotFound", &msg, self.config.resync).await;
                 }
             },
@@ -111,8 +129,18 @@ impl Engine {
         st.failed_attempts = 0;
         st.last_failure_time = None;
         let g = generation;
-        set_condition(&mut st.conditions, cond("Authenticated", true, "CredentialsAccepted", "the provider accepted the credentials"), g, now);
-        set_condition(&mut st.conditions, cond("Ready", true, "Connected", "the calendar is connected and usable"), g, now);
+        set_condition(
+            &mut st.conditions,
+            cond("Authenticated", true, "CredentialsAccepted", "the provider accepted the credentials"),
+            g,
+            now,
+        );
+        set_condition(
+            &mut st.conditions,
+            cond("Ready", true, "Connected", "the calendar is connected and usable"),
+            g,
+            now,
+        );
         if write(&st) {
             self.objects.patch_connection_status(namespace, name, &st).await?;
             if !ready {
@@ -133,7 +161,12 @@ impl Engine {
         match e.class() {
             ErrorClass::Reauthenticate => {
                 let g = st.observed_generation;
-                set_condition(&mut st.conditions, cond("Authenticated", false, "ReconnectRequired", e.to_string()), g, now);
+                set_condition(
+                    &mut st.conditions,
+                    cond("Authenticated", false, "ReconnectRequired", e.to_string()),
+                    g,
+                    now,
+                );
                 self.connection_failed(key, old, st, "ReconnectRequired", &e.to_string(), self.config.resync).await
             }
             ErrorClass::Retry { after } => {
@@ -151,7 +184,9 @@ impl Engine {
                 }
                 Ok(Outcome::Requeue(jitter(delay)))
             }
-            ErrorClass::Permanent => self.connection_failed(key, old, st, e.reason(), &e.to_string(), self.config.resync).await,
+            ErrorClass::Permanent => {
+                self.connection_failed(key, old, st, e.reason(), &e.to_string(), self.config.resync).await
+            }
         }
     }
 

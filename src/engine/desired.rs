@@ -95,7 +95,9 @@ fn timed(t: TimeValue, zone: Option<Tz>, field: &str) -> Result<EventTime, Strin
                 "{field} has no UTC offset, so timeZone is required to read it (e.g. America/New_York)"
             ));
         }
-        (TimeValue::Date(_), _) => return Err(format!("{field} is a date but start is a date-time: use the same form for both")),
+        (TimeValue::Date(_), _) => {
+            return Err(format!("{field} is a date but start is a date-time: use the same form for both"));
+        }
     };
     Ok(EventTime::DateTime { utc, local, zone: zone.map(|z| z.name().to_string()) })
 }
@@ -135,7 +137,11 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         let end = match (&spec.end, &spec.duration) {
             (Some(end), _) => timed(parse_time("end", end)?, zone, "end")?,
             (None, d) => {
-                let len = d.as_deref().map(parse_duration).transpose()?.unwrap_or(Duration::minutes(DEFAULT_DURATION_MINUTES));
+                let len = d
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()?
+                    .unwrap_or(Duration::minutes(DEFAULT_DURATION_MINUTES));
                 let EventTime::DateTime { utc, .. } = &start else {
                     return Err("start is not a date-time".into());
                 };
@@ -176,7 +182,12 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         start,
         end,
         recurrence: spec.recurrence.clone(),
-        marker: Marker { owner: owner.to_string(), uid: uid.to_string(), task_id: spec.task_id.clone(), hash: String::new() },
+        marker: Marker {
+            owner: owner.to_string(),
+            uid: uid.to_string(),
+            task_id: spec.task_id.clone(),
+            hash: String::new(),
+        },
     })
 }
 

@@ -176,10 +176,10 @@ impl MemoryObjects {
     }
 
     fn enter(&self, s: &mut State, op: StoreOp, key: Option<&ObjectKey>) -> Result<(), StoreError> {
-        if let Some(pos) = s.faults.iter().position(|(o, _)| *o == op) {
-            if let Some((_, err)) = s.faults.remove(pos) {
-                return Err(err);
-            }
+        if let Some(pos) = s.faults.iter().position(|(o, _)| *o == op)
+            && let Some((_, err)) = s.faults.remove(pos)
+        {
+            return Err(err);
         }
         if let Some(key) = key
             && op != StoreOp::Get
@@ -211,7 +211,8 @@ impl MemoryObjects {
                 if changed {
                     obj.meta_mut().resource_version = Some(rv.to_string());
                 }
-                let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
+                let gone = obj.meta().deletion_timestamp.is_some()
+                    && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
                 if gone {
                     s.connections.remove(&k);
                 }
@@ -223,7 +224,8 @@ impl MemoryObjects {
                 if changed {
                     obj.meta_mut().resource_version = Some(rv.to_string());
                 }
-                let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
+                let gone = obj.meta().deletion_timestamp.is_some()
+                    && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
                 if gone {
                     s.task_syncs.remove(&k);
                 }
@@ -290,7 +292,8 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::PatchStatus, Some(&key))?;
         let rv = Self::next_rv(&mut s);
-        let obj = s.connections.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let obj =
+            s.connections.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let history = obj.status.as_ref().map(|st| st.history.clone()).unwrap_or_default();
         let mut new = status.clone();
         new.history = history;
@@ -312,7 +315,8 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::PatchStatus, Some(&key))?;
         let rv = Self::next_rv(&mut s);
-        let obj = s.task_syncs.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let obj =
+            s.task_syncs.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         obj.status = Some(status.clone());
         obj.meta_mut().resource_version = Some(rv.to_string());
         let out = obj.clone();
@@ -459,7 +463,8 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::AppendHistory, Some(&key))?;
         let rv = Self::next_rv(&mut s);
-        let obj = s.connections.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let obj =
+            s.connections.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
         let out = history::push(&mut status.history, entry, history::CONNECTION_HISTORY_LIMIT);
         obj.meta_mut().resource_version = Some(rv.to_string());

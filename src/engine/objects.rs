@@ -147,8 +147,11 @@ pub trait Objects: Send + Sync {
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError>;
 
     /// Connections in `namespace` (all namespaces when `None`) carrying every label in `selector`.
-    async fn list_connections(&self, namespace: Option<&str>, selector: &Labels)
-    -> Result<Vec<CalendarConnection>, StoreError>;
+    async fn list_connections(
+        &self,
+        namespace: Option<&str>,
+        selector: &Labels,
+    ) -> Result<Vec<CalendarConnection>, StoreError>;
     /// TaskSyncs in `namespace` (all when `None`) carrying every label in `selector`.
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError>;
     /// The TaskSync whose status records this provider event id.
@@ -184,7 +187,11 @@ pub trait Objects: Send + Sync {
 
 /// Wait until `check` says the object is as wanted, re-checking on every change notification and
 /// at least every 500 ms. Returns the last value seen when `timeout` passes first.
-pub async fn wait_for<T, F, Fut>(objects: &dyn Objects, timeout: Duration, mut check: F) -> Result<(bool, T), StoreError>
+pub async fn wait_for<T, F, Fut>(
+    objects: &dyn Objects,
+    timeout: Duration,
+    mut check: F,
+) -> Result<(bool, T), StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,

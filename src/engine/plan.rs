@@ -27,7 +27,10 @@ pub enum ConnState {
     /// Credentials were revoked or are wrong; only the user can fix it.
     ReconnectRequired,
     /// Not Ready for another reason (reason and message from its condition).
-    NotReady { reason: String, message: String },
+    NotReady {
+        reason: String,
+        message: String,
+    },
 }
 
 /// Everything `plan` looks at.
@@ -68,15 +71,24 @@ pub enum Step {
     /// The spec cannot become an event; report and wait for a spec change.
     Invalid(String),
     /// The connection is not usable; report and wait for it.
-    Wait { reason: &'static str, message: String },
+    Wait {
+        reason: &'static str,
+        message: String,
+    },
     /// In failure backoff: no provider call until then.
     Backoff(Duration),
     /// A Manual conflict is pending: leave the event alone until the spec changes.
     HoldConflict,
     Create,
-    Update { event_id: String, etag: Option<String> },
+    Update {
+        event_id: String,
+        etag: Option<String>,
+    },
     /// Delete the event (`event_id` None: look it up by key first, a create may be unrecorded).
-    Delete { event_id: Option<String>, etag: Option<String> },
+    Delete {
+        event_id: Option<String>,
+        etag: Option<String>,
+    },
     /// The calendar already holds what the spec says.
     InSync,
 }
@@ -127,13 +139,23 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
             return Step::Wait { reason: "ConnectionNotFound", message: "the CalendarConnection named in connectionRef does not exist in this namespace; create it or fix connectionRef".into() };
         }
         ConnState::Inactive => {
-            return Step::Wait { reason: "ConnectionInactive", message: "the user disconnected this calendar (active: false); reconnect to resume syncing".into() };
+            return Step::Wait {
+                reason: "ConnectionInactive",
+                message: "the user disconnected this calendar (active: false); reconnect to resume syncing".into(),
+            };
         }
         ConnState::ReconnectRequired => {
-            return Step::Wait { reason: "ReconnectRequired", message: "the calendar credentials were revoked or are wrong; the user must reconnect the calendar".into() };
+            return Step::Wait {
+                reason: "ReconnectRequired",
+                message: "the calendar credentials were revoked or are wrong; the user must reconnect the calendar"
+                    .into(),
+            };
         }
         ConnState::NotReady { reason, message } => {
-            return Step::Wait { reason: "ConnectionNotReady", message: format!("the CalendarConnection is not Ready ({reason}): {message}") };
+            return Step::Wait {
+                reason: "ConnectionNotReady",
+                message: format!("the CalendarConnection is not Ready ({reason}): {message}"),
+            };
         }
     }
     let spec_changed = st.observed_generation != Some(i.generation);

@@ -39,7 +39,9 @@ fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
         Some(r) if r.status == ConditionStatus::True => ConnState::Ready,
         Some(r) if r.reason == "ReconnectRequired" => ConnState::ReconnectRequired,
         Some(r) => ConnState::NotReady { reason: r.reason.clone(), message: r.message.clone() },
-        None => ConnState::NotReady { reason: "Pending".into(), message: "the connection has not been checked yet".into() },
+        None => {
+            ConnState::NotReady { reason: "Pending".into(), message: "the connection has not been checked yet".into() }
+        }
     }
 }
 
@@ -144,7 +146,14 @@ impl Engine {
                     return self.finish(&ctx, self.config.resync).await;
                 }
                 Step::InSync => {
-                    self.set_in_sync(&mut ctx, "InSync", "the calendar event matches the task");
+                    // Keep the reason of the write that got us here (EventCreated, ...): a
+                    // no-op reconcile must not rewrite status.
+                    let settled = condition::is_true(&ctx.status.conditions, "Synced")
+                        && condition::is_true(&ctx.status.conditions, "Ready")
+                        && ctx.status.observed_generation == Some(ctx.generation);
+                    if !settled {
+                        self.set_in_sync(&mut ctx, "InSync", "the calendar event matches the task");
+                    }
                     return self.finish(&ctx, self.config.resync).await;
                 }
                 Step::Create | Step::Update { .. } | Step::Delete { .. } => {
@@ -217,9 +226,13 @@ impl Engine {
                     Err(e) => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
                 },
                 Adopt::NotOurs => {
-                    let msg = format!("an event with calsync's key {key} exists in calendar {:?} but was not written for this TaskSync; calsync never touches events it does not own", ctx.calendar);
+                    let msg = format!(
+                        "an event with calsync's key {key} exists in calendar {:?} but was not written for this TaskSync; calsync never touches events it does not own",
+                        ctx.calendar
+                    );
                     self.set_failed(ctx, "NotOwned", &msg);
-                    ctx.status.next_attempt_time = Some(self.now() + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
+                    ctx.status.next_attempt_time =
+                        Some(self.now() + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
                     self.publish(&ctx.key, EventType::Warning, "NotOwned", "Create", msg).await;
                     self.finish(ctx, self.config.resync).await.map(Some)
                 }
@@ -229,7 +242,13 @@ impl Engine {
     }
 
     /// Update. `None` means: plan again.
-    async fn update(&self, ctx: &mut Ctx<'_>, p: &dyn Provider, id: &str, etag: Option<&str>) -> Result<Option<Outcome>, EngineError> {
+    async fn update(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &dyn Provider,
+        id: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<Outcome>, EngineError> {
         let (data, hash) = Self::desired(ctx);
         match p.update(&ctx.calendar, id, etag, &data).await {
             Ok(ev) => self.record(ctx, Operation::Update, &ev, &hash).await.map(Some),
@@ -247,7 +266,13 @@ impl Engine {
         }
     }
 
-    async fn resolve_conflict(&self, ctx: &mut Ctx<'_>, p: &dyn Provider, id: &str, policy: ConflictPolicy) -> Result<Option<Outcome>, EngineError> {
+    async fn resolve_conflict(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &dyn Provider,
+        id: &str,
+        policy: ConflictPolicy,
+    ) -> Result<Option<Outcome>, EngineError> {
         let remote = match p.get(&ctx.calendar, id).await {
             Ok(r) => r,
             Err(e) => return self.on_provider_error(ctx, Call::Update, e).await.map(Some),
@@ -262,7 +287,8 @@ impl Engine {
             };
         };
         if plan::adopt(&remote, &ctx.uid, &self.config.owner, "").eq(&Adopt::NotOurs) {
-            let msg = format!("event {id} no longer carries this TaskSync's ownership marker; calsync will not modify it");
+            let msg =
+                format!("event {id} no longer carries this TaskSync's ownership marker; calsync will not modify it");
             self.set_failed(ctx, "NotOwned", &msg);
             return self.finish(ctx, self.config.resync).await.map(Some);
         }
@@ -279,7 +305,12 @@ impl Engine {
     }
 
     /// Record an edit (or deletion, `remote` None) made in the calendar app.
-    async fn report_edit(&self, ctx: &mut Ctx<'_>, remote: Option<&RemoteEvent>, policy: ConflictPolicy) -> Result<Outcome, EngineError> {
+    async fn report_edit(
+        &self,
+        ctx: &mut Ctx<'_>,
+        remote: Option<&RemoteEvent>,
+        policy: ConflictPolicy,
+    ) -> Result<Outcome, EngineError> {
         let now = self.now();
         let (data, hash) = Self::desired(ctx);
         let mut changed = Vec::new();
@@ -333,19 +364,28 @@ impl Engine {
         self.finish(ctx, self.config.resync).await
     }
 
-    async fn delete(&self, ctx: &mut Ctx<'_>, p: &dyn Provider, id: Option<String>, etag: Option<String>) -> Result<Outcome, EngineError> {
+    async fn delete(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &dyn Provider,
+        id: Option<String>,
+        etag: Option<String>,
+    ) -> Result<Outcome, EngineError> {
         let key = event_key(&ctx.uid);
         let (id, etag) = match id {
             Some(id) => (id, etag),
             None => match p.find_by_key(&ctx.calendar, &key).await {
-                Ok(Some(ev)) if plan::adopt(&ev, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs => (ev.id, ev.etag),
+                Ok(Some(ev)) if plan::adopt(&ev, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs => {
+                    (ev.id, ev.etag)
+                }
                 Ok(_) => return self.release(ctx, Release::EventDeleted).await,
                 Err(e) => return self.on_provider_error(ctx, Call::Delete, e).await,
             },
         };
         let mut result = p.delete(&ctx.calendar, &id, etag.as_deref()).await;
         if let Err(e) = &result
-            && plan::on_error(Call::Delete, e, ConflictPolicy::TaskWins) == OnError::ResolveConflict(ConflictPolicy::TaskWins)
+            && plan::on_error(Call::Delete, e, ConflictPolicy::TaskWins)
+                == OnError::ResolveConflict(ConflictPolicy::TaskWins)
         {
             result = match p.get(&ctx.calendar, &id).await {
                 Ok(Some(r)) if plan::adopt(&r, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs => {
@@ -367,9 +407,21 @@ impl Engine {
     /// Let a deleted TaskSync go.
     async fn release(&self, ctx: &mut Ctx<'_>, why: Release) -> Result<Outcome, EngineError> {
         let (op, type_, reason, note) = match &why {
-            Release::EventDeleted => (Operation::Delete, EventType::Normal, "EventDeleted", "the calendar event was deleted".to_string()),
-            Release::Orphaned | Release::PolicyOrphan => (Operation::Orphan, EventType::Normal, "EventOrphaned", "deletionPolicy is Orphan: the calendar event was left in place".to_string()),
-            Release::CleanupImpossible(r) => (Operation::Orphan, EventType::Warning, *r, format!("the calendar event could not be deleted ({r}) and was left in the calendar")),
+            Release::EventDeleted => {
+                (Operation::Delete, EventType::Normal, "EventDeleted", "the calendar event was deleted".to_string())
+            }
+            Release::Orphaned | Release::PolicyOrphan => (
+                Operation::Orphan,
+                EventType::Normal,
+                "EventOrphaned",
+                "deletionPolicy is Orphan: the calendar event was left in place".to_string(),
+            ),
+            Release::CleanupImpossible(r) => (
+                Operation::Orphan,
+                EventType::Warning,
+                *r,
+                format!("the calendar event could not be deleted ({r}) and was left in the calendar"),
+            ),
         };
         let status = if type_ == EventType::Warning { SyncStatus::Failed } else { SyncStatus::Success };
         let error = (type_ == EventType::Warning).then(|| note.clone());
@@ -393,11 +445,14 @@ impl Engine {
                 self.set_failed(ctx, "ReconnectRequired", &e.to_string());
                 self.finish(ctx, self.config.wait_requeue).await
             }
-            OnError::Reject if call == Call::Delete => self.release(ctx, Release::CleanupImpossible("ProviderRejected")).await,
+            OnError::Reject if call == Call::Delete => {
+                self.release(ctx, Release::CleanupImpossible("ProviderRejected")).await
+            }
             OnError::Reject => {
                 self.set_failed(ctx, e.reason(), &e.to_string());
                 ctx.status.observed_generation = Some(ctx.generation);
-                ctx.status.next_attempt_time = Some(now + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
+                ctx.status.next_attempt_time =
+                    Some(now + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
                 self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string())).await?;
                 self.publish(&ctx.key, EventType::Warning, e.reason(), action_of(call), e.to_string()).await;
                 self.finish(ctx, self.config.resync).await
@@ -424,7 +479,13 @@ impl Engine {
     }
 
     /// A successful write: the event now matches the spec.
-    async fn record(&self, ctx: &mut Ctx<'_>, op: Operation, ev: &RemoteEvent, hash: &str) -> Result<Outcome, EngineError> {
+    async fn record(
+        &self,
+        ctx: &mut Ctx<'_>,
+        op: Operation,
+        ev: &RemoteEvent,
+        hash: &str,
+    ) -> Result<Outcome, EngineError> {
         let now = self.now();
         let s = &mut ctx.status;
         s.event_id = Some(ev.id.clone());
@@ -445,12 +506,25 @@ impl Engine {
         let msg = format!("calendar event {} {verb}", ev.id);
         self.set_in_sync(ctx, reason, &msg);
         self.history(ctx, op, SyncStatus::Success, None).await?;
-        self.publish(&ctx.key, EventType::Normal, reason, if op == Operation::Update { "Update" } else { "Create" }, msg).await;
+        self.publish(
+            &ctx.key,
+            EventType::Normal,
+            reason,
+            if op == Operation::Update { "Update" } else { "Create" },
+            msg,
+        )
+        .await;
         self.finish(ctx, self.config.resync).await
     }
 
     /// Append to the TaskSync's ring and the connection's (the user's history).
-    async fn history(&self, ctx: &mut Ctx<'_>, op: Operation, status: SyncStatus, error: Option<String>) -> Result<(), EngineError> {
+    async fn history(
+        &self,
+        ctx: &mut Ctx<'_>,
+        op: Operation,
+        status: SyncStatus,
+        error: Option<String>,
+    ) -> Result<(), EngineError> {
         let entry = HistoryEntry {
             id: 0,
             time: self.now(),
@@ -476,7 +550,12 @@ impl Engine {
         let g = Some(ctx.generation);
         ctx.status.observed_generation = g;
         set_condition(&mut ctx.status.conditions, cond("Synced", true, reason, msg), g, now);
-        set_condition(&mut ctx.status.conditions, cond("Ready", true, "InSync", "the calendar event matches the task"), g, now);
+        set_condition(
+            &mut ctx.status.conditions,
+            cond("Ready", true, "InSync", "the calendar event matches the task"),
+            g,
+            now,
+        );
     }
 
     fn set_failed(&self, ctx: &mut Ctx<'_>, reason: &str, msg: &str) {
@@ -486,7 +565,11 @@ impl Engine {
         set_condition(&mut ctx.status.conditions, cond("Synced", false, reason, msg), g, now);
         let ready = ctx.status.event_id.is_some()
             && ctx.desired.as_ref().is_ok_and(|(_, h)| ctx.status.applied_hash.as_deref() == Some(h.as_str()));
-        let c = if ready { cond("Ready", true, "InSync", "the calendar event matches the task") } else { cond("Ready", false, reason, msg) };
+        let c = if ready {
+            cond("Ready", true, "InSync", "the calendar event matches the task")
+        } else {
+            cond("Ready", false, reason, msg)
+        };
         set_condition(&mut ctx.status.conditions, c, g, now);
     }
 
@@ -505,7 +588,12 @@ impl Engine {
 
     /// The provider says the credentials are dead: the connection must say so too, so the REST
     /// status and `kubectl get calconn` tell the user to reconnect.
-    pub(super) async fn mark_reconnect_required(&self, namespace: &str, conn: &CalendarConnection, message: &str) -> Result<(), EngineError> {
+    pub(super) async fn mark_reconnect_required(
+        &self,
+        namespace: &str,
+        conn: &CalendarConnection,
+        message: &str,
+    ) -> Result<(), EngineError> {
         let mut status = conn.status.clone().unwrap_or_default();
         let now = self.now();
         let g = conn.meta().generation;
@@ -516,7 +604,14 @@ impl Engine {
                 Ok(_) | Err(crate::engine::StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.publish(&ObjectKey::connection(namespace, &conn.name_any()), EventType::Warning, "ReconnectRequired", "Check", message.to_string()).await;
+            self.publish(
+                &ObjectKey::connection(namespace, &conn.name_any()),
+                EventType::Warning,
+                "ReconnectRequired",
+                "Check",
+                message.to_string(),
+            )
+            .await;
         }
         Ok(())
     }

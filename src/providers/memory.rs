@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
-use super::{AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window};
+use super::{
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
+};
 use crate::credentials::Credentials;
 use crate::providers::event::EventTime;
 use crate::resources::CalendarInfo;
@@ -170,10 +172,10 @@ impl State {
 
     fn enter(&mut self, op: Op, calendar: &str, id: &str) -> Result<(), ProviderError> {
         self.calls.push(Call { op, calendar: calendar.to_string(), id: id.to_string() });
-        if let Some(pos) = self.faults.iter().position(|(o, _)| *o == op) {
-            if let Some((_, err)) = self.faults.remove(pos) {
-                return Err(err);
-            }
+        if let Some(pos) = self.faults.iter().position(|(o, _)| *o == op)
+            && let Some((_, err)) = self.faults.remove(pos)
+        {
+            return Err(err);
         }
         if self.revoked {
             return Err(ProviderError::Revoked { message: "access was revoked by the user".into() });
@@ -347,7 +349,9 @@ impl Connector for MemoryConnector {
         let (user, secret) = account_key(credentials);
         let accepted = self.service.lock().accounts.get(&user).is_some_and(|s| *s == secret);
         if !accepted {
-            return Err(ProviderError::Revoked { message: format!("the calendar service rejected the credentials of {user:?}") });
+            return Err(ProviderError::Revoked {
+                message: format!("the calendar service rejected the credentials of {user:?}"),
+            });
         }
         Ok(Arc::new(MemoryProvider { service: self.service.clone() }))
     }

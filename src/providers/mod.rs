@@ -8,6 +8,7 @@ pub mod caldav;
 pub mod error;
 pub mod event;
 pub mod memory;
+pub mod registry;
 
 use std::sync::Arc;
 
@@ -31,10 +32,7 @@ impl AccountInfo {
     /// The calendar new events go to when nothing names one (DESIGN §6): the primary calendar
     /// if writable, else the first writable one in the provider's order.
     pub fn default_calendar(&self) -> Option<&CalendarInfo> {
-        self.calendars
-            .iter()
-            .find(|c| c.primary && c.writable)
-            .or_else(|| self.calendars.iter().find(|c| c.writable))
+        self.calendars.iter().find(|c| c.primary && c.writable).or_else(|| self.calendars.iter().find(|c| c.writable))
     }
 }
 

@@ -3,6 +3,10 @@
 //! Owns: the spec/status schema. Must not touch: credentials themselves (they live in a Secret
 //! or a store row, see `credentials`), provider calls, or reconcile decisions.
 
+// Several `printcolumn(type_ = ..)` entries are separate columns, which clippy's attribute
+// lint mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -51,9 +55,7 @@ impl std::str::FromStr for ProviderKind {
             "outlook" => Ok(ProviderKind::Outlook),
             "apple" => Ok(ProviderKind::Apple),
             "caldav" => Ok(ProviderKind::Caldav),
-            other => Err(format!(
-                "unknown calendar provider {other:?}: use one of google, outlook, apple, caldav"
-            )),
+            other => Err(format!("unknown calendar provider {other:?}: use one of google, outlook, apple, caldav")),
         }
     }
 }

@@ -96,10 +96,7 @@ mod tests {
         assert_eq!(task_sync_name("u", "t"), task_sync_name("u", "t"));
         assert_ne!(task_sync_name("u", "t1"), task_sync_name("u", "t2"));
         assert_ne!(task_sync_name("ab", "c"), task_sync_name("a", "bc"));
-        assert_ne!(
-            connection_name("u", ProviderKind::Apple),
-            connection_name("u", ProviderKind::Google)
-        );
+        assert_ne!(connection_name("u", ProviderKind::Apple), connection_name("u", ProviderKind::Google));
         let v = user_label_value("someone@example.com / with spaces");
         assert!(v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric()));
     }

@@ -3,6 +3,10 @@
 //! Owns: the spec/status schema and its validation rules. Must not touch: how the spec becomes
 //! an event (engine::desired) or provider calls.
 
+// Several `printcolumn(type_ = ..)` entries are separate columns, which clippy's attribute
+// lint mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -62,9 +66,19 @@ pub enum ConflictPolicy {
     shortname = "tsync",
     category = "getitdone",
     doc = "One Get It Done! task mirrored as an event in the calendar of a CalendarConnection.",
-    printcolumn(name = "Connection", type_ = "string", json_path = ".spec.connectionRef.name", description = "CalendarConnection used"),
+    printcolumn(
+        name = "Connection",
+        type_ = "string",
+        json_path = ".spec.connectionRef.name",
+        description = "CalendarConnection used"
+    ),
     printcolumn(name = "Task", type_ = "string", json_path = ".spec.taskId", description = "The app's task id"),
-    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status", description = "The event matches the spec"),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Synced\")].status",
+        description = "The event matches the spec"
+    ),
     printcolumn(name = "Event", type_ = "string", json_path = ".status.eventId", description = "Provider event id"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     cel
@@ -86,7 +100,12 @@ pub struct TaskSyncSpec {
     pub title: String,
     /// Start: RFC 3339 with offset (`2026-03-05T14:00:00Z`), a local date-time read in timeZone
     /// (`2026-03-05T14:00:00`), or a date (`2026-03-05`) for an all-day event.
-    #[schemars(length(min = 10, max = 40), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"))]
+    #[schemars(
+        length(min = 10, max = 40),
+        regex(
+            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+        )
+    )]
     pub start: String,
     /// IANA time zone (e.g. `America/New_York`): how local times are read and the zone the event
     /// repeats in (a 09:00 weekly task stays 09:00 across DST).
@@ -100,7 +119,12 @@ pub struct TaskSyncSpec {
     pub duration: Option<String>,
     /// End, same formats as start (exclusive; for all-day events the day after the last day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 10, max = 40), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"))]
+    #[schemars(
+        length(min = 10, max = 40),
+        regex(
+            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+        )
+    )]
     pub end: Option<String>,
     /// An all-day event (start and end are dates).
     #[serde(default, skip_serializing_if = "Option::is_none")]

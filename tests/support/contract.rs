@@ -33,7 +33,13 @@ pub trait ContractPeer: Send + Sync {
     /// Read an event straight from the peer, bypassing calsync's client.
     async fn raw_get(&self, calendar: &str, id: &str) -> Option<RawEvent>;
     /// Create an event as the user's calendar app would (no marker); returns its id.
-    async fn raw_insert_external(&self, calendar: &str, title: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String;
+    async fn raw_insert_external(
+        &self,
+        calendar: &str,
+        title: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> String;
     /// Change an event's title as the user's calendar app would (gives it a new version).
     async fn raw_edit_title(&self, calendar: &str, id: &str, title: &str);
 }
@@ -58,7 +64,12 @@ pub fn event(uid: &str, title: &str) -> EventData {
         start: timed(14, "America/New_York"),
         end: timed(15, "America/New_York"),
         recurrence: vec![],
-        marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: format!("task-{uid}"), hash: String::new() },
+        marker: Marker {
+            owner: "calsync".into(),
+            uid: uid.into(),
+            task_id: format!("task-{uid}"),
+            hash: String::new(),
+        },
     };
     e.marker.hash = e.content_hash("x");
     e
@@ -108,7 +119,12 @@ pub async fn create_is_stored_and_idempotent(peer: &dyn ContractPeer, run: &str)
     let (new2, ev2) = created(p.create(&cal, &key, &event(&uid, "Complete assignment")).await.expect("repeat create"));
     assert!(!new2, "repeating a create must adopt, not duplicate");
     assert_eq!(ev2.id, ev.id);
-    let ours: Vec<_> = p.list(&cal, window(), None).await.expect("list").events.into_iter()
+    let ours: Vec<_> = p
+        .list(&cal, window(), None)
+        .await
+        .expect("list")
+        .events
+        .into_iter()
         .filter(|e| e.marker.as_ref().is_some_and(|m| m.uid == uid))
         .collect();
     assert_eq!(ours.len(), 1, "exactly one event for the task");
@@ -130,9 +146,16 @@ pub async fn update_needs_current_version(peer: &dyn ContractPeer, run: &str) {
     assert_eq!(peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(), Some("v2"));
     let stale = p.update(&cal, &ev.id, ev.etag.as_deref(), &event(&uid, "v3")).await;
     assert!(matches!(stale, Err(ProviderError::Conflict { .. })), "stale etag must be a Conflict, got {stale:?}");
-    assert_eq!(peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(), Some("v2"), "a conflicting update must not write");
+    assert_eq!(
+        peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(),
+        Some("v2"),
+        "a conflicting update must not write"
+    );
     let gone = p.update(&cal, "no-such-event-1234", None, &event(&uid, "x")).await;
-    assert!(matches!(gone, Err(ProviderError::NotFound { .. })), "update of a missing event must be NotFound, got {gone:?}");
+    assert!(
+        matches!(gone, Err(ProviderError::NotFound { .. })),
+        "update of a missing event must be NotFound, got {gone:?}"
+    );
 }
 
 pub async fn calendar_edit_is_a_conflict(peer: &dyn ContractPeer, run: &str) {
@@ -142,7 +165,10 @@ pub async fn calendar_edit_is_a_conflict(peer: &dyn ContractPeer, run: &str) {
     let (_, ev) = created(p.create(&cal, &event_key(&uid), &event(&uid, "ours")).await.expect("create"));
     peer.raw_edit_title(&cal, &ev.id, "edited in the calendar app").await;
     let res = p.update(&cal, &ev.id, ev.etag.as_deref(), &event(&uid, "overwrite")).await;
-    assert!(matches!(res, Err(ProviderError::Conflict { .. })), "an edit in the calendar app must surface as Conflict, got {res:?}");
+    assert!(
+        matches!(res, Err(ProviderError::Conflict { .. })),
+        "an edit in the calendar app must surface as Conflict, got {res:?}"
+    );
     assert_eq!(peer.raw_get(&cal, &ev.id).await.map(|r| r.title).as_deref(), Some("edited in the calendar app"));
 }
 
@@ -165,7 +191,9 @@ pub async fn window_listing_marks_ours(peer: &dyn ContractPeer, run: &str) {
     let uid = format!("{run}-list");
     let (_, ours) = created(p.create(&cal, &event_key(&uid), &event(&uid, "ours")).await.expect("create"));
     let ext = peer.raw_insert_external(&cal, &format!("Dentist {run}"), at(10), at(11)).await;
-    let far = peer.raw_insert_external(&cal, &format!("Far away {run}"), at(10) + Duration::days(30), at(11) + Duration::days(30)).await;
+    let far = peer
+        .raw_insert_external(&cal, &format!("Far away {run}"), at(10) + Duration::days(30), at(11) + Duration::days(30))
+        .await;
     let page = p.list(&cal, window(), None).await.expect("list window");
     let by_id = |id: &str| page.events.iter().find(|e| e.id == id);
     let ext_ev = by_id(&ext).expect("an event the user made is listed");

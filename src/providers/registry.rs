@@ -1,0 +1,71 @@
+//! Dispatches `connect` to the connector configured for each provider kind, so the drivers hold
+//! one `Connector` whatever providers a deployment has set up.
+//!
+//! Owns: the kind → connector map. Must not touch: any provider's wire protocol.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Connector, Provider, ProviderError, Target};
+use crate::credentials::Credentials;
+use crate::resources::ProviderKind;
+
+/// A connector per provider kind; kinds without one answer with a clear configuration error.
+#[derive(Clone, Default)]
+pub struct Registry {
+    by_kind: HashMap<ProviderKind, Arc<dyn Connector>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve `kind` with `connector`.
+    pub fn with(mut self, kind: ProviderKind, connector: Arc<dyn Connector>) -> Self {
+        self.by_kind.insert(kind, connector);
+        self
+    }
+
+    /// Whether `kind` has a connector.
+    pub fn supports(&self, kind: ProviderKind) -> bool {
+        self.by_kind.contains_key(&kind)
+    }
+}
+
+#[async_trait]
+impl Connector for Registry {
+    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
+        match self.by_kind.get(&target.provider) {
+            Some(c) => c.connect(target, credentials).await,
+            None => Err(ProviderError::Invalid {
+                message: format!(
+                    "calendar provider {} is not configured in this calsync deployment; see README \"Configuration\"",
+                    target.provider
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::memory::{MemoryCalendar, MemoryConnector};
+    use secrecy::SecretString;
+
+    #[tokio::test]
+    async fn dispatches_by_kind_and_explains_missing_ones() {
+        let r =
+            Registry::new().with(ProviderKind::Caldav, Arc::new(MemoryConnector { service: MemoryCalendar::new() }));
+        let creds = Credentials::Basic { username: "user".into(), password: SecretString::from("secret") };
+        let t = |provider| Target { provider, server_url: None, connection: "ns/c".into() };
+        assert!(r.connect(&t(ProviderKind::Caldav), &creds).await.is_ok());
+        match r.connect(&t(ProviderKind::Google), &creds).await {
+            Err(ProviderError::Invalid { message }) => assert!(message.contains("google is not configured")),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+}
