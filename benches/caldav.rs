@@ -21,10 +21,7 @@ use secrecy::SecretString;
 
 fn event(i: usize) -> EventData {
     let tz = chrono_tz::Europe::Berlin;
-    let start = Utc
-        .with_ymd_and_hms(2031, 6, 2, 6, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now)
+    let start = Utc.with_ymd_and_hms(2031, 6, 2, 6, 0, 0).single().unwrap_or_else(Utc::now)
         + chrono::Duration::minutes(15 * i as i64);
     let end = start + chrono::Duration::minutes(30);
     let t = |u: chrono::DateTime<Utc>| EventTime::DateTime {
@@ -49,44 +46,26 @@ fn event(i: usize) -> EventData {
 }
 
 fn rate(n: usize, d: Duration) -> String {
-    format!(
-        "{n} in {:.2} s = {:.1} events/s",
-        d.as_secs_f64(),
-        n as f64 / d.as_secs_f64()
-    )
+    format!("{n} in {:.2} s = {:.1} events/s", d.as_secs_f64(), n as f64 / d.as_secs_f64())
 }
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("CALSYNC_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    let n: usize = std::env::var("CALSYNC_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
     let server = radicale::Radicale::start();
     let raw = server.raw();
     for cal in ["/alice/ours/", "/alice/raw/", "/alice/parallel/"] {
         raw.mkcalendar(cal, cal, &["VEVENT"]).await;
     }
     let p: Arc<dyn Provider> = Arc::new(
-        CaldavProvider::new(
-            &server.url,
-            &server.user,
-            &SecretString::from(server.password.clone()),
-        )
-        .expect("provider"),
+        CaldavProvider::new(&server.url, &server.user, &SecretString::from(server.password.clone())).expect("provider"),
     );
     p.account().await.expect("account");
-    println!(
-        "CalDAV benchmark against Radicale {} on {} ({n} events each)",
-        radicale::RADICALE_VERSION,
-        server.url
-    );
+    println!("CalDAV benchmark against Radicale {} on {} ({n} events each)", radicale::RADICALE_VERSION, server.url);
 
     let t = Instant::now();
     for i in 0..n {
-        p.create("/alice/ours/", &event_key(&format!("bench-{i}")), &event(i))
-            .await
-            .expect("create");
+        p.create("/alice/ours/", &event_key(&format!("bench-{i}")), &event(i)).await.expect("create");
     }
     let ours = t.elapsed();
     println!("calsync create, sequential:      {}", rate(n, ours));
@@ -94,10 +73,7 @@ async fn main() {
     let bodies: Vec<(String, String)> = (0..n)
         .map(|i| {
             let key = event_key(&format!("bench-{i}"));
-            (
-                format!("/alice/raw/{key}.ics"),
-                to_ics(&key, &event(i), Utc::now()),
-            )
+            (format!("/alice/raw/{key}.ics"), to_ics(&key, &event(i), Utc::now()))
         })
         .collect();
     let t = Instant::now();
@@ -107,10 +83,7 @@ async fn main() {
     }
     let raw_t = t.elapsed();
     println!("raw PUT (reqwest), sequential:    {}", rate(n, raw_t));
-    println!(
-        "calsync rate / raw rate:          {:.2}",
-        raw_t.as_secs_f64() / ours.as_secs_f64()
-    );
+    println!("calsync rate / raw rate:          {:.2}", raw_t.as_secs_f64() / ours.as_secs_f64());
 
     let t = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
@@ -119,13 +92,7 @@ async fn main() {
         let (p, sem) = (p.clone(), sem.clone());
         set.spawn(async move {
             let _permit = sem.acquire().await;
-            p.create(
-                "/alice/parallel/",
-                &event_key(&format!("bench-{i}")),
-                &event(i),
-            )
-            .await
-            .map(|_| ())
+            p.create("/alice/parallel/", &event_key(&format!("bench-{i}")), &event(i)).await.map(|_| ())
         });
     }
     while let Some(r) = set.join_next().await {
@@ -134,14 +101,8 @@ async fn main() {
     println!("calsync create, 4 in flight:     {}", rate(n, t.elapsed()));
 
     let window = Window {
-        from: Utc
-            .with_ymd_and_hms(2031, 6, 1, 0, 0, 0)
-            .single()
-            .unwrap_or_else(Utc::now),
-        to: Utc
-            .with_ymd_and_hms(2031, 7, 1, 0, 0, 0)
-            .single()
-            .unwrap_or_else(Utc::now),
+        from: Utc.with_ymd_and_hms(2031, 6, 1, 0, 0, 0).single().unwrap_or_else(Utc::now),
+        to: Utc.with_ymd_and_hms(2031, 7, 1, 0, 0, 0).single().unwrap_or_else(Utc::now),
     };
     let t = Instant::now();
     let page = p.list("/alice/ours/", window, None).await.expect("list");
@@ -153,17 +114,8 @@ async fn main() {
         page.events.len(),
         n as f64 / list_t.as_secs_f64()
     );
-    p.create("/alice/ours/", "one-more", &event(n))
-        .await
-        .expect("create");
+    p.create("/alice/ours/", "one-more", &event(n)).await.expect("create");
     let t = Instant::now();
-    let delta = p
-        .list("/alice/ours/", window, page.next_cursor.as_deref())
-        .await
-        .expect("incremental");
-    println!(
-        "calsync incremental list:        {} ms ({} changed)",
-        t.elapsed().as_millis(),
-        delta.events.len()
-    );
+    let delta = p.list("/alice/ours/", window, page.next_cursor.as_deref()).await.expect("incremental");
+    println!("calsync incremental list:        {} ms ({} changed)", t.elapsed().as_millis(), delta.events.len());
 }

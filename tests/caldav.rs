@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use calsync::credentials::Credentials;
 use calsync::providers::caldav::CaldavConnector;
 use calsync::providers::{
-    Connector, Created, EventData, EventTime, Marker, Provider, ProviderError, Target, Window,
-    event_key,
+    Connector, Created, EventData, EventTime, Marker, Provider, ProviderError, Target, Window, event_key,
 };
 use calsync::resources::{ProviderKind, TaskSyncSpec};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
@@ -35,11 +34,7 @@ impl RadicalePeer {
         // A tasks-only calendar first: the default must skip it (it takes no VEVENTs).
         raw.mkcalendar("/alice/a-todos/", "Todos", &["VTODO"]).await;
         raw.mkcalendar(CAL, "Calendar", &["VEVENT", "VTODO"]).await;
-        RadicalePeer {
-            server,
-            raw,
-            connector: CaldavConnector::new(),
-        }
+        RadicalePeer { server, raw, connector: CaldavConnector::new() }
     }
 
     fn target(&self) -> Target {
@@ -51,35 +46,23 @@ impl RadicalePeer {
     }
 
     fn creds(&self, password: &str) -> Credentials {
-        Credentials::Basic {
-            username: self.server.user.clone(),
-            password: SecretString::from(password.to_string()),
-        }
+        Credentials::Basic { username: self.server.user.clone(), password: SecretString::from(password.to_string()) }
     }
 
     /// A client that shares nothing with earlier ones (as after a process restart).
     async fn fresh_provider(&self) -> Arc<dyn Provider> {
-        CaldavConnector::new()
-            .connect(&self.target(), &self.creds(&self.server.password))
-            .await
-            .expect("connect")
+        CaldavConnector::new().connect(&self.target(), &self.creds(&self.server.password)).await.expect("connect")
     }
 }
 
 #[async_trait]
 impl ContractPeer for RadicalePeer {
     async fn provider(&self) -> Arc<dyn Provider> {
-        self.connector
-            .connect(&self.target(), &self.creds(&self.server.password))
-            .await
-            .expect("connect")
+        self.connector.connect(&self.target(), &self.creds(&self.server.password)).await.expect("connect")
     }
 
     async fn wrong_credentials(&self) -> Result<(), ProviderError> {
-        let p = self
-            .connector
-            .connect(&self.target(), &self.creds("wrong-password-123"))
-            .await?;
+        let p = self.connector.connect(&self.target(), &self.creds("wrong-password-123")).await?;
         p.account().await.map(|_| ())
     }
 
@@ -105,10 +88,7 @@ impl ContractPeer for RadicalePeer {
             f(start),
             f(end)
         );
-        let r = self
-            .raw
-            .put(&format!("{calendar}{id}.ics"), &ics, ("If-None-Match", "*"))
-            .await;
+        let r = self.raw.put(&format!("{calendar}{id}.ics"), &ics, ("If-None-Match", "*")).await;
         assert_eq!(r.status, 201, "raw PUT of an external event: {}", r.body);
         id
     }
@@ -118,23 +98,12 @@ impl ContractPeer for RadicalePeer {
         let cur = self.raw.get(&path).await.expect("event to edit exists");
         let edited: String = ics_lines(&cur.body)
             .into_iter()
-            .map(|l| {
-                if l.starts_with("SUMMARY") {
-                    format!("SUMMARY:{title}")
-                } else {
-                    l
-                }
-            })
+            .map(|l| if l.starts_with("SUMMARY") { format!("SUMMARY:{title}") } else { l })
             .map(|l| l + "\r\n")
             .collect();
         let etag = cur.etag.expect("Radicale gives ETags");
         let r = self.raw.put(&path, &edited, ("If-Match", &etag)).await;
-        assert!(
-            matches!(r.status, 200 | 201 | 204),
-            "raw edit: {} {}",
-            r.status,
-            r.body
-        );
+        assert!(matches!(r.status, 200 | 201 | 204), "raw edit: {} {}", r.status, r.body);
     }
 }
 
@@ -146,19 +115,9 @@ async fn radicale_meets_the_provider_contract() {
 
 fn zoned(y: i32, m: u32, d: u32, h: u32, zone: &str) -> EventTime {
     let tz: chrono_tz::Tz = zone.parse().expect("zone");
-    let local = NaiveDate::from_ymd_opt(y, m, d)
-        .and_then(|d| d.and_hms_opt(h, 0, 0))
-        .expect("date");
-    let utc = tz
-        .from_local_datetime(&local)
-        .single()
-        .expect("unambiguous")
-        .with_timezone(&Utc);
-    EventTime::DateTime {
-        utc,
-        local,
-        zone: Some(zone.into()),
-    }
+    let local = NaiveDate::from_ymd_opt(y, m, d).and_then(|d| d.and_hms_opt(h, 0, 0)).expect("date");
+    let utc = tz.from_local_datetime(&local).single().expect("unambiguous").with_timezone(&Utc);
+    EventTime::DateTime { utc, local, zone: Some(zone.into()) }
 }
 
 fn event(uid: &str, title: &str) -> EventData {
@@ -169,12 +128,7 @@ fn event(uid: &str, title: &str) -> EventData {
         start: zoned(2031, 5, 14, 9, "Europe/Berlin"),
         end: zoned(2031, 5, 14, 10, "Europe/Berlin"),
         recurrence: vec![],
-        marker: Marker {
-            owner: "calsync".into(),
-            uid: uid.into(),
-            task_id: format!("task-{uid}"),
-            hash: "h".into(),
-        },
+        marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: format!("task-{uid}"), hash: "h".into() },
     }
 }
 
@@ -183,35 +137,18 @@ async fn stored_icalendar_is_complete_and_repeat_create_after_restart_adopts() {
     let peer = RadicalePeer::start().await;
     let p = peer.provider().await;
     let info = p.account().await.expect("account");
-    assert_eq!(
-        info.default_calendar().map(|c| c.id.as_str()),
-        Some(CAL),
-        "{info:?}"
-    );
+    assert_eq!(info.default_calendar().map(|c| c.id.as_str()), Some(CAL), "{info:?}");
     assert!(
-        info.calendars
-            .iter()
-            .any(|c| c.id == "/alice/a-todos/" && !c.writable),
+        info.calendars.iter().any(|c| c.id == "/alice/a-todos/" && !c.writable),
         "a VTODO-only calendar cannot take events: {info:?}"
     );
     let key = event_key("uid-raw");
-    let Created::New(ev) = p
-        .create(CAL, &key, &event("uid-raw", "Piano; lesson, 1"))
-        .await
-        .expect("create")
-    else {
+    let Created::New(ev) = p.create(CAL, &key, &event("uid-raw", "Piano; lesson, 1")).await.expect("create") else {
         panic!("first create must be new")
     };
-    assert_eq!(
-        ev.link.as_deref(),
-        Some(format!("{}alice/calendar/{key}.ics", peer.server.url).as_str())
-    );
+    assert_eq!(ev.link.as_deref(), Some(format!("{}alice/calendar/{key}.ics", peer.server.url).as_str()));
     // Read the stored bytes with a plain GET, not through our client.
-    let raw = peer
-        .raw
-        .get(&format!("{CAL}{key}.ics"))
-        .await
-        .expect("stored");
+    let raw = peer.raw.get(&format!("{CAL}{key}.ics")).await.expect("stored");
     assert_eq!(raw.etag, ev.etag, "the etag we report is the server's");
     let lines = ics_lines(&raw.body);
     for want in [
@@ -221,29 +158,11 @@ async fn stored_icalendar_is_complete_and_repeat_create_after_restart_adopts() {
         "DTEND;TZID=Europe/Berlin:20310514T100000",
         "SUMMARY:Piano\\; lesson\\, 1",
     ] {
-        assert!(
-            lines.iter().any(|l| l == want),
-            "missing {want:?} in\n{}",
-            raw.body
-        );
+        assert!(lines.iter().any(|l| l == want), "missing {want:?} in\n{}", raw.body);
     }
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("UID:") && l.contains(&key)),
-        "{}",
-        raw.body
-    );
-    assert!(
-        lines.iter().any(|l| l.starts_with("DTSTAMP:")),
-        "{}",
-        raw.body
-    );
-    assert!(
-        lines.iter().any(|l| l.starts_with("X-CALSYNC-MARKER:v1")),
-        "{}",
-        raw.body
-    );
+    assert!(lines.iter().any(|l| l.starts_with("UID:") && l.contains(&key)), "{}", raw.body);
+    assert!(lines.iter().any(|l| l.starts_with("DTSTAMP:")), "{}", raw.body);
+    assert!(lines.iter().any(|l| l.starts_with("X-CALSYNC-MARKER:v1")), "{}", raw.body);
     // A crash after the PUT but before the status write: a brand-new client retries the create.
     let again = peer
         .fresh_provider()
@@ -251,40 +170,20 @@ async fn stored_icalendar_is_complete_and_repeat_create_after_restart_adopts() {
         .create(CAL, &key, &event("uid-raw", "Piano; lesson, 1"))
         .await
         .expect("repeat create");
-    assert!(
-        matches!(&again, Created::Existing(e) if e.id == ev.id),
-        "{again:?}"
-    );
-    let listing = peer
-        .raw
-        .request("PROPFIND", CAL, &[("Depth", "1")], None)
-        .await;
-    assert_eq!(
-        listing.body.matches(&key).count(),
-        1,
-        "exactly one resource for the key"
-    );
+    assert!(matches!(&again, Created::Existing(e) if e.id == ev.id), "{again:?}");
+    let listing = peer.raw.request("PROPFIND", CAL, &[("Depth", "1")], None).await;
+    assert_eq!(listing.body.matches(&key).count(), 1, "exactly one resource for the key");
     // Update without an etag still sends If-Match (strict_preconditions would reject it otherwise).
-    let up = p
-        .update(CAL, &ev.id, None, &event("uid-raw", "Piano (moved)"))
-        .await
-        .expect("update without etag");
+    let up = p.update(CAL, &ev.id, None, &event("uid-raw", "Piano (moved)")).await.expect("update without etag");
     assert_ne!(up.etag, ev.etag);
     // ... and refuses to overwrite an event that is not ours.
-    let ext = peer
-        .raw_insert_external(CAL, "Not ours", Utc::now(), Utc::now() + Duration::hours(1))
-        .await;
+    let ext = peer.raw_insert_external(CAL, "Not ours", Utc::now(), Utc::now() + Duration::hours(1)).await;
     let res = p.update(CAL, &ext, None, &event("uid-raw", "hijack")).await;
     assert!(matches!(res, Err(ProviderError::Invalid { .. })), "{res:?}");
     // Delete with a stale etag is a conflict and leaves the event.
     let res = p.delete(CAL, &ev.id, ev.etag.as_deref()).await;
-    assert!(
-        matches!(res, Err(ProviderError::Conflict { .. })),
-        "{res:?}"
-    );
-    p.delete(CAL, &ev.id, up.etag.as_deref())
-        .await
-        .expect("delete with the current etag");
+    assert!(matches!(res, Err(ProviderError::Conflict { .. })), "{res:?}");
+    p.delete(CAL, &ev.id, up.etag.as_deref()).await.expect("delete with the current etag");
     assert!(peer.raw.get(&format!("{CAL}{key}.ics")).await.is_none());
 }
 
@@ -295,17 +194,8 @@ async fn wrong_password_is_revoked_and_never_echoed() {
     match res {
         Err(ProviderError::Revoked { ref message }) => {
             assert!(message.contains("app-specific password"), "{message}");
-            let shown = format!(
-                "{res:?} {}",
-                res.as_ref()
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default()
-            );
-            assert!(
-                !shown.contains("wrong-password-123") && !shown.contains(&peer.server.password),
-                "{shown}"
-            );
+            let shown = format!("{res:?} {}", res.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+            assert!(!shown.contains("wrong-password-123") && !shown.contains(&peer.server.password), "{shown}");
         }
         other => panic!("wrong password must be Revoked, got {other:?}"),
     }
@@ -316,33 +206,17 @@ async fn expanded_starts(raw: &RawDav, from: &str, to: &str) -> Vec<DateTime<Utc
     let body = format!(
         r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-data><C:expand start="{from}" end="{to}"/></C:calendar-data></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="{from}" end="{to}"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
     );
-    let r = raw
-        .request(
-            "REPORT",
-            CAL,
-            &[("Depth", "1"), ("content-type", "application/xml")],
-            Some(body),
-        )
-        .await;
+    let r = raw.request("REPORT", CAL, &[("Depth", "1"), ("content-type", "application/xml")], Some(body)).await;
     assert_eq!(r.status, 207, "{}", r.body);
     let doc = roxmltree::Document::parse(&r.body).expect("multistatus");
     let mut out = Vec::new();
-    for data in doc
-        .descendants()
-        .filter(|n| n.has_tag_name(("urn:ietf:params:xml:ns:caldav", "calendar-data")))
-    {
+    for data in doc.descendants().filter(|n| n.has_tag_name(("urn:ietf:params:xml:ns:caldav", "calendar-data"))) {
         let text = data.text().unwrap_or_default();
-        for line in ics_lines(text)
-            .into_iter()
-            .filter(|l| l.starts_with("DTSTART"))
-        {
+        for line in ics_lines(text).into_iter().filter(|l| l.starts_with("DTSTART")) {
             let v = line.rsplit(':').next().unwrap_or_default();
             let n = chrono::NaiveDateTime::parse_from_str(v.trim_end_matches('Z'), "%Y%m%dT%H%M%S")
                 .expect("expanded DTSTART");
-            assert!(
-                v.ends_with('Z'),
-                "expanded instances are in UTC (RFC 4791 §9.6.5): {line}"
-            );
+            assert!(v.ends_with('Z'), "expanded instances are in UTC (RFC 4791 §9.6.5): {line}");
             out.push(n.and_utc());
         }
     }
@@ -359,33 +233,20 @@ async fn weekly_nine_am_new_york_stays_nine_across_dst() {
     e.start = zoned(2026, 2, 23, 9, "America/New_York");
     e.end = zoned(2026, 2, 23, 10, "America/New_York");
     e.recurrence = vec!["RRULE:FREQ=WEEKLY;COUNT=6".into()];
-    p.create(CAL, &event_key("uid-dst"), &e)
-        .await
-        .expect("create");
+    p.create(CAL, &event_key("uid-dst"), &e).await.expect("create");
     let starts = expanded_starts(&peer.raw, "20260201T000000Z", "20260501T000000Z").await;
     assert_eq!(starts.len(), 6, "{starts:?}");
     let ny = chrono_tz::America::New_York;
     for s in &starts {
         let local = s.with_timezone(&ny);
-        assert_eq!(
-            (local.hour(), local.minute()),
-            (9, 0),
-            "instance {s} is {local} in New York"
-        );
+        assert_eq!((local.hour(), local.minute()), (9, 0), "instance {s} is {local} in New York");
     }
     // The UTC hour moves with DST: 14:00Z before, 13:00Z after.
     assert_eq!(starts[0].hour(), 14);
     assert_eq!(starts[5].hour(), 13);
     // Our own reading keeps the series, in its zone.
-    let got = p
-        .get(CAL, &event_key("uid-dst"))
-        .await
-        .expect("get")
-        .expect("exists");
-    assert_eq!(
-        got.recurrence,
-        vec!["RRULE:FREQ=WEEKLY;COUNT=6".to_string()]
-    );
+    let got = p.get(CAL, &event_key("uid-dst")).await.expect("get").expect("exists");
+    assert_eq!(got.recurrence, vec!["RRULE:FREQ=WEEKLY;COUNT=6".to_string()]);
     assert_eq!(got.zone.as_deref(), Some("America/New_York"));
     // The window listing reports the series when a later instance overlaps.
     let w = Window {
@@ -393,10 +254,7 @@ async fn weekly_nine_am_new_york_stays_nine_across_dst() {
         to: Utc.with_ymd_and_hms(2026, 3, 24, 0, 0, 0).unwrap(),
     };
     let page = p.list(CAL, w, None).await.expect("list");
-    assert!(
-        page.events.iter().any(|ev| ev.id == event_key("uid-dst")),
-        "{page:?}"
-    );
+    assert!(page.events.iter().any(|ev| ev.id == event_key("uid-dst")), "{page:?}");
 }
 
 #[tokio::test]
@@ -419,32 +277,15 @@ async fn all_day_task_is_a_date_on_the_right_day_in_every_zone() {
         }))
         .expect("spec");
         let uid = format!("uid-allday-{i}");
-        let data =
-            calsync::engine::desired::desired_event(&spec, &uid, "calsync").expect("desired event");
+        let data = calsync::engine::desired::desired_event(&spec, &uid, "calsync").expect("desired event");
         let key = event_key(&uid);
         p.create(CAL, &key, &data).await.expect("create");
-        let raw = peer
-            .raw
-            .get(&format!("{CAL}{key}.ics"))
-            .await
-            .expect("stored");
+        let raw = peer.raw.get(&format!("{CAL}{key}.ics")).await.expect("stored");
         let lines = ics_lines(&raw.body);
-        assert!(
-            lines.iter().any(|l| l == "DTSTART;VALUE=DATE:20260308"),
-            "{zone}: {}",
-            raw.body
-        );
-        assert!(
-            lines.iter().any(|l| l == "DTEND;VALUE=DATE:20260309"),
-            "{zone}: {}",
-            raw.body
-        );
+        assert!(lines.iter().any(|l| l == "DTSTART;VALUE=DATE:20260308"), "{zone}: {}", raw.body);
+        assert!(lines.iter().any(|l| l == "DTEND;VALUE=DATE:20260309"), "{zone}: {}", raw.body);
         let got = p.get(CAL, &key).await.expect("get").expect("exists");
-        assert_eq!(
-            got.start,
-            EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 8).expect("date")),
-            "{zone}"
-        );
+        assert_eq!(got.start, EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 8).expect("date")), "{zone}");
     }
     // The server files them on that day: a window of exactly 8 March (UTC) finds all of them.
     let w = Window {
@@ -452,11 +293,7 @@ async fn all_day_task_is_a_date_on_the_right_day_in_every_zone() {
         to: Utc.with_ymd_and_hms(2026, 3, 9, 0, 0, 0).unwrap(),
     };
     let page = p.list(CAL, w, None).await.expect("list");
-    assert_eq!(
-        page.events.iter().filter(|e| e.start.is_date()).count(),
-        zones.len(),
-        "{page:?}"
-    );
+    assert_eq!(page.events.iter().filter(|e| e.start.is_date()).count(), zones.len(), "{page:?}");
 }
 
 #[tokio::test]
@@ -466,30 +303,10 @@ async fn our_uid_under_another_name_is_adopted_not_duplicated() {
     let peer = RadicalePeer::start().await;
     let p = peer.provider().await;
     let key = event_key("uid-moved");
-    let ics = calsync::providers::caldav::to_ics(
-        &key,
-        &event("uid-moved", "Moved by an app"),
-        Utc::now(),
-    );
-    let r = peer
-        .raw
-        .put(
-            &format!("{CAL}renamed-by-app.ics"),
-            &ics,
-            ("If-None-Match", "*"),
-        )
-        .await;
+    let ics = calsync::providers::caldav::to_ics(&key, &event("uid-moved", "Moved by an app"), Utc::now());
+    let r = peer.raw.put(&format!("{CAL}renamed-by-app.ics"), &ics, ("If-None-Match", "*")).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let res = p
-        .create(CAL, &key, &event("uid-moved", "Moved by an app"))
-        .await
-        .expect("create adopts");
-    assert!(
-        matches!(&res, Created::Existing(e) if e.id == "renamed-by-app"),
-        "{res:?}"
-    );
-    assert!(
-        peer.raw.get(&format!("{CAL}{key}.ics")).await.is_none(),
-        "no second resource"
-    );
+    let res = p.create(CAL, &key, &event("uid-moved", "Moved by an app")).await.expect("create adopts");
+    assert!(matches!(&res, Created::Existing(e) if e.id == "renamed-by-app"), "{res:?}");
+    assert!(peer.raw.get(&format!("{CAL}{key}.ics")).await.is_none(), "no second resource");
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use calsync::credentials::Credentials;
 use calsync::providers::caldav::CaldavConnector;
-use calsync::providers::{
-    Connector, Created, EventData, EventTime, Marker, Provider, ProviderError, Target, Window,
-};
+use calsync::providers::{Connector, Created, EventData, EventTime, Marker, Provider, ProviderError, Target, Window};
 use calsync::resources::ProviderKind;
 use chrono::{TimeZone, Utc};
 use secrecy::SecretString;
@@ -50,9 +48,7 @@ async fn serve(handler: Handler) -> (u16, Seen) {
                 let len: usize = head
                     .lines()
                     .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
                     })
                     .unwrap_or(0);
                 while buf.len() < head_end + len {
@@ -65,16 +61,10 @@ async fn serve(handler: Handler) -> (u16, Seen) {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 let mut first = head.lines().next().unwrap_or_default().split_whitespace();
-                let (method, path) = (
-                    first.next().unwrap_or_default().to_string(),
-                    first.next().unwrap_or_default().to_string(),
-                );
-                let auth = head
-                    .lines()
-                    .any(|l| l.to_ascii_lowercase().starts_with("authorization: basic "));
-                seen.lock()
-                    .unwrap()
-                    .push((method.clone(), path.clone(), auth));
+                let (method, path) =
+                    (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
+                let auth = head.lines().any(|l| l.to_ascii_lowercase().starts_with("authorization: basic "));
+                seen.lock().unwrap().push((method.clone(), path.clone(), auth));
                 let resp = handler(&method, &path, port);
                 let _ = sock.write_all(&resp).await;
                 let _ = sock.shutdown().await;
@@ -85,10 +75,7 @@ async fn serve(handler: Handler) -> (u16, Seen) {
 }
 
 fn http(status: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut s = format!(
-        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
+    let mut s = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
     for (k, v) in headers {
         s.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -103,23 +90,15 @@ async fn provider(port: u16) -> Arc<dyn Provider> {
         server_url: Some(format!("http://127.0.0.1:{port}/")),
         connection: format!("t/{port}"),
     };
-    let creds = Credentials::Basic {
-        username: "me@example.com".into(),
-        password: SecretString::from("app-specific-pw"),
-    };
-    CaldavConnector::new()
-        .connect(&target, &creds)
-        .await
-        .expect("connect")
+    let creds =
+        Credentials::Basic { username: "me@example.com".into(), password: SecretString::from("app-specific-pw") };
+    CaldavConnector::new().connect(&target, &creds).await.expect("connect")
 }
 
 fn invalid_with(res: Result<impl std::fmt::Debug, ProviderError>, needle: &str) {
     match res {
         Err(ProviderError::Invalid { message }) => {
-            assert!(
-                message.contains(needle),
-                "message {message:?} should mention {needle:?}"
-            );
+            assert!(message.contains(needle), "message {message:?} should mention {needle:?}");
             assert!(!message.contains("app-specific-pw"));
         }
         other => panic!("expected Invalid mentioning {needle:?}, got {other:?}"),
@@ -137,18 +116,9 @@ async fn garbage_xml_is_invalid() {
     }))
     .await;
     invalid_with(provider(port).await.account().await, "malformed XML");
-    let (port, _) = serve(Arc::new(|_, _, _| {
-        http(
-            "207 Multi-Status",
-            &[],
-            "<html><body>Welcome to nginx</body></html>",
-        )
-    }))
-    .await;
-    invalid_with(
-        provider(port).await.account().await,
-        "instead of a WebDAV multistatus",
-    );
+    let (port, _) =
+        serve(Arc::new(|_, _, _| http("207 Multi-Status", &[], "<html><body>Welcome to nginx</body></html>"))).await;
+    invalid_with(provider(port).await.account().await, "instead of a WebDAV multistatus");
 }
 
 #[tokio::test]
@@ -161,10 +131,7 @@ async fn redirect_loops_are_bounded() {
     invalid_with(provider(port).await.account().await, "redirect loop");
     assert!(seen.lock().unwrap().len() < 20, "the loop was cut short");
     // Ever-new locations: stops after the limit too.
-    let (port, seen) = serve(Arc::new(|_, path, _| {
-        http("302 Found", &[("location", &format!("{path}x/"))], "")
-    }))
-    .await;
+    let (port, seen) = serve(Arc::new(|_, path, _| http("302 Found", &[("location", &format!("{path}x/"))], ""))).await;
     invalid_with(provider(port).await.account().await, "redirected");
     assert!(seen.lock().unwrap().len() <= 2 * (calsync::providers::caldav::MAX_REDIRECTS + 1));
 }
@@ -173,8 +140,7 @@ async fn redirect_loops_are_bounded() {
 async fn enormous_bodies_are_refused() {
     let big = calsync::providers::caldav::MAX_BODY + 1024;
     let (port, _) = serve(Arc::new(move |_, _, _| {
-        let mut r =
-            format!("HTTP/1.1 207 Multi-Status\r\ncontent-length: {big}\r\n\r\n").into_bytes();
+        let mut r = format!("HTTP/1.1 207 Multi-Status\r\ncontent-length: {big}\r\n\r\n").into_bytes();
         r.resize(r.len() + big, b' ');
         r
     }))
@@ -203,24 +169,14 @@ async fn a_collection_that_is_not_a_calendar() {
         http("207 Multi-Status", &[], body)
     }))
     .await;
-    invalid_with(
-        provider(port).await.account().await,
-        "no calendar collections",
-    );
+    invalid_with(provider(port).await.account().await, "no calendar collections");
     // Listing events in it: the server refuses the REPORT.
     let (port, _) = serve(Arc::new(|method, _, _| match method {
-        "REPORT" => http(
-            "405 Method Not Allowed",
-            &[],
-            "REPORT is not allowed on a plain collection",
-        ),
+        "REPORT" => http("405 Method Not Allowed", &[], "REPORT is not allowed on a plain collection"),
         _ => http("207 Multi-Status", &[], r#"<multistatus xmlns="DAV:"/>"#),
     }))
     .await;
-    let w = Window {
-        from: Utc::now(),
-        to: Utc::now() + chrono::Duration::days(1),
-    };
+    let w = Window { from: Utc::now(), to: Utc::now() + chrono::Duration::days(1) };
     invalid_with(provider(port).await.list("/files/", w, None).await, "405");
 }
 
@@ -231,13 +187,7 @@ async fn outages_and_rate_limits_are_classified() {
         ("429 Too Many Requests", &[]),
         ("403 Forbidden", &[("retry-after", "5")]),
         ("500 Internal Server Error", &[]),
-        (
-            "401 Unauthorized",
-            &[(
-                "www-authenticate",
-                "X-MobileMe-AuthToken realm=\"Newcastle\"",
-            )],
-        ),
+        ("401 Unauthorized", &[("www-authenticate", "X-MobileMe-AuthToken realm=\"Newcastle\"")]),
     ];
     let mut got = Vec::new();
     for (status, headers) in cases {
@@ -249,36 +199,17 @@ async fn outages_and_rate_limits_are_classified() {
         "{:?}",
         got[0]
     );
-    assert!(
-        matches!(&got[1], ProviderError::RateLimited { .. }),
-        "{:?}",
-        got[1]
-    );
+    assert!(matches!(&got[1], ProviderError::RateLimited { .. }), "{:?}", got[1]);
     assert!(
         matches!(&got[2], ProviderError::RateLimited { retry_after: Some(d), .. } if *d == Duration::from_secs(5)),
         "{:?}",
         got[2]
     );
-    assert!(
-        matches!(&got[3], ProviderError::Transient { .. }),
-        "{:?}",
-        got[3]
-    );
-    assert!(
-        matches!(&got[4], ProviderError::Revoked { message } if message.contains("reconnect")),
-        "{:?}",
-        got[4]
-    );
+    assert!(matches!(&got[3], ProviderError::Transient { .. }), "{:?}", got[3]);
+    assert!(matches!(&got[4], ProviderError::Revoked { message } if message.contains("reconnect")), "{:?}", got[4]);
     // Nobody listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    assert!(matches!(
-        provider(port).await.account().await,
-        Err(ProviderError::Transient { .. })
-    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert!(matches!(provider(port).await.account().await, Err(ProviderError::Transient { .. })));
 }
 
 #[tokio::test]
@@ -297,16 +228,9 @@ garbage</cal:calendar-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:prop
         from: Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap(),
         to: Utc.with_ymd_and_hms(2031, 1, 2, 0, 0, 0).unwrap(),
     };
-    let page = provider(port)
-        .await
-        .list("/c/", w, None)
-        .await
-        .expect("list");
+    let page = provider(port).await.list("/c/", w, None).await.expect("list");
     assert_eq!(
-        page.events
-            .iter()
-            .map(|e| (e.id.as_str(), e.title.as_str(), e.etag.as_deref()))
-            .collect::<Vec<_>>(),
+        page.events.iter().map(|e| (e.id.as_str(), e.title.as_str(), e.etag.as_deref())).collect::<Vec<_>>(),
         vec![("good", "good", Some("\"2\""))]
     );
     assert_eq!(page.next_cursor, None, "no sync-token support: no cursor");
@@ -338,21 +262,10 @@ async fn icloud_shaped_discovery_remembers_the_partition_host() {
     let p = provider(port).await;
     let info = p.account().await.expect("account");
     assert_eq!(info.email.as_deref(), Some("me@icloud.example"));
-    let names: Vec<(&str, bool)> = info
-        .calendars
-        .iter()
-        .map(|c| (c.name.as_str(), c.writable))
-        .collect();
-    assert_eq!(
-        names,
-        vec![("Holidays", false), ("Reminders", false), ("Home", true)]
-    );
+    let names: Vec<(&str, bool)> = info.calendars.iter().map(|c| (c.name.as_str(), c.writable)).collect();
+    assert_eq!(names, vec![("Holidays", false), ("Reminders", false), ("Home", true)]);
     let default = info.default_calendar().expect("default");
-    assert_eq!(
-        default.id,
-        format!("http://localhost:{port}/123/calendars/home/"),
-        "the id keeps the partition host"
-    );
+    assert_eq!(default.id, format!("http://localhost:{port}/123/calendars/home/"), "the id keeps the partition host");
     let ev = EventData {
         title: "t".into(),
         description: None,
@@ -360,30 +273,17 @@ async fn icloud_shaped_discovery_remembers_the_partition_host() {
         start: EventTime::Date(chrono::NaiveDate::from_ymd_opt(2031, 1, 1).unwrap()),
         end: EventTime::Date(chrono::NaiveDate::from_ymd_opt(2031, 1, 2).unwrap()),
         recurrence: vec![],
-        marker: Marker {
-            owner: "calsync".into(),
-            uid: "u".into(),
-            task_id: "t".into(),
-            hash: "h".into(),
-        },
+        marker: Marker { owner: "calsync".into(), uid: "u".into(), task_id: "t".into(), hash: "h".into() },
     };
-    let Created::New(created) = p.create(&default.id, "cskey", &ev).await.expect("create") else {
-        panic!("new")
-    };
-    assert_eq!(
-        created.link.as_deref(),
-        Some(format!("http://localhost:{port}/123/calendars/home/cskey.ics").as_str())
-    );
+    let Created::New(created) = p.create(&default.id, "cskey", &ev).await.expect("create") else { panic!("new") };
+    assert_eq!(created.link.as_deref(), Some(format!("http://localhost:{port}/123/calendars/home/cskey.ics").as_str()));
     assert_eq!(created.etag.as_deref(), Some("\"v1\""));
     // A second account check goes straight to the remembered home.
     let before = seen.lock().unwrap().len();
     p.account().await.expect("account again");
     let after: Vec<_> = seen.lock().unwrap()[before..].to_vec();
     assert_eq!(
-        after
-            .iter()
-            .map(|(m, p, _)| (m.as_str(), p.as_str()))
-            .collect::<Vec<_>>(),
+        after.iter().map(|(m, p, _)| (m.as_str(), p.as_str())).collect::<Vec<_>>(),
         vec![("PROPFIND", "/123/calendars/")]
     );
     // Basic auth went with every request, unasked (iCloud's 401 challenge confuses clients).
@@ -452,11 +352,7 @@ async fn sync_collection_variants() {
                             ),
                         )
                     } else if body.contains("calendar-query") {
-                        http(
-                            "207 Multi-Status",
-                            &[],
-                            &ms(&format!("{}{}", item("/c/a.ics", &a), item("/c/b.ics", &b))),
-                        )
+                        http("207 Multi-Status", &[], &ms(&format!("{}{}", item("/c/a.ics", &a), item("/c/b.ics", &b))))
                     } else if body.contains("calendar-multiget") {
                         let mut inner = String::new();
                         if body.contains("/c/a.ics") {
@@ -499,27 +395,14 @@ async fn sync_collection_variants() {
         to: Utc.with_ymd_and_hms(2031, 1, 2, 0, 0, 0).unwrap(),
     };
     let full = p.list("/c/", w, None).await.expect("full");
-    assert_eq!(
-        (
-            full.events.len(),
-            full.next_cursor.as_deref(),
-            full.full_resync
-        ),
-        (2, Some("h0"), false)
-    );
+    assert_eq!((full.events.len(), full.next_cursor.as_deref(), full.full_resync), (2, Some("h0"), false));
     let delta = p.list("/c/", w, Some("h0")).await.expect("incremental");
     let ids: Vec<&str> = delta.events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, vec!["a", "b"], "both pages of a truncated report");
     assert_eq!(delta.removed, vec!["gone".to_string()]);
     assert_eq!(delta.next_cursor.as_deref(), Some("h2"));
     assert!(!delta.full_resync);
-    let rejected = p
-        .list("/c/", w, Some("h-unknown"))
-        .await
-        .expect("a 412 without body is a rejected token");
+    let rejected = p.list("/c/", w, Some("h-unknown")).await.expect("a 412 without body is a rejected token");
     assert!(rejected.full_resync);
-    assert_eq!(
-        (rejected.events.len(), rejected.next_cursor.as_deref()),
-        (2, Some("h0"))
-    );
+    assert_eq!((rejected.events.len(), rejected.next_cursor.as_deref()), (2, Some("h0")));
 }

@@ -23,16 +23,12 @@ fn peers_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CALSYNC_PEERS_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("calsync-peers")
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: could not run: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not run: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -55,15 +51,9 @@ pub fn python() -> PathBuf {
     // Build in a private directory and rename it into place, so parallel test binaries never see
     // a half-installed venv. `python -m radicale` (not the bin/radicale script) keeps working
     // after the rename: a venv's python finds its site-packages through pyvenv.cfg next to it.
-    let tmp = peers_dir().join(format!(
-        "radicale-{RADICALE_VERSION}.tmp-{}",
-        std::process::id()
-    ));
+    let tmp = peers_dir().join(format!("radicale-{RADICALE_VERSION}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&tmp),
-        "python3 -m venv (is python3-venv installed?)",
-    );
+    run(Command::new("python3").args(["-m", "venv"]).arg(&tmp), "python3 -m venv (is python3-venv installed?)");
     run(
         Command::new(tmp.join("bin").join("pip")).args([
             "install",
@@ -78,11 +68,7 @@ pub fn python() -> PathBuf {
         // Another process won the race; use its venv.
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    assert!(
-        venv.join(".installed").exists(),
-        "Radicale venv missing at {}",
-        venv.display()
-    );
+    assert!(venv.join(".installed").exists(), "Radicale venv missing at {}", venv.display());
     py
 }
 
@@ -108,8 +94,7 @@ impl Radicale {
         let py = python();
         let dir = tempfile::tempdir().expect("temp dir for Radicale");
         let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-        std::fs::write(dir.path().join("users"), format!("{USER}:{password}\n"))
-            .expect("write htpasswd");
+        std::fs::write(dir.path().join("users"), format!("{USER}:{password}\n")).expect("write htpasswd");
         let port = free_port();
         let config = format!(
             "[server]\nhosts = 127.0.0.1:{port}\n\n\
@@ -132,14 +117,8 @@ impl Radicale {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start Radicale with {}: {e}", py.display()));
-        let mut r = Radicale {
-            child,
-            dir,
-            port,
-            url: format!("http://127.0.0.1:{port}/"),
-            user: USER.into(),
-            password,
-        };
+        let mut r =
+            Radicale { child, dir, port, url: format!("http://127.0.0.1:{port}/"), user: USER.into(), password };
         r.wait_ready();
         r
     }
@@ -157,9 +136,7 @@ impl Radicale {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 12];
-                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                    && s.read(&mut buf).is_ok_and(|n| n > 0)
-                {
+                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| n > 0) {
                     return;
                 }
             }
@@ -181,10 +158,7 @@ impl Radicale {
     pub fn raw(&self) -> RawDav {
         let _ = rustls::crypto::ring::default_provider().install_default();
         RawDav {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("raw client"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("raw client"),
             base: self.url.trim_end_matches('/').to_string(),
             user: self.user.clone(),
             password: self.password.clone(),
@@ -216,11 +190,7 @@ pub struct RawResponse {
 
 impl RawDav {
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        }
+        if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) }
     }
 
     pub async fn request(
@@ -231,47 +201,27 @@ impl RawDav {
         body: Option<String>,
     ) -> RawResponse {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(m, self.url(path))
-            .basic_auth(&self.user, Some(&self.password));
+        let mut req = self.http.request(m, self.url(path)).basic_auth(&self.user, Some(&self.password));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("raw {method} {path}: {e}"));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("raw {method} {path}: {e}"));
         let status = resp.status().as_u16();
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp.text().await.unwrap_or_default();
         RawResponse { status, etag, body }
     }
 
     /// MKCALENDAR `path` with a display name and the component types it accepts.
     pub async fn mkcalendar(&self, path: &str, name: &str, comps: &[&str]) {
-        let comps: String = comps
-            .iter()
-            .map(|c| format!("<C:comp name=\"{c}\"/>"))
-            .collect();
+        let comps: String = comps.iter().map(|c| format!("<C:comp name=\"{c}\"/>")).collect();
         let body = format!(
             r#"<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop><D:displayname>{name}</D:displayname><C:supported-calendar-component-set>{comps}</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#
         );
-        let r = self
-            .request(
-                "MKCALENDAR",
-                path,
-                &[("content-type", "application/xml")],
-                Some(body),
-            )
-            .await;
+        let r = self.request("MKCALENDAR", path, &[("content-type", "application/xml")], Some(body)).await;
         assert_eq!(r.status, 201, "MKCALENDAR {path}: {}", r.body);
     }
 
@@ -288,10 +238,7 @@ impl RawDav {
         self.request(
             "PUT",
             path,
-            &[
-                ("content-type", "text/calendar; charset=utf-8"),
-                precondition,
-            ],
+            &[("content-type", "text/calendar; charset=utf-8"), precondition],
             Some(ics.to_string()),
         )
         .await

@@ -36,12 +36,8 @@ pub async fn propfind_at(
     props: &[&str],
 ) -> Result<DavResponse, ProviderError> {
     let body = propfind(props);
-    let method = Method::from_bytes(b"PROPFIND").map_err(|_| ProviderError::Invalid {
-        message: "PROPFIND".into(),
-    })?;
-    client
-        .send(method, url, &[("Depth", depth), (CT, XML)], Some(&body))
-        .await
+    let method = Method::from_bytes(b"PROPFIND").map_err(|_| ProviderError::Invalid { message: "PROPFIND".into() })?;
+    client.send(method, url, &[("Depth", depth), (CT, XML)], Some(&body)).await
 }
 
 /// PROPFIND that must answer 207; other answers are classified (401 → Revoked, ...).
@@ -60,10 +56,7 @@ async fn propfind_ms(
 }
 
 fn first_href(ms: &Multistatus, ns: &str, name: &str) -> Option<String> {
-    ms.responses
-        .iter()
-        .find_map(|r| r.prop(ns, name))
-        .and_then(|p| p.hrefs.first().cloned())
+    ms.responses.iter().find_map(|r| r.prop(ns, name)).and_then(|p| p.hrefs.first().cloned())
 }
 
 /// The principal URL from `url`, or `None` when the server does not say.
@@ -76,11 +69,7 @@ async fn principal_at(client: &DavClient, url: &Url) -> Result<Option<Url>, Prov
         }
         // Not a DAV resource here (the well-known URL is worth a try).
         400 | 403 | 404 | 405 | 501 => Ok(None),
-        _ => Err(classify(
-            &resp,
-            "looking for the CalDAV principal",
-            client.username(),
-        )),
+        _ => Err(classify(&resp, "looking for the CalDAV principal", client.username())),
     }
 }
 
@@ -90,9 +79,7 @@ pub async fn find_home(client: &DavClient, base: &Url) -> Result<Home, ProviderE
     if principal.is_none() {
         let well_known = base
             .join("/.well-known/caldav")
-            .map_err(|e| ProviderError::Invalid {
-                message: format!("bad server URL {base}: {e}"),
-            })?;
+            .map_err(|e| ProviderError::Invalid { message: format!("bad server URL {base}: {e}") })?;
         principal = principal_at(client, &well_known).await?;
     }
     // No principal advertised: the URL given may itself be the principal or the home.
@@ -101,53 +88,33 @@ pub async fn find_home(client: &DavClient, base: &Url) -> Result<Home, ProviderE
         client,
         &principal,
         "0",
-        &[
-            "c:calendar-home-set",
-            "c:calendar-user-address-set",
-            "d:displayname",
-        ],
+        &["c:calendar-home-set", "c:calendar-user-address-set", "d:displayname"],
         "reading the CalDAV principal",
     )
     .await?;
-    let home = first_href(&ms, CALDAV, "calendar-home-set")
-        .and_then(|h| principal.join(&h).ok())
-        .unwrap_or(principal);
+    let home = first_href(&ms, CALDAV, "calendar-home-set").and_then(|h| principal.join(&h).ok()).unwrap_or(principal);
     let email = ms
         .responses
         .iter()
         .filter_map(|r| r.prop(CALDAV, "calendar-user-address-set"))
         .flat_map(|p| p.hrefs.iter())
-        .find_map(|h| {
-            h.strip_prefix("mailto:")
-                .or_else(|| h.strip_prefix("MAILTO:"))
-                .map(str::to_string)
-        });
+        .find_map(|h| h.strip_prefix("mailto:").or_else(|| h.strip_prefix("MAILTO:")).map(str::to_string));
     Ok(Home { url: home, email })
 }
 
 /// The calendars in the home, in the order the server lists them.
-pub async fn list_calendars(
-    client: &DavClient,
-    home: &Url,
-) -> Result<Vec<Collection>, ProviderError> {
+pub async fn list_calendars(client: &DavClient, home: &Url) -> Result<Vec<Collection>, ProviderError> {
     let ms = propfind_ms(
         client,
         home,
         "1",
-        &[
-            "d:resourcetype",
-            "d:displayname",
-            "c:supported-calendar-component-set",
-            "d:current-user-privilege-set",
-        ],
+        &["d:resourcetype", "d:displayname", "c:supported-calendar-component-set", "d:current-user-privilege-set"],
         "listing the calendars",
     )
     .await?;
     let mut out = Vec::new();
     for r in &ms.responses {
-        let is_calendar = r
-            .prop(DAV, "resourcetype")
-            .is_some_and(|p| p.has_element(CALDAV, "calendar"));
+        let is_calendar = r.prop(DAV, "resourcetype").is_some_and(|p| p.has_element(CALDAV, "calendar"));
         if !is_calendar {
             continue;
         }
@@ -155,37 +122,18 @@ pub async fn list_calendars(
             continue;
         };
         // Without the property the server makes no claim; assume the common case.
-        let events = r
-            .prop(CALDAV, "supported-calendar-component-set")
-            .is_none_or(|p| {
-                p.elements.iter().any(|e| {
-                    e.name == "comp"
-                        && e.name_attr
-                            .as_deref()
-                            .is_some_and(|n| n.eq_ignore_ascii_case("VEVENT"))
-                })
-            });
-        let writable = r.prop(DAV, "current-user-privilege-set").is_none_or(|p| {
-            ["write", "write-content", "all", "bind"]
+        let events = r.prop(CALDAV, "supported-calendar-component-set").is_none_or(|p| {
+            p.elements
                 .iter()
-                .any(|w| p.has_element(DAV, w))
+                .any(|e| e.name == "comp" && e.name_attr.as_deref().is_some_and(|n| n.eq_ignore_ascii_case("VEVENT")))
         });
-        let name = r
-            .prop(DAV, "displayname")
-            .map(|p| p.text.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| {
-                url.path_segments()
-                    .and_then(|mut s| s.rfind(|x| !x.is_empty()))
-                    .unwrap_or("calendar")
-                    .to_string()
-            });
-        out.push(Collection {
-            url,
-            name,
-            writable,
-            events,
+        let writable = r
+            .prop(DAV, "current-user-privilege-set")
+            .is_none_or(|p| ["write", "write-content", "all", "bind"].iter().any(|w| p.has_element(DAV, w)));
+        let name = r.prop(DAV, "displayname").map(|p| p.text.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| {
+            url.path_segments().and_then(|mut s| s.rfind(|x| !x.is_empty())).unwrap_or("calendar").to_string()
         });
+        out.push(Collection { url, name, writable, events });
     }
     if out.is_empty() {
         return Err(ProviderError::Invalid {

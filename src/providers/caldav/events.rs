@@ -35,27 +35,15 @@ pub fn remote(id: String, url: &Url, etag: Option<String>, p: ParsedEvent) -> Re
 
 /// GET a resource; `None` when it does not exist.
 pub async fn fetch(p: &CaldavProvider, url: &Url) -> Result<Option<RemoteEvent>, ProviderError> {
-    let resp = p
-        .client()
-        .send(Method::GET, url, &[("Accept", "text/calendar")], None)
-        .await?;
+    let resp = p.client().send(Method::GET, url, &[("Accept", "text/calendar")], None).await?;
     match resp.status.as_u16() {
         200 => {
             let parsed = parse_ics(&resp.text())?;
             let id = id_from_href(url.path()).unwrap_or_default();
-            Ok(Some(remote(
-                id,
-                url,
-                resp.header("etag").map(str::to_string),
-                parsed,
-            )))
+            Ok(Some(remote(id, url, resp.header("etag").map(str::to_string), parsed)))
         }
         404 | 410 => Ok(None),
-        _ => Err(classify(
-            &resp,
-            &format!("reading {url}"),
-            p.client().username(),
-        )),
+        _ => Err(classify(&resp, &format!("reading {url}"), p.client().username())),
     }
 }
 
@@ -73,16 +61,11 @@ async fn written(
     }
     fetch(p, url)
         .await?
-        .ok_or_else(|| ProviderError::Transient {
-            message: format!("{url} was written but cannot be read back yet"),
-        })
+        .ok_or_else(|| ProviderError::Transient { message: format!("{url} was written but cannot be read back yet") })
 }
 
 fn has_precondition(resp: &DavResponse, name: &str) -> Option<Vec<String>> {
-    preconditions(&resp.body)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, hrefs)| hrefs)
+    preconditions(&resp.body).into_iter().find(|(n, _)| n == name).map(|(_, hrefs)| hrefs)
 }
 
 pub async fn create(
@@ -93,15 +76,7 @@ pub async fn create(
 ) -> Result<Created, ProviderError> {
     let url = p.resource(calendar, key)?;
     let ics = to_ics(key, event, Utc::now());
-    let resp = p
-        .client()
-        .send(
-            Method::PUT,
-            &url,
-            &[(CT, ICS), ("If-None-Match", "*")],
-            Some(&ics),
-        )
-        .await?;
+    let resp = p.client().send(Method::PUT, &url, &[(CT, ICS), ("If-None-Match", "*")], Some(&ics)).await?;
     let what = || format!("creating event {key} in {calendar}");
     match resp.status.as_u16() {
         200 | 201 | 204 => {
@@ -156,16 +131,10 @@ pub async fn update(
             // No version given: take the current one, but only for our own event (DESIGN: never
             // overwrite an event we do not own), and still send If-Match so a concurrent edit is
             // not lost.
-            let current = fetch(p, &url)
-                .await?
-                .ok_or_else(|| ProviderError::NotFound {
-                    message: format!("event {id} does not exist in {calendar}"),
-                })?;
-            if current
-                .marker
-                .as_ref()
-                .is_none_or(|m| m.uid != event.marker.uid)
-            {
+            let current = fetch(p, &url).await?.ok_or_else(|| ProviderError::NotFound {
+                message: format!("event {id} does not exist in {calendar}"),
+            })?;
+            if current.marker.as_ref().is_none_or(|m| m.uid != event.marker.uid) {
                 return Err(ProviderError::Invalid {
                     message: format!(
                         "event {id} in {calendar} was not created by calsync for this task; refusing to overwrite it"
@@ -180,17 +149,12 @@ pub async fn update(
     if let Some(e) = etag.as_deref() {
         headers.push(("If-Match", e));
     }
-    let resp = p
-        .client()
-        .send(Method::PUT, &url, &headers, Some(&ics))
-        .await?;
+    let resp = p.client().send(Method::PUT, &url, &headers, Some(&ics)).await?;
     match resp.status.as_u16() {
         200 | 201 | 204 => written(p, &url, id, &ics, &resp).await,
         // If-Match fails both when the event changed and when it is gone: tell them apart.
         412 => match fetch(p, &url).await? {
-            None => Err(ProviderError::NotFound {
-                message: format!("event {id} does not exist in {calendar}"),
-            }),
+            None => Err(ProviderError::NotFound { message: format!("event {id} does not exist in {calendar}") }),
             Some(cur) => Err(ProviderError::Conflict {
                 message: format!(
                     "event {id} was changed in the calendar (version {} is not {})",
@@ -199,29 +163,17 @@ pub async fn update(
                 ),
             }),
         },
-        _ => Err(classify(
-            &resp,
-            &format!("updating event {id} in {calendar}"),
-            p.client().username(),
-        )),
+        _ => Err(classify(&resp, &format!("updating event {id} in {calendar}"), p.client().username())),
     }
 }
 
-pub async fn delete(
-    p: &CaldavProvider,
-    calendar: &str,
-    id: &str,
-    etag: Option<&str>,
-) -> Result<(), ProviderError> {
+pub async fn delete(p: &CaldavProvider, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
     let url = p.resource(calendar, id)?;
     let mut headers = Vec::new();
     if let Some(e) = etag {
         headers.push(("If-Match", e));
     }
-    let resp = p
-        .client()
-        .send(Method::DELETE, &url, &headers, None)
-        .await?;
+    let resp = p.client().send(Method::DELETE, &url, &headers, None).await?;
     match resp.status.as_u16() {
         200 | 202 | 204 => Ok(()),
         // Already gone is success.
@@ -229,15 +181,9 @@ pub async fn delete(
         412 => match fetch(p, &url).await? {
             None => Ok(()),
             Some(_) => Err(ProviderError::Conflict {
-                message: format!(
-                    "event {id} was changed in the calendar since calsync last saw it; not deleting it"
-                ),
+                message: format!("event {id} was changed in the calendar since calsync last saw it; not deleting it"),
             }),
         },
-        _ => Err(classify(
-            &resp,
-            &format!("deleting event {id} in {calendar}"),
-            p.client().username(),
-        )),
+        _ => Err(classify(&resp, &format!("deleting event {id} in {calendar}"), p.client().username())),
     }
 }

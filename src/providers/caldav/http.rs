@@ -40,9 +40,7 @@ impl DavResponse {
     /// The ETag, if it is a strong one (RFC 4791 §5.3.4: a weak or missing ETag means the server
     /// changed what we sent, so the caller must read the version back).
     pub fn strong_etag(&self) -> Option<String> {
-        self.header("etag")
-            .filter(|e| !e.starts_with("W/"))
-            .map(str::to_string)
+        self.header("etag").filter(|e| !e.starts_with("W/")).map(str::to_string)
     }
 
     pub fn text(&self) -> String {
@@ -62,10 +60,7 @@ pub struct DavClient {
 
 impl std::fmt::Debug for DavClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DavClient")
-            .field("username", &self.username)
-            .field("password", &"[redacted]")
-            .finish()
+        f.debug_struct("DavClient").field("username", &self.username).field("password", &"[redacted]").finish()
     }
 }
 
@@ -73,11 +68,7 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -95,11 +86,7 @@ impl DavClient {
         Self::with_limit(username, password, MAX_BODY)
     }
 
-    pub fn with_limit(
-        username: &str,
-        password: &SecretString,
-        max_body: usize,
-    ) -> Result<Self, ProviderError> {
+    pub fn with_limit(username: &str, password: &SecretString, max_body: usize) -> Result<Self, ProviderError> {
         // reqwest is built without a bundled crypto provider; the binary installs ring at start-up.
         // Library users (tests, benches) may not have, so install it here too: `Err` only means one
         // is already installed, which is what we need.
@@ -112,16 +99,12 @@ impl DavClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("calsync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ProviderError::Transient {
-                message: format!("could not build the HTTP client: {e}"),
-            })?;
+            .map_err(|e| ProviderError::Transient { message: format!("could not build the HTTP client: {e}") })?;
         // Basic is sent preemptively: iCloud answers an unauthenticated request with a 401 that
         // advertises only its own scheme (X-MobileMe-AuthToken), which confuses challenge logic.
         let token = base64(format!("{username}:{}", password.expose_secret()).as_bytes());
-        let mut auth = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
-            ProviderError::Invalid {
-                message: "the user name contains characters HTTP cannot carry".into(),
-            }
+        let mut auth = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| ProviderError::Invalid {
+            message: "the user name contains characters HTTP cannot carry".into(),
         })?;
         auth.set_sensitive(true);
         Ok(DavClient {
@@ -174,9 +157,7 @@ impl DavClient {
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok())
                     .ok_or_else(|| ProviderError::Invalid {
-                        message: format!(
-                            "the CalDAV server answered {status} at {url} without a usable Location"
-                        ),
+                        message: format!("the CalDAV server answered {status} at {url} without a usable Location"),
                     })?;
                 visited.push(url.clone());
                 if visited.len() > MAX_REDIRECTS || visited.contains(&next) {
@@ -190,28 +171,18 @@ impl DavClient {
                 }
                 // Credentials follow a redirect on the same host, or to HTTPS; never downgraded to
                 // plain HTTP on another host.
-                with_auth =
-                    with_auth && (next.host_str() == url.host_str() || next.scheme() == "https");
+                with_auth = with_auth && (next.host_str() == url.host_str() || next.scheme() == "https");
                 url = next;
                 continue;
             }
             let headers = resp.headers().clone();
             let body = read_capped(resp, self.max_body, &url).await?;
-            return Ok(DavResponse {
-                status,
-                headers,
-                body,
-                url,
-            });
+            return Ok(DavResponse { status, headers, body, url });
         }
     }
 }
 
-async fn read_capped(
-    mut resp: reqwest::Response,
-    max: usize,
-    url: &Url,
-) -> Result<Vec<u8>, ProviderError> {
+async fn read_capped(mut resp: reqwest::Response, max: usize, url: &Url) -> Result<Vec<u8>, ProviderError> {
     let too_big = || ProviderError::Invalid {
         message: format!(
             "the CalDAV server at {url} sent a response larger than {} MiB; refusing to read it",
@@ -240,9 +211,7 @@ fn transport_error(url: &Url, e: &reqwest::Error) -> ProviderError {
     } else {
         "failed"
     };
-    ProviderError::Transient {
-        message: format!("request to {url} {what}: {e}"),
-    }
+    ProviderError::Transient { message: format!("request to {url} {what}: {e}") }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -252,9 +221,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .num_seconds()
-        .max(0);
+    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds().max(0);
     Some(Duration::from_secs(secs as u64))
 }
 
@@ -271,24 +238,15 @@ pub fn classify(resp: &DavResponse, what: &str, username: &str) -> ProviderError
                 "the CalDAV server {host} rejected the password of {username:?} (401) while {what}; an app-specific password cannot be refreshed: reconnect with a new app-specific password"
             ),
         },
-        403 | 429 | 503 if after.is_some() || code == 429 => ProviderError::RateLimited {
-            retry_after: after,
-            message: format!("{host} answered {status} while {what}"),
-        },
-        404 | 410 => ProviderError::NotFound {
-            message: format!("{host} answered {status} while {what}"),
-        },
-        412 => ProviderError::Conflict {
-            message: format!("{host} answered {status} while {what}"),
-        },
-        500..=599 => ProviderError::Transient {
-            message: format!("{host} answered {status} while {what}"),
-        },
+        403 | 429 | 503 if after.is_some() || code == 429 => {
+            ProviderError::RateLimited { retry_after: after, message: format!("{host} answered {status} while {what}") }
+        }
+        404 | 410 => ProviderError::NotFound { message: format!("{host} answered {status} while {what}") },
+        412 => ProviderError::Conflict { message: format!("{host} answered {status} while {what}") },
+        500..=599 => ProviderError::Transient { message: format!("{host} answered {status} while {what}") },
         _ => {
             let detail = body_summary(&resp.body);
-            ProviderError::Invalid {
-                message: format!("{host} answered {status} while {what}{detail}"),
-            }
+            ProviderError::Invalid { message: format!("{host} answered {status} while {what}{detail}") }
         }
     }
 }
@@ -330,13 +288,7 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }
@@ -344,52 +296,24 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let r = classify(&resp(401, &[]), "listing", "me@icloud.com");
-        assert!(
-            matches!(&r, ProviderError::Revoked { message } if message.contains("app-specific password"))
-        );
+        assert!(matches!(&r, ProviderError::Revoked { message } if message.contains("app-specific password")));
         let r = classify(&resp(403, &[("retry-after", "7")]), "x", "u");
-        assert!(
-            matches!(r, ProviderError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7))
-        );
-        assert!(matches!(
-            classify(&resp(429, &[]), "x", "u"),
-            ProviderError::RateLimited {
-                retry_after: None,
-                ..
-            }
-        ));
+        assert!(matches!(r, ProviderError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
+        assert!(matches!(classify(&resp(429, &[]), "x", "u"), ProviderError::RateLimited { retry_after: None, .. }));
         assert!(
             matches!(classify(&resp(503, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), "x", "u"), ProviderError::RateLimited { retry_after: Some(d), .. } if d.is_zero())
         );
-        assert!(matches!(
-            classify(&resp(503, &[]), "x", "u"),
-            ProviderError::Transient { .. }
-        ));
-        assert!(matches!(
-            classify(&resp(502, &[]), "x", "u"),
-            ProviderError::Transient { .. }
-        ));
-        assert!(matches!(
-            classify(&resp(403, &[]), "x", "u"),
-            ProviderError::Invalid { .. }
-        ));
-        assert!(matches!(
-            classify(&resp(404, &[]), "x", "u"),
-            ProviderError::NotFound { .. }
-        ));
-        assert!(matches!(
-            classify(&resp(412, &[]), "x", "u"),
-            ProviderError::Conflict { .. }
-        ));
+        assert!(matches!(classify(&resp(503, &[]), "x", "u"), ProviderError::Transient { .. }));
+        assert!(matches!(classify(&resp(502, &[]), "x", "u"), ProviderError::Transient { .. }));
+        assert!(matches!(classify(&resp(403, &[]), "x", "u"), ProviderError::Invalid { .. }));
+        assert!(matches!(classify(&resp(404, &[]), "x", "u"), ProviderError::NotFound { .. }));
+        assert!(matches!(classify(&resp(412, &[]), "x", "u"), ProviderError::Conflict { .. }));
     }
 
     #[test]
     fn debug_never_shows_the_password() {
         let c = DavClient::new("u", &SecretString::from("hunter2-secret")).unwrap();
         let d = format!("{c:?}");
-        assert!(
-            !d.contains("hunter2") && !d.contains(&base64(b"u:hunter2-secret")),
-            "{d}"
-        );
+        assert!(!d.contains("hunter2") && !d.contains(&base64(b"u:hunter2-secret")), "{d}");
     }
 }

@@ -94,34 +94,17 @@ fn split_list(s: &str) -> Vec<String> {
             }
         }
     }
-    parts
-        .into_iter()
-        .map(|p| unescape_text(&p))
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(|p| unescape_text(&p)).filter(|p| !p.is_empty()).collect()
 }
 
 fn prop(name: &str, val: String) -> Property<'static> {
-    Property {
-        name: name.to_string().into(),
-        val: val.into(),
-        params: vec![],
-    }
+    Property { name: name.to_string().into(), val: val.into(), params: vec![] }
 }
 
 fn prop_with(name: &str, val: String, params: &[(&str, &str)]) -> Property<'static> {
-    let params = params
-        .iter()
-        .map(|(k, v)| Parameter {
-            key: k.to_string().into(),
-            val: Some(v.to_string().into()),
-        })
-        .collect();
-    Property {
-        name: name.to_string().into(),
-        val: val.into(),
-        params,
-    }
+    let params =
+        params.iter().map(|(k, v)| Parameter { key: k.to_string().into(), val: Some(v.to_string().into()) }).collect();
+    Property { name: name.to_string().into(), val: val.into(), params }
 }
 
 fn zone_of(t: &EventTime) -> Option<Tz> {
@@ -133,22 +116,14 @@ fn zone_of(t: &EventTime) -> Option<Tz> {
 
 fn time_prop(name: &str, t: &EventTime, zone: Option<Tz>) -> Property<'static> {
     match (t, zone) {
-        (EventTime::Date(d), _) => {
-            prop_with(name, d.format("%Y%m%d").to_string(), &[("VALUE", "DATE")])
-        }
+        (EventTime::Date(d), _) => prop_with(name, d.format("%Y%m%d").to_string(), &[("VALUE", "DATE")]),
         (EventTime::DateTime { utc, .. }, Some(tz)) => {
             // The wall-clock time in the zone is what recurrence expands from, so a 09:00 weekly
             // event stays 09:00 across DST. Derive it from the instant to keep both consistent.
             let local = utc.with_timezone(&tz).naive_local();
-            prop_with(
-                name,
-                local.format("%Y%m%dT%H%M%S").to_string(),
-                &[("TZID", tz.name())],
-            )
+            prop_with(name, local.format("%Y%m%dT%H%M%S").to_string(), &[("TZID", tz.name())])
         }
-        (EventTime::DateTime { utc, .. }, None) => {
-            prop(name, utc.format("%Y%m%dT%H%M%SZ").to_string())
-        }
+        (EventTime::DateTime { utc, .. }, None) => prop(name, utc.format("%Y%m%dT%H%M%SZ").to_string()),
     }
 }
 
@@ -162,28 +137,18 @@ fn recurrence_prop(line: &str, zone: Option<Tz>) -> Option<Property<'static>> {
         params: parsed
             .params
             .iter()
-            .map(|x| Parameter {
-                key: x.key.to_owned(),
-                val: x.val.as_ref().map(|v| v.to_owned()),
-            })
+            .map(|x| Parameter { key: x.key.to_owned(), val: x.val.as_ref().map(|v| v.to_owned()) })
             .collect(),
     };
     let dated = p.name == "EXDATE" || p.name == "RDATE";
-    let has_param = |k: &str| {
-        p.params
-            .iter()
-            .any(|x| x.key.as_str().eq_ignore_ascii_case(k))
-    };
+    let has_param = |k: &str| p.params.iter().any(|x| x.key.as_str().eq_ignore_ascii_case(k));
     if let Some(tz) = zone
         && dated
         && !has_param("TZID")
         && !has_param("VALUE")
         && !p.val.as_str().ends_with('Z')
     {
-        p.params.push(Parameter {
-            key: "TZID".to_string().into(),
-            val: Some(tz.name().to_string().into()),
-        });
+        p.params.push(Parameter { key: "TZID".to_string().into(), val: Some(tz.name().to_string().into()) });
     }
     Some(p)
 }
@@ -205,17 +170,9 @@ pub fn to_ics(key: &str, ev: &EventData, now: DateTime<Utc>) -> String {
     if let Some(c) = ev.category.as_deref().filter(|c| !c.is_empty()) {
         props.push(prop("CATEGORIES", escape_text(c)));
     }
-    props.extend(
-        ev.recurrence
-            .iter()
-            .filter_map(|l| recurrence_prop(l, zone)),
-    );
+    props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
     props.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
-    let event = Component {
-        name: "VEVENT".into(),
-        properties: props,
-        components: vec![],
-    };
+    let event = Component { name: "VEVENT".into(), properties: props, components: vec![] };
     let mut components = Vec::new();
     if let Some(tz) = zone {
         let year = match &ev.start {
@@ -237,11 +194,7 @@ pub fn to_ics(key: &str, ev: &EventData, now: DateTime<Utc>) -> String {
 }
 
 fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
-    p.params
-        .iter()
-        .find(|x| x.key.as_str().eq_ignore_ascii_case(key))
-        .and_then(|x| x.val.as_ref())
-        .map(|v| v.as_str())
+    p.params.iter().find(|x| x.key.as_str().eq_ignore_ascii_case(key)).and_then(|x| x.val.as_ref()).map(|v| v.as_str())
 }
 
 /// A TZID to an IANA zone: the name itself, or the IANA tail of a prefixed one
@@ -257,23 +210,15 @@ fn iana(tzid: &str) -> Option<Tz> {
 
 /// The standard offset a non-IANA VTIMEZONE gives (best effort for e.g. Windows zone names).
 fn fixed_offset_from_vtimezone(cal: &Calendar<'_>, tzid: &str) -> Option<chrono::FixedOffset> {
-    let vtz = cal.components.iter().find(|c| {
-        c.name == "VTIMEZONE" && c.find_prop("TZID").is_some_and(|p| p.val.as_str() == tzid)
-    })?;
-    let std = vtz
+    let vtz = cal
         .components
         .iter()
-        .find(|c| c.name == "STANDARD")
-        .or_else(|| vtz.components.first())?;
+        .find(|c| c.name == "VTIMEZONE" && c.find_prop("TZID").is_some_and(|p| p.val.as_str() == tzid))?;
+    let std = vtz.components.iter().find(|c| c.name == "STANDARD").or_else(|| vtz.components.first())?;
     let off = std.find_prop("TZOFFSETTO")?.val.as_str().trim().to_string();
     let sign = if off.starts_with('-') { -1 } else { 1 };
     let digits: String = off.chars().filter(char::is_ascii_digit).collect();
-    let n = |r: std::ops::Range<usize>| {
-        digits
-            .get(r)
-            .and_then(|s| s.parse::<i32>().ok())
-            .unwrap_or(0)
-    };
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
     chrono::FixedOffset::east_opt(sign * (n(0..2) * 3600 + n(2..4) * 60 + n(4..6)))
 }
 
@@ -281,21 +226,13 @@ fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String>
     let v = p.val.as_str().trim();
     let is_date = param(p, "VALUE").is_some_and(|x| x.eq_ignore_ascii_case("DATE")) || v.len() == 8;
     if is_date {
-        return NaiveDate::parse_from_str(v, "%Y%m%d")
-            .map(EventTime::Date)
-            .map_err(|_| format!("bad date {v:?}"));
+        return NaiveDate::parse_from_str(v, "%Y%m%d").map(EventTime::Date).map_err(|_| format!("bad date {v:?}"));
     }
     if let Some(u) = v.strip_suffix('Z') {
-        let n = NaiveDateTime::parse_from_str(u, "%Y%m%dT%H%M%S")
-            .map_err(|_| format!("bad date-time {v:?}"))?;
-        return Ok(EventTime::DateTime {
-            utc: n.and_utc(),
-            local: n,
-            zone: None,
-        });
+        let n = NaiveDateTime::parse_from_str(u, "%Y%m%dT%H%M%S").map_err(|_| format!("bad date-time {v:?}"))?;
+        return Ok(EventTime::DateTime { utc: n.and_utc(), local: n, zone: None });
     }
-    let local = NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S")
-        .map_err(|_| format!("bad date-time {v:?}"))?;
+    let local = NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S").map_err(|_| format!("bad date-time {v:?}"))?;
     match param(p, "TZID") {
         Some(tzid) => {
             if let Some(tz) = iana(tzid) {
@@ -304,37 +241,22 @@ fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String>
                 let utc = tz
                     .from_local_datetime(&local)
                     .earliest()
-                    .or_else(|| {
-                        tz.from_local_datetime(&(local + Duration::hours(1)))
-                            .earliest()
-                    })
+                    .or_else(|| tz.from_local_datetime(&(local + Duration::hours(1))).earliest())
                     .map(|d| d.with_timezone(&Utc))
                     .ok_or_else(|| format!("{v} does not exist in {tzid}"))?;
-                Ok(EventTime::DateTime {
-                    utc,
-                    local,
-                    zone: Some(tz.name().to_string()),
-                })
+                Ok(EventTime::DateTime { utc, local, zone: Some(tz.name().to_string()) })
             } else {
                 // Unknown zone without a usable VTIMEZONE: UTC, the only reading that does not
                 // depend on where calsync runs.
                 let off = fixed_offset_from_vtimezone(cal, tzid).unwrap_or_else(|| Utc.fix());
                 let utc = (local - Duration::seconds(i64::from(off.local_minus_utc()))).and_utc();
                 tracing::debug!(tzid, "non-IANA TZID; using the VTIMEZONE's standard offset");
-                Ok(EventTime::DateTime {
-                    utc,
-                    local,
-                    zone: None,
-                })
+                Ok(EventTime::DateTime { utc, local, zone: None })
             }
         }
         // Floating time: no zone at all. Read as UTC, the only reading that does not depend on
         // where calsync runs.
-        None => Ok(EventTime::DateTime {
-            utc: local.and_utc(),
-            local,
-            zone: None,
-        }),
+        None => Ok(EventTime::DateTime { utc: local.and_utc(), local, zone: None }),
     }
 }
 
@@ -379,11 +301,7 @@ fn add(t: &EventTime, d: Duration) -> EventTime {
                 .and_then(|z| z.parse::<Tz>().ok())
                 .map(|tz| end.with_timezone(&tz).naive_local())
                 .unwrap_or_else(|| end.naive_utc());
-            EventTime::DateTime {
-                utc: end,
-                local,
-                zone: zone.clone(),
-            }
+            EventTime::DateTime { utc: end, local, zone: zone.clone() }
         }
     }
 }
@@ -406,17 +324,10 @@ fn line_of(p: &Property<'_>) -> String {
 /// Read the event of a CalDAV resource. A resource holds one event (with its exceptions, which
 /// share the UID and carry RECURRENCE-ID); the master is reported.
 pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
-    let invalid = |m: String| ProviderError::Invalid {
-        message: format!("unreadable iCalendar resource: {m}"),
-    };
+    let invalid = |m: String| ProviderError::Invalid { message: format!("unreadable iCalendar resource: {m}") };
     let unfolded = unfold(text);
-    let cal = read_calendar(&unfolded)
-        .map_err(|e| invalid(e.lines().take(3).collect::<Vec<_>>().join(" ")))?;
-    let events: Vec<&Component<'_>> = cal
-        .components
-        .iter()
-        .filter(|c| c.name == "VEVENT")
-        .collect();
+    let cal = read_calendar(&unfolded).map_err(|e| invalid(e.lines().take(3).collect::<Vec<_>>().join(" ")))?;
+    let events: Vec<&Component<'_>> = cal.components.iter().filter(|c| c.name == "VEVENT").collect();
     let ev = events
         .iter()
         .find(|c| c.find_prop("RECURRENCE-ID").is_none())
@@ -425,17 +336,13 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
     let get = |n: &str| ev.find_prop(n);
     // The parser already unescapes TEXT values (all but the CATEGORIES list, split below).
     let text_of = |n: &str| get(n).map(|p| p.val.as_str().to_string());
-    let start = parse_time(
-        get("DTSTART").ok_or_else(|| invalid("VEVENT has no DTSTART".into()))?,
-        &cal,
-    )
-    .map_err(invalid)?;
+    let start =
+        parse_time(get("DTSTART").ok_or_else(|| invalid("VEVENT has no DTSTART".into()))?, &cal).map_err(invalid)?;
     let end = match (get("DTEND"), get("DURATION")) {
         (Some(p), _) => parse_time(p, &cal).map_err(invalid)?,
         (None, Some(d)) => add(
             &start,
-            parse_duration(d.val.as_str())
-                .ok_or_else(|| invalid(format!("bad DURATION {:?}", d.val.as_str())))?,
+            parse_duration(d.val.as_str()).ok_or_else(|| invalid(format!("bad DURATION {:?}", d.val.as_str())))?,
         ),
         // RFC 5545 §3.6.1: a date lasts one day, a date-time has no duration.
         (None, None) => add(&start, Duration::zero()),
@@ -450,12 +357,8 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
         .filter(|p| ["RRULE", "EXRULE", "RDATE", "EXDATE"].contains(&p.name.as_str()))
         .map(line_of)
         .collect();
-    let category = ev
-        .properties
-        .iter()
-        .filter(|p| p.name == "CATEGORIES")
-        .flat_map(|p| split_list(p.val.as_str()))
-        .next();
+    let category =
+        ev.properties.iter().filter(|p| p.name == "CATEGORIES").flat_map(|p| split_list(p.val.as_str())).next();
     Ok(ParsedEvent {
         uid: text_of("UID"),
         title: text_of("SUMMARY").unwrap_or_default(),

@@ -4,20 +4,9 @@ use super::*;
 
 fn dt(y: i32, mo: u32, d: u32, h: u32, zone: &str) -> EventTime {
     let tz: Tz = zone.parse().unwrap();
-    let local = NaiveDate::from_ymd_opt(y, mo, d)
-        .unwrap()
-        .and_hms_opt(h, 0, 0)
-        .unwrap();
-    let utc = tz
-        .from_local_datetime(&local)
-        .single()
-        .unwrap()
-        .with_timezone(&Utc);
-    EventTime::DateTime {
-        utc,
-        local,
-        zone: Some(zone.into()),
-    }
+    let local = NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, 0, 0).unwrap();
+    let utc = tz.from_local_datetime(&local).single().unwrap().with_timezone(&Utc);
+    EventTime::DateTime { utc, local, zone: Some(zone.into()) }
 }
 
 fn data() -> EventData {
@@ -27,38 +16,18 @@ fn data() -> EventData {
         category: Some("Home,work".into()),
         start: dt(2026, 3, 2, 9, "America/New_York"),
         end: dt(2026, 3, 2, 10, "America/New_York"),
-        recurrence: vec![
-            "RRULE:FREQ=WEEKLY;COUNT=4".into(),
-            "EXDATE:20260316T090000".into(),
-        ],
-        marker: Marker {
-            owner: "calsync".into(),
-            uid: "uid-1".into(),
-            task_id: "t;1,x".into(),
-            hash: "abc".into(),
-        },
+        recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T090000".into()],
+        marker: Marker { owner: "calsync".into(), uid: "uid-1".into(), task_id: "t;1,x".into(), hash: "abc".into() },
     }
 }
 
 #[test]
 fn round_trip_keeps_every_field() {
     let ics = to_ics("cskey", &data(), Utc::now());
-    assert!(
-        ics.contains("DTSTART;TZID=America/New_York:20260302T090000"),
-        "{ics}"
-    );
-    assert!(
-        ics.contains("DTEND;TZID=America/New_York:20260302T100000"),
-        "{ics}"
-    );
-    assert!(
-        ics.contains("BEGIN:VTIMEZONE") && ics.contains("UID:cskey@calsync"),
-        "{ics}"
-    );
-    assert!(
-        ics.contains("EXDATE;TZID=America/New_York:20260316T090000"),
-        "{ics}"
-    );
+    assert!(ics.contains("DTSTART;TZID=America/New_York:20260302T090000"), "{ics}");
+    assert!(ics.contains("DTEND;TZID=America/New_York:20260302T100000"), "{ics}");
+    assert!(ics.contains("BEGIN:VTIMEZONE") && ics.contains("UID:cskey@calsync"), "{ics}");
+    assert!(ics.contains("EXDATE;TZID=America/New_York:20260316T090000"), "{ics}");
     assert_eq!(ics.matches("UID:").count(), 1, "no UID in VTIMEZONE: {ics}");
     assert!(ics.lines().all(|l| l.len() <= 75), "lines are folded");
     let p = parse_ics(&ics).unwrap();
@@ -72,10 +41,7 @@ fn round_trip_keeps_every_field() {
     assert_eq!(p.marker, Some(d.marker));
     assert_eq!(
         p.recurrence,
-        vec![
-            "RRULE:FREQ=WEEKLY;COUNT=4".to_string(),
-            "EXDATE;TZID=America/New_York:20260316T090000".to_string()
-        ]
+        vec!["RRULE:FREQ=WEEKLY;COUNT=4".to_string(), "EXDATE;TZID=America/New_York:20260316T090000".to_string()]
     );
     assert_eq!(p.uid.as_deref(), Some("cskey@calsync"));
 }
@@ -87,10 +53,7 @@ fn all_day_is_a_date() {
     d.end = EventTime::Date(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap());
     d.recurrence.clear();
     let ics = to_ics("k", &d, Utc::now());
-    assert!(
-        ics.contains("DTSTART;VALUE=DATE:20261231") && ics.contains("DTEND;VALUE=DATE:20270101"),
-        "{ics}"
-    );
+    assert!(ics.contains("DTSTART;VALUE=DATE:20261231") && ics.contains("DTEND;VALUE=DATE:20270101"), "{ics}");
     assert!(!ics.contains("VTIMEZONE"));
     let p = parse_ics(&ics).unwrap();
     assert_eq!((p.start, p.end), (d.start, d.end));
@@ -111,15 +74,10 @@ fn foreign_events_parse() {
         other => panic!("{other:?}"),
     }
     let moz = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:m\nDTSTART;TZID=/mozilla.org/20050126_1/Europe/Berlin:20260701T100000\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
-    assert_eq!(
-        parse_ics(moz).unwrap().zone.as_deref(),
-        Some("Europe/Berlin")
-    );
-    let date_only = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:d\nDTSTART;VALUE=DATE:20260301\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
-    assert_eq!(
-        parse_ics(date_only).unwrap().end,
-        EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap())
-    );
+    assert_eq!(parse_ics(moz).unwrap().zone.as_deref(), Some("Europe/Berlin"));
+    let date_only =
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:d\nDTSTART;VALUE=DATE:20260301\nSUMMARY:x\nEND:VEVENT\nEND:VCALENDAR\n";
+    assert_eq!(parse_ics(date_only).unwrap().end, EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()));
 }
 
 #[test]
@@ -132,9 +90,6 @@ fn garbage_is_an_error_not_a_panic() {
         "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:2026-13-45\nEND:VEVENT\nEND:VCALENDAR\n",
         "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20260101T000000Z\nDURATION:PXYZ\nEND:VEVENT\nEND:VCALENDAR\n",
     ] {
-        assert!(
-            matches!(parse_ics(bad), Err(ProviderError::Invalid { .. })),
-            "{bad:?}"
-        );
+        assert!(matches!(parse_ics(bad), Err(ProviderError::Invalid { .. })), "{bad:?}");
     }
 }

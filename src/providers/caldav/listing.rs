@@ -16,8 +16,7 @@ use super::events::remote;
 use super::http::{CT, XML, classify};
 use super::ical::parse_ics;
 use super::xml::{
-    CALDAV, DAV, Multistatus, calendar_query, multiget, parse_multistatus, preconditions,
-    sync_collection, uid_query,
+    CALDAV, DAV, Multistatus, calendar_query, multiget, parse_multistatus, preconditions, sync_collection, uid_query,
 };
 use super::{CaldavProvider, discovery, id_from_href};
 use crate::providers::{EventPage, EventTime, ProviderError, RemoteEvent, Window};
@@ -28,9 +27,7 @@ const MULTIGET_BATCH: usize = 100;
 const MAX_SYNC_ROUNDS: usize = 50;
 
 fn report() -> Result<Method, ProviderError> {
-    Method::from_bytes(b"REPORT").map_err(|_| ProviderError::Invalid {
-        message: "REPORT".into(),
-    })
+    Method::from_bytes(b"REPORT").map_err(|_| ProviderError::Invalid { message: "REPORT".into() })
 }
 
 fn ical_utc(t: DateTime<Utc>) -> String {
@@ -50,10 +47,7 @@ fn events_of(ms: &Multistatus, base: &Url) -> Vec<RemoteEvent> {
         };
         match parse_ics(&data.text) {
             Ok(parsed) => {
-                let etag = r
-                    .prop(DAV, "getetag")
-                    .map(|e| e.text.clone())
-                    .filter(|e| !e.is_empty());
+                let etag = r.prop(DAV, "getetag").map(|e| e.text.clone()).filter(|e| !e.is_empty());
                 out.push(remote(id, &url, etag, parsed));
             }
             Err(e) => {
@@ -71,10 +65,7 @@ async fn report_ms(
     body: &str,
     what: &str,
 ) -> Result<Multistatus, ProviderError> {
-    let resp = p
-        .client()
-        .send(report()?, url, &[("Depth", depth), (CT, XML)], Some(body))
-        .await?;
+    let resp = p.client().send(report()?, url, &[("Depth", depth), (CT, XML)], Some(body)).await?;
     if resp.status != StatusCode::MULTI_STATUS {
         return Err(classify(&resp, what, p.client().username()));
     }
@@ -100,21 +91,12 @@ async fn current_token(p: &CaldavProvider, url: &Url) -> Result<Option<String>, 
     let resp = discovery::propfind_at(p.client(), url, "0", &["d:sync-token"]).await?;
     match resp.status.as_u16() {
         207 => Ok(parse_multistatus(&resp.body)?.sync_token),
-        401 | 429 | 500..=599 => Err(classify(
-            &resp,
-            "reading the sync token",
-            p.client().username(),
-        )),
+        401 | 429 | 500..=599 => Err(classify(&resp, "reading the sync token", p.client().username())),
         _ => Ok(None),
     }
 }
 
-async fn full(
-    p: &CaldavProvider,
-    url: &Url,
-    window: &Window,
-    resync: bool,
-) -> Result<EventPage, ProviderError> {
+async fn full(p: &CaldavProvider, url: &Url, window: &Window, resync: bool) -> Result<EventPage, ProviderError> {
     // Token first: a change between the two requests then shows up again in the next
     // incremental listing instead of being lost.
     let token = current_token(p, url).await?;
@@ -122,20 +104,11 @@ async fn full(
     let ms = report_ms(p, url, "1", &body, &format!("listing events in {url}")).await?;
     let events = events_of(&ms, url);
     tracing::debug!(events = events.len(), resync, "caldav window listed");
-    Ok(EventPage {
-        events,
-        removed: Vec::new(),
-        next_cursor: token,
-        full_resync: resync,
-    })
+    Ok(EventPage { events, removed: Vec::new(), next_cursor: token, full_resync: resync })
 }
 
 enum Sync {
-    Changes {
-        changed: Vec<String>,
-        removed: Vec<String>,
-        token: Option<String>,
-    },
+    Changes { changed: Vec<String>, removed: Vec<String>, token: Option<String> },
     Rejected,
 }
 
@@ -145,21 +118,12 @@ async fn sync_since(p: &CaldavProvider, url: &Url, token: &str) -> Result<Sync, 
     let mut removed = Vec::new();
     for _ in 0..MAX_SYNC_ROUNDS {
         // RFC 6578 §3.2: Depth 0; the level is in the body.
-        let resp = p
-            .client()
-            .send(
-                report()?,
-                url,
-                &[("Depth", "0"), (CT, XML)],
-                Some(&sync_collection(&token)),
-            )
-            .await?;
+        let resp =
+            p.client().send(report()?, url, &[("Depth", "0"), (CT, XML)], Some(&sync_collection(&token))).await?;
         match resp.status.as_u16() {
             207 => {}
             400 | 403 | 409 | 412 => {
-                let named = preconditions(&resp.body)
-                    .iter()
-                    .any(|(n, _)| n == "valid-sync-token");
+                let named = preconditions(&resp.body).iter().any(|(n, _)| n == "valid-sync-token");
                 // Radicale answers 403, others 409/412; some send no body. Any of these
                 // statuses on a sync report means the token cannot be used.
                 if named || resp.status.as_u16() != 400 {
@@ -172,9 +136,8 @@ async fn sync_since(p: &CaldavProvider, url: &Url, token: &str) -> Result<Sync, 
         let ms = parse_multistatus(&resp.body)?;
         let mut truncated = false;
         for r in &ms.responses {
-            let is_collection = url
-                .join(&r.href)
-                .is_ok_and(|u| u.path().trim_end_matches('/') == url.path().trim_end_matches('/'));
+            let is_collection =
+                url.join(&r.href).is_ok_and(|u| u.path().trim_end_matches('/') == url.path().trim_end_matches('/'));
             if is_collection {
                 truncated |= r.status == Some(507);
                 continue;
@@ -189,19 +152,11 @@ async fn sync_since(p: &CaldavProvider, url: &Url, token: &str) -> Result<Sync, 
         match (truncated, next) {
             (true, Some(n)) if n != token => token = n,
             (_, next) => {
-                return Ok(Sync::Changes {
-                    changed,
-                    removed,
-                    token: next,
-                });
+                return Ok(Sync::Changes { changed, removed, token: next });
             }
         }
     }
-    Ok(Sync::Changes {
-        changed,
-        removed,
-        token: Some(token),
-    })
+    Ok(Sync::Changes { changed, removed, token: Some(token) })
 }
 
 pub async fn list(
@@ -216,59 +171,25 @@ pub async fn list(
     };
     let (changed, removed, token) = match sync_since(p, &url, cursor).await? {
         Sync::Rejected => {
-            tracing::info!(
-                calendar,
-                "sync token rejected by the server; listing everything"
-            );
+            tracing::info!(calendar, "sync token rejected by the server; listing everything");
             return full(p, &url, &window, true).await;
         }
-        Sync::Changes {
-            changed,
-            removed,
-            token,
-        } => (changed, removed, token),
+        Sync::Changes { changed, removed, token } => (changed, removed, token),
     };
     let mut events = Vec::new();
     for batch in changed.chunks(MULTIGET_BATCH) {
-        let ms = report_ms(
-            p,
-            &url,
-            "1",
-            &multiget(batch),
-            &format!("reading changed events in {url}"),
-        )
-        .await?;
-        events.extend(
-            events_of(&ms, &url)
-                .into_iter()
-                .filter(|e| overlaps(e, &window)),
-        );
+        let ms = report_ms(p, &url, "1", &multiget(batch), &format!("reading changed events in {url}")).await?;
+        events.extend(events_of(&ms, &url).into_iter().filter(|e| overlaps(e, &window)));
     }
     let mut removed: Vec<String> = removed.iter().filter_map(|h| id_from_href(h)).collect();
     removed.dedup();
-    Ok(EventPage {
-        events,
-        removed,
-        next_cursor: token.or_else(|| Some(cursor.to_string())),
-        full_resync: false,
-    })
+    Ok(EventPage { events, removed, next_cursor: token.or_else(|| Some(cursor.to_string())), full_resync: false })
 }
 
 /// The event with exactly this UID in the collection, wherever it is stored (servers that
 /// report a `no-uid-conflict` without saying where, as Radicale does).
-pub async fn find_uid(
-    p: &CaldavProvider,
-    collection: &Url,
-    uid: &str,
-) -> Result<Option<RemoteEvent>, ProviderError> {
-    let ms = report_ms(
-        p,
-        collection,
-        "1",
-        &uid_query(uid),
-        &format!("looking up UID {uid}"),
-    )
-    .await?;
+pub async fn find_uid(p: &CaldavProvider, collection: &Url, uid: &str) -> Result<Option<RemoteEvent>, ProviderError> {
+    let ms = report_ms(p, collection, "1", &uid_query(uid), &format!("looking up UID {uid}")).await?;
     let mut found = Vec::new();
     for r in &ms.responses {
         let Some(data) = r.prop(CALDAV, "calendar-data") else {
@@ -280,10 +201,7 @@ pub async fn find_uid(
         if let Ok(parsed) = parse_ics(&data.text)
             && parsed.uid.as_deref() == Some(uid)
         {
-            let etag = r
-                .prop(DAV, "getetag")
-                .map(|e| e.text.clone())
-                .filter(|e| !e.is_empty());
+            let etag = r.prop(DAV, "getetag").map(|e| e.text.clone()).filter(|e| !e.is_empty());
             found.push(remote(id, &url, etag, parsed));
         }
     }

@@ -35,8 +35,7 @@ pub use http::{MAX_BODY, MAX_REDIRECTS};
 pub use ical::{MARKER_PROP, parse_ics, to_ics, uid_for};
 
 use super::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent,
-    Target, Window,
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
 };
 use crate::credentials::Credentials;
 use crate::resources::{CalendarInfo, ProviderKind};
@@ -83,9 +82,8 @@ fn server_url(target: &Target) -> Result<Url, ProviderError> {
             });
         }
     };
-    let mut url = Url::parse(&raw).map_err(|e| ProviderError::Invalid {
-        message: format!("serverUrl {raw:?} is not a URL: {e}"),
-    })?;
+    let mut url = Url::parse(&raw)
+        .map_err(|e| ProviderError::Invalid { message: format!("serverUrl {raw:?} is not a URL: {e}") })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ProviderError::Invalid {
             message: format!("serverUrl {raw:?} must be an http(s) URL with a host"),
@@ -103,23 +101,15 @@ fn server_url(target: &Target) -> Result<Url, ProviderError> {
 
 #[async_trait]
 impl Connector for CaldavConnector {
-    async fn connect(
-        &self,
-        target: &Target,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Provider>, ProviderError> {
+    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
         if !matches!(target.provider, ProviderKind::Apple | ProviderKind::Caldav) {
             return Err(ProviderError::Invalid {
-                message: format!(
-                    "the CalDAV connector cannot serve provider {}",
-                    target.provider
-                ),
+                message: format!("the CalDAV connector cannot serve provider {}", target.provider),
             });
         }
         let Credentials::Basic { username, password } = credentials else {
             return Err(ProviderError::Invalid {
-                message: "CalDAV needs a user name and (app-specific) password, not OAuth tokens"
-                    .into(),
+                message: "CalDAV needs a user name and (app-specific) password, not OAuth tokens".into(),
             });
         };
         let base = server_url(target)?;
@@ -134,12 +124,7 @@ impl Connector for CaldavConnector {
             Some(c) if c.fingerprint == fingerprint => c.clone(),
             _ => {
                 let client = Arc::new(DavClient::new(username, password)?);
-                let c = Arc::new(Conn {
-                    fingerprint,
-                    base,
-                    client,
-                    home: Mutex::new(None),
-                });
+                let c = Arc::new(Conn { fingerprint, base, client, home: Mutex::new(None) });
                 cache.insert(target.connection.clone(), c.clone());
                 c
             }
@@ -155,26 +140,12 @@ pub struct CaldavProvider {
 
 impl CaldavProvider {
     /// A provider for `server` without the connector (tests, benchmarks).
-    pub fn new(
-        server: &str,
-        username: &str,
-        password: &secrecy::SecretString,
-    ) -> Result<Self, ProviderError> {
-        let target = Target {
-            provider: ProviderKind::Caldav,
-            server_url: Some(server.to_string()),
-            connection: String::new(),
-        };
+    pub fn new(server: &str, username: &str, password: &secrecy::SecretString) -> Result<Self, ProviderError> {
+        let target =
+            Target { provider: ProviderKind::Caldav, server_url: Some(server.to_string()), connection: String::new() };
         let base = server_url(&target)?;
         let client = Arc::new(DavClient::new(username, password)?);
-        Ok(CaldavProvider {
-            conn: Arc::new(Conn {
-                fingerprint: [0; 32],
-                base,
-                client,
-                home: Mutex::new(None),
-            }),
-        })
+        Ok(CaldavProvider { conn: Arc::new(Conn { fingerprint: [0; 32], base, client, home: Mutex::new(None) }) })
     }
 
     fn client(&self) -> &DavClient {
@@ -183,11 +154,7 @@ impl CaldavProvider {
 
     /// The calendar id for a collection URL (see the module doc).
     fn calendar_id(&self, url: &Url) -> String {
-        if url.origin() == self.conn.base.origin() {
-            url.path().to_string()
-        } else {
-            url.to_string()
-        }
+        if url.origin() == self.conn.base.origin() { url.path().to_string() } else { url.to_string() }
     }
 
     /// The collection URL for a calendar id.
@@ -216,9 +183,7 @@ impl CaldavProvider {
     /// The URL of event `id` in `calendar`.
     fn resource(&self, calendar: &str, id: &str) -> Result<Url, ProviderError> {
         if id.is_empty() || id.contains('/') || id == "." || id == ".." {
-            return Err(ProviderError::Invalid {
-                message: format!("event id {id:?} is not a CalDAV resource name"),
-            });
+            return Err(ProviderError::Invalid { message: format!("event id {id:?} is not a CalDAV resource name") });
         }
         let mut url = self.collection(calendar)?;
         let path = format!("{}{id}.ics", url.path());
@@ -230,23 +195,14 @@ impl CaldavProvider {
 /// The event id of a resource href: its last segment without `.ics`.
 pub fn id_from_href(href: &str) -> Option<String> {
     let path = href.split(['?', '#']).next().unwrap_or(href);
-    let name = path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .filter(|n| !n.is_empty())?;
+    let name = path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty())?;
     Some(name.strip_suffix(".ics").unwrap_or(name).to_string())
 }
 
 #[async_trait]
 impl Provider for CaldavProvider {
     async fn account(&self) -> Result<AccountInfo, ProviderError> {
-        let cached = self
-            .conn
-            .home
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let cached = self.conn.home.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (cols, email) = match cached {
             Some(home) => match discovery::list_calendars(self.client(), &home).await {
                 Ok(c) => (c, None),
@@ -254,26 +210,18 @@ impl Provider for CaldavProvider {
                 Err(ProviderError::NotFound { .. } | ProviderError::Invalid { .. }) => {
                     *self.conn.home.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     let home = discovery::find_home(self.client(), &self.conn.base).await?;
-                    *self.conn.home.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(home.url.clone());
-                    (
-                        discovery::list_calendars(self.client(), &home.url).await?,
-                        home.email,
-                    )
+                    *self.conn.home.lock().unwrap_or_else(|e| e.into_inner()) = Some(home.url.clone());
+                    (discovery::list_calendars(self.client(), &home.url).await?, home.email)
                 }
                 Err(e) => return Err(e),
             },
             None => {
                 let home = discovery::find_home(self.client(), &self.conn.base).await?;
                 *self.conn.home.lock().unwrap_or_else(|e| e.into_inner()) = Some(home.url.clone());
-                (
-                    discovery::list_calendars(self.client(), &home.url).await?,
-                    home.email,
-                )
+                (discovery::list_calendars(self.client(), &home.url).await?, home.email)
             }
         };
-        let email = email
-            .or_else(|| Some(self.client().username().to_string()).filter(|u| u.contains('@')));
+        let email = email.or_else(|| Some(self.client().username().to_string()).filter(|u| u.contains('@')));
         // DESIGN §6: the default is the first writable calendar that accepts VEVENT, in server
         // order. A calendar that takes no events cannot receive ours, so it is not "writable".
         let mut calendars: Vec<CalendarInfo> = cols
@@ -292,12 +240,7 @@ impl Provider for CaldavProvider {
         Ok(AccountInfo { email, calendars })
     }
 
-    async fn create(
-        &self,
-        calendar: &str,
-        key: &str,
-        event: &EventData,
-    ) -> Result<Created, ProviderError> {
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError> {
         events::create(self, calendar, key, event).await
     }
 
@@ -311,12 +254,7 @@ impl Provider for CaldavProvider {
         events::update(self, calendar, id, etag, event).await
     }
 
-    async fn delete(
-        &self,
-        calendar: &str,
-        id: &str,
-        etag: Option<&str>,
-    ) -> Result<(), ProviderError> {
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
         events::delete(self, calendar, id, etag).await
     }
 
@@ -335,22 +273,13 @@ impl Provider for CaldavProvider {
         }
     }
 
-    async fn find_by_key(
-        &self,
-        calendar: &str,
-        key: &str,
-    ) -> Result<Option<RemoteEvent>, ProviderError> {
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {
         // Our resource name is the key, so this is one GET; no search needed.
         let url = self.resource(calendar, key)?;
         events::fetch(self, &url).await
     }
 
-    async fn list(
-        &self,
-        calendar: &str,
-        window: Window,
-        cursor: Option<&str>,
-    ) -> Result<EventPage, ProviderError> {
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         listing::list(self, calendar, window, cursor).await
     }
 }
@@ -361,34 +290,17 @@ mod tests {
     use secrecy::SecretString;
 
     fn target(kind: ProviderKind, url: Option<&str>) -> Target {
-        Target {
-            provider: kind,
-            server_url: url.map(str::to_string),
-            connection: "ns/c".into(),
-        }
+        Target { provider: kind, server_url: url.map(str::to_string), connection: "ns/c".into() }
     }
 
     #[test]
     fn server_urls() {
+        assert_eq!(server_url(&target(ProviderKind::Apple, None)).unwrap().as_str(), ICLOUD_URL);
         assert_eq!(
-            server_url(&target(ProviderKind::Apple, None))
-                .unwrap()
-                .as_str(),
-            ICLOUD_URL
-        );
-        assert_eq!(
-            server_url(&target(
-                ProviderKind::Caldav,
-                Some("http://u:pw@h:5232/dav")
-            ))
-            .unwrap()
-            .as_str(),
+            server_url(&target(ProviderKind::Caldav, Some("http://u:pw@h:5232/dav"))).unwrap().as_str(),
             "http://h:5232/dav/"
         );
-        assert!(matches!(
-            server_url(&target(ProviderKind::Caldav, None)),
-            Err(ProviderError::Invalid { .. })
-        ));
+        assert!(matches!(server_url(&target(ProviderKind::Caldav, None)), Err(ProviderError::Invalid { .. })));
         assert!(matches!(
             server_url(&target(ProviderKind::Caldav, Some("ftp://x/"))),
             Err(ProviderError::Invalid { .. })
@@ -398,54 +310,30 @@ mod tests {
     #[tokio::test]
     async fn connector_refuses_other_kinds_and_oauth() {
         let c = CaldavConnector::new();
-        let basic = Credentials::Basic {
-            username: "u".into(),
-            password: SecretString::from("p"),
-        };
+        let basic = Credentials::Basic { username: "u".into(), password: SecretString::from("p") };
         assert!(matches!(
             c.connect(&target(ProviderKind::Google, None), &basic).await,
             Err(ProviderError::Invalid { .. })
         ));
-        let oauth = Credentials::OAuth {
-            refresh_token: SecretString::from("r"),
-            access_token: None,
-            expires_at: None,
-        };
+        let oauth = Credentials::OAuth { refresh_token: SecretString::from("r"), access_token: None, expires_at: None };
         assert!(matches!(
             c.connect(&target(ProviderKind::Apple, None), &oauth).await,
             Err(ProviderError::Invalid { .. })
         ));
-        assert!(
-            c.connect(&target(ProviderKind::Apple, None), &basic)
-                .await
-                .is_ok()
-        );
+        assert!(c.connect(&target(ProviderKind::Apple, None), &basic).await.is_ok());
     }
 
     #[test]
     fn ids_and_urls() {
-        let p = CaldavProvider::new("https://caldav.example.com/", "u", &SecretString::from("p"))
-            .unwrap();
+        let p = CaldavProvider::new("https://caldav.example.com/", "u", &SecretString::from("p")).unwrap();
         let same = Url::parse("https://caldav.example.com/u/cal/").unwrap();
         let other = Url::parse("https://p31-caldav.example.com:443/123/calendars/abc/").unwrap();
         assert_eq!(p.calendar_id(&same), "/u/cal/");
-        assert_eq!(
-            p.calendar_id(&other),
-            "https://p31-caldav.example.com/123/calendars/abc/"
-        );
+        assert_eq!(p.calendar_id(&other), "https://p31-caldav.example.com/123/calendars/abc/");
         assert_eq!(p.collection(&p.calendar_id(&other)).unwrap(), other);
-        assert_eq!(
-            p.resource("/u/cal", "cs01").unwrap().as_str(),
-            "https://caldav.example.com/u/cal/cs01.ics"
-        );
+        assert_eq!(p.resource("/u/cal", "cs01").unwrap().as_str(), "https://caldav.example.com/u/cal/cs01.ics");
         assert!(p.resource("/u/cal/", "../x").is_err());
-        assert_eq!(
-            id_from_href("/u/cal/abc%40x.ics").as_deref(),
-            Some("abc%40x")
-        );
-        assert_eq!(
-            id_from_href("https://h/u/cal/plain").as_deref(),
-            Some("plain")
-        );
+        assert_eq!(id_from_href("/u/cal/abc%40x.ics").as_deref(), Some("abc%40x"));
+        assert_eq!(id_from_href("https://h/u/cal/plain").as_deref(), Some("plain"));
     }
 }

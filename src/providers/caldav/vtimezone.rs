@@ -35,11 +35,7 @@ type OffsetKey = (i32, i64, String);
 fn offset_key(tz: Tz, at: DateTime<Utc>) -> OffsetKey {
     let off = tz.offset_from_utc_datetime(&at.naive_utc());
     let total = (off.base_utc_offset() + off.dst_offset()).num_seconds() as i32;
-    (
-        total,
-        off.dst_offset().num_seconds(),
-        off.abbreviation().unwrap_or("").to_string(),
-    )
+    (total, off.dst_offset().num_seconds(), off.abbreviation().unwrap_or("").to_string())
 }
 
 fn transitions(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Transition> {
@@ -56,19 +52,9 @@ fn transitions(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Transition
             let (mut lo, mut hi) = (prev_t, t);
             while hi - lo > Duration::seconds(1) {
                 let mid = lo + (hi - lo) / 2;
-                if offset_key(tz, mid) == prev {
-                    lo = mid
-                } else {
-                    hi = mid
-                }
+                if offset_key(tz, mid) == prev { lo = mid } else { hi = mid }
             }
-            out.push(Transition {
-                at: hi,
-                from: prev.0,
-                to: cur.0,
-                dst: cur.1 != 0,
-                abbr: cur.2.clone(),
-            });
+            out.push(Transition { at: hi, from: prev.0, to: cur.0, dst: cur.1 != 0, abbr: cur.2.clone() });
             prev = cur;
         }
         prev_t = t;
@@ -81,11 +67,7 @@ fn fmt_offset(secs: i32) -> String {
     let sign = if secs < 0 { '-' } else { '+' };
     let a = secs.abs();
     let (h, m, s) = (a / 3600, (a % 3600) / 60, a % 60);
-    if s == 0 {
-        format!("{sign}{h:02}{m:02}")
-    } else {
-        format!("{sign}{h:02}{m:02}{s:02}")
-    }
+    if s == 0 { format!("{sign}{h:02}{m:02}") } else { format!("{sign}{h:02}{m:02}{s:02}") }
 }
 
 fn local_before(t: &Transition) -> NaiveDateTime {
@@ -93,15 +75,8 @@ fn local_before(t: &Transition) -> NaiveDateTime {
 }
 
 fn days_in_month(d: NaiveDate) -> u32 {
-    let (y, m) = if d.month() == 12 {
-        (d.year() + 1, 1)
-    } else {
-        (d.year(), d.month() + 1)
-    };
-    NaiveDate::from_ymd_opt(y, m, 1)
-        .and_then(|n| n.pred_opt())
-        .map(|n| n.day())
-        .unwrap_or(28)
+    let (y, m) = if d.month() == 12 { (d.year() + 1, 1) } else { (d.year(), d.month() + 1) };
+    NaiveDate::from_ymd_opt(y, m, 1).and_then(|n| n.pred_opt()).map(|n| n.day()).unwrap_or(28)
 }
 
 fn byday(w: Weekday) -> &'static str {
@@ -117,19 +92,12 @@ fn byday(w: Weekday) -> &'static str {
 }
 
 fn prop(name: &str, val: String) -> Property<'static> {
-    Property {
-        name: name.to_string().into(),
-        val: val.into(),
-        params: vec![],
-    }
+    Property { name: name.to_string().into(), val: val.into(), params: vec![] }
 }
 
 fn observance(t: &Transition, rrule: Option<String>) -> Component<'static> {
     let mut props = vec![
-        prop(
-            "DTSTART",
-            local_before(t).format("%Y%m%dT%H%M%S").to_string(),
-        ),
+        prop("DTSTART", local_before(t).format("%Y%m%dT%H%M%S").to_string()),
         prop("TZOFFSETFROM", fmt_offset(t.from)),
         prop("TZOFFSETTO", fmt_offset(t.to)),
     ];
@@ -139,11 +107,7 @@ fn observance(t: &Transition, rrule: Option<String>) -> Component<'static> {
     if let Some(r) = rrule {
         props.push(prop("RRULE", r));
     }
-    Component {
-        name: (if t.dst { "DAYLIGHT" } else { "STANDARD" }).into(),
-        properties: props,
-        components: vec![],
-    }
+    Component { name: (if t.dst { "DAYLIGHT" } else { "STANDARD" }).into(), properties: props, components: vec![] }
 }
 
 /// The yearly rule all of `ts` follow, if they are exactly one a year for `years` years.
@@ -165,9 +129,7 @@ fn yearly_rule(ts: &[&Transition], years: usize) -> Option<String> {
     if !base {
         return None;
     }
-    let years_ok = ts
-        .windows(2)
-        .all(|w| local_before(w[1]).year() == local_before(w[0]).year() + 1);
+    let years_ok = ts.windows(2).all(|w| local_before(w[1]).year() == local_before(w[0]).year() + 1);
     if !years_ok {
         return None;
     }
@@ -180,32 +142,19 @@ fn yearly_rule(ts: &[&Transition], years: usize) -> Option<String> {
         return Some(format!("FREQ=YEARLY;BYMONTH={m};BYDAY=-1{wd}"));
     }
     let nth = (l0.day() - 1) / 7 + 1;
-    same(&|t| (local_before(t).day() - 1) / 7 + 1 == nth)
-        .then(|| format!("FREQ=YEARLY;BYMONTH={m};BYDAY={nth}{wd}"))
+    same(&|t| (local_before(t).day() - 1) / 7 + 1 == nth).then(|| format!("FREQ=YEARLY;BYMONTH={m};BYDAY={nth}{wd}"))
 }
 
 fn build(tz: Tz, year: i32) -> Component<'static> {
-    let start = Utc
-        .with_ymd_and_hms(year - YEARS_BEFORE, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
-    let end = Utc
-        .with_ymd_and_hms(year + YEARS_AFTER + 1, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
+    let start = Utc.with_ymd_and_hms(year - YEARS_BEFORE, 1, 1, 0, 0, 0).single().unwrap_or_else(Utc::now);
+    let end = Utc.with_ymd_and_hms(year + YEARS_AFTER + 1, 1, 1, 0, 0, 0).single().unwrap_or_else(Utc::now);
     let all = transitions(tz, start, end);
     let years = (YEARS_BEFORE + YEARS_AFTER + 1) as usize;
     let mut components = Vec::new();
     if all.is_empty() {
         // No changes in the span: one standard observance with the fixed offset.
         let (off, _, abbr) = offset_key(tz, start);
-        let t = Transition {
-            at: start - Duration::seconds(i64::from(off)),
-            from: off,
-            to: off,
-            dst: false,
-            abbr,
-        };
+        let t = Transition { at: start - Duration::seconds(i64::from(off)), from: off, to: off, dst: false, abbr };
         let mut c = observance(&t, None);
         c.properties[0] = prop("DTSTART", "19700101T000000".into());
         components.push(c);
@@ -218,11 +167,7 @@ fn build(tz: Tz, year: i32) -> Component<'static> {
             }
         }
     }
-    Component {
-        name: "VTIMEZONE".into(),
-        properties: vec![prop("TZID", tz.name().to_string())],
-        components,
-    }
+    Component { name: "VTIMEZONE".into(), properties: vec![prop("TZID", tz.name().to_string())], components }
 }
 
 /// A VTIMEZONE for `tz` covering the years around `year`. Cached: zones do not change while
@@ -245,10 +190,7 @@ mod tests {
     use super::*;
 
     fn text(c: &Component<'_>) -> String {
-        let cal = icalendar::parser::Calendar {
-            properties: vec![],
-            components: vec![c.clone()],
-        };
+        let cal = icalendar::parser::Calendar { properties: vec![], components: vec![c.clone()] };
         cal.to_string()
     }
 
@@ -259,31 +201,20 @@ mod tests {
         assert!(s.contains("RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=2SU"), "{s}");
         assert!(s.contains("RRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=1SU"), "{s}");
         assert!(s.contains("DTSTART:20250309T020000"), "{s}");
-        assert!(
-            s.contains("TZOFFSETFROM:-0500") && s.contains("TZOFFSETTO:-0400"),
-            "{s}"
-        );
+        assert!(s.contains("TZOFFSETFROM:-0500") && s.contains("TZOFFSETTO:-0400"), "{s}");
         assert!(s.contains("TZNAME:EDT"), "{s}");
     }
 
     #[test]
     fn europe_uses_last_sunday() {
         let s = text(&vtimezone(chrono_tz::Europe::Berlin, 2026));
-        assert!(
-            s.contains("BYMONTH=3;BYDAY=-1SU") && s.contains("BYMONTH=10;BYDAY=-1SU"),
-            "{s}"
-        );
+        assert!(s.contains("BYMONTH=3;BYDAY=-1SU") && s.contains("BYMONTH=10;BYDAY=-1SU"), "{s}");
     }
 
     #[test]
     fn zones_without_dst_and_irregular_ones() {
         let s = text(&vtimezone(chrono_tz::Asia::Tokyo, 2026));
-        assert!(
-            s.contains("BEGIN:STANDARD")
-                && s.contains("TZOFFSETTO:+0900")
-                && !s.contains("DAYLIGHT"),
-            "{s}"
-        );
+        assert!(s.contains("BEGIN:STANDARD") && s.contains("TZOFFSETTO:+0900") && !s.contains("DAYLIGHT"), "{s}");
         let s = text(&vtimezone(chrono_tz::Asia::Kolkata, 2026));
         assert!(s.contains("TZOFFSETTO:+0530"), "{s}");
         // Tehran dropped DST in 2022: the rule is not yearly over the span, so explicit observances.

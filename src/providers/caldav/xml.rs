@@ -72,18 +72,12 @@ pub fn status_code(line: &str) -> Option<u16> {
 }
 
 fn text_of(node: roxmltree::Node<'_, '_>) -> String {
-    node.descendants()
-        .filter(|n| n.is_text())
-        .filter_map(|n| n.text())
-        .collect::<String>()
-        .trim()
-        .to_string()
+    node.descendants().filter(|n| n.is_text()).filter_map(|n| n.text()).collect::<String>().trim().to_string()
 }
 
 fn parse_doc(body: &[u8]) -> Result<roxmltree::Document<'_>, ProviderError> {
-    let text = std::str::from_utf8(body).map_err(|_| ProviderError::Invalid {
-        message: "the CalDAV server sent XML that is not UTF-8".into(),
-    })?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ProviderError::Invalid { message: "the CalDAV server sent XML that is not UTF-8".into() })?;
     // Default options refuse DTDs, so entity-expansion bombs and external entities cannot occur.
     roxmltree::Document::parse(text).map_err(|e| ProviderError::Invalid {
         message: format!("the CalDAV server sent malformed XML ({e}); is the URL a CalDAV server?"),
@@ -125,11 +119,7 @@ pub fn parse_multistatus(body: &[u8]) -> Result<Multistatus, ProviderError> {
                             ns: p.tag_name().namespace().unwrap_or("").to_string(),
                             name: p.tag_name().name().to_string(),
                             text: text_of(p),
-                            hrefs: p
-                                .descendants()
-                                .filter(|n| is(n, DAV, "href"))
-                                .map(text_of)
-                                .collect(),
+                            hrefs: p.descendants().filter(|n| is(n, DAV, "href")).map(text_of).collect(),
                             elements: p
                                 .descendants()
                                 .skip(1)
@@ -151,11 +141,7 @@ pub fn parse_multistatus(body: &[u8]) -> Result<Multistatus, ProviderError> {
     }
     // RFC 6578 puts it directly under multistatus, but do not rely on where it sits; a
     // `sync-token` inside a response's props is the collection's property, same meaning.
-    ms.sync_token = root
-        .descendants()
-        .find(|n| is(n, DAV, "sync-token"))
-        .map(text_of)
-        .filter(|t| !t.is_empty());
+    ms.sync_token = root.descendants().find(|n| is(n, DAV, "sync-token")).map(text_of).filter(|t| !t.is_empty());
     Ok(ms)
 }
 
@@ -172,11 +158,7 @@ pub fn preconditions(body: &[u8]) -> Vec<(String, Vec<String>)> {
     root.children()
         .filter(|n| n.is_element())
         .map(|n| {
-            let hrefs = n
-                .descendants()
-                .filter(|h| is(h, DAV, "href"))
-                .map(text_of)
-                .collect();
+            let hrefs = n.descendants().filter(|h| is(h, DAV, "href")).map(text_of).collect();
             (n.tag_name().name().to_string(), hrefs)
         })
         .collect()
@@ -234,10 +216,7 @@ pub fn uid_query(uid: &str) -> String {
 
 /// `calendar-multiget` for the given hrefs (as the server wrote them).
 pub fn multiget(hrefs: &[String]) -> String {
-    let inner: String = hrefs
-        .iter()
-        .map(|h| format!("<d:href>{}</d:href>", escape(h)))
-        .collect();
+    let inner: String = hrefs.iter().map(|h| format!("<d:href>{}</d:href>", escape(h))).collect();
     format!(
         "{HEAD}<c:calendar-multiget {NS}><d:prop><d:getetag/><c:calendar-data/></d:prop>{inner}</c:calendar-multiget>"
     )
@@ -288,31 +267,17 @@ mod tests {
         let r = &a.responses[0];
         assert_eq!(r.href, "/u/cal/");
         assert_eq!(r.prop(DAV, "displayname").unwrap().text, "Work");
-        assert!(
-            r.prop(DAV, "resourcetype")
-                .unwrap()
-                .has_element(CALDAV, "calendar")
-        );
+        assert!(r.prop(DAV, "resourcetype").unwrap().has_element(CALDAV, "calendar"));
         let comps = r.prop(CALDAV, "supported-calendar-component-set").unwrap();
         assert_eq!(comps.elements[0].name_attr.as_deref(), Some("VEVENT"));
-        assert!(
-            r.prop("http://calendarserver.org/ns/", "getctag").is_none(),
-            "404 propstats are ignored"
-        );
-        assert_eq!(
-            a.sync_token.as_deref(),
-            Some("http://radicale.org/ns/sync/abc")
-        );
+        assert!(r.prop("http://calendarserver.org/ns/", "getctag").is_none(), "404 propstats are ignored");
+        assert_eq!(a.sync_token.as_deref(), Some("http://radicale.org/ns/sync/abc"));
     }
 
     #[test]
     fn wrong_namespace_is_not_matched() {
-        let xml =
-            r#"<multistatus xmlns="urn:other"><response><href>/x</href></response></multistatus>"#;
-        assert!(matches!(
-            parse_multistatus(xml.as_bytes()),
-            Err(ProviderError::Invalid { .. })
-        ));
+        let xml = r#"<multistatus xmlns="urn:other"><response><href>/x</href></response></multistatus>"#;
+        assert!(matches!(parse_multistatus(xml.as_bytes()), Err(ProviderError::Invalid { .. })));
     }
 
     #[test]
@@ -328,13 +293,7 @@ mod tests {
             "\u{0}\u{1}garbage",
             "<!DOCTYPE x [<!ENTITY a \"b\">]><x>&a;</x>",
         ] {
-            assert!(
-                matches!(
-                    parse_multistatus(bad.as_bytes()),
-                    Err(ProviderError::Invalid { .. })
-                ),
-                "{bad:?}"
-            );
+            assert!(matches!(parse_multistatus(bad.as_bytes()), Err(ProviderError::Invalid { .. })), "{bad:?}");
         }
         assert!(parse_multistatus(&[0xff, 0xfe, 0x00]).is_err());
     }
@@ -342,17 +301,11 @@ mod tests {
     #[test]
     fn preconditions_are_read_by_namespace() {
         let body = r#"<?xml version="1.0"?><error xmlns="DAV:"><valid-sync-token/></error>"#;
-        assert_eq!(
-            preconditions(body.as_bytes()),
-            vec![("valid-sync-token".to_string(), vec![])]
-        );
+        assert_eq!(preconditions(body.as_bytes()), vec![("valid-sync-token".to_string(), vec![])]);
         let body = r#"<D:error xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><C:no-uid-conflict><D:href>/u/c/other.ics</D:href></C:no-uid-conflict></D:error>"#;
         assert_eq!(
             preconditions(body.as_bytes()),
-            vec![(
-                "no-uid-conflict".to_string(),
-                vec!["/u/c/other.ics".to_string()]
-            )]
+            vec![("no-uid-conflict".to_string(), vec!["/u/c/other.ics".to_string()])]
         );
         assert!(preconditions(b"not xml").is_empty());
     }
