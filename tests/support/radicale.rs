@@ -1,6 +1,6 @@
 //! A real Radicale CalDAV server for tests and benchmarks.
 //!
-//! On first use Radicale is installed into a virtualenv under `~/.cache/calsync-peers/`
+//! On first use Radicale is installed into a virtualenv under `~/.cache/calsync/peers/`
 //! (keyed by version; override the root with `CALSYNC_PEERS_DIR`). Each `Radicale::start()` runs
 //! its own server on a free loopback port with its own temporary storage, htpasswd auth (plain),
 //! `owner_only` rights and `strict_preconditions = True` (a PUT over an existing item without
@@ -24,7 +24,7 @@ fn peers_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    home.join(".cache").join("calsync-peers")
+    home.join(".cache").join("calsync").join("peers")
 }
 
 fn run(cmd: &mut Command, what: &str) {

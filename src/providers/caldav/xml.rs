@@ -317,6 +317,7 @@ mod tests {
             calendar_query("20260101T000000Z", "20260201T000000Z"),
             multiget(&["/a&b.ics".into()]),
             sync_collection("tok<>"),
+            uid_query("a&b@calsync"),
         ] {
             assert!(roxmltree::Document::parse(&body).is_ok(), "{body}");
         }
