@@ -64,12 +64,16 @@ pub fn python() -> PathBuf {
         "pip install radicale",
     );
     std::fs::write(tmp.join(".installed"), RADICALE_VERSION).expect("mark the venv installed");
-    if std::fs::rename(&tmp, &venv).is_err() {
+    if std::fs::rename(&tmp, &venv).is_ok() {
+        return py;
+    }
+    if venv.join(".installed").exists() {
         // Another process won the race; use its venv.
         let _ = std::fs::remove_dir_all(&tmp);
+        return py;
     }
-    assert!(venv.join(".installed").exists(), "Radicale venv missing at {}", venv.display());
-    py
+    // Something else occupies the cache path (an interrupted or foreign install): use ours.
+    tmp.join("bin").join("python")
 }
 
 fn free_port() -> u16 {
