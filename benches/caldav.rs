@@ -73,7 +73,7 @@ async fn main() {
     let bodies: Vec<(String, String)> = (0..n)
         .map(|i| {
             let key = event_key(&format!("bench-{i}"));
-            (format!("/alice/raw/{key}.ics"), to_ics(&key, &event(i), Utc::now()))
+            (format!("/alice/raw/{key}.ics"), to_ics(&event(i), Utc::now()))
         })
         .collect();
     let t = Instant::now();

@@ -303,10 +303,15 @@ async fn our_uid_under_another_name_is_adopted_not_duplicated() {
     let peer = RadicalePeer::start().await;
     let p = peer.provider().await;
     let key = event_key("uid-moved");
-    let ics = calsync::providers::caldav::to_ics(&key, &event("uid-moved", "Moved by an app"), Utc::now());
+    let ics = calsync::providers::caldav::to_ics(&event("uid-moved", "Moved by an app"), Utc::now());
     let r = peer.raw.put(&format!("{CAL}renamed-by-app.ics"), &ics, ("If-None-Match", "*")).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let res = p.create(CAL, &key, &event("uid-moved", "Moved by an app")).await.expect("create adopts");
     assert!(matches!(&res, Created::Existing(e) if e.id == "renamed-by-app"), "{res:?}");
     assert!(peer.raw.get(&format!("{CAL}{key}.ics")).await.is_none(), "no second resource");
+    // The adopted event can be updated under its own name: the UID we write stays the same.
+    let Created::Existing(adopted) = res else { unreachable!() };
+    let up = p.update(CAL, &adopted.id, adopted.etag.as_deref(), &event("uid-moved", "Updated")).await;
+    assert!(up.is_ok(), "{up:?}");
+    assert_eq!(peer.raw_get(CAL, "renamed-by-app").await.map(|r| r.title).as_deref(), Some("Updated"));
 }

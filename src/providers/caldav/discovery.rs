@@ -91,7 +91,14 @@ pub async fn find_home(client: &DavClient, base: &Url) -> Result<Home, ProviderE
         &["c:calendar-home-set", "c:calendar-user-address-set", "d:displayname"],
         "reading the CalDAV principal",
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        // Nothing at the URL: the server URL is wrong, which retrying will not fix.
+        ProviderError::NotFound { message } => ProviderError::Invalid {
+            message: format!("no CalDAV service found at {base} ({message}); check the server URL"),
+        },
+        other => other,
+    })?;
     let home = first_href(&ms, CALDAV, "calendar-home-set").and_then(|h| principal.join(&h).ok()).unwrap_or(principal);
     let email = ms
         .responses

@@ -75,7 +75,7 @@ pub async fn create(
     event: &EventData,
 ) -> Result<Created, ProviderError> {
     let url = p.resource(calendar, key)?;
-    let ics = to_ics(key, event, Utc::now());
+    let ics = to_ics(event, Utc::now());
     let resp = p.client().send(Method::PUT, &url, &[(CT, ICS), ("If-None-Match", "*")], Some(&ics)).await?;
     let what = || format!("creating event {key} in {calendar}");
     match resp.status.as_u16() {
@@ -102,7 +102,7 @@ pub async fn create(
                 };
                 let found = match named {
                     Some(ev) => Some(ev),
-                    None => listing::find_uid(p, &p.collection(calendar)?, &uid_for(key)).await?,
+                    None => listing::find_uid(p, &p.collection(calendar)?, &uid_for(event)).await?,
                 };
                 found.map(Created::Existing).ok_or_else(|| ProviderError::Conflict {
                     message: format!(
@@ -144,7 +144,7 @@ pub async fn update(
             current.etag
         }
     };
-    let ics = to_ics(id, event, Utc::now());
+    let ics = to_ics(event, Utc::now());
     let mut headers = vec![(CT, ICS)];
     if let Some(e) = etag.as_deref() {
         headers.push(("If-Match", e));

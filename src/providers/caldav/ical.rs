@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use icalendar::parser::{Calendar, Component, Parameter, Property, read_calendar, unfold};
 
 use super::vtimezone::vtimezone;
-use crate::providers::{EventData, EventTime, Marker, ProviderError};
+use crate::providers::{EventData, EventTime, Marker, ProviderError, event_key};
 
 /// The property that marks an event as written by calsync (`Marker::encode`).
 pub const MARKER_PROP: &str = "X-CALSYNC-MARKER";
@@ -35,10 +35,12 @@ pub struct ParsedEvent {
     pub cancelled: bool,
 }
 
-/// The UID of the event stored under `key` (deterministic, so a retried create after a crash
-/// is recognised by UID as well as by resource name).
-pub fn uid_for(key: &str) -> String {
-    format!("{key}@calsync")
+/// The UID of the event for a TaskSync (the marker's uid). It depends on the task, not on the
+/// resource name, so it never changes on update, even for an event adopted under another name
+/// (a server refuses a PUT that changes a resource's UID). For events created by the engine it
+/// is `<event key>@calsync`, so a retried create is recognised by UID as well as by name.
+pub fn uid_for(ev: &EventData) -> String {
+    format!("{}@calsync", event_key(&ev.marker.uid))
 }
 
 /// RFC 5545 §3.3.11 TEXT escaping.
@@ -153,12 +155,12 @@ fn recurrence_prop(line: &str, zone: Option<Tz>) -> Option<Property<'static>> {
     Some(p)
 }
 
-/// The iCalendar resource for our event under `key`. Always has DTEND (iCloud refuses a PUT
+/// The iCalendar resource for our event. Always has DTEND (iCloud refuses a PUT
 /// without one), a VTIMEZONE for the zone used, and the ownership marker.
-pub fn to_ics(key: &str, ev: &EventData, now: DateTime<Utc>) -> String {
+pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
     let zone = zone_of(&ev.start).or_else(|| zone_of(&ev.end));
     let mut props = vec![
-        prop("UID", uid_for(key)),
+        prop("UID", uid_for(ev)),
         prop("DTSTAMP", now.format("%Y%m%dT%H%M%SZ").to_string()),
         time_prop("DTSTART", &ev.start, zone),
         time_prop("DTEND", &ev.end, zone),

@@ -23,10 +23,14 @@ fn data() -> EventData {
 
 #[test]
 fn round_trip_keeps_every_field() {
-    let ics = to_ics("cskey", &data(), Utc::now());
+    let ics = to_ics(&data(), Utc::now());
     assert!(ics.contains("DTSTART;TZID=America/New_York:20260302T090000"), "{ics}");
     assert!(ics.contains("DTEND;TZID=America/New_York:20260302T100000"), "{ics}");
-    assert!(ics.contains("BEGIN:VTIMEZONE") && ics.contains("UID:cskey@calsync"), "{ics}");
+    assert!(
+        ics.contains("BEGIN:VTIMEZONE")
+            && ics.contains(&format!("UID:{}@calsync", crate::providers::event_key("uid-1"))),
+        "{ics}"
+    );
     assert!(ics.contains("EXDATE;TZID=America/New_York:20260316T090000"), "{ics}");
     assert_eq!(ics.matches("UID:").count(), 1, "no UID in VTIMEZONE: {ics}");
     assert!(ics.lines().all(|l| l.len() <= 75), "lines are folded");
@@ -43,7 +47,7 @@ fn round_trip_keeps_every_field() {
         p.recurrence,
         vec!["RRULE:FREQ=WEEKLY;COUNT=4".to_string(), "EXDATE;TZID=America/New_York:20260316T090000".to_string()]
     );
-    assert_eq!(p.uid.as_deref(), Some("cskey@calsync"));
+    assert_eq!(p.uid, Some(format!("{}@calsync", crate::providers::event_key("uid-1"))));
 }
 
 #[test]
@@ -52,7 +56,7 @@ fn all_day_is_a_date() {
     d.start = EventTime::Date(NaiveDate::from_ymd_opt(2026, 12, 31).unwrap());
     d.end = EventTime::Date(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap());
     d.recurrence.clear();
-    let ics = to_ics("k", &d, Utc::now());
+    let ics = to_ics(&d, Utc::now());
     assert!(ics.contains("DTSTART;VALUE=DATE:20261231") && ics.contains("DTEND;VALUE=DATE:20270101"), "{ics}");
     assert!(!ics.contains("VTIMEZONE"));
     let p = parse_ics(&ics).unwrap();
