@@ -315,3 +315,29 @@ async fn our_uid_under_another_name_is_adopted_not_duplicated() {
     assert!(up.is_ok(), "{up:?}");
     assert_eq!(peer.raw_get(CAL, "renamed-by-app").await.map(|r| r.title).as_deref(), Some("Updated"));
 }
+
+#[tokio::test]
+async fn sync_collection_reports_exact_changes_and_removals() {
+    let peer = RadicalePeer::start().await;
+    let p = peer.provider().await;
+    let w = Window {
+        from: Utc.with_ymd_and_hms(2031, 5, 1, 0, 0, 0).unwrap(),
+        to: Utc.with_ymd_and_hms(2031, 6, 1, 0, 0, 0).unwrap(),
+    };
+    let Created::New(a) = p.create(CAL, &event_key("uid-a"), &event("uid-a", "a")).await.expect("create a") else {
+        panic!("a is new")
+    };
+    let first = p.list(CAL, w, None).await.expect("full");
+    assert_eq!(first.events.len(), 1);
+    let cursor = first.next_cursor.expect("Radicale supports sync-collection");
+    // Nothing changed: nothing listed.
+    let same = p.list(CAL, w, Some(&cursor)).await.expect("no changes");
+    assert!(same.events.is_empty() && same.removed.is_empty() && !same.full_resync, "{same:?}");
+    p.create(CAL, &event_key("uid-b"), &event("uid-b", "b")).await.expect("create b");
+    p.delete(CAL, &a.id, None).await.expect("delete a");
+    let delta = p.list(CAL, w, Some(&cursor)).await.expect("incremental");
+    assert!(!delta.full_resync);
+    assert_eq!(delta.events.iter().map(|e| e.title.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    assert_eq!(delta.removed, vec![a.id.clone()]);
+    assert_ne!(delta.next_cursor.as_deref(), Some(cursor.as_str()));
+}
