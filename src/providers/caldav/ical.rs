@@ -199,12 +199,51 @@ fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
     p.params.iter().find(|x| x.key.as_str().eq_ignore_ascii_case(key)).and_then(|x| x.val.as_ref()).map(|v| v.as_str())
 }
 
+/// Windows zone names Outlook/Exchange write as TZID, to their IANA zone (CLDR windowsZones,
+/// territory 001). The most common ones only; others fall back to the VTIMEZONE's offset.
+const WINDOWS_ZONES: &[(&str, &str)] = &[
+    ("UTC", "UTC"),
+    ("GMT Standard Time", "Europe/London"),
+    ("Greenwich Standard Time", "Atlantic/Reykjavik"),
+    ("W. Europe Standard Time", "Europe/Berlin"),
+    ("Romance Standard Time", "Europe/Paris"),
+    ("Central Europe Standard Time", "Europe/Budapest"),
+    ("Central European Standard Time", "Europe/Warsaw"),
+    ("E. Europe Standard Time", "Europe/Chisinau"),
+    ("FLE Standard Time", "Europe/Kiev"),
+    ("GTB Standard Time", "Europe/Bucharest"),
+    ("Russian Standard Time", "Europe/Moscow"),
+    ("Turkey Standard Time", "Europe/Istanbul"),
+    ("Israel Standard Time", "Asia/Jerusalem"),
+    ("South Africa Standard Time", "Africa/Johannesburg"),
+    ("Arabian Standard Time", "Asia/Dubai"),
+    ("India Standard Time", "Asia/Kolkata"),
+    ("China Standard Time", "Asia/Shanghai"),
+    ("Singapore Standard Time", "Asia/Singapore"),
+    ("Tokyo Standard Time", "Asia/Tokyo"),
+    ("Korea Standard Time", "Asia/Seoul"),
+    ("AUS Eastern Standard Time", "Australia/Sydney"),
+    ("New Zealand Standard Time", "Pacific/Auckland"),
+    ("Hawaiian Standard Time", "Pacific/Honolulu"),
+    ("Alaskan Standard Time", "America/Anchorage"),
+    ("Pacific Standard Time", "America/Los_Angeles"),
+    ("Mountain Standard Time", "America/Denver"),
+    ("US Mountain Standard Time", "America/Phoenix"),
+    ("Central Standard Time", "America/Chicago"),
+    ("Eastern Standard Time", "America/New_York"),
+    ("Atlantic Standard Time", "America/Halifax"),
+    ("E. South America Standard Time", "America/Sao_Paulo"),
+];
+
 /// A TZID to an IANA zone: the name itself, or the IANA tail of a prefixed one
 /// (`/mozilla.org/20050126_1/America/New_York`, `/freeassociation.sourceforge.net/...`).
 fn iana(tzid: &str) -> Option<Tz> {
     let tzid = tzid.trim_matches('"');
     if let Ok(tz) = tzid.parse() {
         return Some(tz);
+    }
+    if let Some((_, name)) = WINDOWS_ZONES.iter().find(|(w, _)| w.eq_ignore_ascii_case(tzid)) {
+        return name.parse().ok();
     }
     let parts: Vec<&str> = tzid.split('/').collect();
     (1..parts.len()).find_map(|i| parts[i..].join("/").parse().ok())

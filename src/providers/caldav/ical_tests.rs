@@ -70,6 +70,7 @@ fn foreign_events_parse() {
     assert_eq!(p.title, "Dentist appointment");
     assert!(p.marker.is_none());
     assert_eq!(p.category.as_deref(), Some("A,B"));
+    assert_eq!(p.zone.as_deref(), Some("Europe/Berlin"), "Windows zone names map to IANA");
     match (&p.start, &p.end) {
         (EventTime::DateTime { utc: s, .. }, EventTime::DateTime { utc: e, .. }) => {
             assert_eq!(s.to_rfc3339(), "2026-01-05T09:00:00+00:00");
