@@ -323,6 +323,23 @@ mod tests {
         assert!(c.connect(&target(ProviderKind::Apple, None), &basic).await.is_ok());
     }
 
+    #[tokio::test]
+    async fn connector_caches_per_connection_and_renews_on_new_credentials() {
+        let c = CaldavConnector::new();
+        let t = target(ProviderKind::Apple, None);
+        let creds =
+            |pw: &str| Credentials::Basic { username: "u".into(), password: SecretString::from(pw.to_string()) };
+        let entry = |c: &CaldavConnector| c.cache.lock().unwrap().get("ns/c").cloned().unwrap();
+        c.connect(&t, &creds("one")).await.unwrap();
+        let first = entry(&c);
+        *first.home.lock().unwrap() = Some(Url::parse("https://p07-caldav.icloud.com/1/calendars/").unwrap());
+        c.connect(&t, &creds("one")).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &entry(&c)), "same credentials reuse the client and discovered home");
+        c.connect(&t, &creds("two")).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &entry(&c)), "a new password gets a new client");
+        assert!(entry(&c).home.lock().unwrap().is_none());
+    }
+
     #[test]
     fn ids_and_urls() {
         let p = CaldavProvider::new("https://caldav.example.com/", "u", &SecretString::from("p")).unwrap();
