@@ -5,6 +5,7 @@
 //! server with fresh calendars:
 //! - creating N events through calsync's CalDAV provider, one after another;
 //! - the same N resources as raw sequential PUTs (plain reqwest, same bytes), the baseline;
+//! - N minimal events (UTC, no VTIMEZONE) as raw PUTs, to show what the server costs per event;
 //! - N creates through the provider with 4 in flight;
 //! - listing the N events with one calendar-query, and an incremental (sync-collection) listing.
 
@@ -84,6 +85,21 @@ async fn main() {
     let raw_t = t.elapsed();
     println!("raw PUT (reqwest), sequential:    {}", rate(n, raw_t));
     println!("calsync rate / raw rate:          {:.2}", raw_t.as_secs_f64() / ours.as_secs_f64());
+
+    // The same count of minimal events (UTC times, no VTIMEZONE): what the server costs per
+    // event when it has less to parse.
+    raw.mkcalendar("/alice/minimal/", "minimal", &["VEVENT"]).await;
+    let t = Instant::now();
+    for i in 0..n {
+        let ics = format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bench//EN\r\nBEGIN:VEVENT\r\nUID:min-{i}\r\nDTSTAMP:20310101T000000Z\r\nDTSTART:20310602T{:02}0000Z\r\nDTEND:20310602T{:02}3000Z\r\nSUMMARY:Task {i}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            i % 24,
+            i % 24
+        );
+        let r = raw.put(&format!("/alice/minimal/min-{i}.ics"), &ics, ("If-None-Match", "*")).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    println!("raw PUT, minimal UTC events:      {}", rate(n, t.elapsed()));
 
     let t = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
