@@ -1,0 +1,6 @@
+//! In-process tests of the REST API (`calsync::api`) on the memory store and calendar, with the
+//! real engine reconciling (see `support`).
+
+mod bad_input;
+mod flow;
+mod support;
