@@ -23,7 +23,9 @@ impl<'de> Deserialize<'de> for Id {
             I(i64),
             U(u64),
         }
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or an integer id"))? {
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a string or an integer id"))?
+        {
             Raw::S(s) => Ok(Id(s)),
             Raw::I(i) => Ok(Id(i.to_string())),
             Raw::U(u) => Ok(Id(u.to_string())),

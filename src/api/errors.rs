@@ -45,7 +45,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -78,7 +83,10 @@ impl ApiError {
     }
 
     pub fn rate_limited(retry_after: Duration) -> Self {
-        ApiError { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", RATE_LIMITED) }
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", RATE_LIMITED)
+        }
     }
 
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
@@ -88,7 +96,10 @@ impl ApiError {
 
     /// The `{error, code}` body.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: self.message.clone(), code: self.code.to_string() }
+        ErrorBody {
+            error: self.message.clone(),
+            code: self.code.to_string(),
+        }
     }
 }
 
@@ -108,7 +119,9 @@ impl IntoResponse for ApiError {
             }
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -137,10 +150,14 @@ impl From<StoreError> for ApiError {
 /// A provider answer seen while serving a request (credential check, calendar read).
 pub fn from_provider(e: &ProviderError) -> ApiError {
     match e {
-        ProviderError::Revoked { .. } | ProviderError::Unauthorized { .. } => ApiError::bad_request(
-            "invalid_credentials",
-            format!("{INVALID_CREDENTIALS}: the calendar service rejected the credentials; check them (or reconnect the calendar)"),
-        ),
+        ProviderError::Revoked { .. } | ProviderError::Unauthorized { .. } => {
+            ApiError::bad_request(
+                "invalid_credentials",
+                format!(
+                    "{INVALID_CREDENTIALS}: the calendar service rejected the credentials; check them (or reconnect the calendar)"
+                ),
+            )
+        }
         ProviderError::RateLimited { retry_after, .. } => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "provider_rate_limited",
@@ -149,15 +166,22 @@ pub fn from_provider(e: &ProviderError) -> ApiError {
         .with_retry_after(Some(retry_after.unwrap_or(Duration::from_secs(30)))),
         ProviderError::NotFound { message } => ApiError::bad_request(
             "calendar_not_found",
-            format!("the calendar server has no such calendar or account ({message}); check server_url and calendar_id"),
+            format!(
+                "the calendar server has no such calendar or account ({message}); check server_url and calendar_id"
+            ),
         ),
         ProviderError::Transient { message } => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "calendar_unreachable",
-            format!("the calendar server could not be reached ({message}); check server_url or retry later"),
+            format!(
+                "the calendar server could not be reached ({message}); check server_url or retry later"
+            ),
         ),
         ProviderError::Conflict { message } | ProviderError::Invalid { message } => {
-            ApiError::bad_request("calendar_rejected", format!("the calendar server rejected the request: {message}"))
+            ApiError::bad_request(
+                "calendar_rejected",
+                format!("the calendar server rejected the request: {message}"),
+            )
         }
     }
 }

@@ -64,14 +64,27 @@ impl Harness {
     fn build(config: ApiConfig, engine: bool) -> Self {
         let objects = MemoryObjects::new();
         let calendar = MemoryCalendar::new();
-        let connector = Arc::new(MemoryConnector { service: calendar.clone() });
+        let connector = Arc::new(MemoryConnector {
+            service: calendar.clone(),
+        });
         let shared: Arc<dyn Objects> = Arc::new(objects.clone());
-        let state = AppState::new(shared.clone(), connector.clone(), NS, config, Arc::new(Metrics::new()));
+        let state = AppState::new(
+            shared.clone(),
+            connector.clone(),
+            NS,
+            config,
+            Arc::new(Metrics::new()),
+        );
         let handle = engine.then(|| {
             let engine = Engine::new(shared.clone(), connector, EngineConfig::default());
             spawn_engine_loop(engine, shared.subscribe())
         });
-        Harness { objects, calendar, router: router(state), engine: handle }
+        Harness {
+            objects,
+            calendar,
+            router: router(state),
+            engine: handle,
+        }
     }
 
     /// Send one request; the body is raw text (so tests can send broken JSON).
@@ -88,28 +101,47 @@ impl Harness {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let has_body = body.is_some();
-        if has_body && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if has_body
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).expect("request");
-        let resp = self.router.clone().oneshot(req).await.expect("router never fails");
+        let req = req
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .expect("request");
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router never fails");
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, headers, value)
     }
 
     /// JSON call with the static API key.
-    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (s, _, v) = self.raw(method, uri, Some(API_KEY), body.map(|b| b.to_string()), &[]).await;
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, _, v) = self
+            .raw(method, uri, Some(API_KEY), body.map(|b| b.to_string()), &[])
+            .await;
         (s, v)
     }
 
@@ -130,13 +162,20 @@ impl Harness {
 /// An HS256 JWT for `sub`, expiring `exp_offset` seconds from now (negative: expired).
 pub fn jwt(sub: &str, exp_offset: i64) -> String {
     let exp = chrono::Utc::now().timestamp() + exp_offset;
-    jsonwebtoken::encode(&Header::default(), &json!({"sub": sub, "exp": exp}), &EncodingKey::from_secret(JWT_SECRET.as_bytes()))
-        .expect("jwt")
+    jsonwebtoken::encode(
+        &Header::default(),
+        &json!({"sub": sub, "exp": exp}),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("jwt")
 }
 
 /// Reconcile every changed object (one at a time, like a single-worker queue); honour short
 /// requeues so retries and waits converge within a test.
-fn spawn_engine_loop(engine: Engine, mut changes: broadcast::Receiver<ObjectKey>) -> JoinHandle<()> {
+fn spawn_engine_loop(
+    engine: Engine,
+    mut changes: broadcast::Receiver<ObjectKey>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel::<ObjectKey>();
         loop {
@@ -155,7 +194,9 @@ fn spawn_engine_loop(engine: Engine, mut changes: broadcast::Receiver<ObjectKey>
             for key in keys {
                 let outcome = match key.kind {
                     Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
-                    Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
+                    Kind::CalendarConnection => {
+                        engine.reconcile_connection(&key.namespace, &key.name).await
+                    }
                 };
                 let delay = match outcome {
                     Ok(Outcome::Requeue(d)) => Some(d),

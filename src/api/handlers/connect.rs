@@ -22,13 +22,16 @@ use crate::credentials::Credentials;
 use crate::engine::{ObjectKey, wait_for};
 use crate::providers::{ProviderError, Target};
 use crate::resources::{
-    CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL, connection_name, user_label_value,
+    CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL,
+    connection_name, user_label_value,
 };
 
 fn not_configured(kind: ProviderKind) -> ApiError {
     ApiError::bad_request(
         "provider_not_configured",
-        format!("{kind} calendar connections are not available yet on this server (OAuth is not configured); use apple or any CalDAV server"),
+        format!(
+            "{kind} calendar connections are not available yet on this server (OAuth is not configured); use apple or any CalDAV server"
+        ),
     )
 }
 
@@ -73,7 +76,10 @@ fn callback(state: &AppState, kind: &str, query: &HashMap<String, String>) -> Re
     } else {
         "provider_not_configured"
     };
-    let url = format!("{}/calendar-connected?type={kind}&status=error&reason={reason}", state.config.frontend_url);
+    let url = format!(
+        "{}/calendar-connected?type={kind}&status=error&reason={reason}",
+        state.config.frontend_url
+    );
     let mut response = StatusCode::FOUND.into_response();
     if let Ok(v) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -109,8 +115,17 @@ fn check_server_url(url: &str) -> Result<(), ApiError> {
     let ok = (8..=2048).contains(&url.len())
         && (url.starts_with("https://") || url.starts_with("http://"))
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    if ok { Ok(()) } else { Err(ApiError::invalid_field("server_url must be an http(s) URL such as https://caldav.icloud.com/")) }
+        && url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            "server_url must be an http(s) URL such as https://caldav.icloud.com/",
+        ))
+    }
 }
 
 /// Connect an Apple iCloud (or any CalDAV) calendar with an app-specific password.
@@ -127,7 +142,9 @@ pub async fn apple_connect(
     caller.authorize(&state, &user)?;
     let apple_id = req.apple_id.trim().to_string();
     if apple_id.is_empty() || apple_id.len() > 320 || apple_id.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field("apple_id must be the CalDAV user name (an Apple ID e-mail on iCloud)"));
+        return Err(ApiError::invalid_field(
+            "apple_id must be the CalDAV user name (an Apple ID e-mail on iCloud)",
+        ));
     }
     let password_ok = {
         use secrecy::ExposeSecret;
@@ -135,18 +152,28 @@ pub async fn apple_connect(
         !p.trim().is_empty() && p.len() <= 1024
     };
     if !password_ok {
-        return Err(ApiError::invalid_field("app_password must be a non-empty app-specific password"));
+        return Err(ApiError::invalid_field(
+            "app_password must be a non-empty app-specific password",
+        ));
     }
-    let server_url = req.server_url.clone().unwrap_or_else(|| state.config.apple_server_url.clone());
+    let server_url = req
+        .server_url
+        .clone()
+        .unwrap_or_else(|| state.config.apple_server_url.clone());
     check_server_url(&server_url)?;
     if let Some(c) = &req.calendar_id
         && (c.is_empty() || c.len() > 1024)
     {
-        return Err(ApiError::invalid_field("calendar_id must be 1-1024 characters"));
+        return Err(ApiError::invalid_field(
+            "calendar_id must be 1-1024 characters",
+        ));
     }
 
     let name = connection_name(&user, ProviderKind::Apple);
-    let credentials = Credentials::Basic { username: apple_id, password: req.app_password };
+    let credentials = Credentials::Basic {
+        username: apple_id,
+        password: req.app_password,
+    };
     let target = Target {
         provider: ProviderKind::Apple,
         server_url: Some(server_url.clone()),
@@ -161,13 +188,25 @@ pub async fn apple_connect(
         ),
         other => errors::from_provider(&other),
     };
-    let provider = state.connector.connect(&target, &credentials).await.map_err(connect_error)?;
+    let provider = state
+        .connector
+        .connect(&target, &credentials)
+        .await
+        .map_err(connect_error)?;
     let account = provider.account().await.map_err(connect_error)?;
     if let Some(id) = &req.calendar_id {
         match account.calendars.iter().find(|c| &c.id == id) {
             Some(c) if c.writable => {}
-            Some(_) => return Err(ApiError::invalid_field("calendar_id names a read-only calendar; pick a writable one")),
-            None => return Err(ApiError::invalid_field("calendar_id is not a calendar of this account")),
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "calendar_id names a read-only calendar; pick a writable one",
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid_field(
+                    "calendar_id is not a calendar of this account",
+                ));
+            }
         }
     } else if account.default_calendar().is_none() {
         return Err(ApiError::bad_request(
@@ -176,27 +215,42 @@ pub async fn apple_connect(
         ));
     }
 
-    let secret = SecretRef { name: format!("{name}-credentials"), key: None };
+    let secret = SecretRef {
+        name: format!("{name}-credentials"),
+        key: None,
+    };
     let key = ObjectKey::connection(&state.namespace, &name);
     // Credentials first: the engine reconciles the connection as soon as it appears and must
     // find them (a connection without them would report CredentialsMissing and wait).
-    state.objects.write_credentials(&state.namespace, &secret, &credentials, &key).await?;
-    let existing = state.objects.get_connection(&state.namespace, &name).await?;
-    let mut spec = existing.as_ref().map(|c| c.spec.clone()).unwrap_or(CalendarConnectionSpec {
-        user_id: user.clone(),
-        provider: ProviderKind::Apple,
-        credentials_secret_ref: secret.clone(),
-        calendar_id: None,
-        server_url: None,
-        category_calendars: Default::default(),
-        import: None,
-        active: true,
-    });
+    state
+        .objects
+        .write_credentials(&state.namespace, &secret, &credentials, &key)
+        .await?;
+    let existing = state
+        .objects
+        .get_connection(&state.namespace, &name)
+        .await?;
+    let mut spec = existing
+        .as_ref()
+        .map(|c| c.spec.clone())
+        .unwrap_or(CalendarConnectionSpec {
+            user_id: user.clone(),
+            provider: ProviderKind::Apple,
+            credentials_secret_ref: secret.clone(),
+            calendar_id: None,
+            server_url: None,
+            category_calendars: Default::default(),
+            import: None,
+            active: true,
+        });
     spec.credentials_secret_ref = secret.clone();
     spec.server_url = Some(server_url);
     spec.calendar_id = req.calendar_id.clone();
     spec.active = true;
-    let mut labels = existing.as_ref().map(|c| c.labels().clone()).unwrap_or_default();
+    let mut labels = existing
+        .as_ref()
+        .map(|c| c.labels().clone())
+        .unwrap_or_default();
     labels.insert(USER_LABEL.to_string(), user_label_value(&user));
     let object = CalendarConnection {
         metadata: ObjectMeta {
@@ -212,7 +266,10 @@ pub async fn apple_connect(
         Ok(a) => a,
         Err(e) => {
             if existing.is_none()
-                && let Err(del) = state.objects.delete_credentials(&state.namespace, &secret).await
+                && let Err(del) = state
+                    .objects
+                    .delete_credentials(&state.namespace, &secret)
+                    .await
             {
                 tracing::warn!(connection = %key, error = %del, "could not remove credentials after a failed connect");
             }
@@ -225,11 +282,17 @@ pub async fn apple_connect(
     // Give the engine a moment to mark the connection Ready, so a task-to-calendar right after
     // this answer does not find it still unchecked. Not an error if it takes longer.
     let generation = applied.metadata.generation;
-    let (objects, ns, n) = (state.objects.as_ref(), state.namespace.as_str(), name.as_str());
+    let (objects, ns, n) = (
+        state.objects.as_ref(),
+        state.namespace.as_str(),
+        name.as_str(),
+    );
     let _ = wait_for(objects, state.config.sync_wait, || async move {
         let c = objects.get_connection(ns, n).await?;
-        let done = c.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| s.observed_generation == generation
-            && crate::resources::condition::find(&s.conditions, "Ready").is_some());
+        let done = c.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| {
+            s.observed_generation == generation
+                && crate::resources::condition::find(&s.conditions, "Ready").is_some()
+        });
         Ok((done, ()))
     })
     .await;

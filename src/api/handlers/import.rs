@@ -23,7 +23,11 @@ use crate::resources::{CalendarConnection, task_sync_name};
 /// Calendars read for a connection: where its tasks go (default, explicit, per category).
 fn calendars_of(conn: &CalendarConnection) -> Vec<String> {
     let mut out = BTreeSet::new();
-    if let Some(c) = conn.spec.calendar_id.clone().or_else(|| conn.status.as_ref().and_then(|s| s.default_calendar_id.clone())) {
+    if let Some(c) = conn.spec.calendar_id.clone().or_else(|| {
+        conn.status
+            .as_ref()
+            .and_then(|s| s.default_calendar_id.clone())
+    }) {
         out.insert(c);
     }
     out.extend(conn.spec.category_calendars.values().cloned());
@@ -46,7 +50,9 @@ pub async fn calendar_to_tasks(
     if let Some(w) = req.window_days
         && !(1..=365).contains(&w)
     {
-        return Err(ApiError::invalid_field("window_days must be between 1 and 365"));
+        return Err(ApiError::invalid_field(
+            "window_days must be between 1 and 365",
+        ));
     }
     // 0 in the cache key stands for "each connection's own default".
     let cache_window = req.window_days.unwrap_or(0);
@@ -56,7 +62,11 @@ pub async fn calendar_to_tasks(
     {
         return Ok(axum::Json(hit));
     }
-    let active: Vec<_> = user_connections(&state, &user).await?.into_iter().filter(|c| c.spec.active).collect();
+    let active: Vec<_> = user_connections(&state, &user)
+        .await?
+        .into_iter()
+        .filter(|c| c.spec.active)
+        .collect();
     if active.is_empty() {
         return Err(ApiError::not_connected());
     }
@@ -64,8 +74,14 @@ pub async fn calendar_to_tasks(
     let mut tasks = Vec::new();
     let mut updated = Vec::new();
     for conn in &active {
-        let days = req.window_days.or(conn.spec.import.as_ref().map(|i| i.window_days)).unwrap_or(7);
-        let window = Window { from: now, to: now + chrono::Duration::days(i64::from(days)) };
+        let days = req
+            .window_days
+            .or(conn.spec.import.as_ref().map(|i| i.window_days))
+            .unwrap_or(7);
+        let window = Window {
+            from: now,
+            to: now + chrono::Duration::days(i64::from(days)),
+        };
         let provider = provider_for(&state, conn).await?;
         for calendar in calendars_of(conn) {
             let page = provider.list(&calendar, window, None).await.map_err(|e| {
@@ -80,7 +96,10 @@ pub async fn calendar_to_tasks(
                     None => tasks.push(mapping::imported_task(ev, conn.spec.provider)),
                     Some(m) if m.owner == state.config.owner => {
                         // Ours: report it only when the calendar app changed it since we wrote it.
-                        let ts = state.objects.get_task_sync(&state.namespace, &task_sync_name(&user, &m.task_id)).await?;
+                        let ts = state
+                            .objects
+                            .get_task_sync(&state.namespace, &task_sync_name(&user, &m.task_id))
+                            .await?;
                         let Some(ts) = ts else { continue };
                         let seen = ts.status.as_ref().and_then(|s| s.etag.clone());
                         if seen.is_some() && seen != ev.etag {
@@ -88,7 +107,8 @@ pub async fn calendar_to_tasks(
                             if changed.is_empty() {
                                 continue;
                             }
-                            let (scheduled_time, timezone, all_day) = mapping::task_time(&ev.start, ev.zone.as_deref());
+                            let (scheduled_time, timezone, all_day) =
+                                mapping::task_time(&ev.start, ev.zone.as_deref());
                             updated.push(UpdatedTask {
                                 task_id: m.task_id.clone(),
                                 calendar_event_id: ev.id.clone(),
@@ -108,8 +128,20 @@ pub async fn calendar_to_tasks(
             }
         }
     }
-    tasks.sort_by(|a, b| a.scheduled_time.cmp(&b.scheduled_time).then(a.calendar_event_id.cmp(&b.calendar_event_id)));
-    let response = CalendarToTasksResponse { success: true, count: tasks.len(), tasks, updated_tasks: updated };
-    state.caches.import.put(&user, cache_window, response.clone());
+    tasks.sort_by(|a, b| {
+        a.scheduled_time
+            .cmp(&b.scheduled_time)
+            .then(a.calendar_event_id.cmp(&b.calendar_event_id))
+    });
+    let response = CalendarToTasksResponse {
+        success: true,
+        count: tasks.len(),
+        tasks,
+        updated_tasks: updated,
+    };
+    state
+        .caches
+        .import
+        .put(&user, cache_window, response.clone());
     Ok(axum::Json(response))
 }
