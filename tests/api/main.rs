@@ -2,5 +2,6 @@
 //! real engine reconciling (see `support`).
 
 mod bad_input;
+mod edges;
 mod flow;
 mod support;

@@ -291,7 +291,7 @@ pub async fn apple_connect(
         let c = objects.get_connection(ns, n).await?;
         let done = c.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| {
             s.observed_generation == generation
-                && crate::resources::condition::find(&s.conditions, "Ready").is_some()
+                && crate::resources::condition::is_true(&s.conditions, "Ready")
         });
         Ok((done, ()))
     })
