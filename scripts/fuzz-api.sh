@@ -33,6 +33,11 @@ if [ -z "${BASE:-}" ]; then
     RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/debug/examples/api_memory_server" 127.0.0.1:5055 &
   server_pid=$!
   for _ in $(seq 1 50); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  # Connect the documents' example user, so generated requests reach the sync logic too
+  # (the memory calendar accepts user/secret).
+  curl -fsS -X POST "$BASE/api/calendar/apple/connect" -H "Authorization: Bearer $API_KEY" \
+    -H 'Content-Type: application/json' \
+    -d '{"user_id": "user123", "apple_id": "user", "app_password": "secret"}' >/dev/null
 fi
 case "$BASE" in
   http://127.*|http://localhost*|http://\[::1\]*) ;;

@@ -44,7 +44,7 @@ impl Id {
 #[serde(deny_unknown_fields)]
 pub struct ConnectRequest {
     /// The app's user id (string or integer).
-    #[schema(value_type = String, example = "user123")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "user123")]
     pub user_id: Id,
 }
 
@@ -60,18 +60,21 @@ pub struct ConnectResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppleConnectRequest {
-    #[schema(value_type = String, example = "user123")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "user123")]
     pub user_id: Id,
     /// CalDAV user name: the Apple ID e-mail on iCloud, any user name elsewhere.
+    #[schema(min_length = 1, max_length = 320)]
     pub apple_id: String,
     /// App-specific password (never stored in clear, logged or returned).
     #[schema(value_type = String, format = Password)]
     pub app_password: SecretString,
     /// CalDAV server (default `https://caldav.icloud.com/`).
     #[serde(default)]
+    #[schema(pattern = r"^https?://[^\s/][^\s]*$", max_length = 2048)]
     pub server_url: Option<String>,
     /// Calendar for new events (default: the first writable calendar that accepts events).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub calendar_id: Option<String>,
 }
 
@@ -89,24 +92,34 @@ pub struct AppleConnectResponse {
 #[serde(deny_unknown_fields)]
 pub struct TaskData {
     /// The app's task id (string or integer).
-    #[schema(value_type = String, example = "task456")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "task456")]
     pub id: Id,
     /// Event title, verbatim.
+    #[schema(min_length = 1, max_length = 1024, example = "Complete assignment")]
     pub name: String,
     /// RFC 3339 with offset, a local date-time read in `timezone`, or a date (all-day).
-    #[schema(example = "2025-10-17T14:00:00")]
+    #[schema(
+        example = "2025-10-17T14:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
     pub scheduled_time: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub category: Option<String>,
     /// IANA zone; required when `scheduled_time` is a local date-time.
     #[serde(default)]
-    #[schema(example = "America/New_York")]
+    #[schema(
+        example = "America/New_York",
+        pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
+        max_length = 64
+    )]
     pub timezone: Option<String>,
     /// Event length in minutes (default 60; whole days for all-day tasks).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 527040)]
     pub duration_minutes: Option<u32>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub description: Option<String>,
 }
 
@@ -114,12 +127,12 @@ pub struct TaskData {
 #[derive(Deserialize, ToSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct TaskToCalendarRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub user_id: Id,
     pub task_data: TaskData,
     /// Which connected calendar to use (default: the most recently connected one).
     #[serde(default)]
-    #[schema(example = "apple")]
+    #[schema(example = "apple", pattern = r"^(google|outlook|apple|caldav)$")]
     pub calendar_type: Option<String>,
 }
 
@@ -138,7 +151,7 @@ pub struct TaskToCalendarResponse {
 #[derive(Deserialize, ToSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarToTasksRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub user_id: Id,
     /// Days ahead to look (default: the connection's import.windowDays, else 7).
     #[serde(default)]
@@ -196,10 +209,16 @@ pub struct CalendarToTasksResponse {
 #[serde(deny_unknown_fields)]
 pub struct TaskPatch {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(
+        example = "2025-10-17T14:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
     pub scheduled_time: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub category: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,
@@ -207,6 +226,7 @@ pub struct TaskPatch {
     #[schema(minimum = 1, maximum = 527040)]
     pub duration_minutes: Option<u32>,
     #[serde(default)]
+    #[schema(max_length = 8192)]
     pub description: Option<String>,
 }
 
@@ -214,8 +234,9 @@ pub struct TaskPatch {
 #[derive(Deserialize, ToSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEventRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub user_id: Id,
+    #[schema(min_length = 1, max_length = 1024)]
     pub event_id: String,
     #[serde(default)]
     pub task_data: TaskPatch,
@@ -225,8 +246,9 @@ pub struct UpdateEventRequest {
 #[derive(Deserialize, ToSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteEventRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub user_id: Id,
+    #[schema(min_length = 1, max_length = 1024)]
     pub event_id: String,
 }
 
