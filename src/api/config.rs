@@ -16,6 +16,7 @@
 //! | `CALSYNC_IMPORT_CACHE_SECONDS` | 300 | calendar-to-tasks cache per user |
 //! | `CALSYNC_MAX_BODY_BYTES` | 65536 | request body limit (413 beyond) |
 //! | `CALSYNC_OWNER` | `calsync` | installation id in event markers (must match the engine's) |
+//! | `CALSYNC_CALDAV_ALLOWED_HOSTS` | any | comma-separated hosts `/apple/connect`'s `server_url` may name |
 
 use std::fmt;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct ApiConfig {
     pub owner: String,
     /// Default CalDAV server for `/apple/connect`.
     pub apple_server_url: String,
+    /// Hosts `server_url` may name (empty: any host but link-local addresses).
+    pub caldav_allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +63,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             owner: "calsync".into(),
             apple_server_url: "https://caldav.icloud.com/".into(),
+            caldav_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -82,6 +86,7 @@ impl fmt::Debug for ApiConfig {
             .field("import_cache_ttl", &self.import_cache_ttl)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("owner", &self.owner)
+            .field("caldav_allowed_hosts", &self.caldav_allowed_hosts)
             .finish()
     }
 }
@@ -184,6 +189,9 @@ impl ApiConfig {
             "a number of bytes of at least 1024",
         )? {
             c.max_body_bytes = n;
+        }
+        if let Some(hosts) = lookup("CALSYNC_CALDAV_ALLOWED_HOSTS") {
+            c.caldav_allowed_hosts = list(&hosts);
         }
         if let Some(owner) = lookup("CALSYNC_OWNER") {
             if owner.contains(';') || owner.trim().is_empty() {

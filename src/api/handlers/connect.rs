@@ -111,21 +111,66 @@ pub async fn outlook_callback(
     callback(&state, "outlook", &query)
 }
 
-fn check_server_url(url: &str) -> Result<(), ApiError> {
-    let ok = (8..=2048).contains(&url.len())
-        && (url.starts_with("https://") || url.starts_with("http://"))
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
-        && url
-            .split("://")
-            .nth(1)
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field(
-            "server_url must be an http(s) URL such as https://caldav.icloud.com/",
-        ))
+/// The host part of an http(s) URL (lower case, without port), or `None` when the URL is not a
+/// plain `scheme://host[:port]/path` (user info in URLs is refused: credentials go in the body).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
     }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        })
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Link-local addresses (cloud metadata services live there) are never a calendar server.
+fn is_link_local(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => false,
+    }
+}
+
+/// `server_url` makes this server open connections where the caller says, so it is checked:
+/// http(s) only, no user info, no link-local address, and, when `CALSYNC_CALDAV_ALLOWED_HOSTS`
+/// is set, a host on that list.
+fn check_server_url(url: &str, allowed: &[String]) -> Result<(), ApiError> {
+    let shape = (8..=2048).contains(&url.len())
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    let Some(host) = url_host(url).filter(|_| shape) else {
+        return Err(ApiError::invalid_field(
+            "server_url must be an http(s) URL such as https://caldav.icloud.com/ (no user name or password in it)",
+        ));
+    };
+    if is_link_local(&host) {
+        return Err(ApiError::invalid_field(
+            "server_url must not point at a link-local address",
+        ));
+    }
+    if !allowed.is_empty()
+        && !allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(&host))
+    {
+        return Err(ApiError::bad_request(
+            "server_not_allowed",
+            "this server only connects to the CalDAV hosts its operator allows (CALSYNC_CALDAV_ALLOWED_HOSTS)",
+        ));
+    }
+    Ok(())
 }
 
 /// Connect an Apple iCloud (or any CalDAV) calendar with an app-specific password.
@@ -160,7 +205,7 @@ pub async fn apple_connect(
         .server_url
         .clone()
         .unwrap_or_else(|| state.config.apple_server_url.clone());
-    check_server_url(&server_url)?;
+    check_server_url(&server_url, &state.config.caldav_allowed_hosts)?;
     if let Some(c) = &req.calendar_id
         && (c.is_empty() || c.len() > 1024)
     {
@@ -302,4 +347,39 @@ pub async fn apple_connect(
         message: "Apple Calendar connected successfully".into(),
         calendars: account.calendars.iter().map(|c| c.name.clone()).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_url_policy() {
+        let none: Vec<String> = vec![];
+        for ok in [
+            "https://caldav.icloud.com/",
+            "http://127.0.0.1:5232/user/",
+            "https://[::1]:8443/dav",
+        ] {
+            assert!(check_server_url(ok, &none).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://x.example/",
+            "https://u:p@host/",
+            "https:///path",
+            "http://169.254.169.254/latest",
+            "https://[fe80::1]/",
+            "https://a b/",
+        ] {
+            assert!(check_server_url(bad, &none).is_err(), "{bad}");
+        }
+        let allowed = vec!["caldav.icloud.com".to_string()];
+        assert!(check_server_url("https://CalDAV.icloud.com:443/", &allowed).is_ok());
+        assert_eq!(
+            check_server_url("https://evil.example/", &allowed)
+                .unwrap_err()
+                .code,
+            "server_not_allowed"
+        );
+    }
 }
