@@ -202,6 +202,17 @@ pub struct CalendarToTasksResponse {
     pub tasks: Vec<ImportedTask>,
     pub count: usize,
     pub updated_tasks: Vec<UpdatedTask>,
+    /// Connections that could not be read (the others' events are still listed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ImportWarning>,
+}
+
+/// A connection calendar-to-tasks could not read.
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ImportWarning {
+    pub calendar_type: String,
+    pub error: String,
+    pub code: String,
 }
 
 /// Fields update-event may change (all optional; absent ones stay).

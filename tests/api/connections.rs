@@ -17,13 +17,17 @@ use crate::support::{Harness, NS, config, jwt};
 
 /// A CalDAV connection a platform team wrote as YAML (plain-key Secret).
 async fn yaml_caldav_connection(h: &Harness, user: &str) {
+    yaml_caldav_connection_with(h, user, "secret").await
+}
+
+async fn yaml_caldav_connection_with(h: &Harness, user: &str, password: &str) {
     let name = connection_name(user, ProviderKind::Caldav);
     h.objects.put_secret(
         NS,
         "team-caldav",
         BTreeMap::from([
             ("username".into(), b"user".to_vec()),
-            ("password".into(), b"secret".to_vec()),
+            ("password".into(), password.as_bytes().to_vec()),
         ]),
     );
     let conn = CalendarConnection {
@@ -240,4 +244,23 @@ async fn a_jwt_user_walks_the_flow_for_itself_only() {
             .iter()
             .all(|e| e.title != "pwned")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_broken_calendar_does_not_hide_the_others() {
+    let h = Harness::with_engine(config());
+    h.connect_apple("partial").await;
+    yaml_caldav_connection_with(&h, "partial", "wrong-password").await;
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/api/calendar/calendar-to-tasks",
+            Some(json!({"user_id": "partial"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["warnings"][0]["calendar_type"], "caldav", "{v}");
+    assert_eq!(v["warnings"][0]["code"], "invalid_credentials", "{v}");
+    assert!(!v.to_string().contains("wrong-password"));
 }

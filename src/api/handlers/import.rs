@@ -12,7 +12,9 @@ use kube::ResourceExt;
 
 use super::{provider_for, user_connections};
 use crate::api::auth::Caller;
-use crate::api::dto::{CalendarToTasksRequest, CalendarToTasksResponse, UpdatedTask};
+use crate::api::dto::{
+    CalendarToTasksRequest, CalendarToTasksResponse, ImportWarning, ImportedTask, UpdatedTask,
+};
 use crate::api::errors::{self, ApiError, ErrorBody};
 use crate::api::extract::ApiJson;
 use crate::api::mapping;
@@ -32,6 +34,70 @@ fn calendars_of(conn: &CalendarConnection) -> Vec<String> {
     }
     out.extend(conn.spec.category_calendars.values().cloned());
     out.into_iter().collect()
+}
+
+#[derive(Default)]
+struct Found {
+    tasks: Vec<ImportedTask>,
+    updated: Vec<UpdatedTask>,
+}
+
+/// Read one connection's calendars into `found`.
+async fn read_connection(
+    state: &AppState,
+    user: &str,
+    conn: &CalendarConnection,
+    window: Window,
+    found: &mut Found,
+) -> Result<(), ApiError> {
+    let provider = provider_for(state, conn).await?;
+    for calendar in calendars_of(conn) {
+        let page = provider.list(&calendar, window, None).await.map_err(|e| {
+            tracing::info!(connection = %conn.name_any(), reason = e.reason(), "calendar read failed");
+            match e.class() {
+                crate::error::ErrorClass::Reauthenticate => super::reconnect_required(),
+                _ => errors::from_provider(&e),
+            }
+        })?;
+        for ev in page.events.iter().filter(|e| !e.cancelled) {
+            match &ev.marker {
+                None => found
+                    .tasks
+                    .push(mapping::imported_task(ev, conn.spec.provider)),
+                Some(m) if m.owner == state.config.owner => {
+                    // Ours: report it only when the calendar app changed it since we wrote it.
+                    let name = task_sync_name(user, &m.task_id);
+                    let Some(ts) = state.objects.get_task_sync(&state.namespace, &name).await?
+                    else {
+                        continue;
+                    };
+                    let seen = ts.status.as_ref().and_then(|s| s.etag.clone());
+                    if seen.is_none() || seen == ev.etag {
+                        continue;
+                    }
+                    let changed = mapping::changed_fields(&ts.spec, ev);
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    let (scheduled_time, timezone, all_day) =
+                        mapping::task_time(&ev.start, ev.zone.as_deref());
+                    found.updated.push(UpdatedTask {
+                        task_id: m.task_id.clone(),
+                        calendar_event_id: ev.id.clone(),
+                        calendar_source: conn.spec.provider.as_str().to_string(),
+                        changed,
+                        name: ev.title.clone(),
+                        scheduled_time,
+                        timezone,
+                        all_day,
+                    });
+                }
+                // Another installation's event: neither ours to report nor the user's own.
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Events of the user's calendars as tasks.
@@ -71,8 +137,9 @@ pub async fn calendar_to_tasks(
         return Err(ApiError::not_connected());
     }
     let now = Utc::now();
-    let mut tasks = Vec::new();
-    let mut updated = Vec::new();
+    let mut found = Found::default();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
     for conn in &active {
         let days = req
             .window_days
@@ -82,52 +149,22 @@ pub async fn calendar_to_tasks(
             from: now,
             to: now + chrono::Duration::days(i64::from(days)),
         };
-        let provider = provider_for(&state, conn).await?;
-        for calendar in calendars_of(conn) {
-            let page = provider.list(&calendar, window, None).await.map_err(|e| {
-                tracing::info!(connection = %conn.name_any(), reason = e.reason(), "calendar read failed");
-                match e.class() {
-                    crate::error::ErrorClass::Reauthenticate => super::reconnect_required(),
-                    _ => errors::from_provider(&e),
-                }
-            })?;
-            for ev in page.events.iter().filter(|e| !e.cancelled) {
-                match &ev.marker {
-                    None => tasks.push(mapping::imported_task(ev, conn.spec.provider)),
-                    Some(m) if m.owner == state.config.owner => {
-                        // Ours: report it only when the calendar app changed it since we wrote it.
-                        let ts = state
-                            .objects
-                            .get_task_sync(&state.namespace, &task_sync_name(&user, &m.task_id))
-                            .await?;
-                        let Some(ts) = ts else { continue };
-                        let seen = ts.status.as_ref().and_then(|s| s.etag.clone());
-                        if seen.is_some() && seen != ev.etag {
-                            let changed = mapping::changed_fields(&ts.spec, ev);
-                            if changed.is_empty() {
-                                continue;
-                            }
-                            let (scheduled_time, timezone, all_day) =
-                                mapping::task_time(&ev.start, ev.zone.as_deref());
-                            updated.push(UpdatedTask {
-                                task_id: m.task_id.clone(),
-                                calendar_event_id: ev.id.clone(),
-                                calendar_source: conn.spec.provider.as_str().to_string(),
-                                changed,
-                                name: ev.title.clone(),
-                                scheduled_time,
-                                timezone,
-                                all_day,
-                            });
-                        }
-                    }
-                    // Another installation's event: not ours to report as changed, and not the
-                    // user's own either.
-                    Some(_) => {}
-                }
-            }
+        // One broken calendar must not hide the others: report it and go on.
+        if let Err(e) = read_connection(&state, &user, conn, window, &mut found).await {
+            warnings.push(ImportWarning {
+                calendar_type: conn.spec.provider.as_str().to_string(),
+                error: e.message.clone(),
+                code: e.code.to_string(),
+            });
+            first_error.get_or_insert(e);
         }
     }
+    if let Some(e) = first_error
+        && warnings.len() == active.len()
+    {
+        return Err(e);
+    }
+    let Found { mut tasks, updated } = found;
     tasks.sort_by(|a, b| {
         a.scheduled_time
             .cmp(&b.scheduled_time)
@@ -138,10 +175,14 @@ pub async fn calendar_to_tasks(
         count: tasks.len(),
         tasks,
         updated_tasks: updated,
+        warnings,
     };
-    state
-        .caches
-        .import
-        .put(&user, cache_window, response.clone());
+    // A partial answer is not cached: the next call tries the broken calendar again.
+    if response.warnings.is_empty() {
+        state
+            .caches
+            .import
+            .put(&user, cache_window, response.clone());
+    }
     Ok(axum::Json(response))
 }
