@@ -147,10 +147,17 @@ async fn one_connection_per_provider_and_disconnect_by_type() {
         .unwrap();
     let tasks: Vec<&str> = syncs.iter().map(|t| t.spec.task_id.as_str()).collect();
     assert_eq!(tasks, ["on-caldav"]);
-    assert!(!h.objects.has_secret(
-        NS,
-        &format!("{}-credentials", connection_name(user, ProviderKind::Apple))
-    ));
+    let apple = h
+        .objects
+        .get_connection(NS, &connection_name(user, ProviderKind::Apple))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !h.objects
+            .has_secret(NS, &apple.spec.credentials_secret_ref.name)
+    );
+    assert!(!apple.spec.active);
     assert!(h.objects.has_secret(NS, "team-caldav"));
     // Both events are still in the calendar (the memory service backs both connections).
     let titles: Vec<String> = h
@@ -263,4 +270,41 @@ async fn one_broken_calendar_does_not_hide_the_others() {
     assert_eq!(v["warnings"][0]["calendar_type"], "caldav", "{v}");
     assert_eq!(v["warnings"][0]["code"], "invalid_credentials", "{v}");
     assert!(!v.to_string().contains("wrong-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_another_account_replaces_the_credentials() {
+    let h = Harness::with_engine(config());
+    h.connect_apple("switch").await;
+    let name = connection_name("switch", ProviderKind::Apple);
+    let first = h.objects.get_connection(NS, &name).await.unwrap().unwrap();
+    h.calendar.add_account("other@icloud.com", "pw-2");
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/api/calendar/apple/connect",
+            Some(json!({"user_id": "switch", "apple_id": "other@icloud.com", "app_password": "pw-2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let second = h.objects.get_connection(NS, &name).await.unwrap().unwrap();
+    assert_ne!(
+        first.spec.credentials_secret_ref,
+        second.spec.credentials_secret_ref
+    );
+    assert!(second.metadata.generation > first.metadata.generation);
+    assert!(
+        !h.objects
+            .has_secret(NS, &first.spec.credentials_secret_ref.name)
+    );
+    assert!(
+        h.objects
+            .has_secret(NS, &second.spec.credentials_secret_ref.name)
+    );
+    let all = h
+        .objects
+        .list_connections(Some(NS), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "one connection per provider");
 }

@@ -215,6 +215,7 @@ pub async fn apple_connect(
     }
 
     let name = connection_name(&user, ProviderKind::Apple);
+    let account_user = apple_id.clone();
     let credentials = Credentials::Basic {
         username: apple_id,
         password: req.app_password,
@@ -260,8 +261,14 @@ pub async fn apple_connect(
         ));
     }
 
+    // The Secret's name follows the account, so connecting another account changes the
+    // connection's spec (credentialsSecretRef) and the engine re-checks it at once rather than
+    // at its next periodic check.
     let secret = SecretRef {
-        name: format!("{name}-credentials"),
+        name: format!(
+            "{name}-{}",
+            user_label_value(&format!("{account_user}\n{server_url}"))
+        ),
         key: None,
     };
     let key = ObjectKey::connection(&state.namespace, &name);
@@ -321,6 +328,15 @@ pub async fn apple_connect(
             return Err(e.into());
         }
     };
+    if let Some(old) = existing.as_ref().map(|c| &c.spec.credentials_secret_ref)
+        && old.name != secret.name
+        && let Err(e) = state
+            .objects
+            .delete_credentials(&state.namespace, old)
+            .await
+    {
+        tracing::warn!(connection = %key, error = %e, "could not remove the previous account's credentials");
+    }
     state.caches.import.invalidate(&user);
     tracing::info!(connection = %key, "apple calendar connected");
 
