@@ -402,3 +402,33 @@ async fn revoked_credentials_say_reconnect_required() {
     assert_eq!(v["ready"], false, "{v}");
     assert_eq!(v["reason"], "ReconnectRequired", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_make_one_event() {
+    let h = std::sync::Arc::new(Harness::with_engine(config()));
+    h.connect_apple("burst").await;
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let h = h.clone();
+        // 10 tasks, each sent three times at once.
+        let id = format!("task-{}", i % 10);
+        calls.push(tokio::spawn(async move {
+            let body = json!({"user_id": "burst", "task_data": {"id": id, "name": id, "scheduled_time": "2030-06-01T08:00:00Z"}});
+            let (s, v) = h.call(Method::POST, "/api/calendar/task-to-calendar", Some(body)).await;
+            (s, v["event_id"].as_str().map(String::from), id)
+        }));
+    }
+    let mut ids = std::collections::BTreeMap::new();
+    for c in calls {
+        let (s, event, task) = c.await.unwrap();
+        assert_eq!(s, StatusCode::OK);
+        let event = event.expect("event_id");
+        assert_eq!(
+            ids.entry(task).or_insert_with(|| event.clone()),
+            &event,
+            "same task, same event"
+        );
+    }
+    assert_eq!(ids.len(), 10);
+    assert_eq!(ours(&h).len(), 10, "exactly one event per task");
+}
