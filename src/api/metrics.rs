@@ -26,6 +26,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
     kind: String,
     outcome: String,
@@ -49,6 +54,7 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     reconciles: Family<ReconcileLabels, Counter>,
     provider_calls: Family<ProviderLabels, Counter>,
+    sync_waits: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,6 +73,7 @@ impl Metrics {
             );
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let provider_calls = Family::<ProviderLabels, Counter>::default();
+        let sync_waits = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests served, by route template, method and status",
@@ -87,12 +94,18 @@ impl Metrics {
             "Calendar provider calls, by provider, operation and outcome (ok or a PascalCase error reason)",
             provider_calls.clone(),
         );
+        registry.register(
+            "api_sync_waits",
+            "Bounded waits of the REST API for the engine: synced, failed, or pending (answered 202)",
+            sync_waits.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             request_seconds,
             reconciles,
             provider_calls,
+            sync_waits,
         }
     }
 
@@ -133,6 +146,15 @@ impl Metrics {
         self.provider_calls.get_or_create(&labels).inc();
     }
 
+    /// How one bounded wait for the engine ended: `synced`, `failed` or `pending`.
+    pub fn record_sync_wait(&self, outcome: &str) {
+        self.sync_waits
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,6 +174,7 @@ mod tests {
         m.record_request("/healthz", "GET", 200, Duration::from_millis(3));
         m.record_reconcile("TaskSync", "done");
         m.record_provider_call("apple", "create", "ok");
+        m.record_sync_wait("pending");
         let text = m.render().unwrap();
         assert!(
             text.contains(
@@ -161,5 +184,9 @@ mod tests {
         );
         assert!(text.contains("calsync_reconciles_total"), "{text}");
         assert!(text.contains("calsync_provider_calls_total"), "{text}");
+        assert!(
+            text.contains("calsync_api_sync_waits_total{outcome=\"pending\"} 1"),
+            "{text}"
+        );
     }
 }

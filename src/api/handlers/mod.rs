@@ -157,7 +157,7 @@ pub async fn wait_synced(
         Ok((done, Some((ts, synced))))
     })
     .await?;
-    match value {
+    let result = match value {
         None => Err(ApiError::conflict(
             "task_deleted",
             "the task's calendar event was deleted meanwhile; send it again",
@@ -168,7 +168,13 @@ pub async fn wait_synced(
                 .unwrap_or_else(|| ApiError::conflict("sync_failed", c.message)))
         }
         Some((ts, _)) => Ok(Waited::Synced(Box::new(ts))),
-    }
+    };
+    state.metrics.record_sync_wait(match &result {
+        Ok(Waited::Synced(_)) => "synced",
+        Ok(Waited::Pending) => "pending",
+        Err(_) => "failed",
+    });
+    result
 }
 
 /// Our TaskSync for `event_id` belonging to `user`: 404 when there is none, 409

@@ -215,6 +215,9 @@ pub async fn delete_event(
         Ok((objects.get_task_sync(ns, n).await?.is_none(), ()))
     })
     .await?;
+    state
+        .metrics
+        .record_sync_wait(if gone { "synced" } else { "pending" });
     if gone {
         Ok(axum::Json(SuccessResponse {
             success: true,
