@@ -432,3 +432,49 @@ async fn concurrent_repeats_make_one_event() {
     assert_eq!(ids.len(), 10);
     assert_eq!(ours(&h).len(), 10, "exactly one event per task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_edit_is_reported_never_silently_overwritten() {
+    // DESIGN §3 (conflictPolicy Manual, the default): an edit made in the calendar app is
+    // reported, not overwritten; the API says so with 409 calendar_conflict and lists the
+    // edit in calendar-to-tasks' updated_tasks.
+    let h = Harness::with_engine(config());
+    h.connect_apple("edit").await;
+    let when = (Utc::now() + Duration::days(2))
+        .format("%Y-%m-%dT09:00:00Z")
+        .to_string();
+    let body = json!({"user_id": "edit", "task_data": {"id": "t", "name": "Original", "scheduled_time": when}});
+    let (s, v) = h
+        .call(Method::POST, "/api/calendar/task-to-calendar", Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["event_id"].as_str().unwrap().to_string();
+    h.calendar
+        .edit_external("calendar", &id, |e| e.title = "Edited in the app".into());
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/api/calendar/update-event",
+            Some(
+                json!({"user_id": "edit", "event_id": id, "task_data": {"name": "From the task"}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("calendar_conflict")),
+        "{v}"
+    );
+    assert_eq!(ours(&h)[0].title, "Edited in the app");
+    let (_, v) = h
+        .call(
+            Method::POST,
+            "/api/calendar/calendar-to-tasks",
+            Some(json!({"user_id": "edit"})),
+        )
+        .await;
+    assert_eq!(v["count"], 0, "{v}");
+    assert_eq!(v["updated_tasks"][0]["task_id"], "t", "{v}");
+    assert_eq!(v["updated_tasks"][0]["name"], "Edited in the app", "{v}");
+    assert_eq!(v["updated_tasks"][0]["changed"], json!(["name"]), "{v}");
+}
