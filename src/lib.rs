@@ -11,4 +11,5 @@ pub mod engine;
 pub mod error;
 pub mod providers;
 pub mod resources;
+pub mod standalone;
 pub mod telemetry;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use calsync::standalone::cli::{self, ApplyArgs, DeleteArgs, GetArgs};
 use calsync::telemetry::{self, LogFormat};
 
 /// calsync: sync Get It Done! tasks with Google, Outlook and Apple/CalDAV calendars.
@@ -13,7 +14,13 @@ use calsync::telemetry::{self, LogFormat};
 #[command(name = "calsync", version, about, long_about = None)]
 struct Cli {
     /// Log format: text for people, json for log pipelines.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "CALSYNC_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CALSYNC_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -23,6 +30,22 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of CalendarConnection and TaskSync as YAML.
     Crdgen,
+    /// Create or update objects from YAML (CalendarConnection, TaskSync, v1 Secret) in the
+    /// standalone database, validated as the Kubernetes API server would.
+    Apply(ApplyArgs),
+    /// Show CalendarConnections or TaskSyncs from the standalone database.
+    Get(GetArgs),
+    /// Delete objects from the standalone database (a running standalone finalizes them).
+    Delete(DeleteArgs),
+    /// Run the engine without a cluster, on the SQLite database (DATABASE_URL).
+    Standalone {
+        /// SQLite database: sqlite://PATH or sqlite::memory:.
+        #[arg(long, env = "DATABASE_URL", default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// Reconciles running at once.
+        #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,8 +68,91 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen => {
             let yaml = calsync::resources::crds_yaml().context("rendering the CRDs as YAML")?;
-            std::io::stdout().write_all(yaml.as_bytes()).context("writing the CRDs to stdout")?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("writing the CRDs to stdout")?;
+        }
+        Command::Apply(args) => runtime()?.block_on(async {
+            let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
+            cli::apply(
+                &store,
+                &args,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+            .await
+        })?,
+        Command::Get(args) => runtime()?.block_on(async {
+            let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
+            cli::get(
+                &store,
+                &args,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+            .await
+        })?,
+        Command::Delete(args) => runtime()?.block_on(async {
+            let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
+            cli::delete(
+                &store,
+                &args,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+            .await
+        })?,
+        Command::Standalone {
+            database_url,
+            concurrency,
+        } => {
+            let mut config = calsync::standalone::StandaloneConfig {
+                database_url,
+                ..Default::default()
+            };
+            config.queue.concurrency = concurrency;
+            // Providers are plugged in here as they land (CalDAV first); the REST API mounts
+            // through the third argument.
+            let connector = std::sync::Arc::new(calsync::standalone::NoProviders);
+            runtime()?.block_on(calsync::standalone::run_standalone(
+                config,
+                connector,
+                |_services| async { Ok(()) },
+                shutdown_signal(),
+            ))?;
         }
     }
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
 }
