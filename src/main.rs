@@ -14,13 +14,7 @@ use calsync::telemetry::{self, LogFormat};
 #[command(name = "calsync", version, about, long_about = None)]
 struct Cli {
     /// Log format: text for people, json for log pipelines.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "CALSYNC_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "CALSYNC_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -68,48 +62,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen => {
             let yaml = calsync::resources::crds_yaml().context("rendering the CRDs as YAML")?;
-            std::io::stdout()
-                .write_all(yaml.as_bytes())
-                .context("writing the CRDs to stdout")?;
+            std::io::stdout().write_all(yaml.as_bytes()).context("writing the CRDs to stdout")?;
         }
         Command::Apply(args) => runtime()?.block_on(async {
             let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
-            cli::apply(
-                &store,
-                &args,
-                &mut std::io::stdout(),
-                &mut std::io::stderr(),
-            )
-            .await
+            cli::apply(&store, &args, &mut std::io::stdout(), &mut std::io::stderr()).await
         })?,
         Command::Get(args) => runtime()?.block_on(async {
             let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
-            cli::get(
-                &store,
-                &args,
-                &mut std::io::stdout(),
-                &mut std::io::stderr(),
-            )
-            .await
+            cli::get(&store, &args, &mut std::io::stdout(), &mut std::io::stderr()).await
         })?,
         Command::Delete(args) => runtime()?.block_on(async {
             let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
-            cli::delete(
-                &store,
-                &args,
-                &mut std::io::stdout(),
-                &mut std::io::stderr(),
-            )
-            .await
+            cli::delete(&store, &args, &mut std::io::stdout(), &mut std::io::stderr()).await
         })?,
-        Command::Standalone {
-            database_url,
-            concurrency,
-        } => {
-            let mut config = calsync::standalone::StandaloneConfig {
-                database_url,
-                ..Default::default()
-            };
+        Command::Standalone { database_url, concurrency } => {
+            let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
             // Providers are plugged in here as they land (CalDAV first); the REST API mounts
             // through the third argument.
@@ -126,10 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -93,10 +93,7 @@ pub enum CliError {
     #[error(transparent)]
     Secrets(#[from] secrets::SecretsError),
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{count} object(s) could not be processed; see the errors above")]
     Failed { count: usize },
 }
@@ -123,9 +120,7 @@ pub fn parse_kind(s: &str) -> Result<Kind, CliError> {
     let s = s.to_ascii_lowercase();
     let s = s.strip_suffix(&format!(".{GROUP}")).unwrap_or(&s);
     match s {
-        "calendarconnection" | "calendarconnections" | "calconn" | "calconns" => {
-            Ok(Kind::CalendarConnection)
-        }
+        "calendarconnection" | "calendarconnections" | "calconn" | "calconns" => Ok(Kind::CalendarConnection),
         "tasksync" | "tasksyncs" | "tsync" | "tsyncs" => Ok(Kind::TaskSync),
         other => Err(CliError::Usage(format!(
             "error: the server doesn't have a resource type {other:?}; use calendarconnections (calconn) or tasksyncs (tsync)"
@@ -137,26 +132,17 @@ fn read_source(path: &PathBuf) -> Result<String, CliError> {
     let shown = path.display().to_string();
     if shown == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|source| CliError::Read {
-                path: shown,
-                source,
-            })?;
+        std::io::stdin().read_to_string(&mut s).map_err(|source| CliError::Read { path: shown, source })?;
         return Ok(s);
     }
-    std::fs::read_to_string(path).map_err(|source| CliError::Read {
-        path: shown,
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| CliError::Read { path: shown, source })
 }
 
 /// The documents of a YAML stream (empty ones skipped).
 pub fn documents(text: &str, file: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(de)
-            .map_err(|e| format!("error: error parsing {file} (document {}): {e}", i + 1))?;
+        let v = Value::deserialize(de).map_err(|e| format!("error: error parsing {file} (document {}): {e}", i + 1))?;
         if !v.is_null() {
             out.push(v);
         }
@@ -165,15 +151,8 @@ pub fn documents(text: &str, file: &str) -> Result<Vec<Value>, String> {
 }
 
 fn ident(doc: &Value, default_ns: &str) -> (String, String, String, String) {
-    let s = |p: &str| {
-        doc.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let ns = Some(s("/metadata/namespace"))
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| default_ns.to_string());
+    let s = |p: &str| doc.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let ns = Some(s("/metadata/namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| default_ns.to_string());
     (s("/apiVersion"), s("/kind"), ns, s("/metadata/name"))
 }
 
@@ -186,14 +165,7 @@ fn unmapped(api: &str, kind: &str, name: &str, file: &str) -> String {
 /// Remove what the server sets (Kubernetes ignores these fields in a request too).
 fn strip_server_fields(doc: &mut Value, ns: &str) {
     if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-        for f in [
-            "uid",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "managedFields",
-            "finalizers",
-        ] {
+        for f in ["uid", "generation", "creationTimestamp", "deletionTimestamp", "managedFields", "finalizers"] {
             meta.remove(f);
         }
         meta.insert("namespace".into(), Value::String(ns.to_string()));
@@ -203,12 +175,7 @@ fn strip_server_fields(doc: &mut Value, ns: &str) {
     }
 }
 
-async fn apply_secret(
-    store: &SqliteObjects,
-    doc: &Value,
-    ns: &str,
-    name: &str,
-) -> Result<String, String> {
+async fn apply_secret(store: &SqliteObjects, doc: &Value, ns: &str, name: &str) -> Result<String, String> {
     let invalid = |cause: String| format!("The Secret {name:?} is invalid: {cause}");
     if name.is_empty() {
         return Err(invalid("metadata.name: Required value".into()));
@@ -217,9 +184,9 @@ async fn apply_secret(
     if let Some(map) = doc.get("data").and_then(Value::as_object) {
         for (k, v) in map {
             let text = v.as_str().unwrap_or_default();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| invalid(format!("data[{k}]: Invalid value: illegal base64 data; use stringData for plain text")))?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| {
+                invalid(format!("data[{k}]: Invalid value: illegal base64 data; use stringData for plain text"))
+            })?;
             data.insert(k.clone(), bytes);
         }
     }
@@ -236,22 +203,11 @@ async fn apply_secret(
     if before.as_ref() == Some(&data) {
         return Ok(format!("secret/{name} unchanged"));
     }
-    let created = store
-        .put_secret(ns, name, data)
-        .await
-        .map_err(|e| format!("error: secret/{name}: {e}"))?;
-    Ok(format!(
-        "secret/{name} {}",
-        if created { "created" } else { "configured" }
-    ))
+    let created = store.put_secret(ns, name, data).await.map_err(|e| format!("error: secret/{name}: {e}"))?;
+    Ok(format!("secret/{name} {}", if created { "created" } else { "configured" }))
 }
 
-async fn apply_doc(
-    store: &SqliteObjects,
-    mut doc: Value,
-    default_ns: &str,
-    file: &str,
-) -> Result<String, String> {
+async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file: &str) -> Result<String, String> {
     let (api, kind, ns, name) = ident(&doc, default_ns);
     match (api.as_str(), kind.as_str()) {
         ("v1", "Secret") => return apply_secret(store, &doc, &ns, &name).await,
@@ -260,11 +216,7 @@ async fn apply_doc(
     }
     strip_server_fields(&mut doc, &ns);
     validate(&kind, &doc, None).map_err(|e| format!("error: {e}"))?;
-    let k = if kind == "TaskSync" {
-        Kind::TaskSync
-    } else {
-        Kind::CalendarConnection
-    };
+    let k = if kind == "TaskSync" { Kind::TaskSync } else { Kind::CalendarConnection };
     let what = format!("{}.{GROUP}/{name}", resource(k));
     let fail = |e: StoreError| format!("error: {what}: {e}");
     let typed_err = |e: serde_json::Error| format!("error: The {kind} {name:?} is invalid: {e}");
@@ -273,10 +225,8 @@ async fn apply_doc(
             let new: TaskSync = serde_json::from_value(doc).map_err(typed_err)?;
             let old = store.get_task_sync(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
-                let (n, o) = (
-                    serde_json::to_value(&new).unwrap_or_default(),
-                    serde_json::to_value(old).unwrap_or_default(),
-                );
+                let (n, o) =
+                    (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
                 validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
                 if old.spec == new.spec
                     && old.metadata.labels == new.metadata.labels
@@ -286,20 +236,14 @@ async fn apply_doc(
                 }
             }
             store.apply_task_sync(&new).await.map_err(fail)?;
-            if old.is_some() {
-                "configured"
-            } else {
-                "created"
-            }
+            if old.is_some() { "configured" } else { "created" }
         }
         Kind::CalendarConnection => {
             let new: CalendarConnection = serde_json::from_value(doc).map_err(typed_err)?;
             let old = store.get_connection(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
-                let (n, o) = (
-                    serde_json::to_value(&new).unwrap_or_default(),
-                    serde_json::to_value(old).unwrap_or_default(),
-                );
+                let (n, o) =
+                    (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
                 validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
                 if old.spec == new.spec
                     && old.metadata.labels == new.metadata.labels
@@ -309,11 +253,7 @@ async fn apply_doc(
                 }
             }
             store.apply_connection(&new).await.map_err(fail)?;
-            if old.is_some() {
-                "configured"
-            } else {
-                "created"
-            }
+            if old.is_some() { "configured" } else { "created" }
         }
     };
     Ok(format!("{what} {verb}"))
@@ -350,36 +290,18 @@ pub async fn apply(
             }
         }
     }
-    if failed > 0 {
-        Err(CliError::Failed { count: failed })
-    } else {
-        Ok(())
-    }
+    if failed > 0 { Err(CliError::Failed { count: failed }) } else { Ok(()) }
 }
 
-async fn fetch(
-    store: &SqliteObjects,
-    kind: Kind,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Value>, StoreError> {
+async fn fetch(store: &SqliteObjects, kind: Kind, ns: &str, name: &str) -> Result<Option<Value>, StoreError> {
     Ok(match kind {
-        Kind::CalendarConnection => store
-            .get_connection(ns, name)
-            .await?
-            .and_then(|o| serde_json::to_value(o).ok()),
-        Kind::TaskSync => store
-            .get_task_sync(ns, name)
-            .await?
-            .and_then(|o| serde_json::to_value(o).ok()),
+        Kind::CalendarConnection => store.get_connection(ns, name).await?.and_then(|o| serde_json::to_value(o).ok()),
+        Kind::TaskSync => store.get_task_sync(ns, name).await?.and_then(|o| serde_json::to_value(o).ok()),
     })
 }
 
 fn not_found(kind: Kind, name: &str) -> String {
-    format!(
-        "Error from server (NotFound): {}s.{GROUP} {name:?} not found",
-        resource(kind)
-    )
+    format!("Error from server (NotFound): {}s.{GROUP} {name:?} not found", resource(kind))
 }
 
 /// `calsync get`.
@@ -428,27 +350,15 @@ pub async fn get(
     };
     match args.output {
         Some(Output::Json) => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&doc).unwrap_or_default()
-            );
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         Some(Output::Yaml) => {
-            let _ = write!(
-                out,
-                "{}",
-                serde_yaml_ng::to_string(&doc).unwrap_or_default()
-            );
+            let _ = write!(out, "{}", serde_yaml_ng::to_string(&doc).unwrap_or_default());
         }
         None | Some(Output::Wide) => {
             if items.is_empty() {
                 if failed == 0 {
-                    let where_ = if args.all_namespaces {
-                        String::new()
-                    } else {
-                        format!(" in {ns} namespace")
-                    };
+                    let where_ = if args.all_namespaces { String::new() } else { format!(" in {ns} namespace") };
                     let _ = writeln!(err, "No resources found{where_}.");
                 }
             } else {
@@ -456,19 +366,11 @@ pub async fn get(
                     Kind::CalendarConnection => "CalendarConnection",
                     Kind::TaskSync => "TaskSync",
                 };
-                let _ = write!(
-                    out,
-                    "{}",
-                    table::render(kind_name, &items, chrono::Utc::now())
-                );
+                let _ = write!(out, "{}", table::render(kind_name, &items, chrono::Utc::now()));
             }
         }
     }
-    if failed > 0 {
-        Err(CliError::Failed { count: failed })
-    } else {
-        Ok(())
-    }
+    if failed > 0 { Err(CliError::Failed { count: failed }) } else { Ok(()) }
 }
 
 async fn delete_one(
@@ -479,16 +381,8 @@ async fn delete_one(
     ignore: bool,
 ) -> Result<Option<String>, String> {
     let what = format!("{}.{GROUP} {name:?}", resource(kind));
-    let key = ObjectKey {
-        kind,
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    };
-    match store
-        .delete(&key)
-        .await
-        .map_err(|e| format!("error: {what}: {e}"))?
-    {
+    let key = ObjectKey { kind, namespace: ns.to_string(), name: name.to_string() };
+    match store.delete(&key).await.map_err(|e| format!("error: {what}: {e}"))? {
         Deletion::Deleted => Ok(Some(format!("{what} deleted"))),
         Deletion::Marked => Ok(Some(format!(
             "{what} marked for deletion; a running `calsync standalone` removes its calendar event, then the object"
@@ -509,9 +403,7 @@ pub async fn delete(
     let mut targets: Vec<Result<(Option<Kind>, String, String), String>> = Vec::new();
     if !args.files.is_empty() {
         if !args.args.is_empty() {
-            return Err(CliError::Usage(
-                "error: use either -f FILE or KIND NAME, not both".into(),
-            ));
+            return Err(CliError::Usage("error: use either -f FILE or KIND NAME, not both".into()));
         }
         for path in &args.files {
             let file = path.display().to_string();
@@ -519,9 +411,7 @@ pub async fn delete(
                 let (api, kind, dns, name) = ident(&doc, ns);
                 targets.push(match (api.as_str(), kind.as_str()) {
                     ("v1", "Secret") => Ok((None, dns, name)),
-                    (API_VERSION, "CalendarConnection") => {
-                        Ok((Some(Kind::CalendarConnection), dns, name))
-                    }
+                    (API_VERSION, "CalendarConnection") => Ok((Some(Kind::CalendarConnection), dns, name)),
                     (API_VERSION, "TaskSync") => Ok((Some(Kind::TaskSync), dns, name)),
                     _ => Err(unmapped(&api, &kind, &name, &file)),
                 });
@@ -530,8 +420,7 @@ pub async fn delete(
     } else {
         let Some((kind, names)) = args.args.split_first() else {
             return Err(CliError::Usage(
-                "error: you must specify -f FILE or KIND NAME (e.g. calsync delete tsync my-task)"
-                    .into(),
+                "error: you must specify -f FILE or KIND NAME (e.g. calsync delete tsync my-task)".into(),
             ));
         };
         if names.is_empty() {
@@ -540,11 +429,7 @@ pub async fn delete(
             )));
         }
         let secret = matches!(kind.as_str(), "secret" | "secrets");
-        let kind = if secret {
-            None
-        } else {
-            Some(parse_kind(kind)?)
-        };
+        let kind = if secret { None } else { Some(parse_kind(kind)?) };
         targets.extend(names.iter().map(|n| Ok((kind, ns.to_string(), n.clone()))));
     }
     let mut failed = 0;
@@ -554,14 +439,10 @@ pub async fn delete(
             Ok((None, ns, name)) => match store.delete_secret(&ns, &name).await {
                 Ok(true) => Ok(Some(format!("secret {name:?} deleted"))),
                 Ok(false) if args.ignore_not_found => Ok(None),
-                Ok(false) => Err(format!(
-                    "Error from server (NotFound): secrets {name:?} not found"
-                )),
+                Ok(false) => Err(format!("Error from server (NotFound): secrets {name:?} not found")),
                 Err(e) => Err(format!("error: secret {name:?}: {e}")),
             },
-            Ok((Some(kind), ns, name)) => {
-                delete_one(store, kind, &ns, &name, args.ignore_not_found).await
-            }
+            Ok((Some(kind), ns, name)) => delete_one(store, kind, &ns, &name, args.ignore_not_found).await,
         };
         match result {
             Ok(Some(line)) => {
@@ -574,9 +455,5 @@ pub async fn delete(
             }
         }
     }
-    if failed > 0 {
-        Err(CliError::Failed { count: failed })
-    } else {
-        Ok(())
-    }
+    if failed > 0 { Err(CliError::Failed { count: failed }) } else { Ok(()) }
 }

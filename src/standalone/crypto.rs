@@ -24,9 +24,7 @@ const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 /// Why sealing or opening failed. Messages never contain key material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
-    #[error(
-        "ENCRYPTION_KEY must be 32 bytes encoded as base64 (e.g. `openssl rand -base64 32`); {0}"
-    )]
+    #[error("ENCRYPTION_KEY must be 32 bytes encoded as base64 (e.g. `openssl rand -base64 32`); {0}")]
     BadKey(String),
     #[error(
         "the sealed data is too short or has an unknown format version; it was not written by calsync or is damaged"
@@ -51,9 +49,7 @@ pub struct Key {
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
-            .field("id", &hex(&self.id))
-            .finish_non_exhaustive()
+        f.debug_struct("Key").field("id", &hex(&self.id)).finish_non_exhaustive()
     }
 }
 
@@ -65,16 +61,12 @@ impl Key {
     /// A key from 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         if bytes.len() != 32 {
-            return Err(CryptoError::BadKey(format!(
-                "it decodes to {} bytes",
-                bytes.len()
-            )));
+            return Err(CryptoError::BadKey(format!("it decodes to {} bytes", bytes.len())));
         }
         let digest = Sha256::digest(bytes);
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&digest[..KEY_ID_LEN]);
-        let cipher = Aes256Gcm::new_from_slice(bytes)
-            .map_err(|_| CryptoError::BadKey("wrong length".into()))?;
+        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| CryptoError::BadKey("wrong length".into()))?;
         Ok(Key { id, cipher })
     }
 
@@ -100,8 +92,7 @@ impl Key {
         rand::rng().fill_bytes(&mut bytes);
         let text = base64::engine::general_purpose::STANDARD.encode(bytes);
         // 32 bytes always make a key.
-        let key = Self::from_bytes(&bytes)
-            .unwrap_or_else(|_| unreachable!("32 bytes is a valid AES-256 key"));
+        let key = Self::from_bytes(&bytes).unwrap_or_else(|_| unreachable!("32 bytes is a valid AES-256 key"));
         (key, text)
     }
 
@@ -120,10 +111,7 @@ pub struct Keyring {
 
 impl Keyring {
     pub fn new(current: Key) -> Self {
-        Keyring {
-            current,
-            older: BTreeMap::new(),
-        }
+        Keyring { current, older: BTreeMap::new() }
     }
 
     /// Also accept `key` for opening (key rotation).
@@ -143,13 +131,7 @@ impl Keyring {
         let ct = self
             .current
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .map_err(|_| CryptoError::Encrypt)?;
         let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
         out.push(VERSION);
@@ -169,20 +151,13 @@ impl Keyring {
         let key = if id == self.current.id {
             &self.current
         } else {
-            self.older.get(&id).ok_or_else(|| CryptoError::UnknownKey {
-                found: hex(&id),
-                current: self.current.id(),
-            })?
+            self.older
+                .get(&id)
+                .ok_or_else(|| CryptoError::UnknownKey { found: hex(&id), current: self.current.id() })?
         };
         let nonce = &sealed[1 + KEY_ID_LEN..HEADER_LEN];
         key.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: &sealed[HEADER_LEN..],
-                    aad,
-                },
-            )
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: &sealed[HEADER_LEN..], aad })
             .map_err(|_| CryptoError::Tampered)
     }
 }
@@ -197,27 +172,15 @@ mod tests {
         let ring = Keyring::new(key);
         let sealed = ring.seal(b"hello", b"row-1").unwrap();
         assert_eq!(ring.open(&sealed, b"row-1").unwrap(), b"hello");
-        assert_eq!(
-            ring.open(&sealed, b"row-2").unwrap_err(),
-            CryptoError::Tampered
-        );
+        assert_eq!(ring.open(&sealed, b"row-2").unwrap_err(), CryptoError::Tampered);
         let mut bad = sealed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(
-            ring.open(&bad, b"row-1").unwrap_err(),
-            CryptoError::Tampered
-        );
-        assert_eq!(
-            ring.open(&sealed[..10], b"row-1").unwrap_err(),
-            CryptoError::BadFormat
-        );
+        assert_eq!(ring.open(&bad, b"row-1").unwrap_err(), CryptoError::Tampered);
+        assert_eq!(ring.open(&sealed[..10], b"row-1").unwrap_err(), CryptoError::BadFormat);
         let (other, _) = Key::generate();
         let other_ring = Keyring::new(other.clone());
-        assert!(matches!(
-            other_ring.open(&sealed, b"row-1"),
-            Err(CryptoError::UnknownKey { .. })
-        ));
+        assert!(matches!(other_ring.open(&sealed, b"row-1"), Err(CryptoError::UnknownKey { .. })));
         // Rotation: the old key still opens.
         let rotated = Keyring::new(other).with_old_key(Key::from_base64(&text).unwrap());
         assert_eq!(rotated.open(&sealed, b"row-1").unwrap(), b"hello");
@@ -226,15 +189,7 @@ mod tests {
 
     #[test]
     fn bad_keys_are_explained() {
-        assert!(matches!(
-            Key::from_base64("not base64!!"),
-            Err(CryptoError::BadKey(_))
-        ));
-        assert!(
-            Key::from_base64("c2hvcnQ=")
-                .unwrap_err()
-                .to_string()
-                .contains("5 bytes")
-        );
+        assert!(matches!(Key::from_base64("not base64!!"), Err(CryptoError::BadKey(_))));
+        assert!(Key::from_base64("c2hvcnQ=").unwrap_err().to_string().contains("5 bytes"));
     }
 }

@@ -48,9 +48,7 @@ impl Location {
         // Drop URL query options (`?mode=rwc`) some tools add.
         let path = path.split('?').next().unwrap_or(path);
         if path.is_empty() {
-            return Err(format!(
-                "DATABASE_URL {url:?} has no file path: use sqlite://PATH"
-            ));
+            return Err(format!("DATABASE_URL {url:?} has no file path: use sqlite://PATH"));
         }
         Ok(Location::File(PathBuf::from(path)))
     }
@@ -185,27 +183,11 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        assert_eq!(
-            Location::parse("sqlite::memory:").unwrap(),
-            Location::Memory
-        );
-        assert_eq!(
-            Location::parse("sqlite://calsync.db").unwrap(),
-            Location::File("calsync.db".into())
-        );
-        assert_eq!(
-            Location::parse("sqlite:///tmp/x.db?mode=rwc").unwrap(),
-            Location::File("/tmp/x.db".into())
-        );
-        assert_eq!(
-            Location::parse("sqlite:rel.db").unwrap(),
-            Location::File("rel.db".into())
-        );
-        assert!(
-            Location::parse("postgres://x")
-                .unwrap_err()
-                .contains("sqlite://")
-        );
+        assert_eq!(Location::parse("sqlite::memory:").unwrap(), Location::Memory);
+        assert_eq!(Location::parse("sqlite://calsync.db").unwrap(), Location::File("calsync.db".into()));
+        assert_eq!(Location::parse("sqlite:///tmp/x.db?mode=rwc").unwrap(), Location::File("/tmp/x.db".into()));
+        assert_eq!(Location::parse("sqlite:rel.db").unwrap(), Location::File("rel.db".into()));
+        assert!(Location::parse("postgres://x").unwrap_err().contains("sqlite://"));
         assert!(Location::parse("").is_err());
         assert!(Location::parse("sqlite://").is_err());
     }
@@ -216,13 +198,9 @@ mod tests {
         let loc = Location::File(dir.path().join("t.db"));
         drop(open(&loc).unwrap());
         let conn = open(&loc).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
     }
 }

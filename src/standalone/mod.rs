@@ -56,10 +56,7 @@ pub struct Services {
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Services")
-            .field("store", &self.store)
-            .field("secrets", &self.secrets)
-            .finish_non_exhaustive()
+        f.debug_struct("Services").field("store", &self.store).field("secrets", &self.secrets).finish_non_exhaustive()
     }
 }
 
@@ -96,17 +93,9 @@ where
     for f in &secrets.files {
         eprintln!("{}", f.notice());
     }
-    let store = SqliteObjects::open(
-        &config.database_url,
-        crypto::Keyring::new(secrets.encryption_key.clone()),
-    )
-    .await?;
+    let store = SqliteObjects::open(&config.database_url, crypto::Keyring::new(secrets.encryption_key.clone())).await?;
     let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
-    let services = Services {
-        store,
-        engine: engine.clone(),
-        secrets,
-    };
+    let services = Services { store, engine: engine.clone(), secrets };
     let mut component = tokio::spawn(mount(services));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let queue = tokio::spawn(queue::run_with(engine, config.queue.clone(), async move {
@@ -138,16 +127,9 @@ pub struct NoProviders;
 
 #[async_trait]
 impl Connector for NoProviders {
-    async fn connect(
-        &self,
-        target: &Target,
-        _credentials: &Credentials,
-    ) -> Result<Arc<dyn Provider>, ProviderError> {
+    async fn connect(&self, target: &Target, _credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
         Err(ProviderError::Invalid {
-            message: format!(
-                "the {} provider is not available in this build of calsync",
-                target.provider
-            ),
+            message: format!("the {} provider is not available in this build of calsync", target.provider),
         })
     }
 }

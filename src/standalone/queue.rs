@@ -41,10 +41,7 @@ impl Default for QueueConfig {
         QueueConfig {
             concurrency: 8,
             sweep: Duration::from_secs(600),
-            backoff: Backoff {
-                base: Duration::from_millis(500),
-                cap: Duration::from_secs(300),
-            },
+            backoff: Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(300) },
         }
     }
 }
@@ -85,17 +82,11 @@ fn connection_trigger(c: &CalendarConnection) -> Trigger {
         st.and_then(|s| s.default_calendar_id.clone()),
         c.spec.active
     );
-    Trigger {
-        own: meta_trigger(c.meta()),
-        dependents: Some(dependents),
-    }
+    Trigger { own: meta_trigger(c.meta()), dependents: Some(dependents) }
 }
 
 fn task_sync_trigger(t: &TaskSync) -> Trigger {
-    Trigger {
-        own: meta_trigger(t.meta()),
-        dependents: None,
-    }
+    Trigger { own: meta_trigger(t.meta()), dependents: None }
 }
 
 /// Scheduler state; lives in one task, so no locks.
@@ -156,8 +147,7 @@ impl Scheduler {
         match objects.list_connections(None, &Labels::new()).await {
             Ok(list) => {
                 for c in list {
-                    let key =
-                        ObjectKey::connection(&c.namespace().unwrap_or_default(), &c.name_any());
+                    let key = ObjectKey::connection(&c.namespace().unwrap_or_default(), &c.name_any());
                     self.seen.insert(key.clone(), connection_trigger(&c));
                     self.enqueue(key);
                 }
@@ -169,8 +159,7 @@ impl Scheduler {
         match objects.list_task_syncs(None, &Labels::new()).await {
             Ok(list) => {
                 for t in list {
-                    let key =
-                        ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
+                    let key = ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
                     self.seen.insert(key.clone(), task_sync_trigger(&t));
                     self.enqueue(key);
                 }
@@ -185,14 +174,12 @@ impl Scheduler {
     async fn on_change(&mut self, key: ObjectKey) {
         let objects = self.engine.objects().clone();
         let now = match key.kind {
-            Kind::CalendarConnection => objects
-                .get_connection(&key.namespace, &key.name)
-                .await
-                .map(|o| o.map(|c| connection_trigger(&c))),
-            Kind::TaskSync => objects
-                .get_task_sync(&key.namespace, &key.name)
-                .await
-                .map(|o| o.map(|t| task_sync_trigger(&t))),
+            Kind::CalendarConnection => {
+                objects.get_connection(&key.namespace, &key.name).await.map(|o| o.map(|c| connection_trigger(&c)))
+            }
+            Kind::TaskSync => {
+                objects.get_task_sync(&key.namespace, &key.name).await.map(|o| o.map(|t| task_sync_trigger(&t)))
+            }
         };
         let now = match now {
             Ok(n) => n,
@@ -211,25 +198,16 @@ impl Scheduler {
             self.enqueue(key.clone());
         }
         if key.kind == Kind::CalendarConnection
-            && before.as_ref().and_then(|b| b.dependents.as_ref())
-                != now.as_ref().and_then(|n| n.dependents.as_ref())
+            && before.as_ref().and_then(|b| b.dependents.as_ref()) != now.as_ref().and_then(|n| n.dependents.as_ref())
         {
             self.requeue_dependents(&key).await;
         }
     }
 
     async fn requeue_dependents(&mut self, conn: &ObjectKey) {
-        match self
-            .engine
-            .objects()
-            .list_task_syncs(Some(&conn.namespace), &Labels::new())
-            .await
-        {
+        match self.engine.objects().list_task_syncs(Some(&conn.namespace), &Labels::new()).await {
             Ok(list) => {
-                for t in list
-                    .iter()
-                    .filter(|t| t.spec.connection_ref.name == conn.name)
-                {
+                for t in list.iter().filter(|t| t.spec.connection_ref.name == conn.name) {
                     self.enqueue(ObjectKey::task_sync(&conn.namespace, &t.name_any()));
                 }
             }
@@ -271,9 +249,7 @@ impl Scheduler {
             let engine = self.engine.clone();
             tasks.spawn(async move {
                 let result = match key.kind {
-                    Kind::CalendarConnection => {
-                        engine.reconcile_connection(&key.namespace, &key.name).await
-                    }
+                    Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
                     Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
                 };
                 (key, result.map_err(|EngineError::Store(e)| e.to_string()))
@@ -307,19 +283,11 @@ pub async fn run_with(engine: Engine, config: QueueConfig, shutdown: impl Future
     let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
     tokio::pin!(shutdown);
     s.enqueue_all().await;
-    tracing::info!(
-        objects = s.ready.len(),
-        concurrency = s.config.concurrency,
-        "work queue started"
-    );
+    tracing::info!(objects = s.ready.len(), concurrency = s.config.concurrency, "work queue started");
     loop {
         s.fire_due_timers();
         s.start_ready(&mut tasks);
-        let next_timer = s
-            .timers
-            .first()
-            .map(|(at, _)| *at)
-            .unwrap_or_else(|| Instant::now() + sweep_every);
+        let next_timer = s.timers.first().map(|(at, _)| *at).unwrap_or_else(|| Instant::now() + sweep_every);
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -349,9 +317,6 @@ pub async fn run_with(engine: Engine, config: QueueConfig, shutdown: impl Future
             _ = sweep.tick() => s.enqueue_all().await,
         }
     }
-    tracing::info!(
-        running = tasks.len(),
-        "work queue stopping; letting running reconciles finish"
-    );
+    tracing::info!(running = tasks.len(), "work queue stopping; letting running reconciles finish");
     while tasks.join_next().await.is_some() {}
 }

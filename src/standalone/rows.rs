@@ -38,9 +38,7 @@ pub fn kind_from_str(s: &str) -> Option<Kind> {
 }
 
 /// What the store needs to know about each kind.
-pub trait Row:
-    Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + 'static
-{
+pub trait Row: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + 'static {
     const KIND: Kind;
     fn same_spec(&self, other: &Self) -> bool;
     fn take_spec_from(&mut self, other: &Self);
@@ -77,11 +75,9 @@ impl Row for TaskSync {
 /// Next value of the global resourceVersion counter.
 pub fn next_rv(tx: &Transaction) -> Result<u64, StoreError> {
     let v: i64 = tx
-        .query_row(
-            "UPDATE counters SET value = value + 1 WHERE name = 'resource_version' RETURNING value",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("UPDATE counters SET value = value + 1 WHERE name = 'resource_version' RETURNING value", [], |r| {
+            r.get(0)
+        })
         .map_err(db_err)?;
     Ok(u64::try_from(v).unwrap_or(0))
 }
@@ -128,11 +124,7 @@ pub fn log_change(tx: &Transaction, origin: &str, key: &ObjectKey) -> Result<(),
     .map_err(db_err)?;
     let seq = tx.last_insert_rowid();
     if seq % 1000 == 0 {
-        tx.execute(
-            "DELETE FROM changelog WHERE seq <= ?1",
-            params![seq - CHANGELOG_KEEP],
-        )
-        .map_err(db_err)?;
+        tx.execute("DELETE FROM changelog WHERE seq <= ?1", params![seq - CHANGELOG_KEEP]).map_err(db_err)?;
     }
     Ok(())
 }
@@ -142,17 +134,9 @@ pub fn save<K: Row>(tx: &Transaction, object: &K, origin: &str) -> Result<(), St
     let meta = object.meta();
     let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let name = meta.name.clone().unwrap_or_default();
-    let body = serde_json::to_string(object).map_err(|e| {
-        StoreError::Invalid(format!(
-            "{} {ns}/{name} cannot be serialized: {e}",
-            kind_str(K::KIND)
-        ))
-    })?;
-    let rv: i64 = meta
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let body = serde_json::to_string(object)
+        .map_err(|e| StoreError::Invalid(format!("{} {ns}/{name} cannot be serialized: {e}", kind_str(K::KIND))))?;
+    let rv: i64 = meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
     tx.execute(
         "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, deleting, event_id, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -182,19 +166,10 @@ pub fn save<K: Row>(tx: &Transaction, object: &K, origin: &str) -> Result<(), St
             .prepare_cached("INSERT INTO labels (kind, namespace, name, key, value) VALUES (?1, ?2, ?3, ?4, ?5)")
             .map_err(db_err)?;
         for (k, v) in labels {
-            stmt.execute(params![kind_str(K::KIND), ns, name, k, v])
-                .map_err(db_err)?;
+            stmt.execute(params![kind_str(K::KIND), ns, name, k, v]).map_err(db_err)?;
         }
     }
-    log_change(
-        tx,
-        origin,
-        &ObjectKey {
-            kind: K::KIND,
-            namespace: ns,
-            name,
-        },
-    )
+    log_change(tx, origin, &ObjectKey { kind: K::KIND, namespace: ns, name })
 }
 
 /// Remove the object, its labels, and the credentials it owns (Kubernetes garbage collection of
@@ -221,13 +196,8 @@ pub fn remove(tx: &Transaction, key: &ObjectKey, origin: &str) -> Result<(), Sto
 
 /// Objects of kind `K` in `namespace` (all when `None`) carrying every label of `selector`,
 /// ordered by (namespace, name).
-pub fn list<K: Row>(
-    tx: &Transaction,
-    namespace: Option<&str>,
-    selector: &Labels,
-) -> Result<Vec<K>, StoreError> {
-    let mut sql =
-        String::from("SELECT o.namespace, o.name, o.body FROM objects o WHERE o.kind = ?1");
+pub fn list<K: Row>(tx: &Transaction, namespace: Option<&str>, selector: &Labels) -> Result<Vec<K>, StoreError> {
+    let mut sql = String::from("SELECT o.namespace, o.name, o.body FROM objects o WHERE o.kind = ?1");
     let mut args: Vec<String> = vec![kind_str(K::KIND).to_string()];
     if let Some(ns) = namespace {
         args.push(ns.to_string());
@@ -246,11 +216,7 @@ pub fn list<K: Row>(
     let mut stmt = tx.prepare(&sql).map_err(db_err)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
         })
         .map_err(db_err)?;
     let mut out = Vec::new();
@@ -262,11 +228,7 @@ pub fn list<K: Row>(
 }
 
 /// The TaskSync in `namespace` whose status records `event_id` (first by name).
-pub fn find_by_event(
-    tx: &Transaction,
-    namespace: &str,
-    event_id: &str,
-) -> Result<Option<TaskSync>, StoreError> {
+pub fn find_by_event(tx: &Transaction, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
     let row: Option<(String, String)> = tx
         .query_row(
             "SELECT name, body FROM objects WHERE kind = 'TaskSync' AND namespace = ?1 AND event_id = ?2 ORDER BY name LIMIT 1",
@@ -275,8 +237,7 @@ pub fn find_by_event(
         )
         .optional()
         .map_err(db_err)?;
-    row.map(|(name, body)| decode(&body, namespace, &name))
-        .transpose()
+    row.map(|(name, body)| decode(&body, namespace, &name)).transpose()
 }
 
 /// A Secret's sealed row.
@@ -284,11 +245,7 @@ pub fn load_secret(tx: &Transaction, ns: &str, name: &str) -> Result<Option<Vec<
     // Any column type is read as bytes: a damaged row must fail decryption (that Secret only),
     // not the whole store.
     let value: Option<rusqlite::types::Value> = tx
-        .query_row(
-            "SELECT sealed FROM secrets WHERE namespace = ?1 AND name = ?2",
-            params![ns, name],
-            |r| r.get(0),
-        )
+        .query_row("SELECT sealed FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     Ok(value.map(|v| match v {
@@ -329,31 +286,19 @@ pub fn save_secret(
 }
 
 pub fn delete_secret(tx: &Transaction, ns: &str, name: &str) -> Result<bool, StoreError> {
-    let n = tx
-        .execute(
-            "DELETE FROM secrets WHERE namespace = ?1 AND name = ?2",
-            params![ns, name],
-        )
-        .map_err(db_err)?;
+    let n = tx.execute("DELETE FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name]).map_err(db_err)?;
     Ok(n > 0)
 }
 
 /// Names of the Secrets in `namespace`.
 pub fn secret_names(tx: &Transaction, ns: &str) -> Result<Vec<String>, StoreError> {
-    let mut stmt = tx
-        .prepare("SELECT name FROM secrets WHERE namespace = ?1 ORDER BY name")
-        .map_err(db_err)?;
+    let mut stmt = tx.prepare("SELECT name FROM secrets WHERE namespace = ?1 ORDER BY name").map_err(db_err)?;
     let rows = stmt.query_map(params![ns], |r| r.get(0)).map_err(db_err)?;
     rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
 }
 
 /// Append an Event and keep only the newest `keep`.
-pub fn insert_event(
-    tx: &Transaction,
-    key: &ObjectKey,
-    fields: [&str; 4],
-    keep: i64,
-) -> Result<(), StoreError> {
+pub fn insert_event(tx: &Transaction, key: &ObjectKey, fields: [&str; 4], keep: i64) -> Result<(), StoreError> {
     let [type_, reason, action, note] = fields;
     tx.execute(
         "INSERT INTO events (time, kind, namespace, name, type, reason, action, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -361,8 +306,7 @@ pub fn insert_event(
     )
     .map_err(db_err)?;
     let id = tx.last_insert_rowid();
-    tx.execute("DELETE FROM events WHERE id <= ?1", params![id - keep])
-        .map_err(db_err)?;
+    tx.execute("DELETE FROM events WHERE id <= ?1", params![id - keep]).map_err(db_err)?;
     Ok(())
 }
 
@@ -378,11 +322,7 @@ pub struct StoredEvent {
 }
 
 /// The newest `limit` Events (about `key` when given), oldest first.
-pub fn events(
-    tx: &Transaction,
-    key: Option<&ObjectKey>,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, StoreError> {
+pub fn events(tx: &Transaction, key: Option<&ObjectKey>, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
     let mut stmt = tx
         .prepare(
             "SELECT time, kind, namespace, name, type, reason, action, note FROM events
@@ -403,11 +343,7 @@ pub fn events(
                     kind,
                     StoredEvent {
                         time: r.get(0)?,
-                        key: ObjectKey {
-                            kind: Kind::TaskSync,
-                            namespace: r.get(2)?,
-                            name: r.get(3)?,
-                        },
+                        key: ObjectKey { kind: Kind::TaskSync, namespace: r.get(2)?, name: r.get(3)? },
                         type_: r.get(4)?,
                         reason: r.get(5)?,
                         action: r.get(6)?,
@@ -430,22 +366,13 @@ pub fn events(
 /// Serialize a Secret's data for sealing: key → base64 of the bytes.
 pub fn encode_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     use base64::Engine as _;
-    let map: BTreeMap<&String, String> = data
-        .iter()
-        .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
-        .collect();
+    let map: BTreeMap<&String, String> =
+        data.iter().map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v))).collect();
     serde_json::to_vec(&map).unwrap_or_default()
 }
 
 pub fn decode_secret_data(bytes: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
     use base64::Engine as _;
     let map: BTreeMap<String, String> = serde_json::from_slice(bytes).ok()?;
-    map.into_iter()
-        .map(|(k, v)| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v)
-                .ok()
-                .map(|b| (k, b))
-        })
-        .collect()
+    map.into_iter().map(|(k, v)| base64::engine::general_purpose::STANDARD.decode(v).ok().map(|b| (k, b))).collect()
 }

@@ -70,20 +70,13 @@ impl SecretFile {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error("{variable}: {source}")]
-    BadKey {
-        variable: &'static str,
-        source: CryptoError,
-    },
+    BadKey { variable: &'static str, source: CryptoError },
     #[error("{variable} is set but empty; unset it to let calsync generate one, or set a value")]
     Empty { variable: &'static str },
     #[error(
         "cannot read or write the {variable} file {path}: {source}; check the directory's permissions or set {variable}"
     )]
-    Io {
-        variable: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { variable: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 fn random_b64(len: usize, url: bool) -> String {
@@ -115,11 +108,7 @@ fn read_or_create(
     path: &Path,
     make: impl FnOnce() -> String,
 ) -> Result<(String, bool), SecretsError> {
-    let io = |source| SecretsError::Io {
-        variable,
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| SecretsError::Io { variable, path: path.to_path_buf(), source };
     match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok((s.trim().to_string(), false)),
         Ok(_) => return Err(SecretsError::Empty { variable }),
@@ -136,16 +125,13 @@ fn read_or_create(
     }
     match opts.open(path) {
         Ok(mut f) => {
-            f.write_all(value.as_bytes())
-                .and_then(|_| f.write_all(b"\n"))
-                .and_then(|_| f.sync_all())
-                .map_err(io)?;
+            f.write_all(value.as_bytes()).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(io)?;
             Ok((value, true))
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
-            .map(|s| (s.trim().to_string(), false))
-            .map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(path).map(|s| (s.trim().to_string(), false)).map_err(io)
+        }
         Err(e) => Err(io(e)),
     }
 }
@@ -166,11 +152,7 @@ fn env_or_file(
     }
     let path = file_for(db_path, suffix);
     let (value, generated) = read_or_create(variable, &path, make)?;
-    files.push(SecretFile {
-        variable,
-        path,
-        generated,
-    });
+    files.push(SecretFile { variable, path, generated });
     Ok(value)
 }
 
@@ -183,31 +165,12 @@ pub fn load_or_generate(db_path: Option<&Path>) -> Result<Secrets, SecretsError>
 }
 
 /// `load_or_generate` with an explicit environment (tests).
-pub fn load_with(
-    db_path: Option<&Path>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Secrets, SecretsError> {
+pub fn load_with(db_path: Option<&Path>, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Secrets, SecretsError> {
     let mut files = Vec::new();
-    let enc = env_or_file(
-        "ENCRYPTION_KEY",
-        lookup,
-        db_path,
-        "encryption-key",
-        || random_b64(32, false),
-        &mut files,
-    )?;
-    let encryption_key = Key::from_base64(&enc).map_err(|source| SecretsError::BadKey {
-        variable: "ENCRYPTION_KEY",
-        source,
-    })?;
-    let secret_key = env_or_file(
-        "SECRET_KEY",
-        lookup,
-        db_path,
-        "secret-key",
-        || random_b64(32, false),
-        &mut files,
-    )?;
+    let enc = env_or_file("ENCRYPTION_KEY", lookup, db_path, "encryption-key", || random_b64(32, false), &mut files)?;
+    let encryption_key =
+        Key::from_base64(&enc).map_err(|source| SecretsError::BadKey { variable: "ENCRYPTION_KEY", source })?;
+    let secret_key = env_or_file("SECRET_KEY", lookup, db_path, "secret-key", || random_b64(32, false), &mut files)?;
     let api = env_or_file(
         "CALSYNC_API_KEYS",
         lookup,
@@ -216,22 +179,11 @@ pub fn load_with(
         || format!("csk_{}", random_b64(32, true)),
         &mut files,
     )?;
-    let api_keys: Vec<String> = api
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let api_keys: Vec<String> = api.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if api_keys.is_empty() {
-        return Err(SecretsError::Empty {
-            variable: "CALSYNC_API_KEYS",
-        });
+        return Err(SecretsError::Empty { variable: "CALSYNC_API_KEYS" });
     }
-    Ok(Secrets {
-        encryption_key,
-        secret_key,
-        api_keys,
-        files,
-    })
+    Ok(Secrets { encryption_key, secret_key, api_keys, files })
 }
 
 /// Only the encryption key (for `apply`/`get`/`delete`, which need no API secrets). Generates
@@ -239,18 +191,8 @@ pub fn load_with(
 pub fn encryption_key(db_path: Option<&Path>) -> Result<(Key, Option<SecretFile>), SecretsError> {
     let mut files = Vec::new();
     let lookup = |k: &str| std::env::var(k).ok();
-    let enc = env_or_file(
-        "ENCRYPTION_KEY",
-        &lookup,
-        db_path,
-        "encryption-key",
-        || random_b64(32, false),
-        &mut files,
-    )?;
-    let key = Key::from_base64(&enc).map_err(|source| SecretsError::BadKey {
-        variable: "ENCRYPTION_KEY",
-        source,
-    })?;
+    let enc = env_or_file("ENCRYPTION_KEY", &lookup, db_path, "encryption-key", || random_b64(32, false), &mut files)?;
+    let key = Key::from_base64(&enc).map_err(|source| SecretsError::BadKey { variable: "ENCRYPTION_KEY", source })?;
     Ok((key, files.pop()))
 }
 
@@ -277,10 +219,7 @@ mod tests {
         assert_eq!(first.encryption_key.id(), second.encryption_key.id());
         assert_eq!(first.api_keys, second.api_keys);
         // Notices and Debug name paths, never values.
-        let text = format!(
-            "{second:?} {}",
-            second.files.iter().map(|f| f.notice()).collect::<String>()
-        );
+        let text = format!("{second:?} {}", second.files.iter().map(|f| f.notice()).collect::<String>());
         assert!(!text.contains(&second.secret_key));
         assert!(!text.contains(&second.api_keys[0]));
     }
@@ -301,9 +240,6 @@ mod tests {
         assert_eq!(s.api_keys, vec!["a".to_string(), "b".to_string()]);
         let bad = |k: &str| (k == "ENCRYPTION_KEY").then(|| "too-short".to_string());
         let err = load_with(Some(&db), &bad).unwrap_err().to_string();
-        assert!(
-            err.contains("ENCRYPTION_KEY") && err.contains("32 bytes"),
-            "{err}"
-        );
+        assert!(err.contains("ENCRYPTION_KEY") && err.contains("32 bytes"), "{err}");
     }
 }

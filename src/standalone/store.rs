@@ -24,9 +24,7 @@ use super::crypto::Keyring;
 use super::db::{self, Location};
 use super::rows::{self, Row, StoredEvent, db_err};
 use crate::credentials::{self, Credentials};
-use crate::engine::{
-    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError,
-};
+use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
@@ -61,9 +59,7 @@ pub struct SqliteObjects {
 
 impl std::fmt::Debug for SqliteObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteObjects")
-            .field("location", &self.inner.location.to_string())
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteObjects").field("location", &self.inner.location.to_string()).finish_non_exhaustive()
     }
 }
 
@@ -74,11 +70,7 @@ fn aad(namespace: &str, name: &str) -> Vec<u8> {
 fn object_key<K: Row>(object: &K) -> ObjectKey {
     ObjectKey {
         kind: K::KIND,
-        namespace: object
-            .meta()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
+        namespace: object.meta().namespace.clone().unwrap_or_else(|| "default".into()),
         name: object.meta().name.clone().unwrap_or_default(),
     }
 }
@@ -92,38 +84,18 @@ impl SqliteObjects {
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the database: {e}")))?
             .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot open {location}: {e}; check the path and its permissions"
-                ))
+                StoreError::Unavailable(format!("cannot open {location}: {e}; check the path and its permissions"))
             })?;
         let (changes, _) = broadcast::channel(4096);
         let stop = Arc::new(AtomicBool::new(false));
         let origin = uuid::Uuid::new_v4().to_string();
         if let Some(path) = location.path() {
-            let start: i64 = conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM changelog", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err)?;
-            spawn_watcher(
-                path.to_path_buf(),
-                origin.clone(),
-                start,
-                changes.clone(),
-                stop.clone(),
-            );
+            let start: i64 =
+                conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM changelog", [], |r| r.get(0)).map_err(db_err)?;
+            spawn_watcher(path.to_path_buf(), origin.clone(), start, changes.clone(), stop.clone());
         }
         tracing::info!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
-        Ok(SqliteObjects {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                keys,
-                changes,
-                origin,
-                location,
-                stop,
-            }),
-        })
+        Ok(SqliteObjects { inner: Arc::new(Inner { conn: Mutex::new(conn), keys, changes, origin, location, stop }) })
     }
 
     /// Where the database lives.
@@ -136,18 +108,14 @@ impl SqliteObjects {
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction, &str, &mut Vec<ObjectKey>) -> Result<T, StoreError>
-            + Send
-            + 'static,
+        F: FnOnce(&Transaction, &str, &mut Vec<ObjectKey>) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
         let (out, changed) = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave a half transaction (SQLite rolls it
             // back), so a poisoned lock is still safe to use.
             let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
             let mut changed = Vec::new();
             let out = f(&tx, &inner.origin, &mut changed)?;
             tx.commit().map_err(db_err)?;
@@ -167,10 +135,8 @@ impl SqliteObjects {
         self.tx(move |tx, origin, changed| {
             let what = rows::kind_str(K::KIND);
             let meta = object.meta();
-            let name = meta
-                .name
-                .clone()
-                .ok_or_else(|| StoreError::Invalid(format!("{what}: metadata.name is required")))?;
+            let name =
+                meta.name.clone().ok_or_else(|| StoreError::Invalid(format!("{what}: metadata.name is required")))?;
             let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
             let rv = rows::next_rv(tx)?;
             let out = match rows::load::<K>(tx, &ns, &name)? {
@@ -235,14 +201,9 @@ impl SqliteObjects {
     ) -> Result<K, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
         self.tx(move |tx, origin, changed| {
-            let key = ObjectKey {
-                kind: K::KIND,
-                namespace: ns.clone(),
-                name: name.clone(),
-            };
+            let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
             let rv = rows::next_rv(tx)?;
-            let mut obj = rows::load::<K>(tx, &ns, &name)?
-                .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+            let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
             patch(&mut obj);
             obj.meta_mut().resource_version = Some(rv.to_string());
             rows::save(tx, &obj, origin)?;
@@ -276,8 +237,7 @@ impl SqliteObjects {
             .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{name}: {e}")))?;
         let key_id = self.inner.keys.current_id();
         let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, _, _| rows::save_secret(tx, &ns, &name, &key_id, &sealed, owner.as_ref()))
-            .await
+        self.tx(move |tx, _, _| rows::save_secret(tx, &ns, &name, &key_id, &sealed, owner.as_ref())).await
     }
 
     /// A Secret's data (`None` when absent); `Invalid` when it cannot be decrypted.
@@ -287,10 +247,7 @@ impl SqliteObjects {
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, StoreError> {
         let (ns, n) = (namespace.to_string(), name.to_string());
-        let Some(sealed) = self
-            .tx(move |tx, _, _| rows::load_secret(tx, &ns, &n))
-            .await?
-        else {
+        let Some(sealed) = self.tx(move |tx, _, _| rows::load_secret(tx, &ns, &n)).await? else {
             return Ok(None);
         };
         let invalid = |why: String| {
@@ -298,11 +255,7 @@ impl SqliteObjects {
                 "Secret {namespace}/{name}: {why}; apply the Secret again (calsync apply -f) or reconnect the calendar"
             ))
         };
-        let plain = self
-            .inner
-            .keys
-            .open(&sealed, &aad(namespace, name))
-            .map_err(|e| invalid(e.to_string()))?;
+        let plain = self.inner.keys.open(&sealed, &aad(namespace, name)).map_err(|e| invalid(e.to_string()))?;
         rows::decode_secret_data(&plain)
             .map(Some)
             .ok_or_else(|| invalid("the decrypted data is not a Secret map".into()))
@@ -311,8 +264,7 @@ impl SqliteObjects {
     /// Delete a Secret; returns whether it existed.
     pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, _, _| rows::delete_secret(tx, &ns, &name))
-            .await
+        self.tx(move |tx, _, _| rows::delete_secret(tx, &ns, &name)).await
     }
 
     /// Names of the Secrets in `namespace`.
@@ -322,21 +274,15 @@ impl SqliteObjects {
     }
 
     /// The newest `limit` Events (about `key` when given), oldest first.
-    pub async fn events(
-        &self,
-        key: Option<&ObjectKey>,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn events(&self, key: Option<&ObjectKey>, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let key = key.cloned();
-        self.tx(move |tx, _, _| rows::events(tx, key.as_ref(), i64::from(limit)))
-            .await
+        self.tx(move |tx, _, _| rows::events(tx, key.as_ref(), i64::from(limit))).await
     }
 
     /// Raw access for tests (tampering with sealed rows).
     #[doc(hidden)]
     pub async fn raw_execute(&self, sql: &'static str) -> Result<usize, StoreError> {
-        self.tx(move |tx, _, _| tx.execute(sql, []).map_err(db_err))
-            .await
+        self.tx(move |tx, _, _| tx.execute(sql, []).map_err(db_err)).await
     }
 }
 
@@ -348,14 +294,13 @@ fn meta_in<K: Row>(
     changed_keys: &mut Vec<ObjectKey>,
 ) -> Result<(), StoreError> {
     let rv = rows::next_rv(tx)?;
-    let mut obj = rows::load::<K>(tx, &key.namespace, &key.name)?
-        .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    let mut obj =
+        rows::load::<K>(tx, &key.namespace, &key.name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
     let changed = f(obj.meta_mut());
     if changed {
         obj.meta_mut().resource_version = Some(rv.to_string());
     }
-    let gone = obj.meta().deletion_timestamp.is_some()
-        && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
+    let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
     if gone {
         rows::remove(tx, key, origin)?;
     } else if changed {
@@ -375,46 +320,38 @@ fn spawn_watcher(
     changes: broadcast::Sender<ObjectKey>,
     stop: Arc<AtomicBool>,
 ) {
-    let spawned = std::thread::Builder::new()
-        .name("calsync-store-watch".into())
-        .spawn(move || {
-            let mut reader: Option<Connection> = None;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(POLL);
-                if reader.is_none() {
-                    reader = db::open_reader(&path)
-                        .map_err(
-                            |e| tracing::warn!(error = %e, "cannot open the change-log reader"),
-                        )
-                        .ok();
+    let spawned = std::thread::Builder::new().name("calsync-store-watch".into()).spawn(move || {
+        let mut reader: Option<Connection> = None;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(POLL);
+            if reader.is_none() {
+                reader = db::open_reader(&path)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot open the change-log reader"))
+                    .ok();
+            }
+            let Some(conn) = reader.as_ref() else {
+                continue;
+            };
+            match read_changes(conn, &origin, last) {
+                Ok((seq, keys)) => {
+                    last = seq;
+                    for key in keys {
+                        let _ = changes.send(key);
+                    }
                 }
-                let Some(conn) = reader.as_ref() else {
-                    continue;
-                };
-                match read_changes(conn, &origin, last) {
-                    Ok((seq, keys)) => {
-                        last = seq;
-                        for key in keys {
-                            let _ = changes.send(key);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the change log; retrying");
-                        reader = None;
-                    }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the change log; retrying");
+                    reader = None;
                 }
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the change-log watcher; writes by other processes are seen only at the periodic re-check");
     }
 }
 
-fn read_changes(
-    conn: &Connection,
-    origin: &str,
-    after: i64,
-) -> rusqlite::Result<(i64, Vec<ObjectKey>)> {
+fn read_changes(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<(i64, Vec<ObjectKey>)> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, origin, kind, namespace, name FROM changelog WHERE seq > ?1 ORDER BY seq LIMIT 1000",
     )?;
@@ -435,11 +372,7 @@ fn read_changes(
         if o != origin
             && let Some(kind) = rows::kind_from_str(&kind)
         {
-            keys.push(ObjectKey {
-                kind,
-                namespace,
-                name,
-            });
+            keys.push(ObjectKey { kind, namespace, name });
         }
     }
     Ok((last, keys))
@@ -447,28 +380,17 @@ fn read_changes(
 
 #[async_trait]
 impl Objects for SqliteObjects {
-    async fn get_connection(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<CalendarConnection>, StoreError> {
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
         self.tx(move |tx, _, _| rows::load(tx, &ns, &name)).await
     }
 
-    async fn get_task_sync(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<TaskSync>, StoreError> {
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
         self.tx(move |tx, _, _| rows::load(tx, &ns, &name)).await
     }
 
-    async fn apply_connection(
-        &self,
-        object: &CalendarConnection,
-    ) -> Result<CalendarConnection, StoreError> {
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
         self.apply(object).await
     }
 
@@ -484,11 +406,7 @@ impl Objects for SqliteObjects {
     ) -> Result<CalendarConnection, StoreError> {
         let mut new = status.clone();
         self.patch_status(namespace, name, move |obj: &mut CalendarConnection| {
-            new.history = obj
-                .status
-                .as_ref()
-                .map(|st| st.history.clone())
-                .unwrap_or_default();
+            new.history = obj.status.as_ref().map(|st| st.history.clone()).unwrap_or_default();
             obj.status = Some(new);
         })
         .await
@@ -501,10 +419,7 @@ impl Objects for SqliteObjects {
         status: &TaskSyncStatus,
     ) -> Result<TaskSync, StoreError> {
         let new = status.clone();
-        self.patch_status(namespace, name, move |obj: &mut TaskSync| {
-            obj.status = Some(new)
-        })
-        .await
+        self.patch_status(namespace, name, move |obj: &mut TaskSync| obj.status = Some(new)).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<Deletion, StoreError> {
@@ -519,23 +434,14 @@ impl Objects for SqliteObjects {
                 if m.deletion_timestamp.is_none() {
                     m.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
                 }
-                m2.store(
-                    m.finalizers.as_ref().is_some_and(|f| !f.is_empty()),
-                    Ordering::Relaxed,
-                );
+                m2.store(m.finalizers.as_ref().is_some_and(|f| !f.is_empty()), Ordering::Relaxed);
                 true
             };
             match key.kind {
-                Kind::CalendarConnection => {
-                    meta_in::<CalendarConnection>(tx, origin, &key, f, changed)?
-                }
+                Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, changed)?,
                 Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, changed)?,
             }
-            Ok(if marked.load(Ordering::Relaxed) {
-                Deletion::Marked
-            } else {
-                Deletion::Deleted
-            })
+            Ok(if marked.load(Ordering::Relaxed) { Deletion::Marked } else { Deletion::Deleted })
         })
         .await
     }
@@ -592,35 +498,20 @@ impl Objects for SqliteObjects {
         selector: &Labels,
     ) -> Result<Vec<CalendarConnection>, StoreError> {
         let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        self.tx(move |tx, _, _| rows::list(tx, ns.as_deref(), &selector))
-            .await
+        self.tx(move |tx, _, _| rows::list(tx, ns.as_deref(), &selector)).await
     }
 
-    async fn list_task_syncs(
-        &self,
-        namespace: Option<&str>,
-        selector: &Labels,
-    ) -> Result<Vec<TaskSync>, StoreError> {
+    async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
         let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        self.tx(move |tx, _, _| rows::list(tx, ns.as_deref(), &selector))
-            .await
+        self.tx(move |tx, _, _| rows::list(tx, ns.as_deref(), &selector)).await
     }
 
-    async fn find_task_sync_by_event(
-        &self,
-        namespace: &str,
-        event_id: &str,
-    ) -> Result<Option<TaskSync>, StoreError> {
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
         let (ns, id) = (namespace.to_string(), event_id.to_string());
-        self.tx(move |tx, _, _| rows::find_by_event(tx, &ns, &id))
-            .await
+        self.tx(move |tx, _, _| rows::find_by_event(tx, &ns, &id)).await
     }
 
-    async fn read_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<Option<Credentials>, StoreError> {
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
         let Some(data) = self.get_secret(namespace, &secret.name).await? else {
             return Ok(None);
         };
@@ -638,24 +529,13 @@ impl Objects for SqliteObjects {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_vec(credentials)
             .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
-        let key = secret
-            .key
-            .clone()
-            .unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
+        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
         let data = BTreeMap::from([(key, json)]);
-        self.put_secret_owned(namespace, &secret.name, &data, Some(owner.clone()))
-            .await
-            .map(|_| ())
+        self.put_secret_owned(namespace, &secret.name, &data, Some(owner.clone())).await.map(|_| ())
     }
 
-    async fn delete_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<(), StoreError> {
-        self.delete_secret(namespace, &secret.name)
-            .await
-            .map(|_| ())
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
+        self.delete_secret(namespace, &secret.name).await.map(|_| ())
     }
 
     async fn append_connection_history(
@@ -667,9 +547,7 @@ impl Objects for SqliteObjects {
         let out = Arc::new(Mutex::new(None));
         let slot = out.clone();
         self.patch_status(namespace, name, move |obj: &mut CalendarConnection| {
-            let status = obj
-                .status
-                .get_or_insert_with(CalendarConnectionStatus::default);
+            let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
             let pushed = history::push(&mut status.history, entry, CONNECTION_HISTORY_LIMIT);
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pushed);
         })
@@ -686,12 +564,7 @@ impl Objects for SqliteObjects {
                 EventType::Normal => "Normal",
                 EventType::Warning => "Warning",
             };
-            rows::insert_event(
-                tx,
-                &key,
-                [type_, &event.reason, &event.action, &event.note],
-                EVENTS_KEPT,
-            )
+            rows::insert_event(tx, &key, [type_, &event.reason, &event.action, &event.note], EVENTS_KEPT)
         })
         .await
     }

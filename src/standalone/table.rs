@@ -30,11 +30,7 @@ pub fn columns(kind: &str) -> Vec<Column> {
         .and_then(|v| v.additional_printer_columns.clone())
         .unwrap_or_default()
         .into_iter()
-        .map(|c| Column {
-            name: c.name.to_uppercase(),
-            json_path: c.json_path,
-            type_: c.type_,
-        })
+        .map(|c| Column { name: c.name.to_uppercase(), json_path: c.json_path, type_: c.type_ })
         .collect()
 }
 
@@ -121,36 +117,20 @@ fn cell(col: &Column, object: &Value, now: DateTime<Utc>) -> String {
             other => other.to_string(),
         })
         .collect();
-    if text.is_empty() {
-        "<none>".into()
-    } else {
-        text.join(",")
-    }
+    if text.is_empty() { "<none>".into() } else { text.join(",") }
 }
 
 /// Render `objects` (JSON documents of `kind`) as kubectl renders a table.
 pub fn render(kind: &str, objects: &[Value], now: DateTime<Utc>) -> String {
     let cols = columns(kind);
-    let mut rows = vec![
-        std::iter::once("NAME".to_string())
-            .chain(cols.iter().map(|c| c.name.clone()))
-            .collect::<Vec<_>>(),
-    ];
+    let mut rows =
+        vec![std::iter::once("NAME".to_string()).chain(cols.iter().map(|c| c.name.clone())).collect::<Vec<_>>()];
     for o in objects {
-        let name = o
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        rows.push(
-            std::iter::once(name)
-                .chain(cols.iter().map(|c| cell(c, o, now)))
-                .collect(),
-        );
+        let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        rows.push(std::iter::once(name).chain(cols.iter().map(|c| cell(c, o, now))).collect());
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let last = row.len() - 1;
@@ -198,9 +178,7 @@ mod tests {
         );
         let t = render(
             "TaskSync",
-            &[
-                json!({"metadata": {"name": "x"}, "spec": {"connectionRef": {"name": "c"}, "taskId": "1"}}),
-            ],
+            &[json!({"metadata": {"name": "x"}, "spec": {"connectionRef": {"name": "c"}, "taskId": "1"}})],
             Utc::now(),
         );
         assert!(t.starts_with("NAME   CONNECTION   TASK"), "{t}");

@@ -56,26 +56,14 @@ fn schemas(kind: &str) -> Option<&'static KindSchema> {
 pub enum Refusal {
     /// `The TaskSync "x" is invalid: spec.start: Invalid value: ...`
     #[error("The {kind} {name:?} is invalid: {}", join(.causes))]
-    Invalid {
-        kind: String,
-        name: String,
-        causes: Vec<String>,
-    },
+    Invalid { kind: String, name: String, causes: Vec<String> },
     /// Unknown or mistyped fields (kubectl's strict field validation).
     #[error("{kind} {name:?} cannot be handled as a {kind}: strict decoding error: {}", .fields.iter().map(|f| format!("unknown field {f:?}")).collect::<Vec<_>>().join(", "))]
-    UnknownFields {
-        kind: String,
-        name: String,
-        fields: Vec<String>,
-    },
+    UnknownFields { kind: String, name: String, fields: Vec<String> },
 }
 
 fn join(causes: &[String]) -> String {
-    if causes.len() == 1 {
-        causes[0].clone()
-    } else {
-        format!("[{}]", causes.join(", "))
-    }
+    if causes.len() == 1 { causes[0].clone() } else { format!("[{}]", causes.join(", ")) }
 }
 
 fn pointer_to_path(pointer: &str) -> String {
@@ -93,11 +81,7 @@ fn short(value: &Value) -> String {
         Value::Array(_) => "\"array\"".into(),
         other => {
             let s = other.to_string();
-            if s.len() > 80 {
-                format!("{}...\"", &s[..s.floor_char_boundary(76)])
-            } else {
-                s
-            }
+            if s.len() > 80 { format!("{}...\"", &s[..s.floor_char_boundary(76)]) } else { s }
         }
     }
 }
@@ -109,21 +93,12 @@ fn schema_cause(e: &jsonschema::ValidationError<'_>) -> String {
     match e.kind() {
         K::Required { property } => {
             let field = property.as_str().unwrap_or_default();
-            if path.is_empty() {
-                format!("{field}: Required value")
-            } else {
-                format!("{path}.{field}: Required value")
-            }
+            if path.is_empty() { format!("{field}: Required value") } else { format!("{path}.{field}: Required value") }
         }
         K::Enum { options } => {
             let opts = options
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
+                .map(|a| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default();
             format!("{path}: Unsupported value: {value}: supported values: {opts}")
         }
@@ -131,9 +106,9 @@ fn schema_cause(e: &jsonschema::ValidationError<'_>) -> String {
             format!("{path}: Invalid value: {value}: {path} in body should match '{pattern}'")
         }
         K::MaxLength { limit } => format!("{path}: Too long: may not be more than {limit} bytes"),
-        K::MinLength { limit } => format!(
-            "{path}: Invalid value: {value}: {path} in body should be at least {limit} chars long"
-        ),
+        K::MinLength { limit } => {
+            format!("{path}: Invalid value: {value}: {path} in body should be at least {limit} chars long")
+        }
         K::Type { .. } => format!("{path}: Invalid value: {value}: {e}"),
         _ => format!("{path}: Invalid value: {value}: {e}"),
     }
@@ -156,11 +131,7 @@ fn unknown_fields(schema: &Value, value: &Value, path: &str, out: &mut Vec<Strin
                 return;
             }
             for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
                 }
@@ -186,9 +157,7 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -197,11 +166,7 @@ fn is_dns_subdomain(s: &str) -> bool {
 /// Check `object` (a whole CalendarConnection or TaskSync document, defaults applied) as the API
 /// server would; `old` is the stored object on update (transition rules).
 pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), Refusal> {
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
     let Some(ks) = schemas(kind) else {
         return Err(Refusal::Invalid {
             kind: kind.into(),
@@ -212,11 +177,7 @@ pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), R
     let mut unknown = Vec::new();
     unknown_fields(&ks.schema, object, "", &mut unknown);
     if !unknown.is_empty() {
-        return Err(Refusal::UnknownFields {
-            kind: kind.into(),
-            name,
-            fields: unknown,
-        });
+        return Err(Refusal::UnknownFields { kind: kind.into(), name, fields: unknown });
     }
     let mut causes = Vec::new();
     if name.is_empty() {
@@ -234,11 +195,7 @@ pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), R
         && let Err(errors) = kube::core::cel::Validator::new().validate(&ks.schema, object, old)
     {
         for e in errors.as_slice() {
-            let path = if e.field_path.is_empty() {
-                "<root>".to_string()
-            } else {
-                e.field_path.clone()
-            };
+            let path = if e.field_path.is_empty() { "<root>".to_string() } else { e.field_path.clone() };
             let value = object
                 .pointer(&format!("/{}", path.replace('.', "/")))
                 .map(short)
@@ -251,15 +208,7 @@ pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), R
             causes.push(format!("{path}: {label}: {}", e.message));
         }
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal::Invalid {
-            kind: kind.into(),
-            name,
-            causes,
-        })
-    }
+    if causes.is_empty() { Ok(()) } else { Err(Refusal::Invalid { kind: kind.into(), name, causes }) }
 }
 
 #[cfg(test)]
@@ -284,34 +233,23 @@ mod tests {
     fn refuses_schema_and_cel_violations() {
         let mut s = base();
         s["end"] = json!("2026-03-05T13:00:00Z");
-        let err = validate("TaskSync", &task(s), None)
-            .unwrap_err()
-            .to_string();
+        let err = validate("TaskSync", &task(s), None).unwrap_err().to_string();
         assert!(err.starts_with("The TaskSync \"t1\" is invalid: "), "{err}");
         assert!(err.contains("end must be after start"), "{err}");
 
         let mut s = base();
         s["timeZone"] = json!("not a zone!");
-        let err = validate("TaskSync", &task(s), None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("spec.timeZone: Invalid value: \"not a zone!\""),
-            "{err}"
-        );
+        let err = validate("TaskSync", &task(s), None).unwrap_err().to_string();
+        assert!(err.contains("spec.timeZone: Invalid value: \"not a zone!\""), "{err}");
 
         let mut s = base();
         s["bogus"] = json!(1);
-        let err = validate("TaskSync", &task(s), None)
-            .unwrap_err()
-            .to_string();
+        let err = validate("TaskSync", &task(s), None).unwrap_err().to_string();
         assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
 
         let mut s = base();
         s.as_object_mut().unwrap().remove("title");
-        let err = validate("TaskSync", &task(s), None)
-            .unwrap_err()
-            .to_string();
+        let err = validate("TaskSync", &task(s), None).unwrap_err().to_string();
         assert!(err.contains("spec.title: Required value"), "{err}");
     }
 
@@ -321,25 +259,13 @@ mod tests {
             json!({"apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection", "metadata": {"name": "c"},
                    "spec": {"userId": user, "provider": provider, "credentialsSecretRef": {"name": "s"}, "active": true}})
         };
-        let err = validate("CalendarConnection", &conn("yahoo", "u"), None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("spec.provider: Unsupported value: \"yahoo\""),
-            "{err}"
-        );
+        let err = validate("CalendarConnection", &conn("yahoo", "u"), None).unwrap_err().to_string();
+        assert!(err.contains("spec.provider: Unsupported value: \"yahoo\""), "{err}");
         validate("CalendarConnection", &conn("apple", "u"), None).unwrap();
-        let err = validate(
-            "CalendarConnection",
-            &conn("apple", "v"),
-            Some(&conn("apple", "u")),
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            validate("CalendarConnection", &conn("apple", "v"), Some(&conn("apple", "u"))).unwrap_err().to_string();
         assert!(err.contains("userId is immutable"), "{err}");
-        let err = validate("CalendarConnection", &conn("caldav", "u"), None)
-            .unwrap_err()
-            .to_string();
+        let err = validate("CalendarConnection", &conn("caldav", "u"), None).unwrap_err().to_string();
         assert!(err.contains("serverUrl"), "{err}");
     }
 
@@ -347,11 +273,6 @@ mod tests {
     fn refuses_bad_names() {
         let mut t = task(base());
         t["metadata"]["name"] = json!("Bad_Name");
-        assert!(
-            validate("TaskSync", &t, None)
-                .unwrap_err()
-                .to_string()
-                .contains("RFC 1123")
-        );
+        assert!(validate("TaskSync", &t, None).unwrap_err().to_string().contains("RFC 1123"));
     }
 }
