@@ -16,7 +16,7 @@ pub mod table;
 pub mod validate;
 
 pub use rows::StoredEvent;
-pub use store::SqliteObjects;
+pub use store::{SecretName, SqliteObjects};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -96,9 +96,10 @@ where
     let store = SqliteObjects::open(&config.database_url, crypto::Keyring::new(secrets.encryption_key.clone())).await?;
     let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
     let services = Services { store, engine: engine.clone(), secrets };
-    let mut component = tokio::spawn(mount(services));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let queue = tokio::spawn(queue::run_with(engine, config.queue.clone(), async move {
+    let secret_changes = services.store.subscribe_secrets();
+    let mut component = tokio::spawn(mount(services));
+    let queue = tokio::spawn(queue::run_with_secrets(engine, config.queue.clone(), secret_changes, async move {
         let _ = stop_rx.await;
     }));
     tokio::pin!(shutdown);

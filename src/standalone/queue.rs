@@ -17,10 +17,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use kube::{Resource, ResourceExt};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::store::SecretName;
 use crate::engine::backoff::jitter;
 use crate::engine::{Backoff, Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
 use crate::resources::{CalendarConnection, TaskSync};
@@ -204,6 +205,18 @@ impl Scheduler {
         }
     }
 
+    /// Re-check every connection whose credentials live in `secret`.
+    async fn secret_changed(&mut self, secret: &SecretName) {
+        match self.engine.objects().list_connections(Some(&secret.namespace), &Labels::new()).await {
+            Ok(list) => {
+                for c in list.iter().filter(|c| c.spec.credentials_secret_ref.name == secret.name) {
+                    self.enqueue(ObjectKey::connection(&secret.namespace, &c.name_any()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the connections of a changed Secret"),
+        }
+    }
+
     async fn requeue_dependents(&mut self, conn: &ObjectKey) {
         match self.engine.objects().list_task_syncs(Some(&conn.namespace), &Labels::new()).await {
             Ok(list) => {
@@ -265,6 +278,34 @@ pub async fn run(engine: Engine, shutdown: impl Future<Output = ()>) {
 
 /// Drive `engine` until `shutdown` completes; running reconciles are allowed to finish.
 pub async fn run_with(engine: Engine, config: QueueConfig, shutdown: impl Future<Output = ()>) {
+    drive(engine, config, None, shutdown).await
+}
+
+/// `run_with`, also re-checking the connections that use a Secret when it is written or deleted
+/// (`SqliteObjects::subscribe_secrets`), so credentials applied after their connection take
+/// effect at once instead of at the next timer.
+pub async fn run_with_secrets(
+    engine: Engine,
+    config: QueueConfig,
+    secrets: broadcast::Receiver<SecretName>,
+    shutdown: impl Future<Output = ()>,
+) {
+    drive(engine, config, Some(secrets), shutdown).await
+}
+
+async fn next_secret(rx: &mut Option<broadcast::Receiver<SecretName>>) -> Result<SecretName, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn drive(
+    engine: Engine,
+    config: QueueConfig,
+    mut secrets: Option<broadcast::Receiver<SecretName>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut changes = engine.objects().subscribe();
     let sweep_every = config.sweep;
     let mut s = Scheduler {
@@ -312,6 +353,11 @@ pub async fn run_with(engine: Engine, config: QueueConfig, shutdown: impl Future
                     changes = s.engine.objects().subscribe();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+            },
+            secret = next_secret(&mut secrets) => match secret {
+                Ok(secret) => s.secret_changed(&secret).await,
+                Err(RecvError::Lagged(_)) => s.enqueue_all().await,
+                Err(RecvError::Closed) => secrets = None,
             },
             _ = tokio::time::sleep_until(next_timer) => {}
             _ = sweep.tick() => s.enqueue_all().await,

@@ -129,6 +129,19 @@ pub fn log_change(tx: &Transaction, origin: &str, key: &ObjectKey) -> Result<(),
     Ok(())
 }
 
+/// Change-log kind of Secrets (not an engine `Kind`).
+pub const SECRET_KIND: &str = "Secret";
+
+/// Record a Secret write/delete for other processes (they re-check connections using it).
+pub fn log_secret_change(tx: &Transaction, origin: &str, ns: &str, name: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO changelog (origin, kind, namespace, name) VALUES (?1, ?2, ?3, ?4)",
+        params![origin, SECRET_KIND, ns, name],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
 /// Insert or replace the object (its metadata must be complete: namespace, name, uid, rv).
 pub fn save<K: Row>(tx: &Transaction, object: &K, origin: &str) -> Result<(), StoreError> {
     let meta = object.meta();

@@ -39,6 +39,8 @@ struct Inner {
     conn: Mutex<Connection>,
     keys: Keyring,
     changes: broadcast::Sender<ObjectKey>,
+    /// Secrets (namespace, name) written or deleted, by this or another process.
+    secret_changes: broadcast::Sender<SecretName>,
     /// Identifies this process's writes in the change log.
     origin: String,
     location: Location,
@@ -49,6 +51,13 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A Secret's identity, as carried by `subscribe_secrets`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretName {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// The SQLite store. Cloning shares the connection.
@@ -87,15 +96,19 @@ impl SqliteObjects {
                 StoreError::Unavailable(format!("cannot open {location}: {e}; check the path and its permissions"))
             })?;
         let (changes, _) = broadcast::channel(4096);
+        let (secret_changes, _) = broadcast::channel(256);
         let stop = Arc::new(AtomicBool::new(false));
         let origin = uuid::Uuid::new_v4().to_string();
         if let Some(path) = location.path() {
             let start: i64 =
                 conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM changelog", [], |r| r.get(0)).map_err(db_err)?;
-            spawn_watcher(path.to_path_buf(), origin.clone(), start, changes.clone(), stop.clone());
+            let senders = (changes.clone(), secret_changes.clone());
+            spawn_watcher(path.to_path_buf(), origin.clone(), start, senders, stop.clone());
         }
         tracing::info!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
-        Ok(SqliteObjects { inner: Arc::new(Inner { conn: Mutex::new(conn), keys, changes, origin, location, stop }) })
+        Ok(SqliteObjects {
+            inner: Arc::new(Inner { conn: Mutex::new(conn), keys, changes, secret_changes, origin, location, stop }),
+        })
     }
 
     /// Where the database lives.
@@ -236,8 +249,21 @@ impl SqliteObjects {
             .seal(&rows::encode_secret_data(data), &aad(namespace, name))
             .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{name}: {e}")))?;
         let key_id = self.inner.keys.current_id();
-        let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, _, _| rows::save_secret(tx, &ns, &name, &key_id, &sealed, owner.as_ref())).await
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let created = self
+            .tx(move |tx, origin, _| {
+                rows::log_secret_change(tx, origin, &ns, &n)?;
+                rows::save_secret(tx, &ns, &n, &key_id, &sealed, owner.as_ref())
+            })
+            .await?;
+        let _ = self.inner.secret_changes.send(SecretName { namespace: namespace.into(), name: name.into() });
+        Ok(created)
+    }
+
+    /// Secrets written or deleted (by any process on this database), so a driver can re-check
+    /// the connections that use them.
+    pub fn subscribe_secrets(&self) -> broadcast::Receiver<SecretName> {
+        self.inner.secret_changes.subscribe()
     }
 
     /// A Secret's data (`None` when absent); `Invalid` when it cannot be decrypted.
@@ -263,8 +289,15 @@ impl SqliteObjects {
 
     /// Delete a Secret; returns whether it existed.
     pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, _, _| rows::delete_secret(tx, &ns, &name)).await
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let existed = self
+            .tx(move |tx, origin, _| {
+                rows::log_secret_change(tx, origin, &ns, &n)?;
+                rows::delete_secret(tx, &ns, &n)
+            })
+            .await?;
+        let _ = self.inner.secret_changes.send(SecretName { namespace: namespace.into(), name: name.into() });
+        Ok(existed)
     }
 
     /// Names of the Secrets in `namespace`.
@@ -317,7 +350,7 @@ fn spawn_watcher(
     path: std::path::PathBuf,
     origin: String,
     mut last: i64,
-    changes: broadcast::Sender<ObjectKey>,
+    (changes, secret_changes): (broadcast::Sender<ObjectKey>, broadcast::Sender<SecretName>),
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new().name("calsync-store-watch".into()).spawn(move || {
@@ -336,7 +369,15 @@ fn spawn_watcher(
                 Ok((seq, keys)) => {
                     last = seq;
                     for key in keys {
-                        let _ = changes.send(key);
+                        // No subscribers is fine.
+                        match key {
+                            Changed::Object(k) => {
+                                let _ = changes.send(k);
+                            }
+                            Changed::Secret(s) => {
+                                let _ = secret_changes.send(s);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -351,7 +392,12 @@ fn spawn_watcher(
     }
 }
 
-fn read_changes(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<(i64, Vec<ObjectKey>)> {
+enum Changed {
+    Object(ObjectKey),
+    Secret(SecretName),
+}
+
+fn read_changes(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<(i64, Vec<Changed>)> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, origin, kind, namespace, name FROM changelog WHERE seq > ?1 ORDER BY seq LIMIT 1000",
     )?;
@@ -369,10 +415,13 @@ fn read_changes(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result
     for row in rows {
         let (seq, o, kind, namespace, name) = row?;
         last = seq;
-        if o != origin
-            && let Some(kind) = rows::kind_from_str(&kind)
-        {
-            keys.push(ObjectKey { kind, namespace, name });
+        if o == origin {
+            continue;
+        }
+        if kind == rows::SECRET_KIND {
+            keys.push(Changed::Secret(SecretName { namespace, name }));
+        } else if let Some(kind) = rows::kind_from_str(&kind) {
+            keys.push(Changed::Object(ObjectKey { kind, namespace, name }));
         }
     }
     Ok((last, keys))
