@@ -392,6 +392,9 @@ async fn delete_one(
     }
 }
 
+/// What `delete` removes: a kind (`None` = Secret), namespace, name.
+type Target = (Option<Kind>, String, String);
+
 /// `calsync delete`.
 pub async fn delete(
     store: &SqliteObjects,
@@ -400,7 +403,7 @@ pub async fn delete(
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
     let ns = args.store.namespace.as_str();
-    let mut targets: Vec<Result<(Option<Kind>, String, String), String>> = Vec::new();
+    let mut targets: Vec<Result<Target, String>> = Vec::new();
     if !args.files.is_empty() {
         if !args.args.is_empty() {
             return Err(CliError::Usage("error: use either -f FILE or KIND NAME, not both".into()));

@@ -503,7 +503,7 @@ impl Objects for SqliteObjects {
                 return false;
             }
             let list = m.finalizers.get_or_insert_with(Vec::new);
-            if list.iter().any(|f| *f == finalizer) {
+            if list.contains(&finalizer) {
                 return false;
             }
             list.push(finalizer);

@@ -81,7 +81,7 @@ fn short(value: &Value) -> String {
         Value::Array(_) => "\"array\"".into(),
         other => {
             let s = other.to_string();
-            if s.len() > 80 { format!("{}...\"", &s[..s.floor_char_boundary(76)]) } else { s }
+            if s.chars().count() > 80 { format!("{}...\"", s.chars().take(76).collect::<String>()) } else { s }
         }
     }
 }
