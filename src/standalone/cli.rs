@@ -225,15 +225,16 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
             let new: TaskSync = serde_json::from_value(doc).map_err(typed_err)?;
             let old = store.get_task_sync(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
-                let (n, o) =
-                    (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
-                validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
                 if old.spec == new.spec
                     && old.metadata.labels == new.metadata.labels
                     && old.metadata.annotations == new.metadata.annotations
                 {
                     return Ok(format!("{what} unchanged"));
                 }
+                // Transition rules (immutable fields) need the stored object.
+                let (n, o) =
+                    (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
+                validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
             }
             store.apply_task_sync(&new).await.map_err(fail)?;
             if old.is_some() { "configured" } else { "created" }
@@ -242,15 +243,16 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
             let new: CalendarConnection = serde_json::from_value(doc).map_err(typed_err)?;
             let old = store.get_connection(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
-                let (n, o) =
-                    (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
-                validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
                 if old.spec == new.spec
                     && old.metadata.labels == new.metadata.labels
                     && old.metadata.annotations == new.metadata.annotations
                 {
                     return Ok(format!("{what} unchanged"));
                 }
+                // Transition rules (immutable fields) need the stored object.
+                let (n, o) =
+                    (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
+                validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
             }
             store.apply_connection(&new).await.map_err(fail)?;
             if old.is_some() { "configured" } else { "created" }

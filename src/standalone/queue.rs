@@ -366,3 +366,78 @@ async fn drive(
     tracing::info!(running = tasks.len(), "work queue stopping; letting running reconciles finish");
     while tasks.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::engine::memory::MemoryObjects;
+    use crate::providers::memory::{MemoryCalendar, MemoryConnector};
+
+    fn scheduler() -> Scheduler {
+        let engine = Engine::new(
+            Arc::new(MemoryObjects::new()),
+            Arc::new(MemoryConnector { service: MemoryCalendar::new() }),
+            EngineConfig::default(),
+        );
+        Scheduler {
+            engine,
+            config: QueueConfig { concurrency: 2, ..Default::default() },
+            ready: VecDeque::new(),
+            queued: HashSet::new(),
+            running: HashSet::new(),
+            dirty: HashSet::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            failures: HashMap::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_run_per_key_and_bounded_concurrency() {
+        let mut s = scheduler();
+        let a = ObjectKey::task_sync("ns", "a");
+        s.enqueue(a.clone());
+        s.enqueue(a.clone());
+        assert_eq!(s.ready.len(), 1, "a key is queued once");
+        for n in ["b", "c", "d"] {
+            s.enqueue(ObjectKey::task_sync("ns", n));
+        }
+        let mut tasks = JoinSet::new();
+        s.start_ready(&mut tasks);
+        assert_eq!(s.running.len(), 2, "concurrency bound");
+        assert!(s.running.contains(&a));
+        // A change while running marks it dirty instead of starting a second run.
+        s.enqueue(a.clone());
+        assert!(s.dirty.contains(&a) && !s.queued.contains(&a));
+        s.finished(a.clone(), Ok(Outcome::Done));
+        assert!(s.queued.contains(&a), "re-run after the running one finished");
+        tasks.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_exponentially_and_success_resets() {
+        let mut s = scheduler();
+        let a = ObjectKey::task_sync("ns", "a");
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            s.running.insert(a.clone());
+            s.finished(a.clone(), Err("store down".into()));
+            let at = s.timer_of[&a];
+            delays.push(at - Instant::now());
+            s.timers.clear();
+            s.timer_of.clear();
+        }
+        assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+        s.running.insert(a.clone());
+        s.finished(a.clone(), Ok(Outcome::Requeue(Duration::from_secs(30))));
+        assert!(!s.failures.contains_key(&a));
+        // An earlier timer wins over a later one.
+        s.schedule(a.clone(), Duration::from_secs(5));
+        assert_eq!(s.timers.len(), 1);
+        assert!(s.timer_of[&a] <= Instant::now() + Duration::from_secs(5));
+    }
+}

@@ -105,7 +105,7 @@ impl SqliteObjects {
             let senders = (changes.clone(), secret_changes.clone());
             spawn_watcher(path.to_path_buf(), origin.clone(), start, senders, stop.clone());
         }
-        tracing::info!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
+        tracing::debug!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
         Ok(SqliteObjects {
             inner: Arc::new(Inner { conn: Mutex::new(conn), keys, changes, secret_changes, origin, location, stop }),
         })

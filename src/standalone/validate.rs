@@ -17,6 +17,8 @@ use crate::resources::{CalendarConnection, TaskSync};
 struct KindSchema {
     schema: Value,
     validator: Option<jsonschema::Validator>,
+    /// CEL rules compiled once (compiling them per document dominated `apply` time).
+    cel: kube::core::cel::CompiledSchema,
 }
 
 fn schema_of(
@@ -38,7 +40,8 @@ fn schema_of(
             None
         }
     };
-    KindSchema { schema, validator }
+    let cel = kube::core::cel::compile_schema(&schema);
+    KindSchema { schema, validator, cel }
 }
 
 fn schemas(kind: &str) -> Option<&'static KindSchema> {
@@ -192,7 +195,7 @@ pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), R
     }
     // Like the API server, CEL runs only on a schema-valid object.
     if causes.is_empty()
-        && let Err(errors) = kube::core::cel::Validator::new().validate(&ks.schema, object, old)
+        && let Err(errors) = kube::core::cel::Validator::new().validate_compiled(&ks.cel, object, old)
     {
         for e in errors.as_slice() {
             let path = if e.field_path.is_empty() { "<root>".to_string() } else { e.field_path.clone() };
