@@ -132,7 +132,10 @@ const MIGRATIONS: &[&str] = &[
 /// Open (creating if needed) and migrate.
 pub fn open(location: &Location) -> rusqlite::Result<Connection> {
     let conn = match location {
-        Location::File(p) => Connection::open(p)?,
+        Location::File(p) => {
+            create_private(p);
+            Connection::open(p)?
+        }
         Location::Memory => Connection::open_in_memory()?,
     };
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -146,6 +149,19 @@ pub fn open(location: &Location) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// Create a new database file readable only by its owner (SQLite gives the -wal and -shm files
+/// the same mode). An existing file keeps its mode; failures are left to `Connection::open`.
+fn create_private(path: &Path) {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let _ = opts.open(path);
 }
 
 /// A second connection for reading the change log (file databases only).
@@ -202,5 +218,11 @@ mod tests {
         assert_eq!(v, MIGRATIONS.len() as i64);
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(loc.path().unwrap()).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
     }
 }

@@ -57,8 +57,9 @@ impl SecretFile {
             self.path.display()
         );
         if self.variable == "CALSYNC_API_KEYS" {
+            let listen = std::env::var("CALSYNC_LISTEN").unwrap_or_else(|_| "127.0.0.1:5000".into());
             line.push_str(&format!(
-                "\n  try: curl -H \"Authorization: Bearer $(cut -d, -f1 {})\" http://127.0.0.1:5000/api/calendar/connection-status?user_id=USER",
+                "\n  try: curl -H \"Authorization: Bearer $(cut -d, -f1 {})\" http://{listen}/api/calendar/connection-status/USER_ID",
                 self.path.display()
             ));
         }
