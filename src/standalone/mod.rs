@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod store;
 pub mod table;
 pub mod validate;
+mod watch;
 
 pub use rows::StoredEvent;
 pub use store::{SecretName, SqliteObjects};

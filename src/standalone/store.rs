@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -23,6 +22,8 @@ use tokio::sync::broadcast;
 use super::crypto::Keyring;
 use super::db::{self, Location};
 use super::rows::{self, Row, StoredEvent, db_err};
+pub use super::watch::SecretName;
+use super::watch::spawn_watcher;
 use crate::credentials::{self, Credentials};
 use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
@@ -32,8 +33,6 @@ use crate::resources::{
 
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
-/// How often the reader thread looks for other processes' writes.
-const POLL: Duration = Duration::from_millis(200);
 
 struct Inner {
     conn: Mutex<Connection>,
@@ -51,13 +50,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// A Secret's identity, as carried by `subscribe_secrets`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SecretName {
-    pub namespace: String,
-    pub name: String,
 }
 
 /// The SQLite store. Cloning shares the connection.
@@ -343,88 +335,6 @@ fn meta_in<K: Row>(
         changed_keys.push(key.clone());
     }
     Ok(())
-}
-
-/// Poll the change log for other processes' writes and broadcast their keys.
-fn spawn_watcher(
-    path: std::path::PathBuf,
-    origin: String,
-    mut last: i64,
-    (changes, secret_changes): (broadcast::Sender<ObjectKey>, broadcast::Sender<SecretName>),
-    stop: Arc<AtomicBool>,
-) {
-    let spawned = std::thread::Builder::new().name("calsync-store-watch".into()).spawn(move || {
-        let mut reader: Option<Connection> = None;
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(POLL);
-            if reader.is_none() {
-                reader = db::open_reader(&path)
-                    .map_err(|e| tracing::warn!(error = %e, "cannot open the change-log reader"))
-                    .ok();
-            }
-            let Some(conn) = reader.as_ref() else {
-                continue;
-            };
-            match read_changes(conn, &origin, last) {
-                Ok((seq, keys)) => {
-                    last = seq;
-                    for key in keys {
-                        // No subscribers is fine.
-                        match key {
-                            Changed::Object(k) => {
-                                let _ = changes.send(k);
-                            }
-                            Changed::Secret(s) => {
-                                let _ = secret_changes.send(s);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the change log; retrying");
-                    reader = None;
-                }
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the change-log watcher; writes by other processes are seen only at the periodic re-check");
-    }
-}
-
-enum Changed {
-    Object(ObjectKey),
-    Secret(SecretName),
-}
-
-fn read_changes(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<(i64, Vec<Changed>)> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, origin, kind, namespace, name FROM changelog WHERE seq > ?1 ORDER BY seq LIMIT 1000",
-    )?;
-    let mut last = after;
-    let mut keys = Vec::new();
-    let rows = stmt.query_map(rusqlite::params![after], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-        ))
-    })?;
-    for row in rows {
-        let (seq, o, kind, namespace, name) = row?;
-        last = seq;
-        if o == origin {
-            continue;
-        }
-        if kind == rows::SECRET_KIND {
-            keys.push(Changed::Secret(SecretName { namespace, name }));
-        } else if let Some(kind) = rows::kind_from_str(&kind) {
-            keys.push(Changed::Object(ObjectKey { kind, namespace, name }));
-        }
-    }
-    Ok((last, keys))
 }
 
 #[async_trait]
