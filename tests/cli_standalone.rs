@@ -90,6 +90,19 @@ fn apply_get_delete_round_trip() {
         assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
+    // Labels set by others (the engine labels TaskSyncs) survive a re-apply of the same file.
+    {
+        use calsync::engine::{Labels, ObjectKey, Objects};
+        use calsync::standalone::SqliteObjects;
+        use calsync::standalone::crypto::{Key, Keyring};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let keys = Keyring::new(Key::from_base64(&key).unwrap());
+            let store = SqliteObjects::open(&format!("sqlite://{}", db.display()), keys).await.unwrap();
+            let labels = Labels::from([("calendar.getitdone.app/connection".to_string(), "alice-apple".to_string())]);
+            store.set_labels(&ObjectKey::task_sync("default", "dentist"), &labels).await.unwrap();
+        });
+    }
     let again = calsync(&db, &["apply", "-f", "-"], Some(SETUP));
     assert!(
         text(&again.stdout).contains("tasksync.calendar.getitdone.app/dentist unchanged"),
@@ -107,6 +120,7 @@ fn apply_get_delete_round_trip() {
 
     let yaml = text(&calsync(&db, &["get", "tasksync", "dentist", "-o", "yaml"], None).stdout);
     assert!(yaml.contains("kind: TaskSync") && yaml.contains("generation: 1") && yaml.contains("uid:"), "{yaml}");
+    assert!(yaml.contains("calendar.getitdone.app/connection: alice-apple"), "{yaml}");
     let json: serde_json::Value =
         serde_json::from_slice(&calsync(&db, &["get", "calconn", "-o", "json"], None).stdout).unwrap();
     assert_eq!(json["kind"], "List");

@@ -188,3 +188,47 @@ async fn connection_becoming_ready_requeues_its_task_syncs() {
     eventually("3 TaskSyncs synced", async || synced(&store).await == 3).await;
     driver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_standalone_mounts_a_component_and_shuts_down_gracefully() {
+    use calsync::standalone::{StandaloneConfig, StandaloneError, run_standalone};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("calsync.db").display());
+    let calendar = MemoryCalendar::new();
+    let connector = Arc::new(MemoryConnector { service: calendar.clone() });
+    let (synced_tx, synced_rx) = oneshot::channel::<()>();
+    let config = StandaloneConfig { database_url: url.clone(), ..Default::default() };
+    let mounted = move |services: calsync::standalone::Services| async move {
+        let store = services.store.clone();
+        let data = BTreeMap::from([("username".into(), b"user".to_vec()), ("password".into(), b"secret".to_vec())]);
+        store.put_secret("default", "conn-creds", data).await.map_err(|e| e.to_string())?;
+        store.apply_connection(&connection()).await.map_err(|e| e.to_string())?;
+        store.apply_task_sync(&task(1)).await.map_err(|e| e.to_string())?;
+        // (A plain loop: async closures inside a spawned future trip a rustc Send limitation.)
+        for _ in 0..600 {
+            if synced(&store).await == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = synced_tx.send(());
+        // Like a server: run until standalone shuts down.
+        let mut shutdown = services.shutdown.clone();
+        let _ = shutdown.wait_for(|s| *s).await;
+        Ok(())
+    };
+    let result = run_standalone(config.clone(), connector.clone(), mounted, async move {
+        let _ = synced_rx.await;
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(calendar.events("calendar").len(), 1);
+    // Secrets were generated beside the database, mode 0600.
+    for suffix in ["encryption-key", "secret-key", "api-keys"] {
+        assert!(dir.path().join(format!("calsync.db.{suffix}")).exists(), "{suffix}");
+    }
+    // A failing component stops standalone with its error.
+    let failing = |_services| async { Err::<(), String>("port 5000 is in use".into()) };
+    let err = run_standalone(config, connector, failing, std::future::pending()).await.unwrap_err();
+    assert!(matches!(&err, StandaloneError::Component(m) if m.contains("port 5000")), "{err}");
+}

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -175,6 +176,19 @@ fn strip_server_fields(doc: &mut Value, ns: &str) {
     }
 }
 
+/// Labels and annotations others set (the engine labels TaskSyncs) survive a re-apply, as with
+/// kubectl's merge; the file's values win.
+fn keep_others_metadata(new: &mut ObjectMeta, old: &ObjectMeta) {
+    for (mine, theirs) in [(&mut new.labels, &old.labels), (&mut new.annotations, &old.annotations)] {
+        if let Some(theirs) = theirs {
+            let merged = mine.get_or_insert_with(BTreeMap::new);
+            for (k, v) in theirs {
+                merged.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+}
+
 async fn apply_secret(store: &SqliteObjects, doc: &Value, ns: &str, name: &str) -> Result<String, String> {
     let invalid = |cause: String| format!("The Secret {name:?} is invalid: {cause}");
     if name.is_empty() {
@@ -222,9 +236,10 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
     let typed_err = |e: serde_json::Error| format!("error: The {kind} {name:?} is invalid: {e}");
     let verb = match k {
         Kind::TaskSync => {
-            let new: TaskSync = serde_json::from_value(doc).map_err(typed_err)?;
+            let mut new: TaskSync = serde_json::from_value(doc).map_err(typed_err)?;
             let old = store.get_task_sync(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
+                keep_others_metadata(&mut new.metadata, &old.metadata);
                 if old.spec == new.spec
                     && old.metadata.labels == new.metadata.labels
                     && old.metadata.annotations == new.metadata.annotations
@@ -240,9 +255,10 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
             if old.is_some() { "configured" } else { "created" }
         }
         Kind::CalendarConnection => {
-            let new: CalendarConnection = serde_json::from_value(doc).map_err(typed_err)?;
+            let mut new: CalendarConnection = serde_json::from_value(doc).map_err(typed_err)?;
             let old = store.get_connection(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
+                keep_others_metadata(&mut new.metadata, &old.metadata);
                 if old.spec == new.spec
                     && old.metadata.labels == new.metadata.labels
                     && old.metadata.annotations == new.metadata.annotations

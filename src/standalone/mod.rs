@@ -53,7 +53,14 @@ pub struct Services {
     pub store: SqliteObjects,
     pub engine: Engine,
     pub secrets: secrets::Secrets,
+    /// Becomes `true` when standalone shuts down: serve no new requests and return (e.g. axum's
+    /// `with_graceful_shutdown(async move { let _ = shutdown.wait_for(|s| *s).await; })`).
+    /// Components get `COMPONENT_GRACE` to finish before they are aborted.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
+
+/// How long a mounted component may take to finish after shutdown was signalled.
+pub const COMPONENT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,12 +103,13 @@ where
     }
     let store = SqliteObjects::open(&config.database_url, crypto::Keyring::new(secrets.encryption_key.clone())).await?;
     let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
-    let services = Services { store, engine: engine.clone(), secrets };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let services = Services { store, engine: engine.clone(), secrets, shutdown: stop_rx.clone() };
+    let mut queue_stop = stop_rx;
     let secret_changes = services.store.subscribe_secrets();
     let mut component = tokio::spawn(mount(services));
     let queue = tokio::spawn(queue::run_with_secrets(engine, config.queue.clone(), secret_changes, async move {
-        let _ = stop_rx.await;
+        let _ = queue_stop.wait_for(|s| *s).await;
     }));
     tokio::pin!(shutdown);
     let result = tokio::select! {
@@ -116,8 +124,11 @@ where
             Err(e) => Err(StandaloneError::Component(format!("a standalone component crashed: {e}"))),
         },
     };
-    component.abort();
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
+    if !component.is_finished() && tokio::time::timeout(COMPONENT_GRACE, &mut component).await.is_err() {
+        tracing::warn!("a standalone component did not stop within {COMPONENT_GRACE:?}; aborting it");
+        component.abort();
+    }
     let _ = queue.await;
     result
 }

@@ -235,7 +235,14 @@ pub fn list<K: Row>(tx: &Transaction, namespace: Option<&str>, selector: &Labels
     let mut out = Vec::new();
     for row in rows {
         let (ns, name, body) = row.map_err(db_err)?;
-        out.push(decode(&body, &ns, &name)?);
+        // One unreadable object must not hide all others (kube's DeserializeGuard): skip it
+        // with a warning; `get` of it by name reports the error.
+        match decode(&body, &ns, &name) {
+            Ok(o) => out.push(o),
+            Err(e) => {
+                tracing::warn!(kind = kind_str(K::KIND), namespace = %ns, name = %name, error = %e, "skipping an unreadable stored object")
+            }
+        }
     }
     Ok(out)
 }
