@@ -92,9 +92,9 @@ fn apply_get_delete_round_trip() {
 
     // Labels set by others (the engine labels TaskSyncs) survive a re-apply of the same file.
     {
+        use calsync::credentials::envelope::{Key, Keyring};
         use calsync::engine::{Labels, ObjectKey, Objects};
         use calsync::standalone::SqliteObjects;
-        use calsync::standalone::crypto::{Key, Keyring};
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let keys = Keyring::new(Key::from_base64(&key).unwrap());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use calsync::credentials::Credentials;
+use calsync::credentials::envelope::{Key, Keyring};
 use calsync::engine::memory::MemoryObjects;
 use calsync::engine::{Deletion, Labels, ObjectKey, Objects, StoreError};
 use calsync::resources::{
@@ -16,7 +17,6 @@ use calsync::resources::{
     Operation, ProviderKind, SecretRef, SyncStatus, TaskSync, TaskSyncSpec, TaskSyncStatus,
 };
 use calsync::standalone::SqliteObjects;
-use calsync::standalone::crypto::{Key, Keyring};
 use kube::{Resource, ResourceExt};
 use secrecy::SecretString;
 

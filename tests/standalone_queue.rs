@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use calsync::credentials::envelope::{Key, Keyring};
 use calsync::engine::{Engine, EngineConfig, Labels, ObjectKey, Objects};
 use calsync::providers::memory::{MemoryCalendar, MemoryConnector};
 use calsync::resources::{
     CalendarConnection, CalendarConnectionSpec, ConnectionRef, ProviderKind, SecretRef, TaskSync, TaskSyncSpec,
 };
 use calsync::standalone::SqliteObjects;
-use calsync::standalone::crypto::{Key, Keyring};
 use calsync::standalone::queue::{self, QueueConfig};
 use kube::ResourceExt;
 use tokio::sync::oneshot;

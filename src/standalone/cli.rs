@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use super::db::{DEFAULT_DATABASE_URL, Location};
 use super::store::SqliteObjects;
 use super::validate::validate;
-use super::{crypto, secrets, table};
+use super::{secrets, table};
+use crate::credentials::envelope as crypto;
 use crate::engine::{Deletion, Kind, Labels, ObjectKey, Objects, StoreError};
 use crate::resources::{CalendarConnection, GROUP, TaskSync};
 

@@ -2,7 +2,7 @@
 //! settings, and the numbered migrations.
 //!
 //! Owns: the schema and connection settings. Must not touch: object semantics (`store`) or
-//! encryption (`crypto`).
+//! encryption (`credentials::envelope`).
 //!
 //! Durability: WAL with `synchronous=FULL`, so a transaction that returned is on disk and
 //! survives kill -9 and power loss (NORMAL in WAL mode is safe against process kills but may lose

@@ -1,12 +1,12 @@
 //! Standalone mode: the engine on an embedded SQLite store, without a Kubernetes cluster.
 //!
-//! Owns: the SQLite `Objects` store (`store`, `rows`, `db`, `crypto`), generated secrets
-//! (`secrets`), the work-queue driver (`queue`), and the `apply`/`get`/`delete` commands (`cli`,
-//! `validate`, `table`). Must not touch: reconcile decisions (engine), provider calls
-//! (providers) or HTTP (api).
+//! Owns: the SQLite `Objects` store (`store`, `rows`, `db`, `watch`; credentials are sealed with
+//! `credentials::envelope`), generated secrets (`secrets`), the work-queue driver (`queue`),
+//! `run_standalone`, and the `apply`/`get`/`delete` commands (`cli`, `validate`, `table`). Must
+//! not touch: reconcile decisions (engine), provider calls (providers) or HTTP (api, mounted
+//! through `run_standalone`).
 
 pub mod cli;
-pub mod crypto;
 pub mod db;
 pub mod queue;
 mod rows;
@@ -101,7 +101,11 @@ where
     for f in &secrets.files {
         eprintln!("{}", f.notice());
     }
-    let store = SqliteObjects::open(&config.database_url, crypto::Keyring::new(secrets.encryption_key.clone())).await?;
+    let store = SqliteObjects::open(
+        &config.database_url,
+        crate::credentials::envelope::Keyring::new(secrets.encryption_key.clone()),
+    )
+    .await?;
     let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let services = Services { store, engine: engine.clone(), secrets, shutdown: stop_rx.clone() };

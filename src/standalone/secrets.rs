@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use rand::RngCore;
 
-use super::crypto::{CryptoError, Key};
+use crate::credentials::envelope::{CryptoError, Key};
 
 /// The secrets standalone needs. Debug output redacts them.
 #[derive(Clone)]

@@ -19,11 +19,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::broadcast;
 
-use super::crypto::Keyring;
 use super::db::{self, Location};
 use super::rows::{self, Row, StoredEvent, db_err};
 pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
+use crate::credentials::envelope::Keyring;
 use crate::credentials::{self, Credentials};
 use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};

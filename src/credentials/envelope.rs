@@ -1,7 +1,9 @@
-//! The AES-256-GCM envelope that seals credential rows in the SQLite store.
+//! The AES-256-GCM envelope that seals stored credentials (the SQLite store's Secret rows; the
+//! same envelope serves calsync-written Kubernetes Secrets).
 //!
 //! Owns: the sealed format (`version · key id · nonce · ciphertext+tag`) and key handling.
-//! Must not touch: SQL, or what is sealed (the store decides). Never logs or formats key bytes.
+//! Must not touch: storage, or what is sealed (the store decides). Never logs or formats key
+//! bytes.
 //!
 //! Format v1: byte `1`, 8-byte key id (first 8 bytes of SHA-256 of the key), 12-byte random
 //! nonce, then the GCM ciphertext with its 16-byte tag. The key id lets a later key rotation
