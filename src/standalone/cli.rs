@@ -94,8 +94,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secrets(#[from] secrets::SecretsError),
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{count} object(s) could not be processed; see the errors above")]
     Failed { count: usize },
 }
@@ -125,7 +125,7 @@ pub fn parse_kind(s: &str) -> Result<Kind, CliError> {
         "calendarconnection" | "calendarconnections" | "calconn" | "calconns" => Ok(Kind::CalendarConnection),
         "tasksync" | "tasksyncs" | "tsync" | "tsyncs" => Ok(Kind::TaskSync),
         other => Err(CliError::Usage(format!(
-            "error: the server doesn't have a resource type {other:?}; use calendarconnections (calconn) or tasksyncs (tsync)"
+            "the server doesn't have a resource type {other:?}; use calendarconnections (calconn) or tasksyncs (tsync)"
         ))),
     }
 }
@@ -134,17 +134,17 @@ fn read_source(path: &PathBuf) -> Result<String, CliError> {
     let shown = path.display().to_string();
     if shown == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|source| CliError::Read { path: shown, source })?;
+        std::io::stdin().read_to_string(&mut s).map_err(|error| CliError::Read { path: shown, error })?;
         return Ok(s);
     }
-    std::fs::read_to_string(path).map_err(|source| CliError::Read { path: shown, source })
+    std::fs::read_to_string(path).map_err(|error| CliError::Read { path: shown, error })
 }
 
 /// The documents of a YAML stream (empty ones skipped).
 pub fn documents(text: &str, file: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(de).map_err(|e| format!("error: error parsing {file} (document {}): {e}", i + 1))?;
+        let v = Value::deserialize(de).map_err(|e| format!("error parsing {file} (document {}): {e}", i + 1))?;
         if !v.is_null() {
             out.push(v);
         }
@@ -230,11 +230,11 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
         _ => return Err(unmapped(&api, &kind, &name, file)),
     }
     strip_server_fields(&mut doc, &ns);
-    validate(&kind, &doc, None).map_err(|e| format!("error: {e}"))?;
+    validate(&kind, &doc, None).map_err(|e| e.to_string())?;
     let k = if kind == "TaskSync" { Kind::TaskSync } else { Kind::CalendarConnection };
     let what = format!("{}.{GROUP}/{name}", resource(k));
     let fail = |e: StoreError| format!("error: {what}: {e}");
-    let typed_err = |e: serde_json::Error| format!("error: The {kind} {name:?} is invalid: {e}");
+    let typed_err = |e: serde_json::Error| format!("The {kind} {name:?} is invalid: {e}");
     let verb = match k {
         Kind::TaskSync => {
             let mut new: TaskSync = serde_json::from_value(doc).map_err(typed_err)?;
@@ -250,7 +250,7 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
                 // Transition rules (immutable fields) need the stored object.
                 let (n, o) =
                     (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
-                validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
+                validate(&kind, &n, Some(&o)).map_err(|e| e.to_string())?;
             }
             store.apply_task_sync(&new).await.map_err(fail)?;
             if old.is_some() { "configured" } else { "created" }
@@ -269,7 +269,7 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
                 // Transition rules (immutable fields) need the stored object.
                 let (n, o) =
                     (serde_json::to_value(&new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
-                validate(&kind, &n, Some(&o)).map_err(|e| format!("error: {e}"))?;
+                validate(&kind, &n, Some(&o)).map_err(|e| e.to_string())?;
             }
             store.apply_connection(&new).await.map_err(fail)?;
             if old.is_some() { "configured" } else { "created" }
@@ -292,7 +292,7 @@ pub async fn apply(
         let docs = match documents(&read_source(path)?, &file) {
             Ok(d) => d,
             Err(e) => {
-                let _ = writeln!(err, "{e}");
+                let _ = writeln!(err, "error: {e}");
                 failed += 1;
                 continue;
             }
@@ -425,7 +425,7 @@ pub async fn delete(
     let mut targets: Vec<Result<Target, String>> = Vec::new();
     if !args.files.is_empty() {
         if !args.args.is_empty() {
-            return Err(CliError::Usage("error: use either -f FILE or KIND NAME, not both".into()));
+            return Err(CliError::Usage("use either -f FILE or KIND NAME, not both".into()));
         }
         for path in &args.files {
             let file = path.display().to_string();
@@ -442,12 +442,12 @@ pub async fn delete(
     } else {
         let Some((kind, names)) = args.args.split_first() else {
             return Err(CliError::Usage(
-                "error: you must specify -f FILE or KIND NAME (e.g. calsync delete tsync my-task)".into(),
+                "you must specify -f FILE or KIND NAME (e.g. calsync delete tsync my-task)".into(),
             ));
         };
         if names.is_empty() {
             return Err(CliError::Usage(format!(
-                "error: resource(s) were provided, but no name was specified: calsync delete {kind} NAME"
+                "resource(s) were provided, but no name was specified: calsync delete {kind} NAME"
             )));
         }
         let secret = matches!(kind.as_str(), "secret" | "secrets");

@@ -75,9 +75,9 @@ pub enum SecretsError {
     #[error("{variable} is set but empty; unset it to let calsync generate one, or set a value")]
     Empty { variable: &'static str },
     #[error(
-        "cannot read or write the {variable} file {path}: {source}; check the directory's permissions or set {variable}"
+        "cannot read or write the {variable} file {path}: {error}; check the directory's permissions or set {variable}"
     )]
-    Io { variable: &'static str, path: PathBuf, source: std::io::Error },
+    Io { variable: &'static str, path: PathBuf, error: std::io::Error },
 }
 
 fn random_b64(len: usize, url: bool) -> String {
@@ -109,7 +109,7 @@ fn read_or_create(
     path: &Path,
     make: impl FnOnce() -> String,
 ) -> Result<(String, bool), SecretsError> {
-    let io = |source| SecretsError::Io { variable, path: path.to_path_buf(), source };
+    let io = |error| SecretsError::Io { variable, path: path.to_path_buf(), error };
     match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok((s.trim().to_string(), false)),
         Ok(_) => return Err(SecretsError::Empty { variable }),

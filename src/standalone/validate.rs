@@ -166,6 +166,11 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
+/// A namespace name: an RFC 1123 label (at most 63 characters).
+pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}
+
 /// Check `object` (a whole CalendarConnection or TaskSync document, defaults applied) as the API
 /// server would; `old` is the stored object on update (transition rules).
 pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), Refusal> {
@@ -188,6 +193,13 @@ pub fn validate(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), R
     } else if !is_dns_subdomain(&name) {
         causes.push(format!(
             "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
+        ));
+    }
+    if let Some(ns) = object.pointer("/metadata/namespace").and_then(Value::as_str)
+        && !is_dns_label(ns)
+    {
+        causes.push(format!(
+            "metadata.namespace: Invalid value: {ns:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name')"
         ));
     }
     if let Some(v) = &ks.validator {
@@ -277,5 +289,8 @@ mod tests {
         let mut t = task(base());
         t["metadata"]["name"] = json!("Bad_Name");
         assert!(validate("TaskSync", &t, None).unwrap_err().to_string().contains("RFC 1123"));
+        let mut t = task(base());
+        t["metadata"]["namespace"] = json!("Bad NS");
+        assert!(validate("TaskSync", &t, None).unwrap_err().to_string().contains("metadata.namespace"));
     }
 }
