@@ -422,3 +422,29 @@ async fn events_are_bounded() {
     assert_eq!(all.last().map(|e| e.note.as_str()), Some("n1009"));
     assert_eq!(all.last().map(|e| e.key.clone()), Some(key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_file_share_one_resource_version_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let keys = keyring();
+    let a = SqliteObjects::open(&url, keys.clone()).await.unwrap();
+    let b = SqliteObjects::open(&url, keys).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move { store.apply_task_sync(&task("default", &format!("t{i}"), &[])).await }));
+    }
+    let mut versions = std::collections::BTreeSet::new();
+    for h in handles {
+        assert!(versions.insert(rv(&h.await.unwrap().unwrap())), "resourceVersion handed out twice");
+    }
+    // A stale write from the other process is a Conflict.
+    let first = a.get_task_sync("default", "t0").await.unwrap().unwrap();
+    let mut newer = first.clone();
+    newer.spec.title = "b wins".into();
+    b.apply_task_sync(&newer).await.unwrap();
+    let mut stale = first;
+    stale.spec.title = "a loses".into();
+    assert!(matches!(a.apply_task_sync(&stale).await, Err(StoreError::Conflict(_))));
+}

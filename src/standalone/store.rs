@@ -108,6 +108,25 @@ impl SqliteObjects {
         &self.inner.location
     }
 
+    /// Run the read-only `f` in one DEFERRED transaction (a consistent snapshot that does not
+    /// take the write lock) on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
     /// Run `f` in one IMMEDIATE transaction on the blocking pool; notify the keys it reports
     /// after the commit.
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -265,7 +284,7 @@ impl SqliteObjects {
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, StoreError> {
         let (ns, n) = (namespace.to_string(), name.to_string());
-        let Some(sealed) = self.tx(move |tx, _, _| rows::load_secret(tx, &ns, &n)).await? else {
+        let Some(sealed) = self.read(move |tx| rows::load_secret(tx, &ns, &n)).await? else {
             return Ok(None);
         };
         let invalid = |why: String| {
@@ -295,13 +314,13 @@ impl SqliteObjects {
     /// Names of the Secrets in `namespace`.
     pub async fn secret_names(&self, namespace: &str) -> Result<Vec<String>, StoreError> {
         let ns = namespace.to_string();
-        self.tx(move |tx, _, _| rows::secret_names(tx, &ns)).await
+        self.read(move |tx| rows::secret_names(tx, &ns)).await
     }
 
     /// The newest `limit` Events (about `key` when given), oldest first.
     pub async fn events(&self, key: Option<&ObjectKey>, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let key = key.cloned();
-        self.tx(move |tx, _, _| rows::events(tx, key.as_ref(), i64::from(limit))).await
+        self.read(move |tx| rows::events(tx, key.as_ref(), i64::from(limit))).await
     }
 
     /// Raw access for tests (tampering with sealed rows).
@@ -341,12 +360,12 @@ fn meta_in<K: Row>(
 impl Objects for SqliteObjects {
     async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, _, _| rows::load(tx, &ns, &name)).await
+        self.read(move |tx| rows::load(tx, &ns, &name)).await
     }
 
     async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, _, _| rows::load(tx, &ns, &name)).await
+        self.read(move |tx| rows::load(tx, &ns, &name)).await
     }
 
     async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
@@ -457,17 +476,17 @@ impl Objects for SqliteObjects {
         selector: &Labels,
     ) -> Result<Vec<CalendarConnection>, StoreError> {
         let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        self.tx(move |tx, _, _| rows::list(tx, ns.as_deref(), &selector)).await
+        self.read(move |tx| rows::list(tx, ns.as_deref(), &selector)).await
     }
 
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
         let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        self.tx(move |tx, _, _| rows::list(tx, ns.as_deref(), &selector)).await
+        self.read(move |tx| rows::list(tx, ns.as_deref(), &selector)).await
     }
 
     async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
         let (ns, id) = (namespace.to_string(), event_id.to_string());
-        self.tx(move |tx, _, _| rows::find_by_event(tx, &ns, &id)).await
+        self.read(move |tx| rows::find_by_event(tx, &ns, &id)).await
     }
 
     async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
