@@ -103,6 +103,8 @@ struct Scheduler {
     timer_of: HashMap<ObjectKey, Instant>,
     failures: HashMap<ObjectKey, u32>,
     seen: HashMap<ObjectKey, Trigger>,
+    /// Which object each running task reconciles (to recover from a panic).
+    task_keys: HashMap<tokio::task::Id, ObjectKey>,
 }
 
 impl Scheduler {
@@ -259,14 +261,16 @@ impl Scheduler {
             };
             self.queued.remove(&key);
             self.running.insert(key.clone());
+            let key_for_task = key.clone();
             let engine = self.engine.clone();
-            tasks.spawn(async move {
+            let handle = tasks.spawn(async move {
                 let result = match key.kind {
                     Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
                     Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
                 };
                 (key, result.map_err(|EngineError::Store(e)| e.to_string()))
             });
+            self.task_keys.insert(handle.id(), key_for_task);
         }
     }
 }
@@ -319,6 +323,7 @@ async fn drive(
         timer_of: HashMap::new(),
         failures: HashMap::new(),
         seen: HashMap::new(),
+        task_keys: HashMap::new(),
     };
     let mut tasks: JoinSet<(ObjectKey, Result<Outcome, String>)> = JoinSet::new();
     let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
@@ -332,14 +337,18 @@ async fn drive(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
-                Ok((key, result)) => s.finished(key, result),
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => match done {
+                Ok((id, (key, result))) => {
+                    s.task_keys.remove(&id);
+                    s.finished(key, result);
+                }
                 Err(e) => {
-                    // A panicking reconcile is a bug; its key is lost from `running` only if we
-                    // cannot tell which it was, so sweep everything soon.
-                    tracing::error!(error = %e, "a reconcile task panicked");
-                    s.running.clear();
-                    s.enqueue_all().await;
+                    // A panicking reconcile is a bug: back the object off like a failure, so
+                    // one bad object cannot spin or stop the queue.
+                    if let Some(key) = s.task_keys.remove(&e.id()) {
+                        tracing::error!(object = %key, error = %e, "a reconcile panicked");
+                        s.finished(key, Err(format!("reconcile panicked: {e}")));
+                    }
                 }
             },
             change = changes.recv() => match change {
@@ -393,6 +402,7 @@ mod tests {
             timer_of: HashMap::new(),
             failures: HashMap::new(),
             seen: HashMap::new(),
+            task_keys: HashMap::new(),
         }
     }
 
