@@ -18,7 +18,6 @@ use super::db::{DEFAULT_DATABASE_URL, Location};
 use super::store::SqliteObjects;
 use super::validate::validate;
 use super::{secrets, table};
-use crate::credentials::envelope as crypto;
 use crate::engine::{Deletion, Kind, Labels, ObjectKey, Objects, StoreError};
 use crate::resources::{CalendarConnection, GROUP, TaskSync};
 
@@ -107,7 +106,7 @@ pub async fn open_store(args: &StoreArgs, err: &mut dyn Write) -> Result<SqliteO
     if let Some(f) = file.filter(|f| f.generated) {
         let _ = writeln!(err, "{}", f.notice());
     }
-    Ok(SqliteObjects::open(&args.database_url, crypto::Keyring::new(key)).await?)
+    Ok(SqliteObjects::open(&args.database_url, secrets::keyring(key)?).await?)
 }
 
 fn resource(kind: Kind) -> &'static str {

@@ -101,11 +101,7 @@ where
     for f in &secrets.files {
         eprintln!("{}", f.notice());
     }
-    let store = SqliteObjects::open(
-        &config.database_url,
-        crate::credentials::envelope::Keyring::new(secrets.encryption_key.clone()),
-    )
-    .await?;
+    let store = SqliteObjects::open(&config.database_url, secrets::keyring(secrets.encryption_key.clone())?).await?;
     let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let services = Services { store, engine: engine.clone(), secrets, shutdown: stop_rx.clone() };

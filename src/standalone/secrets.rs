@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use rand::RngCore;
 
-use crate::credentials::envelope::{CryptoError, Key};
+use crate::credentials::envelope::{CryptoError, Key, Keyring};
 
 /// The secrets standalone needs. Debug output redacts them.
 #[derive(Clone)]
@@ -197,6 +197,23 @@ pub fn encryption_key(db_path: Option<&Path>) -> Result<(Key, Option<SecretFile>
     Ok((key, files.pop()))
 }
 
+/// The keyring for the store: `current` seals; keys listed in `ENCRYPTION_KEY_PREVIOUS`
+/// (comma-separated base64) still open rows sealed before a key rotation.
+pub fn keyring(current: Key) -> Result<Keyring, SecretsError> {
+    keyring_with(current, &|k| std::env::var(k).ok())
+}
+
+/// `keyring` with an explicit environment (tests).
+pub fn keyring_with(current: Key, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Keyring, SecretsError> {
+    let mut ring = Keyring::new(current);
+    for text in lookup("ENCRYPTION_KEY_PREVIOUS").unwrap_or_default().split(',').filter(|s| !s.trim().is_empty()) {
+        let key = Key::from_base64(text)
+            .map_err(|source| SecretsError::BadKey { variable: "ENCRYPTION_KEY_PREVIOUS", source })?;
+        ring = ring.with_old_key(key);
+    }
+    Ok(ring)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +240,19 @@ mod tests {
         let text = format!("{second:?} {}", second.files.iter().map(|f| f.notice()).collect::<String>());
         assert!(!text.contains(&second.secret_key));
         assert!(!text.contains(&second.api_keys[0]));
+    }
+
+    #[test]
+    fn previous_keys_open_old_rows() {
+        let (old, old_text) = Key::generate();
+        let sealed = Keyring::new(old).seal(b"x", b"row").unwrap();
+        let (new, _) = Key::generate();
+        let env = move |k: &str| (k == "ENCRYPTION_KEY_PREVIOUS").then(|| format!("{old_text}, "));
+        let ring = keyring_with(new.clone(), &env).unwrap();
+        assert_eq!(ring.open(&sealed, b"row").unwrap(), b"x");
+        assert_eq!(ring.current_id(), new.id());
+        let bad = |k: &str| (k == "ENCRYPTION_KEY_PREVIOUS").then(|| "nope".to_string());
+        assert!(keyring_with(new, &bad).unwrap_err().to_string().contains("ENCRYPTION_KEY_PREVIOUS"));
     }
 
     #[test]
