@@ -79,9 +79,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Standalone { database_url, concurrency } => {
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
-            // Providers are plugged in here as they land (CalDAV first); the REST API mounts
-            // through the third argument.
-            let connector = std::sync::Arc::new(calsync::standalone::NoProviders);
+            // Providers register here as they land (CalDAV first); the REST API mounts through
+            // the third argument.
+            let connector = std::sync::Arc::new(calsync::providers::registry::Registry::new());
             runtime()?.block_on(calsync::standalone::run_standalone(
                 config,
                 connector,

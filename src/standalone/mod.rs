@@ -22,11 +22,8 @@ pub use store::{SecretName, SqliteObjects};
 use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
-use crate::credentials::Credentials;
 use crate::engine::{Engine, EngineConfig, StoreError};
-use crate::providers::{Connector, Provider, ProviderError, Target};
+use crate::providers::Connector;
 
 /// Configuration of `calsync standalone`.
 #[derive(Clone, Debug)]
@@ -131,18 +128,4 @@ where
     }
     let _ = queue.await;
     result
-}
-
-/// The connector until real providers are wired in: every connect fails with a clear reason, so
-/// connections report `Ready=False` instead of the process crashing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProviders;
-
-#[async_trait]
-impl Connector for NoProviders {
-    async fn connect(&self, target: &Target, _credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
-        Err(ProviderError::Invalid {
-            message: format!("the {} provider is not available in this build of calsync", target.provider),
-        })
-    }
 }
