@@ -29,7 +29,7 @@ pub struct StoreArgs {
     /// SQLite database: sqlite://PATH or sqlite::memory:.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// Namespace of objects whose YAML names none.
+    /// Namespace to work in (with -f: for documents that name none).
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
 }
@@ -384,7 +384,8 @@ pub async fn get(
                     Kind::CalendarConnection => "CalendarConnection",
                     Kind::TaskSync => "TaskSync",
                 };
-                let _ = write!(out, "{}", table::render(kind_name, &items, chrono::Utc::now()));
+                let table = table::render(kind_name, &items, args.all_namespaces, chrono::Utc::now());
+                let _ = write!(out, "{table}");
             }
         }
     }

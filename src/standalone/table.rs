@@ -120,14 +120,18 @@ fn cell(col: &Column, object: &Value, now: DateTime<Utc>) -> String {
     if text.is_empty() { "<none>".into() } else { text.join(",") }
 }
 
-/// Render `objects` (JSON documents of `kind`) as kubectl renders a table.
-pub fn render(kind: &str, objects: &[Value], now: DateTime<Utc>) -> String {
+/// Render `objects` (JSON documents of `kind`) as kubectl renders a table; NAMESPACE first when
+/// listing across namespaces.
+pub fn render(kind: &str, objects: &[Value], with_namespace: bool, now: DateTime<Utc>) -> String {
     let cols = columns(kind);
-    let mut rows =
-        vec![std::iter::once("NAME".to_string()).chain(cols.iter().map(|c| c.name.clone())).collect::<Vec<_>>()];
+    let first = |ns: String, name: String| if with_namespace { vec![ns, name] } else { vec![name] };
+    let mut rows = vec![first("NAMESPACE".into(), "NAME".into())];
+    rows[0].extend(cols.iter().map(|c| c.name.clone()));
     for o in objects {
-        let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-        rows.push(std::iter::once(name).chain(cols.iter().map(|c| cell(c, o, now))).collect());
+        let text = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut row = first(text("/metadata/namespace"), text("/metadata/name"));
+        row.extend(cols.iter().map(|c| cell(c, o, now)));
+        rows.push(row);
     }
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
@@ -178,10 +182,16 @@ mod tests {
         );
         let t = render(
             "TaskSync",
-            &[json!({"metadata": {"name": "x"}, "spec": {"connectionRef": {"name": "c"}, "taskId": "1"}})],
+            &[
+                json!({"metadata": {"name": "x", "namespace": "team-a"}, "spec": {"connectionRef": {"name": "c"}, "taskId": "1"}}),
+            ],
+            false,
             Utc::now(),
         );
         assert!(t.starts_with("NAME   CONNECTION   TASK"), "{t}");
         assert!(t.contains("x      c            1      <none>"), "{t}");
+        let all = render("TaskSync", &[json!({"metadata": {"name": "x", "namespace": "team-a"}})], true, Utc::now());
+        assert!(all.starts_with("NAMESPACE   NAME   CONNECTION"), "{all}");
+        assert!(all.contains("team-a      x      <none>"), "{all}");
     }
 }
