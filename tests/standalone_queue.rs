@@ -232,3 +232,32 @@ async fn run_standalone_mounts_a_component_and_shuts_down_gracefully() {
     let err = run_standalone(config, connector, failing, std::future::pending()).await.unwrap_err();
     assert!(matches!(&err, StandaloneError::Component(m) if m.contains("port 5000")), "{err}");
 }
+
+/// Throughput figure (not a pass/fail test): `cargo test --release --test standalone_queue --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_sync_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("calsync.db").display());
+    let store = SqliteObjects::open(&url, Keyring::new(Key::generate().0)).await.unwrap();
+    let calendar = MemoryCalendar::new();
+    let creds = BTreeMap::from([("username".into(), b"user".to_vec()), ("password".into(), b"secret".to_vec())]);
+    store.put_secret("default", "conn-creds", creds).await.unwrap();
+    store.apply_connection(&connection()).await.unwrap();
+    let driver = start(&store, &calendar);
+    let n = 500;
+    let t0 = std::time::Instant::now();
+    for i in 0..n {
+        store.apply_task_sync(&task(i)).await.unwrap();
+    }
+    let applied = t0.elapsed();
+    eventually("all synced", async || synced(&store).await == n).await;
+    let synced_at = t0.elapsed();
+    eprintln!(
+        "{n} TaskSyncs: applied in {applied:?} ({:.0}/s), all events written after {synced_at:?} ({:.0}/s end to end)",
+        n as f64 / applied.as_secs_f64(),
+        n as f64 / synced_at.as_secs_f64()
+    );
+    driver.stop().await;
+}
