@@ -1,0 +1,356 @@
+//! Request and response bodies of the 11 endpoints: the seed's fields, plus the optional extras
+//! DESIGN §6 allows. Unknown fields are refused (422), so a typo never silently does nothing.
+//!
+//! Owns: wire shapes and their OpenAPI schemas. Must not touch: validation of values (see
+//! `mapping`) or any I/O. Secrets are wrapped (`SecretString`) and never serialized back.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// An id the app may send as a JSON string or an integer (`"task456"` or `456`): both mean the
+/// same string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Id(pub String);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+            U(u64),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a string or an integer id"))?
+        {
+            Raw::S(s) => Ok(Id(s)),
+            Raw::I(i) => Ok(Id(i.to_string())),
+            Raw::U(u) => Ok(Id(u.to_string())),
+        }
+    }
+}
+
+impl Id {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `POST /connect/{calendar_type}`.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The app's user id (string or integer).
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "user123")]
+    pub user_id: Id,
+}
+
+/// Apple answer of `POST /connect/apple`.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct ConnectResponse {
+    pub message: String,
+    pub instructions: String,
+    pub calendar_type: String,
+}
+
+/// `POST /apple/connect`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppleConnectRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "user123")]
+    pub user_id: Id,
+    /// CalDAV user name: the Apple ID e-mail on iCloud, any user name elsewhere.
+    #[schema(min_length = 1, max_length = 320)]
+    pub apple_id: String,
+    /// App-specific password (never stored in clear, logged or returned).
+    #[schema(value_type = String, format = Password)]
+    pub app_password: SecretString,
+    /// CalDAV server (default `https://caldav.icloud.com/`).
+    #[serde(default)]
+    #[schema(pattern = r"^https?://[^\s/][^\s]*$", max_length = 2048)]
+    pub server_url: Option<String>,
+    /// Calendar for new events (default: the first writable calendar that accepts events).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
+    pub calendar_id: Option<String>,
+}
+
+/// Answer of `POST /apple/connect`.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct AppleConnectResponse {
+    pub success: bool,
+    pub message: String,
+    /// Display names of the account's calendars.
+    pub calendars: Vec<String>,
+}
+
+/// `task_data` of task-to-calendar (all seed fields plus optional extras).
+#[derive(Deserialize, ToSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TaskData {
+    /// The app's task id (string or integer).
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "task456")]
+    pub id: Id,
+    /// Event title, verbatim.
+    #[schema(min_length = 1, max_length = 1024, example = "Complete assignment")]
+    pub name: String,
+    /// RFC 3339 with offset, a local date-time read in `timezone`, or a date (all-day).
+    #[schema(
+        example = "2025-10-17T14:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub scheduled_time: String,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub category: Option<String>,
+    /// IANA zone; required when `scheduled_time` is a local date-time.
+    #[serde(default)]
+    #[schema(
+        example = "America/New_York",
+        pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
+        max_length = 64
+    )]
+    pub timezone: Option<String>,
+    /// Event length in minutes (default 60; whole days for all-day tasks).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 527040)]
+    pub duration_minutes: Option<u32>,
+    #[serde(default)]
+    #[schema(max_length = 8192)]
+    pub description: Option<String>,
+}
+
+/// `POST /task-to-calendar`.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TaskToCalendarRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub user_id: Id,
+    pub task_data: TaskData,
+    /// Which connected calendar to use (default: the most recently connected one).
+    #[serde(default)]
+    #[schema(example = "apple", pattern = r"^(google|outlook|apple|caldav)$")]
+    pub calendar_type: Option<String>,
+}
+
+/// Answer of task-to-calendar (200 synced; 202 `pending: true` with null ids when the engine
+/// has not finished within the wait).
+#[derive(Serialize, ToSchema, Debug)]
+pub struct TaskToCalendarResponse {
+    pub success: bool,
+    pub event_id: Option<String>,
+    pub event_link: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+/// `POST /calendar-to-tasks`.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarToTasksRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub user_id: Id,
+    /// Days ahead to look (default: the connection's import.windowDays, else 7).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 365)]
+    pub window_days: Option<u32>,
+    /// Bypass the 5-minute cache.
+    #[serde(default)]
+    pub refresh: Option<bool>,
+}
+
+/// A calendar event as a task.
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ImportedTask {
+    pub name: String,
+    /// Local date-time in the event's zone (`2025-10-17T10:00:00`), or a date for all-day.
+    pub scheduled_time: String,
+    pub category: String,
+    pub calendar_event_id: String,
+    /// `google`, `outlook`, `apple` or `caldav`.
+    pub calendar_source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calendar_link: Option<String>,
+    /// IANA zone `scheduled_time` is read in (`UTC` when the event has none).
+    pub timezone: String,
+    pub all_day: bool,
+    pub duration_minutes: i64,
+}
+
+/// One of our events that was edited in the calendar app.
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct UpdatedTask {
+    pub task_id: String,
+    pub calendar_event_id: String,
+    pub calendar_source: String,
+    /// Changed fields: `name`, `scheduled_time`, `end`, `description`, `category`.
+    pub changed: Vec<String>,
+    /// The event as it is now in the calendar.
+    pub name: String,
+    pub scheduled_time: String,
+    pub timezone: String,
+    pub all_day: bool,
+}
+
+/// Answer of calendar-to-tasks.
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct CalendarToTasksResponse {
+    pub success: bool,
+    pub tasks: Vec<ImportedTask>,
+    pub count: usize,
+    pub updated_tasks: Vec<UpdatedTask>,
+    /// Connections that could not be read (the others' events are still listed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ImportWarning>,
+}
+
+/// A connection calendar-to-tasks could not read.
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ImportWarning {
+    pub calendar_type: String,
+    pub error: String,
+    pub code: String,
+}
+
+/// Fields update-event may change (all optional; absent ones stay).
+#[derive(Deserialize, ToSchema, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[schema(
+        example = "2025-10-17T14:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub scheduled_time: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 527040)]
+    pub duration_minutes: Option<u32>,
+    #[serde(default)]
+    #[schema(max_length = 8192)]
+    pub description: Option<String>,
+}
+
+/// `PUT /update-event`.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEventRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub user_id: Id,
+    #[schema(min_length = 1, max_length = 1024)]
+    pub event_id: String,
+    #[serde(default)]
+    pub task_data: TaskPatch,
+}
+
+/// `DELETE /delete-event`.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteEventRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub user_id: Id,
+    #[schema(min_length = 1, max_length = 1024)]
+    pub event_id: String,
+}
+
+/// `{"success": true}` (with `pending: true` on 202).
+#[derive(Serialize, ToSchema, Debug)]
+pub struct SuccessResponse {
+    pub success: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+/// One of the user's connections in connection-status.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct ConnectionInfo {
+    pub calendar_type: String,
+    pub active: bool,
+    pub ready: bool,
+    /// Ready condition reason, e.g. `Connected`, `ReconnectRequired`, `Pending`, `Disconnected`.
+    pub reason: String,
+    pub connected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_email: Option<String>,
+}
+
+/// Answer of connection-status.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct ConnectionStatusResponse {
+    pub connected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calendar_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub connections: Vec<ConnectionInfo>,
+}
+
+/// Query of disconnect.
+#[derive(Deserialize, IntoParams, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectQuery {
+    /// Disconnect only this calendar type (default: all).
+    pub calendar_type: Option<String>,
+}
+
+/// Answer of disconnect.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct DisconnectResponse {
+    pub success: bool,
+    pub message: String,
+}
+
+/// Query of sync-history.
+#[derive(Deserialize, IntoParams, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Entries to return, newest first (default 50, at most 200).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+}
+
+/// One sync operation, with the seed's fields.
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct SyncRecord {
+    /// Integer id, increasing within one calendar_type's history.
+    pub id: u64,
+    pub user_id: String,
+    pub task_id: Option<String>,
+    pub calendar_event_id: Option<String>,
+    pub calendar_type: String,
+    /// `to_calendar` or `from_calendar`.
+    pub sync_direction: String,
+    /// `pending`, `success` or `failed`.
+    pub sync_status: String,
+    pub error_message: Option<String>,
+    pub created_at: String,
+    /// What was done: create, adopt, update, delete, orphan, conflict, import.
+    pub operation: String,
+}
+
+/// Answer of sync-history.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct SyncHistoryResponse {
+    pub syncs: Vec<SyncRecord>,
+    pub count: usize,
+}
+
+/// Answer of `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct HealthResponse {
+    pub status: String,
+}

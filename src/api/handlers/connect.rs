@@ -1,0 +1,401 @@
+//! Connecting calendars: `POST /connect/{calendar_type}`, the two OAuth callbacks, and
+//! `POST /apple/connect` (credentials checked against the server before anything is stored).
+//!
+//! Owns: the connect flow. Must not touch: OAuth itself (a later issue: google/outlook answer
+//! `provider_not_configured` and the callbacks redirect with `status=error` until it lands).
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+
+use crate::api::auth::Caller;
+use crate::api::dto::{AppleConnectRequest, AppleConnectResponse, ConnectRequest, ConnectResponse};
+use crate::api::errors::{self, ApiError, ErrorBody};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::mapping;
+use crate::api::state::AppState;
+use crate::credentials::Credentials;
+use crate::engine::{ObjectKey, wait_for};
+use crate::providers::{ProviderError, Target};
+use crate::resources::{
+    CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL,
+    connection_name, user_label_value,
+};
+
+fn not_configured(kind: ProviderKind) -> ApiError {
+    ApiError::bad_request(
+        "provider_not_configured",
+        format!(
+            "{kind} calendar connections are not available yet on this server (OAuth is not configured); use apple or any CalDAV server"
+        ),
+    )
+}
+
+/// Start connecting a calendar.
+#[utoipa::path(post, path = "/api/calendar/connect/{calendar_type}", tag = "connection",
+    params(("calendar_type" = String, Path, description = "google, outlook or apple")),
+    request_body = ConnectRequest,
+    responses((status = 200, body = ConnectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn connect(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(calendar_type): ApiPath<String>,
+    ApiJson(req): ApiJson<ConnectRequest>,
+) -> Result<Response, ApiError> {
+    let user = mapping::user_id(&req.user_id)?;
+    caller.authorize(&state, user)?;
+    match mapping::calendar_type(&calendar_type)? {
+        ProviderKind::Apple => Ok(axum::Json(ConnectResponse {
+            message: "Apple Calendar requires app-specific password".into(),
+            instructions: "Generate app-specific password at appleid.apple.com".into(),
+            calendar_type: "apple".into(),
+        })
+        .into_response()),
+        kind @ (ProviderKind::Google | ProviderKind::Outlook) => Err(not_configured(kind)),
+        ProviderKind::Caldav => Err(ApiError::bad_request(
+            "unknown_calendar_type",
+            "unknown calendar_type: use google, outlook or apple (any CalDAV server connects through /apple/connect with server_url)",
+        )),
+    }
+}
+
+/// The redirect every callback answers with until OAuth lands.
+fn callback(state: &AppState, kind: &str, query: &HashMap<String, String>) -> Response {
+    // Only fixed words go into the URL: nothing the caller sent is reflected.
+    let reason = if query.get("error").is_some_and(|e| e == "access_denied") {
+        "access_denied"
+    } else if query.contains_key("error") {
+        "provider_error"
+    } else if !query.contains_key("code") || !query.contains_key("state") {
+        "missing_code_or_state"
+    } else {
+        "provider_not_configured"
+    };
+    let url = format!(
+        "{}/calendar-connected?type={kind}&status=error&reason={reason}",
+        state.config.frontend_url
+    );
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// Google's OAuth redirect target: always a redirect to the frontend.
+#[utoipa::path(get, path = "/api/calendar/google/callback", tag = "connection",
+    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
+    responses((status = 302, description = "Redirect to {frontend}/calendar-connected?type=google&status=...")))]
+pub async fn google_callback(
+    State(state): State<AppState>,
+    query: Result<ApiQuery<HashMap<String, String>>, ApiError>,
+) -> Response {
+    let query = query.map(|q| q.0).unwrap_or_default();
+    callback(&state, "google", &query)
+}
+
+/// Microsoft's OAuth redirect target: always a redirect to the frontend.
+#[utoipa::path(get, path = "/api/calendar/outlook/callback", tag = "connection",
+    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
+    responses((status = 302, description = "Redirect to {frontend}/calendar-connected?type=outlook&status=...")))]
+pub async fn outlook_callback(
+    State(state): State<AppState>,
+    query: Result<ApiQuery<HashMap<String, String>>, ApiError>,
+) -> Response {
+    let query = query.map(|q| q.0).unwrap_or_default();
+    callback(&state, "outlook", &query)
+}
+
+/// The host part of an http(s) URL (lower case, without port), or `None` when the URL is not a
+/// plain `scheme://host[:port]/path` (user info in URLs is refused: credentials go in the body).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        })
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Link-local addresses (cloud metadata services live there) are never a calendar server.
+fn is_link_local(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => false,
+    }
+}
+
+/// `server_url` makes this server open connections where the caller says, so it is checked:
+/// http(s) only, no user info, no link-local address, and, when `CALSYNC_CALDAV_ALLOWED_HOSTS`
+/// is set, a host on that list.
+fn check_server_url(url: &str, allowed: &[String]) -> Result<(), ApiError> {
+    let shape = (8..=2048).contains(&url.len())
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    let Some(host) = url_host(url).filter(|_| shape) else {
+        return Err(ApiError::invalid_field(
+            "server_url must be an http(s) URL such as https://caldav.icloud.com/ (no user name or password in it)",
+        ));
+    };
+    if is_link_local(&host) {
+        return Err(ApiError::invalid_field(
+            "server_url must not point at a link-local address",
+        ));
+    }
+    if !allowed.is_empty()
+        && !allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(&host))
+    {
+        return Err(ApiError::bad_request(
+            "server_not_allowed",
+            "this server only connects to the CalDAV hosts its operator allows (CALSYNC_CALDAV_ALLOWED_HOSTS)",
+        ));
+    }
+    Ok(())
+}
+
+/// Connect an Apple iCloud (or any CalDAV) calendar with an app-specific password.
+#[utoipa::path(post, path = "/api/calendar/apple/connect", tag = "connection",
+    request_body = AppleConnectRequest,
+    responses((status = 200, body = AppleConnectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn apple_connect(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<AppleConnectRequest>,
+) -> Result<axum::Json<AppleConnectResponse>, ApiError> {
+    let user = mapping::user_id(&req.user_id)?.to_string();
+    caller.authorize(&state, &user)?;
+    let apple_id = req.apple_id.trim().to_string();
+    if apple_id.is_empty() || apple_id.len() > 320 || apple_id.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            "apple_id must be the CalDAV user name (an Apple ID e-mail on iCloud)",
+        ));
+    }
+    let password_ok = {
+        use secrecy::ExposeSecret;
+        let p = req.app_password.expose_secret();
+        !p.trim().is_empty() && p.len() <= 1024
+    };
+    if !password_ok {
+        return Err(ApiError::invalid_field(
+            "app_password must be a non-empty app-specific password",
+        ));
+    }
+    let server_url = req
+        .server_url
+        .clone()
+        .unwrap_or_else(|| state.config.apple_server_url.clone());
+    check_server_url(&server_url, &state.config.caldav_allowed_hosts)?;
+    if let Some(c) = &req.calendar_id
+        && (c.is_empty() || c.len() > 1024)
+    {
+        return Err(ApiError::invalid_field(
+            "calendar_id must be 1-1024 characters",
+        ));
+    }
+
+    let name = connection_name(&user, ProviderKind::Apple);
+    let account_user = apple_id.clone();
+    let credentials = Credentials::Basic {
+        username: apple_id,
+        password: req.app_password,
+    };
+    let target = Target {
+        provider: ProviderKind::Apple,
+        server_url: Some(server_url.clone()),
+        connection: format!("{}/{name}", state.namespace),
+    };
+    // Check before storing anything (DESIGN §6: a failed connect stores nothing).
+    let connect_error = |e: ProviderError| match e {
+        // The server named by the user is unreachable: the user's input to fix, so 4xx.
+        ProviderError::Transient { .. } => ApiError::bad_request(
+            "calendar_unreachable",
+            "the CalDAV server could not be reached; check server_url or retry later",
+        ),
+        other => errors::from_provider(&other),
+    };
+    let provider = state
+        .connector
+        .connect(&target, &credentials)
+        .await
+        .map_err(connect_error)?;
+    let account = provider.account().await.map_err(connect_error)?;
+    if let Some(id) = &req.calendar_id {
+        match account.calendars.iter().find(|c| &c.id == id) {
+            Some(c) if c.writable => {}
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "calendar_id names a read-only calendar; pick a writable one",
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid_field(
+                    "calendar_id is not a calendar of this account",
+                ));
+            }
+        }
+    } else if account.default_calendar().is_none() {
+        return Err(ApiError::bad_request(
+            "no_writable_calendar",
+            "the account has no writable calendar that accepts events; create one in the calendar app",
+        ));
+    }
+
+    // The Secret's name follows the account, so connecting another account changes the
+    // connection's spec (credentialsSecretRef) and the engine re-checks it at once rather than
+    // at its next periodic check.
+    let secret = SecretRef {
+        name: format!(
+            "{name}-{}",
+            user_label_value(&format!("{account_user}\n{server_url}"))
+        ),
+        key: None,
+    };
+    let key = ObjectKey::connection(&state.namespace, &name);
+    // Credentials first: the engine reconciles the connection as soon as it appears and must
+    // find them (a connection without them would report CredentialsMissing and wait).
+    state
+        .objects
+        .write_credentials(&state.namespace, &secret, &credentials, &key)
+        .await?;
+    let existing = state
+        .objects
+        .get_connection(&state.namespace, &name)
+        .await?;
+    let mut spec = existing
+        .as_ref()
+        .map(|c| c.spec.clone())
+        .unwrap_or(CalendarConnectionSpec {
+            user_id: user.clone(),
+            provider: ProviderKind::Apple,
+            credentials_secret_ref: secret.clone(),
+            calendar_id: None,
+            server_url: None,
+            category_calendars: Default::default(),
+            import: None,
+            active: true,
+        });
+    spec.credentials_secret_ref = secret.clone();
+    spec.server_url = Some(server_url);
+    spec.calendar_id = req.calendar_id.clone();
+    spec.active = true;
+    let mut labels = existing
+        .as_ref()
+        .map(|c| c.labels().clone())
+        .unwrap_or_default();
+    labels.insert(USER_LABEL.to_string(), user_label_value(&user));
+    let object = CalendarConnection {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(state.namespace.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    let applied = match state.objects.apply_connection(&object).await {
+        Ok(a) => a,
+        Err(e) => {
+            if existing.is_none()
+                && let Err(del) = state
+                    .objects
+                    .delete_credentials(&state.namespace, &secret)
+                    .await
+            {
+                tracing::warn!(connection = %key, error = %del, "could not remove credentials after a failed connect");
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(old) = existing.as_ref().map(|c| &c.spec.credentials_secret_ref)
+        && old.name != secret.name
+        && let Err(e) = state
+            .objects
+            .delete_credentials(&state.namespace, old)
+            .await
+    {
+        tracing::warn!(connection = %key, error = %e, "could not remove the previous account's credentials");
+    }
+    state.caches.import.invalidate(&user);
+    tracing::info!(connection = %key, "apple calendar connected");
+
+    // Give the engine a moment to mark the connection Ready, so a task-to-calendar right after
+    // this answer does not find it still unchecked. Not an error if it takes longer.
+    let generation = applied.metadata.generation;
+    let (objects, ns, n) = (
+        state.objects.as_ref(),
+        state.namespace.as_str(),
+        name.as_str(),
+    );
+    let _ = wait_for(objects, state.config.sync_wait, || async move {
+        let c = objects.get_connection(ns, n).await?;
+        let done = c.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| {
+            s.observed_generation == generation
+                && crate::resources::condition::is_true(&s.conditions, "Ready")
+        });
+        Ok((done, ()))
+    })
+    .await;
+
+    Ok(axum::Json(AppleConnectResponse {
+        success: true,
+        message: "Apple Calendar connected successfully".into(),
+        calendars: account.calendars.iter().map(|c| c.name.clone()).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_url_policy() {
+        let none: Vec<String> = vec![];
+        for ok in [
+            "https://caldav.icloud.com/",
+            "http://127.0.0.1:5232/user/",
+            "https://[::1]:8443/dav",
+        ] {
+            assert!(check_server_url(ok, &none).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://x.example/",
+            "https://u:p@host/",
+            "https:///path",
+            "http://169.254.169.254/latest",
+            "https://[fe80::1]/",
+            "https://a b/",
+        ] {
+            assert!(check_server_url(bad, &none).is_err(), "{bad}");
+        }
+        let allowed = vec!["caldav.icloud.com".to_string()];
+        assert!(check_server_url("https://CalDAV.icloud.com:443/", &allowed).is_ok());
+        assert_eq!(
+            check_server_url("https://evil.example/", &allowed)
+                .unwrap_err()
+                .code,
+            "server_not_allowed"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Task → calendar: `POST /task-to-calendar` (idempotent per (user, task id)), `PUT
+//! /update-event` and `DELETE /delete-event`. Each declares the desired TaskSync and waits,
+//! bounded, for the engine (DESIGN §6): 200 when done, 202 `pending` when it is still working.
+//!
+//! Owns: TaskSync objects made through the API. Must not touch: calendars (the engine writes).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+
+use super::{Waited, owned_task_sync, user_connections, wait_synced};
+use crate::api::auth::Caller;
+use crate::api::dto::{
+    DeleteEventRequest, SuccessResponse, TaskToCalendarRequest, TaskToCalendarResponse,
+    UpdateEventRequest,
+};
+use crate::api::errors::{ApiError, ErrorBody};
+use crate::api::extract::ApiJson;
+use crate::api::mapping;
+use crate::api::state::AppState;
+use crate::engine::{ObjectKey, wait_for};
+use crate::resources::{TaskSync, task_sync_labels, task_sync_name};
+
+fn pending_task() -> Response {
+    let body = TaskToCalendarResponse {
+        success: true,
+        event_id: None,
+        event_link: None,
+        pending: true,
+    };
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+fn pending() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(SuccessResponse {
+            success: true,
+            pending: true,
+        }),
+    )
+        .into_response()
+}
+
+/// Create or update the calendar event of a task.
+#[utoipa::path(post, path = "/api/calendar/task-to-calendar", tag = "sync",
+    request_body = TaskToCalendarRequest,
+    responses((status = 200, body = TaskToCalendarResponse), (status = 202, body = TaskToCalendarResponse, description = "Still syncing: event_id follows"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn task_to_calendar(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<TaskToCalendarRequest>,
+) -> Result<Response, ApiError> {
+    let user = mapping::user_id(&req.user_id)?.to_string();
+    caller.authorize(&state, &user)?;
+    let wanted = req
+        .calendar_type
+        .as_deref()
+        .map(mapping::calendar_type)
+        .transpose()?;
+    let task_id = req.task_data.id.as_str().to_string();
+    let name = task_sync_name(&user, &task_id);
+    let existing = state.objects.get_task_sync(&state.namespace, &name).await?;
+    if existing
+        .as_ref()
+        .is_some_and(|t| t.metadata.deletion_timestamp.is_some())
+    {
+        return Err(ApiError::conflict(
+            "task_being_deleted",
+            "this task's calendar event is being deleted; retry in a moment",
+        )
+        .with_retry_after(Some(std::time::Duration::from_secs(2))));
+    }
+    let active: Vec<_> = user_connections(&state, &user)
+        .await?
+        .into_iter()
+        .filter(|c| c.spec.active)
+        .collect();
+    let connection = match (&existing, wanted) {
+        // Same task again: keep its calendar unless the request names another one.
+        (Some(ts), None)
+            if active
+                .iter()
+                .any(|c| c.name_any() == ts.spec.connection_ref.name) =>
+        {
+            ts.spec.connection_ref.name.clone()
+        }
+        (_, Some(kind)) => active
+            .iter()
+            .find(|c| c.spec.provider == kind)
+            .map(|c| c.name_any())
+            .ok_or_else(ApiError::not_connected)?,
+        (_, None) => active
+            .first()
+            .map(|c| c.name_any())
+            .ok_or_else(ApiError::not_connected)?,
+    };
+    if let Some(ts) = &existing
+        && ts.spec.connection_ref.name != connection
+        && ts.status.as_ref().is_some_and(|s| s.event_id.is_some())
+    {
+        return Err(ApiError::conflict(
+            "task_on_other_calendar",
+            "this task's event lives in another connected calendar; delete it there first (delete-event)",
+        ));
+    }
+    let mut spec = mapping::spec_from_task(
+        existing.as_ref().map(|t| &t.spec),
+        &connection,
+        &req.task_data,
+    )?;
+    spec.connection_ref.name = connection.clone();
+    let mut labels = existing
+        .as_ref()
+        .map(|t| t.labels().clone())
+        .unwrap_or_default();
+    labels.extend(task_sync_labels(&user, &connection, &task_id));
+    let object = TaskSync {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(state.namespace.clone()),
+            labels: Some(labels),
+            annotations: existing
+                .as_ref()
+                .and_then(|t| t.metadata.annotations.clone()),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    let applied = state.objects.apply_task_sync(&object).await?;
+    let generation = applied.metadata.generation.unwrap_or(1);
+    tracing::info!(task_sync = %name, generation, "task declared");
+    match wait_synced(&state, &name, generation).await? {
+        Waited::Synced(ts) => {
+            let st = ts.status.unwrap_or_default();
+            Ok(axum::Json(TaskToCalendarResponse {
+                success: true,
+                event_id: st.event_id,
+                event_link: st.event_link,
+                pending: false,
+            })
+            .into_response())
+        }
+        Waited::Pending => Ok(pending_task()),
+    }
+}
+
+/// Change fields of one of our events.
+#[utoipa::path(put, path = "/api/calendar/update-event", tag = "sync",
+    request_body = UpdateEventRequest,
+    responses((status = 200, body = SuccessResponse), (status = 202, body = SuccessResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<UpdateEventRequest>,
+) -> Result<Response, ApiError> {
+    let user = mapping::user_id(&req.user_id)?.to_string();
+    caller.authorize(&state, &user)?;
+    let event_id = mapping::event_id(&req.event_id)?;
+    let ts = owned_task_sync(&state, &user, event_id).await?;
+    let spec = mapping::spec_with_patch(&ts.spec, &req.task_data)?;
+    let name = ts.name_any();
+    let mut object = ts.clone();
+    object.spec = spec;
+    object.status = None;
+    // Optimistic concurrency: a concurrent change makes this a 409 the client can retry.
+    object.metadata.managed_fields = None;
+    let applied = state.objects.apply_task_sync(&object).await?;
+    let generation = applied.metadata.generation.unwrap_or(1);
+    match wait_synced(&state, &name, generation).await? {
+        Waited::Synced(_) => Ok(axum::Json(SuccessResponse {
+            success: true,
+            pending: false,
+        })
+        .into_response()),
+        Waited::Pending => Ok(pending()),
+    }
+}
+
+/// Delete one of our events (the engine deletes it from the calendar).
+#[utoipa::path(delete, path = "/api/calendar/delete-event", tag = "sync",
+    request_body = DeleteEventRequest,
+    responses((status = 200, body = SuccessResponse), (status = 202, body = SuccessResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<DeleteEventRequest>,
+) -> Result<Response, ApiError> {
+    let user = mapping::user_id(&req.user_id)?.to_string();
+    caller.authorize(&state, &user)?;
+    let event_id = mapping::event_id(&req.event_id)?;
+    let ts = owned_task_sync(&state, &user, event_id).await?;
+    let name = ts.name_any();
+    state
+        .objects
+        .delete(&ObjectKey::task_sync(&state.namespace, &name))
+        .await?;
+    tracing::info!(task_sync = %name, "task deletion requested");
+    // The object goes when the engine removes its finalizer, i.e. once the event is deleted.
+    let (objects, ns, n) = (
+        state.objects.as_ref(),
+        state.namespace.as_str(),
+        name.as_str(),
+    );
+    let (gone, ()) = wait_for(objects, state.config.sync_wait, || async move {
+        Ok((objects.get_task_sync(ns, n).await?.is_none(), ()))
+    })
+    .await?;
+    state
+        .metrics
+        .record_sync_wait(if gone { "synced" } else { "pending" });
+    if gone {
+        Ok(axum::Json(SuccessResponse {
+            success: true,
+            pending: false,
+        })
+        .into_response())
+    } else {
+        Ok(pending())
+    }
+}

@@ -1,0 +1,403 @@
+//! Translation between the seed's task JSON and the resources: `task_data` → `TaskSyncSpec`
+//! (DESIGN §6 table: scheduled_time forms, timezone rules, duration default, name → title), and
+//! calendar events → the seed's task shape. All input checks happen here, before anything is
+//! stored, and mirror the CRD's schema so the engine never sees a spec it must reject.
+//!
+//! Owns: field validation and mapping. Must not touch: I/O.
+
+use std::sync::LazyLock;
+
+use chrono::NaiveDate;
+use regex::Regex;
+
+use super::dto::{Id, ImportedTask, TaskData, TaskPatch};
+use super::errors::ApiError;
+use crate::engine::desired::{TimeValue, desired_event, parse_time, parse_zone};
+use crate::providers::{EventTime, RemoteEvent};
+use crate::resources::tasksync::{TIME_PATTERN, TZ_PATTERN};
+use crate::resources::{ConnectionRef, ProviderKind, TaskSyncSpec};
+
+static TIME_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TIME_PATTERN).ok());
+static TZ_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TZ_PATTERN).ok());
+
+/// Longest event the API accepts: one leap year, in minutes.
+pub const MAX_DURATION_MINUTES: u32 = 366 * 24 * 60;
+
+fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        let what = if min > 0 {
+            format!("between {min} and {max} characters")
+        } else {
+            format!("at most {max} characters")
+        };
+        return Err(ApiError::invalid_field(format!("{field} must be {what}")));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::invalid_field(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A user id: 1-200 characters, no control characters (the CRD's `userId` rule).
+pub fn user_id(id: &Id) -> Result<&str, ApiError> {
+    text("user_id", id.as_str(), 1, 200)?;
+    Ok(id.as_str())
+}
+
+/// An event id as sent by the app.
+pub fn event_id(id: &str) -> Result<&str, ApiError> {
+    text("event_id", id, 1, 1024)?;
+    Ok(id)
+}
+
+/// `calendar_type` in a path or body.
+pub fn calendar_type(value: &str) -> Result<ProviderKind, ApiError> {
+    value.parse::<ProviderKind>().map_err(|_| {
+        ApiError::bad_request(
+            "unknown_calendar_type",
+            "unknown calendar_type: use google, outlook or apple",
+        )
+    })
+}
+
+fn check_time(value: &str) -> Result<TimeValue, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_time",
+            "task_data.scheduled_time must be RFC 3339 (2025-10-17T14:00:00Z), a local date-time with timezone (2025-10-17T14:00:00), or a date (2025-10-17)",
+        )
+    };
+    let shape_ok = TIME_RE.as_ref().is_some_and(|re| re.is_match(value));
+    if !shape_ok {
+        return Err(bad());
+    }
+    parse_time("scheduled_time", value).map_err(|_| bad())
+}
+
+fn check_zone(value: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_timezone",
+            "task_data.timezone must be an IANA time zone name such as America/New_York",
+        )
+    };
+    if value.len() > 64 || !TZ_RE.as_ref().is_some_and(|re| re.is_match(value)) {
+        return Err(bad());
+    }
+    parse_zone(value).map(|_| ()).map_err(|_| bad())
+}
+
+fn duration(minutes: u32, all_day: bool) -> Result<String, ApiError> {
+    if minutes == 0 || minutes > MAX_DURATION_MINUTES {
+        return Err(ApiError::invalid_field(format!(
+            "task_data.duration_minutes must be between 1 and {MAX_DURATION_MINUTES}"
+        )));
+    }
+    if all_day {
+        if !minutes.is_multiple_of(1440) {
+            return Err(ApiError::invalid_field(
+                "task_data.duration_minutes of an all-day task (scheduled_time is a date) must be whole days (1440, 2880, ...)",
+            ));
+        }
+        return Ok(format!("{}h", minutes / 60));
+    }
+    Ok(format!("{minutes}m"))
+}
+
+/// Set start, zone, all-day and duration on `spec` from the API's time fields; `None` keeps.
+fn set_time(
+    spec: &mut TaskSyncSpec,
+    scheduled_time: Option<&str>,
+    timezone: Option<&str>,
+    duration_minutes: Option<u32>,
+) -> Result<(), ApiError> {
+    if let Some(tz) = timezone {
+        check_zone(tz)?;
+        spec.time_zone = Some(tz.to_string());
+    }
+    let was_all_day =
+        spec.all_day == Some(true) || NaiveDate::parse_from_str(&spec.start, "%Y-%m-%d").is_ok();
+    if let Some(start) = scheduled_time {
+        let start = start.trim();
+        let parsed = check_time(start)?;
+        let all_day = matches!(parsed, TimeValue::Date(_));
+        if matches!(parsed, TimeValue::Local(_)) && spec.time_zone.is_none() {
+            return Err(ApiError::bad_request(
+                "timezone_required",
+                "task_data.timezone is required when scheduled_time has no UTC offset (e.g. America/New_York)",
+            ));
+        }
+        spec.start = start.to_string();
+        spec.all_day = all_day.then_some(true);
+        spec.end = None;
+        if all_day != was_all_day {
+            // A duration meant for a timed task means nothing for an all-day one, and back.
+            spec.duration = None;
+        }
+    }
+    let all_day = spec.all_day == Some(true);
+    if let Some(m) = duration_minutes {
+        spec.duration = Some(duration(m, all_day)?);
+    }
+    Ok(())
+}
+
+/// Final check: the engine's own interpretation must accept the spec (DST gaps, end > start...).
+fn check_spec(spec: &TaskSyncSpec) -> Result<(), ApiError> {
+    text("task_data.name", &spec.title, 1, 1024)?;
+    if let Some(c) = &spec.category {
+        text("task_data.category", c, 0, 200)?;
+    }
+    if let Some(d) = &spec.description {
+        text("task_data.description", d, 0, 8192)?;
+    }
+    desired_event(spec, "validation", "calsync")
+        .map(|_| ())
+        .map_err(|m| {
+            let m = m
+                .replace("timeZone", "timezone")
+                .replace("start ", "scheduled_time ");
+            ApiError::bad_request("invalid_task", format!("task_data: {m}"))
+        })
+}
+
+/// A new TaskSync spec from task-to-calendar's `task_data`, or `existing` updated in place (the
+/// seed's fields are replaced; fields only YAML sets, like recurrence or policies, stay).
+pub fn spec_from_task(
+    existing: Option<&TaskSyncSpec>,
+    connection: &str,
+    data: &TaskData,
+) -> Result<TaskSyncSpec, ApiError> {
+    let task_id = data.id.as_str();
+    text("task_data.id", task_id, 1, 200)?;
+    let mut spec = match existing {
+        Some(s) => s.clone(),
+        None => TaskSyncSpec {
+            connection_ref: ConnectionRef {
+                name: connection.to_string(),
+            },
+            task_id: task_id.to_string(),
+            title: String::new(),
+            start: String::new(),
+            time_zone: None,
+            duration: None,
+            end: None,
+            all_day: None,
+            category: None,
+            description: None,
+            recurrence: Vec::new(),
+            calendar_id: None,
+            deletion_policy: Default::default(),
+            conflict_policy: Default::default(),
+        },
+    };
+    spec.title = data.name.clone();
+    spec.category = data.category.clone();
+    spec.description = data.description.clone();
+    spec.time_zone = None;
+    spec.duration = None;
+    // Force the "form changed" path so the duration is decided afresh.
+    spec.start = String::new();
+    spec.all_day = None;
+    set_time(
+        &mut spec,
+        Some(&data.scheduled_time),
+        data.timezone.as_deref(),
+        data.duration_minutes,
+    )?;
+    check_spec(&spec)?;
+    Ok(spec)
+}
+
+/// `existing` with only the fields update-event was given changed.
+pub fn spec_with_patch(
+    existing: &TaskSyncSpec,
+    patch: &TaskPatch,
+) -> Result<TaskSyncSpec, ApiError> {
+    let mut spec = existing.clone();
+    if let Some(n) = &patch.name {
+        spec.title = n.clone();
+    }
+    if let Some(c) = &patch.category {
+        spec.category = Some(c.clone());
+    }
+    if let Some(d) = &patch.description {
+        spec.description = Some(d.clone());
+    }
+    set_time(
+        &mut spec,
+        patch.scheduled_time.as_deref(),
+        patch.timezone.as_deref(),
+        patch.duration_minutes,
+    )?;
+    check_spec(&spec)?;
+    Ok(spec)
+}
+
+/// How an event's time reads in the seed's task shape: (scheduled_time, timezone, all_day).
+pub fn task_time(start: &EventTime, zone: Option<&str>) -> (String, String, bool) {
+    match start {
+        EventTime::Date(d) => (
+            d.format("%Y-%m-%d").to_string(),
+            zone.unwrap_or("UTC").to_string(),
+            true,
+        ),
+        EventTime::DateTime { utc, zone: own, .. } => {
+            let tz = own.as_deref().or(zone).and_then(|z| parse_zone(z).ok());
+            match tz {
+                Some(tz) => (
+                    utc.with_timezone(&tz)
+                        .format("%Y-%m-%dT%H:%M:%S")
+                        .to_string(),
+                    tz.name().to_string(),
+                    false,
+                ),
+                None => (
+                    utc.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    "UTC".to_string(),
+                    false,
+                ),
+            }
+        }
+    }
+}
+
+fn minutes_between(start: &EventTime, end: &EventTime) -> i64 {
+    match (start, end) {
+        (EventTime::Date(a), EventTime::Date(b)) => (*b - *a).num_minutes(),
+        (EventTime::DateTime { utc: a, .. }, EventTime::DateTime { utc: b, .. }) => {
+            (*b - *a).num_minutes()
+        }
+        _ => 0,
+    }
+}
+
+/// A calendar event in the seed's task shape.
+pub fn imported_task(ev: &RemoteEvent, provider: ProviderKind) -> ImportedTask {
+    let (scheduled_time, timezone, all_day) = task_time(&ev.start, ev.zone.as_deref());
+    ImportedTask {
+        name: ev.title.clone(),
+        scheduled_time,
+        category: ev
+            .category
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "General".to_string()),
+        calendar_event_id: ev.id.clone(),
+        calendar_source: provider.as_str().to_string(),
+        calendar_link: ev.link.clone(),
+        timezone,
+        all_day,
+        duration_minutes: minutes_between(&ev.start, &ev.end).max(0),
+    }
+}
+
+/// Which of the task's fields the calendar's version of the event differs in (seed names).
+pub fn changed_fields(spec: &TaskSyncSpec, ev: &RemoteEvent) -> Vec<String> {
+    let Ok(want) = desired_event(spec, "", "") else {
+        return vec!["scheduled_time".into()];
+    };
+    let mut changed = Vec::new();
+    if want.title != ev.title {
+        changed.push("name".to_string());
+    }
+    if want.start != ev.start {
+        changed.push("scheduled_time".to_string());
+    }
+    if want.end != ev.end {
+        changed.push("end".to_string());
+    }
+    if want.description != ev.description {
+        changed.push("description".to_string());
+    }
+    if want.category != ev.category {
+        changed.push("category".to_string());
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(start: &str, tz: Option<&str>) -> TaskData {
+        TaskData {
+            id: Id("t1".into()),
+            name: "Homework".into(),
+            scheduled_time: start.into(),
+            category: Some("School".into()),
+            timezone: tz.map(String::from),
+            duration_minutes: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn maps_the_three_time_forms() {
+        let s = spec_from_task(
+            None,
+            "c",
+            &data("2025-10-17T14:00:00", Some("America/New_York")),
+        )
+        .unwrap();
+        assert_eq!(s.time_zone.as_deref(), Some("America/New_York"));
+        assert_eq!(s.all_day, None);
+        assert_eq!(s.title, "Homework");
+        let s = spec_from_task(None, "c", &data("2025-10-17T14:00:00.5Z", None)).unwrap();
+        assert_eq!(s.start, "2025-10-17T14:00:00.5Z");
+        let mut d = data("2025-10-17", None);
+        d.duration_minutes = Some(2880);
+        let s = spec_from_task(None, "c", &d).unwrap();
+        assert_eq!(
+            (s.all_day, s.duration.as_deref()),
+            (Some(true), Some("48h"))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_times_and_zones() {
+        let code = |d: TaskData| spec_from_task(None, "c", &d).unwrap_err().code;
+        assert_eq!(code(data("2025-10-17T14:00:00", None)), "timezone_required");
+        assert_eq!(code(data("2025-13-45T14:00:00Z", None)), "invalid_time");
+        assert_eq!(code(data("tomorrow", None)), "invalid_time");
+        assert_eq!(
+            code(data("2025-10-17T14:00:00", Some("Mars/Base"))),
+            "invalid_timezone"
+        );
+        assert_eq!(
+            code(data("2026-03-08T02:30:00", Some("America/New_York"))),
+            "invalid_task"
+        );
+        let mut d = data("2025-10-17", None);
+        d.duration_minutes = Some(90);
+        assert_eq!(code(d), "invalid_field");
+        let mut d = data("2025-10-17T10:00:00Z", None);
+        d.name = String::new();
+        assert_eq!(code(d), "invalid_field");
+    }
+
+    #[test]
+    fn patch_keeps_zone_and_changes_only_given_fields() {
+        let s = spec_from_task(
+            None,
+            "c",
+            &data("2025-10-17T14:00:00", Some("Europe/Berlin")),
+        )
+        .unwrap();
+        let p = TaskPatch {
+            scheduled_time: Some("2025-10-17T15:00:00".into()),
+            ..Default::default()
+        };
+        let s2 = spec_with_patch(&s, &p).unwrap();
+        assert_eq!(s2.time_zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(s2.start, "2025-10-17T15:00:00");
+        assert_eq!(s2.title, "Homework");
+        assert_eq!(s2.category.as_deref(), Some("School"));
+    }
+}

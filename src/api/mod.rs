@@ -1,0 +1,132 @@
+//! The compatibility REST API (axum): the seed's 11 endpoints under `/api/calendar`, bearer
+//! auth, per-user rate limit, CORS, body limit, health/readiness, Prometheus metrics and the
+//! OpenAPI document. It declares desired state through the `Objects` port and waits, bounded,
+//! for the engine; it never writes to a calendar (DESIGN §2, §6).
+//!
+//! Owns: routing and cross-cutting layers. Must not touch: reconcile logic, stores, providers'
+//! write calls. `main.rs` builds an `AppState` and serves `router(state)`.
+
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod errors;
+pub mod extract;
+mod handlers;
+pub mod mapping;
+pub mod metrics;
+pub mod openapi;
+pub mod state;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use config::{ApiConfig, ConfigError};
+pub use errors::ApiError;
+pub use metrics::Metrics;
+pub use state::AppState;
+
+use handlers::{connect, health, import, status, tasks};
+
+/// Every route of the API with its layers.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/connect/{calendar_type}", post(connect::connect))
+        .route("/apple/connect", post(connect::apple_connect))
+        .route("/task-to-calendar", post(tasks::task_to_calendar))
+        .route("/calendar-to-tasks", post(import::calendar_to_tasks))
+        .route("/update-event", put(tasks::update_event))
+        .route("/delete-event", delete(tasks::delete_event))
+        .route(
+            "/connection-status/{user_id}",
+            get(status::connection_status),
+        )
+        .route("/disconnect/{user_id}", post(status::disconnect))
+        .route("/sync-history/{user_id}", get(status::sync_history))
+        // DESIGN §6: every endpoint but the callbacks and health/metrics needs a token, the
+        // document included (fetch it with the token, as scripts/fuzz-api.sh does).
+        .route("/openapi.json", get(health::openapi))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ));
+    let open = Router::new()
+        .route("/google/callback", get(connect::google_callback))
+        .route("/outlook/callback", get(connect::outlook_callback));
+    let calendar = protected.merge(open);
+    Router::new()
+        .nest("/api/calendar", calendar)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(cors(&state.config))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        "no such endpoint; see /api/calendar/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept this method",
+    )
+}
+
+fn cors(config: &ApiConfig) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER]);
+    if config.cors_origins.iter().any(|o| o == "*") {
+        return base.allow_origin(Any);
+    }
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    // An empty list allows no cross-origin caller: same-origin only.
+    base.allow_origin(AllowOrigin::list(origins))
+}
+
+/// Request metrics and one structured log line per request; also makes sure no response the
+/// API sends for bad input is a 5xx without a log line.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_request(&route, &method, status, elapsed);
+    tracing::info!(%route, %method, status, elapsed_ms = elapsed.as_millis() as u64, "request");
+    response.into_response()
+}

@@ -1,0 +1,8 @@
+//! In-process tests of the REST API (`calsync::api`) on the memory store and calendar, with the
+//! real engine reconciling (see `support`).
+
+mod bad_input;
+mod connections;
+mod edges;
+mod flow;
+mod support;
