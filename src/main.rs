@@ -2,10 +2,12 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use calsync::providers::Connector;
 use calsync::standalone::cli::{self, ApplyArgs, DeleteArgs, GetArgs};
 use calsync::telemetry::{self, LogFormat};
 
@@ -31,7 +33,7 @@ enum Command {
     Get(GetArgs),
     /// Delete objects from the standalone database (a running standalone finalizes them).
     Delete(DeleteArgs),
-    /// Run the engine without a cluster, on the SQLite database (DATABASE_URL).
+    /// Run the engine and the REST API without a cluster, on the SQLite database (DATABASE_URL).
     Standalone {
         /// SQLite database: sqlite://PATH or sqlite::memory:.
         #[arg(long, env = "DATABASE_URL", default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
@@ -39,6 +41,9 @@ enum Command {
         /// Reconciles running at once.
         #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8)]
         concurrency: usize,
+        /// Address the REST API listens on.
+        #[arg(long, env = "CALSYNC_LISTEN", default_value = "127.0.0.1:5000")]
+        listen: String,
     },
 }
 
@@ -76,21 +81,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
             cli::delete(&store, &args, &mut std::io::stdout(), &mut std::io::stderr()).await
         })?,
-        Command::Standalone { database_url, concurrency } => {
+        Command::Standalone { database_url, concurrency, listen } => {
+            let api_config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
-            // Providers register here as they land (CalDAV first); the REST API mounts through
-            // the third argument.
-            let connector = std::sync::Arc::new(calsync::providers::registry::Registry::new());
+            // The engine and the API must agree on the ownership marker.
+            config.engine.owner = api_config.owner.clone();
+            // Providers register here as they land (CalDAV first).
+            let connector: Arc<dyn Connector> = Arc::new(calsync::providers::registry::Registry::new());
+            let api_connector = connector.clone();
+            let serve_api =
+                move |services: calsync::standalone::Services| serve_api(services, api_config, api_connector, listen);
             runtime()?.block_on(calsync::standalone::run_standalone(
                 config,
                 connector,
-                |_services| async { Ok(()) },
+                serve_api,
                 shutdown_signal(),
             ))?;
         }
     }
     Ok(())
+}
+
+/// The REST API on the standalone services, until standalone shuts down.
+async fn serve_api(
+    services: calsync::standalone::Services,
+    mut api_config: calsync::api::ApiConfig,
+    connector: Arc<dyn Connector>,
+    listen: String,
+) -> Result<(), String> {
+    // CALSYNC_API_KEYS, or the keys standalone generated beside the database.
+    api_config.api_keys = services.secrets.api_keys.iter().map(|k| secrecy::SecretString::from(k.clone())).collect();
+    let metrics = Arc::new(calsync::api::Metrics::new());
+    let objects: Arc<dyn calsync::engine::Objects> = Arc::new(services.store.clone());
+    let state = calsync::api::AppState::new(objects, connector, "default", api_config, metrics);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}; set CALSYNC_LISTEN (or --listen) to a free address"))?;
+    tracing::info!(address = %listen, "REST API listening");
+    let mut shutdown = services.shutdown.clone();
+    axum::serve(listener, calsync::api::router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(|e| format!("the REST API stopped: {e}"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

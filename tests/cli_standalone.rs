@@ -125,6 +125,9 @@ fn apply_get_delete_round_trip() {
         serde_json::from_slice(&calsync(&db, &["get", "calconn", "-o", "json"], None).stdout).unwrap();
     assert_eq!(json["kind"], "List");
     assert_eq!(json["items"][0]["spec"]["provider"], "apple");
+    // The REST API finds a user's connections by the hashed user label.
+    let label = calsync::resources::user_label_value("alice");
+    assert_eq!(json["items"][0]["metadata"]["labels"]["calendar.getitdone.app/user"], label.as_str());
 
     let missing = calsync(&db, &["get", "tsync", "nope"], None);
     assert!(!missing.status.success());

@@ -19,7 +19,7 @@ use super::store::SqliteObjects;
 use super::validate::validate;
 use super::{secrets, table};
 use crate::engine::{Deletion, Kind, Labels, ObjectKey, Objects, StoreError};
-use crate::resources::{CalendarConnection, GROUP, TaskSync};
+use crate::resources::{CalendarConnection, GROUP, TaskSync, USER_LABEL, user_label_value};
 
 const API_VERSION: &str = "calendar.getitdone.app/v1alpha1";
 
@@ -256,6 +256,13 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
         }
         Kind::CalendarConnection => {
             let mut new: CalendarConnection = serde_json::from_value(doc).map_err(typed_err)?;
+            // The REST API finds a user's connections by this label; the API sets it on the
+            // connections it makes, so `apply` does the same for YAML-made ones.
+            new.metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .entry(USER_LABEL.to_string())
+                .or_insert_with(|| user_label_value(&new.spec.user_id));
             let old = store.get_connection(&ns, &name).await.map_err(fail)?;
             if let Some(old) = &old {
                 keep_others_metadata(&mut new.metadata, &old.metadata);
