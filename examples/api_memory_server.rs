@@ -21,28 +21,16 @@ use tokio::sync::{broadcast, mpsc};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     calsync::telemetry::init(calsync::telemetry::LogFormat::Text);
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:5055".into());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:5055".into());
     let config = ApiConfig::from_env()?;
     if !config.has_auth() {
-        anyhow::bail!(
-            "set CALSYNC_API_KEYS (and/or CALSYNC_JWT_SECRET): every endpoint needs a token"
-        );
+        anyhow::bail!("set CALSYNC_API_KEYS (and/or CALSYNC_JWT_SECRET): every endpoint needs a token");
     }
     let objects: Arc<dyn Objects> = Arc::new(MemoryObjects::new());
-    let connector = Arc::new(MemoryConnector {
-        service: MemoryCalendar::new(),
-    });
+    let connector = Arc::new(MemoryConnector { service: MemoryCalendar::new() });
     let engine = Engine::new(objects.clone(), connector.clone(), EngineConfig::default());
     tokio::spawn(reconcile_loop(engine, objects.subscribe()));
-    let state = AppState::new(
-        objects,
-        connector,
-        "default",
-        config,
-        Arc::new(Metrics::new()),
-    );
+    let state = AppState::new(objects, connector, "default", config, Arc::new(Metrics::new()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("listening on http://{addr}");
     axum::serve(listener, router(state)).await?;
@@ -67,9 +55,7 @@ async fn reconcile_loop(engine: Engine, mut changes: broadcast::Receiver<ObjectK
         for key in keys {
             let outcome = match key.kind {
                 Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
-                Kind::CalendarConnection => {
-                    engine.reconcile_connection(&key.namespace, &key.name).await
-                }
+                Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
             };
             let delay = match outcome {
                 Ok(Outcome::Requeue(d)) => Some(d),

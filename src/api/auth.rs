@@ -50,9 +50,11 @@ impl Caller {
 fn key_matches(state: &AppState, token: &str) -> bool {
     // Compare against every key without stopping early, in constant time per key, so timing
     // tells nothing about which key (or how much of one) matched.
-    state.config.api_keys.iter().fold(false, |found, k| {
-        found | bool::from(k.expose_secret().as_bytes().ct_eq(token.as_bytes()))
-    })
+    state
+        .config
+        .api_keys
+        .iter()
+        .fold(false, |found, k| found | bool::from(k.expose_secret().as_bytes().ct_eq(token.as_bytes())))
 }
 
 /// Check the bearer token of a request.
@@ -69,10 +71,7 @@ pub fn authenticate(state: &AppState, authorization: Option<&str>) -> Result<Cal
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            ApiError::unauthorized(
-                "invalid_token",
-                format!("{INVALID_CREDENTIALS}: use the Bearer scheme"),
-            )
+            ApiError::unauthorized("invalid_token", format!("{INVALID_CREDENTIALS}: use the Bearer scheme"))
         })?;
     if key_matches(state, token) {
         return Ok(Caller::ApiKey);
@@ -100,15 +99,8 @@ pub fn authenticate(state: &AppState, authorization: Option<&str>) -> Result<Cal
 
 /// Middleware on every protected route: 401 without a valid token, else the `Caller` is put in
 /// the request's extensions for handlers.
-pub async fn require_auth(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
+pub async fn require_auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
     match authenticate(&state, header) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);

@@ -71,14 +71,8 @@ impl Default for ApiConfig {
 impl fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiConfig")
-            .field(
-                "api_keys",
-                &format_args!("[{} redacted]", self.api_keys.len()),
-            )
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "[redacted]"),
-            )
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "[redacted]"))
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("cors_origins", &self.cors_origins)
             .field("frontend_url", &self.frontend_url)
@@ -95,18 +89,11 @@ impl fmt::Debug for ApiConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{name} must be {what}")]
-    Invalid {
-        name: &'static str,
-        what: &'static str,
-    },
+    Invalid { name: &'static str, what: &'static str },
 }
 
 fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 fn number<T: std::str::FromStr + PartialOrd>(
@@ -137,12 +124,7 @@ impl ApiConfig {
             c.api_keys = list(&keys).into_iter().map(SecretString::from).collect();
         }
         c.jwt_secret = lookup("CALSYNC_JWT_SECRET").map(SecretString::from);
-        if let Some(n) = number(
-            lookup,
-            "CALSYNC_RATE_LIMIT_PER_MINUTE",
-            1u32,
-            "a whole number of at least 1",
-        )? {
+        if let Some(n) = number(lookup, "CALSYNC_RATE_LIMIT_PER_MINUTE", 1u32, "a whole number of at least 1")? {
             c.rate_limit_per_minute = n;
         }
         if let Some(origins) = lookup("CALSYNC_CORS_ORIGINS") {
@@ -159,35 +141,17 @@ impl ApiConfig {
         if let Some(url) = lookup("CALSYNC_FRONTEND_URL") {
             let url = url.trim().trim_end_matches('/').to_string();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Invalid {
-                    name: "CALSYNC_FRONTEND_URL",
-                    what: "an http(s) URL",
-                });
+                return Err(ConfigError::Invalid { name: "CALSYNC_FRONTEND_URL", what: "an http(s) URL" });
             }
             c.frontend_url = url;
         }
-        if let Some(s) = number(
-            lookup,
-            "CALSYNC_SYNC_WAIT_SECONDS",
-            0u64,
-            "a whole number of seconds",
-        )? {
+        if let Some(s) = number(lookup, "CALSYNC_SYNC_WAIT_SECONDS", 0u64, "a whole number of seconds")? {
             c.sync_wait = Duration::from_secs(s);
         }
-        if let Some(s) = number(
-            lookup,
-            "CALSYNC_IMPORT_CACHE_SECONDS",
-            0u64,
-            "a whole number of seconds",
-        )? {
+        if let Some(s) = number(lookup, "CALSYNC_IMPORT_CACHE_SECONDS", 0u64, "a whole number of seconds")? {
             c.import_cache_ttl = Duration::from_secs(s);
         }
-        if let Some(n) = number(
-            lookup,
-            "CALSYNC_MAX_BODY_BYTES",
-            1024usize,
-            "a number of bytes of at least 1024",
-        )? {
+        if let Some(n) = number(lookup, "CALSYNC_MAX_BODY_BYTES", 1024usize, "a number of bytes of at least 1024")? {
             c.max_body_bytes = n;
         }
         if let Some(hosts) = lookup("CALSYNC_CALDAV_ALLOWED_HOSTS") {
@@ -195,10 +159,7 @@ impl ApiConfig {
         }
         if let Some(owner) = lookup("CALSYNC_OWNER") {
             if owner.contains(';') || owner.trim().is_empty() {
-                return Err(ConfigError::Invalid {
-                    name: "CALSYNC_OWNER",
-                    what: "a non-empty name without ';'",
-                });
+                return Err(ConfigError::Invalid { name: "CALSYNC_OWNER", what: "a non-empty name without ';'" });
             }
             c.owner = owner.trim().to_string();
         }
@@ -218,10 +179,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<ApiConfig, ConfigError> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         ApiConfig::from_lookup(&|k| m.get(k).cloned())
     }
 
@@ -233,10 +191,7 @@ mod tests {
         let c = load(&[
             ("CALSYNC_API_KEYS", "k1, k2,,"),
             ("CALSYNC_JWT_SECRET", "topsecret"),
-            (
-                "CALSYNC_CORS_ORIGINS",
-                "https://a.example, http://localhost:3000",
-            ),
+            ("CALSYNC_CORS_ORIGINS", "https://a.example, http://localhost:3000"),
             ("CALSYNC_FRONTEND_URL", "https://app.example/"),
         ])
         .unwrap();

@@ -23,9 +23,7 @@ impl<'de> Deserialize<'de> for Id {
             I(i64),
             U(u64),
         }
-        match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a string or an integer id"))?
-        {
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or an integer id"))? {
             Raw::S(s) => Ok(Id(s)),
             Raw::I(i) => Ok(Id(i.to_string())),
             Raw::U(u) => Ok(Id(u.to_string())),
@@ -108,11 +106,7 @@ pub struct TaskData {
     pub category: Option<String>,
     /// IANA zone; required when `scheduled_time` is a local date-time.
     #[serde(default)]
-    #[schema(
-        example = "America/New_York",
-        pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
-        max_length = 64
-    )]
+    #[schema(example = "America/New_York", pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", max_length = 64)]
     pub timezone: Option<String>,
     /// Event length in minutes (default 60; whole days for all-day tasks).
     #[serde(default)]

@@ -45,12 +45,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -96,10 +91,7 @@ impl ApiError {
 
     /// The `{error, code}` body.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: self.message.clone(),
-            code: self.code.to_string(),
-        }
+        ErrorBody { error: self.message.clone(), code: self.code.to_string() }
     }
 }
 
@@ -119,9 +111,7 @@ impl IntoResponse for ApiError {
             }
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -150,14 +140,12 @@ impl From<StoreError> for ApiError {
 /// A provider answer seen while serving a request (credential check, calendar read).
 pub fn from_provider(e: &ProviderError) -> ApiError {
     match e {
-        ProviderError::Revoked { .. } | ProviderError::Unauthorized { .. } => {
-            ApiError::bad_request(
-                "invalid_credentials",
-                format!(
-                    "{INVALID_CREDENTIALS}: the calendar service rejected the credentials; check them (or reconnect the calendar)"
-                ),
-            )
-        }
+        ProviderError::Revoked { .. } | ProviderError::Unauthorized { .. } => ApiError::bad_request(
+            "invalid_credentials",
+            format!(
+                "{INVALID_CREDENTIALS}: the calendar service rejected the credentials; check them (or reconnect the calendar)"
+            ),
+        ),
         ProviderError::RateLimited { retry_after, .. } => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "provider_rate_limited",
@@ -173,15 +161,10 @@ pub fn from_provider(e: &ProviderError) -> ApiError {
         ProviderError::Transient { message } => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "calendar_unreachable",
-            format!(
-                "the calendar server could not be reached ({message}); check server_url or retry later"
-            ),
+            format!("the calendar server could not be reached ({message}); check server_url or retry later"),
         ),
         ProviderError::Conflict { message } | ProviderError::Invalid { message } => {
-            ApiError::bad_request(
-                "calendar_rejected",
-                format!("the calendar server rejected the request: {message}"),
-            )
+            ApiError::bad_request("calendar_rejected", format!("the calendar server rejected the request: {message}"))
         }
     }
 }

@@ -28,42 +28,26 @@ pub struct ApiPath<T>(pub T);
 /// Serde's messages name the field and the expected type; for the password field even the type
 /// error could echo what was sent, so it gets a fixed message.
 fn scrub(text: String) -> String {
-    if text.contains("app_password") {
-        "app_password must be a string".into()
-    } else {
-        text
-    }
+    if text.contains("app_password") { "app_password must be a string".into() } else { text }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                scrub(e.body_text()),
-            ),
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::bad_request("invalid_json", scrub(e.body_text()))
+            JsonRejection::JsonDataError(e) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", scrub(e.body_text()))
             }
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", scrub(e.body_text())),
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is too large",
-                )
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
             }
             other => ApiError::new(
-                if other.status().is_client_error() {
-                    other.status()
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
+                if other.status().is_client_error() { other.status() } else { StatusCode::BAD_REQUEST },
                 "invalid_body",
                 "the request body could not be read",
             ),

@@ -26,20 +26,12 @@ pub const MAX_DURATION_MINUTES: u32 = 366 * 24 * 60;
 fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
     let n = value.chars().count();
     if n < min || n > max {
-        let what = if min > 0 {
-            format!("between {min} and {max} characters")
-        } else {
-            format!("at most {max} characters")
-        };
+        let what =
+            if min > 0 { format!("between {min} and {max} characters") } else { format!("at most {max} characters") };
         return Err(ApiError::invalid_field(format!("{field} must be {what}")));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::invalid_field(format!(
-            "{field} must not contain control characters"
-        )));
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ApiError::invalid_field(format!("{field} must not contain control characters")));
     }
     Ok(())
 }
@@ -59,10 +51,7 @@ pub fn event_id(id: &str) -> Result<&str, ApiError> {
 /// `calendar_type` in a path or body.
 pub fn calendar_type(value: &str) -> Result<ProviderKind, ApiError> {
     value.parse::<ProviderKind>().map_err(|_| {
-        ApiError::bad_request(
-            "unknown_calendar_type",
-            "unknown calendar_type: use google, outlook or apple",
-        )
+        ApiError::bad_request("unknown_calendar_type", "unknown calendar_type: use google, outlook or apple")
     })
 }
 
@@ -121,8 +110,7 @@ fn set_time(
         check_zone(tz)?;
         spec.time_zone = Some(tz.to_string());
     }
-    let was_all_day =
-        spec.all_day == Some(true) || NaiveDate::parse_from_str(&spec.start, "%Y-%m-%d").is_ok();
+    let was_all_day = spec.all_day == Some(true) || NaiveDate::parse_from_str(&spec.start, "%Y-%m-%d").is_ok();
     if let Some(start) = scheduled_time {
         let start = start.trim();
         let parsed = check_time(start)?;
@@ -157,14 +145,10 @@ fn check_spec(spec: &TaskSyncSpec) -> Result<(), ApiError> {
     if let Some(d) = &spec.description {
         text("task_data.description", d, 0, 8192)?;
     }
-    desired_event(spec, "validation", "calsync")
-        .map(|_| ())
-        .map_err(|m| {
-            let m = m
-                .replace("timeZone", "timezone")
-                .replace("start ", "scheduled_time ");
-            ApiError::bad_request("invalid_task", format!("task_data: {m}"))
-        })
+    desired_event(spec, "validation", "calsync").map(|_| ()).map_err(|m| {
+        let m = m.replace("timeZone", "timezone").replace("start ", "scheduled_time ");
+        ApiError::bad_request("invalid_task", format!("task_data: {m}"))
+    })
 }
 
 /// A new TaskSync spec from task-to-calendar's `task_data`, or `existing` updated in place (the
@@ -179,9 +163,7 @@ pub fn spec_from_task(
     let mut spec = match existing {
         Some(s) => s.clone(),
         None => TaskSyncSpec {
-            connection_ref: ConnectionRef {
-                name: connection.to_string(),
-            },
+            connection_ref: ConnectionRef { name: connection.to_string() },
             task_id: task_id.to_string(),
             title: String::new(),
             start: String::new(),
@@ -205,21 +187,13 @@ pub fn spec_from_task(
     // Force the "form changed" path so the duration is decided afresh.
     spec.start = String::new();
     spec.all_day = None;
-    set_time(
-        &mut spec,
-        Some(&data.scheduled_time),
-        data.timezone.as_deref(),
-        data.duration_minutes,
-    )?;
+    set_time(&mut spec, Some(&data.scheduled_time), data.timezone.as_deref(), data.duration_minutes)?;
     check_spec(&spec)?;
     Ok(spec)
 }
 
 /// `existing` with only the fields update-event was given changed.
-pub fn spec_with_patch(
-    existing: &TaskSyncSpec,
-    patch: &TaskPatch,
-) -> Result<TaskSyncSpec, ApiError> {
+pub fn spec_with_patch(existing: &TaskSyncSpec, patch: &TaskPatch) -> Result<TaskSyncSpec, ApiError> {
     let mut spec = existing.clone();
     if let Some(n) = &patch.name {
         spec.title = n.clone();
@@ -230,12 +204,7 @@ pub fn spec_with_patch(
     if let Some(d) = &patch.description {
         spec.description = Some(d.clone());
     }
-    set_time(
-        &mut spec,
-        patch.scheduled_time.as_deref(),
-        patch.timezone.as_deref(),
-        patch.duration_minutes,
-    )?;
+    set_time(&mut spec, patch.scheduled_time.as_deref(), patch.timezone.as_deref(), patch.duration_minutes)?;
     check_spec(&spec)?;
     Ok(spec)
 }
@@ -243,26 +212,14 @@ pub fn spec_with_patch(
 /// How an event's time reads in the seed's task shape: (scheduled_time, timezone, all_day).
 pub fn task_time(start: &EventTime, zone: Option<&str>) -> (String, String, bool) {
     match start {
-        EventTime::Date(d) => (
-            d.format("%Y-%m-%d").to_string(),
-            zone.unwrap_or("UTC").to_string(),
-            true,
-        ),
+        EventTime::Date(d) => (d.format("%Y-%m-%d").to_string(), zone.unwrap_or("UTC").to_string(), true),
         EventTime::DateTime { utc, zone: own, .. } => {
             let tz = own.as_deref().or(zone).and_then(|z| parse_zone(z).ok());
             match tz {
-                Some(tz) => (
-                    utc.with_timezone(&tz)
-                        .format("%Y-%m-%dT%H:%M:%S")
-                        .to_string(),
-                    tz.name().to_string(),
-                    false,
-                ),
-                None => (
-                    utc.format("%Y-%m-%dT%H:%M:%S").to_string(),
-                    "UTC".to_string(),
-                    false,
-                ),
+                Some(tz) => {
+                    (utc.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S").to_string(), tz.name().to_string(), false)
+                }
+                None => (utc.format("%Y-%m-%dT%H:%M:%S").to_string(), "UTC".to_string(), false),
             }
         }
     }
@@ -271,9 +228,7 @@ pub fn task_time(start: &EventTime, zone: Option<&str>) -> (String, String, bool
 fn minutes_between(start: &EventTime, end: &EventTime) -> i64 {
     match (start, end) {
         (EventTime::Date(a), EventTime::Date(b)) => (*b - *a).num_minutes(),
-        (EventTime::DateTime { utc: a, .. }, EventTime::DateTime { utc: b, .. }) => {
-            (*b - *a).num_minutes()
-        }
+        (EventTime::DateTime { utc: a, .. }, EventTime::DateTime { utc: b, .. }) => (*b - *a).num_minutes(),
         _ => 0,
     }
 }
@@ -284,11 +239,7 @@ pub fn imported_task(ev: &RemoteEvent, provider: ProviderKind) -> ImportedTask {
     ImportedTask {
         name: ev.title.clone(),
         scheduled_time,
-        category: ev
-            .category
-            .clone()
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| "General".to_string()),
+        category: ev.category.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "General".to_string()),
         calendar_event_id: ev.id.clone(),
         calendar_source: provider.as_str().to_string(),
         calendar_link: ev.link.clone(),
@@ -340,12 +291,7 @@ mod tests {
 
     #[test]
     fn maps_the_three_time_forms() {
-        let s = spec_from_task(
-            None,
-            "c",
-            &data("2025-10-17T14:00:00", Some("America/New_York")),
-        )
-        .unwrap();
+        let s = spec_from_task(None, "c", &data("2025-10-17T14:00:00", Some("America/New_York"))).unwrap();
         assert_eq!(s.time_zone.as_deref(), Some("America/New_York"));
         assert_eq!(s.all_day, None);
         assert_eq!(s.title, "Homework");
@@ -354,10 +300,7 @@ mod tests {
         let mut d = data("2025-10-17", None);
         d.duration_minutes = Some(2880);
         let s = spec_from_task(None, "c", &d).unwrap();
-        assert_eq!(
-            (s.all_day, s.duration.as_deref()),
-            (Some(true), Some("48h"))
-        );
+        assert_eq!((s.all_day, s.duration.as_deref()), (Some(true), Some("48h")));
     }
 
     #[test]
@@ -366,14 +309,8 @@ mod tests {
         assert_eq!(code(data("2025-10-17T14:00:00", None)), "timezone_required");
         assert_eq!(code(data("2025-13-45T14:00:00Z", None)), "invalid_time");
         assert_eq!(code(data("tomorrow", None)), "invalid_time");
-        assert_eq!(
-            code(data("2025-10-17T14:00:00", Some("Mars/Base"))),
-            "invalid_timezone"
-        );
-        assert_eq!(
-            code(data("2026-03-08T02:30:00", Some("America/New_York"))),
-            "invalid_task"
-        );
+        assert_eq!(code(data("2025-10-17T14:00:00", Some("Mars/Base"))), "invalid_timezone");
+        assert_eq!(code(data("2026-03-08T02:30:00", Some("America/New_York"))), "invalid_task");
         let mut d = data("2025-10-17", None);
         d.duration_minutes = Some(90);
         assert_eq!(code(d), "invalid_field");
@@ -384,16 +321,8 @@ mod tests {
 
     #[test]
     fn patch_keeps_zone_and_changes_only_given_fields() {
-        let s = spec_from_task(
-            None,
-            "c",
-            &data("2025-10-17T14:00:00", Some("Europe/Berlin")),
-        )
-        .unwrap();
-        let p = TaskPatch {
-            scheduled_time: Some("2025-10-17T15:00:00".into()),
-            ..Default::default()
-        };
+        let s = spec_from_task(None, "c", &data("2025-10-17T14:00:00", Some("Europe/Berlin"))).unwrap();
+        let p = TaskPatch { scheduled_time: Some("2025-10-17T15:00:00".into()), ..Default::default() };
         let s2 = spec_with_patch(&s, &p).unwrap();
         assert_eq!(s2.time_zone.as_deref(), Some("Europe/Berlin"));
         assert_eq!(s2.start, "2025-10-17T15:00:00");

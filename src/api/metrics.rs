@@ -68,9 +68,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("calsync");
         let requests = Family::<RequestLabels, Counter>::default();
         let request_seconds =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let provider_calls = Family::<ProviderLabels, Counter>::default();
         let sync_waits = Family::<OutcomeLabels, Counter>::default();
@@ -84,11 +82,7 @@ impl Metrics {
             "HTTP request latency by route template",
             request_seconds.clone(),
         );
-        registry.register(
-            "reconciles",
-            "Reconciles run, by kind and outcome",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles run, by kind and outcome", reconciles.clone());
         registry.register(
             "provider_calls",
             "Calendar provider calls, by provider, operation and outcome (ok or a PascalCase error reason)",
@@ -99,60 +93,32 @@ impl Metrics {
             "Bounded waits of the REST API for the engine: synced, failed, or pending (answered 202)",
             sync_waits.clone(),
         );
-        Metrics {
-            registry: Mutex::new(registry),
-            requests,
-            request_seconds,
-            reconciles,
-            provider_calls,
-            sync_waits,
-        }
+        Metrics { registry: Mutex::new(registry), requests, request_seconds, reconciles, provider_calls, sync_waits }
     }
 
     /// One served request. `route` is the route template (`/api/calendar/sync-history/{user_id}`),
     /// never the concrete path, so user ids never become label values.
     pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let labels = RequestLabels {
-            route: route.into(),
-            method: method.into(),
-            status: status.to_string(),
-        };
+        let labels = RequestLabels { route: route.into(), method: method.into(), status: status.to_string() };
         self.requests.get_or_create(&labels).inc();
-        self.request_seconds
-            .get_or_create(&RouteLabels {
-                route: route.into(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.request_seconds.get_or_create(&RouteLabels { route: route.into() }).observe(elapsed.as_secs_f64());
     }
 
     /// One reconcile finished: `kind` is `TaskSync` or `CalendarConnection`, `outcome` e.g.
     /// `done`, `requeue`, `error`.
     pub fn record_reconcile(&self, kind: &str, outcome: &str) {
-        self.reconciles
-            .get_or_create(&ReconcileLabels {
-                kind: kind.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
+        self.reconciles.get_or_create(&ReconcileLabels { kind: kind.into(), outcome: outcome.into() }).inc();
     }
 
     /// One provider call: `outcome` is `ok` or the error's PascalCase reason.
     pub fn record_provider_call(&self, provider: &str, operation: &str, outcome: &str) {
-        let labels = ProviderLabels {
-            provider: provider.into(),
-            operation: operation.into(),
-            outcome: outcome.into(),
-        };
+        let labels = ProviderLabels { provider: provider.into(), operation: operation.into(), outcome: outcome.into() };
         self.provider_calls.get_or_create(&labels).inc();
     }
 
     /// How one bounded wait for the engine ended: `synced`, `failed` or `pending`.
     pub fn record_sync_wait(&self, outcome: &str) {
-        self.sync_waits
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.into(),
-            })
-            .inc();
+        self.sync_waits.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -177,16 +143,11 @@ mod tests {
         m.record_sync_wait("pending");
         let text = m.render().unwrap();
         assert!(
-            text.contains(
-                "calsync_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"
-            ),
+            text.contains("calsync_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"),
             "{text}"
         );
         assert!(text.contains("calsync_reconciles_total"), "{text}");
         assert!(text.contains("calsync_provider_calls_total"), "{text}");
-        assert!(
-            text.contains("calsync_api_sync_waits_total{outcome=\"pending\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("calsync_api_sync_waits_total{outcome=\"pending\"} 1"), "{text}");
     }
 }

@@ -43,19 +43,13 @@ pub fn router(state: AppState) -> Router {
         .route("/calendar-to-tasks", post(import::calendar_to_tasks))
         .route("/update-event", put(tasks::update_event))
         .route("/delete-event", delete(tasks::delete_event))
-        .route(
-            "/connection-status/{user_id}",
-            get(status::connection_status),
-        )
+        .route("/connection-status/{user_id}", get(status::connection_status))
         .route("/disconnect/{user_id}", post(status::disconnect))
         .route("/sync-history/{user_id}", get(status::sync_history))
         // DESIGN §6: every endpoint but the callbacks and health/metrics needs a token, the
         // document included (fetch it with the token, as scripts/fuzz-api.sh does).
         .route("/openapi.json", get(health::openapi))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_auth,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_auth));
     let open = Router::new()
         .route("/google/callback", get(connect::google_callback))
         .route("/outlook/callback", get(connect::outlook_callback));
@@ -74,39 +68,22 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found(
-        "not_found",
-        "no such endpoint; see /api/calendar/openapi.json",
-    )
+    ApiError::not_found("not_found", "no such endpoint; see /api/calendar/openapi.json")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not accept this method",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept this method")
 }
 
 fn cors(config: &ApiConfig) -> CorsLayer {
     let base = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::RETRY_AFTER]);
     if config.cors_origins.iter().any(|o| o == "*") {
         return base.allow_origin(Any);
     }
-    let origins: Vec<HeaderValue> = config
-        .cors_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let origins: Vec<HeaderValue> = config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     // An empty list allows no cross-origin caller: same-origin only.
     base.allow_origin(AllowOrigin::list(origins))
 }
@@ -124,9 +101,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .record_request(&route, &method, status, elapsed);
+    state.metrics.record_request(&route, &method, status, elapsed);
     tracing::info!(%route, %method, status, elapsed_ms = elapsed.as_millis() as u64, "request");
     response.into_response()
 }

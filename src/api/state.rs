@@ -26,17 +26,13 @@ pub struct ImportCache {
 }
 
 impl ImportCache {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, u32), (Instant, CalendarToTasksResponse)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), (Instant, CalendarToTasksResponse)>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn get(&self, user: &str, window: u32, ttl: Duration) -> Option<CalendarToTasksResponse> {
         let map = self.lock();
-        map.get(&(user.to_string(), window))
-            .filter(|(at, _)| at.elapsed() < ttl)
-            .map(|(_, r)| r.clone())
+        map.get(&(user.to_string(), window)).filter(|(at, _)| at.elapsed() < ttl).map(|(_, r)| r.clone())
     }
 
     pub fn put(&self, user: &str, window: u32, response: CalendarToTasksResponse) {
@@ -63,10 +59,7 @@ pub struct Caches {
 impl Caches {
     fn new(per_minute: u32) -> Self {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        Caches {
-            import: ImportCache::default(),
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
-        }
+        Caches { import: ImportCache::default(), limiter: RateLimiter::keyed(Quota::per_minute(per_minute)) }
     }
 
     /// Count one request of `user`; 429 with `Retry-After` beyond the quota.
@@ -80,9 +73,7 @@ impl Caches {
                 }
                 Ok(())
             }
-            Err(not_until) => Err(ApiError::rate_limited(
-                not_until.wait_time_from(DefaultClock::default().now()),
-            )),
+            Err(not_until) => Err(ApiError::rate_limited(not_until.wait_time_from(DefaultClock::default().now()))),
         }
     }
 }
@@ -108,13 +99,6 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let caches = Arc::new(Caches::new(config.rate_limit_per_minute));
-        AppState {
-            objects,
-            connector,
-            namespace: namespace.into(),
-            config: Arc::new(config),
-            metrics,
-            caches,
-        }
+        AppState { objects, connector, namespace: namespace.into(), config: Arc::new(config), metrics, caches }
     }
 }

@@ -53,9 +53,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
         .call(
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(task(
-                json!({"id": "t1", "name": "n", "scheduled_time": "2030-01-01T10:00:00Z"}),
-            )),
+            Some(task(json!({"id": "t1", "name": "n", "scheduled_time": "2030-01-01T10:00:00Z"}))),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -92,9 +90,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "wrong-typed duration",
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(task(
-                json!({"id": "t2", "name": "n", "scheduled_time": "2030-01-01", "duration_minutes": "long"}),
-            )),
+            Some(task(json!({"id": "t2", "name": "n", "scheduled_time": "2030-01-01", "duration_minutes": "long"}))),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
         ),
@@ -102,9 +98,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "unknown field",
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(task(
-                json!({"id": "t2", "name": "n", "scheduled_time": "2030-01-01", "colour": "red"}),
-            )),
+            Some(task(json!({"id": "t2", "name": "n", "scheduled_time": "2030-01-01", "colour": "red"}))),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
         ),
@@ -112,9 +106,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "empty name",
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(task(
-                json!({"id": "t2", "name": "", "scheduled_time": "2030-01-01"}),
-            )),
+            Some(task(json!({"id": "t2", "name": "", "scheduled_time": "2030-01-01"}))),
             StatusCode::BAD_REQUEST,
             "invalid_field",
         ),
@@ -132,9 +124,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "not a date",
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(task(
-                json!({"id": "t2", "name": "n", "scheduled_time": "next tuesday"}),
-            )),
+            Some(task(json!({"id": "t2", "name": "n", "scheduled_time": "next tuesday"}))),
             StatusCode::BAD_REQUEST,
             "invalid_time",
         ),
@@ -152,9 +142,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "local time without zone",
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(task(
-                json!({"id": "t2", "name": "n", "scheduled_time": "2030-01-01T10:00:00"}),
-            )),
+            Some(task(json!({"id": "t2", "name": "n", "scheduled_time": "2030-01-01T10:00:00"}))),
             StatusCode::BAD_REQUEST,
             "timezone_required",
         ),
@@ -202,9 +190,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "user never connected",
             Method::POST,
             "/api/calendar/task-to-calendar",
-            Some(
-                json!({"user_id": "nobody", "task_data": {"id": "t2", "name": "n", "scheduled_time": "2030-01-01"}}),
-            ),
+            Some(json!({"user_id": "nobody", "task_data": {"id": "t2", "name": "n", "scheduled_time": "2030-01-01"}})),
             StatusCode::BAD_REQUEST,
             "not_connected",
         ),
@@ -228,9 +214,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "apple connect bad url",
             Method::POST,
             "/api/calendar/apple/connect",
-            Some(
-                json!({"user_id": "alice", "apple_id": "user", "app_password": "secret", "server_url": "ftp://x"}),
-            ),
+            Some(json!({"user_id": "alice", "apple_id": "user", "app_password": "secret", "server_url": "ftp://x"})),
             StatusCode::BAD_REQUEST,
             "invalid_field",
         ),
@@ -278,9 +262,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "update with a bad time",
             Method::PUT,
             "/api/calendar/update-event",
-            Some(
-                json!({"user_id": "alice", "event_id": alice_event, "task_data": {"scheduled_time": "soon"}}),
-            ),
+            Some(json!({"user_id": "alice", "event_id": alice_event, "task_data": {"scheduled_time": "soon"}})),
             StatusCode::BAD_REQUEST,
             "invalid_time",
         ),
@@ -316,14 +298,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             StatusCode::BAD_REQUEST,
             "invalid_field",
         ),
-        case(
-            "unknown path",
-            Method::GET,
-            "/api/calendar/nope",
-            None,
-            StatusCode::NOT_FOUND,
-            "not_found",
-        ),
+        case("unknown path", Method::GET, "/api/calendar/nope", None, StatusCode::NOT_FOUND, "not_found"),
         case(
             "wrong method",
             Method::GET,
@@ -341,23 +316,15 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "invalid_field",
         ),
     ];
-    let raw = |name,
-               method,
-               uri: &'static str,
-               token: Option<String>,
-               body: Option<&str>,
-               headers: Vec<(&'static str, &'static str)>,
-               status,
-               code| Case {
-        name,
-        method,
-        uri,
-        token,
-        body: body.map(String::from),
-        headers,
-        status,
-        code,
-    };
+    let raw =
+        |name,
+         method,
+         uri: &'static str,
+         token: Option<String>,
+         body: Option<&str>,
+         headers: Vec<(&'static str, &'static str)>,
+         status,
+         code| Case { name, method, uri, token, body: body.map(String::from), headers, status, code };
     cases[0].body = Some("{\"user_id\": \"alice\", ".into());
     cases.extend([
         raw(
@@ -405,11 +372,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             Method::DELETE,
             "/api/calendar/delete-event",
             Some(jwt("mallory", 600)),
-            Some(&*Box::leak(
-                json!({"user_id": "mallory", "event_id": alice_event})
-                    .to_string()
-                    .into_boxed_str(),
-            )),
+            Some(&*Box::leak(json!({"user_id": "mallory", "event_id": alice_event}).to_string().into_boxed_str())),
             vec![],
             StatusCode::NOT_FOUND,
             "event_not_found",
@@ -419,11 +382,7 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             Method::DELETE,
             "/api/calendar/delete-event",
             Some(jwt("mallory", 600)),
-            Some(&*Box::leak(
-                json!({"user_id": "alice", "event_id": alice_event})
-                    .to_string()
-                    .into_boxed_str(),
-            )),
+            Some(&*Box::leak(json!({"user_id": "alice", "event_id": alice_event}).to_string().into_boxed_str())),
             vec![],
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -454,76 +413,26 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
     let events_before = h.calendar.events("calendar");
     h.objects.clear_writes();
     for c in cases {
-        let (status, _, body) = h
-            .raw(
-                c.method.clone(),
-                c.uri,
-                c.token.as_deref(),
-                c.body.clone(),
-                &c.headers,
-            )
-            .await;
+        let (status, _, body) = h.raw(c.method.clone(), c.uri, c.token.as_deref(), c.body.clone(), &c.headers).await;
         assert_eq!(status, c.status, "{}: {body}", c.name);
         assert_eq!(body["code"], c.code, "{}: {body}", c.name);
-        assert!(
-            body["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{}: {body}",
-            c.name
-        );
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{}: {body}", c.name);
         let text = body.to_string();
-        for secret in [
-            "secret",
-            "nope-nope",
-            "12345678",
-            API_KEY,
-            crate::support::JWT_SECRET,
-        ] {
-            assert!(
-                !text.contains(secret),
-                "{}: response leaks a secret: {text}",
-                c.name
-            );
+        for secret in ["secret", "nope-nope", "12345678", API_KEY, crate::support::JWT_SECRET] {
+            assert!(!text.contains(secret), "{}: response leaks a secret: {text}", c.name);
         }
     }
     assert_eq!(h.objects.writes(), vec![], "bad input must store nothing");
-    assert_eq!(
-        h.calendar.events("calendar"),
-        events_before,
-        "bad input must not touch the calendar"
-    );
+    assert_eq!(h.calendar.events("calendar"), events_before, "bad input must not touch the calendar");
     // Still serving.
     let (s, _, _) = h.raw(Method::GET, "/healthz", None, None, &[]).await;
     assert_eq!(s, StatusCode::OK);
     // Seed messages are kept.
-    let (_, _, v) = h
-        .raw(
-            Method::GET,
-            "/api/calendar/sync-history/alice",
-            Some(&jwt("alice", -3600)),
-            None,
-            &[],
-        )
-        .await;
+    let (_, _, v) = h.raw(Method::GET, "/api/calendar/sync-history/alice", Some(&jwt("alice", -3600)), None, &[]).await;
     assert_eq!(v["error"], "Token has expired");
-    let (_, _, v) = h
-        .raw(
-            Method::GET,
-            "/api/calendar/sync-history/alice",
-            Some("garbage"),
-            None,
-            &[],
-        )
-        .await;
+    let (_, _, v) = h.raw(Method::GET, "/api/calendar/sync-history/alice", Some("garbage"), None, &[]).await;
     assert_eq!(v["error"], "Invalid authentication credentials");
     // A JWT acting for its own user works.
-    let (s, _, v) = h
-        .raw(
-            Method::GET,
-            "/api/calendar/sync-history/alice",
-            Some(&jwt("alice", 600)),
-            None,
-            &[],
-        )
-        .await;
+    let (s, _, v) = h.raw(Method::GET, "/api/calendar/sync-history/alice", Some(&jwt("alice", 600)), None, &[]).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }

@@ -64,27 +64,14 @@ impl Harness {
     fn build(config: ApiConfig, engine: bool) -> Self {
         let objects = MemoryObjects::new();
         let calendar = MemoryCalendar::new();
-        let connector = Arc::new(MemoryConnector {
-            service: calendar.clone(),
-        });
+        let connector = Arc::new(MemoryConnector { service: calendar.clone() });
         let shared: Arc<dyn Objects> = Arc::new(objects.clone());
-        let state = AppState::new(
-            shared.clone(),
-            connector.clone(),
-            NS,
-            config,
-            Arc::new(Metrics::new()),
-        );
+        let state = AppState::new(shared.clone(), connector.clone(), NS, config, Arc::new(Metrics::new()));
         let handle = engine.then(|| {
             let engine = Engine::new(shared.clone(), connector, EngineConfig::default());
             spawn_engine_loop(engine, shared.subscribe())
         });
-        Harness {
-            objects,
-            calendar,
-            router: router(state),
-            engine: handle,
-        }
+        Harness { objects, calendar, router: router(state), engine: handle }
     }
 
     /// Send one request; the body is raw text (so tests can send broken JSON).
@@ -101,25 +88,14 @@ impl Harness {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let has_body = body.is_some();
-        if has_body
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
+        if has_body && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req
-            .body(body.map(Body::from).unwrap_or_else(Body::empty))
-            .expect("request");
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("router never fails");
+        let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).expect("request");
+        let resp = self.router.clone().oneshot(req).await.expect("router never fails");
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
@@ -133,15 +109,8 @@ impl Harness {
     }
 
     /// JSON call with the static API key.
-    pub async fn call(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let (s, _, v) = self
-            .raw(method, uri, Some(API_KEY), body.map(|b| b.to_string()), &[])
-            .await;
+    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (s, _, v) = self.raw(method, uri, Some(API_KEY), body.map(|b| b.to_string()), &[]).await;
         (s, v)
     }
 
@@ -172,10 +141,7 @@ pub fn jwt(sub: &str, exp_offset: i64) -> String {
 
 /// Reconcile every changed object (one at a time, like a single-worker queue); honour short
 /// requeues so retries and waits converge within a test.
-fn spawn_engine_loop(
-    engine: Engine,
-    mut changes: broadcast::Receiver<ObjectKey>,
-) -> JoinHandle<()> {
+fn spawn_engine_loop(engine: Engine, mut changes: broadcast::Receiver<ObjectKey>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel::<ObjectKey>();
         loop {
@@ -194,9 +160,7 @@ fn spawn_engine_loop(
             for key in keys {
                 let outcome = match key.kind {
                     Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
-                    Kind::CalendarConnection => {
-                        engine.reconcile_connection(&key.namespace, &key.name).await
-                    }
+                    Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
                 };
                 let delay = match outcome {
                     Ok(Outcome::Requeue(d)) => Some(d),

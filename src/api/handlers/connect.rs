@@ -22,8 +22,7 @@ use crate::credentials::Credentials;
 use crate::engine::{ObjectKey, wait_for};
 use crate::providers::{ProviderError, Target};
 use crate::resources::{
-    CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL,
-    connection_name, user_label_value,
+    CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL, connection_name, user_label_value,
 };
 
 fn not_configured(kind: ProviderKind) -> ApiError {
@@ -76,10 +75,7 @@ fn callback(state: &AppState, kind: &str, query: &HashMap<String, String>) -> Re
     } else {
         "provider_not_configured"
     };
-    let url = format!(
-        "{}/calendar-connected?type={kind}&status=error&reason={reason}",
-        state.config.frontend_url
-    );
+    let url = format!("{}/calendar-connected?type={kind}&status=error&reason={reason}", state.config.frontend_url);
     let mut response = StatusCode::FOUND.into_response();
     if let Ok(v) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -114,9 +110,7 @@ pub async fn outlook_callback(
 /// The host part of an http(s) URL (lower case, without port), or `None` when the URL is not a
 /// plain `scheme://host[:port]/path` (user info in URLs is refused: credentials go in the body).
 fn url_host(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() || authority.contains('@') {
         return None;
@@ -124,13 +118,9 @@ fn url_host(url: &str) -> Option<String> {
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
     } else {
-        authority.rsplit_once(':').map_or(authority, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                authority
-            }
-        })
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { authority })
     };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
@@ -148,23 +138,16 @@ fn is_link_local(host: &str) -> bool {
 /// http(s) only, no user info, no link-local address, and, when `CALSYNC_CALDAV_ALLOWED_HOSTS`
 /// is set, a host on that list.
 fn check_server_url(url: &str, allowed: &[String]) -> Result<(), ApiError> {
-    let shape = (8..=2048).contains(&url.len())
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    let shape = (8..=2048).contains(&url.len()) && !url.chars().any(|c| c.is_whitespace() || c.is_control());
     let Some(host) = url_host(url).filter(|_| shape) else {
         return Err(ApiError::invalid_field(
             "server_url must be an http(s) URL such as https://caldav.icloud.com/ (no user name or password in it)",
         ));
     };
     if is_link_local(&host) {
-        return Err(ApiError::invalid_field(
-            "server_url must not point at a link-local address",
-        ));
+        return Err(ApiError::invalid_field("server_url must not point at a link-local address"));
     }
-    if !allowed.is_empty()
-        && !allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(&host))
-    {
+    if !allowed.is_empty() && !allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(&host)) {
         return Err(ApiError::bad_request(
             "server_not_allowed",
             "this server only connects to the CalDAV hosts its operator allows (CALSYNC_CALDAV_ALLOWED_HOSTS)",
@@ -187,9 +170,7 @@ pub async fn apple_connect(
     caller.authorize(&state, &user)?;
     let apple_id = req.apple_id.trim().to_string();
     if apple_id.is_empty() || apple_id.len() > 320 || apple_id.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            "apple_id must be the CalDAV user name (an Apple ID e-mail on iCloud)",
-        ));
+        return Err(ApiError::invalid_field("apple_id must be the CalDAV user name (an Apple ID e-mail on iCloud)"));
     }
     let password_ok = {
         use secrecy::ExposeSecret;
@@ -197,29 +178,19 @@ pub async fn apple_connect(
         !p.trim().is_empty() && p.len() <= 1024
     };
     if !password_ok {
-        return Err(ApiError::invalid_field(
-            "app_password must be a non-empty app-specific password",
-        ));
+        return Err(ApiError::invalid_field("app_password must be a non-empty app-specific password"));
     }
-    let server_url = req
-        .server_url
-        .clone()
-        .unwrap_or_else(|| state.config.apple_server_url.clone());
+    let server_url = req.server_url.clone().unwrap_or_else(|| state.config.apple_server_url.clone());
     check_server_url(&server_url, &state.config.caldav_allowed_hosts)?;
     if let Some(c) = &req.calendar_id
         && (c.is_empty() || c.len() > 1024)
     {
-        return Err(ApiError::invalid_field(
-            "calendar_id must be 1-1024 characters",
-        ));
+        return Err(ApiError::invalid_field("calendar_id must be 1-1024 characters"));
     }
 
     let name = connection_name(&user, ProviderKind::Apple);
     let account_user = apple_id.clone();
-    let credentials = Credentials::Basic {
-        username: apple_id,
-        password: req.app_password,
-    };
+    let credentials = Credentials::Basic { username: apple_id, password: req.app_password };
     let target = Target {
         provider: ProviderKind::Apple,
         server_url: Some(server_url.clone()),
@@ -234,24 +205,16 @@ pub async fn apple_connect(
         ),
         other => errors::from_provider(&other),
     };
-    let provider = state
-        .connector
-        .connect(&target, &credentials)
-        .await
-        .map_err(connect_error)?;
+    let provider = state.connector.connect(&target, &credentials).await.map_err(connect_error)?;
     let account = provider.account().await.map_err(connect_error)?;
     if let Some(id) = &req.calendar_id {
         match account.calendars.iter().find(|c| &c.id == id) {
             Some(c) if c.writable => {}
             Some(_) => {
-                return Err(ApiError::invalid_field(
-                    "calendar_id names a read-only calendar; pick a writable one",
-                ));
+                return Err(ApiError::invalid_field("calendar_id names a read-only calendar; pick a writable one"));
             }
             None => {
-                return Err(ApiError::invalid_field(
-                    "calendar_id is not a calendar of this account",
-                ));
+                return Err(ApiError::invalid_field("calendar_id is not a calendar of this account"));
             }
         }
     } else if account.default_calendar().is_none() {
@@ -264,45 +227,28 @@ pub async fn apple_connect(
     // The Secret's name follows the account, so connecting another account changes the
     // connection's spec (credentialsSecretRef) and the engine re-checks it at once rather than
     // at its next periodic check.
-    let secret = SecretRef {
-        name: format!(
-            "{name}-{}",
-            user_label_value(&format!("{account_user}\n{server_url}"))
-        ),
-        key: None,
-    };
+    let secret =
+        SecretRef { name: format!("{name}-{}", user_label_value(&format!("{account_user}\n{server_url}"))), key: None };
     let key = ObjectKey::connection(&state.namespace, &name);
     // Credentials first: the engine reconciles the connection as soon as it appears and must
     // find them (a connection without them would report CredentialsMissing and wait).
-    state
-        .objects
-        .write_credentials(&state.namespace, &secret, &credentials, &key)
-        .await?;
-    let existing = state
-        .objects
-        .get_connection(&state.namespace, &name)
-        .await?;
-    let mut spec = existing
-        .as_ref()
-        .map(|c| c.spec.clone())
-        .unwrap_or(CalendarConnectionSpec {
-            user_id: user.clone(),
-            provider: ProviderKind::Apple,
-            credentials_secret_ref: secret.clone(),
-            calendar_id: None,
-            server_url: None,
-            category_calendars: Default::default(),
-            import: None,
-            active: true,
-        });
+    state.objects.write_credentials(&state.namespace, &secret, &credentials, &key).await?;
+    let existing = state.objects.get_connection(&state.namespace, &name).await?;
+    let mut spec = existing.as_ref().map(|c| c.spec.clone()).unwrap_or(CalendarConnectionSpec {
+        user_id: user.clone(),
+        provider: ProviderKind::Apple,
+        credentials_secret_ref: secret.clone(),
+        calendar_id: None,
+        server_url: None,
+        category_calendars: Default::default(),
+        import: None,
+        active: true,
+    });
     spec.credentials_secret_ref = secret.clone();
     spec.server_url = Some(server_url);
     spec.calendar_id = req.calendar_id.clone();
     spec.active = true;
-    let mut labels = existing
-        .as_ref()
-        .map(|c| c.labels().clone())
-        .unwrap_or_default();
+    let mut labels = existing.as_ref().map(|c| c.labels().clone()).unwrap_or_default();
     labels.insert(USER_LABEL.to_string(), user_label_value(&user));
     let object = CalendarConnection {
         metadata: ObjectMeta {
@@ -318,10 +264,7 @@ pub async fn apple_connect(
         Ok(a) => a,
         Err(e) => {
             if existing.is_none()
-                && let Err(del) = state
-                    .objects
-                    .delete_credentials(&state.namespace, &secret)
-                    .await
+                && let Err(del) = state.objects.delete_credentials(&state.namespace, &secret).await
             {
                 tracing::warn!(connection = %key, error = %del, "could not remove credentials after a failed connect");
             }
@@ -330,10 +273,7 @@ pub async fn apple_connect(
     };
     if let Some(old) = existing.as_ref().map(|c| &c.spec.credentials_secret_ref)
         && old.name != secret.name
-        && let Err(e) = state
-            .objects
-            .delete_credentials(&state.namespace, old)
-            .await
+        && let Err(e) = state.objects.delete_credentials(&state.namespace, old).await
     {
         tracing::warn!(connection = %key, error = %e, "could not remove the previous account's credentials");
     }
@@ -343,16 +283,11 @@ pub async fn apple_connect(
     // Give the engine a moment to mark the connection Ready, so a task-to-calendar right after
     // this answer does not find it still unchecked. Not an error if it takes longer.
     let generation = applied.metadata.generation;
-    let (objects, ns, n) = (
-        state.objects.as_ref(),
-        state.namespace.as_str(),
-        name.as_str(),
-    );
+    let (objects, ns, n) = (state.objects.as_ref(), state.namespace.as_str(), name.as_str());
     let _ = wait_for(objects, state.config.sync_wait, || async move {
         let c = objects.get_connection(ns, n).await?;
         let done = c.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| {
-            s.observed_generation == generation
-                && crate::resources::condition::is_true(&s.conditions, "Ready")
+            s.observed_generation == generation && crate::resources::condition::is_true(&s.conditions, "Ready")
         });
         Ok((done, ()))
     })
@@ -372,11 +307,7 @@ mod tests {
     #[test]
     fn server_url_policy() {
         let none: Vec<String> = vec![];
-        for ok in [
-            "https://caldav.icloud.com/",
-            "http://127.0.0.1:5232/user/",
-            "https://[::1]:8443/dav",
-        ] {
+        for ok in ["https://caldav.icloud.com/", "http://127.0.0.1:5232/user/", "https://[::1]:8443/dav"] {
             assert!(check_server_url(ok, &none).is_ok(), "{ok}");
         }
         for bad in [
@@ -391,11 +322,6 @@ mod tests {
         }
         let allowed = vec!["caldav.icloud.com".to_string()];
         assert!(check_server_url("https://CalDAV.icloud.com:443/", &allowed).is_ok());
-        assert_eq!(
-            check_server_url("https://evil.example/", &allowed)
-                .unwrap_err()
-                .code,
-            "server_not_allowed"
-        );
+        assert_eq!(check_server_url("https://evil.example/", &allowed).unwrap_err().code, "server_not_allowed");
     }
 }

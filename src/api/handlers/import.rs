@@ -12,9 +12,7 @@ use kube::ResourceExt;
 
 use super::{provider_for, user_connections};
 use crate::api::auth::Caller;
-use crate::api::dto::{
-    CalendarToTasksRequest, CalendarToTasksResponse, ImportWarning, ImportedTask, UpdatedTask,
-};
+use crate::api::dto::{CalendarToTasksRequest, CalendarToTasksResponse, ImportWarning, ImportedTask, UpdatedTask};
 use crate::api::errors::{self, ApiError, ErrorBody};
 use crate::api::extract::ApiJson;
 use crate::api::mapping;
@@ -25,11 +23,9 @@ use crate::resources::{CalendarConnection, task_sync_name};
 /// Calendars read for a connection: where its tasks go (default, explicit, per category).
 fn calendars_of(conn: &CalendarConnection) -> Vec<String> {
     let mut out = BTreeSet::new();
-    if let Some(c) = conn.spec.calendar_id.clone().or_else(|| {
-        conn.status
-            .as_ref()
-            .and_then(|s| s.default_calendar_id.clone())
-    }) {
+    if let Some(c) =
+        conn.spec.calendar_id.clone().or_else(|| conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()))
+    {
         out.insert(c);
     }
     out.extend(conn.spec.category_calendars.values().cloned());
@@ -61,14 +57,11 @@ async fn read_connection(
         })?;
         for ev in page.events.iter().filter(|e| !e.cancelled) {
             match &ev.marker {
-                None => found
-                    .tasks
-                    .push(mapping::imported_task(ev, conn.spec.provider)),
+                None => found.tasks.push(mapping::imported_task(ev, conn.spec.provider)),
                 Some(m) if m.owner == state.config.owner => {
                     // Ours: report it only when the calendar app changed it since we wrote it.
                     let name = task_sync_name(user, &m.task_id);
-                    let Some(ts) = state.objects.get_task_sync(&state.namespace, &name).await?
-                    else {
+                    let Some(ts) = state.objects.get_task_sync(&state.namespace, &name).await? else {
                         continue;
                     };
                     let seen = ts.status.as_ref().and_then(|s| s.etag.clone());
@@ -79,8 +72,7 @@ async fn read_connection(
                     if changed.is_empty() {
                         continue;
                     }
-                    let (scheduled_time, timezone, all_day) =
-                        mapping::task_time(&ev.start, ev.zone.as_deref());
+                    let (scheduled_time, timezone, all_day) = mapping::task_time(&ev.start, ev.zone.as_deref());
                     found.updated.push(UpdatedTask {
                         task_id: m.task_id.clone(),
                         calendar_event_id: ev.id.clone(),
@@ -116,9 +108,7 @@ pub async fn calendar_to_tasks(
     if let Some(w) = req.window_days
         && !(1..=365).contains(&w)
     {
-        return Err(ApiError::invalid_field(
-            "window_days must be between 1 and 365",
-        ));
+        return Err(ApiError::invalid_field("window_days must be between 1 and 365"));
     }
     // 0 in the cache key stands for "each connection's own default".
     let cache_window = req.window_days.unwrap_or(0);
@@ -128,11 +118,7 @@ pub async fn calendar_to_tasks(
     {
         return Ok(axum::Json(hit));
     }
-    let active: Vec<_> = user_connections(&state, &user)
-        .await?
-        .into_iter()
-        .filter(|c| c.spec.active)
-        .collect();
+    let active: Vec<_> = user_connections(&state, &user).await?.into_iter().filter(|c| c.spec.active).collect();
     if active.is_empty() {
         return Err(ApiError::not_connected());
     }
@@ -141,14 +127,8 @@ pub async fn calendar_to_tasks(
     let mut warnings = Vec::new();
     let mut first_error = None;
     for conn in &active {
-        let days = req
-            .window_days
-            .or(conn.spec.import.as_ref().map(|i| i.window_days))
-            .unwrap_or(7);
-        let window = Window {
-            from: now,
-            to: now + chrono::Duration::days(i64::from(days)),
-        };
+        let days = req.window_days.or(conn.spec.import.as_ref().map(|i| i.window_days)).unwrap_or(7);
+        let window = Window { from: now, to: now + chrono::Duration::days(i64::from(days)) };
         // One broken calendar must not hide the others: report it and go on.
         if let Err(e) = read_connection(&state, &user, conn, window, &mut found).await {
             warnings.push(ImportWarning {
@@ -165,24 +145,12 @@ pub async fn calendar_to_tasks(
         return Err(e);
     }
     let Found { mut tasks, updated } = found;
-    tasks.sort_by(|a, b| {
-        a.scheduled_time
-            .cmp(&b.scheduled_time)
-            .then(a.calendar_event_id.cmp(&b.calendar_event_id))
-    });
-    let response = CalendarToTasksResponse {
-        success: true,
-        count: tasks.len(),
-        tasks,
-        updated_tasks: updated,
-        warnings,
-    };
+    tasks.sort_by(|a, b| a.scheduled_time.cmp(&b.scheduled_time).then(a.calendar_event_id.cmp(&b.calendar_event_id)));
+    let response =
+        CalendarToTasksResponse { success: true, count: tasks.len(), tasks, updated_tasks: updated, warnings };
     // A partial answer is not cached: the next call tries the broken calendar again.
     if response.warnings.is_empty() {
-        state
-            .caches
-            .import
-            .put(&user, cache_window, response.clone());
+        state.caches.import.put(&user, cache_window, response.clone());
     }
     Ok(axum::Json(response))
 }

@@ -24,10 +24,7 @@ use crate::resources::condition::{self, ConditionStatus};
 use crate::resources::{CalendarConnection, TaskSync, USER_LABEL, user_label_value};
 
 /// All of `user`'s connections (active or not), newest connection first.
-pub async fn user_connections(
-    state: &AppState,
-    user: &str,
-) -> Result<Vec<CalendarConnection>, ApiError> {
+pub async fn user_connections(state: &AppState, user: &str) -> Result<Vec<CalendarConnection>, ApiError> {
     let selector = Labels::from([(USER_LABEL.to_string(), user_label_value(user))]);
     let mut conns: Vec<CalendarConnection> = state
         .objects
@@ -43,12 +40,10 @@ pub async fn user_connections(
 
 /// When the connection was (last) connected: status.connectedAt, else its creation.
 pub fn connected_at(c: &CalendarConnection) -> Option<DateTime<Utc>> {
-    c.status.as_ref().and_then(|s| s.connected_at).or_else(|| {
-        c.metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
-    })
+    c.status
+        .as_ref()
+        .and_then(|s| s.connected_at)
+        .or_else(|| c.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)))
 }
 
 /// Seed-style timestamp.
@@ -58,11 +53,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 
 /// (ready, reason) of a connection's Ready condition.
 pub fn readiness(c: &CalendarConnection) -> (bool, String) {
-    let conditions = c
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let conditions = c.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     match condition::find(conditions, "Ready") {
         Some(r) => (r.status == ConditionStatus::True, r.reason.clone()),
         None => (false, "Pending".to_string()),
@@ -70,10 +61,7 @@ pub fn readiness(c: &CalendarConnection) -> (bool, String) {
 }
 
 /// A read-only client for one connection (calendar-to-tasks, event ownership checks).
-pub async fn provider_for(
-    state: &AppState,
-    conn: &CalendarConnection,
-) -> Result<Arc<dyn Provider>, ApiError> {
+pub async fn provider_for(state: &AppState, conn: &CalendarConnection) -> Result<Arc<dyn Provider>, ApiError> {
     let creds = state
         .objects
         .read_credentials(&state.namespace, &conn.spec.credentials_secret_ref)
@@ -86,11 +74,7 @@ pub async fn provider_for(
         server_url: conn.spec.server_url.clone(),
         connection: format!("{}/{}", state.namespace, conn.name_any()),
     };
-    state
-        .connector
-        .connect(&target, &creds)
-        .await
-        .map_err(|e| errors::from_provider(&e))
+    state.connector.connect(&target, &creds).await.map_err(|e| errors::from_provider(&e))
 }
 
 pub fn reconnect_required() -> ApiError {
@@ -116,9 +100,7 @@ fn permanent_failure(reason: &str, message: &str) -> Option<ApiError> {
         "ReconnectRequired" => reconnect_required(),
         "ConnectionInactive" | "ConnectionNotFound" => ApiError::not_connected(),
         "NotOwned" => ApiError::conflict("event_not_managed", message),
-        "ConflictDetected" | "DeletedInCalendar" => {
-            ApiError::conflict("calendar_conflict", message)
-        }
+        "ConflictDetected" | "DeletedInCalendar" => ApiError::conflict("calendar_conflict", message),
         "ProviderRejected" | "NotFound" => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "provider_rejected",
@@ -130,11 +112,7 @@ fn permanent_failure(reason: &str, message: &str) -> Option<ApiError> {
 }
 
 /// Wait (bounded by `sync_wait`) until the engine has reconciled `generation` of the TaskSync.
-pub async fn wait_synced(
-    state: &AppState,
-    name: &str,
-    generation: i64,
-) -> Result<Waited, ApiError> {
+pub async fn wait_synced(state: &AppState, name: &str, generation: i64) -> Result<Waited, ApiError> {
     let objects = state.objects.as_ref();
     let ns = state.namespace.as_str();
     let (done, value) = wait_for(objects, state.config.sync_wait, || async move {
@@ -144,10 +122,7 @@ pub async fn wait_synced(
         };
         let st = ts.status.clone().unwrap_or_default();
         let synced = condition::find(&st.conditions, "Synced")
-            .filter(|c| {
-                c.observed_generation == Some(generation)
-                    && st.observed_generation == Some(generation)
-            })
+            .filter(|c| c.observed_generation == Some(generation) && st.observed_generation == Some(generation))
             .cloned();
         let done = match &synced {
             Some(c) if c.status == ConditionStatus::True => st.event_id.is_some(),
@@ -158,10 +133,9 @@ pub async fn wait_synced(
     })
     .await?;
     let result = match value {
-        None => Err(ApiError::conflict(
-            "task_deleted",
-            "the task's calendar event was deleted meanwhile; send it again",
-        )),
+        None => {
+            Err(ApiError::conflict("task_deleted", "the task's calendar event was deleted meanwhile; send it again"))
+        }
         Some(_) if !done => Ok(Waited::Pending),
         Some((_, Some(c))) if c.status != ConditionStatus::True => {
             Err(permanent_failure(&c.reason, &c.message)
@@ -179,30 +153,16 @@ pub async fn wait_synced(
 
 /// Our TaskSync for `event_id` belonging to `user`: 404 when there is none, 409
 /// `event_not_managed` when the event exists in one of the user's calendars but is not ours.
-pub async fn owned_task_sync(
-    state: &AppState,
-    user: &str,
-    event_id: &str,
-) -> Result<TaskSync, ApiError> {
-    if let Some(ts) = state
-        .objects
-        .find_task_sync_by_event(&state.namespace, event_id)
-        .await?
-    {
-        let conn = state
-            .objects
-            .get_connection(&state.namespace, &ts.spec.connection_ref.name)
-            .await?;
+pub async fn owned_task_sync(state: &AppState, user: &str, event_id: &str) -> Result<TaskSync, ApiError> {
+    if let Some(ts) = state.objects.find_task_sync_by_event(&state.namespace, event_id).await? {
+        let conn = state.objects.get_connection(&state.namespace, &ts.spec.connection_ref.name).await?;
         let mine = ts.labels().get(USER_LABEL) == Some(&user_label_value(user))
             && conn.as_ref().is_none_or(|c| c.spec.user_id == user);
         if mine && ts.metadata.deletion_timestamp.is_none() {
             return Ok(ts);
         }
         if mine {
-            return Err(ApiError::not_found(
-                "event_not_found",
-                "this event is already being deleted",
-            ));
+            return Err(ApiError::not_found("event_not_found", "this event is already being deleted"));
         }
         // Another user's event: answer exactly as for an unknown id, so ids cannot be probed.
         return Err(ApiError::not_found(
@@ -210,16 +170,9 @@ pub async fn owned_task_sync(
             "no calendar event with this event_id is managed for this user",
         ));
     }
-    for conn in user_connections(state, user)
-        .await?
-        .iter()
-        .filter(|c| c.spec.active)
-    {
-        let Some(calendar) = conn
-            .status
-            .as_ref()
-            .and_then(|s| s.default_calendar_id.clone())
-            .or(conn.spec.calendar_id.clone())
+    for conn in user_connections(state, user).await?.iter().filter(|c| c.spec.active) {
+        let Some(calendar) =
+            conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()).or(conn.spec.calendar_id.clone())
         else {
             continue;
         };
@@ -235,8 +188,5 @@ pub async fn owned_task_sync(
             ));
         }
     }
-    Err(ApiError::not_found(
-        "event_not_found",
-        "no calendar event with this event_id is managed for this user",
-    ))
+    Err(ApiError::not_found("event_not_found", "no calendar event with this event_id is managed for this user"))
 }

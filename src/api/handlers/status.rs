@@ -10,17 +10,15 @@ use kube::ResourceExt;
 use super::{connected_at, readiness, timestamp, user_connections};
 use crate::api::auth::Caller;
 use crate::api::dto::{
-    ConnectionInfo, ConnectionStatusResponse, DisconnectQuery, DisconnectResponse, HistoryQuery,
-    Id, SyncHistoryResponse, SyncRecord,
+    ConnectionInfo, ConnectionStatusResponse, DisconnectQuery, DisconnectResponse, HistoryQuery, Id,
+    SyncHistoryResponse, SyncRecord,
 };
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, ApiQuery};
 use crate::api::mapping;
 use crate::api::state::AppState;
 use crate::engine::{Labels, ObjectKey};
-use crate::resources::{
-    CalendarConnection, DeletionPolicy, Direction, SyncStatus, USER_LABEL, user_label_value,
-};
+use crate::resources::{CalendarConnection, DeletionPolicy, Direction, SyncStatus, USER_LABEL, user_label_value};
 
 /// Connection state of a user.
 #[utoipa::path(get, path = "/api/calendar/connection-status/{user_id}", tag = "status",
@@ -36,11 +34,7 @@ pub async fn connection_status(
     caller.authorize(&state, &user)?;
     let conns = user_connections(&state, &user).await?;
     let info = |c: &CalendarConnection| {
-        let (ready, reason) = if c.spec.active {
-            readiness(c)
-        } else {
-            (false, "Disconnected".to_string())
-        };
+        let (ready, reason) = if c.spec.active { readiness(c) } else { (false, "Disconnected".to_string()) };
         ConnectionInfo {
             calendar_type: c.spec.provider.as_str().to_string(),
             active: c.spec.active,
@@ -91,11 +85,7 @@ pub async fn disconnect(
 ) -> Result<axum::Json<DisconnectResponse>, ApiError> {
     let user = mapping::user_id(&Id(user_id))?.to_string();
     caller.authorize(&state, &user)?;
-    let only = query
-        .calendar_type
-        .as_deref()
-        .map(mapping::calendar_type)
-        .transpose()?;
+    let only = query.calendar_type.as_deref().map(mapping::calendar_type).transpose()?;
     let conns: Vec<_> = user_connections(&state, &user)
         .await?
         .into_iter()
@@ -106,33 +96,19 @@ pub async fn disconnect(
         let name = conn.name_any();
         revoke_tokens(conn).await;
         // The user's TaskSyncs go without touching the calendar: Orphan first, then delete.
-        let task_syncs = state
-            .objects
-            .list_task_syncs(Some(&state.namespace), &selector)
-            .await?;
-        for ts in task_syncs
-            .into_iter()
-            .filter(|t| t.spec.connection_ref.name == name)
-        {
+        let task_syncs = state.objects.list_task_syncs(Some(&state.namespace), &selector).await?;
+        for ts in task_syncs.into_iter().filter(|t| t.spec.connection_ref.name == name) {
             let ts_name = ts.name_any();
-            if ts.spec.deletion_policy != DeletionPolicy::Orphan
-                && ts.metadata.deletion_timestamp.is_none()
-            {
+            if ts.spec.deletion_policy != DeletionPolicy::Orphan && ts.metadata.deletion_timestamp.is_none() {
                 let mut orphan = ts.clone();
                 orphan.spec.deletion_policy = DeletionPolicy::Orphan;
                 orphan.status = None;
                 orphan.metadata.resource_version = None;
                 state.objects.apply_task_sync(&orphan).await?;
             }
-            state
-                .objects
-                .delete(&ObjectKey::task_sync(&state.namespace, &ts_name))
-                .await?;
+            state.objects.delete(&ObjectKey::task_sync(&state.namespace, &ts_name)).await?;
         }
-        state
-            .objects
-            .delete_credentials(&state.namespace, &conn.spec.credentials_secret_ref)
-            .await?;
+        state.objects.delete_credentials(&state.namespace, &conn.spec.credentials_secret_ref).await?;
         let mut inactive = conn.clone();
         inactive.spec.active = false;
         inactive.status = None;
@@ -141,10 +117,7 @@ pub async fn disconnect(
         tracing::info!(connection = %name, "calendar disconnected");
     }
     state.caches.import.invalidate(&user);
-    Ok(axum::Json(DisconnectResponse {
-        success: true,
-        message: "Calendar disconnected".into(),
-    }))
+    Ok(axum::Json(DisconnectResponse { success: true, message: "Calendar disconnected".into() }))
 }
 
 /// The user's sync operations, newest first.
@@ -201,8 +174,5 @@ pub async fn sync_history(
     }
     records.sort_by_key(|r| std::cmp::Reverse((r.0, r.1)));
     let syncs: Vec<SyncRecord> = records.into_iter().take(limit).map(|(_, _, r)| r).collect();
-    Ok(axum::Json(SyncHistoryResponse {
-        count: syncs.len(),
-        syncs,
-    }))
+    Ok(axum::Json(SyncHistoryResponse { count: syncs.len(), syncs }))
 }

@@ -13,8 +13,7 @@ use kube::ResourceExt;
 use super::{Waited, owned_task_sync, user_connections, wait_synced};
 use crate::api::auth::Caller;
 use crate::api::dto::{
-    DeleteEventRequest, SuccessResponse, TaskToCalendarRequest, TaskToCalendarResponse,
-    UpdateEventRequest,
+    DeleteEventRequest, SuccessResponse, TaskToCalendarRequest, TaskToCalendarResponse, UpdateEventRequest,
 };
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::extract::ApiJson;
@@ -24,24 +23,12 @@ use crate::engine::{ObjectKey, wait_for};
 use crate::resources::{TaskSync, task_sync_labels, task_sync_name};
 
 fn pending_task() -> Response {
-    let body = TaskToCalendarResponse {
-        success: true,
-        event_id: None,
-        event_link: None,
-        pending: true,
-    };
+    let body = TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: true };
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
 fn pending() -> Response {
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(SuccessResponse {
-            success: true,
-            pending: true,
-        }),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, axum::Json(SuccessResponse { success: true, pending: true })).into_response()
 }
 
 /// Create or update the calendar event of a task.
@@ -57,47 +44,27 @@ pub async fn task_to_calendar(
 ) -> Result<Response, ApiError> {
     let user = mapping::user_id(&req.user_id)?.to_string();
     caller.authorize(&state, &user)?;
-    let wanted = req
-        .calendar_type
-        .as_deref()
-        .map(mapping::calendar_type)
-        .transpose()?;
+    let wanted = req.calendar_type.as_deref().map(mapping::calendar_type).transpose()?;
     let task_id = req.task_data.id.as_str().to_string();
     let name = task_sync_name(&user, &task_id);
     let existing = state.objects.get_task_sync(&state.namespace, &name).await?;
-    if existing
-        .as_ref()
-        .is_some_and(|t| t.metadata.deletion_timestamp.is_some())
-    {
+    if existing.as_ref().is_some_and(|t| t.metadata.deletion_timestamp.is_some()) {
         return Err(ApiError::conflict(
             "task_being_deleted",
             "this task's calendar event is being deleted; retry in a moment",
         )
         .with_retry_after(Some(std::time::Duration::from_secs(2))));
     }
-    let active: Vec<_> = user_connections(&state, &user)
-        .await?
-        .into_iter()
-        .filter(|c| c.spec.active)
-        .collect();
+    let active: Vec<_> = user_connections(&state, &user).await?.into_iter().filter(|c| c.spec.active).collect();
     let connection = match (&existing, wanted) {
         // Same task again: keep its calendar unless the request names another one.
-        (Some(ts), None)
-            if active
-                .iter()
-                .any(|c| c.name_any() == ts.spec.connection_ref.name) =>
-        {
+        (Some(ts), None) if active.iter().any(|c| c.name_any() == ts.spec.connection_ref.name) => {
             ts.spec.connection_ref.name.clone()
         }
-        (_, Some(kind)) => active
-            .iter()
-            .find(|c| c.spec.provider == kind)
-            .map(|c| c.name_any())
-            .ok_or_else(ApiError::not_connected)?,
-        (_, None) => active
-            .first()
-            .map(|c| c.name_any())
-            .ok_or_else(ApiError::not_connected)?,
+        (_, Some(kind)) => {
+            active.iter().find(|c| c.spec.provider == kind).map(|c| c.name_any()).ok_or_else(ApiError::not_connected)?
+        }
+        (_, None) => active.first().map(|c| c.name_any()).ok_or_else(ApiError::not_connected)?,
     };
     if let Some(ts) = &existing
         && ts.spec.connection_ref.name != connection
@@ -108,25 +75,16 @@ pub async fn task_to_calendar(
             "this task's event lives in another connected calendar; delete it there first (delete-event)",
         ));
     }
-    let mut spec = mapping::spec_from_task(
-        existing.as_ref().map(|t| &t.spec),
-        &connection,
-        &req.task_data,
-    )?;
+    let mut spec = mapping::spec_from_task(existing.as_ref().map(|t| &t.spec), &connection, &req.task_data)?;
     spec.connection_ref.name = connection.clone();
-    let mut labels = existing
-        .as_ref()
-        .map(|t| t.labels().clone())
-        .unwrap_or_default();
+    let mut labels = existing.as_ref().map(|t| t.labels().clone()).unwrap_or_default();
     labels.extend(task_sync_labels(&user, &connection, &task_id));
     let object = TaskSync {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(state.namespace.clone()),
             labels: Some(labels),
-            annotations: existing
-                .as_ref()
-                .and_then(|t| t.metadata.annotations.clone()),
+            annotations: existing.as_ref().and_then(|t| t.metadata.annotations.clone()),
             ..ObjectMeta::default()
         },
         spec,
@@ -175,11 +133,7 @@ pub async fn update_event(
     let applied = state.objects.apply_task_sync(&object).await?;
     let generation = applied.metadata.generation.unwrap_or(1);
     match wait_synced(&state, &name, generation).await? {
-        Waited::Synced(_) => Ok(axum::Json(SuccessResponse {
-            success: true,
-            pending: false,
-        })
-        .into_response()),
+        Waited::Synced(_) => Ok(axum::Json(SuccessResponse { success: true, pending: false }).into_response()),
         Waited::Pending => Ok(pending()),
     }
 }
@@ -200,31 +154,17 @@ pub async fn delete_event(
     let event_id = mapping::event_id(&req.event_id)?;
     let ts = owned_task_sync(&state, &user, event_id).await?;
     let name = ts.name_any();
-    state
-        .objects
-        .delete(&ObjectKey::task_sync(&state.namespace, &name))
-        .await?;
+    state.objects.delete(&ObjectKey::task_sync(&state.namespace, &name)).await?;
     tracing::info!(task_sync = %name, "task deletion requested");
     // The object goes when the engine removes its finalizer, i.e. once the event is deleted.
-    let (objects, ns, n) = (
-        state.objects.as_ref(),
-        state.namespace.as_str(),
-        name.as_str(),
-    );
-    let (gone, ()) = wait_for(objects, state.config.sync_wait, || async move {
-        Ok((objects.get_task_sync(ns, n).await?.is_none(), ()))
-    })
-    .await?;
-    state
-        .metrics
-        .record_sync_wait(if gone { "synced" } else { "pending" });
-    if gone {
-        Ok(axum::Json(SuccessResponse {
-            success: true,
-            pending: false,
-        })
-        .into_response())
-    } else {
-        Ok(pending())
-    }
+    let (objects, ns, n) = (state.objects.as_ref(), state.namespace.as_str(), name.as_str());
+    let (gone, ()) =
+        wait_for(
+            objects,
+            state.config.sync_wait,
+            || async move { Ok((objects.get_task_sync(ns, n).await?.is_none(), ())) },
+        )
+        .await?;
+    state.metrics.record_sync_wait(if gone { "synced" } else { "pending" });
+    if gone { Ok(axum::Json(SuccessResponse { success: true, pending: false }).into_response()) } else { Ok(pending()) }
 }
