@@ -12,4 +12,5 @@ pub mod engine;
 pub mod error;
 pub mod providers;
 pub mod resources;
+pub mod standalone;
 pub mod telemetry;

@@ -4,6 +4,8 @@
 //! parsing of the plain-key Secret form. Must not touch: where credentials are stored (an
 //! `Objects` implementation does that) or provider calls.
 
+pub mod envelope;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

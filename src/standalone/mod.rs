@@ -1,0 +1,131 @@
+//! Standalone mode: the engine on an embedded SQLite store, without a Kubernetes cluster.
+//!
+//! Owns: the SQLite `Objects` store (`store`, `rows`, `db`, `watch`; credentials are sealed with
+//! `credentials::envelope`), generated secrets (`secrets`), the work-queue driver (`queue`),
+//! `run_standalone`, and the `apply`/`get`/`delete` commands (`cli`, `validate`, `table`). Must
+//! not touch: reconcile decisions (engine), provider calls (providers) or HTTP (api, mounted
+//! through `run_standalone`).
+
+pub mod cli;
+pub mod db;
+pub mod queue;
+mod rows;
+pub mod secrets;
+pub mod store;
+pub mod table;
+pub mod validate;
+mod watch;
+
+pub use rows::StoredEvent;
+pub use store::{SecretName, SqliteObjects};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineConfig, StoreError};
+use crate::providers::Connector;
+
+/// Configuration of `calsync standalone`.
+#[derive(Clone, Debug)]
+pub struct StandaloneConfig {
+    /// `DATABASE_URL`: `sqlite://PATH` or `sqlite::memory:`.
+    pub database_url: String,
+    pub engine: EngineConfig,
+    pub queue: queue::QueueConfig,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        StandaloneConfig {
+            database_url: db::DEFAULT_DATABASE_URL.into(),
+            engine: EngineConfig::default(),
+            queue: queue::QueueConfig::default(),
+        }
+    }
+}
+
+/// What a component mounted into standalone mode (the REST API) gets.
+#[derive(Clone)]
+pub struct Services {
+    pub store: SqliteObjects,
+    pub engine: Engine,
+    pub secrets: secrets::Secrets,
+    /// Becomes `true` when standalone shuts down: serve no new requests and return (e.g. axum's
+    /// `with_graceful_shutdown(async move { let _ = shutdown.wait_for(|s| *s).await; })`).
+    /// Components get `COMPONENT_GRACE` to finish before they are aborted.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How long a mounted component may take to finish after shutdown was signalled.
+pub const COMPONENT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("store", &self.store).field("secrets", &self.secrets).finish_non_exhaustive()
+    }
+}
+
+/// Why standalone mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Component(String),
+}
+
+/// Run standalone mode: open the store (generating missing secrets beside it, printing only
+/// their paths to stderr), build the engine on `connector`, and drive it with the work queue
+/// until `shutdown` completes. `mount` starts extra components on the same services (the REST
+/// API); it gets a clone of `Services` and should run until its own end. Standalone stops when
+/// `shutdown` completes or `mount` returns an error.
+pub async fn run_standalone<M, Fut>(
+    config: StandaloneConfig,
+    connector: Arc<dyn Connector>,
+    mount: M,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StandaloneError>
+where
+    M: FnOnce(Services) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let location = db::Location::parse(&config.database_url).map_err(StandaloneError::Config)?;
+    let secrets = secrets::load_or_generate(location.path())?;
+    for f in &secrets.files {
+        eprintln!("{}", f.notice());
+    }
+    let store = SqliteObjects::open(&config.database_url, secrets::keyring(secrets.encryption_key.clone())?).await?;
+    let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let services = Services { store, engine: engine.clone(), secrets, shutdown: stop_rx.clone() };
+    let mut queue_stop = stop_rx;
+    let secret_changes = services.store.subscribe_secrets();
+    let mut component = tokio::spawn(mount(services));
+    let queue = tokio::spawn(queue::run_with_secrets(engine, config.queue.clone(), secret_changes, async move {
+        let _ = queue_stop.wait_for(|s| *s).await;
+    }));
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        done = &mut component => match done {
+            Ok(Ok(())) => {
+                // The component finished on its own: keep syncing until asked to stop.
+                shutdown.await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StandaloneError::Component(e)),
+            Err(e) => Err(StandaloneError::Component(format!("a standalone component crashed: {e}"))),
+        },
+    };
+    let _ = stop_tx.send(true);
+    if !component.is_finished() && tokio::time::timeout(COMPONENT_GRACE, &mut component).await.is_err() {
+        tracing::warn!("a standalone component did not stop within {COMPONENT_GRACE:?}; aborting it");
+        component.abort();
+    }
+    let _ = queue.await;
+    result
+}

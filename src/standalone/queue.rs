@@ -1,0 +1,453 @@
+//! The standalone work-queue driver: decides *when* to call the engine, never *what* it does.
+//!
+//! Owns: scheduling. Every object is enqueued at start-up and on relevant change notifications;
+//! at most one reconcile per object runs at a time (a change during a run re-runs it after),
+//! with bounded overall concurrency; `Outcome::Requeue(d)` sets a timer; a store failure
+//! (`EngineError`) backs the object off exponentially (capped); a periodic sweep re-checks
+//! everything. A connection change re-queues the TaskSyncs that use it. Must not touch: calendar
+//! calls or status (the engine does both).
+//!
+//! Trigger filter (DESIGN §4): a notification re-queues an object only when its generation,
+//! finalizers, deletion mark, labels or annotations moved, so the engine's own status writes
+//! never loop. For connections, TaskSyncs are re-queued when the connection's readiness (or
+//! anything a TaskSync reads from it) changed.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use kube::{Resource, ResourceExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::store::SecretName;
+use crate::engine::backoff::jitter;
+use crate::engine::{Backoff, Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
+use crate::resources::{CalendarConnection, TaskSync};
+
+/// Tunables of the queue.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Reconciles running at once (across objects).
+    pub concurrency: usize,
+    /// Every object is re-checked at least this often.
+    pub sweep: Duration,
+    /// Backoff after a reconcile failed with a store error.
+    pub backoff: Backoff,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            concurrency: 8,
+            sweep: Duration::from_secs(600),
+            backoff: Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(300) },
+        }
+    }
+}
+
+/// What a notification compares to decide whether to reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Trigger {
+    own: String,
+    /// For connections: what their TaskSyncs depend on.
+    dependents: Option<String>,
+}
+
+fn meta_trigger(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{:?}|{:?}|{}|{:?}|{:?}",
+        meta.generation,
+        meta.finalizers,
+        meta.deletion_timestamp.is_some(),
+        meta.labels,
+        meta.annotations
+    )
+}
+
+fn connection_trigger(c: &CalendarConnection) -> Trigger {
+    let st = c.status.as_ref();
+    let ready = st.map(|s| {
+        s.conditions
+            .iter()
+            .filter(|c| c.type_ == "Ready")
+            .map(|c| format!("{:?}/{}", c.status, c.reason))
+            .collect::<String>()
+    });
+    let dependents = format!(
+        "{:?}|{}|{:?}|{:?}|{}",
+        c.meta().generation,
+        c.meta().deletion_timestamp.is_some(),
+        ready,
+        st.and_then(|s| s.default_calendar_id.clone()),
+        c.spec.active
+    );
+    Trigger { own: meta_trigger(c.meta()), dependents: Some(dependents) }
+}
+
+fn task_sync_trigger(t: &TaskSync) -> Trigger {
+    Trigger { own: meta_trigger(t.meta()), dependents: None }
+}
+
+/// Scheduler state; lives in one task, so no locks.
+struct Scheduler {
+    engine: Engine,
+    config: QueueConfig,
+    ready: VecDeque<ObjectKey>,
+    queued: HashSet<ObjectKey>,
+    running: HashSet<ObjectKey>,
+    /// Changed while running: run again when it finishes.
+    dirty: HashSet<ObjectKey>,
+    timers: BTreeSet<(Instant, ObjectKey)>,
+    timer_of: HashMap<ObjectKey, Instant>,
+    failures: HashMap<ObjectKey, u32>,
+    seen: HashMap<ObjectKey, Trigger>,
+    /// Which object each running task reconciles (to recover from a panic).
+    task_keys: HashMap<tokio::task::Id, ObjectKey>,
+}
+
+impl Scheduler {
+    fn enqueue(&mut self, key: ObjectKey) {
+        if let Some(at) = self.timer_of.remove(&key) {
+            self.timers.remove(&(at, key.clone()));
+        }
+        if self.running.contains(&key) {
+            self.dirty.insert(key);
+        } else if self.queued.insert(key.clone()) {
+            self.ready.push_back(key);
+        }
+    }
+
+    fn schedule(&mut self, key: ObjectKey, after: Duration) {
+        let at = Instant::now() + after;
+        if let Some(old) = self.timer_of.get(&key).copied() {
+            if old <= at {
+                return;
+            }
+            self.timers.remove(&(old, key.clone()));
+        }
+        self.timer_of.insert(key.clone(), at);
+        self.timers.insert((at, key));
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.timers.pop_first() {
+                self.timer_of.remove(&key);
+                self.enqueue(key);
+            }
+        }
+    }
+
+    /// Enqueue every object (start-up, sweep, lagged notifications). Connections first.
+    async fn enqueue_all(&mut self) {
+        let objects = self.engine.objects().clone();
+        match objects.list_connections(None, &Labels::new()).await {
+            Ok(list) => {
+                for c in list {
+                    let key = ObjectKey::connection(&c.namespace().unwrap_or_default(), &c.name_any());
+                    self.seen.insert(key.clone(), connection_trigger(&c));
+                    self.enqueue(key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list CalendarConnections; will retry at the next sweep")
+            }
+        }
+        match objects.list_task_syncs(None, &Labels::new()).await {
+            Ok(list) => {
+                for t in list {
+                    let key = ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
+                    self.seen.insert(key.clone(), task_sync_trigger(&t));
+                    self.enqueue(key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list TaskSyncs; will retry at the next sweep")
+            }
+        }
+    }
+
+    /// A change notification: reconcile if it matters, and re-queue dependents.
+    async fn on_change(&mut self, key: ObjectKey) {
+        let objects = self.engine.objects().clone();
+        let now = match key.kind {
+            Kind::CalendarConnection => {
+                objects.get_connection(&key.namespace, &key.name).await.map(|o| o.map(|c| connection_trigger(&c)))
+            }
+            Kind::TaskSync => {
+                objects.get_task_sync(&key.namespace, &key.name).await.map(|o| o.map(|t| task_sync_trigger(&t)))
+            }
+        };
+        let now = match now {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(object = %key, error = %e, "cannot read a changed object; reconciling it anyway");
+                self.enqueue(key);
+                return;
+            }
+        };
+        let before = match &now {
+            Some(t) => self.seen.insert(key.clone(), t.clone()),
+            None => self.seen.remove(&key),
+        };
+        let own_changed = before.as_ref().map(|b| &b.own) != now.as_ref().map(|n| &n.own);
+        if own_changed {
+            self.enqueue(key.clone());
+        }
+        if key.kind == Kind::CalendarConnection
+            && before.as_ref().and_then(|b| b.dependents.as_ref()) != now.as_ref().and_then(|n| n.dependents.as_ref())
+        {
+            self.requeue_dependents(&key).await;
+        }
+    }
+
+    /// Re-check every connection whose credentials live in `secret`.
+    async fn secret_changed(&mut self, secret: &SecretName) {
+        match self.engine.objects().list_connections(Some(&secret.namespace), &Labels::new()).await {
+            Ok(list) => {
+                for c in list.iter().filter(|c| c.spec.credentials_secret_ref.name == secret.name) {
+                    self.enqueue(ObjectKey::connection(&secret.namespace, &c.name_any()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the connections of a changed Secret"),
+        }
+    }
+
+    async fn requeue_dependents(&mut self, conn: &ObjectKey) {
+        match self.engine.objects().list_task_syncs(Some(&conn.namespace), &Labels::new()).await {
+            Ok(list) => {
+                for t in list.iter().filter(|t| t.spec.connection_ref.name == conn.name) {
+                    self.enqueue(ObjectKey::task_sync(&conn.namespace, &t.name_any()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(connection = %conn, error = %e, "cannot list the TaskSyncs of a changed connection")
+            }
+        }
+    }
+
+    fn finished(&mut self, key: ObjectKey, result: Result<Outcome, String>) {
+        self.running.remove(&key);
+        match result {
+            Ok(outcome) => {
+                self.failures.remove(&key);
+                if let Outcome::Requeue(d) = outcome {
+                    self.schedule(key.clone(), d);
+                }
+            }
+            Err(e) => {
+                let n = self.failures.entry(key.clone()).or_insert(0);
+                *n = n.saturating_add(1);
+                let delay = jitter(self.config.backoff.delay(*n, None));
+                tracing::warn!(object = %key, attempts = *n, retry_in = ?delay, error = %e, "reconcile failed; backing off");
+                self.schedule(key.clone(), delay);
+            }
+        }
+        if self.dirty.remove(&key) {
+            self.enqueue(key);
+        }
+    }
+
+    fn start_ready(&mut self, tasks: &mut JoinSet<(ObjectKey, Result<Outcome, String>)>) {
+        while self.running.len() < self.config.concurrency.max(1) {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            self.queued.remove(&key);
+            self.running.insert(key.clone());
+            let key_for_task = key.clone();
+            let engine = self.engine.clone();
+            let handle = tasks.spawn(async move {
+                let result = match key.kind {
+                    Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
+                    Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
+                };
+                (key, result.map_err(|EngineError::Store(e)| e.to_string()))
+            });
+            self.task_keys.insert(handle.id(), key_for_task);
+        }
+    }
+}
+
+/// Drive `engine` with the default configuration until `shutdown` completes.
+pub async fn run(engine: Engine, shutdown: impl Future<Output = ()>) {
+    run_with(engine, QueueConfig::default(), shutdown).await
+}
+
+/// Drive `engine` until `shutdown` completes; running reconciles are allowed to finish.
+pub async fn run_with(engine: Engine, config: QueueConfig, shutdown: impl Future<Output = ()>) {
+    drive(engine, config, None, shutdown).await
+}
+
+/// `run_with`, also re-checking the connections that use a Secret when it is written or deleted
+/// (`SqliteObjects::subscribe_secrets`), so credentials applied after their connection take
+/// effect at once instead of at the next timer.
+pub async fn run_with_secrets(
+    engine: Engine,
+    config: QueueConfig,
+    secrets: broadcast::Receiver<SecretName>,
+    shutdown: impl Future<Output = ()>,
+) {
+    drive(engine, config, Some(secrets), shutdown).await
+}
+
+async fn next_secret(rx: &mut Option<broadcast::Receiver<SecretName>>) -> Result<SecretName, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn drive(
+    engine: Engine,
+    config: QueueConfig,
+    mut secrets: Option<broadcast::Receiver<SecretName>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut changes = engine.objects().subscribe();
+    let sweep_every = config.sweep;
+    let mut s = Scheduler {
+        engine,
+        config,
+        ready: VecDeque::new(),
+        queued: HashSet::new(),
+        running: HashSet::new(),
+        dirty: HashSet::new(),
+        timers: BTreeSet::new(),
+        timer_of: HashMap::new(),
+        failures: HashMap::new(),
+        seen: HashMap::new(),
+        task_keys: HashMap::new(),
+    };
+    let mut tasks: JoinSet<(ObjectKey, Result<Outcome, String>)> = JoinSet::new();
+    let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
+    tokio::pin!(shutdown);
+    s.enqueue_all().await;
+    tracing::info!(objects = s.ready.len(), concurrency = s.config.concurrency, "work queue started");
+    loop {
+        s.fire_due_timers();
+        s.start_ready(&mut tasks);
+        let next_timer = s.timers.first().map(|(at, _)| *at).unwrap_or_else(|| Instant::now() + sweep_every);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => match done {
+                Ok((id, (key, result))) => {
+                    s.task_keys.remove(&id);
+                    s.finished(key, result);
+                }
+                Err(e) => {
+                    // A panicking reconcile is a bug: back the object off like a failure, so
+                    // one bad object cannot spin or stop the queue.
+                    if let Some(key) = s.task_keys.remove(&e.id()) {
+                        tracing::error!(object = %key, error = %e, "a reconcile panicked");
+                        s.finished(key, Err(format!("reconcile panicked: {e}")));
+                    }
+                }
+            },
+            change = changes.recv() => match change {
+                Ok(key) => s.on_change(key).await,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "missed change notifications; re-checking everything");
+                    s.enqueue_all().await;
+                }
+                Err(RecvError::Closed) => {
+                    tracing::warn!("the store stopped sending change notifications; relying on timers");
+                    changes = s.engine.objects().subscribe();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            secret = next_secret(&mut secrets) => match secret {
+                Ok(secret) => s.secret_changed(&secret).await,
+                Err(RecvError::Lagged(_)) => s.enqueue_all().await,
+                Err(RecvError::Closed) => secrets = None,
+            },
+            _ = tokio::time::sleep_until(next_timer) => {}
+            _ = sweep.tick() => s.enqueue_all().await,
+        }
+    }
+    tracing::info!(running = tasks.len(), "work queue stopping; letting running reconciles finish");
+    while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::engine::memory::MemoryObjects;
+    use crate::providers::memory::{MemoryCalendar, MemoryConnector};
+
+    fn scheduler() -> Scheduler {
+        let engine = Engine::new(
+            Arc::new(MemoryObjects::new()),
+            Arc::new(MemoryConnector { service: MemoryCalendar::new() }),
+            EngineConfig::default(),
+        );
+        Scheduler {
+            engine,
+            config: QueueConfig { concurrency: 2, ..Default::default() },
+            ready: VecDeque::new(),
+            queued: HashSet::new(),
+            running: HashSet::new(),
+            dirty: HashSet::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            failures: HashMap::new(),
+            seen: HashMap::new(),
+            task_keys: HashMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_run_per_key_and_bounded_concurrency() {
+        let mut s = scheduler();
+        let a = ObjectKey::task_sync("ns", "a");
+        s.enqueue(a.clone());
+        s.enqueue(a.clone());
+        assert_eq!(s.ready.len(), 1, "a key is queued once");
+        for n in ["b", "c", "d"] {
+            s.enqueue(ObjectKey::task_sync("ns", n));
+        }
+        let mut tasks = JoinSet::new();
+        s.start_ready(&mut tasks);
+        assert_eq!(s.running.len(), 2, "concurrency bound");
+        assert!(s.running.contains(&a));
+        // A change while running marks it dirty instead of starting a second run.
+        s.enqueue(a.clone());
+        assert!(s.dirty.contains(&a) && !s.queued.contains(&a));
+        s.finished(a.clone(), Ok(Outcome::Done));
+        assert!(s.queued.contains(&a), "re-run after the running one finished");
+        tasks.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_exponentially_and_success_resets() {
+        let mut s = scheduler();
+        let a = ObjectKey::task_sync("ns", "a");
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            s.running.insert(a.clone());
+            s.finished(a.clone(), Err("store down".into()));
+            let at = s.timer_of[&a];
+            delays.push(at - Instant::now());
+            s.timers.clear();
+            s.timer_of.clear();
+        }
+        assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+        s.running.insert(a.clone());
+        s.finished(a.clone(), Ok(Outcome::Requeue(Duration::from_secs(30))));
+        assert!(!s.failures.contains_key(&a));
+        // An earlier timer wins over a later one.
+        s.schedule(a.clone(), Duration::from_secs(5));
+        assert_eq!(s.timers.len(), 1);
+        assert!(s.timer_of[&a] <= Instant::now() + Duration::from_secs(5));
+    }
+}

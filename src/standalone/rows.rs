@@ -1,0 +1,398 @@
+//! Row-level operations of the SQLite store, run inside one transaction: objects as JSON with
+//! indexed columns, the label side table, the resourceVersion counter and the change log.
+//!
+//! Owns: how an object maps onto rows. Must not touch: Kubernetes semantics decisions (`store`
+//! decides what to write), threads or the async runtime.
+
+use std::collections::BTreeMap;
+
+use kube::Resource;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::engine::{Kind, Labels, ObjectKey, StoreError};
+use crate::resources::{CalendarConnection, TaskSync};
+
+/// Change-log rows kept for other processes to catch up from.
+const CHANGELOG_KEEP: i64 = 10_000;
+
+/// A SQLite error as a store error (the engine retries these).
+pub fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("SQLite: {e}"))
+}
+
+pub fn kind_str(kind: Kind) -> &'static str {
+    match kind {
+        Kind::CalendarConnection => "CalendarConnection",
+        Kind::TaskSync => "TaskSync",
+    }
+}
+
+pub fn kind_from_str(s: &str) -> Option<Kind> {
+    match s {
+        "CalendarConnection" => Some(Kind::CalendarConnection),
+        "TaskSync" => Some(Kind::TaskSync),
+        _ => None,
+    }
+}
+
+/// What the store needs to know about each kind.
+pub trait Row: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + 'static {
+    const KIND: Kind;
+    fn same_spec(&self, other: &Self) -> bool;
+    fn take_spec_from(&mut self, other: &Self);
+    /// The provider event id recorded in status (indexed for `find_task_sync_by_event`).
+    fn event_id(&self) -> Option<String>;
+}
+
+impl Row for CalendarConnection {
+    const KIND: Kind = Kind::CalendarConnection;
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn take_spec_from(&mut self, other: &Self) {
+        self.spec = other.spec.clone();
+    }
+    fn event_id(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Row for TaskSync {
+    const KIND: Kind = Kind::TaskSync;
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn take_spec_from(&mut self, other: &Self) {
+        self.spec = other.spec.clone();
+    }
+    fn event_id(&self) -> Option<String> {
+        self.status.as_ref().and_then(|s| s.event_id.clone())
+    }
+}
+
+/// Next value of the global resourceVersion counter.
+pub fn next_rv(tx: &Transaction) -> Result<u64, StoreError> {
+    let v: i64 = tx
+        .query_row("UPDATE counters SET value = value + 1 WHERE name = 'resource_version' RETURNING value", [], |r| {
+            r.get(0)
+        })
+        .map_err(db_err)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+fn decode<K: Row>(body: &str, ns: &str, name: &str) -> Result<K, StoreError> {
+    serde_json::from_str(body).map_err(|e| {
+        StoreError::Invalid(format!(
+            "stored {} {ns}/{name} cannot be read ({e}); delete it with `calsync delete {} {name} -n {ns}` and apply it again",
+            kind_str(K::KIND),
+            kind_str(K::KIND).to_lowercase()
+        ))
+    })
+}
+
+pub fn load<K: Row>(tx: &Transaction, ns: &str, name: &str) -> Result<Option<K>, StoreError> {
+    let body: Option<String> = tx
+        .query_row(
+            "SELECT body FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            params![kind_str(K::KIND), ns, name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    body.map(|b| decode(&b, ns, name)).transpose()
+}
+
+pub fn exists(tx: &Transaction, key: &ObjectKey) -> Result<bool, StoreError> {
+    tx.query_row(
+        "SELECT 1 FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        params![kind_str(key.kind), key.namespace, key.name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+    .map_err(db_err)
+}
+
+/// Record a change for other processes watching the same database.
+pub fn log_change(tx: &Transaction, origin: &str, key: &ObjectKey) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO changelog (origin, kind, namespace, name) VALUES (?1, ?2, ?3, ?4)",
+        params![origin, kind_str(key.kind), key.namespace, key.name],
+    )
+    .map_err(db_err)?;
+    let seq = tx.last_insert_rowid();
+    if seq % 1000 == 0 {
+        tx.execute("DELETE FROM changelog WHERE seq <= ?1", params![seq - CHANGELOG_KEEP]).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Change-log kind of Secrets (not an engine `Kind`).
+pub const SECRET_KIND: &str = "Secret";
+
+/// Record a Secret write/delete for other processes (they re-check connections using it).
+pub fn log_secret_change(tx: &Transaction, origin: &str, ns: &str, name: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO changelog (origin, kind, namespace, name) VALUES (?1, ?2, ?3, ?4)",
+        params![origin, SECRET_KIND, ns, name],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Insert or replace the object (its metadata must be complete: namespace, name, uid, rv).
+pub fn save<K: Row>(tx: &Transaction, object: &K, origin: &str) -> Result<(), StoreError> {
+    let meta = object.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let body = serde_json::to_string(object)
+        .map_err(|e| StoreError::Invalid(format!("{} {ns}/{name} cannot be serialized: {e}", kind_str(K::KIND))))?;
+    let rv: i64 = meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    tx.execute(
+        "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, deleting, event_id, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (kind, namespace, name) DO UPDATE SET uid = excluded.uid,
+           resource_version = excluded.resource_version, generation = excluded.generation,
+           deleting = excluded.deleting, event_id = excluded.event_id, body = excluded.body",
+        params![
+            kind_str(K::KIND),
+            ns,
+            name,
+            meta.uid.clone().unwrap_or_default(),
+            rv,
+            meta.generation.unwrap_or(1),
+            meta.deletion_timestamp.is_some(),
+            object.event_id(),
+            body
+        ],
+    )
+    .map_err(db_err)?;
+    tx.execute(
+        "DELETE FROM labels WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        params![kind_str(K::KIND), ns, name],
+    )
+    .map_err(db_err)?;
+    if let Some(labels) = &meta.labels {
+        let mut stmt = tx
+            .prepare_cached("INSERT INTO labels (kind, namespace, name, key, value) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .map_err(db_err)?;
+        for (k, v) in labels {
+            stmt.execute(params![kind_str(K::KIND), ns, name, k, v]).map_err(db_err)?;
+        }
+    }
+    log_change(tx, origin, &ObjectKey { kind: K::KIND, namespace: ns, name })
+}
+
+/// Remove the object, its labels, and the credentials it owns (Kubernetes garbage collection of
+/// an owned Secret).
+pub fn remove(tx: &Transaction, key: &ObjectKey, origin: &str) -> Result<(), StoreError> {
+    let k = kind_str(key.kind);
+    tx.execute(
+        "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        params![k, key.namespace, key.name],
+    )
+    .map_err(db_err)?;
+    tx.execute(
+        "DELETE FROM labels WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        params![k, key.namespace, key.name],
+    )
+    .map_err(db_err)?;
+    tx.execute(
+        "DELETE FROM secrets WHERE namespace = ?1 AND owner_kind = ?2 AND owner_name = ?3",
+        params![key.namespace, k, key.name],
+    )
+    .map_err(db_err)?;
+    log_change(tx, origin, key)
+}
+
+/// Objects of kind `K` in `namespace` (all when `None`) carrying every label of `selector`,
+/// ordered by (namespace, name).
+pub fn list<K: Row>(tx: &Transaction, namespace: Option<&str>, selector: &Labels) -> Result<Vec<K>, StoreError> {
+    let mut sql = String::from("SELECT o.namespace, o.name, o.body FROM objects o WHERE o.kind = ?1");
+    let mut args: Vec<String> = vec![kind_str(K::KIND).to_string()];
+    if let Some(ns) = namespace {
+        args.push(ns.to_string());
+        sql.push_str(&format!(" AND o.namespace = ?{}", args.len()));
+    }
+    for (k, v) in selector {
+        args.push(k.clone());
+        args.push(v.clone());
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM labels l WHERE l.kind = o.kind AND l.namespace = o.namespace AND l.name = o.name AND l.key = ?{} AND l.value = ?{})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    sql.push_str(" ORDER BY o.namespace, o.name");
+    let mut stmt = tx.prepare(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (ns, name, body) = row.map_err(db_err)?;
+        // One unreadable object must not hide all others (kube's DeserializeGuard): skip it
+        // with a warning; `get` of it by name reports the error.
+        match decode(&body, &ns, &name) {
+            Ok(o) => out.push(o),
+            Err(e) => {
+                tracing::warn!(kind = kind_str(K::KIND), namespace = %ns, name = %name, error = %e, "skipping an unreadable stored object")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The TaskSync in `namespace` whose status records `event_id` (first by name).
+pub fn find_by_event(tx: &Transaction, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
+    let row: Option<(String, String)> = tx
+        .query_row(
+            "SELECT name, body FROM objects WHERE kind = 'TaskSync' AND namespace = ?1 AND event_id = ?2 ORDER BY name LIMIT 1",
+            params![namespace, event_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    row.map(|(name, body)| decode(&body, namespace, &name)).transpose()
+}
+
+/// A Secret's sealed row.
+pub fn load_secret(tx: &Transaction, ns: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    // Any column type is read as bytes: a damaged row must fail decryption (that Secret only),
+    // not the whole store.
+    let value: Option<rusqlite::types::Value> = tx
+        .query_row("SELECT sealed FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    Ok(value.map(|v| match v {
+        rusqlite::types::Value::Blob(b) => b,
+        rusqlite::types::Value::Text(t) => t.into_bytes(),
+        _ => Vec::new(),
+    }))
+}
+
+/// Store a sealed Secret row; returns whether it was new.
+pub fn save_secret(
+    tx: &Transaction,
+    ns: &str,
+    name: &str,
+    key_id: &str,
+    sealed: &[u8],
+    owner: Option<&ObjectKey>,
+) -> Result<bool, StoreError> {
+    let existed = load_secret(tx, ns, name)?.is_some();
+    tx.execute(
+        "INSERT INTO secrets (namespace, name, key_id, sealed, owner_kind, owner_name, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (namespace, name) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed,
+           owner_kind = COALESCE(excluded.owner_kind, secrets.owner_kind),
+           owner_name = COALESCE(excluded.owner_name, secrets.owner_name), updated_at = excluded.updated_at",
+        params![
+            ns,
+            name,
+            key_id,
+            sealed,
+            owner.map(|o| kind_str(o.kind)),
+            owner.map(|o| o.name.clone()),
+            chrono::Utc::now().to_rfc3339()
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(!existed)
+}
+
+pub fn delete_secret(tx: &Transaction, ns: &str, name: &str) -> Result<bool, StoreError> {
+    let n = tx.execute("DELETE FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name]).map_err(db_err)?;
+    Ok(n > 0)
+}
+
+/// Names of the Secrets in `namespace`.
+pub fn secret_names(tx: &Transaction, ns: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare("SELECT name FROM secrets WHERE namespace = ?1 ORDER BY name").map_err(db_err)?;
+    let rows = stmt.query_map(params![ns], |r| r.get(0)).map_err(db_err)?;
+    rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
+}
+
+/// Append an Event and keep only the newest `keep`.
+pub fn insert_event(tx: &Transaction, key: &ObjectKey, fields: [&str; 4], keep: i64) -> Result<(), StoreError> {
+    let [type_, reason, action, note] = fields;
+    tx.execute(
+        "INSERT INTO events (time, kind, namespace, name, type, reason, action, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![chrono::Utc::now().to_rfc3339(), kind_str(key.kind), key.namespace, key.name, type_, reason, action, note],
+    )
+    .map_err(db_err)?;
+    let id = tx.last_insert_rowid();
+    tx.execute("DELETE FROM events WHERE id <= ?1", params![id - keep]).map_err(db_err)?;
+    Ok(())
+}
+
+/// One stored Event, newest last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub time: String,
+    pub key: ObjectKey,
+    pub type_: String,
+    pub reason: String,
+    pub action: String,
+    pub note: String,
+}
+
+/// The newest `limit` Events (about `key` when given), oldest first.
+pub fn events(tx: &Transaction, key: Option<&ObjectKey>, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = tx
+        .prepare(
+            "SELECT time, kind, namespace, name, type, reason, action, note FROM events
+             WHERE (?1 IS NULL OR (kind = ?1 AND namespace = ?2 AND name = ?3)) ORDER BY id DESC LIMIT ?4",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                key.map(|k| kind_str(k.kind)),
+                key.map(|k| k.namespace.clone()),
+                key.map(|k| k.name.clone()),
+                limit
+            ],
+            |r| {
+                let kind: String = r.get(1)?;
+                Ok((
+                    kind,
+                    StoredEvent {
+                        time: r.get(0)?,
+                        key: ObjectKey { kind: Kind::TaskSync, namespace: r.get(2)?, name: r.get(3)? },
+                        type_: r.get(4)?,
+                        reason: r.get(5)?,
+                        action: r.get(6)?,
+                        note: r.get(7)?,
+                    },
+                ))
+            },
+        )
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, mut ev) = row.map_err(db_err)?;
+        ev.key.kind = kind_from_str(&kind).unwrap_or(Kind::TaskSync);
+        out.push(ev);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Serialize a Secret's data for sealing: key → base64 of the bytes.
+pub fn encode_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    use base64::Engine as _;
+    let map: BTreeMap<&String, String> =
+        data.iter().map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v))).collect();
+    serde_json::to_vec(&map).unwrap_or_default()
+}
+
+pub fn decode_secret_data(bytes: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
+    use base64::Engine as _;
+    let map: BTreeMap<String, String> = serde_json::from_slice(bytes).ok()?;
+    map.into_iter().map(|(k, v)| base64::engine::general_purpose::STANDARD.decode(v).ok().map(|b| (k, b))).collect()
+}

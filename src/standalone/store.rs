@@ -1,0 +1,553 @@
+//! `SqliteObjects`: the engine's `Objects` port on an embedded SQLite database, with the same
+//! Kubernetes semantics as `engine::memory::MemoryObjects` (the reference) and the Kubernetes
+//! store: a global resourceVersion on every write, `Conflict` on a stale one, generation bumped
+//! only by spec changes, finalizers with deletion marking, status patches that never touch spec,
+//! connection history written only by `append_connection_history`.
+//!
+//! Owns: object/credential persistence and change notifications for standalone mode. Must not
+//! touch: reconcile decisions or provider calls. All SQLite calls run on the blocking pool behind
+//! one writer connection; every write is one transaction, committed durably before it returns.
+//! Other processes on the same database (e.g. `calsync apply` next to `calsync standalone`) are
+//! noticed through the change log, polled by a reader thread.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::broadcast;
+
+use super::db::{self, Location};
+use super::rows::{self, Row, StoredEvent, db_err};
+pub use super::watch::SecretName;
+use super::watch::spawn_watcher;
+use crate::credentials::envelope::Keyring;
+use crate::credentials::{self, Credentials};
+use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
+use crate::resources::{
+    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
+};
+
+/// Events kept (newest).
+const EVENTS_KEPT: i64 = 1000;
+
+struct Inner {
+    conn: Mutex<Connection>,
+    keys: Keyring,
+    changes: broadcast::Sender<ObjectKey>,
+    /// Secrets (namespace, name) written or deleted, by this or another process.
+    secret_changes: broadcast::Sender<SecretName>,
+    /// Identifies this process's writes in the change log.
+    origin: String,
+    location: Location,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The SQLite store. Cloning shares the connection.
+#[derive(Clone)]
+pub struct SqliteObjects {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteObjects").field("location", &self.inner.location.to_string()).finish_non_exhaustive()
+    }
+}
+
+fn aad(namespace: &str, name: &str) -> Vec<u8> {
+    format!("calsync/secret/v1:{namespace}/{name}").into_bytes()
+}
+
+fn object_key<K: Row>(object: &K) -> ObjectKey {
+    ObjectKey {
+        kind: K::KIND,
+        namespace: object.meta().namespace.clone().unwrap_or_else(|| "default".into()),
+        name: object.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+impl SqliteObjects {
+    /// Open (creating and migrating) the database at `url` (`sqlite://PATH` or `sqlite::memory:`).
+    pub async fn open(url: &str, keys: Keyring) -> Result<Self, StoreError> {
+        let location = Location::parse(url).map_err(StoreError::Invalid)?;
+        let loc = location.clone();
+        let conn = tokio::task::spawn_blocking(move || db::open(&loc))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the database: {e}")))?
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {location}: {e}; check the path and its permissions"))
+            })?;
+        let (changes, _) = broadcast::channel(4096);
+        let (secret_changes, _) = broadcast::channel(256);
+        let stop = Arc::new(AtomicBool::new(false));
+        let origin = uuid::Uuid::new_v4().to_string();
+        if let Some(path) = location.path() {
+            let start: i64 =
+                conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM changelog", [], |r| r.get(0)).map_err(db_err)?;
+            let senders = (changes.clone(), secret_changes.clone());
+            spawn_watcher(path.to_path_buf(), origin.clone(), start, senders, stop.clone());
+        }
+        tracing::debug!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
+        Ok(SqliteObjects {
+            inner: Arc::new(Inner { conn: Mutex::new(conn), keys, changes, secret_changes, origin, location, stop }),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Run the read-only `f` in one DEFERRED transaction (a consistent snapshot that does not
+    /// take the write lock) on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Run `f` in one IMMEDIATE transaction on the blocking pool; notify the keys it reports
+    /// after the commit.
+    async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction, &str, &mut Vec<ObjectKey>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let (out, changed) = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half transaction (SQLite rolls it
+            // back), so a poisoned lock is still safe to use.
+            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+            let mut changed = Vec::new();
+            let out = f(&tx, &inner.origin, &mut changed)?;
+            tx.commit().map_err(db_err)?;
+            Ok::<_, StoreError>((out, changed))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
+        for key in changed {
+            // No subscribers is fine.
+            let _ = self.inner.changes.send(key);
+        }
+        Ok(out)
+    }
+
+    async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
+        let object = object.clone();
+        self.tx(move |tx, origin, changed| {
+            let what = rows::kind_str(K::KIND);
+            let meta = object.meta();
+            let name =
+                meta.name.clone().ok_or_else(|| StoreError::Invalid(format!("{what}: metadata.name is required")))?;
+            let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+            let rv = rows::next_rv(tx)?;
+            let out = match rows::load::<K>(tx, &ns, &name)? {
+                Some(mut current) => {
+                    if let Some(expected) = &meta.resource_version
+                        && current.meta().resource_version.as_ref() != Some(expected)
+                    {
+                        return Err(StoreError::Conflict(format!("{what} {ns}/{name}")));
+                    }
+                    if !current.same_spec(&object) {
+                        current.take_spec_from(&object);
+                        let generation = current.meta().generation.unwrap_or(1) + 1;
+                        current.meta_mut().generation = Some(generation);
+                    }
+                    current.meta_mut().labels = meta.labels.clone();
+                    current.meta_mut().annotations = meta.annotations.clone();
+                    current.meta_mut().resource_version = Some(rv.to_string());
+                    current
+                }
+                None => {
+                    if meta.resource_version.is_some() {
+                        return Err(StoreError::NotFound(format!("{what} {ns}/{name}")));
+                    }
+                    let mut new = object.clone();
+                    let m = new.meta_mut();
+                    m.namespace = Some(ns);
+                    m.uid = Some(uuid::Uuid::new_v4().to_string());
+                    m.generation = Some(1);
+                    m.resource_version = Some(rv.to_string());
+                    m.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+                    m.deletion_timestamp = None;
+                    new
+                }
+            };
+            rows::save(tx, &out, origin)?;
+            changed.push(object_key(&out));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Change an object's metadata with `f` (which says whether it changed anything); delete a
+    /// marked object once no finalizer remains. Same rules as the in-memory store.
+    async fn with_meta(
+        &self,
+        key: &ObjectKey,
+        f: impl FnOnce(&mut ObjectMeta) -> bool + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.tx(move |tx, origin, changed| match key.kind {
+            Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, changed),
+            Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, changed),
+        })
+        .await
+    }
+
+    async fn patch_status<K: Row>(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: impl FnOnce(&mut K) + Send + 'static,
+    ) -> Result<K, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.tx(move |tx, origin, changed| {
+            let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
+            let rv = rows::next_rv(tx)?;
+            let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+            patch(&mut obj);
+            obj.meta_mut().resource_version = Some(rv.to_string());
+            rows::save(tx, &obj, origin)?;
+            changed.push(key);
+            Ok(obj)
+        })
+        .await
+    }
+
+    /// Store a Secret's data (as a platform team writes it), encrypted. Returns whether it was new.
+    pub async fn put_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        data: BTreeMap<String, Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        self.put_secret_owned(namespace, name, &data, None).await
+    }
+
+    async fn put_secret_owned(
+        &self,
+        namespace: &str,
+        name: &str,
+        data: &BTreeMap<String, Vec<u8>>,
+        owner: Option<ObjectKey>,
+    ) -> Result<bool, StoreError> {
+        let sealed = self
+            .inner
+            .keys
+            .seal(&rows::encode_secret_data(data), &aad(namespace, name))
+            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{name}: {e}")))?;
+        let key_id = self.inner.keys.current_id();
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let created = self
+            .tx(move |tx, origin, _| {
+                rows::log_secret_change(tx, origin, &ns, &n)?;
+                rows::save_secret(tx, &ns, &n, &key_id, &sealed, owner.as_ref())
+            })
+            .await?;
+        let _ = self.inner.secret_changes.send(SecretName { namespace: namespace.into(), name: name.into() });
+        Ok(created)
+    }
+
+    /// Secrets written or deleted (by any process on this database), so a driver can re-check
+    /// the connections that use them.
+    pub fn subscribe_secrets(&self) -> broadcast::Receiver<SecretName> {
+        self.inner.secret_changes.subscribe()
+    }
+
+    /// A Secret's data (`None` when absent); `Invalid` when it cannot be decrypted.
+    pub async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, StoreError> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let Some(sealed) = self.read(move |tx| rows::load_secret(tx, &ns, &n)).await? else {
+            return Ok(None);
+        };
+        let invalid = |why: String| {
+            StoreError::Invalid(format!(
+                "Secret {namespace}/{name}: {why}; apply the Secret again (calsync apply -f) or reconnect the calendar"
+            ))
+        };
+        let plain = self.inner.keys.open(&sealed, &aad(namespace, name)).map_err(|e| invalid(e.to_string()))?;
+        rows::decode_secret_data(&plain)
+            .map(Some)
+            .ok_or_else(|| invalid("the decrypted data is not a Secret map".into()))
+    }
+
+    /// Delete a Secret; returns whether it existed.
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let existed = self
+            .tx(move |tx, origin, _| {
+                rows::log_secret_change(tx, origin, &ns, &n)?;
+                rows::delete_secret(tx, &ns, &n)
+            })
+            .await?;
+        let _ = self.inner.secret_changes.send(SecretName { namespace: namespace.into(), name: name.into() });
+        Ok(existed)
+    }
+
+    /// Names of the Secrets in `namespace`.
+    pub async fn secret_names(&self, namespace: &str) -> Result<Vec<String>, StoreError> {
+        let ns = namespace.to_string();
+        self.read(move |tx| rows::secret_names(tx, &ns)).await
+    }
+
+    /// The newest `limit` Events (about `key` when given), oldest first.
+    pub async fn events(&self, key: Option<&ObjectKey>, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let key = key.cloned();
+        self.read(move |tx| rows::events(tx, key.as_ref(), i64::from(limit))).await
+    }
+
+    /// Raw access for tests (tampering with sealed rows).
+    #[doc(hidden)]
+    pub async fn raw_execute(&self, sql: &'static str) -> Result<usize, StoreError> {
+        self.tx(move |tx, _, _| tx.execute(sql, []).map_err(db_err)).await
+    }
+}
+
+fn meta_in<K: Row>(
+    tx: &Transaction,
+    origin: &str,
+    key: &ObjectKey,
+    f: impl FnOnce(&mut ObjectMeta) -> bool,
+    changed_keys: &mut Vec<ObjectKey>,
+) -> Result<(), StoreError> {
+    let rv = rows::next_rv(tx)?;
+    let mut obj =
+        rows::load::<K>(tx, &key.namespace, &key.name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    let changed = f(obj.meta_mut());
+    if changed {
+        obj.meta_mut().resource_version = Some(rv.to_string());
+    }
+    let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
+    if gone {
+        rows::remove(tx, key, origin)?;
+    } else if changed {
+        rows::save(tx, &obj, origin)?;
+    }
+    if changed || gone {
+        changed_keys.push(key.clone());
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Objects for SqliteObjects {
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.read(move |tx| rows::load(tx, &ns, &name)).await
+    }
+
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.read(move |tx| rows::load(tx, &ns, &name)).await
+    }
+
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
+        self.apply(object).await
+    }
+
+    async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError> {
+        self.apply(object).await
+    }
+
+    async fn patch_connection_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &CalendarConnectionStatus,
+    ) -> Result<CalendarConnection, StoreError> {
+        let mut new = status.clone();
+        self.patch_status(namespace, name, move |obj: &mut CalendarConnection| {
+            new.history = obj.status.as_ref().map(|st| st.history.clone()).unwrap_or_default();
+            obj.status = Some(new);
+        })
+        .await
+    }
+
+    async fn patch_task_sync_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &TaskSyncStatus,
+    ) -> Result<TaskSync, StoreError> {
+        let new = status.clone();
+        self.patch_status(namespace, name, move |obj: &mut TaskSync| obj.status = Some(new)).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<Deletion, StoreError> {
+        let key = key.clone();
+        self.tx(move |tx, origin, changed| {
+            if !rows::exists(tx, &key)? {
+                return Ok(Deletion::NotFound);
+            }
+            let marked = Arc::new(AtomicBool::new(false));
+            let m2 = marked.clone();
+            let f = move |m: &mut ObjectMeta| {
+                if m.deletion_timestamp.is_none() {
+                    m.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+                }
+                m2.store(m.finalizers.as_ref().is_some_and(|f| !f.is_empty()), Ordering::Relaxed);
+                true
+            };
+            match key.kind {
+                Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, changed)?,
+                Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, changed)?,
+            }
+            Ok(if marked.load(Ordering::Relaxed) { Deletion::Marked } else { Deletion::Deleted })
+        })
+        .await
+    }
+
+    async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
+        let finalizer = finalizer.to_string();
+        self.with_meta(key, move |m| {
+            if m.deletion_timestamp.is_some() {
+                // Kubernetes forbids adding finalizers to an object being deleted.
+                return false;
+            }
+            let list = m.finalizers.get_or_insert_with(Vec::new);
+            if list.contains(&finalizer) {
+                return false;
+            }
+            list.push(finalizer);
+            true
+        })
+        .await
+    }
+
+    async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
+        let finalizer = finalizer.to_string();
+        self.with_meta(key, move |m| {
+            let Some(list) = m.finalizers.as_mut() else {
+                return false;
+            };
+            let before = list.len();
+            list.retain(|f| *f != finalizer);
+            list.len() != before
+        })
+        .await
+    }
+
+    async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {
+        let labels = labels.clone();
+        self.with_meta(key, move |m| {
+            let current = m.labels.get_or_insert_with(BTreeMap::new);
+            let mut changed = false;
+            for (k, v) in labels {
+                if current.get(&k) != Some(&v) {
+                    current.insert(k, v);
+                    changed = true;
+                }
+            }
+            changed
+        })
+        .await
+    }
+
+    async fn list_connections(
+        &self,
+        namespace: Option<&str>,
+        selector: &Labels,
+    ) -> Result<Vec<CalendarConnection>, StoreError> {
+        let (ns, selector) = (namespace.map(str::to_string), selector.clone());
+        self.read(move |tx| rows::list(tx, ns.as_deref(), &selector)).await
+    }
+
+    async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
+        let (ns, selector) = (namespace.map(str::to_string), selector.clone());
+        self.read(move |tx| rows::list(tx, ns.as_deref(), &selector)).await
+    }
+
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
+        let (ns, id) = (namespace.to_string(), event_id.to_string());
+        self.read(move |tx| rows::find_by_event(tx, &ns, &id)).await
+    }
+
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
+        let Some(data) = self.get_secret(namespace, &secret.name).await? else {
+            return Ok(None);
+        };
+        credentials::from_secret_data(&data, secret.key.as_deref())
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
+    }
+
+    async fn write_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        owner: &ObjectKey,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(credentials)
+            .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
+        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
+        let data = BTreeMap::from([(key, json)]);
+        self.put_secret_owned(namespace, &secret.name, &data, Some(owner.clone())).await.map(|_| ())
+    }
+
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
+        self.delete_secret(namespace, &secret.name).await.map(|_| ())
+    }
+
+    async fn append_connection_history(
+        &self,
+        namespace: &str,
+        name: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistoryEntry, StoreError> {
+        let out = Arc::new(Mutex::new(None));
+        let slot = out.clone();
+        self.patch_status(namespace, name, move |obj: &mut CalendarConnection| {
+            let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
+            let pushed = history::push(&mut status.history, entry, CONNECTION_HISTORY_LIMIT);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pushed);
+        })
+        .await?;
+        let pushed = out.lock().unwrap_or_else(|e| e.into_inner()).take();
+        pushed.ok_or_else(|| StoreError::Unavailable("history entry was not recorded".into()))
+    }
+
+    async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
+        let key = key.clone();
+        let event = event.clone();
+        self.tx(move |tx, _, _| {
+            let type_ = match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            };
+            rows::insert_event(tx, &key, [type_, &event.reason, &event.action, &event.note], EVENTS_KEPT)
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {
+        self.inner.changes.subscribe()
+    }
+}

@@ -1,0 +1,450 @@
+//! The `Objects` contract, run against both stores: the in-memory reference
+//! (`engine::memory::MemoryObjects`) and the standalone SQLite store. Same test bodies, so the
+//! two cannot drift apart. SQLite-only properties (encryption at rest, tampering, reopening,
+//! cross-process notifications) follow at the end.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use calsync::credentials::Credentials;
+use calsync::credentials::envelope::{Key, Keyring};
+use calsync::engine::memory::MemoryObjects;
+use calsync::engine::{Deletion, Labels, ObjectKey, Objects, StoreError};
+use calsync::resources::{
+    CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, ConnectionRef, Direction, HistoryEntry,
+    Operation, ProviderKind, SecretRef, SyncStatus, TaskSync, TaskSyncSpec, TaskSyncStatus,
+};
+use calsync::standalone::SqliteObjects;
+use kube::{Resource, ResourceExt};
+use secrecy::SecretString;
+
+#[async_trait]
+trait Harness: Send + Sync {
+    fn objects(&self) -> Arc<dyn Objects>;
+    async fn put_secret(&self, ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>);
+}
+
+struct Mem(MemoryObjects);
+
+#[async_trait]
+impl Harness for Mem {
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(self.0.clone())
+    }
+    async fn put_secret(&self, ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>) {
+        self.0.put_secret(ns, name, data);
+    }
+}
+
+struct Sql(SqliteObjects, #[allow(dead_code)] Option<tempfile::TempDir>);
+
+#[async_trait]
+impl Harness for Sql {
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(self.0.clone())
+    }
+    async fn put_secret(&self, ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>) {
+        self.0.put_secret(ns, name, data).await.unwrap();
+    }
+}
+
+fn keyring() -> Keyring {
+    Keyring::new(Key::generate().0)
+}
+
+async fn sqlite_file() -> Sql {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    Sql(SqliteObjects::open(&url, keyring()).await.unwrap(), Some(dir))
+}
+
+fn conn(name: &str) -> CalendarConnection {
+    let mut c = CalendarConnection::new(
+        name,
+        CalendarConnectionSpec {
+            user_id: "user-1".into(),
+            provider: ProviderKind::Apple,
+            credentials_secret_ref: SecretRef { name: format!("{name}-creds"), key: None },
+            calendar_id: None,
+            server_url: None,
+            category_calendars: BTreeMap::new(),
+            import: None,
+            active: true,
+        },
+    );
+    c.metadata.namespace = Some("default".into());
+    c
+}
+
+fn task(ns: &str, name: &str, labels: &[(&str, &str)]) -> TaskSync {
+    let mut t = TaskSync::new(
+        name,
+        TaskSyncSpec {
+            connection_ref: ConnectionRef { name: "c".into() },
+            task_id: name.into(),
+            title: "Title".into(),
+            start: "2026-03-05T14:00:00Z".into(),
+            time_zone: None,
+            duration: None,
+            end: None,
+            all_day: None,
+            category: None,
+            description: None,
+            recurrence: vec![],
+            calendar_id: None,
+            deletion_policy: Default::default(),
+            conflict_policy: Default::default(),
+        },
+    );
+    t.metadata.namespace = Some(ns.into());
+    t.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    t
+}
+
+fn entry() -> HistoryEntry {
+    HistoryEntry {
+        id: 0,
+        time: chrono::Utc::now(),
+        task_id: Some("t".into()),
+        event_id: None,
+        direction: Direction::ToCalendar,
+        operation: Operation::Create,
+        status: SyncStatus::Success,
+        error: None,
+    }
+}
+
+fn rv(o: &impl Resource) -> u64 {
+    o.meta().resource_version.as_deref().unwrap().parse().unwrap()
+}
+
+async fn resource_versions_and_conflicts(h: &dyn Harness) {
+    let o = h.objects();
+    let created = o.apply_connection(&conn("c")).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    let first = rv(&created);
+    let mut stale = created.clone();
+    stale.spec.calendar_id = Some("x".into());
+    let updated = o.apply_connection(&stale).await.unwrap();
+    assert!(rv(&updated) > first);
+    assert_eq!(updated.metadata.uid, created.metadata.uid);
+    // The same stale resourceVersion again: Conflict.
+    assert!(matches!(o.apply_connection(&stale).await, Err(StoreError::Conflict(_))));
+    // Without a resourceVersion: last writer wins.
+    let mut blind = conn("c");
+    blind.spec.calendar_id = Some("y".into());
+    assert_eq!(o.apply_connection(&blind).await.unwrap().spec.calendar_id.as_deref(), Some("y"));
+    // A resourceVersion for an object that does not exist: NotFound.
+    let mut ghost = conn("ghost");
+    ghost.metadata.resource_version = Some("1".into());
+    assert!(matches!(o.apply_connection(&ghost).await, Err(StoreError::NotFound(_))));
+    let mut nameless = conn("x");
+    nameless.metadata.name = None;
+    assert!(matches!(o.apply_connection(&nameless).await, Err(StoreError::Invalid(_))));
+}
+
+async fn generation_moves_only_with_spec(h: &dyn Harness) {
+    let o = h.objects();
+    let t = o.apply_task_sync(&task("default", "t", &[])).await.unwrap();
+    assert_eq!(t.metadata.generation, Some(1));
+    let mut relabeled = task("default", "t", &[("a", "b")]);
+    relabeled.metadata.annotations = Some(BTreeMap::from([("note".into(), "x".into())]));
+    let t2 = o.apply_task_sync(&relabeled).await.unwrap();
+    assert_eq!(t2.metadata.generation, Some(1));
+    assert!(rv(&t2) > rv(&t));
+    assert_eq!(t2.labels().get("a").map(String::as_str), Some("b"));
+    let status = TaskSyncStatus { event_id: Some("e1".into()), ..Default::default() };
+    let t3 = o.patch_task_sync_status("default", "t", &status).await.unwrap();
+    assert_eq!(t3.metadata.generation, Some(1));
+    assert_eq!(t3.spec, t.spec);
+    assert!(rv(&t3) > rv(&t2));
+    let mut changed = task("default", "t", &[("a", "b")]);
+    changed.spec.title = "New".into();
+    let t4 = o.apply_task_sync(&changed).await.unwrap();
+    assert_eq!(t4.metadata.generation, Some(2));
+    // apply never touches status.
+    assert_eq!(t4.status.as_ref().and_then(|s| s.event_id.as_deref()), Some("e1"));
+    assert!(matches!(o.patch_task_sync_status("default", "nope", &status).await, Err(StoreError::NotFound(_))));
+}
+
+async fn finalizers_and_deletion(h: &dyn Harness) {
+    let o = h.objects();
+    o.apply_task_sync(&task("default", "t", &[])).await.unwrap();
+    let key = ObjectKey::task_sync("default", "t");
+    o.add_finalizer(&key, "f1").await.unwrap();
+    o.add_finalizer(&key, "f1").await.unwrap();
+    o.add_finalizer(&key, "f2").await.unwrap();
+    assert_eq!(o.get_task_sync("default", "t").await.unwrap().unwrap().finalizers(), ["f1", "f2"]);
+    assert_eq!(o.delete(&key).await.unwrap(), Deletion::Marked);
+    let marked = o.get_task_sync("default", "t").await.unwrap().unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(o.delete(&key).await.unwrap(), Deletion::Marked);
+    o.add_finalizer(&key, "f3").await.unwrap();
+    assert_eq!(o.get_task_sync("default", "t").await.unwrap().unwrap().finalizers(), ["f1", "f2"]);
+    o.remove_finalizer(&key, "f1").await.unwrap();
+    o.remove_finalizer(&key, "absent").await.unwrap();
+    assert!(o.get_task_sync("default", "t").await.unwrap().is_some());
+    o.remove_finalizer(&key, "f2").await.unwrap();
+    assert!(o.get_task_sync("default", "t").await.unwrap().is_none());
+    assert_eq!(o.delete(&key).await.unwrap(), Deletion::NotFound);
+    assert!(matches!(o.add_finalizer(&key, "f").await, Err(StoreError::NotFound(_))));
+    o.apply_connection(&conn("c")).await.unwrap();
+    assert_eq!(o.delete(&ObjectKey::connection("default", "c")).await.unwrap(), Deletion::Deleted);
+    assert!(o.get_connection("default", "c").await.unwrap().is_none());
+}
+
+async fn status_never_overwrites_history(h: &dyn Harness) {
+    let o = h.objects();
+    o.apply_connection(&conn("c")).await.unwrap();
+    assert_eq!(o.append_connection_history("default", "c", entry()).await.unwrap().id, 1);
+    assert_eq!(o.append_connection_history("default", "c", entry()).await.unwrap().id, 2);
+    let status = CalendarConnectionStatus { account_email: Some("a@b".into()), ..Default::default() };
+    let after = o.patch_connection_status("default", "c", &status).await.unwrap();
+    let st = after.status.unwrap();
+    assert_eq!(st.account_email.as_deref(), Some("a@b"));
+    assert_eq!(st.history.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(after.metadata.generation, Some(1));
+    assert!(matches!(o.append_connection_history("default", "nope", entry()).await, Err(StoreError::NotFound(_))));
+    for _ in 0..205 {
+        o.append_connection_history("default", "c", entry()).await.unwrap();
+    }
+    let ring = o.get_connection("default", "c").await.unwrap().unwrap().status.unwrap().history;
+    assert_eq!(ring.len(), 200);
+    assert_eq!(ring.last().map(|e| e.id), Some(207));
+}
+
+async fn selectors_and_namespaces(h: &dyn Harness) {
+    let o = h.objects();
+    o.apply_task_sync(&task("default", "a", &[("user", "u1"), ("conn", "c1")])).await.unwrap();
+    o.apply_task_sync(&task("default", "b", &[("user", "u1"), ("conn", "c2")])).await.unwrap();
+    o.apply_task_sync(&task("other", "c", &[("user", "u1")])).await.unwrap();
+    let names = |v: Vec<TaskSync>| v.into_iter().map(|t| t.name_any()).collect::<Vec<_>>();
+    let sel = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Labels>();
+    assert_eq!(names(o.list_task_syncs(Some("default"), &sel(&[("user", "u1")])).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(o.list_task_syncs(None, &sel(&[("user", "u1")])).await.unwrap()), ["a", "b", "c"]);
+    assert_eq!(names(o.list_task_syncs(None, &sel(&[("user", "u1"), ("conn", "c2")])).await.unwrap()), ["b"]);
+    assert!(o.list_task_syncs(None, &sel(&[("user", "nobody")])).await.unwrap().is_empty());
+    o.set_labels(&ObjectKey::task_sync("other", "c"), &sel(&[("conn", "c2")])).await.unwrap();
+    assert_eq!(names(o.list_task_syncs(None, &sel(&[("conn", "c2")])).await.unwrap()), ["b", "c"]);
+    let c = o.get_task_sync("other", "c").await.unwrap().unwrap();
+    assert_eq!(c.labels().get("user").map(String::as_str), Some("u1"), "set_labels merges");
+    o.apply_connection(&conn("k")).await.unwrap();
+    assert_eq!(o.list_connections(Some("default"), &Labels::new()).await.unwrap().len(), 1);
+    assert!(o.list_connections(Some("other"), &Labels::new()).await.unwrap().is_empty());
+}
+
+async fn find_by_event_id(h: &dyn Harness) {
+    let o = h.objects();
+    o.apply_task_sync(&task("default", "a", &[])).await.unwrap();
+    o.apply_task_sync(&task("other", "a", &[])).await.unwrap();
+    let st = |id: &str| TaskSyncStatus { event_id: Some(id.into()), ..Default::default() };
+    o.patch_task_sync_status("default", "a", &st("ev-1")).await.unwrap();
+    assert_eq!(o.find_task_sync_by_event("default", "ev-1").await.unwrap().map(|t| t.name_any()).as_deref(), Some("a"));
+    assert!(o.find_task_sync_by_event("other", "ev-1").await.unwrap().is_none());
+    o.patch_task_sync_status("default", "a", &st("ev-2")).await.unwrap();
+    assert!(o.find_task_sync_by_event("default", "ev-1").await.unwrap().is_none());
+    assert!(o.find_task_sync_by_event("default", "ev-2").await.unwrap().is_some());
+}
+
+async fn credentials_both_forms(h: &dyn Harness) {
+    let o = h.objects();
+    let plain =
+        BTreeMap::from([("username".to_string(), b"u@x".to_vec()), ("password".to_string(), b"pw-123".to_vec())]);
+    h.put_secret("default", "plain", plain).await;
+    let r = SecretRef { name: "plain".into(), key: None };
+    let c = o.read_credentials("default", &r).await.unwrap().unwrap();
+    assert!(matches!(&c, Credentials::Basic { username, .. } if username == "u@x"));
+    let oauth = Credentials::OAuth {
+        refresh_token: SecretString::from("refresh-secret"),
+        access_token: Some(SecretString::from("access")),
+        expires_at: Some(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+    };
+    let r2 = SecretRef { name: "written".into(), key: Some("creds".into()) };
+    o.write_credentials("default", &r2, &oauth, &ObjectKey::connection("default", "c")).await.unwrap();
+    assert_eq!(o.read_credentials("default", &r2).await.unwrap(), Some(oauth));
+    assert_eq!(o.read_credentials("default", &SecretRef { name: "absent".into(), key: None }).await.unwrap(), None);
+    o.delete_credentials("default", &r2).await.unwrap();
+    assert_eq!(o.read_credentials("default", &r2).await.unwrap(), None);
+    h.put_secret("default", "half", BTreeMap::from([("username".to_string(), b"u".to_vec())])).await;
+    let err = o.read_credentials("default", &SecretRef { name: "half".into(), key: None }).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("password")), "{err}");
+}
+
+async fn subscribe_notifies_changes(h: &dyn Harness) {
+    let o = h.objects();
+    let mut rx = o.subscribe();
+    let next = async |rx: &mut tokio::sync::broadcast::Receiver<ObjectKey>| {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap()
+    };
+    o.apply_task_sync(&task("default", "t", &[])).await.unwrap();
+    assert_eq!(next(&mut rx).await, ObjectKey::task_sync("default", "t"));
+    o.patch_task_sync_status("default", "t", &TaskSyncStatus::default()).await.unwrap();
+    assert_eq!(next(&mut rx).await, ObjectKey::task_sync("default", "t"));
+    o.apply_connection(&conn("c")).await.unwrap();
+    assert_eq!(next(&mut rx).await, ObjectKey::connection("default", "c"));
+    o.append_connection_history("default", "c", entry()).await.unwrap();
+    assert_eq!(next(&mut rx).await, ObjectKey::connection("default", "c"));
+    o.delete(&ObjectKey::task_sync("default", "t")).await.unwrap();
+    assert_eq!(next(&mut rx).await, ObjectKey::task_sync("default", "t"));
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(&Mem(MemoryObjects::new())).await })*
+        }
+        mod sqlite_in_memory {
+            use super::*;
+            $(#[tokio::test] async fn $name() {
+                super::$name(&Sql(SqliteObjects::open("sqlite::memory:", keyring()).await.unwrap(), None)).await
+            })*
+        }
+        mod sqlite_file {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(&sqlite_file().await).await })*
+        }
+    };
+}
+
+contract!(
+    resource_versions_and_conflicts,
+    generation_moves_only_with_spec,
+    finalizers_and_deletion,
+    status_never_overwrites_history,
+    selectors_and_namespaces,
+    find_by_event_id,
+    credentials_both_forms,
+    subscribe_notifies_changes,
+);
+
+// ---- SQLite only ----
+
+#[tokio::test]
+async fn credentials_are_encrypted_at_rest_and_tampering_is_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let url = format!("sqlite://{}", path.display());
+    let (key, _) = Key::generate();
+    let store = SqliteObjects::open(&url, Keyring::new(key.clone())).await.unwrap();
+    let data = |pw: &str| {
+        BTreeMap::from([("username".to_string(), b"u".to_vec()), ("password".to_string(), pw.as_bytes().to_vec())])
+    };
+    store.put_secret("default", "a", data("very-secret-password-a")).await.unwrap();
+    store.put_secret("default", "b", data("very-secret-password-b")).await.unwrap();
+    drop(store);
+    let mut raw = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        raw.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(!String::from_utf8_lossy(&raw).contains("very-secret-password"), "plaintext on disk");
+
+    let store = SqliteObjects::open(&url, Keyring::new(key)).await.unwrap();
+    // Copy b's ciphertext into a (the row binding detects it), then truncate it, then make it text.
+    for sql in [
+        "UPDATE secrets SET sealed = (SELECT sealed FROM secrets WHERE name = 'b') WHERE name = 'a'",
+        "UPDATE secrets SET sealed = substr(sealed, 1, length(sealed) - 1) WHERE name = 'a'",
+        "UPDATE secrets SET sealed = 'garbage' WHERE name = 'a'",
+    ] {
+        store.raw_execute(sql).await.unwrap();
+        let err = store.read_credentials("default", &SecretRef { name: "a".into(), key: None }).await.unwrap_err();
+        match &err {
+            StoreError::Invalid(m) => {
+                assert!(m.contains("default/a"), "{m}");
+                assert!(m.contains("tampered") || m.contains("damaged"), "{m}");
+                assert!(!m.contains("very-secret"));
+            }
+            other => panic!("expected Invalid after {sql}, got {other:?}"),
+        }
+    }
+    assert!(store.read_credentials("default", &SecretRef { name: "b".into(), key: None }).await.unwrap().is_some());
+
+    // The wrong key: a clear error naming key ids, never the key.
+    let other = SqliteObjects::open(&url, keyring()).await.unwrap();
+    let err = other.read_credentials("default", &SecretRef { name: "b".into(), key: None }).await.unwrap_err();
+    assert!(err.to_string().contains("key id"), "{err}");
+}
+
+#[tokio::test]
+async fn data_survives_reopen_and_owned_credentials_go_with_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let keys = keyring();
+    let store = SqliteObjects::open(&url, keys.clone()).await.unwrap();
+    let c = store.apply_connection(&conn("c")).await.unwrap();
+    let creds = Credentials::Basic { username: "u".into(), password: SecretString::from("p") };
+    let r = SecretRef { name: "c-creds".into(), key: None };
+    store.write_credentials("default", &r, &creds, &ObjectKey::connection("default", "c")).await.unwrap();
+    drop(store);
+    let store = SqliteObjects::open(&url, keys).await.unwrap();
+    let again = store.get_connection("default", "c").await.unwrap().unwrap();
+    assert_eq!(again.metadata.uid, c.metadata.uid);
+    assert_eq!(again.metadata.resource_version, c.metadata.resource_version);
+    // The counter keeps growing after reopen.
+    let next = store.apply_task_sync(&task("default", "t", &[])).await.unwrap();
+    assert!(rv(&next) > rv(&c));
+    assert_eq!(store.read_credentials("default", &r).await.unwrap(), Some(creds));
+    store.delete(&ObjectKey::connection("default", "c")).await.unwrap();
+    assert_eq!(store.read_credentials("default", &r).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn another_process_writes_are_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let keys = keyring();
+    let watcher = SqliteObjects::open(&url, keys.clone()).await.unwrap();
+    let writer = SqliteObjects::open(&url, keys).await.unwrap();
+    let mut rx = watcher.subscribe();
+    writer.apply_task_sync(&task("default", "t", &[])).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(got, ObjectKey::task_sync("default", "t"));
+}
+
+#[tokio::test]
+async fn events_are_bounded() {
+    let store = SqliteObjects::open("sqlite::memory:", keyring()).await.unwrap();
+    let key = ObjectKey::task_sync("default", "t");
+    for i in 0..1010 {
+        let ev = calsync::engine::ObjectEvent {
+            type_: calsync::engine::EventType::Normal,
+            reason: "EventCreated".into(),
+            note: format!("n{i}"),
+            action: "Create".into(),
+        };
+        store.publish_event(&key, &ev).await.unwrap();
+    }
+    let all = store.events(None, 5000).await.unwrap();
+    assert_eq!(all.len(), 1000);
+    assert_eq!(all.last().map(|e| e.note.as_str()), Some("n1009"));
+    assert_eq!(all.last().map(|e| e.key.clone()), Some(key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_file_share_one_resource_version_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let keys = keyring();
+    let a = SqliteObjects::open(&url, keys.clone()).await.unwrap();
+    let b = SqliteObjects::open(&url, keys).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move { store.apply_task_sync(&task("default", &format!("t{i}"), &[])).await }));
+    }
+    let mut versions = std::collections::BTreeSet::new();
+    for h in handles {
+        assert!(versions.insert(rv(&h.await.unwrap().unwrap())), "resourceVersion handed out twice");
+    }
+    // A stale write from the other process is a Conflict.
+    let first = a.get_task_sync("default", "t0").await.unwrap().unwrap();
+    let mut newer = first.clone();
+    newer.spec.title = "b wins".into();
+    b.apply_task_sync(&newer).await.unwrap();
+    let mut stale = first;
+    stale.spec.title = "a loses".into();
+    assert!(matches!(a.apply_task_sync(&stale).await, Err(StoreError::Conflict(_))));
+}
