@@ -87,8 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.queue.concurrency = concurrency;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
-            // Providers register here as they land (CalDAV first).
-            let connector: Arc<dyn Connector> = Arc::new(calsync::providers::registry::Registry::new());
+            let connector: Arc<dyn Connector> = Arc::new(calsync::providers::registry::Registry::builtin());
             let api_connector = connector.clone();
             let serve_api =
                 move |services: calsync::standalone::Services| serve_api(services, api_config, api_connector, listen);

@@ -23,6 +23,13 @@ impl Registry {
         Self::default()
     }
 
+    /// Every provider this build has: CalDAV for `apple` and `caldav` (one shared connector, so
+    /// clients and discovered hosts are cached once per connection).
+    pub fn builtin() -> Self {
+        let caldav: Arc<dyn Connector> = Arc::new(super::caldav::CaldavConnector::new());
+        Self::new().with(ProviderKind::Apple, caldav.clone()).with(ProviderKind::Caldav, caldav)
+    }
+
     /// Serve `kind` with `connector`.
     pub fn with(mut self, kind: ProviderKind, connector: Arc<dyn Connector>) -> Self {
         self.by_kind.insert(kind, connector);

@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests: the provider contract suite and, as providers land,
 //! the test peers (Radicale, OAuth server, strict fakes).
 
+pub mod calsync_bin;
 pub mod contract;
 pub mod radicale;

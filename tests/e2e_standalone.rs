@@ -1,0 +1,321 @@
+//! End to end: the built `calsync standalone` binary against a real Radicale, driven over HTTP
+//! as the seed's curl examples do, with every calendar effect checked by raw CalDAV requests.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, Utc};
+use serde_json::{Value, json};
+use support::calsync_bin::Standalone;
+use support::radicale::{Radicale, RawDav, ics_lines};
+
+const CAL: &str = "/alice/calendar/";
+
+async fn radicale() -> (Radicale, RawDav) {
+    let server = Radicale::start();
+    let raw = server.raw();
+    raw.mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    (server, raw)
+}
+
+/// The VEVENT's own lines (a VTIMEZONE has DTSTART and RRULE lines too).
+fn vevent(lines: Vec<String>) -> Vec<String> {
+    lines.into_iter().skip_while(|l| l != "BEGIN:VEVENT").take_while(|l| l != "END:VEVENT").collect()
+}
+
+/// Every event resource in the calendar: href → the VEVENT's unfolded lines.
+async fn events(raw: &RawDav) -> BTreeMap<String, Vec<String>> {
+    let r = raw
+        .request(
+            "PROPFIND",
+            CAL,
+            &[("depth", "1"), ("content-type", "application/xml")],
+            Some(r#"<?xml version="1.0"?><propfind xmlns="DAV:"><prop><getetag/></prop></propfind>"#.into()),
+        )
+        .await;
+    assert_eq!(r.status, 207, "PROPFIND {CAL}: {}", r.body);
+    let mut out = BTreeMap::new();
+    for part in r.body.split("href>").filter(|p| p.contains(".ics<")) {
+        let href = part.trim_end_matches("</").trim_end_matches('<').trim_end_matches(':').to_string();
+        let href = href.rsplit_once('<').map_or(href.clone(), |(h, _)| h.to_string());
+        if let Some(got) = raw.get(&href).await {
+            out.insert(href, vevent(ics_lines(&got.body)));
+        }
+    }
+    out
+}
+
+fn prop<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    lines.iter().find(|l| l.starts_with(name) && l[name.len()..].starts_with([':', ';'])).map(|l| l.as_str())
+}
+
+fn ours(evs: &BTreeMap<String, Vec<String>>) -> Vec<&Vec<String>> {
+    evs.values().filter(|l| prop(l, "X-CALSYNC-MARKER").is_some()).collect()
+}
+
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut f: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_flow_for_apple_against_radicale() {
+    let (server, raw) = radicale().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cs = Standalone::start(dir.path()).await;
+    let user = "test_user_123";
+
+    // 1. Connect (the Apple form, pointed at Radicale with server_url).
+    let (s, body) = cs
+        .call(
+            "POST",
+            "/apple/connect",
+            Some(json!({"user_id": user, "apple_id": server.user, "app_password": server.password, "server_url": server.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["success"], true);
+    assert!(body["calendars"].as_array().is_some_and(|c| c.contains(&json!("Calendar"))), "{body}");
+    assert!(!body.to_string().contains(&server.password), "the password came back in a response");
+
+    // 2. Status says connected.
+    let (s, body) = cs.call("GET", &format!("/connection-status/{user}"), None).await;
+    assert_eq!((s, &body["connected"], &body["calendar_type"]), (200, &json!(true), &json!("apple")), "{body}");
+
+    // 3. A task becomes an event, really stored in Radicale.
+    let day = (Utc::now() + chrono::Duration::days(2)).date_naive();
+    let when = format!("{}-{:02}-{:02}T14:00:00", day.year(), day.month(), day.day());
+    let task = json!({"user_id": user, "task_data": {"id": "task_001", "name": "Test homework assignment",
+        "scheduled_time": when, "category": "Homework", "timezone": "America/New_York"}});
+    let (s, body) = cs.call("POST", "/task-to-calendar", Some(task.clone())).await;
+    assert_eq!(s, 200, "{body}");
+    let event_id = body["event_id"].as_str().expect("event_id").to_string();
+    assert!(body["event_link"].as_str().is_some_and(|l| l.starts_with("http://127.0.0.1")), "{body}");
+    let evs = events(&raw).await;
+    let mine = ours(&evs);
+    assert_eq!(mine.len(), 1, "one event in Radicale: {evs:?}");
+    assert_eq!(prop(mine[0], "SUMMARY"), Some("SUMMARY:Test homework assignment"));
+    assert!(prop(mine[0], "DTSTART").is_some_and(|l| l.contains("TZID=America/New_York") && l.ends_with("T140000")));
+
+    // 4. The same call again: still one event, same id.
+    let (s, body) = cs.call("POST", "/task-to-calendar", Some(task)).await;
+    assert_eq!((s, body["event_id"].as_str()), (200, Some(event_id.as_str())), "{body}");
+    assert_eq!(ours(&events(&raw).await).len(), 1, "a repeated call made a duplicate");
+
+    // 5. update-event moves it.
+    let later = when.replace("T14:00", "T15:00");
+    let (s, body) = cs
+        .call(
+            "PUT",
+            "/update-event",
+            Some(json!({"user_id": user, "event_id": event_id, "task_data": {"name": "Updated assignment title", "scheduled_time": later}})),
+        )
+        .await;
+    assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}");
+    let evs = events(&raw).await;
+    let mine = ours(&evs);
+    assert_eq!(mine.len(), 1);
+    assert_eq!(prop(mine[0], "SUMMARY"), Some("SUMMARY:Updated assignment title"));
+    assert!(prop(mine[0], "DTSTART").is_some_and(|l| l.ends_with("T150000")), "{:?}", prop(mine[0], "DTSTART"));
+
+    // 6. An event made in the calendar app comes back as a task; ours does not.
+    let d = day.format("%Y%m%d");
+    let ext = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:dentist-1@test\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:{d}T193000Z\r\nDTEND:{d}T203000Z\r\nSUMMARY:Dentist appointment\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    );
+    let put = raw.put(&format!("{CAL}dentist-1.ics"), &ext, ("if-none-match", "*")).await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    let (s, body) = cs.call("POST", "/calendar-to-tasks", Some(json!({"user_id": user, "refresh": true}))).await;
+    assert_eq!(s, 200, "{body}");
+    let names: Vec<&str> = body["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"Dentist appointment"), "{body}");
+    assert!(!names.contains(&"Updated assignment title"), "our own event came back as a task: {body}");
+    assert_eq!(body["count"], json!(names.len()));
+
+    // 7. delete-event removes it from Radicale.
+    let (s, body) = cs.call("DELETE", "/delete-event", Some(json!({"user_id": user, "event_id": event_id}))).await;
+    assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}");
+    let evs = events(&raw).await;
+    assert!(ours(&evs).is_empty(), "the event is still in Radicale: {evs:?}");
+    assert_eq!(evs.len(), 1, "the user's own event stays");
+
+    // 8. sync-history lists the operations, newest first.
+    let (s, body) = cs.call("GET", &format!("/sync-history/{user}"), None).await;
+    assert_eq!(s, 200, "{body}");
+    let syncs = body["syncs"].as_array().expect("syncs");
+    assert!(syncs.len() >= 3, "{body}");
+    assert!(syncs.iter().all(|e| e["task_id"] == "task_001" && e["calendar_type"] == "apple"), "{body}");
+    assert_eq!(syncs[0]["sync_status"], "success");
+    let ids: Vec<i64> = syncs.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+
+    // 9. Disconnect; status says not connected.
+    let (s, body) = cs.call("POST", &format!("/disconnect/{user}"), None).await;
+    assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}");
+    let (s, body) = cs.call("GET", &format!("/connection-status/{user}"), None).await;
+    assert_eq!((s, &body["connected"]), (200, &json!(false)), "{body}");
+    assert!(!cs.log().contains(&server.password), "the password reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn examples_applied_with_the_cli_converge() {
+    let (server, raw) = radicale().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = env!("CARGO_MANIFEST_DIR");
+    // The example as a platform team writes it, pointed at this Radicale.
+    let conn = std::fs::read_to_string(format!("{root}/examples/caldav-connection.yaml"))
+        .expect("example")
+        .replace("https://caldav.example.com/", &server.url)
+        .replace("username: alice", &format!("username: {}", server.user))
+        .replace("password: change-me", &format!("password: {}", server.password));
+    let conn_file = dir.path().join("connection.yaml");
+    std::fs::write(&conn_file, conn).expect("write");
+    let tasks = format!("{root}/examples/tasksyncs.yaml");
+    let _cs = Standalone::start(dir.path()).await;
+    for f in [conn_file.to_str().expect("utf-8 path"), tasks.as_str()] {
+        let (ok, out, err) = Standalone::cli(dir.path(), &["apply", "-f", f]);
+        assert!(ok, "apply -f {f}: {out}{err}");
+    }
+    wait_until("four events in Radicale", 60, async || ours(&events(&raw).await).len() == 4).await;
+    let (ok, out, _) = Standalone::cli(dir.path(), &["get", "tasksyncs", "-o", "json"]);
+    assert!(ok);
+    let list: Value = serde_json::from_str(&out).expect("json");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 4);
+    for item in items {
+        let synced =
+            item["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Synced")).cloned();
+        assert_eq!(synced.as_ref().map(|c| c["status"].clone()), Some(json!("True")), "{item}");
+    }
+    let evs = events(&raw).await;
+    let allday = evs.values().find(|l| prop(l, "SUMMARY") == Some("SUMMARY:Exam day")).expect("all-day event");
+    assert_eq!(prop(allday, "DTSTART"), Some("DTSTART;VALUE=DATE:20261020"));
+    let weekly = evs.values().find(|l| prop(l, "SUMMARY") == Some("SUMMARY:Weekly review")).expect("weekly");
+    assert_eq!(prop(weekly, "RRULE"), Some("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=10"));
+
+    // Deleting the TaskSyncs deletes their events, except the Orphan one.
+    let (ok, out, err) = Standalone::cli(dir.path(), &["delete", "-f", &tasks]);
+    assert!(ok, "{out}{err}");
+    wait_until("TaskSyncs gone", 60, async || {
+        let (_, out, _) = Standalone::cli(dir.path(), &["get", "tasksyncs", "-o", "json"]);
+        serde_json::from_str::<Value>(&out).ok().and_then(|v| v["items"].as_array().map(Vec::len)) == Some(0)
+    })
+    .await;
+    let left: Vec<_> =
+        ours(&events(&raw).await).into_iter().filter_map(|l| prop(l, "SUMMARY").map(String::from)).collect();
+    assert_eq!(left, vec!["SUMMARY:Dentist".to_string()], "only the Orphan event stays");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_burst_loses_no_acknowledged_task_and_duplicates_none() {
+    let (server, raw) = radicale().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cs = Standalone::start(dir.path()).await;
+    let user = "burst-user";
+    let (s, body) = cs
+        .call("POST", "/apple/connect", Some(json!({"user_id": user, "apple_id": server.user, "app_password": server.password, "server_url": server.url})))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let day = (Utc::now() + chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
+    let total = 200;
+    let cs_ref = &cs;
+    let calls = (0..total).map(|i| {
+        let day = day.clone();
+        async move {
+            let task = json!({"user_id": user, "task_data": {"id": format!("burst-{i}"), "name": format!("Burst task {i}"),
+                "scheduled_time": format!("{day}T{:02}:{:02}:00Z", 8 + i / 60, i % 60)}});
+            let m = reqwest::Method::POST;
+            let r = cs_ref
+                .http
+                .request(m, format!("{}/api/calendar/task-to-calendar", cs_ref.base))
+                .bearer_auth(support::calsync_bin::API_KEY)
+                .header("content-type", "application/json")
+                .body(task.to_string())
+                .send()
+                .await;
+            (i, r.map(|r| r.status().as_u16()).ok())
+        }
+    });
+    // Fire the burst 8 at a time and kill -9 the process part way through.
+    let mut acknowledged = Vec::new();
+    let mut pending = futures_like_stream(calls, 8);
+    let started = Instant::now();
+    let mut killed = false;
+    while let Some((i, status)) = pending.next().await {
+        if matches!(status, Some(200 | 202)) {
+            acknowledged.push(i);
+        }
+        if !killed && (acknowledged.len() >= 60 || started.elapsed() > Duration::from_secs(20)) {
+            killed = true;
+            break;
+        }
+    }
+    drop(pending);
+    cs.kill9();
+    assert!(killed && !acknowledged.is_empty(), "the burst never got going: {}", cs.log());
+    let cs = Standalone::start(dir.path()).await;
+    // Every acknowledged task ends up as exactly one event.
+    wait_until("acknowledged tasks in Radicale", 120, async || {
+        let evs = events(&raw).await;
+        let titles: Vec<String> = ours(&evs).iter().filter_map(|l| prop(l, "SUMMARY").map(String::from)).collect();
+        acknowledged.iter().all(|i| titles.contains(&format!("SUMMARY:Burst task {i}")))
+    })
+    .await;
+    let evs = events(&raw).await;
+    let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+    for l in ours(&evs) {
+        *per_task.entry(prop(l, "SUMMARY").unwrap_or_default().to_string()).or_default() += 1;
+    }
+    let dups: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicates after kill -9: {dups:?}");
+    eprintln!(
+        "kill -9 burst: {} acknowledged before the kill, {} events after restart, 0 duplicates",
+        acknowledged.len(),
+        per_task.len()
+    );
+    drop(cs);
+}
+
+/// A minimal bounded-concurrency stream over futures (the test needs no extra crate).
+fn futures_like_stream<F, I>(iter: I, limit: usize) -> Buffered<F, I::IntoIter>
+where
+    I: IntoIterator<Item = F>,
+    F: std::future::Future,
+{
+    Buffered { iter: iter.into_iter(), running: Vec::new(), limit }
+}
+
+struct Buffered<F: std::future::Future, I> {
+    iter: I,
+    running: Vec<std::pin::Pin<Box<F>>>,
+    limit: usize,
+}
+
+impl<F: std::future::Future, I: Iterator<Item = F>> Buffered<F, I> {
+    async fn next(&mut self) -> Option<F::Output> {
+        while self.running.len() < self.limit {
+            match self.iter.next() {
+                Some(f) => self.running.push(Box::pin(f)),
+                None => break,
+            }
+        }
+        if self.running.is_empty() {
+            return None;
+        }
+        std::future::poll_fn(|cx| {
+            for i in 0..self.running.len() {
+                if let std::task::Poll::Ready(out) = self.running[i].as_mut().poll(cx) {
+                    drop(self.running.swap_remove(i));
+                    return std::task::Poll::Ready(Some(out));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}

@@ -1,0 +1,125 @@
+//! Runs the built `calsync` binary in standalone mode for end-to-end tests, and talks to it
+//! over HTTP as the app's frontend would.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const API_KEY: &str = "e2e-test-api-key";
+/// 32 zero bytes, base64: a fixed test key.
+pub const ENCRYPTION_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// A `calsync standalone` process with its own database directory.
+pub struct Standalone {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("addr").port()
+}
+
+impl Standalone {
+    pub fn database_url(dir: &Path) -> String {
+        format!("sqlite://{}", dir.join("calsync.db").display())
+    }
+
+    /// Start (or restart) standalone on the database in `dir`.
+    pub async fn start(dir: &Path) -> Standalone {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = free_port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("calsync.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_calsync"))
+            .arg("standalone")
+            .env("DATABASE_URL", Self::database_url(dir))
+            .env("CALSYNC_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CALSYNC_API_KEYS", API_KEY)
+            .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
+            .env("SECRET_KEY", "e2e-secret-key")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn calsync standalone");
+        let s = Standalone {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+        };
+        s.wait_healthy().await;
+        s
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("calsync.log")).unwrap_or_default()
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "calsync standalone did not become healthy:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Call `/api/calendar{path}` with the test API key; returns (status, JSON body).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}/api/calendar{path}", self.base)).bearer_auth(API_KEY);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Run `calsync <args>` on this database; returns (success, stdout, stderr).
+    pub fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_calsync"))
+            .args(args)
+            .env("DATABASE_URL", Self::database_url(dir))
+            .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
+            .output()
+            .expect("run calsync");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
