@@ -1,0 +1,777 @@
+//! `KubeObjects`: the engine's `Objects` port on the Kubernetes API.
+//!
+//! Owns: how each `Objects` operation becomes API requests (status subresource, JSON patches for
+//! finalizers, merge patches with resourceVersion preconditions, Secrets, events.k8s.io Events)
+//! and the change feed the REST API waits on. Must not touch: reconcile decisions (engine) or
+//! scheduling (run.rs).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::credentials::{self, Credentials};
+use crate::engine::{
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError,
+};
+use crate::resources::{
+    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync,
+    TaskSyncStatus, history,
+};
+
+/// How often a read-modify-write retries after a 409 (someone else wrote in between).
+const CONFLICT_RETRIES: usize = 5;
+
+/// Seam for the credentials envelope (encryption arrives with the credentials issue): what
+/// calsync writes under its `credentials` key, and how it reads it back. Plain keys written by
+/// a platform team are never passed through it.
+pub trait CredentialSealer: Send + Sync {
+    fn seal(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+    fn open(&self, stored: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+}
+
+/// Stores the JSON as it is. Replaced by the AES-256-GCM envelope once that lands.
+pub struct PlainSealer;
+
+impl CredentialSealer for PlainSealer {
+    fn seal(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        Ok(plaintext)
+    }
+    fn open(&self, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        Ok(stored)
+    }
+}
+
+/// The `Objects` port on a Kubernetes API server.
+#[derive(Clone)]
+pub struct KubeObjects {
+    client: Client,
+    recorder: Recorder,
+    changes: broadcast::Sender<ObjectKey>,
+    sealer: Arc<dyn CredentialSealer>,
+    /// TaskSync cache fed by the controller's (or the API's) watch, for `find_task_sync_by_event`.
+    task_syncs: Arc<RwLock<Option<Store<DeserializeGuard<TaskSync>>>>>,
+    field_manager: String,
+}
+
+/// Map a kube error onto the store's classes; messages come from the API server's Status and
+/// never carry Secret data (we never send Secret data in a request that can echo it).
+pub fn store_error(what: &str, e: kube::Error) -> StoreError {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => StoreError::NotFound(what.to_string()),
+        kube::Error::Api(s) if s.code == 409 => StoreError::Conflict(what.to_string()),
+        kube::Error::Api(s) if s.code == 400 || s.code == 422 => {
+            StoreError::Invalid(format!("{what}: {}", s.message))
+        }
+        kube::Error::SerdeError(e) => StoreError::Invalid(format!("{what} cannot be read: {e}")),
+        other => StoreError::Unavailable(format!("{what}: {other}")),
+    }
+}
+
+fn is_code(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Every property of a status type, from its schema, so a merge patch can null the ones the
+/// new status leaves out ("replace the status" semantics with a merge patch).
+fn status_properties<T: schemars::JsonSchema>() -> Vec<String> {
+    let schema = schemars::schema_for!(T);
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The merge-patch body that makes `status` exactly `new` (except keys in `keep`, left untouched).
+pub fn status_merge_patch<T: Serialize + schemars::JsonSchema>(
+    new: &T,
+    keep: &[&str],
+) -> Result<Value, StoreError> {
+    let mut value = serde_json::to_value(new)
+        .map_err(|e| StoreError::Invalid(format!("status cannot be serialized: {e}")))?;
+    let Some(map) = value.as_object_mut() else {
+        return Err(StoreError::Invalid("status is not an object".into()));
+    };
+    for k in keep {
+        map.remove(*k);
+    }
+    for prop in status_properties::<T>() {
+        if !keep.contains(&prop.as_str()) && !map.contains_key(&prop) {
+            map.insert(prop, Value::Null);
+        }
+    }
+    Ok(json!({ "status": value }))
+}
+
+/// JSON patch adding a finalizer, guarded by a `test` of the list we read (kube's finalizer helper).
+pub fn add_finalizer_patch(current: Option<&Vec<String>>, finalizer: &str) -> Value {
+    match current {
+        None => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [finalizer] },
+        ]),
+        Some(list) => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": list },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": finalizer },
+        ]),
+    }
+}
+
+/// JSON patch removing the finalizer at `index`, guarded by a `test` that it is still there.
+pub fn remove_finalizer_patch(index: usize, finalizer: &str) -> Value {
+    let path = format!("/metadata/finalizers/{index}");
+    json!([
+        { "op": "test", "path": path, "value": finalizer },
+        { "op": "remove", "path": path },
+    ])
+}
+
+/// A DELETE answered with the object: is it only marked (finalizers left) or already gone?
+fn still_there<K: Resource>(o: &K) -> bool {
+    o.meta().deletion_timestamp.is_some()
+        && o.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
+}
+
+fn selector(labels: &Labels) -> ListParams {
+    let s: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if s.is_empty() {
+        ListParams::default()
+    } else {
+        ListParams::default().labels(&s.join(","))
+    }
+}
+
+impl KubeObjects {
+    /// `reporter_instance` names this pod in Events (POD_NAME from the downward API).
+    pub fn new(client: Client, reporter_instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: "calsync".into(),
+            instance: reporter_instance,
+        };
+        let (changes, _) = broadcast::channel(1024);
+        KubeObjects {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            changes,
+            sealer: Arc::new(PlainSealer),
+            task_syncs: Arc::new(RwLock::new(None)),
+            field_manager: "calsync".into(),
+        }
+    }
+
+    /// Use another credentials envelope (the encryption seam).
+    pub fn with_sealer(mut self, sealer: Arc<dyn CredentialSealer>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Hand over the TaskSync reflector store once a watch feeds it.
+    pub fn set_task_sync_store(&self, store: Store<DeserializeGuard<TaskSync>>) {
+        // A poisoned lock only means a panic elsewhere while swapping a handle; the value is fine.
+        *self.task_syncs.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+    }
+
+    /// Tell subscribers that `key` changed (called by the watch streams and after our writes).
+    pub fn notify(&self, key: ObjectKey) {
+        // No subscribers is fine.
+        let _ = self.changes.send(key);
+    }
+
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    async fn get<K>(&self, namespace: &str, name: &str, what: &str) -> Result<Option<K>, StoreError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>(namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| store_error(&format!("{what} {namespace}/{name}"), e))
+    }
+
+    /// Create, or take spec/labels/annotations from `object` onto the current one and replace it
+    /// with the current resourceVersion (so a concurrent write is a 409, never lost).
+    async fn apply<K>(
+        &self,
+        object: &K,
+        key: ObjectKey,
+        what: &str,
+        take_spec: impl Fn(&mut K, &K),
+    ) -> Result<K, StoreError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>(&key.namespace);
+        let label = format!("{what} {}/{}", key.namespace, key.name);
+        let current = api
+            .get_opt(&key.name)
+            .await
+            .map_err(|e| store_error(&label, e))?;
+        let out = match current {
+            None => {
+                if object.meta().resource_version.is_some() {
+                    return Err(StoreError::NotFound(label));
+                }
+                let mut new = object.clone();
+                new.meta_mut().namespace = Some(key.namespace.clone());
+                api.create(
+                    &PostParams {
+                        field_manager: Some(self.field_manager.clone()),
+                        ..Default::default()
+                    },
+                    &new,
+                )
+                .await
+                .map_err(|e| store_error(&label, e))?
+            }
+            Some(mut current) => {
+                if let Some(expected) = &object.meta().resource_version
+                    && current.meta().resource_version.as_ref() != Some(expected)
+                {
+                    return Err(StoreError::Conflict(label));
+                }
+                take_spec(&mut current, object);
+                current.meta_mut().labels = object.meta().labels.clone();
+                current.meta_mut().annotations = object.meta().annotations.clone();
+                api.replace(
+                    &key.name,
+                    &PostParams {
+                        field_manager: Some(self.field_manager.clone()),
+                        ..Default::default()
+                    },
+                    &current,
+                )
+                .await
+                .map_err(|e| store_error(&label, e))?
+            }
+        };
+        self.notify(key);
+        Ok(out)
+    }
+
+    async fn patch_status_value<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        body: &Value,
+    ) -> Result<K, StoreError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>(namespace)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map_err(|e| store_error(&format!("{what} {namespace}/{name}"), e))
+    }
+
+    /// Metadata of the object `key` names (finalizers, deletion mark, uid).
+    async fn meta_of(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(match key.kind {
+            Kind::CalendarConnection => self
+                .get::<CalendarConnection>(&key.namespace, &key.name, "CalendarConnection")
+                .await?
+                .map(|o| o.metadata),
+            Kind::TaskSync => self
+                .get::<TaskSync>(&key.namespace, &key.name, "TaskSync")
+                .await?
+                .map(|o| o.metadata),
+        })
+    }
+
+    async fn json_patch(&self, key: &ObjectKey, patch: Value) -> Result<(), kube::Error> {
+        let patch: json_patch::Patch =
+            serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+        let pp = PatchParams::default();
+        match key.kind {
+            Kind::CalendarConnection => {
+                self.api::<CalendarConnection>(&key.namespace)
+                    .patch(&key.name, &pp, &Patch::<()>::Json(patch))
+                    .await?;
+            }
+            Kind::TaskSync => {
+                self.api::<TaskSync>(&key.namespace)
+                    .patch(&key.name, &pp, &Patch::<()>::Json(patch))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run a finalizer JSON patch built from fresh metadata; a failed `test` (the list changed
+    /// under us: 409/422) means read again and retry.
+    async fn finalizer_op(
+        &self,
+        key: &ObjectKey,
+        build: impl Fn(&ObjectMeta) -> Option<Value>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(meta) = self.meta_of(key).await? else {
+                return Err(StoreError::NotFound(key.to_string()));
+            };
+            let Some(patch) = build(&meta) else {
+                return Ok(());
+            };
+            match self.json_patch(key, patch).await {
+                Ok(()) => {
+                    self.notify(key.clone());
+                    return Ok(());
+                }
+                Err(e) if is_code(&e, 409) || is_code(&e, 422) => continue,
+                Err(e) if is_code(&e, 404) => return Ok(()),
+                Err(e) => return Err(store_error(&key.to_string(), e)),
+            }
+        }
+        Err(StoreError::Conflict(key.to_string()))
+    }
+
+    fn reference(key: &ObjectKey) -> ObjectReference {
+        let (api_version, kind) = match key.kind {
+            Kind::CalendarConnection => (
+                CalendarConnection::api_version(&()),
+                CalendarConnection::kind(&()),
+            ),
+            Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
+        };
+        ObjectReference {
+            api_version: Some(api_version.into_owned()),
+            kind: Some(kind.into_owned()),
+            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn cached_task_syncs(&self) -> Option<Store<DeserializeGuard<TaskSync>>> {
+        self.task_syncs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Objects for KubeObjects {
+    async fn get_connection(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CalendarConnection>, StoreError> {
+        self.get(namespace, name, "CalendarConnection").await
+    }
+
+    async fn get_task_sync(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<TaskSync>, StoreError> {
+        self.get(namespace, name, "TaskSync").await
+    }
+
+    async fn apply_connection(
+        &self,
+        object: &CalendarConnection,
+    ) -> Result<CalendarConnection, StoreError> {
+        let ns = object
+            .namespace()
+            .unwrap_or_else(|| self.client.default_namespace().to_string());
+        let key = ObjectKey::connection(&ns, &object.name_any());
+        self.apply(object, key, "CalendarConnection", |cur, new| {
+            cur.spec = new.spec.clone()
+        })
+        .await
+    }
+
+    async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError> {
+        let ns = object
+            .namespace()
+            .unwrap_or_else(|| self.client.default_namespace().to_string());
+        let key = ObjectKey::task_sync(&ns, &object.name_any());
+        self.apply(object, key, "TaskSync", |cur, new| {
+            cur.spec = new.spec.clone()
+        })
+        .await
+    }
+
+    async fn patch_connection_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &CalendarConnectionStatus,
+    ) -> Result<CalendarConnection, StoreError> {
+        // history is appended concurrently by TaskSync reconciles; leaving the key out of the
+        // merge patch leaves it as it is on the server.
+        let body = status_merge_patch(status, &["history"])?;
+        let out = self
+            .patch_status_value(namespace, name, "CalendarConnection", &body)
+            .await?;
+        self.notify(ObjectKey::connection(namespace, name));
+        Ok(out)
+    }
+
+    async fn patch_task_sync_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &TaskSyncStatus,
+    ) -> Result<TaskSync, StoreError> {
+        let body = status_merge_patch(status, &[])?;
+        let out = self
+            .patch_status_value(namespace, name, "TaskSync", &body)
+            .await?;
+        self.notify(ObjectKey::task_sync(namespace, name));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<Deletion, StoreError> {
+        let dp = DeleteParams::default();
+        let result = match key.kind {
+            Kind::CalendarConnection => self
+                .api::<CalendarConnection>(&key.namespace)
+                .delete(&key.name, &dp)
+                .await
+                .map(|e| e.left().is_some_and(|o| still_there(&o))),
+            Kind::TaskSync => self
+                .api::<TaskSync>(&key.namespace)
+                .delete(&key.name, &dp)
+                .await
+                .map(|e| e.left().is_some_and(|o| still_there(&o))),
+        };
+        match result {
+            // The server answers with the object (or a Status); it stays only while finalizers remain.
+            Ok(true) => {
+                self.notify(key.clone());
+                Ok(Deletion::Marked)
+            }
+            Ok(false) => {
+                self.notify(key.clone());
+                Ok(Deletion::Deleted)
+            }
+            Err(e) if is_code(&e, 404) => Ok(Deletion::NotFound),
+            Err(e) => Err(store_error(&key.to_string(), e)),
+        }
+    }
+
+    async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
+        self.finalizer_op(key, |meta| {
+            // Kubernetes refuses new finalizers on an object being deleted.
+            if meta.deletion_timestamp.is_some()
+                || meta
+                    .finalizers
+                    .as_ref()
+                    .is_some_and(|f| f.iter().any(|x| x == finalizer))
+            {
+                return None;
+            }
+            Some(add_finalizer_patch(meta.finalizers.as_ref(), finalizer))
+        })
+        .await
+    }
+
+    async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
+        self.finalizer_op(key, |meta| {
+            let index = meta
+                .finalizers
+                .as_ref()?
+                .iter()
+                .position(|f| f == finalizer)?;
+            Some(remove_finalizer_patch(index, finalizer))
+        })
+        .await
+    }
+
+    async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {
+        let body = json!({ "metadata": { "labels": labels } });
+        let pp = PatchParams::default();
+        let r = match key.kind {
+            Kind::CalendarConnection => self
+                .api::<CalendarConnection>(&key.namespace)
+                .patch(&key.name, &pp, &Patch::Merge(&body))
+                .await
+                .map(|_| ()),
+            Kind::TaskSync => self
+                .api::<TaskSync>(&key.namespace)
+                .patch(&key.name, &pp, &Patch::Merge(&body))
+                .await
+                .map(|_| ()),
+        };
+        r.map_err(|e| store_error(&key.to_string(), e))?;
+        self.notify(key.clone());
+        Ok(())
+    }
+
+    async fn list_connections(
+        &self,
+        namespace: Option<&str>,
+        sel: &Labels,
+    ) -> Result<Vec<CalendarConnection>, StoreError> {
+        let api: Api<CalendarConnection> = match namespace {
+            Some(ns) => self.api(ns),
+            None => Api::all(self.client.clone()),
+        };
+        api.list(&selector(sel))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| store_error("CalendarConnections", e))
+    }
+
+    async fn list_task_syncs(
+        &self,
+        namespace: Option<&str>,
+        sel: &Labels,
+    ) -> Result<Vec<TaskSync>, StoreError> {
+        let api: Api<TaskSync> = match namespace {
+            Some(ns) => self.api(ns),
+            None => Api::all(self.client.clone()),
+        };
+        api.list(&selector(sel))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| store_error("TaskSyncs", e))
+    }
+
+    async fn find_task_sync_by_event(
+        &self,
+        namespace: &str,
+        event_id: &str,
+    ) -> Result<Option<TaskSync>, StoreError> {
+        let matches = |t: &TaskSync| {
+            t.namespace().as_deref() == Some(namespace)
+                && t.status.as_ref().and_then(|s| s.event_id.as_deref()) == Some(event_id)
+        };
+        // The watch cache answers without a LIST; without one (no watch running), list the namespace.
+        if let Some(store) = self.cached_task_syncs() {
+            let hit = store
+                .state()
+                .iter()
+                .find_map(|g| g.0.as_ref().ok().filter(|t| matches(t)).cloned());
+            if let Some(t) = hit {
+                // Re-read so the caller gets the current object, not a possibly stale cache copy.
+                return self.get_task_sync(namespace, &t.name_any()).await;
+            }
+            return Ok(None);
+        }
+        Ok(self
+            .list_task_syncs(Some(namespace), &Labels::new())
+            .await?
+            .into_iter()
+            .find(matches))
+    }
+
+    async fn read_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let Some(s) = self
+            .get::<Secret>(namespace, &secret.name, "Secret")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let json_key = secret
+            .key
+            .as_deref()
+            .unwrap_or(credentials::CREDENTIALS_KEY);
+        let mut data: BTreeMap<String, Vec<u8>> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        // stringData is write-only on a real server, but a hand-made object may carry it.
+        for (k, v) in s.string_data.unwrap_or_default() {
+            data.entry(k).or_insert_with(|| v.into_bytes());
+        }
+        if let Some(sealed) = data.remove(json_key) {
+            data.insert(json_key.to_string(), self.sealer.open(sealed)?);
+        }
+        credentials::from_secret_data(&data, secret.key.as_deref())
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
+    }
+
+    async fn write_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        creds: &Credentials,
+        owner: &ObjectKey,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(creds)
+            .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
+        let sealed = self.sealer.seal(json)?;
+        let owner_meta = self
+            .meta_of(owner)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(owner.to_string()))?;
+        let (api_version, kind) = match owner.kind {
+            Kind::CalendarConnection => (
+                CalendarConnection::api_version(&()),
+                CalendarConnection::kind(&()),
+            ),
+            Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
+        };
+        let owner_ref = OwnerReference {
+            api_version: api_version.into_owned(),
+            kind: kind.into_owned(),
+            name: owner.name.clone(),
+            uid: owner_meta.uid.unwrap_or_default(),
+            ..Default::default()
+        };
+        let key = secret
+            .key
+            .clone()
+            .unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
+        let api = self.api::<Secret>(namespace);
+        let label = format!("Secret {namespace}/{}", secret.name);
+        for _ in 0..CONFLICT_RETRIES {
+            let current = api
+                .get_opt(&secret.name)
+                .await
+                .map_err(|e| store_error(&label, e))?;
+            let mut s = current.clone().unwrap_or_default();
+            s.metadata.name = Some(secret.name.clone());
+            s.metadata.namespace = Some(namespace.to_string());
+            s.metadata.owner_references = Some(vec![owner_ref.clone()]);
+            s.metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert("app.kubernetes.io/managed-by".into(), "calsync".into());
+            s.type_ = Some(s.type_.unwrap_or_else(|| "Opaque".into()));
+            s.data = Some(BTreeMap::from([(key.clone(), ByteString(sealed.clone()))]));
+            s.string_data = None;
+            let pp = PostParams {
+                field_manager: Some(self.field_manager.clone()),
+                ..Default::default()
+            };
+            let r = match current {
+                None => api.create(&pp, &s).await,
+                Some(_) => api.replace(&secret.name, &pp, &s).await,
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if is_code(&e, 409) => continue,
+                // Never echo the request: the error text is the server's status message only.
+                Err(e) => return Err(store_error(&label, e)),
+            }
+        }
+        Err(StoreError::Conflict(label))
+    }
+
+    async fn delete_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<(), StoreError> {
+        match self
+            .api::<Secret>(namespace)
+            .delete(&secret.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, 404) => Ok(()),
+            Err(e) => Err(store_error(
+                &format!("Secret {namespace}/{}", secret.name),
+                e,
+            )),
+        }
+    }
+
+    async fn append_connection_history(
+        &self,
+        namespace: &str,
+        name: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistoryEntry, StoreError> {
+        let label = format!("CalendarConnection {namespace}/{name}");
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(conn) = self.get_connection(namespace, name).await? else {
+                return Err(StoreError::NotFound(label));
+            };
+            let mut ring = conn
+                .status
+                .as_ref()
+                .map(|s| s.history.clone())
+                .unwrap_or_default();
+            let out = history::push(&mut ring, entry.clone(), history::CONNECTION_HISTORY_LIMIT);
+            // resourceVersion in a patch body is a precondition: a concurrent append is a 409
+            // and we read again, so no entry is lost and no id is given twice.
+            let body = json!({
+                "metadata": { "resourceVersion": conn.resource_version() },
+                "status": { "history": ring },
+            });
+            match self
+                .patch_status_value::<CalendarConnection>(
+                    namespace,
+                    name,
+                    "CalendarConnection",
+                    &body,
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.notify(ObjectKey::connection(namespace, name));
+                    return Ok(out);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(label))
+    }
+
+    async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
+        let ev = KubeEvent {
+            type_: match event.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: event.reason.clone(),
+            // events.k8s.io caps the note at 1 KiB.
+            note: Some(event.note.chars().take(1000).collect()),
+            action: event.action.clone(),
+            secondary: None,
+        };
+        self.recorder
+            .publish(&ev, &Self::reference(key))
+            .await
+            .map_err(|e| store_error(&format!("Event about {key}"), e))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {
+        self.changes.subscribe()
+    }
+}
