@@ -156,3 +156,62 @@ impl Connector for UnavailableConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::memory::{MemoryCalendar, MemoryConnector, Op};
+    use crate::resources::ProviderKind;
+    use secrecy::SecretString;
+
+    #[tokio::test]
+    async fn a_follower_starts_no_write_but_may_read() {
+        let service = MemoryCalendar::new();
+        let leadership = Leadership::always();
+        let gated = GatedConnector {
+            inner: Arc::new(MemoryConnector {
+                service: service.clone(),
+            }),
+            leadership: leadership.clone(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let target = Target {
+            provider: ProviderKind::Caldav,
+            server_url: None,
+            connection: "c".into(),
+        };
+        let creds = Credentials::Basic {
+            username: "user".into(),
+            password: SecretString::from("secret"),
+        };
+        let provider = gated.connect(&target, &creds).await.unwrap();
+        // Lose the lease mid-reconcile: the provider handle obtained before must refuse writes.
+        let follower = Leadership::follower();
+        let gated_follower = GatedProvider {
+            inner: MemoryConnector {
+                service: service.clone(),
+            }
+            .connect(&target, &creds)
+            .await
+            .unwrap(),
+            provider: "caldav".into(),
+            leadership: follower,
+            metrics: Arc::new(Metrics::default()),
+        };
+        assert!(provider.account().await.is_ok());
+        let err = gated_follower
+            .delete("calendar", "x", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Transient { .. }));
+        assert_eq!(
+            service.count(Op::Delete),
+            0,
+            "the write never reached the calendar"
+        );
+        assert!(
+            gated_follower.get("calendar", "x").await.is_ok(),
+            "reads are fine"
+        );
+    }
+}
