@@ -144,6 +144,14 @@ async fn two_replicas_one_lease_never_both_write() {
     };
     let leader_writes = leader.calendar_writes();
     leader.stop().await;
+    let released = server
+        .get(&format!("{}/calsync-controller", leases_path(NS)))
+        .unwrap();
+    assert!(
+        released["spec"]["holderIdentity"].is_null()
+            || released["spec"]["holderIdentity"] == follower_name,
+        "graceful stop releases the lease at once: {released}"
+    );
     eventually(10, "the follower becomes leader", || {
         follower.leadership.is_leader()
     })

@@ -4,6 +4,7 @@
 //! Owns: everything that talks to the Kubernetes API for calsync. Must not touch: reconcile
 //! decisions (engine) or calendar protocols (providers).
 
+pub mod feed;
 pub mod gate;
 pub mod leader;
 pub mod metrics;

@@ -111,9 +111,9 @@ struct Parsed {
 
 fn parse_path(path: &str) -> Option<Parsed> {
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, rest) = match seg.first()? {
-        &"api" => ("", *seg.get(1)?, &seg[2..]),
-        &"apis" => (*seg.get(1)?, *seg.get(2)?, &seg[3..]),
+    let (group, version, rest) = match *seg.first()? {
+        "api" => ("", *seg.get(1)?, &seg[2..]),
+        "apis" => (*seg.get(1)?, *seg.get(2)?, &seg[3..]),
         _ => return None,
     };
     let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
