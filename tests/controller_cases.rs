@@ -224,3 +224,68 @@ async fn losing_the_lease_stops_calendar_writes() {
         "stopping does not release someone else's lease"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_not_ready_is_reported_and_nothing_is_written() {
+    let server = FakeApiServer::new();
+    let calendar = MemoryCalendar::new();
+    let mut bad = secret("creds");
+    bad["data"]["password"] = json!("d3Jvbmc="); // "wrong"
+    create::<Secret>(&server, bad).await;
+    create::<CalendarConnection>(&server, connection("cal", "creds")).await;
+    create::<TaskSync>(&server, task_sync("t1", "cal", "Blocked")).await;
+    let h = Harness::start(&server, &calendar);
+    let path = task_sync_path(NS, "t1");
+    eventually(15, "TaskSync says the connection needs a reconnect", || {
+        server
+            .get(&path)
+            .and_then(|o| {
+                condition(&o, "Synced")
+                    .map(|c| c["status"] == "False" && c["reason"] == "ReconnectRequired")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let conn = server.get(&connection_path(NS, "cal")).unwrap();
+    assert!(
+        condition(&conn, "Ready").is_some_and(|c| c["status"] == "False"),
+        "{conn}"
+    );
+    assert_eq!(calendar.count(Op::Create), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_connection_first_never_leaves_a_finalizer_stuck() {
+    use calsync::resources::TaskSync;
+    use kube::api::{Api, DeleteParams};
+    let server = FakeApiServer::new();
+    let calendar = MemoryCalendar::new();
+    create::<Secret>(&server, secret("creds")).await;
+    create::<CalendarConnection>(&server, connection("cal", "creds")).await;
+    create::<TaskSync>(&server, task_sync("t1", "cal", "Outlives its connection")).await;
+    let h = Harness::start(&server, &calendar);
+    let path = task_sync_path(NS, "t1");
+    eventually(15, "synced", || is_synced(server.get(&path).as_ref())).await;
+
+    let conns: Api<CalendarConnection> = Api::namespaced(server.client(), NS);
+    conns.delete("cal", &DeleteParams::default()).await.unwrap();
+    eventually(
+        10,
+        "the TaskSync learns its connection is gone (from the connection watch)",
+        || {
+            server
+                .get(&path)
+                .and_then(|o| condition(&o, "Synced").map(|c| c["reason"] == "ConnectionNotFound"))
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    let tss: Api<TaskSync> = Api::namespaced(server.client(), NS);
+    tss.delete("t1", &DeleteParams::default()).await.unwrap();
+    eventually(15, "the TaskSync is deleted, finalizer released", || {
+        server.get(&path).is_none()
+    })
+    .await;
+    h.stop().await;
+}

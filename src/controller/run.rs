@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use super::gate::GatedConnector;
 use super::leader::Leadership;
@@ -337,7 +338,22 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
-    .touched_objects()
+    .filter_map(|event| async move {
+        match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Ok(o)),
+            // The object of a DELETE event need not carry a deletion mark, so the readiness
+            // hash could be unchanged and the predicate would drop the one event that matters
+            // most (TaskSyncs must learn their connection is gone). Mark it.
+            Ok(watcher::Event::Delete(mut o)) => {
+                o.meta_mut()
+                    .deletion_timestamp
+                    .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
+                Some(Ok(o))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    })
     .predicate_filter(connection_readiness, Default::default());
     let mapper = move |conn: GuardedConnection| {
         let conn_ns = conn.namespace().unwrap_or_default();
