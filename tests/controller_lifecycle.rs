@@ -32,6 +32,10 @@ async fn task_sync_lifecycle_through_the_api_server() {
         is_synced(server.get(&path).as_ref())
     })
     .await;
+    eventually(5, "/readyz is ready once the caches synced", || {
+        h.metrics.is_ready()
+    })
+    .await;
     let obj = server.get(&path).unwrap();
     let event_id = obj["status"]["eventId"]
         .as_str()

@@ -321,3 +321,38 @@ mod tests {
         assert!(text.contains("calsync_reconciles_in_flight 0"));
     }
 }
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        let resp = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_cache_sync_and_metrics_render() {
+        let m = Arc::new(Metrics::default());
+        assert_eq!(get(router(m.clone()), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(router(m.clone()), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        m.set_ready(true);
+        assert_eq!(get(router(m.clone()), "/readyz").await.0, StatusCode::OK);
+        let (status, body) = get(router(m), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("calsync_ready 1"), "{body}");
+    }
+}

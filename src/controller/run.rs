@@ -243,6 +243,25 @@ fn error_policy(key: ObjectKey, error: &ReconcileError, ctx: &Context) -> Action
     Action::requeue(delay)
 }
 
+/// Wait until a store holds its first full list (false: its writer is gone).
+///
+/// kube-runtime 5's `Store::wait_until_ready` sits on a oneshot receiver that keeps only the
+/// last waker: with the Controller's applier waiting on the same store, a second waiter is
+/// never woken. Re-polling on a short timer registers our waker again each time.
+async fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return result.is_ok();
+        }
+    }
+}
+
 /// Everything `run` starts, for callers that embed it (tests, `calsync api` later).
 pub struct Running {
     pub objects: KubeObjects,
@@ -375,7 +394,7 @@ pub async fn run(
     {
         let (ts, conns, metrics) = (ts_reader.clone(), conn_reader.clone(), metrics.clone());
         tokio::spawn(async move {
-            if ts.wait_until_ready().await.is_ok() && conns.wait_until_ready().await.is_ok() {
+            if store_ready(&ts).await && store_ready(&conns).await {
                 metrics.set_ready(true);
                 tracing::info!("watch caches synced");
             }
