@@ -259,9 +259,14 @@ impl KubeObjects {
                 {
                     return Err(StoreError::Conflict(label));
                 }
+                let before = serde_json::to_value(&current).ok();
                 take_spec(&mut current, object);
                 current.meta_mut().labels = object.meta().labels.clone();
                 current.meta_mut().annotations = object.meta().annotations.clone();
+                // Repeating the same apply (REST retries) sends nothing.
+                if before.is_some() && before == serde_json::to_value(&current).ok() {
+                    return Ok(current);
+                }
                 api.replace(
                     &key.name,
                     &PostParams {
