@@ -289,3 +289,61 @@ async fn deleting_the_connection_first_never_leaves_a_finalizer_stuck() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_limits_what_is_reconciled() {
+    use kube::api::{Api, PostParams};
+    let server = FakeApiServer::new();
+    let calendar = MemoryCalendar::new();
+    create::<Secret>(&server, secret("creds")).await;
+    create::<CalendarConnection>(&server, connection("cal", "creds")).await;
+    // The same objects in another namespace.
+    let other = |mut v: serde_json::Value| {
+        v["metadata"]["namespace"] = json!("elsewhere");
+        v
+    };
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "elsewhere");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(other(secret("creds"))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let conns: Api<CalendarConnection> = Api::namespaced(server.client(), "elsewhere");
+    conns
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(other(connection("cal", "creds"))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let tss: Api<TaskSync> = Api::namespaced(server.client(), "elsewhere");
+    tss.create(
+        &PostParams::default(),
+        &serde_json::from_value(other(task_sync("t1", "cal", "Not mine"))).unwrap(),
+    )
+    .await
+    .unwrap();
+    create::<TaskSync>(&server, task_sync("t1", "cal", "Mine")).await;
+
+    server.clear_requests();
+    let h = Harness::start_in(&server, &calendar, NS);
+    eventually(15, "synced in the watched namespace", || {
+        is_synced(server.get(&task_sync_path(NS, "t1")).as_ref())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let theirs = server.get(&task_sync_path("elsewhere", "t1")).unwrap();
+    assert!(
+        theirs.get("status").is_none() && theirs["metadata"]["finalizers"].is_null(),
+        "untouched: {theirs}"
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("/namespaces/elsewhere/") || !r.is_write())
+    );
+    h.stop().await;
+}

@@ -33,6 +33,17 @@ impl Harness {
         Self::start_with(server, calendar, Leadership::always(), None)
     }
 
+    /// Start watching only `namespace` (`--watch-namespace`).
+    pub fn start_in(server: &FakeApiServer, calendar: &MemoryCalendar, namespace: &str) -> Harness {
+        Self::start_with_ns(
+            server,
+            calendar,
+            Leadership::always(),
+            None,
+            Some(namespace.to_string()),
+        )
+    }
+
     /// Start with leader election on a Lease in `NS` as `identity` (lease `duration`).
     pub fn start_elected(
         server: &FakeApiServer,
@@ -56,6 +67,16 @@ impl Harness {
         leadership: Leadership,
         lease: Option<ctl::LeaseConfig>,
     ) -> Harness {
+        Self::start_with_ns(server, calendar, leadership, lease, None)
+    }
+
+    fn start_with_ns(
+        server: &FakeApiServer,
+        calendar: &MemoryCalendar,
+        leadership: Leadership,
+        lease: Option<ctl::LeaseConfig>,
+        watch_namespace: Option<String>,
+    ) -> Harness {
         // Logs only when RUST_LOG asks for them.
         if std::env::var_os("RUST_LOG").is_some() {
             calsync::telemetry::init(calsync::telemetry::LogFormat::Text);
@@ -73,7 +94,7 @@ impl Harness {
             service: calendar.clone(),
         });
         let settings = Settings {
-            watch_namespace: None,
+            watch_namespace,
             concurrency: 4,
             engine: Default::default(),
         };
