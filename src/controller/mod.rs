@@ -9,7 +9,9 @@ pub mod gate;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod patches;
 pub mod run;
+pub mod secrets;
 pub mod startup;
 
 pub use leader::{Elector, Leadership, LeaseConfig};

@@ -5,14 +5,12 @@
 //! and the change feed the REST API waits on. Must not touch: reconcile decisions (engine) or
 //! scheduling (run.rs).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -22,7 +20,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::credentials::{self, Credentials};
+use super::patches::{
+    add_finalizer_patch, is_code, remove_finalizer_patch, selector, status_merge_patch,
+    still_there, store_error,
+};
+use super::secrets::{CredentialSealer, PlainSealer};
+use crate::credentials::Credentials;
 use crate::engine::{
     Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError,
 };
@@ -32,126 +35,18 @@ use crate::resources::{
 };
 
 /// How often a read-modify-write retries after a 409 (someone else wrote in between).
-const CONFLICT_RETRIES: usize = 5;
-
-/// Seam for the credentials envelope (encryption arrives with the credentials issue): what
-/// calsync writes under its `credentials` key, and how it reads it back. Plain keys written by
-/// a platform team are never passed through it.
-pub trait CredentialSealer: Send + Sync {
-    fn seal(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError>;
-    fn open(&self, stored: Vec<u8>) -> Result<Vec<u8>, StoreError>;
-}
-
-/// Stores the JSON as it is. Replaced by the AES-256-GCM envelope once that lands.
-pub struct PlainSealer;
-
-impl CredentialSealer for PlainSealer {
-    fn seal(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        Ok(plaintext)
-    }
-    fn open(&self, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        Ok(stored)
-    }
-}
+pub(super) const CONFLICT_RETRIES: usize = 5;
 
 /// The `Objects` port on a Kubernetes API server.
 #[derive(Clone)]
 pub struct KubeObjects {
-    client: Client,
-    recorder: Recorder,
-    changes: broadcast::Sender<ObjectKey>,
-    sealer: Arc<dyn CredentialSealer>,
+    pub(super) client: Client,
+    pub(super) recorder: Recorder,
+    pub(super) changes: broadcast::Sender<ObjectKey>,
+    pub(super) sealer: Arc<dyn CredentialSealer>,
     /// TaskSync cache fed by the controller's (or the API's) watch, for `find_task_sync_by_event`.
-    task_syncs: Arc<RwLock<Option<Store<DeserializeGuard<TaskSync>>>>>,
-    field_manager: String,
-}
-
-/// Map a kube error onto the store's classes; messages come from the API server's Status and
-/// never carry Secret data (we never send Secret data in a request that can echo it).
-pub fn store_error(what: &str, e: kube::Error) -> StoreError {
-    match e {
-        kube::Error::Api(s) if s.code == 404 => StoreError::NotFound(what.to_string()),
-        kube::Error::Api(s) if s.code == 409 => StoreError::Conflict(what.to_string()),
-        kube::Error::Api(s) if s.code == 400 || s.code == 422 => {
-            StoreError::Invalid(format!("{what}: {}", s.message))
-        }
-        kube::Error::SerdeError(e) => StoreError::Invalid(format!("{what} cannot be read: {e}")),
-        other => StoreError::Unavailable(format!("{what}: {other}")),
-    }
-}
-
-fn is_code(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
-/// Every property of a status type, from its schema, so a merge patch can null the ones the
-/// new status leaves out ("replace the status" semantics with a merge patch).
-fn status_properties<T: schemars::JsonSchema>() -> Vec<String> {
-    let schema = schemars::schema_for!(T);
-    schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// The merge-patch body that makes `status` exactly `new` (except keys in `keep`, left untouched).
-pub fn status_merge_patch<T: Serialize + schemars::JsonSchema>(
-    new: &T,
-    keep: &[&str],
-) -> Result<Value, StoreError> {
-    let mut value = serde_json::to_value(new)
-        .map_err(|e| StoreError::Invalid(format!("status cannot be serialized: {e}")))?;
-    let Some(map) = value.as_object_mut() else {
-        return Err(StoreError::Invalid("status is not an object".into()));
-    };
-    for k in keep {
-        map.remove(*k);
-    }
-    for prop in status_properties::<T>() {
-        if !keep.contains(&prop.as_str()) && !map.contains_key(&prop) {
-            map.insert(prop, Value::Null);
-        }
-    }
-    Ok(json!({ "status": value }))
-}
-
-/// JSON patch adding a finalizer, guarded by a `test` of the list we read (kube's finalizer helper).
-pub fn add_finalizer_patch(current: Option<&Vec<String>>, finalizer: &str) -> Value {
-    match current {
-        None => json!([
-            { "op": "test", "path": "/metadata/finalizers", "value": null },
-            { "op": "add", "path": "/metadata/finalizers", "value": [finalizer] },
-        ]),
-        Some(list) => json!([
-            { "op": "test", "path": "/metadata/finalizers", "value": list },
-            { "op": "add", "path": "/metadata/finalizers/-", "value": finalizer },
-        ]),
-    }
-}
-
-/// JSON patch removing the finalizer at `index`, guarded by a `test` that it is still there.
-pub fn remove_finalizer_patch(index: usize, finalizer: &str) -> Value {
-    let path = format!("/metadata/finalizers/{index}");
-    json!([
-        { "op": "test", "path": path, "value": finalizer },
-        { "op": "remove", "path": path },
-    ])
-}
-
-/// A DELETE answered with the object: is it only marked (finalizers left) or already gone?
-fn still_there<K: Resource>(o: &K) -> bool {
-    o.meta().deletion_timestamp.is_some()
-        && o.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
-}
-
-fn selector(labels: &Labels) -> ListParams {
-    let s: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if s.is_empty() {
-        ListParams::default()
-    } else {
-        ListParams::default().labels(&s.join(","))
-    }
+    pub(super) task_syncs: Arc<RwLock<Option<Store<DeserializeGuard<TaskSync>>>>>,
+    pub(super) field_manager: String,
 }
 
 impl KubeObjects {
@@ -194,14 +89,19 @@ impl KubeObjects {
         let _ = self.changes.send(key);
     }
 
-    fn api<K>(&self, namespace: &str) -> Api<K>
+    pub(super) fn api<K>(&self, namespace: &str) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    async fn get<K>(&self, namespace: &str, name: &str, what: &str) -> Result<Option<K>, StoreError>
+    pub(super) async fn get<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<K>, StoreError>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -303,7 +203,7 @@ impl KubeObjects {
     }
 
     /// Metadata of the object `key` names (finalizers, deletion mark, uid).
-    async fn meta_of(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
+    pub(super) async fn meta_of(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
         Ok(match key.kind {
             Kind::CalendarConnection => self
                 .get::<CalendarConnection>(&key.namespace, &key.name, "CalendarConnection")
@@ -600,32 +500,7 @@ impl Objects for KubeObjects {
         namespace: &str,
         secret: &SecretRef,
     ) -> Result<Option<Credentials>, StoreError> {
-        let Some(s) = self
-            .get::<Secret>(namespace, &secret.name, "Secret")
-            .await?
-        else {
-            return Ok(None);
-        };
-        let json_key = secret
-            .key
-            .as_deref()
-            .unwrap_or(credentials::CREDENTIALS_KEY);
-        let mut data: BTreeMap<String, Vec<u8>> = s
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        // stringData is write-only on a real server, but a hand-made object may carry it.
-        for (k, v) in s.string_data.unwrap_or_default() {
-            data.entry(k).or_insert_with(|| v.into_bytes());
-        }
-        if let Some(sealed) = data.remove(json_key) {
-            data.insert(json_key.to_string(), self.sealer.open(sealed)?);
-        }
-        credentials::from_secret_data(&data, secret.key.as_deref())
-            .map(Some)
-            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
+        self.read_secret_credentials(namespace, secret).await
     }
 
     async fn write_credentials(
@@ -635,65 +510,8 @@ impl Objects for KubeObjects {
         creds: &Credentials,
         owner: &ObjectKey,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(creds)
-            .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
-        let sealed = self.sealer.seal(json)?;
-        let owner_meta = self
-            .meta_of(owner)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(owner.to_string()))?;
-        let (api_version, kind) = match owner.kind {
-            Kind::CalendarConnection => (
-                CalendarConnection::api_version(&()),
-                CalendarConnection::kind(&()),
-            ),
-            Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
-        };
-        let owner_ref = OwnerReference {
-            api_version: api_version.into_owned(),
-            kind: kind.into_owned(),
-            name: owner.name.clone(),
-            uid: owner_meta.uid.unwrap_or_default(),
-            ..Default::default()
-        };
-        let key = secret
-            .key
-            .clone()
-            .unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
-        let api = self.api::<Secret>(namespace);
-        let label = format!("Secret {namespace}/{}", secret.name);
-        for _ in 0..CONFLICT_RETRIES {
-            let current = api
-                .get_opt(&secret.name)
-                .await
-                .map_err(|e| store_error(&label, e))?;
-            let mut s = current.clone().unwrap_or_default();
-            s.metadata.name = Some(secret.name.clone());
-            s.metadata.namespace = Some(namespace.to_string());
-            s.metadata.owner_references = Some(vec![owner_ref.clone()]);
-            s.metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert("app.kubernetes.io/managed-by".into(), "calsync".into());
-            s.type_ = Some(s.type_.unwrap_or_else(|| "Opaque".into()));
-            s.data = Some(BTreeMap::from([(key.clone(), ByteString(sealed.clone()))]));
-            s.string_data = None;
-            let pp = PostParams {
-                field_manager: Some(self.field_manager.clone()),
-                ..Default::default()
-            };
-            let r = match current {
-                None => api.create(&pp, &s).await,
-                Some(_) => api.replace(&secret.name, &pp, &s).await,
-            };
-            match r {
-                Ok(_) => return Ok(()),
-                Err(e) if is_code(&e, 409) => continue,
-                // Never echo the request: the error text is the server's status message only.
-                Err(e) => return Err(store_error(&label, e)),
-            }
-        }
-        Err(StoreError::Conflict(label))
+        self.write_secret_credentials(namespace, secret, creds, owner)
+            .await
     }
 
     async fn delete_credentials(
@@ -701,18 +519,7 @@ impl Objects for KubeObjects {
         namespace: &str,
         secret: &SecretRef,
     ) -> Result<(), StoreError> {
-        match self
-            .api::<Secret>(namespace)
-            .delete(&secret.name, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) => Err(store_error(
-                &format!("Secret {namespace}/{}", secret.name),
-                e,
-            )),
-        }
+        self.delete_secret_credentials(namespace, secret).await
     }
 
     async fn append_connection_history(
