@@ -105,4 +105,22 @@ async fn errors_never_carry_secret_values() {
     let text = err.to_string();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("bad"), "names the Secret: {text}");
+
+    // serde would quote a wrongly typed value; it must not reach the message.
+    let mut typed = secret("typed");
+    // base64 of {"type":"basic","username":"u","password":98765}
+    typed["data"] =
+        json!({"credentials": "eyJ0eXBlIjoiYmFzaWMiLCJ1c2VybmFtZSI6InUiLCJwYXNzd29yZCI6OTg3NjV9"});
+    create::<Secret>(&server, typed).await;
+    let err = objects
+        .read_credentials(
+            NS,
+            &SecretRef {
+                name: "typed".into(),
+                key: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("98765"), "{err}");
 }
