@@ -51,9 +51,11 @@ impl Leadership {
     /// Always leader (leader election disabled, single replica, tests).
     pub fn always() -> Self {
         let l = Self::follower();
-        l.set(Some(
-            Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
-        ));
+        // A far-away deadline; checked so no platform's Instant can overflow.
+        let until = [100 * 365 * 24 * 3600, 365 * 24 * 3600, 24 * 3600]
+            .iter()
+            .find_map(|s| Instant::now().checked_add(Duration::from_secs(*s)));
+        l.set(until);
         l
     }
 

@@ -572,8 +572,8 @@ impl Objects for KubeObjects {
                 EventType::Warning => KubeEventType::Warning,
             },
             reason: event.reason.clone(),
-            // events.k8s.io caps the note at 1 KiB.
-            note: Some(event.note.chars().take(1000).collect()),
+            // events.k8s.io caps the note at 1 KiB (bytes, so cut on a char boundary).
+            note: Some(truncate_bytes(&event.note, 1024).to_string()),
             action: event.action.clone(),
             secondary: None,
         };
@@ -585,5 +585,30 @@ impl Objects for KubeObjects {
 
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {
         self.changes.subscribe()
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_bytes;
+
+    #[test]
+    fn notes_are_cut_on_char_boundaries() {
+        let s = "é".repeat(600); // 1200 bytes
+        let t = truncate_bytes(&s, 1024);
+        assert!(t.len() <= 1024 && t.len() >= 1023);
+        assert_eq!(truncate_bytes("short", 1024), "short");
     }
 }
