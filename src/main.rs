@@ -13,13 +13,7 @@ use calsync::telemetry::{self, LogFormat};
 #[command(name = "calsync", version, about, long_about = None)]
 struct Cli {
     /// Log format: text for people, json for log pipelines.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "CALSYNC_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "CALSYNC_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -88,9 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen => {
             let yaml = calsync::resources::crds_yaml().context("rendering the CRDs as YAML")?;
-            std::io::stdout()
-                .write_all(yaml.as_bytes())
-                .context("writing the CRDs to stdout")?;
+            std::io::stdout().write_all(yaml.as_bytes()).context("writing the CRDs to stdout")?;
         }
         Command::Controller(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -107,9 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn termination() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -121,27 +111,18 @@ async fn termination() {
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
-    use calsync::controller::{
-        self as ctl, Elector, KubeObjects, Leadership, LeaseConfig, Metrics, Settings,
-    };
+    use calsync::controller::{self as ctl, Elector, KubeObjects, Leadership, LeaseConfig, Metrics, Settings};
     use std::sync::Arc;
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
     let client = ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds)).await?;
-    let identity = args
-        .pod_name
-        .clone()
-        .unwrap_or_else(|| format!("calsync-{}", uuid::Uuid::new_v4()));
+    let identity = args.pod_name.clone().unwrap_or_else(|| format!("calsync-{}", uuid::Uuid::new_v4()));
     let objects = KubeObjects::new(client.clone(), Some(identity.clone()));
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = ctl::shutdown_signal();
 
-    let leadership = if args.no_leader_election {
-        Leadership::always()
-    } else {
-        Leadership::follower()
-    };
+    let leadership = if args.no_leader_election { Leadership::always() } else { Leadership::follower() };
     let elector = (!args.no_leader_election).then(|| {
         let namespace = args.pod_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
         let config = LeaseConfig {
@@ -157,24 +138,15 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics server to {}", args.metrics_addr))?;
-    let server = tokio::spawn(ctl::metrics::serve(
-        listener,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(ctl::metrics::serve(listener, metrics.clone(), shutdown.clone()));
     let settings = Settings {
         watch_namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency.max(1),
-        engine: calsync::engine::EngineConfig {
-            owner: args.owner.clone(),
-            ..Default::default()
-        },
+        engine: calsync::engine::EngineConfig { owner: args.owner.clone(), ..Default::default() },
     };
     // Real providers are wired in by the provider issues; until then connections say so.
     let connector = Arc::new(ctl::gate::UnavailableConnector);
-    let controllers = tokio::spawn(ctl::run(
-        client, objects, connector, leadership, metrics, settings, shutdown,
-    ));
+    let controllers = tokio::spawn(ctl::run(client, objects, connector, leadership, metrics, settings, shutdown));
 
     termination().await;
     tracing::info!("termination signal: finishing reconciles in flight, releasing the lease");
@@ -184,9 +156,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         let _ = elector.await;
     }
     if let Ok(Err(e)) = server.await {
-        return Err(
-            anyhow::Error::new(e).context(format!("serving metrics on {}", args.metrics_addr))
-        );
+        return Err(anyhow::Error::new(e).context(format!("serving metrics on {}", args.metrics_addr)));
     }
     Ok(())
 }

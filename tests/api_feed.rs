@@ -15,21 +15,14 @@ async fn wait_for_sees_a_status_written_by_someone_else() {
     let server = FakeApiServer::new();
     let api_side = KubeObjects::new(server.client(), None);
     let (stop, shutdown) = calsync::controller::shutdown_signal();
-    let watches = tokio::spawn(feed::run_watches(
-        api_side.clone(),
-        Some(NS.into()),
-        shutdown,
-    ));
+    let watches = tokio::spawn(feed::run_watches(api_side.clone(), Some(NS.into()), shutdown));
     create::<TaskSync>(&server, task_sync("t1", "cal", "Wait for me")).await;
 
     // "The controller" (another client) writes the status a little later.
     let writer = KubeObjects::new(server.client(), None);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let st = TaskSyncStatus {
-            event_id: Some("ev-9".into()),
-            ..Default::default()
-        };
+        let st = TaskSyncStatus { event_id: Some("ev-9".into()), ..Default::default() };
         writer.patch_task_sync_status(NS, "t1", &st).await.unwrap();
     });
     let objects = api_side.clone();
@@ -55,13 +48,7 @@ async fn wait_for_sees_a_status_written_by_someone_else() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(found.map(|t| t.metadata.name), Some(Some("t1".to_string())));
-    assert!(
-        api_side
-            .find_task_sync_by_event(NS, "nope")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(api_side.find_task_sync_by_event(NS, "nope").await.unwrap().is_none());
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), watches).await;
 }

@@ -19,11 +19,7 @@ async fn serve(server: FakeApiServer) -> u16 {
         let mut server = server.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let bytes: Bytes = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+            let bytes: Bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             let req = http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
             server.call(req).await
         }
@@ -55,15 +51,10 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).ok()?;
-        String::from_utf8_lossy(&buf)
-            .split(' ')
-            .nth(1)?
-            .parse()
-            .ok()
+        String::from_utf8_lossy(&buf).split(' ').nth(1)?.parse().ok()
     })
     .await
     .ok()?
@@ -73,19 +64,9 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 async fn binary_gets_ready_holds_the_lease_and_shuts_down_on_sigterm() {
     let server = FakeApiServer::new();
     let port = serve(server.clone()).await;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_calsync"))
-        .args([
-            "controller",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-            "--lease-duration-seconds",
-            "6",
-        ])
+        .args(["controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--lease-duration-seconds", "6"])
         .env("KUBECONFIG", kubeconfig(port))
         .env("POD_NAME", "calsync-e2e-0")
         .env("POD_NAMESPACE", NS)
@@ -103,30 +84,19 @@ async fn binary_gets_ready_holds_the_lease_and_shuts_down_on_sigterm() {
     assert_eq!(http_status(metrics_port, "/healthz").await, Some(200));
     let lease_path = format!("{}/calsync-controller", leases_path(NS));
     eventually(10, "the binary holds the Lease", || {
-        server
-            .get(&lease_path)
-            .is_some_and(|l| l["spec"]["holderIdentity"] == "calsync-e2e-0")
+        server.get(&lease_path).is_some_and(|l| l["spec"]["holderIdentity"] == "calsync-e2e-0")
     })
     .await;
 
     // SIGTERM, as the kubelet sends it.
     let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "did not exit after SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(15), "did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let out = child.wait_with_output().unwrap();
@@ -134,8 +104,5 @@ async fn binary_gets_ready_holds_the_lease_and_shuts_down_on_sigterm() {
     assert!(status.success(), "exit status {status:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let lease = server.get(&lease_path).unwrap();
-    assert!(
-        lease["spec"]["holderIdentity"].is_null(),
-        "the Lease is released on shutdown: {lease}"
-    );
+    assert!(lease["spec"]["holderIdentity"].is_null(), "the Lease is released on shutdown: {lease}");
 }

@@ -22,31 +22,19 @@ async fn missing_connection_is_reported_and_waited_for() {
         server
             .get(&path)
             .and_then(|o| {
-                condition(&o, "Synced")
-                    .map(|c| c["status"] == "False" && c["reason"] == "ConnectionNotFound")
+                condition(&o, "Synced").map(|c| c["status"] == "False" && c["reason"] == "ConnectionNotFound")
             })
             .unwrap_or(false)
     })
     .await;
-    assert!(
-        calendar.calls().is_empty(),
-        "nothing is written while the connection is missing"
-    );
+    assert!(calendar.calls().is_empty(), "nothing is written while the connection is missing");
 
     // The connection appears and becomes Ready: the TaskSync is requeued by the connection
     // watch (not by its 60 s wait requeue) and syncs.
     create::<Secret>(&server, secret("creds")).await;
     create::<CalendarConnection>(&server, connection("later", "creds")).await;
-    eventually(10, "synced once the connection is Ready", || {
-        is_synced(server.get(&path).as_ref())
-    })
-    .await;
-    assert_eq!(
-        calendar
-            .events_for_uid(ts.metadata.uid.as_deref().unwrap())
-            .len(),
-        1
-    );
+    eventually(10, "synced once the connection is Ready", || is_synced(server.get(&path).as_ref())).await;
+    assert_eq!(calendar.events_for_uid(ts.metadata.uid.as_deref().unwrap()).len(), 1);
     h.stop().await;
 }
 
@@ -64,27 +52,14 @@ async fn a_malformed_object_does_not_stop_the_watch() {
     );
     let h = Harness::start(&server, &calendar);
     let ok: TaskSync = create(&server, task_sync("fine", "cal", "Still synced")).await;
-    eventually(15, "the valid TaskSync syncs", || {
-        is_synced(server.get(&task_sync_path(NS, "fine")).as_ref())
+    eventually(15, "the valid TaskSync syncs", || is_synced(server.get(&task_sync_path(NS, "fine")).as_ref())).await;
+    assert_eq!(calendar.events_for_uid(ok.metadata.uid.as_deref().unwrap()).len(), 1);
+    eventually(5, "a Warning InvalidObject event about the broken one", || {
+        server
+            .list(&events_path(NS))
+            .iter()
+            .any(|e| e["reason"] == "InvalidObject" && e["regarding"]["name"] == "broken" && e["type"] == "Warning")
     })
-    .await;
-    assert_eq!(
-        calendar
-            .events_for_uid(ok.metadata.uid.as_deref().unwrap())
-            .len(),
-        1
-    );
-    eventually(
-        5,
-        "a Warning InvalidObject event about the broken one",
-        || {
-            server.list(&events_path(NS)).iter().any(|e| {
-                e["reason"] == "InvalidObject"
-                    && e["regarding"]["name"] == "broken"
-                    && e["type"] == "Warning"
-            })
-        },
-    )
     .await;
     h.stop().await;
 }
@@ -100,81 +75,40 @@ async fn two_replicas_one_lease_never_both_write() {
     let b = Harness::start_elected(&server, &calendar, "replica-b", lease);
     let mut uids = vec![];
     for i in 0..4 {
-        let ts: TaskSync = create(
-            &server,
-            task_sync(&format!("t{i}"), "cal", &format!("Task {i}")),
-        )
-        .await;
+        let ts: TaskSync = create(&server, task_sync(&format!("t{i}"), "cal", &format!("Task {i}"))).await;
         uids.push(ts.metadata.uid.unwrap());
     }
     eventually(20, "all synced", || {
         (0..4).all(|i| is_synced(server.get(&task_sync_path(NS, &format!("t{i}"))).as_ref()))
     })
     .await;
-    assert!(
-        !(a.leadership.is_leader() && b.leadership.is_leader()),
-        "never two leaders"
-    );
+    assert!(!(a.leadership.is_leader() && b.leadership.is_leader()), "never two leaders");
     let (wa, wb) = (a.calendar_writes(), b.calendar_writes());
-    assert!(
-        wa == 0 || wb == 0,
-        "only the lease holder writes to the calendar: a={wa} b={wb}"
-    );
-    assert_eq!(
-        calendar.count(Op::Create),
-        4,
-        "one create per TaskSync, no double writes"
-    );
+    assert!(wa == 0 || wb == 0, "only the lease holder writes to the calendar: a={wa} b={wb}");
+    assert_eq!(calendar.count(Op::Create), 4, "one create per TaskSync, no double writes");
     for uid in &uids {
         assert_eq!(calendar.events_for_uid(uid).len(), 1);
     }
-    let lease_obj = server
-        .get(&format!("{}/calsync-controller", leases_path(NS)))
-        .expect("the Lease exists");
-    let holder = lease_obj["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let lease_obj = server.get(&format!("{}/calsync-controller", leases_path(NS))).expect("the Lease exists");
+    let holder = lease_obj["spec"]["holderIdentity"].as_str().unwrap().to_string();
 
     // The leader stops (releases the lease): the other takes over and handles new work.
-    let (leader, follower, follower_name) = if holder == "replica-a" {
-        (a, b, "replica-b")
-    } else {
-        (b, a, "replica-a")
-    };
+    let (leader, follower, follower_name) =
+        if holder == "replica-a" { (a, b, "replica-b") } else { (b, a, "replica-a") };
     let leader_writes = leader.calendar_writes();
     leader.stop().await;
-    let released = server
-        .get(&format!("{}/calsync-controller", leases_path(NS)))
-        .unwrap();
+    let released = server.get(&format!("{}/calsync-controller", leases_path(NS))).unwrap();
     assert!(
-        released["spec"]["holderIdentity"].is_null()
-            || released["spec"]["holderIdentity"] == follower_name,
+        released["spec"]["holderIdentity"].is_null() || released["spec"]["holderIdentity"] == follower_name,
         "graceful stop releases the lease at once: {released}"
     );
-    eventually(10, "the follower becomes leader", || {
-        follower.leadership.is_leader()
-    })
-    .await;
+    eventually(10, "the follower becomes leader", || follower.leadership.is_leader()).await;
     let ts: TaskSync = create(&server, task_sync("after", "cal", "After failover")).await;
-    eventually(15, "synced by the new leader", || {
-        is_synced(server.get(&task_sync_path(NS, "after")).as_ref())
-    })
-    .await;
-    assert_eq!(
-        calendar
-            .events_for_uid(ts.metadata.uid.as_deref().unwrap())
-            .len(),
-        1
-    );
-    assert!(
-        follower.calendar_writes() >= 1,
-        "{follower_name} wrote after taking over"
-    );
+    eventually(15, "synced by the new leader", || is_synced(server.get(&task_sync_path(NS, "after")).as_ref())).await;
+    assert_eq!(calendar.events_for_uid(ts.metadata.uid.as_deref().unwrap()).len(), 1);
+    assert!(follower.calendar_writes() >= 1, "{follower_name} wrote after taking over");
     assert!(leader_writes > 0);
-    let lease_obj = server
-        .get(&format!("{}/calsync-controller", leases_path(NS)))
-        .unwrap();
+    let lease_obj = server.get(&format!("{}/calsync-controller", leases_path(NS))).unwrap();
     assert_eq!(lease_obj["spec"]["holderIdentity"], follower_name);
     follower.stop().await;
 }
@@ -195,26 +129,15 @@ async fn losing_the_lease_stops_calendar_writes() {
     let mut lease = leases.get("calsync-controller").await.unwrap();
     let spec = lease.spec.as_mut().unwrap();
     spec.holder_identity = Some("intruder".into());
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
+    spec.renew_time =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now()));
     spec.lease_duration_seconds = Some(60);
-    leases
-        .replace("calsync-controller", &PostParams::default(), &lease)
-        .await
-        .unwrap();
+    leases.replace("calsync-controller", &PostParams::default(), &lease).await.unwrap();
 
-    eventually(3, "no longer leader after the next renewal attempt", || {
-        !a.leadership.is_leader()
-    })
-    .await;
+    eventually(3, "no longer leader after the next renewal attempt", || !a.leadership.is_leader()).await;
     create::<TaskSync>(&server, task_sync("t1", "cal", "Not now")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        calendar.count(Op::Create),
-        0,
-        "a replica without the lease starts no calendar write"
-    );
+    assert_eq!(calendar.count(Op::Create), 0, "a replica without the lease starts no calendar write");
     assert_eq!(a.calendar_writes(), 0);
     a.stop().await;
     let lease = leases.get("calsync-controller").await.unwrap();
@@ -239,18 +162,12 @@ async fn connection_not_ready_is_reported_and_nothing_is_written() {
     eventually(15, "TaskSync says the connection needs a reconnect", || {
         server
             .get(&path)
-            .and_then(|o| {
-                condition(&o, "Synced")
-                    .map(|c| c["status"] == "False" && c["reason"] == "ReconnectRequired")
-            })
+            .and_then(|o| condition(&o, "Synced").map(|c| c["status"] == "False" && c["reason"] == "ReconnectRequired"))
             .unwrap_or(false)
     })
     .await;
     let conn = server.get(&connection_path(NS, "cal")).unwrap();
-    assert!(
-        condition(&conn, "Ready").is_some_and(|c| c["status"] == "False"),
-        "{conn}"
-    );
+    assert!(condition(&conn, "Ready").is_some_and(|c| c["status"] == "False"), "{conn}");
     assert_eq!(calendar.count(Op::Create), 0);
     h.stop().await;
 }
@@ -270,23 +187,16 @@ async fn deleting_the_connection_first_never_leaves_a_finalizer_stuck() {
 
     let conns: Api<CalendarConnection> = Api::namespaced(server.client(), NS);
     conns.delete("cal", &DeleteParams::default()).await.unwrap();
-    eventually(
-        10,
-        "the TaskSync learns its connection is gone (from the connection watch)",
-        || {
-            server
-                .get(&path)
-                .and_then(|o| condition(&o, "Synced").map(|c| c["reason"] == "ConnectionNotFound"))
-                .unwrap_or(false)
-        },
-    )
+    eventually(10, "the TaskSync learns its connection is gone (from the connection watch)", || {
+        server
+            .get(&path)
+            .and_then(|o| condition(&o, "Synced").map(|c| c["reason"] == "ConnectionNotFound"))
+            .unwrap_or(false)
+    })
     .await;
     let tss: Api<TaskSync> = Api::namespaced(server.client(), NS);
     tss.delete("t1", &DeleteParams::default()).await.unwrap();
-    eventually(15, "the TaskSync is deleted, finalizer released", || {
-        server.get(&path).is_none()
-    })
-    .await;
+    eventually(15, "the TaskSync is deleted, finalizer released", || server.get(&path).is_none()).await;
     h.stop().await;
 }
 
@@ -303,47 +213,25 @@ async fn watch_namespace_limits_what_is_reconciled() {
         v
     };
     let secrets: Api<Secret> = Api::namespaced(server.client(), "elsewhere");
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(other(secret("creds"))).unwrap(),
-        )
-        .await
-        .unwrap();
+    secrets.create(&PostParams::default(), &serde_json::from_value(other(secret("creds"))).unwrap()).await.unwrap();
     let conns: Api<CalendarConnection> = Api::namespaced(server.client(), "elsewhere");
     conns
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(other(connection("cal", "creds"))).unwrap(),
-        )
+        .create(&PostParams::default(), &serde_json::from_value(other(connection("cal", "creds"))).unwrap())
         .await
         .unwrap();
     let tss: Api<TaskSync> = Api::namespaced(server.client(), "elsewhere");
-    tss.create(
-        &PostParams::default(),
-        &serde_json::from_value(other(task_sync("t1", "cal", "Not mine"))).unwrap(),
-    )
-    .await
-    .unwrap();
+    tss.create(&PostParams::default(), &serde_json::from_value(other(task_sync("t1", "cal", "Not mine"))).unwrap())
+        .await
+        .unwrap();
     create::<TaskSync>(&server, task_sync("t1", "cal", "Mine")).await;
 
     server.clear_requests();
     let h = Harness::start_in(&server, &calendar, NS);
-    eventually(15, "synced in the watched namespace", || {
-        is_synced(server.get(&task_sync_path(NS, "t1")).as_ref())
-    })
-    .await;
+    eventually(15, "synced in the watched namespace", || is_synced(server.get(&task_sync_path(NS, "t1")).as_ref()))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let theirs = server.get(&task_sync_path("elsewhere", "t1")).unwrap();
-    assert!(
-        theirs.get("status").is_none() && theirs["metadata"]["finalizers"].is_null(),
-        "untouched: {theirs}"
-    );
-    assert!(
-        server
-            .requests()
-            .iter()
-            .all(|r| !r.path.contains("/namespaces/elsewhere/") || !r.is_write())
-    );
+    assert!(theirs.get("status").is_none() && theirs["metadata"]["finalizers"].is_null(), "untouched: {theirs}");
+    assert!(server.requests().iter().all(|r| !r.path.contains("/namespaces/elsewhere/") || !r.is_write()));
     h.stop().await;
 }

@@ -28,96 +28,52 @@ async fn task_sync_lifecycle_through_the_api_server() {
     let path = task_sync_path(NS, "t1");
 
     let h = Harness::start(&server, &calendar);
-    eventually(15, "TaskSync synced", || {
-        is_synced(server.get(&path).as_ref())
-    })
-    .await;
-    eventually(5, "/readyz is ready once the caches synced", || {
-        h.metrics.is_ready()
-    })
-    .await;
+    eventually(15, "TaskSync synced", || is_synced(server.get(&path).as_ref())).await;
+    eventually(5, "/readyz is ready once the caches synced", || h.metrics.is_ready()).await;
     let obj = server.get(&path).unwrap();
-    let event_id = obj["status"]["eventId"]
-        .as_str()
-        .expect("eventId in status")
-        .to_string();
+    let event_id = obj["status"]["eventId"].as_str().expect("eventId in status").to_string();
     assert_eq!(obj["status"]["observedGeneration"], 1);
-    assert_eq!(
-        obj["metadata"]["generation"], 1,
-        "status writes must not bump generation"
-    );
+    assert_eq!(obj["metadata"]["generation"], 1, "status writes must not bump generation");
     assert_eq!(obj["metadata"]["finalizers"], json!([FINALIZER]));
     assert_eq!(calendar.events_for_uid(&uid).len(), 1);
     let conn = server.get(&connection_path(NS, "cal")).unwrap();
-    assert!(
-        condition(&conn, "Ready").is_some_and(|c| c["status"] == "True"),
-        "connection Ready: {conn}"
-    );
-    assert!(
-        !conn["status"]["history"].as_array().unwrap().is_empty(),
-        "the user's history got the create"
-    );
+    assert!(condition(&conn, "Ready").is_some_and(|c| c["status"] == "True"), "connection Ready: {conn}");
+    assert!(!conn["status"]["history"].as_array().unwrap().is_empty(), "the user's history got the create");
     let events = server.list(&events_path(NS));
     assert!(
-        events.iter().any(|e| e["reason"] == "EventCreated"
-            && e["regarding"]["name"] == "t1"
-            && e["type"] == "Normal"),
+        events.iter().any(|e| e["reason"] == "EventCreated" && e["regarding"]["name"] == "t1" && e["type"] == "Normal"),
         "an EventCreated Event was published: {events:?}"
     );
-    assert!(
-        events
-            .iter()
-            .all(|e| e["reportingInstance"] == "calsync-test-pod")
-    );
+    assert!(events.iter().all(|e| e["reportingInstance"] == "calsync-test-pod"));
 
     // Quiet: nothing keeps reconciling (status writes do not re-trigger).
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.clear_requests();
     calendar.clear_calls();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let writes: Vec<_> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .collect();
-    assert!(
-        writes.is_empty(),
-        "no writes while nothing changes: {writes:?}"
-    );
+    let writes: Vec<_> = server.requests().into_iter().filter(|r| r.is_write()).collect();
+    assert!(writes.is_empty(), "no writes while nothing changes: {writes:?}");
 
     // Spec change → the event is updated in place.
     let api: Api<TaskSync> = Api::namespaced(server.client(), NS);
-    api.patch(
-        "t1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"title": "Write the report"}})),
-    )
-    .await
-    .unwrap();
+    api.patch("t1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"title": "Write the report"}})))
+        .await
+        .unwrap();
     eventually(15, "generation 2 synced", || {
-        server
-            .get(&path)
-            .is_some_and(|o| o["status"]["observedGeneration"] == 2 && is_synced(Some(&o)))
+        server.get(&path).is_some_and(|o| o["status"]["observedGeneration"] == 2 && is_synced(Some(&o)))
     })
     .await;
     let events = calendar.events_for_uid(&uid);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].title, "Write the report");
-    assert_eq!(
-        server.get(&path).unwrap()["status"]["eventId"],
-        event_id.as_str(),
-        "same event, updated"
-    );
+    assert_eq!(server.get(&path).unwrap()["status"]["eventId"], event_id.as_str(), "same event, updated");
     assert_eq!(calendar.count(Op::Create), 0);
     assert!(calendar.count(Op::Update) >= 1);
 
     // Delete → the event goes, then the finalizer, then the object.
     api.delete("t1", &DeleteParams::default()).await.unwrap();
     eventually(15, "TaskSync gone", || server.get(&path).is_none()).await;
-    assert!(
-        calendar.events_for_uid(&uid).is_empty(),
-        "event deleted from the calendar"
-    );
+    assert!(calendar.events_for_uid(&uid).is_empty(), "event deleted from the calendar");
     h.stop().await;
 }
 
@@ -136,11 +92,7 @@ async fn orphan_policy_keeps_the_event() {
     let api: Api<TaskSync> = Api::namespaced(server.client(), NS);
     api.delete("keep", &DeleteParams::default()).await.unwrap();
     eventually(15, "TaskSync gone", || server.get(&path).is_none()).await;
-    assert_eq!(
-        calendar.events_for_uid(&uid).len(),
-        1,
-        "Orphan leaves the event in the calendar"
-    );
+    assert_eq!(calendar.events_for_uid(&uid).len(), 1, "Orphan leaves the event in the calendar");
     assert_eq!(calendar.count(Op::Delete), 0);
     h.stop().await;
 }
@@ -163,10 +115,7 @@ async fn restart_makes_no_duplicate_and_unchanged_costs_nothing() {
     // check a steady-state restart.
     let settle = Harness::start(&server, &calendar);
     eventually(15, "Synced reason settles", || {
-        server
-            .get(&path)
-            .and_then(|o| condition(&o, "Synced").map(|c| c["reason"] == "InSync"))
-            .unwrap_or(false)
+        server.get(&path).and_then(|o| condition(&o, "Synced").map(|c| c["reason"] == "InSync")).unwrap_or(false)
     })
     .await;
     settle.stop().await;
@@ -176,32 +125,14 @@ async fn restart_makes_no_duplicate_and_unchanged_costs_nothing() {
     calendar.clear_calls();
     let second = Harness::start(&server, &calendar);
     eventually(15, "the restarted controller read the TaskSync", || {
-        server
-            .requests()
-            .iter()
-            .any(|r| r.method == http::Method::GET && r.path == path)
+        server.requests().iter().any(|r| r.method == http::Method::GET && r.path == path)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let writes: Vec<_> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .collect();
-    assert!(
-        writes.is_empty(),
-        "an unchanged TaskSync makes no API write: {writes:?}"
-    );
-    assert!(
-        calendar.calls().is_empty(),
-        "an unchanged TaskSync makes no provider call: {:?}",
-        calendar.calls()
-    );
-    assert_eq!(
-        calendar.events_for_uid(&uid).len(),
-        1,
-        "no duplicate after the restart"
-    );
+    let writes: Vec<_> = server.requests().into_iter().filter(|r| r.is_write()).collect();
+    assert!(writes.is_empty(), "an unchanged TaskSync makes no API write: {writes:?}");
+    assert!(calendar.calls().is_empty(), "an unchanged TaskSync makes no provider call: {:?}", calendar.calls());
+    assert_eq!(calendar.events_for_uid(&uid).len(), 1, "no duplicate after the restart");
     second.stop().await;
 }
 
@@ -216,10 +147,7 @@ async fn restart_between_calendar_write_and_status_write_adopts() {
     let uid = ts.metadata.uid.clone().unwrap();
     let path = task_sync_path(NS, "t1");
     let first = Harness::start(&server, &calendar);
-    eventually(15, "event created in the calendar", || {
-        calendar.events_for_uid(&uid).len() == 1
-    })
-    .await;
+    eventually(15, "event created in the calendar", || calendar.events_for_uid(&uid).len() == 1).await;
     // Lose the status write: the API server goes away as the status is being written.
     server.set_unavailable(true);
     drop(first);
@@ -229,18 +157,11 @@ async fn restart_between_calendar_write_and_status_write_adopts() {
     if let Some(mut o) = server.get(&path) {
         if o["status"]["eventId"].is_string() {
             o.as_object_mut().unwrap().remove("status");
-            server.insert_raw(
-                &format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"),
-                o,
-            );
+            server.insert_raw(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"), o);
         }
     }
     let second = Harness::start(&server, &calendar);
     eventually(15, "synced again", || is_synced(server.get(&path).as_ref())).await;
-    assert_eq!(
-        calendar.events_for_uid(&uid).len(),
-        1,
-        "adopted, not duplicated"
-    );
+    assert_eq!(calendar.events_for_uid(&uid).len(), 1, "adopted, not duplicated");
     second.stop().await;
 }

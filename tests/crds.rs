@@ -9,17 +9,9 @@ use serde_json::Value;
 
 #[test]
 fn crds_dir_matches_crdgen() {
-    let out = Command::new(env!("CARGO_BIN_EXE_calsync"))
-        .arg("crdgen")
-        .output()
-        .expect("run calsync crdgen");
-    assert!(
-        out.status.success(),
-        "crdgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/calsync.yaml"))
-        .expect("read crds/calsync.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_calsync")).arg("crdgen").output().expect("run calsync crdgen");
+    assert!(out.status.success(), "crdgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/calsync.yaml")).expect("read crds/calsync.yaml");
     assert!(
         out.stdout == committed,
         "crds/calsync.yaml is stale: run `cargo run -- crdgen > crds/calsync.yaml` and commit it"
@@ -58,9 +50,7 @@ fn check_node(path: &str, node: &Value, problems: &mut Vec<String>, needs_descri
     }
 }
 
-fn schema_of(
-    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) -> Value {
+fn schema_of(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
     let v = serde_json::to_value(crd).unwrap();
     v["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
@@ -71,38 +61,16 @@ fn crds_are_structural_and_fully_described() {
         let name = crd.metadata.name.clone().unwrap();
         let v = serde_json::to_value(&crd).unwrap();
         let version = &v["spec"]["versions"][0];
-        assert!(
-            version["subresources"]["status"].is_object(),
-            "{name}: no status subresource"
-        );
-        assert!(
-            version["additionalPrinterColumns"]
-                .as_array()
-                .is_some_and(|a| a.len() >= 4),
-            "{name}: printer columns"
-        );
+        assert!(version["subresources"]["status"].is_object(), "{name}: no status subresource");
+        assert!(version["additionalPrinterColumns"].as_array().is_some_and(|a| a.len() >= 4), "{name}: printer columns");
         assert_eq!(v["spec"]["names"]["categories"][0], "getitdone", "{name}");
-        assert!(
-            v["spec"]["names"]["shortNames"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty()),
-            "{name}"
-        );
+        assert!(v["spec"]["names"]["shortNames"].as_array().is_some_and(|a| !a.is_empty()), "{name}");
         let schema = schema_of(&crd);
         let mut problems = Vec::new();
         for part in ["spec", "status"] {
-            check_node(
-                &format!("{name}.{part}"),
-                &schema["properties"][part],
-                &mut problems,
-                true,
-            );
+            check_node(&format!("{name}.{part}"), &schema["properties"][part], &mut problems, true);
         }
-        assert!(
-            problems.is_empty(),
-            "schema problems:\n{}",
-            problems.join("\n")
-        );
+        assert!(problems.is_empty(), "schema problems:\n{}", problems.join("\n"));
     }
 }
 
@@ -134,38 +102,17 @@ fn cel_rules_accept_good_and_refuse_bad_task_syncs() {
     ];
     for g in good {
         let ts = with(g.clone());
-        assert!(
-            ts.validate_cel().is_ok(),
-            "refused good spec {g}: {:?}",
-            ts.validate_cel()
-        );
+        assert!(ts.validate_cel().is_ok(), "refused good spec {g}: {:?}", ts.validate_cel());
     }
     let bad = [
-        (
-            serde_json::json!({"start": "2026-03-05T14:00:00Z", "duration": "30m", "end": "2026-03-05T15:00:00Z"}),
-            "either duration or end",
-        ),
-        (
-            serde_json::json!({"start": "2026-03-05T14:00:00", "duration": "30m"}),
-            "needs timeZone",
-        ),
-        (
-            serde_json::json!({"start": "2026-03-05T14:00:00Z", "allDay": true}),
-            "allDay needs start as a date",
-        ),
-        (
-            serde_json::json!({"start": "2026-03-05T14:00:00Z", "end": "2026-03-05T13:00:00Z"}),
-            "end must be after start",
-        ),
+        (serde_json::json!({"start": "2026-03-05T14:00:00Z", "duration": "30m", "end": "2026-03-05T15:00:00Z"}), "either duration or end"),
+        (serde_json::json!({"start": "2026-03-05T14:00:00", "duration": "30m"}), "needs timeZone"),
+        (serde_json::json!({"start": "2026-03-05T14:00:00Z", "allDay": true}), "allDay needs start as a date"),
+        (serde_json::json!({"start": "2026-03-05T14:00:00Z", "end": "2026-03-05T13:00:00Z"}), "end must be after start"),
     ];
     for (b, want) in bad {
-        let err = with(b.clone())
-            .validate_cel()
-            .expect_err(&format!("accepted bad spec {b}"));
-        assert!(
-            format!("{err:?}").contains(want),
-            "spec {b}: wanted {want:?}, got {err:?}"
-        );
+        let err = with(b.clone()).validate_cel().expect_err(&format!("accepted bad spec {b}"));
+        assert!(format!("{err:?}").contains(want), "spec {b}: wanted {want:?}, got {err:?}");
     }
 }
 
@@ -178,13 +125,9 @@ fn cel_rules_check_connections() {
         }))
         .unwrap()
     };
-    let ok = conn(
-        serde_json::json!({"userId": "u", "provider": "caldav", "serverUrl": "http://127.0.0.1:5232/", "credentialsSecretRef": {"name": "s"}}),
-    );
+    let ok = conn(serde_json::json!({"userId": "u", "provider": "caldav", "serverUrl": "http://127.0.0.1:5232/", "credentialsSecretRef": {"name": "s"}}));
     assert!(ok.validate_cel().is_ok(), "{:?}", ok.validate_cel());
-    let bad = conn(
-        serde_json::json!({"userId": "u", "provider": "caldav", "credentialsSecretRef": {"name": "s"}}),
-    );
+    let bad = conn(serde_json::json!({"userId": "u", "provider": "caldav", "credentialsSecretRef": {"name": "s"}}));
     assert!(format!("{:?}", bad.validate_cel()).contains("needs spec.serverUrl"));
     let mut changed = ok.clone();
     changed.spec.provider = calsync::resources::ProviderKind::Google;

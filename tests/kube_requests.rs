@@ -7,8 +7,7 @@ use std::time::Duration;
 use calsync::controller::KubeObjects;
 use calsync::engine::{Deletion, EventType, ObjectEvent, ObjectKey, Objects};
 use calsync::resources::{
-    CalendarConnectionStatus, Direction, FINALIZER, HistoryEntry, Operation, SyncStatus,
-    TaskSyncStatus,
+    CalendarConnectionStatus, Direction, FINALIZER, HistoryEntry, Operation, SyncStatus, TaskSyncStatus,
 };
 use http::{Method, Request, Response};
 use kube::client::Body;
@@ -19,10 +18,7 @@ type Mock = Handle<Request<Body>, Response<Body>>;
 
 fn setup() -> (KubeObjects, Mock) {
     let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (
-        KubeObjects::new(kube::Client::new(svc, "default"), Some("calsync-0".into())),
-        handle,
-    )
+    (KubeObjects::new(kube::Client::new(svc, "default"), Some("calsync-0".into())), handle)
 }
 
 const TS: &str = "/apis/calendar.getitdone.app/v1alpha1/namespaces/ns/tasksyncs/t1";
@@ -50,12 +46,7 @@ fn connection(rv: &str, history: Value) -> Value {
 }
 
 fn reply(send: SendResponse<Response<Body>>, code: u16, body: Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap(),
-    );
+    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
 }
 
 fn conflict(send: SendResponse<Response<Body>>) {
@@ -66,34 +57,19 @@ fn conflict(send: SendResponse<Response<Body>>) {
     );
 }
 
-async fn next(
-    handle: &mut Mock,
-    method: Method,
-    path: &str,
-) -> (Value, String, String, SendResponse<Response<Body>>) {
+async fn next(handle: &mut Mock, method: Method, path: &str) -> (Value, String, String, SendResponse<Response<Body>>) {
     let (req, send) = handle.next_request().await.expect("a request");
     assert_eq!(req.method(), method, "method of {}", req.uri());
     assert_eq!(req.uri().path(), path);
     let query = req.uri().query().unwrap_or("").to_string();
-    let ct = req
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let ct = req.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
     (body, ct, query, send)
 }
 
 async fn within(task: tokio::task::JoinHandle<()>) {
-    tokio::time::timeout(Duration::from_secs(2), task)
-        .await
-        .expect("scenario finished")
-        .expect("scenario passed");
+    tokio::time::timeout(Duration::from_secs(2), task).await.expect("scenario finished").expect("scenario passed");
 }
 
 #[tokio::test]
@@ -113,10 +89,7 @@ async fn add_finalizer_tests_the_absent_list_then_adds() {
         );
         reply(send, 200, task_sync(Some(vec![FINALIZER]), "8"));
     });
-    objects
-        .add_finalizer(&ObjectKey::task_sync("ns", "t1"), FINALIZER)
-        .await
-        .unwrap();
+    objects.add_finalizer(&ObjectKey::task_sync("ns", "t1"), FINALIZER).await.unwrap();
     within(server).await;
 }
 
@@ -144,10 +117,7 @@ async fn add_finalizer_next_to_another_and_retries_a_failed_test() {
         reply(send, 200, task_sync(Some(vec![FINALIZER]), "9"));
         // Already there now: nothing more is sent.
     });
-    objects
-        .add_finalizer(&ObjectKey::task_sync("ns", "t1"), FINALIZER)
-        .await
-        .unwrap();
+    objects.add_finalizer(&ObjectKey::task_sync("ns", "t1"), FINALIZER).await.unwrap();
     within(server).await;
 }
 
@@ -156,11 +126,7 @@ async fn remove_finalizer_tests_the_index_then_removes() {
     let (objects, mut h) = setup();
     let server = tokio::spawn(async move {
         let (_, _, _, send) = next(&mut h, Method::GET, TS).await;
-        reply(
-            send,
-            200,
-            task_sync(Some(vec!["other.io/x", FINALIZER]), "7"),
-        );
+        reply(send, 200, task_sync(Some(vec!["other.io/x", FINALIZER]), "7"));
         let (body, ct, _, send) = next(&mut h, Method::PATCH, TS).await;
         assert_eq!(ct, "application/json-patch+json");
         assert_eq!(
@@ -172,10 +138,7 @@ async fn remove_finalizer_tests_the_index_then_removes() {
         );
         reply(send, 200, task_sync(Some(vec!["other.io/x"]), "8"));
     });
-    objects
-        .remove_finalizer(&ObjectKey::task_sync("ns", "t1"), FINALIZER)
-        .await
-        .unwrap();
+    objects.remove_finalizer(&ObjectKey::task_sync("ns", "t1"), FINALIZER).await.unwrap();
     within(server).await;
 }
 
@@ -189,36 +152,16 @@ async fn task_sync_status_is_one_merge_patch_on_the_status_subresource_with_null
         assert_eq!(st["eventId"], "ev-1");
         assert_eq!(st["observedGeneration"], 1);
         // Cleared optional fields are sent as null so the merge patch removes them.
-        for cleared in [
-            "etag",
-            "calendarEdit",
-            "nextAttemptTime",
-            "lastFailureTime",
-            "failedAttempts",
-        ] {
-            assert!(
-                st.get(cleared).is_some_and(Value::is_null),
-                "{cleared} should be an explicit null: {st}"
-            );
+        for cleared in ["etag", "calendarEdit", "nextAttemptTime", "lastFailureTime", "failedAttempts"] {
+            assert!(st.get(cleared).is_some_and(Value::is_null), "{cleared} should be an explicit null: {st}");
         }
-        assert_eq!(
-            body.as_object().unwrap().len(),
-            1,
-            "only status is sent: {body}"
-        );
+        assert_eq!(body.as_object().unwrap().len(), 1, "only status is sent: {body}");
         let mut obj = task_sync(Some(vec![FINALIZER]), "8");
         obj["status"] = json!({"eventId": "ev-1", "observedGeneration": 1, "conditions": []});
         reply(send, 200, obj);
     });
-    let status = TaskSyncStatus {
-        event_id: Some("ev-1".into()),
-        observed_generation: Some(1),
-        ..Default::default()
-    };
-    objects
-        .patch_task_sync_status("ns", "t1", &status)
-        .await
-        .unwrap();
+    let status = TaskSyncStatus { event_id: Some("ev-1".into()), observed_generation: Some(1), ..Default::default() };
+    objects.patch_task_sync_status("ns", "t1", &status).await.unwrap();
     within(server).await;
 }
 
@@ -228,22 +171,13 @@ async fn connection_status_patch_never_sends_history() {
     let server = tokio::spawn(async move {
         let (body, ct, _, send) = next(&mut h, Method::PATCH, &format!("{CONN}/status")).await;
         assert_eq!(ct, "application/merge-patch+json");
-        assert!(
-            body["status"].get("history").is_none(),
-            "history is left to append_connection_history: {body}"
-        );
+        assert!(body["status"].get("history").is_none(), "history is left to append_connection_history: {body}");
         assert!(body["status"]["accountEmail"].is_null());
         assert_eq!(body["status"]["defaultCalendarId"], "primary");
         reply(send, 200, connection("8", json!([])));
     });
-    let status = CalendarConnectionStatus {
-        default_calendar_id: Some("primary".into()),
-        ..Default::default()
-    };
-    objects
-        .patch_connection_status("ns", "c1", &status)
-        .await
-        .unwrap();
+    let status = CalendarConnectionStatus { default_calendar_id: Some("primary".into()), ..Default::default() };
+    objects.patch_connection_status("ns", "c1", &status).await.unwrap();
     within(server).await;
 }
 
@@ -272,34 +206,15 @@ async fn history_append_is_a_resource_version_guarded_read_modify_write() {
         // Someone appended meanwhile.
         conflict(send);
         let (_, _, _, send) = next(&mut h, Method::GET, CONN).await;
-        reply(
-            send,
-            200,
-            connection("6", json!([serde_json::to_value(entry(1)).unwrap()])),
-        );
+        reply(send, 200, connection("6", json!([serde_json::to_value(entry(1)).unwrap()])));
         let (body, _, _, send) = next(&mut h, Method::PATCH, &format!("{CONN}/status")).await;
         assert_eq!(body["metadata"]["resourceVersion"], "6");
-        let ids: Vec<u64> = body["status"]["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["id"].as_u64().unwrap())
-            .collect();
-        assert_eq!(
-            ids,
-            vec![1, 2],
-            "the other entry is kept and ours gets the next id"
-        );
-        reply(
-            send,
-            200,
-            connection("7", body["status"]["history"].clone()),
-        );
+        let ids: Vec<u64> =
+            body["status"]["history"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, vec![1, 2], "the other entry is kept and ours gets the next id");
+        reply(send, 200, connection("7", body["status"]["history"].clone()));
     });
-    let out = objects
-        .append_connection_history("ns", "c1", entry(0))
-        .await
-        .unwrap();
+    let out = objects.append_connection_history("ns", "c1", entry(0)).await.unwrap();
     assert_eq!(out.id, 2);
     within(server).await;
 }
@@ -329,12 +244,7 @@ async fn delete_with_finalizers_is_reported_as_marked() {
 async fn events_go_to_events_k8s_io_with_reason_and_reporter() {
     let (objects, mut h) = setup();
     let server = tokio::spawn(async move {
-        let (body, _, _, send) = next(
-            &mut h,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/ns/events",
-        )
-        .await;
+        let (body, _, _, send) = next(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events").await;
         assert_eq!(body["reason"], "EventCreated");
         assert_eq!(body["type"], "Normal");
         assert_eq!(body["action"], "Create");
@@ -350,9 +260,6 @@ async fn events_go_to_events_k8s_io_with_reason_and_reporter() {
         note: "calendar event ev created".into(),
         action: "Create".into(),
     };
-    objects
-        .publish_event(&ObjectKey::task_sync("ns", "t1"), &ev)
-        .await
-        .unwrap();
+    objects.publish_event(&ObjectKey::task_sync("ns", "t1"), &ev).await.unwrap();
     within(server).await;
 }

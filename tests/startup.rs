@@ -36,11 +36,7 @@ fn run(kubeconfig: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, Du
     }
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        started.elapsed(),
-    )
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -52,28 +48,15 @@ fn scratch(name: &str) -> std::path::PathBuf {
 #[test]
 fn closed_port_fails_fast_with_the_server_named() {
     // Bind then drop: a loopback port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = scratch("closed");
     let (code, stderr, took) = run(&kubeconfig(&dir, &format!("https://127.0.0.1:{port}")), &[]);
     assert_eq!(code, Some(1), "exit code; stderr: {stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
-    assert!(
-        stderr.contains(&format!("127.0.0.1:{port}")),
-        "names the server: {stderr}"
-    );
-    assert!(
-        stderr.contains("kubeconfig") && stderr.contains("service account"),
-        "says what to check: {stderr}"
-    );
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "names the server: {stderr}");
+    assert!(stderr.contains("kubeconfig") && stderr.contains("service account"), "says what to check: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        !stderr.contains("not-a-real-token"),
-        "no credentials in the message: {stderr}"
-    );
+    assert!(!stderr.contains("not-a-real-token"), "no credentials in the message: {stderr}");
 }
 
 #[test]
@@ -82,10 +65,8 @@ fn silent_server_times_out_within_the_budget() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dir = scratch("silent");
-    let (code, stderr, took) = run(
-        &kubeconfig(&dir, &format!("https://127.0.0.1:{port}")),
-        &["--startup-timeout-seconds", "3"],
-    );
+    let (code, stderr, took) =
+        run(&kubeconfig(&dir, &format!("https://127.0.0.1:{port}")), &["--startup-timeout-seconds", "3"]);
     drop(listener);
     assert_eq!(code, Some(1), "exit code; stderr: {stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
@@ -98,8 +79,5 @@ fn no_configuration_at_all_says_what_to_set() {
     let (code, stderr, took) = run(&dir.join("missing-kubeconfig"), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(took < Duration::from_secs(30));
-    assert!(
-        stderr.contains("KUBECONFIG") && stderr.contains("service account"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("KUBECONFIG") && stderr.contains("service account"), "{stderr}");
 }

@@ -20,16 +20,11 @@ pub async fn run_watches(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let client = objects.client().clone();
-    let (ts_api, conn_api): (
-        Api<DeserializeGuard<TaskSync>>,
-        Api<DeserializeGuard<CalendarConnection>>,
-    ) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (ts_api, conn_api): (Api<DeserializeGuard<TaskSync>>, Api<DeserializeGuard<CalendarConnection>>) =
+        match &namespace {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
     let (reader, writer) = reflector::store();
     objects.set_task_sync_store(reader);
     let feed = objects.clone();
@@ -37,23 +32,13 @@ pub async fn run_watches(
         .default_backoff()
         .reflect(writer)
         .touched_objects()
-        .inspect_ok(move |o| {
-            feed.notify(ObjectKey::task_sync(
-                &o.namespace().unwrap_or_default(),
-                &o.name_any(),
-            ))
-        })
+        .inspect_ok(move |o| feed.notify(ObjectKey::task_sync(&o.namespace().unwrap_or_default(), &o.name_any())))
         .for_each(|_| async {});
     let feed = objects.clone();
     let connections = watcher(conn_api, watcher::Config::default())
         .default_backoff()
         .touched_objects()
-        .inspect_ok(move |o| {
-            feed.notify(ObjectKey::connection(
-                &o.namespace().unwrap_or_default(),
-                &o.name_any(),
-            ))
-        })
+        .inspect_ok(move |o| feed.notify(ObjectKey::connection(&o.namespace().unwrap_or_default(), &o.name_any())))
         .for_each(|_| async {});
     tokio::select! {
         _ = shutdown => {}

@@ -12,8 +12,7 @@ use super::leader::Leadership;
 use super::metrics::Metrics;
 use crate::credentials::Credentials;
 use crate::providers::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent,
-    Target, Window,
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
 };
 
 /// Wraps the real connector.
@@ -56,11 +55,7 @@ impl GatedProvider {
 
 #[async_trait]
 impl Connector for GatedConnector {
-    async fn connect(
-        &self,
-        target: &Target,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Provider>, ProviderError> {
+    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
         let inner = self.inner.connect(target, credentials).await?;
         Ok(Arc::new(GatedProvider {
             inner,
@@ -78,12 +73,7 @@ impl Provider for GatedProvider {
         self.count("account", r)
     }
 
-    async fn create(
-        &self,
-        calendar: &str,
-        key: &str,
-        event: &EventData,
-    ) -> Result<Created, ProviderError> {
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError> {
         self.gate("create")?;
         let r = self.inner.create(calendar, key, event).await;
         self.count("create", r)
@@ -101,12 +91,7 @@ impl Provider for GatedProvider {
         self.count("update", r)
     }
 
-    async fn delete(
-        &self,
-        calendar: &str,
-        id: &str,
-        etag: Option<&str>,
-    ) -> Result<(), ProviderError> {
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
         self.gate("delete")?;
         let r = self.inner.delete(calendar, id, etag).await;
         self.count("delete", r)
@@ -117,21 +102,12 @@ impl Provider for GatedProvider {
         self.count("get", r)
     }
 
-    async fn find_by_key(
-        &self,
-        calendar: &str,
-        key: &str,
-    ) -> Result<Option<RemoteEvent>, ProviderError> {
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {
         let r = self.inner.find_by_key(calendar, key).await;
         self.count("find_by_key", r)
     }
 
-    async fn list(
-        &self,
-        calendar: &str,
-        window: Window,
-        cursor: Option<&str>,
-    ) -> Result<EventPage, ProviderError> {
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         let r = self.inner.list(calendar, window, cursor).await;
         self.count("list", r)
     }
@@ -143,16 +119,9 @@ pub struct UnavailableConnector;
 
 #[async_trait]
 impl Connector for UnavailableConnector {
-    async fn connect(
-        &self,
-        target: &Target,
-        _credentials: &Credentials,
-    ) -> Result<Arc<dyn Provider>, ProviderError> {
+    async fn connect(&self, target: &Target, _credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
         Err(ProviderError::Invalid {
-            message: format!(
-                "the {} provider is not built into this calsync binary yet",
-                target.provider
-            ),
+            message: format!("the {} provider is not built into this calsync binary yet", target.provider),
         })
     }
 }
@@ -169,49 +138,25 @@ mod tests {
         let service = MemoryCalendar::new();
         let leadership = Leadership::always();
         let gated = GatedConnector {
-            inner: Arc::new(MemoryConnector {
-                service: service.clone(),
-            }),
+            inner: Arc::new(MemoryConnector { service: service.clone() }),
             leadership: leadership.clone(),
             metrics: Arc::new(Metrics::default()),
         };
-        let target = Target {
-            provider: ProviderKind::Caldav,
-            server_url: None,
-            connection: "c".into(),
-        };
-        let creds = Credentials::Basic {
-            username: "user".into(),
-            password: SecretString::from("secret"),
-        };
+        let target = Target { provider: ProviderKind::Caldav, server_url: None, connection: "c".into() };
+        let creds = Credentials::Basic { username: "user".into(), password: SecretString::from("secret") };
         let provider = gated.connect(&target, &creds).await.unwrap();
         // Lose the lease mid-reconcile: the provider handle obtained before must refuse writes.
         let follower = Leadership::follower();
         let gated_follower = GatedProvider {
-            inner: MemoryConnector {
-                service: service.clone(),
-            }
-            .connect(&target, &creds)
-            .await
-            .unwrap(),
+            inner: MemoryConnector { service: service.clone() }.connect(&target, &creds).await.unwrap(),
             provider: "caldav".into(),
             leadership: follower,
             metrics: Arc::new(Metrics::default()),
         };
         assert!(provider.account().await.is_ok());
-        let err = gated_follower
-            .delete("calendar", "x", None)
-            .await
-            .unwrap_err();
+        let err = gated_follower.delete("calendar", "x", None).await.unwrap_err();
         assert!(matches!(err, ProviderError::Transient { .. }));
-        assert_eq!(
-            service.count(Op::Delete),
-            0,
-            "the write never reached the calendar"
-        );
-        assert!(
-            gated_follower.get("calendar", "x").await.is_ok(),
-            "reads are fine"
-        );
+        assert_eq!(service.count(Op::Delete), 0, "the write never reached the calendar");
+        assert!(gated_follower.get("calendar", "x").await.is_ok(), "reads are fine");
     }
 }

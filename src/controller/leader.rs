@@ -62,10 +62,7 @@ impl Leadership {
     /// Not the leader until an elector says so.
     pub fn follower() -> Self {
         let (changes, _) = watch::channel(false);
-        Leadership {
-            local: Arc::new(Mutex::new(Local::default())),
-            changes,
-        }
+        Leadership { local: Arc::new(Mutex::new(Local::default())), changes }
     }
 
     /// True while the lease is ours and the local deadline has not passed.
@@ -81,10 +78,7 @@ impl Leadership {
 
     fn set(&self, valid_until: Option<Instant>) {
         let was = self.is_leader();
-        self.local
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .valid_until = valid_until;
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).valid_until = valid_until;
         let now = self.is_leader();
         if was != now {
             let _ = self.changes.send(now);
@@ -114,11 +108,7 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(client: Client, config: LeaseConfig, leadership: Leadership) -> Self {
-        Elector {
-            api: Api::namespaced(client, &config.namespace),
-            config,
-            leadership,
-        }
+        Elector { api: Api::namespaced(client, &config.namespace), config, leadership }
     }
 
     fn label(&self) -> String {
@@ -128,35 +118,20 @@ impl Elector {
     fn api_err(&self, source: kube::Error) -> LeaseError {
         match &source {
             kube::Error::Api(s) if s.code == 409 => LeaseError::Lost(self.label()),
-            _ => LeaseError::Api {
-                name: self.label(),
-                source,
-            },
+            _ => LeaseError::Api { name: self.label(), source },
         }
     }
 
     /// One attempt to acquire or renew. `Ok(true)`: we hold the lease now.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaseError> {
         let started = Instant::now();
-        let duration_secs = i32::try_from(self.config.duration.as_secs())
-            .unwrap_or(i32::MAX)
-            .max(1);
+        let duration_secs = i32::try_from(self.config.duration.as_secs()).unwrap_or(i32::MAX).max(1);
         let me = &self.config.identity;
-        let pp = PostParams {
-            field_manager: Some("calsync-leader".into()),
-            ..Default::default()
-        };
-        let current = self
-            .api
-            .get_opt(&self.config.name)
-            .await
-            .map_err(|e| self.api_err(e))?;
+        let pp = PostParams { field_manager: Some("calsync-leader".into()), ..Default::default() };
+        let current = self.api.get_opt(&self.config.name).await.map_err(|e| self.api_err(e))?;
         let lease = match current {
             None => Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.config.name.clone()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(me.clone()),
                     acquire_time: Some(micro_now()),
@@ -204,8 +179,7 @@ impl Elector {
                 // renewTime we wrote, which is no earlier than that. Keep a 1/6 margin so we
                 // stop writing before anyone could consider the lease expired.
                 let margin = self.config.duration / 6;
-                self.leadership
-                    .set(Some(started + self.config.duration - margin));
+                self.leadership.set(Some(started + self.config.duration - margin));
                 Ok(true)
             }
             Err(e) => {

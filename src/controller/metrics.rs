@@ -60,16 +60,14 @@ pub struct ReconcileTimer<'a> {
 impl ReconcileTimer<'_> {
     pub fn finish(mut self, result: Result<(), &str>) {
         self.done = true;
-        self.metrics
-            .record(self.kind, self.started.elapsed(), result);
+        self.metrics.record(self.kind, self.started.elapsed(), result);
     }
 }
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.metrics
-                .record(self.kind, self.started.elapsed(), Err("Cancelled"));
+            self.metrics.record(self.kind, self.started.elapsed(), Err("Cancelled"));
         }
     }
 }
@@ -80,29 +78,20 @@ fn lock(m: &Mutex<Families>) -> std::sync::MutexGuard<'_, Families> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
     pub fn start(&self, kind: &'static str) -> ReconcileTimer<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        ReconcileTimer {
-            metrics: self,
-            kind,
-            started: Instant::now(),
-            done: false,
-        }
+        ReconcileTimer { metrics: self, kind, started: Instant::now(), done: false }
     }
 
     fn record(&self, kind: &str, took: Duration, result: Result<(), &str>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let mut f = lock(&self.families);
         let outcome = if result.is_ok() { "success" } else { "error" };
-        *f.reconciles
-            .entry((kind.into(), outcome.into()))
-            .or_default() += 1;
+        *f.reconciles.entry((kind.into(), outcome.into())).or_default() += 1;
         if let Err(reason) = result {
             *f.errors.entry((kind.into(), reason.into())).or_default() += 1;
         }
@@ -119,17 +108,12 @@ impl Metrics {
 
     /// A reconcile error counted outside a timed reconcile (error_policy).
     pub fn error(&self, kind: &str, reason: &str) {
-        *lock(&self.families)
-            .errors
-            .entry((kind.into(), reason.into()))
-            .or_default() += 1;
+        *lock(&self.families).errors.entry((kind.into(), reason.into())).or_default() += 1;
     }
 
     pub fn provider_call(&self, provider: &str, operation: &str, outcome: &str) {
-        *lock(&self.families)
-            .provider_calls
-            .entry((provider.into(), operation.into(), outcome.into()))
-            .or_default() += 1;
+        *lock(&self.families).provider_calls.entry((provider.into(), operation.into(), outcome.into())).or_default() +=
+            1;
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -149,10 +133,7 @@ impl Metrics {
         let f = lock(&self.families);
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP calsync_reconciles_total Reconciles finished, by kind and result."
-        );
+        let _ = writeln!(out, "# HELP calsync_reconciles_total Reconciles finished, by kind and result.");
         let _ = writeln!(out, "# TYPE calsync_reconciles_total counter");
         for ((kind, result), n) in &f.reconciles {
             let _ = writeln!(
@@ -162,10 +143,7 @@ impl Metrics {
                 escape(result)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP calsync_reconcile_errors_total Reconcile errors, by kind and PascalCase reason."
-        );
+        let _ = writeln!(out, "# HELP calsync_reconcile_errors_total Reconcile errors, by kind and PascalCase reason.");
         let _ = writeln!(out, "# TYPE calsync_reconcile_errors_total counter");
         for ((kind, reason), n) in &f.errors {
             let _ = writeln!(
@@ -175,10 +153,7 @@ impl Metrics {
                 escape(reason)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP calsync_reconcile_duration_seconds Time one reconcile took."
-        );
+        let _ = writeln!(out, "# HELP calsync_reconcile_duration_seconds Time one reconcile took.");
         let _ = writeln!(out, "# TYPE calsync_reconcile_duration_seconds histogram");
         for (kind, h) in &f.durations {
             let k = escape(kind);
@@ -189,21 +164,9 @@ impl Metrics {
                     h.counts[i]
                 );
             }
-            let _ = writeln!(
-                out,
-                "calsync_reconcile_duration_seconds_bucket{{kind=\"{k}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "calsync_reconcile_duration_seconds_sum{{kind=\"{k}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "calsync_reconcile_duration_seconds_count{{kind=\"{k}\"}} {}",
-                h.count
-            );
+            let _ = writeln!(out, "calsync_reconcile_duration_seconds_bucket{{kind=\"{k}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "calsync_reconcile_duration_seconds_sum{{kind=\"{k}\"}} {}", h.sum);
+            let _ = writeln!(out, "calsync_reconcile_duration_seconds_count{{kind=\"{k}\"}} {}", h.count);
         }
         let _ = writeln!(
             out,
@@ -224,25 +187,11 @@ impl Metrics {
             "# HELP calsync_reconciles_in_flight Reconciles running now (kube-runtime does not expose its queue)."
         );
         let _ = writeln!(out, "# TYPE calsync_reconciles_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "calsync_reconciles_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP calsync_leader 1 when this replica holds the lease and may write to calendars."
-        );
+        let _ = writeln!(out, "calsync_reconciles_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP calsync_leader 1 when this replica holds the lease and may write to calendars.");
         let _ = writeln!(out, "# TYPE calsync_leader gauge");
-        let _ = writeln!(
-            out,
-            "calsync_leader {}",
-            u8::from(self.leader.load(Ordering::Relaxed))
-        );
-        let _ = writeln!(
-            out,
-            "# HELP calsync_ready 1 once the watch caches are synced."
-        );
+        let _ = writeln!(out, "calsync_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
+        let _ = writeln!(out, "# HELP calsync_ready 1 once the watch caches are synced.");
         let _ = writeln!(out, "# TYPE calsync_ready gauge");
         let _ = writeln!(out, "calsync_ready {}", u8::from(self.is_ready()));
         out
@@ -259,24 +208,14 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
                 if m.is_ready() {
                     (StatusCode::OK, "ready")
                 } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "watch caches not synced yet",
-                    )
+                    (StatusCode::SERVICE_UNAVAILABLE, "watch caches not synced yet")
                 }
             }),
         )
         .route(
             "/metrics",
             get(|State(m): State<Arc<Metrics>>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    m.render(),
-                )
-                    .into_response()
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
             }),
         )
         .with_state(metrics)
@@ -291,9 +230,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "serving /healthz, /readyz and /metrics");
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(metrics)).with_graceful_shutdown(shutdown).await
 }
 
 #[cfg(test)]
@@ -308,15 +245,12 @@ mod tests {
         m.provider_call("google", "create", "ok");
         m.set_leader(true);
         let text = m.render();
-        assert!(
-            text.contains("calsync_reconciles_total{kind=\"tasksync\",result=\"success\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "calsync_reconcile_errors_total{kind=\"tasksync\",reason=\"StoreUnavailable\"} 1"
-        ));
+        assert!(text.contains("calsync_reconciles_total{kind=\"tasksync\",result=\"success\"} 1"), "{text}");
+        assert!(text.contains("calsync_reconcile_errors_total{kind=\"tasksync\",reason=\"StoreUnavailable\"} 1"));
         assert!(text.contains("calsync_reconcile_duration_seconds_count{kind=\"tasksync\"} 2"));
-        assert!(text.contains("calsync_provider_calls_total{provider=\"google\",operation=\"create\",outcome=\"ok\"} 1"));
+        assert!(
+            text.contains("calsync_provider_calls_total{provider=\"google\",operation=\"create\",outcome=\"ok\"} 1")
+        );
         assert!(text.contains("calsync_leader 1"));
         assert!(text.contains("calsync_reconciles_in_flight 0"));
     }
@@ -330,14 +264,9 @@ mod http_tests {
     use tower::ServiceExt;
 
     async fn get(router: Router, path: &str) -> (StatusCode, String) {
-        let resp = router
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let resp = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -345,10 +274,7 @@ mod http_tests {
     async fn readyz_follows_cache_sync_and_metrics_render() {
         let m = Arc::new(Metrics::default());
         assert_eq!(get(router(m.clone()), "/healthz").await.0, StatusCode::OK);
-        assert_eq!(
-            get(router(m.clone()), "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(get(router(m.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         m.set_ready(true);
         assert_eq!(get(router(m.clone()), "/readyz").await.0, StatusCode::OK);
         let (status, body) = get(router(m), "/metrics").await;

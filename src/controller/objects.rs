@@ -21,17 +21,13 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::patches::{
-    add_finalizer_patch, is_code, remove_finalizer_patch, selector, status_merge_patch,
-    still_there, store_error,
+    add_finalizer_patch, is_code, remove_finalizer_patch, selector, status_merge_patch, still_there, store_error,
 };
 use super::secrets::{CredentialSealer, PlainSealer};
 use crate::credentials::Credentials;
-use crate::engine::{
-    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError,
-};
+use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::{
-    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync,
-    TaskSyncStatus, history,
+    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus, history,
 };
 
 /// How often a read-modify-write retries after a 409 (someone else wrote in between).
@@ -52,10 +48,7 @@ pub struct KubeObjects {
 impl KubeObjects {
     /// `reporter_instance` names this pod in Events (POD_NAME from the downward API).
     pub fn new(client: Client, reporter_instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: "calsync".into(),
-            instance: reporter_instance,
-        };
+        let reporter = Reporter { controller: "calsync".into(), instance: reporter_instance };
         let (changes, _) = broadcast::channel(1024);
         KubeObjects {
             recorder: Recorder::new(client.clone(), reporter),
@@ -96,22 +89,14 @@ impl KubeObjects {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    pub(super) async fn get<K>(
-        &self,
-        namespace: &str,
-        name: &str,
-        what: &str,
-    ) -> Result<Option<K>, StoreError>
+    pub(super) async fn get<K>(&self, namespace: &str, name: &str, what: &str) -> Result<Option<K>, StoreError>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        self.api::<K>(namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| store_error(&format!("{what} {namespace}/{name}"), e))
+        self.api::<K>(namespace).get_opt(name).await.map_err(|e| store_error(&format!("{what} {namespace}/{name}"), e))
     }
 
     /// Create, or take spec/labels/annotations from `object` onto the current one and replace it
@@ -132,10 +117,7 @@ impl KubeObjects {
     {
         let api = self.api::<K>(&key.namespace);
         let label = format!("{what} {}/{}", key.namespace, key.name);
-        let current = api
-            .get_opt(&key.name)
-            .await
-            .map_err(|e| store_error(&label, e))?;
+        let current = api.get_opt(&key.name).await.map_err(|e| store_error(&label, e))?;
         let out = match current {
             None => {
                 if object.meta().resource_version.is_some() {
@@ -143,15 +125,9 @@ impl KubeObjects {
                 }
                 let mut new = object.clone();
                 new.meta_mut().namespace = Some(key.namespace.clone());
-                api.create(
-                    &PostParams {
-                        field_manager: Some(self.field_manager.clone()),
-                        ..Default::default()
-                    },
-                    &new,
-                )
-                .await
-                .map_err(|e| store_error(&label, e))?
+                api.create(&PostParams { field_manager: Some(self.field_manager.clone()), ..Default::default() }, &new)
+                    .await
+                    .map_err(|e| store_error(&label, e))?
             }
             Some(mut current) => {
                 if let Some(expected) = &object.meta().resource_version
@@ -169,10 +145,7 @@ impl KubeObjects {
                 }
                 api.replace(
                     &key.name,
-                    &PostParams {
-                        field_manager: Some(self.field_manager.clone()),
-                        ..Default::default()
-                    },
+                    &PostParams { field_manager: Some(self.field_manager.clone()), ..Default::default() },
                     &current,
                 )
                 .await
@@ -209,27 +182,19 @@ impl KubeObjects {
                 .get::<CalendarConnection>(&key.namespace, &key.name, "CalendarConnection")
                 .await?
                 .map(|o| o.metadata),
-            Kind::TaskSync => self
-                .get::<TaskSync>(&key.namespace, &key.name, "TaskSync")
-                .await?
-                .map(|o| o.metadata),
+            Kind::TaskSync => self.get::<TaskSync>(&key.namespace, &key.name, "TaskSync").await?.map(|o| o.metadata),
         })
     }
 
     async fn json_patch(&self, key: &ObjectKey, patch: Value) -> Result<(), kube::Error> {
-        let patch: json_patch::Patch =
-            serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+        let patch: json_patch::Patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
         let pp = PatchParams::default();
         match key.kind {
             Kind::CalendarConnection => {
-                self.api::<CalendarConnection>(&key.namespace)
-                    .patch(&key.name, &pp, &Patch::<()>::Json(patch))
-                    .await?;
+                self.api::<CalendarConnection>(&key.namespace).patch(&key.name, &pp, &Patch::<()>::Json(patch)).await?;
             }
             Kind::TaskSync => {
-                self.api::<TaskSync>(&key.namespace)
-                    .patch(&key.name, &pp, &Patch::<()>::Json(patch))
-                    .await?;
+                self.api::<TaskSync>(&key.namespace).patch(&key.name, &pp, &Patch::<()>::Json(patch)).await?;
             }
         }
         Ok(())
@@ -264,10 +229,7 @@ impl KubeObjects {
 
     fn reference(key: &ObjectKey) -> ObjectReference {
         let (api_version, kind) = match key.kind {
-            Kind::CalendarConnection => (
-                CalendarConnection::api_version(&()),
-                CalendarConnection::kind(&()),
-            ),
+            Kind::CalendarConnection => (CalendarConnection::api_version(&()), CalendarConnection::kind(&())),
             Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
         };
         ObjectReference {
@@ -280,54 +242,30 @@ impl KubeObjects {
     }
 
     fn cached_task_syncs(&self) -> Option<Store<DeserializeGuard<TaskSync>>> {
-        self.task_syncs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.task_syncs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 #[async_trait]
 impl Objects for KubeObjects {
-    async fn get_connection(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<CalendarConnection>, StoreError> {
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
         self.get(namespace, name, "CalendarConnection").await
     }
 
-    async fn get_task_sync(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<TaskSync>, StoreError> {
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
         self.get(namespace, name, "TaskSync").await
     }
 
-    async fn apply_connection(
-        &self,
-        object: &CalendarConnection,
-    ) -> Result<CalendarConnection, StoreError> {
-        let ns = object
-            .namespace()
-            .unwrap_or_else(|| self.client.default_namespace().to_string());
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
+        let ns = object.namespace().unwrap_or_else(|| self.client.default_namespace().to_string());
         let key = ObjectKey::connection(&ns, &object.name_any());
-        self.apply(object, key, "CalendarConnection", |cur, new| {
-            cur.spec = new.spec.clone()
-        })
-        .await
+        self.apply(object, key, "CalendarConnection", |cur, new| cur.spec = new.spec.clone()).await
     }
 
     async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError> {
-        let ns = object
-            .namespace()
-            .unwrap_or_else(|| self.client.default_namespace().to_string());
+        let ns = object.namespace().unwrap_or_else(|| self.client.default_namespace().to_string());
         let key = ObjectKey::task_sync(&ns, &object.name_any());
-        self.apply(object, key, "TaskSync", |cur, new| {
-            cur.spec = new.spec.clone()
-        })
-        .await
+        self.apply(object, key, "TaskSync", |cur, new| cur.spec = new.spec.clone()).await
     }
 
     async fn patch_connection_status(
@@ -339,9 +277,7 @@ impl Objects for KubeObjects {
         // history is appended concurrently by TaskSync reconciles; leaving the key out of the
         // merge patch leaves it as it is on the server.
         let body = status_merge_patch(status, &["history"])?;
-        let out = self
-            .patch_status_value(namespace, name, "CalendarConnection", &body)
-            .await?;
+        let out = self.patch_status_value(namespace, name, "CalendarConnection", &body).await?;
         self.notify(ObjectKey::connection(namespace, name));
         Ok(out)
     }
@@ -353,9 +289,7 @@ impl Objects for KubeObjects {
         status: &TaskSyncStatus,
     ) -> Result<TaskSync, StoreError> {
         let body = status_merge_patch(status, &[])?;
-        let out = self
-            .patch_status_value(namespace, name, "TaskSync", &body)
-            .await?;
+        let out = self.patch_status_value(namespace, name, "TaskSync", &body).await?;
         self.notify(ObjectKey::task_sync(namespace, name));
         Ok(out)
     }
@@ -393,10 +327,7 @@ impl Objects for KubeObjects {
         self.finalizer_op(key, |meta| {
             // Kubernetes refuses new finalizers on an object being deleted.
             if meta.deletion_timestamp.is_some()
-                || meta
-                    .finalizers
-                    .as_ref()
-                    .is_some_and(|f| f.iter().any(|x| x == finalizer))
+                || meta.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == finalizer))
             {
                 return None;
             }
@@ -407,11 +338,7 @@ impl Objects for KubeObjects {
 
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
         self.finalizer_op(key, |meta| {
-            let index = meta
-                .finalizers
-                .as_ref()?
-                .iter()
-                .position(|f| f == finalizer)?;
+            let index = meta.finalizers.as_ref()?.iter().position(|f| f == finalizer)?;
             Some(remove_finalizer_patch(index, finalizer))
         })
         .await
@@ -426,11 +353,9 @@ impl Objects for KubeObjects {
                 .patch(&key.name, &pp, &Patch::Merge(&body))
                 .await
                 .map(|_| ()),
-            Kind::TaskSync => self
-                .api::<TaskSync>(&key.namespace)
-                .patch(&key.name, &pp, &Patch::Merge(&body))
-                .await
-                .map(|_| ()),
+            Kind::TaskSync => {
+                self.api::<TaskSync>(&key.namespace).patch(&key.name, &pp, &Patch::Merge(&body)).await.map(|_| ())
+            }
         };
         r.map_err(|e| store_error(&key.to_string(), e))?;
         self.notify(key.clone());
@@ -446,60 +371,35 @@ impl Objects for KubeObjects {
             Some(ns) => self.api(ns),
             None => Api::all(self.client.clone()),
         };
-        api.list(&selector(sel))
-            .await
-            .map(|l| l.items)
-            .map_err(|e| store_error("CalendarConnections", e))
+        api.list(&selector(sel)).await.map(|l| l.items).map_err(|e| store_error("CalendarConnections", e))
     }
 
-    async fn list_task_syncs(
-        &self,
-        namespace: Option<&str>,
-        sel: &Labels,
-    ) -> Result<Vec<TaskSync>, StoreError> {
+    async fn list_task_syncs(&self, namespace: Option<&str>, sel: &Labels) -> Result<Vec<TaskSync>, StoreError> {
         let api: Api<TaskSync> = match namespace {
             Some(ns) => self.api(ns),
             None => Api::all(self.client.clone()),
         };
-        api.list(&selector(sel))
-            .await
-            .map(|l| l.items)
-            .map_err(|e| store_error("TaskSyncs", e))
+        api.list(&selector(sel)).await.map(|l| l.items).map_err(|e| store_error("TaskSyncs", e))
     }
 
-    async fn find_task_sync_by_event(
-        &self,
-        namespace: &str,
-        event_id: &str,
-    ) -> Result<Option<TaskSync>, StoreError> {
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
         let matches = |t: &TaskSync| {
             t.namespace().as_deref() == Some(namespace)
                 && t.status.as_ref().and_then(|s| s.event_id.as_deref()) == Some(event_id)
         };
         // The watch cache answers without a LIST; without one (no watch running), list the namespace.
         if let Some(store) = self.cached_task_syncs() {
-            let hit = store
-                .state()
-                .iter()
-                .find_map(|g| g.0.as_ref().ok().filter(|t| matches(t)).cloned());
+            let hit = store.state().iter().find_map(|g| g.0.as_ref().ok().filter(|t| matches(t)).cloned());
             if let Some(t) = hit {
                 // Re-read so the caller gets the current object, not a possibly stale cache copy.
                 return self.get_task_sync(namespace, &t.name_any()).await;
             }
             return Ok(None);
         }
-        Ok(self
-            .list_task_syncs(Some(namespace), &Labels::new())
-            .await?
-            .into_iter()
-            .find(matches))
+        Ok(self.list_task_syncs(Some(namespace), &Labels::new()).await?.into_iter().find(matches))
     }
 
-    async fn read_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<Option<Credentials>, StoreError> {
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
         self.read_secret_credentials(namespace, secret).await
     }
 
@@ -510,15 +410,10 @@ impl Objects for KubeObjects {
         creds: &Credentials,
         owner: &ObjectKey,
     ) -> Result<(), StoreError> {
-        self.write_secret_credentials(namespace, secret, creds, owner)
-            .await
+        self.write_secret_credentials(namespace, secret, creds, owner).await
     }
 
-    async fn delete_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<(), StoreError> {
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
         self.delete_secret_credentials(namespace, secret).await
     }
 
@@ -533,11 +428,7 @@ impl Objects for KubeObjects {
             let Some(conn) = self.get_connection(namespace, name).await? else {
                 return Err(StoreError::NotFound(label));
             };
-            let mut ring = conn
-                .status
-                .as_ref()
-                .map(|s| s.history.clone())
-                .unwrap_or_default();
+            let mut ring = conn.status.as_ref().map(|s| s.history.clone()).unwrap_or_default();
             let out = history::push(&mut ring, entry.clone(), history::CONNECTION_HISTORY_LIMIT);
             // resourceVersion in a patch body is a precondition: a concurrent append is a 409
             // and we read again, so no entry is lost and no id is given twice.
@@ -545,15 +436,7 @@ impl Objects for KubeObjects {
                 "metadata": { "resourceVersion": conn.resource_version() },
                 "status": { "history": ring },
             });
-            match self
-                .patch_status_value::<CalendarConnection>(
-                    namespace,
-                    name,
-                    "CalendarConnection",
-                    &body,
-                )
-                .await
-            {
+            match self.patch_status_value::<CalendarConnection>(namespace, name, "CalendarConnection", &body).await {
                 Ok(_) => {
                     self.notify(ObjectKey::connection(namespace, name));
                     return Ok(out);

@@ -16,9 +16,7 @@ pub fn store_error(what: &str, e: kube::Error) -> StoreError {
     match e {
         kube::Error::Api(s) if s.code == 404 => StoreError::NotFound(what.to_string()),
         kube::Error::Api(s) if s.code == 409 => StoreError::Conflict(what.to_string()),
-        kube::Error::Api(s) if s.code == 400 || s.code == 422 => {
-            StoreError::Invalid(format!("{what}: {}", s.message))
-        }
+        kube::Error::Api(s) if s.code == 400 || s.code == 422 => StoreError::Invalid(format!("{what}: {}", s.message)),
         kube::Error::SerdeError(e) => StoreError::Invalid(format!("{what} cannot be read: {e}")),
         other => StoreError::Unavailable(format!("{what}: {other}")),
     }
@@ -32,20 +30,13 @@ pub(super) fn is_code(e: &kube::Error, code: u16) -> bool {
 /// new status leaves out ("replace the status" semantics with a merge patch).
 fn status_properties<T: schemars::JsonSchema>() -> Vec<String> {
     let schema = schemars::schema_for!(T);
-    schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
+    schema.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// The merge-patch body that makes `status` exactly `new` (except keys in `keep`, left untouched).
-pub fn status_merge_patch<T: Serialize + schemars::JsonSchema>(
-    new: &T,
-    keep: &[&str],
-) -> Result<Value, StoreError> {
-    let mut value = serde_json::to_value(new)
-        .map_err(|e| StoreError::Invalid(format!("status cannot be serialized: {e}")))?;
+pub fn status_merge_patch<T: Serialize + schemars::JsonSchema>(new: &T, keep: &[&str]) -> Result<Value, StoreError> {
+    let mut value =
+        serde_json::to_value(new).map_err(|e| StoreError::Invalid(format!("status cannot be serialized: {e}")))?;
     let Some(map) = value.as_object_mut() else {
         return Err(StoreError::Invalid("status is not an object".into()));
     };
@@ -85,15 +76,10 @@ pub fn remove_finalizer_patch(index: usize, finalizer: &str) -> Value {
 
 /// A DELETE answered with the object: is it only marked (finalizers left) or already gone?
 pub(super) fn still_there<K: Resource>(o: &K) -> bool {
-    o.meta().deletion_timestamp.is_some()
-        && o.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
+    o.meta().deletion_timestamp.is_some() && o.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
 }
 
 pub(super) fn selector(labels: &Labels) -> ListParams {
     let s: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if s.is_empty() {
-        ListParams::default()
-    } else {
-        ListParams::default().labels(&s.join(","))
-    }
+    if s.is_empty() { ListParams::default() } else { ListParams::default().labels(&s.join(",")) }
 }

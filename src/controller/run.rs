@@ -26,9 +26,7 @@ use super::gate::GatedConnector;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::objects::KubeObjects;
-use crate::engine::{
-    Backoff, Engine, EngineConfig, EngineError, Kind, ObjectKey, Outcome, StoreError,
-};
+use crate::engine::{Backoff, Engine, EngineConfig, EngineError, Kind, ObjectKey, Outcome, StoreError};
 use crate::providers::Connector;
 use crate::resources::{CalendarConnection, TaskSync, condition};
 
@@ -56,11 +54,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            watch_namespace: None,
-            concurrency: 4,
-            engine: EngineConfig::default(),
-        }
+        Settings { watch_namespace: None, concurrency: 4, engine: EngineConfig::default() }
     }
 }
 
@@ -124,12 +118,7 @@ fn connection_readiness(c: &GuardedConnection) -> Option<u64> {
     let status = conn.status.as_ref();
     let ready = status.is_some_and(|s| condition::is_true(&s.conditions, "Ready"));
     let default_calendar = status.and_then(|s| s.default_calendar_id.clone());
-    Some(hash_of(&(
-        conn.metadata.generation,
-        ready,
-        default_calendar,
-        conn.metadata.deletion_timestamp.is_some(),
-    )))
+    Some(hash_of(&(conn.metadata.generation, ready, default_calendar, conn.metadata.deletion_timestamp.is_some())))
 }
 
 fn leader_gains(leadership: &Leadership) -> impl Stream<Item = ()> + Send + 'static {
@@ -145,10 +134,7 @@ fn leader_gains(leadership: &Leadership) -> impl Stream<Item = ()> + Send + 'sta
     })
 }
 
-async fn reconcile_task_sync(
-    obj: Arc<GuardedTaskSync>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+async fn reconcile_task_sync(obj: Arc<GuardedTaskSync>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let key = ObjectKey::task_sync(&ns, &name);
@@ -159,10 +145,7 @@ async fn reconcile_task_sync(
     reconcile(ctx, key, "tasksync").await
 }
 
-async fn reconcile_connection(
-    obj: Arc<GuardedConnection>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+async fn reconcile_connection(obj: Arc<GuardedConnection>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let key = ObjectKey::connection(&ns, &name);
@@ -190,11 +173,7 @@ async fn report_invalid(ctx: &Context, key: &ObjectKey, error: &str) {
     }
 }
 
-async fn reconcile(
-    ctx: Arc<Context>,
-    key: ObjectKey,
-    kind: &'static str,
-) -> Result<Action, ReconcileError> {
+async fn reconcile(ctx: Arc<Context>, key: ObjectKey, kind: &'static str) -> Result<Action, ReconcileError> {
     // Followers keep their caches warm but do nothing; the leader-gain trigger reconciles
     // everything when this replica becomes leader.
     if !ctx.leadership.is_leader() {
@@ -202,22 +181,13 @@ async fn reconcile(
     }
     let timer = ctx.metrics.start(kind);
     let result = match key.kind {
-        Kind::TaskSync => {
-            ctx.engine
-                .reconcile_task_sync(&key.namespace, &key.name)
-                .await
-        }
-        Kind::CalendarConnection => {
-            ctx.engine
-                .reconcile_connection(&key.namespace, &key.name)
-                .await
-        }
+        Kind::TaskSync => ctx.engine.reconcile_task_sync(&key.namespace, &key.name).await,
+        Kind::CalendarConnection => ctx.engine.reconcile_connection(&key.namespace, &key.name).await,
     };
     match result {
         Ok(outcome) => {
             timer.finish(Ok(()));
-            ctx.failures()
-                .remove(&(key.kind, key.namespace.clone(), key.name.clone()));
+            ctx.failures().remove(&(key.kind, key.namespace.clone(), key.name.clone()));
             tracing::debug!(object = %key, ?outcome, "reconciled");
             Ok(to_action(outcome))
         }
@@ -232,9 +202,7 @@ async fn reconcile(
 fn error_policy(key: ObjectKey, error: &ReconcileError, ctx: &Context) -> Action {
     let attempts = {
         let mut f = ctx.failures();
-        let n = f
-            .entry((key.kind, key.namespace.clone(), key.name.clone()))
-            .or_insert(0);
+        let n = f.entry((key.kind, key.namespace.clone(), key.name.clone())).or_insert(0);
         *n = n.saturating_add(1);
         *n
     };
@@ -254,9 +222,7 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     loop {
-        if let Ok(result) =
-            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
-        {
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
             return result.is_ok();
         }
     }
@@ -290,11 +256,8 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let ns = settings.watch_namespace.as_deref();
-    let gated: Arc<dyn Connector> = Arc::new(GatedConnector {
-        inner: connector,
-        leadership: leadership.clone(),
-        metrics: metrics.clone(),
-    });
+    let gated: Arc<dyn Connector> =
+        Arc::new(GatedConnector { inner: connector, leadership: leadership.clone(), metrics: metrics.clone() });
     let engine = Engine::new(Arc::new(objects.clone()), gated, settings.engine.clone());
     let ctx = Arc::new(Context {
         engine,
@@ -309,71 +272,44 @@ pub async fn run(
     let (ts_reader, ts_writer) = reflector::store::<GuardedTaskSync>();
     objects.set_task_sync_store(ts_reader.clone());
     let feed = objects.clone();
-    let ts_trigger = watcher(
-        api_for::<GuardedTaskSync>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(ts_writer)
-    .touched_objects()
-    .inspect_ok(move |o| {
-        feed.notify(ObjectKey::task_sync(
-            &o.namespace().unwrap_or_default(),
-            &o.name_any(),
-        ))
-    })
-    // Status-only changes (our own writes) do not pass; spec changes, deletion marks and
-    // finalizer changes do.
-    .predicate_filter(
-        predicates::generation.combine(predicates::finalizers),
-        Default::default(),
-    );
+    let ts_trigger = watcher(api_for::<GuardedTaskSync>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(ts_writer)
+        .touched_objects()
+        .inspect_ok(move |o| feed.notify(ObjectKey::task_sync(&o.namespace().unwrap_or_default(), &o.name_any())))
+        // Status-only changes (our own writes) do not pass; spec changes, deletion marks and
+        // finalizer changes do.
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
 
     // Connections, for their own controller.
     let (conn_reader, conn_writer) = reflector::store::<GuardedConnection>();
     let feed = objects.clone();
-    let conn_trigger = watcher(
-        api_for::<GuardedConnection>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(conn_writer)
-    .touched_objects()
-    .inspect_ok(move |o| {
-        feed.notify(ObjectKey::connection(
-            &o.namespace().unwrap_or_default(),
-            &o.name_any(),
-        ))
-    })
-    .predicate_filter(
-        predicates::generation.combine(predicates::finalizers),
-        Default::default(),
-    );
+    let conn_trigger = watcher(api_for::<GuardedConnection>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(conn_writer)
+        .touched_objects()
+        .inspect_ok(move |o| feed.notify(ObjectKey::connection(&o.namespace().unwrap_or_default(), &o.name_any())))
+        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
 
     // Connections again, for the TaskSyncs that use them (readiness changes are status-only).
     let ts_store = ts_reader.clone();
-    let conn_for_ts = watcher(
-        api_for::<GuardedConnection>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .filter_map(|event| async move {
-        match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Ok(o)),
-            // The object of a DELETE event need not carry a deletion mark, so the readiness
-            // hash could be unchanged and the predicate would drop the one event that matters
-            // most (TaskSyncs must learn their connection is gone). Mark it.
-            Ok(watcher::Event::Delete(mut o)) => {
-                o.meta_mut()
-                    .deletion_timestamp
-                    .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
-                Some(Ok(o))
+    let conn_for_ts = watcher(api_for::<GuardedConnection>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Ok(o)),
+                // The object of a DELETE event need not carry a deletion mark, so the readiness
+                // hash could be unchanged and the predicate would drop the one event that matters
+                // most (TaskSyncs must learn their connection is gone). Mark it.
+                Ok(watcher::Event::Delete(mut o)) => {
+                    o.meta_mut().deletion_timestamp.get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
+                    Some(Ok(o))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
             }
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
-    })
-    .predicate_filter(connection_readiness, Default::default());
+        })
+        .predicate_filter(connection_readiness, Default::default());
     let mapper = move |conn: GuardedConnection| {
         let conn_ns = conn.namespace().unwrap_or_default();
         let conn_name = conn.name_any();
@@ -382,9 +318,7 @@ pub async fn run(
             .into_iter()
             .filter(|t| {
                 t.namespace().as_deref() == Some(conn_ns.as_str())
-                    && t.0
-                        .as_ref()
-                        .is_ok_and(|t| t.spec.connection_ref.name == conn_name)
+                    && t.0.as_ref().is_ok_and(|t| t.spec.connection_ref.name == conn_name)
             })
             .map(|t| ObjectRef::from_obj(&*t))
             .collect::<Vec<_>>()
@@ -402,8 +336,7 @@ pub async fn run(
     }
     // Keep the leader gauge current (leadership can also lapse without a renewal attempt).
     {
-        let (leadership, metrics, mut stop) =
-            (leadership.clone(), metrics.clone(), shutdown.clone());
+        let (leadership, metrics, mut stop) = (leadership.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
             loop {
                 metrics.set_leader(leadership.is_leader());
@@ -424,11 +357,7 @@ pub async fn run(
         .run(
             reconcile_task_sync,
             |obj, err, ctx: Arc<Context>| {
-                error_policy(
-                    ObjectKey::task_sync(&obj.namespace().unwrap_or_default(), &obj.name_any()),
-                    err,
-                    &ctx,
-                )
+                error_policy(ObjectKey::task_sync(&obj.namespace().unwrap_or_default(), &obj.name_any()), err, &ctx)
             },
             ctx.clone(),
         )
@@ -444,11 +373,7 @@ pub async fn run(
         .run(
             reconcile_connection,
             |obj, err, ctx: Arc<Context>| {
-                error_policy(
-                    ObjectKey::connection(&obj.namespace().unwrap_or_default(), &obj.name_any()),
-                    err,
-                    &ctx,
-                )
+                error_policy(ObjectKey::connection(&obj.namespace().unwrap_or_default(), &obj.name_any()), err, &ctx)
             },
             ctx,
         )
@@ -468,10 +393,7 @@ mod tests {
     #[test]
     fn outcome_maps_to_action() {
         assert_eq!(to_action(Outcome::Done), Action::await_change());
-        assert_eq!(
-            to_action(Outcome::Requeue(Duration::from_secs(3))),
-            Action::requeue(Duration::from_secs(3))
-        );
+        assert_eq!(to_action(Outcome::Requeue(Duration::from_secs(3))), Action::requeue(Duration::from_secs(3)));
     }
 
     #[test]
@@ -484,34 +406,23 @@ mod tests {
         .unwrap();
         let before = connection_readiness(&DeserializeGuard(Ok(c.clone())));
         c.status = Some(Default::default());
-        c.status
-            .as_mut()
-            .unwrap()
-            .history
-            .push(crate::resources::HistoryEntry {
-                id: 1,
-                time: chrono::Utc::now(),
-                task_id: None,
-                event_id: None,
-                direction: crate::resources::Direction::ToCalendar,
-                operation: crate::resources::Operation::Create,
-                status: crate::resources::SyncStatus::Success,
-                error: None,
-            });
-        assert_eq!(
-            before,
-            connection_readiness(&DeserializeGuard(Ok(c.clone())))
-        );
-        c.status
-            .as_mut()
-            .unwrap()
-            .conditions
-            .push(crate::resources::Condition::new(
-                "Ready",
-                crate::resources::ConditionStatus::True,
-                "Ok",
-                "",
-            ));
+        c.status.as_mut().unwrap().history.push(crate::resources::HistoryEntry {
+            id: 1,
+            time: chrono::Utc::now(),
+            task_id: None,
+            event_id: None,
+            direction: crate::resources::Direction::ToCalendar,
+            operation: crate::resources::Operation::Create,
+            status: crate::resources::SyncStatus::Success,
+            error: None,
+        });
+        assert_eq!(before, connection_readiness(&DeserializeGuard(Ok(c.clone()))));
+        c.status.as_mut().unwrap().conditions.push(crate::resources::Condition::new(
+            "Ready",
+            crate::resources::ConditionStatus::True,
+            "Ok",
+            "",
+        ));
         assert_ne!(before, connection_readiness(&DeserializeGuard(Ok(c))));
     }
 }

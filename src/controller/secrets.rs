@@ -58,22 +58,12 @@ impl KubeObjects {
         namespace: &str,
         secret: &SecretRef,
     ) -> Result<Option<Credentials>, StoreError> {
-        let Some(s) = self
-            .get::<Secret>(namespace, &secret.name, "Secret")
-            .await?
-        else {
+        let Some(s) = self.get::<Secret>(namespace, &secret.name, "Secret").await? else {
             return Ok(None);
         };
-        let json_key = secret
-            .key
-            .as_deref()
-            .unwrap_or(credentials::CREDENTIALS_KEY);
-        let mut data: BTreeMap<String, Vec<u8>> = s
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
+        let json_key = secret.key.as_deref().unwrap_or(credentials::CREDENTIALS_KEY);
+        let mut data: BTreeMap<String, Vec<u8>> =
+            s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         // stringData is write-only on a real server, but a hand-made object may carry it.
         for (k, v) in s.string_data.unwrap_or_default() {
             data.entry(k).or_insert_with(|| v.into_bytes());
@@ -83,13 +73,7 @@ impl KubeObjects {
         }
         credentials::from_secret_data(&data, secret.key.as_deref())
             .map(Some)
-            .map_err(|e| {
-                StoreError::Invalid(format!(
-                    "Secret {namespace}/{}: {}",
-                    secret.name,
-                    redacted(&e)
-                ))
-            })
+            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {}", secret.name, redacted(&e))))
     }
 
     pub(super) async fn write_secret_credentials(
@@ -102,15 +86,9 @@ impl KubeObjects {
         let json = serde_json::to_vec(creds)
             .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
         let sealed = self.sealer.seal(json)?;
-        let owner_meta = self
-            .meta_of(owner)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(owner.to_string()))?;
+        let owner_meta = self.meta_of(owner).await?.ok_or_else(|| StoreError::NotFound(owner.to_string()))?;
         let (api_version, kind) = match owner.kind {
-            Kind::CalendarConnection => (
-                CalendarConnection::api_version(&()),
-                CalendarConnection::kind(&()),
-            ),
+            Kind::CalendarConnection => (CalendarConnection::api_version(&()), CalendarConnection::kind(&())),
             Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
         };
         let owner_ref = OwnerReference {
@@ -120,17 +98,11 @@ impl KubeObjects {
             uid: owner_meta.uid.unwrap_or_default(),
             ..Default::default()
         };
-        let key = secret
-            .key
-            .clone()
-            .unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
+        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
         let api = self.api::<Secret>(namespace);
         let label = format!("Secret {namespace}/{}", secret.name);
         for _ in 0..CONFLICT_RETRIES {
-            let current = api
-                .get_opt(&secret.name)
-                .await
-                .map_err(|e| store_error(&label, e))?;
+            let current = api.get_opt(&secret.name).await.map_err(|e| store_error(&label, e))?;
             let mut s = current.clone().unwrap_or_default();
             s.metadata.name = Some(secret.name.clone());
             s.metadata.namespace = Some(namespace.to_string());
@@ -142,10 +114,7 @@ impl KubeObjects {
             s.type_ = Some(s.type_.unwrap_or_else(|| "Opaque".into()));
             s.data = Some(BTreeMap::from([(key.clone(), ByteString(sealed.clone()))]));
             s.string_data = None;
-            let pp = PostParams {
-                field_manager: Some(self.field_manager.clone()),
-                ..Default::default()
-            };
+            let pp = PostParams { field_manager: Some(self.field_manager.clone()), ..Default::default() };
             let r = match current {
                 None => api.create(&pp, &s).await,
                 Some(_) => api.replace(&secret.name, &pp, &s).await,
@@ -165,17 +134,10 @@ impl KubeObjects {
         namespace: &str,
         secret: &SecretRef,
     ) -> Result<(), StoreError> {
-        match self
-            .api::<Secret>(namespace)
-            .delete(&secret.name, &DeleteParams::default())
-            .await
-        {
+        match self.api::<Secret>(namespace).delete(&secret.name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) => Err(store_error(
-                &format!("Secret {namespace}/{}", secret.name),
-                e,
-            )),
+            Err(e) => Err(store_error(&format!("Secret {namespace}/{}", secret.name), e)),
         }
     }
 }

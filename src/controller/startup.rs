@@ -40,44 +40,28 @@ pub async fn connect(timeout: Duration) -> Result<Client, StartupError> {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(StartupError::NoConfig(e.to_string())),
         Err(_) => {
-            return Err(StartupError::NoConfig(
-                "reading the configuration timed out".into(),
-            ));
+            return Err(StartupError::NoConfig("reading the configuration timed out".into()));
         }
     };
     let server = config.cluster_url.to_string();
     // A black-holed address must not eat the whole start-up budget in one connect.
     config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
-    let client = Client::try_from(config).map_err(|e| StartupError::Client {
-        server: server.clone(),
-        reason: e.to_string(),
-    })?;
+    let client =
+        Client::try_from(config).map_err(|e| StartupError::Client { server: server.clone(), reason: e.to_string() })?;
     preflight(&client, &server, timeout).await?;
     Ok(client)
 }
 
 /// One cheap LIST (limit 1) of TaskSyncs: reachability, CRDs and RBAC in one request.
-pub async fn preflight(
-    client: &Client,
-    server: &str,
-    timeout: Duration,
-) -> Result<(), StartupError> {
+pub async fn preflight(client: &Client, server: &str, timeout: Duration) -> Result<(), StartupError> {
     let api: Api<TaskSync> = Api::all(client.clone());
     match tokio::time::timeout(timeout, api.list_metadata(&ListParams::default().limit(1))).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(StartupError::CrdMissing {
-            server: server.into(),
-        }),
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(StartupError::CrdMissing { server: server.into() }),
         Ok(Err(kube::Error::Api(s))) if s.code == 401 || s.code == 403 => {
-            Err(StartupError::Forbidden {
-                server: server.into(),
-                reason: s.message,
-            })
+            Err(StartupError::Forbidden { server: server.into(), reason: s.message })
         }
-        Ok(Err(e)) => Err(StartupError::Unreachable {
-            server: server.into(),
-            reason: e.to_string(),
-        }),
+        Ok(Err(e)) => Err(StartupError::Unreachable { server: server.into(), reason: e.to_string() }),
         Err(_) => Err(StartupError::Unreachable {
             server: server.into(),
             reason: format!("no answer within {} s", timeout.as_secs()),

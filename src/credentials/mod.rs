@@ -28,11 +28,7 @@ pub enum Credentials {
     OAuth {
         #[serde(serialize_with = "expose")]
         refresh_token: SecretString,
-        #[serde(
-            default,
-            skip_serializing_if = "Option::is_none",
-            serialize_with = "expose_opt"
-        )]
+        #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "expose_opt")]
         access_token: Option<SecretString>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<DateTime<Utc>>,
@@ -55,11 +51,9 @@ fn expose_opt<S: serde::Serializer>(s: &Option<SecretString>, ser: S) -> Result<
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Credentials::Basic { username, .. } => f
-                .debug_struct("Basic")
-                .field("username", username)
-                .field("password", &"[redacted]")
-                .finish(),
+            Credentials::Basic { username, .. } => {
+                f.debug_struct("Basic").field("username", username).field("password", &"[redacted]").finish()
+            }
             Credentials::OAuth { expires_at, .. } => f
                 .debug_struct("OAuth")
                 .field("refresh_token", &"[redacted]")
@@ -72,31 +66,15 @@ impl std::fmt::Debug for Credentials {
 impl PartialEq for Credentials {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
+            (Credentials::Basic { username: u1, password: p1 }, Credentials::Basic { username: u2, password: p2 }) => {
+                u1 == u2 && p1.expose_secret() == p2.expose_secret()
+            }
             (
-                Credentials::Basic {
-                    username: u1,
-                    password: p1,
-                },
-                Credentials::Basic {
-                    username: u2,
-                    password: p2,
-                },
-            ) => u1 == u2 && p1.expose_secret() == p2.expose_secret(),
-            (
-                Credentials::OAuth {
-                    refresh_token: r1,
-                    access_token: a1,
-                    expires_at: e1,
-                },
-                Credentials::OAuth {
-                    refresh_token: r2,
-                    access_token: a2,
-                    expires_at: e2,
-                },
+                Credentials::OAuth { refresh_token: r1, access_token: a1, expires_at: e1 },
+                Credentials::OAuth { refresh_token: r2, access_token: a2, expires_at: e2 },
             ) => {
                 r1.expose_secret() == r2.expose_secret()
-                    && a1.as_ref().map(|s| s.expose_secret())
-                        == a2.as_ref().map(|s| s.expose_secret())
+                    && a1.as_ref().map(|s| s.expose_secret()) == a2.as_ref().map(|s| s.expose_secret())
                     && e1 == e2
             }
             _ => false,
@@ -107,9 +85,7 @@ impl PartialEq for Credentials {
 /// Why a credentials Secret could not be read. Messages never include secret values.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialsError {
-    #[error(
-        "credentials Secret has none of the expected keys: set `username` and `password` (CalDAV/iCloud), `refresh_token` (Google/Outlook), or calsync's `credentials` key"
-    )]
+    #[error("credentials Secret has none of the expected keys: set `username` and `password` (CalDAV/iCloud), `refresh_token` (Google/Outlook), or calsync's `credentials` key")]
     NoKnownKeys,
     #[error("credentials Secret key `{0}` is not valid UTF-8 text")]
     NotUtf8(String),
@@ -124,42 +100,26 @@ pub enum CredentialsError {
 /// Read a Secret's data in either form (DESIGN §3): calsync's `credentials` JSON under `key`
 /// (default `credentials`), or plain keys written by a platform team. Decryption of the
 /// calsync-written form happens in the store before this is called.
-pub fn from_secret_data(
-    data: &BTreeMap<String, Vec<u8>>,
-    key: Option<&str>,
-) -> Result<Credentials, CredentialsError> {
+pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>, key: Option<&str>) -> Result<Credentials, CredentialsError> {
     let text = |k: &str| -> Result<Option<String>, CredentialsError> {
         data.get(k)
-            .map(|v| {
-                String::from_utf8(v.clone()).map_err(|_| CredentialsError::NotUtf8(k.to_string()))
-            })
+            .map(|v| String::from_utf8(v.clone()).map_err(|_| CredentialsError::NotUtf8(k.to_string())))
             .transpose()
     };
     let json_key = key.unwrap_or(CREDENTIALS_KEY);
     if let Some(json) = text(json_key)? {
-        return serde_json::from_str(&json).map_err(|e| CredentialsError::BadJson {
-            key: json_key.to_string(),
-            reason: e.to_string(),
-        });
+        return serde_json::from_str(&json)
+            .map_err(|e| CredentialsError::BadJson { key: json_key.to_string(), reason: e.to_string() });
     }
     match (text("username")?, text("password")?) {
         (Some(username), Some(password)) => {
-            return Ok(Credentials::Basic {
-                username,
-                password: SecretString::from(password),
-            });
+            return Ok(Credentials::Basic { username, password: SecretString::from(password) });
         }
         (Some(_), None) => {
-            return Err(CredentialsError::Incomplete {
-                present: "username".into(),
-                missing: "password".into(),
-            });
+            return Err(CredentialsError::Incomplete { present: "username".into(), missing: "password".into() });
         }
         (None, Some(_)) => {
-            return Err(CredentialsError::Incomplete {
-                present: "password".into(),
-                missing: "username".into(),
-            });
+            return Err(CredentialsError::Incomplete { present: "password".into(), missing: "username".into() });
         }
         (None, None) => {}
     }
@@ -182,67 +142,35 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
     }
 
     #[test]
     fn plain_basic_keys() {
-        let c = from_secret_data(
-            &data(&[("username", "u@icloud.com"), ("password", "abcd-efgh")]),
-            None,
-        )
-        .unwrap();
+        let c = from_secret_data(&data(&[("username", "u@icloud.com"), ("password", "abcd-efgh")]), None).unwrap();
         assert!(matches!(&c, Credentials::Basic { username, .. } if username == "u@icloud.com"));
         let dbg = format!("{c:?}");
-        assert!(
-            !dbg.contains("abcd-efgh"),
-            "Debug leaked the password: {dbg}"
-        );
+        assert!(!dbg.contains("abcd-efgh"), "Debug leaked the password: {dbg}");
     }
 
     #[test]
     fn plain_oauth_keys_and_errors() {
-        let c = from_secret_data(
-            &data(&[
-                ("refresh_token", "r-secret"),
-                ("expires_at", "2026-01-01T00:00:00Z"),
-            ]),
-            None,
-        )
-        .unwrap();
-        assert!(matches!(
-            c,
-            Credentials::OAuth {
-                expires_at: Some(_),
-                ..
-            }
-        ));
+        let c = from_secret_data(&data(&[("refresh_token", "r-secret"), ("expires_at", "2026-01-01T00:00:00Z")]), None)
+            .unwrap();
+        assert!(matches!(c, Credentials::OAuth { expires_at: Some(_), .. }));
         assert!(!format!("{c:?}").contains("r-secret"));
         assert_eq!(
             from_secret_data(&data(&[("username", "u")]), None).unwrap_err(),
-            CredentialsError::Incomplete {
-                present: "username".into(),
-                missing: "password".into()
-            }
+            CredentialsError::Incomplete { present: "username".into(), missing: "password".into() }
         );
-        assert_eq!(
-            from_secret_data(&data(&[]), None).unwrap_err(),
-            CredentialsError::NoKnownKeys
-        );
-        let err = from_secret_data(&data(&[("credentials", "{not json secret-value")]), None)
-            .unwrap_err();
+        assert_eq!(from_secret_data(&data(&[]), None).unwrap_err(), CredentialsError::NoKnownKeys);
+        let err = from_secret_data(&data(&[("credentials", "{not json secret-value")]), None).unwrap_err();
         assert!(!err.to_string().contains("secret-value"));
     }
 
     #[test]
     fn json_form_round_trips() {
-        let c = Credentials::Basic {
-            username: "u".into(),
-            password: SecretString::from("p"),
-        };
+        let c = Credentials::Basic { username: "u".into(), password: SecretString::from("p") };
         let json = serde_json::to_string(&c).unwrap();
         let back = from_secret_data(&data(&[("creds", &json)]), Some("creds")).unwrap();
         assert_eq!(back, c);

@@ -16,10 +16,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            base: Duration::from_secs(5),
-            cap: Duration::from_secs(300),
-        }
+        Backoff { base: Duration::from_secs(5), cap: Duration::from_secs(300) }
     }
 }
 
@@ -52,10 +49,7 @@ mod tests {
         assert_eq!(b.delay(2, None), Duration::from_secs(10));
         assert_eq!(b.delay(10, None), Duration::from_secs(300));
         assert_eq!(b.delay(u32::MAX, None), Duration::from_secs(300));
-        assert_eq!(
-            b.delay(1, Some(Duration::from_secs(42))),
-            Duration::from_secs(42)
-        );
+        assert_eq!(b.delay(1, Some(Duration::from_secs(42))), Duration::from_secs(42));
         let j = jitter(Duration::from_secs(10));
         assert!(j >= Duration::from_secs(10) && j <= Duration::from_secs(11));
     }

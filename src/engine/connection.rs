@@ -12,28 +12,13 @@ use crate::providers::{ProviderError, Target};
 use crate::resources::condition::{self, Condition, ConditionStatus, set_condition};
 
 fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition::new(
-        type_,
-        if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        reason,
-        message,
-    )
+    Condition::new(type_, if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
 }
 
 impl Engine {
     /// Reconcile the CalendarConnection `namespace/name`.
-    pub async fn reconcile_connection(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Outcome, EngineError> {
-        let Some(conn) = self.objects.get_connection(namespace, name).await? else {
-            return Ok(Outcome::Done);
-        };
+    pub async fn reconcile_connection(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
+        let Some(conn) = self.objects.get_connection(namespace, name).await? else { return Ok(Outcome::Done) };
         if conn.meta().deletion_timestamp.is_some() {
             return Ok(Outcome::Done);
         }
@@ -46,46 +31,28 @@ impl Engine {
 
         if !conn.spec.active {
             let msg = "the user disconnected this calendar; nothing is synced until it is connected again";
-            set_condition(
-                &mut st.conditions,
-                cond("Ready", false, "Disconnected", msg),
-                generation,
-                now,
-            );
+            set_condition(&mut st.conditions, cond("Ready", false, "Disconnected", msg), generation, now);
             st.observed_generation = generation;
             if write(&st) {
-                self.objects
-                    .patch_connection_status(namespace, name, &st)
-                    .await?;
+                self.objects.patch_connection_status(namespace, name, &st).await?;
             }
             return Ok(Outcome::Done);
         }
 
         let spec_changed = st.observed_generation != generation;
         let ready = condition::is_true(&st.conditions, "Ready");
-        let recheck =
-            chrono::Duration::from_std(self.config.connection_recheck).unwrap_or_default();
-        if !spec_changed
-            && ready
-            && let Some(last) = st.last_check_time
-        {
+        let recheck = chrono::Duration::from_std(self.config.connection_recheck).unwrap_or_default();
+        if !spec_changed && ready && let Some(last) = st.last_check_time {
             let due = last + recheck;
             if due > now {
-                return Ok(Outcome::Requeue(jitter(
-                    (due - now).to_std().unwrap_or_default(),
-                )));
+                return Ok(Outcome::Requeue(jitter((due - now).to_std().unwrap_or_default())));
             }
         }
-        if !spec_changed
-            && st.failed_attempts > 0
-            && let Some(failed) = st.last_failure_time
-        {
+        if !spec_changed && st.failed_attempts > 0 && let Some(failed) = st.last_failure_time {
             let delay = self.config.backoff.delay(st.failed_attempts, None);
             let due = failed + chrono::Duration::from_std(delay).unwrap_or_default();
             if due > now {
-                return Ok(Outcome::Requeue(jitter(
-                    (due - now).to_std().unwrap_or_default(),
-                )));
+                return Ok(Outcome::Requeue(jitter((due - now).to_std().unwrap_or_default())));
             }
         }
         st.observed_generation = generation;
@@ -94,25 +61,11 @@ impl Engine {
         let creds = match self.objects.read_credentials(namespace, secret).await {
             Ok(Some(c)) => c,
             Ok(None) => {
-                let msg = format!(
-                    "credentials Secret {:?} does not exist in namespace {namespace:?}; create it (see examples/) or connect through the REST API",
-                    secret.name
-                );
-                return self
-                    .connection_failed(
-                        &key,
-                        &old,
-                        st,
-                        "CredentialsMissing",
-                        &msg,
-                        self.config.wait_requeue,
-                    )
-                    .await;
+                let msg = format!("credentials Secret {:?} does not exist in namespace {namespace:?}; create it (see examples/) or connect through the REST API", secret.name);
+                return self.connection_failed(&key, &old, st, "CredentialsMissing", &msg, self.config.wait_requeue).await;
             }
             Err(crate::engine::StoreError::Invalid(m)) => {
-                return self
-                    .connection_failed(&key, &old, st, "InvalidCredentials", &m, self.config.resync)
-                    .await;
+                return self.connection_failed(&key, &old, st, "InvalidCredentials", &m, self.config.resync).await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -133,54 +86,22 @@ impl Engine {
             Some(id) => match info.calendars.iter().find(|c| &c.id == id) {
                 Some(c) if c.writable => Some(c.id.clone()),
                 Some(_) => {
-                    let msg = format!(
-                        "calendar {id:?} is read-only for this account; pick a writable calendar in spec.calendarId"
-                    );
-                    return self
-                        .connection_failed(
-                            &key,
-                            &old,
-                            st,
-                            "CalendarNotWritable",
-                            &msg,
-                            self.config.resync,
-                        )
-                        .await;
+                    let msg = format!("calendar {id:?} is read-only for this account; pick a writable calendar in spec.calendarId");
+                    return self.connection_failed(&key, &old, st, "CalendarNotWritable", &msg, self.config.resync).await;
                 }
                 // Google accepts the alias `primary`, which is never listed under that id.
                 None if id == "primary" => Some(id.clone()),
                 None => {
                     let names: Vec<&str> = info.calendars.iter().map(|c| c.id.as_str()).collect();
-                    let msg = format!(
-                        "calendar {id:?} does not exist in this account (it has: {}); fix spec.calendarId",
-                        names.join(", ")
-                    );
-                    return self
-                        .connection_failed(
-                            &key,
-                            &old,
-                            st,
-                            "CalendarNotFound",
-                            &msg,
-                            self.config.resync,
-                        )
-                        .await;
+                    let msg = format!("calendar {id:?} does not exist in this account (it has: {}); fix spec.calendarId", names.join(", "));
+                    return self.connection_failed(&key, &old, st, "CalendarNotFound", &msg, self.config.resync).await;
                 }
             },
             None => info.default_calendar().map(|c| c.id.clone()),
         };
         let Some(default) = default else {
             let msg = "the account has no writable calendar that accepts events; create one in the calendar app";
-            return self
-                .connection_failed(
-                    &key,
-                    &old,
-                    st,
-                    "NoWritableCalendar",
-                    msg,
-                    self.config.resync,
-                )
-                .await;
+            return self.connection_failed(&key, &old, st, "NoWritableCalendar", msg, self.config.resync).await;
         };
         st.calendars = info.calendars;
         st.account_email = info.email;
@@ -190,41 +111,12 @@ impl Engine {
         st.failed_attempts = 0;
         st.last_failure_time = None;
         let g = generation;
-        set_condition(
-            &mut st.conditions,
-            cond(
-                "Authenticated",
-                true,
-                "CredentialsAccepted",
-                "the provider accepted the credentials",
-            ),
-            g,
-            now,
-        );
-        set_condition(
-            &mut st.conditions,
-            cond(
-                "Ready",
-                true,
-                "Connected",
-                "the calendar is connected and usable",
-            ),
-            g,
-            now,
-        );
+        set_condition(&mut st.conditions, cond("Authenticated", true, "CredentialsAccepted", "the provider accepted the credentials"), g, now);
+        set_condition(&mut st.conditions, cond("Ready", true, "Connected", "the calendar is connected and usable"), g, now);
         if write(&st) {
-            self.objects
-                .patch_connection_status(namespace, name, &st)
-                .await?;
+            self.objects.patch_connection_status(namespace, name, &st).await?;
             if !ready {
-                self.publish(
-                    &key,
-                    EventType::Normal,
-                    "Connected",
-                    "Check",
-                    "calendar connected".into(),
-                )
-                .await;
+                self.publish(&key, EventType::Normal, "Connected", "Check", "calendar connected".into()).await;
             }
         }
         Ok(Outcome::Requeue(jitter(self.config.connection_recheck)))
@@ -241,21 +133,8 @@ impl Engine {
         match e.class() {
             ErrorClass::Reauthenticate => {
                 let g = st.observed_generation;
-                set_condition(
-                    &mut st.conditions,
-                    cond("Authenticated", false, "ReconnectRequired", e.to_string()),
-                    g,
-                    now,
-                );
-                self.connection_failed(
-                    key,
-                    old,
-                    st,
-                    "ReconnectRequired",
-                    &e.to_string(),
-                    self.config.resync,
-                )
-                .await
+                set_condition(&mut st.conditions, cond("Authenticated", false, "ReconnectRequired", e.to_string()), g, now);
+                self.connection_failed(key, old, st, "ReconnectRequired", &e.to_string(), self.config.resync).await
             }
             ErrorClass::Retry { after } => {
                 st.failed_attempts = st.failed_attempts.saturating_add(1);
@@ -265,24 +144,14 @@ impl Engine {
                 // next check. A connection that never worked says why it is not Ready yet.
                 if !condition::is_true(&st.conditions, "Ready") {
                     let g = st.observed_generation;
-                    set_condition(
-                        &mut st.conditions,
-                        cond("Ready", false, e.reason(), e.to_string()),
-                        g,
-                        now,
-                    );
+                    set_condition(&mut st.conditions, cond("Ready", false, e.reason(), e.to_string()), g, now);
                 }
                 if *old != st {
-                    self.objects
-                        .patch_connection_status(&key.namespace, &key.name, &st)
-                        .await?;
+                    self.objects.patch_connection_status(&key.namespace, &key.name, &st).await?;
                 }
                 Ok(Outcome::Requeue(jitter(delay)))
             }
-            ErrorClass::Permanent => {
-                self.connection_failed(key, old, st, e.reason(), &e.to_string(), self.config.resync)
-                    .await
-            }
+            ErrorClass::Permanent => self.connection_failed(key, old, st, e.reason(), &e.to_string(), self.config.resync).await,
         }
     }
 
@@ -298,30 +167,14 @@ impl Engine {
         let now = self.now();
         let g = st.observed_generation;
         if reason != "ReconnectRequired" && !condition::is_true(&st.conditions, "Authenticated") {
-            let auth_ok = matches!(
-                reason,
-                "CalendarNotFound" | "CalendarNotWritable" | "NoWritableCalendar"
-            );
-            set_condition(
-                &mut st.conditions,
-                cond("Authenticated", auth_ok, reason, msg),
-                g,
-                now,
-            );
+            let auth_ok = matches!(reason, "CalendarNotFound" | "CalendarNotWritable" | "NoWritableCalendar");
+            set_condition(&mut st.conditions, cond("Authenticated", auth_ok, reason, msg), g, now);
         }
-        set_condition(
-            &mut st.conditions,
-            cond("Ready", false, reason, msg),
-            g,
-            now,
-        );
+        set_condition(&mut st.conditions, cond("Ready", false, reason, msg), g, now);
         st.last_check_time = Some(now);
         if *old != st {
-            self.objects
-                .patch_connection_status(&key.namespace, &key.name, &st)
-                .await?;
-            self.publish(key, EventType::Warning, reason, "Check", msg.to_string())
-                .await;
+            self.objects.patch_connection_status(&key.namespace, &key.name, &st).await?;
+            self.publish(key, EventType::Warning, reason, "Check", msg.to_string()).await;
         }
         Ok(Outcome::Requeue(jitter(requeue)))
     }

@@ -15,11 +15,8 @@ pub const DEFAULT_DURATION_MINUTES: i64 = 60;
 
 /// Parse an IANA zone name.
 pub fn parse_zone(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| {
-        format!(
-            "unknown time zone {name:?}: use an IANA name such as America/New_York or Europe/Berlin"
-        )
-    })
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone {name:?}: use an IANA name such as America/New_York or Europe/Berlin"))
 }
 
 /// A parsed start/end value.
@@ -53,11 +50,7 @@ pub fn parse_time(field: &str, value: &str) -> Result<TimeValue, String> {
 
 /// Parse a Go-style duration (`90m`, `1h30m`, `45s`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "duration {value:?} is not valid: use hours, minutes and seconds such as 45m or 1h30m"
-        )
-    };
+    let bad = || format!("duration {value:?} is not valid: use hours, minutes and seconds such as 45m or 1h30m");
     let mut total = 0i64;
     let mut digits = String::new();
     for c in value.chars() {
@@ -73,10 +66,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
             's' => 1,
             _ => return Err(bad()),
         };
-        total = n
-            .checked_mul(unit)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
+        total = n.checked_mul(unit).and_then(|x| total.checked_add(x)).ok_or_else(bad)?;
     }
     if !digits.is_empty() || total <= 0 || total > 366 * 24 * 3600 {
         return Err(bad());
@@ -97,29 +87,17 @@ fn resolve_local(t: NaiveDateTime, tz: Tz, field: &str) -> Result<DateTime<Utc>,
 
 fn timed(t: TimeValue, zone: Option<Tz>, field: &str) -> Result<EventTime, String> {
     let (utc, local) = match (t, zone) {
-        (TimeValue::Absolute(a), Some(tz)) => {
-            (a.with_timezone(&Utc), a.with_timezone(&tz).naive_local())
-        }
-        (TimeValue::Absolute(a), None) => {
-            (a.with_timezone(&Utc), a.with_timezone(&Utc).naive_local())
-        }
+        (TimeValue::Absolute(a), Some(tz)) => (a.with_timezone(&Utc), a.with_timezone(&tz).naive_local()),
+        (TimeValue::Absolute(a), None) => (a.with_timezone(&Utc), a.with_timezone(&Utc).naive_local()),
         (TimeValue::Local(l), Some(tz)) => (resolve_local(l, tz, field)?, l),
         (TimeValue::Local(_), None) => {
             return Err(format!(
                 "{field} has no UTC offset, so timeZone is required to read it (e.g. America/New_York)"
             ));
         }
-        (TimeValue::Date(_), _) => {
-            return Err(format!(
-                "{field} is a date but start is a date-time: use the same form for both"
-            ));
-        }
+        (TimeValue::Date(_), _) => return Err(format!("{field} is a date but start is a date-time: use the same form for both")),
     };
-    Ok(EventTime::DateTime {
-        utc,
-        local,
-        zone: zone.map(|z| z.name().to_string()),
-    })
+    Ok(EventTime::DateTime { utc, local, zone: zone.map(|z| z.name().to_string()) })
 }
 
 /// The event a TaskSync describes. `uid` and `owner` go into the ownership marker.
@@ -128,15 +106,10 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
     let start = parse_time("start", &spec.start)?;
     let all_day = matches!(start, TimeValue::Date(_));
     if spec.all_day == Some(true) && !all_day {
-        return Err(
-            "allDay is true but start is a date-time: give start as a date (2026-03-05)".into(),
-        );
+        return Err("allDay is true but start is a date-time: give start as a date (2026-03-05)".into());
     }
     if spec.all_day == Some(false) && all_day {
-        return Err(
-            "start is a date, which makes an all-day event, but allDay is false: give a date-time"
-                .into(),
-        );
+        return Err("start is a date, which makes an all-day event, but allDay is false: give a date-time".into());
     }
     if spec.duration.is_some() && spec.end.is_some() {
         return Err("set either duration or end, not both".into());
@@ -145,19 +118,12 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         let end_day = match (&spec.end, &spec.duration) {
             (Some(end), _) => match parse_time("end", end)? {
                 TimeValue::Date(d) => d,
-                _ => {
-                    return Err(
-                        "end must be a date (the day after the last day) for an all-day event"
-                            .into(),
-                    );
-                }
+                _ => return Err("end must be a date (the day after the last day) for an all-day event".into()),
             },
             (None, Some(d)) => {
                 let d = parse_duration(d)?;
                 if d.num_seconds() % 86_400 != 0 {
-                    return Err(
-                        "an all-day event's duration must be whole days (24h, 48h, ...)".into(),
-                    );
+                    return Err("an all-day event's duration must be whole days (24h, 48h, ...)".into());
                 }
                 day + Duration::days(d.num_days())
             }
@@ -169,11 +135,7 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         let end = match (&spec.end, &spec.duration) {
             (Some(end), _) => timed(parse_time("end", end)?, zone, "end")?,
             (None, d) => {
-                let len = d
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()?
-                    .unwrap_or(Duration::minutes(DEFAULT_DURATION_MINUTES));
+                let len = d.as_deref().map(parse_duration).transpose()?.unwrap_or(Duration::minutes(DEFAULT_DURATION_MINUTES));
                 let EventTime::DateTime { utc, .. } = &start else {
                     return Err("start is not a date-time".into());
                 };
@@ -182,11 +144,7 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
                     Some(tz) => end_utc.with_timezone(&tz).naive_local(),
                     None => end_utc.naive_utc(),
                 };
-                EventTime::DateTime {
-                    utc: end_utc,
-                    local,
-                    zone: zone.map(|z| z.name().to_string()),
-                }
+                EventTime::DateTime { utc: end_utc, local, zone: zone.map(|z| z.name().to_string()) }
             }
         };
         (start, end)
@@ -200,13 +158,9 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         return Err("end must be after start".into());
     }
     for line in &spec.recurrence {
-        let ok = ["RRULE:", "EXRULE:", "RDATE", "EXDATE"]
-            .iter()
-            .any(|p| line.starts_with(p));
+        let ok = ["RRULE:", "EXRULE:", "RDATE", "EXDATE"].iter().any(|p| line.starts_with(p));
         if !ok || line.contains(['\r', '\n']) {
-            return Err(format!(
-                "recurrence line {line:?} is not an RFC 5545 RRULE, EXRULE, RDATE or EXDATE line"
-            ));
+            return Err(format!("recurrence line {line:?} is not an RFC 5545 RRULE, EXRULE, RDATE or EXDATE line"));
         }
         if line.starts_with("RRULE:") && !line.contains("FREQ=") {
             return Err(format!("recurrence line {line:?} has no FREQ= part"));
@@ -222,12 +176,7 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         start,
         end,
         recurrence: spec.recurrence.clone(),
-        marker: Marker {
-            owner: owner.to_string(),
-            uid: uid.to_string(),
-            task_id: spec.task_id.clone(),
-            hash: String::new(),
-        },
+        marker: Marker { owner: owner.to_string(), uid: uid.to_string(), task_id: spec.task_id.clone(), hash: String::new() },
     })
 }
 
@@ -270,51 +219,25 @@ mod tests {
             let mut s = spec("2026-03-05");
             s.time_zone = tz.map(String::from);
             let e = desired_event(&s, "uid", "o").unwrap();
-            assert_eq!(
-                e.start,
-                EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 5).unwrap())
-            );
-            assert_eq!(
-                e.end,
-                EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 6).unwrap())
-            );
+            assert_eq!(e.start, EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 5).unwrap()));
+            assert_eq!(e.end, EventTime::Date(NaiveDate::from_ymd_opt(2026, 3, 6).unwrap()));
         }
     }
 
     #[test]
     fn bad_input_is_explained() {
         let mut s = spec("2026-03-05T10:00:00");
-        assert!(
-            desired_event(&s, "u", "o")
-                .unwrap_err()
-                .contains("timeZone is required")
-        );
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("timeZone is required"));
         s.time_zone = Some("Mars/Olympus".into());
-        assert!(
-            desired_event(&s, "u", "o")
-                .unwrap_err()
-                .contains("unknown time zone")
-        );
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("unknown time zone"));
         s.time_zone = Some("Europe/Berlin".into());
         s.end = Some("2026-03-05T09:00:00".into());
-        assert!(
-            desired_event(&s, "u", "o")
-                .unwrap_err()
-                .contains("end must be after start")
-        );
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("end must be after start"));
         s.end = None;
         s.start = "2026-03-29T02:30:00".into();
-        assert!(
-            desired_event(&s, "u", "o")
-                .unwrap_err()
-                .contains("does not exist")
-        );
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("does not exist"));
         s.start = "2026-13-40T00:00:00".into();
-        assert!(
-            desired_event(&s, "u", "o")
-                .unwrap_err()
-                .contains("is not a time")
-        );
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("is not a time"));
         for d in ["0m", "m", "5x", "99999999999999h"] {
             assert!(parse_duration(d).is_err(), "{d}");
         }

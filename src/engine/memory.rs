@@ -14,8 +14,7 @@ use tokio::sync::broadcast;
 use super::objects::{Deletion, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::credentials::{self, Credentials};
 use crate::resources::{
-    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync,
-    TaskSyncStatus, history,
+    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus, history,
 };
 
 /// Store operations that can be made to fail.
@@ -59,9 +58,7 @@ fn key_of(ns: &str, name: &str) -> (String, String) {
 }
 
 fn matches(labels: Option<&BTreeMap<String, String>>, selector: &Labels) -> bool {
-    selector
-        .iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
 /// Shared metadata rules for both kinds.
@@ -95,10 +92,7 @@ fn apply_into<K: Stored>(
     what: &str,
 ) -> Result<K, StoreError> {
     let meta = object.meta();
-    let name = meta
-        .name
-        .clone()
-        .ok_or_else(|| StoreError::Invalid(format!("{what}: metadata.name is required")))?;
+    let name = meta.name.clone().ok_or_else(|| StoreError::Invalid(format!("{what}: metadata.name is required")))?;
     let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let k = key_of(&ns, &name);
     match table.get_mut(&k) {
@@ -139,10 +133,7 @@ fn apply_into<K: Stored>(
 impl MemoryObjects {
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(1024);
-        MemoryObjects {
-            state: Arc::new(Mutex::new(State::default())),
-            changes,
-        }
+        MemoryObjects { state: Arc::new(Mutex::new(State::default())), changes }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -215,32 +206,24 @@ impl MemoryObjects {
         let k = key_of(&key.namespace, &key.name);
         let (changed, gone) = match key.kind {
             Kind::CalendarConnection => {
-                let obj = s
-                    .connections
-                    .get_mut(&k)
-                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let obj = s.connections.get_mut(&k).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
                 let changed = f(obj.meta_mut());
                 if changed {
                     obj.meta_mut().resource_version = Some(rv.to_string());
                 }
-                let gone = obj.meta().deletion_timestamp.is_some()
-                    && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
+                let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
                 if gone {
                     s.connections.remove(&k);
                 }
                 (changed, gone)
             }
             Kind::TaskSync => {
-                let obj = s
-                    .task_syncs
-                    .get_mut(&k)
-                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let obj = s.task_syncs.get_mut(&k).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
                 let changed = f(obj.meta_mut());
                 if changed {
                     obj.meta_mut().resource_version = Some(rv.to_string());
                 }
-                let gone = obj.meta().deletion_timestamp.is_some()
-                    && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
+                let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
                 if gone {
                     s.task_syncs.remove(&k);
                 }
@@ -257,30 +240,19 @@ impl MemoryObjects {
 
 #[async_trait]
 impl Objects for MemoryObjects {
-    async fn get_connection(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<CalendarConnection>, StoreError> {
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Get, None)?;
         Ok(s.connections.get(&key_of(namespace, name)).cloned())
     }
 
-    async fn get_task_sync(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<TaskSync>, StoreError> {
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Get, None)?;
         Ok(s.task_syncs.get(&key_of(namespace, name)).cloned())
     }
 
-    async fn apply_connection(
-        &self,
-        object: &CalendarConnection,
-    ) -> Result<CalendarConnection, StoreError> {
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
         let mut s = self.lock();
         let key = ObjectKey::connection(
             object.meta().namespace.as_deref().unwrap_or("default"),
@@ -318,15 +290,8 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::PatchStatus, Some(&key))?;
         let rv = Self::next_rv(&mut s);
-        let obj = s
-            .connections
-            .get_mut(&key_of(namespace, name))
-            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let history = obj
-            .status
-            .as_ref()
-            .map(|st| st.history.clone())
-            .unwrap_or_default();
+        let obj = s.connections.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let history = obj.status.as_ref().map(|st| st.history.clone()).unwrap_or_default();
         let mut new = status.clone();
         new.history = history;
         obj.status = Some(new);
@@ -347,10 +312,7 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::PatchStatus, Some(&key))?;
         let rv = Self::next_rv(&mut s);
-        let obj = s
-            .task_syncs
-            .get_mut(&key_of(namespace, name))
-            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let obj = s.task_syncs.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         obj.status = Some(status.clone());
         obj.meta_mut().resource_version = Some(rv.to_string());
         let out = obj.clone();
@@ -379,11 +341,7 @@ impl Objects for MemoryObjects {
             marked = m.finalizers.as_ref().is_some_and(|f| !f.is_empty());
             true
         })?;
-        Ok(if marked {
-            Deletion::Marked
-        } else {
-            Deletion::Deleted
-        })
+        Ok(if marked { Deletion::Marked } else { Deletion::Deleted })
     }
 
     async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
@@ -403,9 +361,7 @@ impl Objects for MemoryObjects {
 
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
         self.with_meta(key, StoreOp::Finalizer, |m| {
-            let Some(list) = m.finalizers.as_mut() else {
-                return false;
-            };
+            let Some(list) = m.finalizers.as_mut() else { return false };
             let before = list.len();
             list.retain(|f| f != finalizer);
             list.len() != before
@@ -435,55 +391,36 @@ impl Objects for MemoryObjects {
         self.enter(&mut s, StoreOp::Get, None)?;
         Ok(s.connections
             .iter()
-            .filter(|((ns, _), o)| {
-                namespace.is_none_or(|n| n == ns) && matches(o.meta().labels.as_ref(), selector)
-            })
+            .filter(|((ns, _), o)| namespace.is_none_or(|n| n == ns) && matches(o.meta().labels.as_ref(), selector))
             .map(|(_, o)| o.clone())
             .collect())
     }
 
-    async fn list_task_syncs(
-        &self,
-        namespace: Option<&str>,
-        selector: &Labels,
-    ) -> Result<Vec<TaskSync>, StoreError> {
+    async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Get, None)?;
         Ok(s.task_syncs
             .iter()
-            .filter(|((ns, _), o)| {
-                namespace.is_none_or(|n| n == ns) && matches(o.meta().labels.as_ref(), selector)
-            })
+            .filter(|((ns, _), o)| namespace.is_none_or(|n| n == ns) && matches(o.meta().labels.as_ref(), selector))
             .map(|(_, o)| o.clone())
             .collect())
     }
 
-    async fn find_task_sync_by_event(
-        &self,
-        namespace: &str,
-        event_id: &str,
-    ) -> Result<Option<TaskSync>, StoreError> {
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Get, None)?;
         Ok(s.task_syncs
             .iter()
             .find(|((ns, _), o)| {
-                ns == namespace
-                    && o.status.as_ref().and_then(|st| st.event_id.as_deref()) == Some(event_id)
+                ns == namespace && o.status.as_ref().and_then(|st| st.event_id.as_deref()) == Some(event_id)
             })
             .map(|(_, o)| o.clone()))
     }
 
-    async fn read_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<Option<Credentials>, StoreError> {
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Credentials, None)?;
-        let Some(data) = s.secrets.get(&key_of(namespace, &secret.name)) else {
-            return Ok(None);
-        };
+        let Some(data) = s.secrets.get(&key_of(namespace, &secret.name)) else { return Ok(None) };
         credentials::from_secret_data(data, secret.key.as_deref())
             .map(Some)
             .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
@@ -500,22 +437,12 @@ impl Objects for MemoryObjects {
             .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Credentials, None)?;
-        let key = secret
-            .key
-            .clone()
-            .unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
-        s.secrets.insert(
-            key_of(namespace, &secret.name),
-            BTreeMap::from([(key, json)]),
-        );
+        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
+        s.secrets.insert(key_of(namespace, &secret.name), BTreeMap::from([(key, json)]));
         Ok(())
     }
 
-    async fn delete_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<(), StoreError> {
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Credentials, None)?;
         s.secrets.remove(&key_of(namespace, &secret.name));
@@ -532,18 +459,9 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::AppendHistory, Some(&key))?;
         let rv = Self::next_rv(&mut s);
-        let obj = s
-            .connections
-            .get_mut(&key_of(namespace, name))
-            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let status = obj
-            .status
-            .get_or_insert_with(CalendarConnectionStatus::default);
-        let out = history::push(
-            &mut status.history,
-            entry,
-            history::CONNECTION_HISTORY_LIMIT,
-        );
+        let obj = s.connections.get_mut(&key_of(namespace, name)).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
+        let out = history::push(&mut status.history, entry, history::CONNECTION_HISTORY_LIMIT);
         obj.meta_mut().resource_version = Some(rv.to_string());
         drop(s);
         self.notify(key);

@@ -22,9 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
-pub use objects::{
-    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for,
-};
+pub use objects::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for};
 
 use crate::providers::Connector;
 
@@ -86,17 +84,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        objects: Arc<dyn Objects>,
-        connector: Arc<dyn Connector>,
-        config: EngineConfig,
-    ) -> Self {
-        Engine {
-            objects,
-            connector,
-            config,
-            clock: Arc::new(Utc::now),
-        }
+    pub fn new(objects: Arc<dyn Objects>, connector: Arc<dyn Connector>, config: EngineConfig) -> Self {
+        Engine { objects, connector, config, clock: Arc::new(Utc::now) }
     }
 
     /// Replace the clock (tests).
@@ -120,20 +109,8 @@ impl Engine {
         DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
     }
 
-    async fn publish(
-        &self,
-        key: &ObjectKey,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = ObjectEvent {
-            type_,
-            reason: reason.into(),
-            note,
-            action: action.into(),
-        };
+    async fn publish(&self, key: &ObjectKey, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = ObjectEvent { type_, reason: reason.into(), note, action: action.into() };
         if let Err(e) = self.objects.publish_event(key, &event).await {
             tracing::warn!(object = %key, reason, error = %e, "could not publish event");
         }

@@ -33,19 +33,11 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn connection(namespace: &str, name: &str) -> Self {
-        ObjectKey {
-            kind: Kind::CalendarConnection,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        ObjectKey { kind: Kind::CalendarConnection, namespace: namespace.into(), name: name.into() }
     }
 
     pub fn task_sync(namespace: &str, name: &str) -> Self {
-        ObjectKey {
-            kind: Kind::TaskSync,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        ObjectKey { kind: Kind::TaskSync, namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -75,9 +67,7 @@ pub enum StoreError {
 impl StoreError {
     pub fn class(&self) -> crate::error::ErrorClass {
         match self {
-            StoreError::Conflict(_) | StoreError::Unavailable(_) => {
-                crate::error::ErrorClass::Retry { after: None }
-            }
+            StoreError::Conflict(_) | StoreError::Unavailable(_) => crate::error::ErrorClass::Retry { after: None },
             StoreError::NotFound(_) | StoreError::Invalid(_) => crate::error::ErrorClass::Permanent,
         }
     }
@@ -125,22 +115,11 @@ pub type Labels = BTreeMap<String, String>;
 /// - status writes never change spec or generation.
 #[async_trait]
 pub trait Objects: Send + Sync {
-    async fn get_connection(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<CalendarConnection>, StoreError>;
-    async fn get_task_sync(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<TaskSync>, StoreError>;
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError>;
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError>;
 
     /// Create the object, or update its spec, labels and annotations (not its status).
-    async fn apply_connection(
-        &self,
-        object: &CalendarConnection,
-    ) -> Result<CalendarConnection, StoreError>;
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError>;
     async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError>;
 
     /// Replace the status, except `history`, which only `append_connection_history` writes (so a
@@ -168,30 +147,15 @@ pub trait Objects: Send + Sync {
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError>;
 
     /// Connections in `namespace` (all namespaces when `None`) carrying every label in `selector`.
-    async fn list_connections(
-        &self,
-        namespace: Option<&str>,
-        selector: &Labels,
-    ) -> Result<Vec<CalendarConnection>, StoreError>;
+    async fn list_connections(&self, namespace: Option<&str>, selector: &Labels)
+    -> Result<Vec<CalendarConnection>, StoreError>;
     /// TaskSyncs in `namespace` (all when `None`) carrying every label in `selector`.
-    async fn list_task_syncs(
-        &self,
-        namespace: Option<&str>,
-        selector: &Labels,
-    ) -> Result<Vec<TaskSync>, StoreError>;
+    async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError>;
     /// The TaskSync whose status records this provider event id.
-    async fn find_task_sync_by_event(
-        &self,
-        namespace: &str,
-        event_id: &str,
-    ) -> Result<Option<TaskSync>, StoreError>;
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError>;
 
     /// Credentials a connection's `credentialsSecretRef` points to (`None` when absent).
-    async fn read_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<Option<Credentials>, StoreError>;
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError>;
     /// Store credentials (calsync's form), owned by `owner` so they go when it goes.
     async fn write_credentials(
         &self,
@@ -200,11 +164,7 @@ pub trait Objects: Send + Sync {
         credentials: &Credentials,
         owner: &ObjectKey,
     ) -> Result<(), StoreError>;
-    async fn delete_credentials(
-        &self,
-        namespace: &str,
-        secret: &SecretRef,
-    ) -> Result<(), StoreError>;
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError>;
 
     /// Append to a connection's history ring (bounded), assigning the next id.
     async fn append_connection_history(
@@ -224,11 +184,7 @@ pub trait Objects: Send + Sync {
 
 /// Wait until `check` says the object is as wanted, re-checking on every change notification and
 /// at least every 500 ms. Returns the last value seen when `timeout` passes first.
-pub async fn wait_for<T, F, Fut>(
-    objects: &dyn Objects,
-    timeout: Duration,
-    mut check: F,
-) -> Result<(bool, T), StoreError>
+pub async fn wait_for<T, F, Fut>(objects: &dyn Objects, timeout: Duration, mut check: F) -> Result<(bool, T), StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,

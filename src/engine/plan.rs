@@ -27,10 +27,7 @@ pub enum ConnState {
     /// Credentials were revoked or are wrong; only the user can fix it.
     ReconnectRequired,
     /// Not Ready for another reason (reason and message from its condition).
-    NotReady {
-        reason: String,
-        message: String,
-    },
+    NotReady { reason: String, message: String },
 }
 
 /// Everything `plan` looks at.
@@ -71,24 +68,15 @@ pub enum Step {
     /// The spec cannot become an event; report and wait for a spec change.
     Invalid(String),
     /// The connection is not usable; report and wait for it.
-    Wait {
-        reason: &'static str,
-        message: String,
-    },
+    Wait { reason: &'static str, message: String },
     /// In failure backoff: no provider call until then.
     Backoff(Duration),
     /// A Manual conflict is pending: leave the event alone until the spec changes.
     HoldConflict,
     Create,
-    Update {
-        event_id: String,
-        etag: Option<String>,
-    },
+    Update { event_id: String, etag: Option<String> },
     /// Delete the event (`event_id` None: look it up by key first, a create may be unrecorded).
-    Delete {
-        event_id: Option<String>,
-        etag: Option<String>,
-    },
+    Delete { event_id: Option<String>, etag: Option<String> },
     /// The calendar already holds what the spec says.
     InSync,
 }
@@ -109,12 +97,8 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
             return Step::RemoveFinalizer(Release::Orphaned);
         }
         match i.connection {
-            ConnState::Missing => {
-                return Step::RemoveFinalizer(Release::CleanupImpossible("ConnectionNotFound"));
-            }
-            ConnState::Inactive => {
-                return Step::RemoveFinalizer(Release::CleanupImpossible("ConnectionInactive"));
-            }
+            ConnState::Missing => return Step::RemoveFinalizer(Release::CleanupImpossible("ConnectionNotFound")),
+            ConnState::Inactive => return Step::RemoveFinalizer(Release::CleanupImpossible("ConnectionInactive")),
             ConnState::ReconnectRequired => {
                 return Step::RemoveFinalizer(Release::CleanupImpossible("ReconnectRequired"));
             }
@@ -126,10 +110,7 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
         if let Some(left) = backoff_remaining(st, i.now) {
             return Step::Backoff(left);
         }
-        return Step::Delete {
-            event_id: st.event_id.clone(),
-            etag: st.etag.clone(),
-        };
+        return Step::Delete { event_id: st.event_id.clone(), etag: st.etag.clone() };
     }
     match (i.deletion_policy, i.has_finalizer) {
         (DeletionPolicy::Delete, false) => return Step::AddFinalizer,
@@ -152,20 +133,14 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
             return Step::Wait { reason: "ReconnectRequired", message: "the calendar credentials were revoked or are wrong; the user must reconnect the calendar".into() };
         }
         ConnState::NotReady { reason, message } => {
-            return Step::Wait {
-                reason: "ConnectionNotReady",
-                message: format!("the CalendarConnection is not Ready ({reason}): {message}"),
-            };
+            return Step::Wait { reason: "ConnectionNotReady", message: format!("the CalendarConnection is not Ready ({reason}): {message}") };
         }
     }
     let spec_changed = st.observed_generation != Some(i.generation);
     if !spec_changed && let Some(left) = backoff_remaining(st, i.now) {
         return Step::Backoff(left);
     }
-    let pending_edit = st
-        .calendar_edit
-        .as_ref()
-        .filter(|e| e.resolution == ConflictPolicy::Manual);
+    let pending_edit = st.calendar_edit.as_ref().filter(|e| e.resolution == ConflictPolicy::Manual);
     if let Some(edit) = pending_edit {
         if edit.generation >= i.generation {
             return Step::HoldConflict;
@@ -175,9 +150,7 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
             return Step::Create;
         }
     }
-    let Some(event_id) = st.event_id.clone() else {
-        return Step::Create;
-    };
+    let Some(event_id) = st.event_id.clone() else { return Step::Create };
     if st.applied_hash.as_deref() != Some(hash) {
         let etag = match pending_edit {
             Some(edit) => Some(edit.etag.clone()),
@@ -250,9 +223,7 @@ pub fn on_error(call: Call, err: &ProviderError, policy: ConflictPolicy) -> OnEr
         },
         // A delete of an event edited in the calendar app still deletes it (the task is gone),
         // after re-reading it to check it is still ours.
-        (Call::Delete, ProviderError::Conflict { .. }) => {
-            OnError::ResolveConflict(ConflictPolicy::TaskWins)
-        }
+        (Call::Delete, ProviderError::Conflict { .. }) => OnError::ResolveConflict(ConflictPolicy::TaskWins),
         (_, ProviderError::Conflict { .. }) => OnError::ResolveConflict(policy),
         _ => match err.class() {
             ErrorClass::Retry { after } => OnError::Retry { retry_after: after },

@@ -9,14 +9,12 @@ use super::backoff::jitter;
 use super::desired::desired_event;
 use super::plan::{self, Adopt, Call, ConnState, OnError, PlanInput, Release, Step};
 use super::{Engine, EngineError, EventType, ObjectKey, Outcome};
-use crate::providers::{
-    Created, EventData, Provider, ProviderError, RemoteEvent, Target, event_key,
-};
+use crate::providers::{Created, EventData, Provider, ProviderError, RemoteEvent, Target, event_key};
 use crate::resources::condition::{self, Condition, ConditionStatus, set_condition};
 use crate::resources::history::{self, TASK_HISTORY_LIMIT};
 use crate::resources::{
-    CalendarConnection, CalendarEdit, ConflictPolicy, Direction, HistoryEntry, Operation,
-    SyncStatus, TaskSync, TaskSyncStatus, task_sync_labels,
+    CalendarConnection, CalendarEdit, ConflictPolicy, Direction, HistoryEntry, Operation, SyncStatus, TaskSync,
+    TaskSyncStatus, task_sync_labels,
 };
 
 /// Everything one reconcile works with.
@@ -32,28 +30,16 @@ struct Ctx<'a> {
 }
 
 fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
-    let Some(c) = conn else {
-        return ConnState::Missing;
-    };
+    let Some(c) = conn else { return ConnState::Missing };
     if !c.spec.active {
         return ConnState::Inactive;
     }
-    let conditions = c
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let conditions = c.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     match condition::find(conditions, "Ready") {
         Some(r) if r.status == ConditionStatus::True => ConnState::Ready,
         Some(r) if r.reason == "ReconnectRequired" => ConnState::ReconnectRequired,
-        Some(r) => ConnState::NotReady {
-            reason: r.reason.clone(),
-            message: r.message.clone(),
-        },
-        None => ConnState::NotReady {
-            reason: "Pending".into(),
-            message: "the connection has not been checked yet".into(),
-        },
+        Some(r) => ConnState::NotReady { reason: r.reason.clone(), message: r.message.clone() },
+        None => ConnState::NotReady { reason: "Pending".into(), message: "the connection has not been checked yet".into() },
     }
 }
 
@@ -67,40 +53,19 @@ fn target_calendar(ts: &TaskSync, conn: Option<&CalendarConnection>) -> Option<S
         .as_ref()
         .and_then(|cat| conn.spec.category_calendars.get(cat))
         .or(conn.spec.calendar_id.as_ref())
-        .or(conn
-            .status
-            .as_ref()
-            .and_then(|s| s.default_calendar_id.as_ref()))
+        .or(conn.status.as_ref().and_then(|s| s.default_calendar_id.as_ref()))
         .cloned()
 }
 
 fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition::new(
-        type_,
-        if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        reason,
-        message,
-    )
+    Condition::new(type_, if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
 }
 
 impl Engine {
     /// Reconcile the TaskSync `namespace/name`.
-    pub async fn reconcile_task_sync(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Outcome, EngineError> {
-        let Some(ts) = self.objects.get_task_sync(namespace, name).await? else {
-            return Ok(Outcome::Done);
-        };
-        let conn = self
-            .objects
-            .get_connection(namespace, &ts.spec.connection_ref.name)
-            .await?;
+    pub async fn reconcile_task_sync(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
+        let Some(ts) = self.objects.get_task_sync(namespace, name).await? else { return Ok(Outcome::Done) };
+        let conn = self.objects.get_connection(namespace, &ts.spec.connection_ref.name).await?;
         let uid = ts.uid().unwrap_or_default();
         let calendar = ts
             .status
@@ -132,20 +97,13 @@ impl Engine {
         if ts.meta().deletion_timestamp.is_none()
             && let Some(c) = &conn
         {
-            let want = task_sync_labels(
-                &c.spec.user_id,
-                &ts.spec.connection_ref.name,
-                &ts.spec.task_id,
-            );
+            let want = task_sync_labels(&c.spec.user_id, &ts.spec.connection_ref.name, &ts.spec.task_id);
             let have = ts.labels();
             if want.iter().any(|(k, v)| have.get(k) != Some(v)) {
                 self.objects.set_labels(&ctx.key, &want).await?;
             }
         }
-        let mut has_finalizer = ts
-            .finalizers()
-            .iter()
-            .any(|f| f == crate::resources::FINALIZER);
+        let mut has_finalizer = ts.finalizers().iter().any(|f| f == crate::resources::FINALIZER);
         // A reconcile performs at most a few steps (finalizer, then one calendar write, maybe a
         // conflict re-read); the bound guarantees termination whatever the plan says.
         for _ in 0..4 {
@@ -155,11 +113,7 @@ impl Engine {
                 deletion_policy: ts.spec.deletion_policy,
                 conflict_policy: ts.spec.conflict_policy,
                 connection: &conn_state(ctx.conn),
-                desired: ctx
-                    .desired
-                    .as_ref()
-                    .map(|(_, h)| h.as_str())
-                    .map_err(|e| e.as_str()),
+                desired: ctx.desired.as_ref().map(|(_, h)| h.as_str()).map_err(|e| e.as_str()),
                 generation: ctx.generation,
                 status: &ctx.status,
                 now: self.now(),
@@ -168,15 +122,11 @@ impl Engine {
             match step {
                 Step::Nothing => return Ok(Outcome::Done),
                 Step::AddFinalizer => {
-                    self.objects
-                        .add_finalizer(&ctx.key, crate::resources::FINALIZER)
-                        .await?;
+                    self.objects.add_finalizer(&ctx.key, crate::resources::FINALIZER).await?;
                     has_finalizer = true;
                 }
                 Step::RemoveFinalizer(Release::PolicyOrphan) => {
-                    self.objects
-                        .remove_finalizer(&ctx.key, crate::resources::FINALIZER)
-                        .await?;
+                    self.objects.remove_finalizer(&ctx.key, crate::resources::FINALIZER).await?;
                     has_finalizer = false;
                 }
                 Step::RemoveFinalizer(why) => return self.release(&mut ctx, why).await,
@@ -188,11 +138,7 @@ impl Engine {
                     self.set_failed(&mut ctx, reason, &message);
                     return self.finish(&ctx, self.config.wait_requeue).await;
                 }
-                Step::Backoff(left) => {
-                    return Ok(Outcome::Requeue(jitter(
-                        left.max(Duration::from_millis(100)),
-                    )));
-                }
+                Step::Backoff(left) => return Ok(Outcome::Requeue(jitter(left.max(Duration::from_millis(100))))),
                 Step::HoldConflict => {
                     self.set_failed(&mut ctx, "ConflictDetected", "the event was edited in the calendar app; change the task to overwrite the edit, or set conflictPolicy");
                     return self.finish(&ctx, self.config.resync).await;
@@ -205,11 +151,7 @@ impl Engine {
                     let provider = match self.provider(&ctx).await? {
                         Ok(p) => p,
                         Err(e) => {
-                            let call = if matches!(step, Step::Delete { .. }) {
-                                Call::Delete
-                            } else {
-                                Call::Create
-                            };
+                            let call = if matches!(step, Step::Delete { .. }) { Call::Delete } else { Call::Create };
                             return self.on_provider_error(&mut ctx, call, e).await;
                         }
                     };
@@ -219,18 +161,13 @@ impl Engine {
                             None => continue,
                         },
                         Step::Update { event_id, etag } => {
-                            match self
-                                .update(&mut ctx, provider.as_ref(), &event_id, etag.as_deref())
-                                .await?
-                            {
+                            match self.update(&mut ctx, provider.as_ref(), &event_id, etag.as_deref()).await? {
                                 Some(out) => return Ok(out),
                                 None => continue,
                             }
                         }
                         Step::Delete { event_id, etag } => {
-                            return self
-                                .delete(&mut ctx, provider.as_ref(), event_id, etag)
-                                .await;
+                            return self.delete(&mut ctx, provider.as_ref(), event_id, etag).await;
                         }
                         _ => unreachable!("only calendar steps reach here"),
                     }
@@ -240,32 +177,18 @@ impl Engine {
         Ok(Outcome::Requeue(jitter(self.config.backoff.base)))
     }
 
-    async fn provider(
-        &self,
-        ctx: &Ctx<'_>,
-    ) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
+    async fn provider(&self, ctx: &Ctx<'_>) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
         let Some(conn) = ctx.conn else {
-            return Ok(Err(ProviderError::Invalid {
-                message: "the CalendarConnection is gone".into(),
-            }));
+            return Ok(Err(ProviderError::Invalid { message: "the CalendarConnection is gone".into() }));
         };
-        let creds = match self
-            .objects
-            .read_credentials(&ctx.key.namespace, &conn.spec.credentials_secret_ref)
-            .await
-        {
+        let creds = match self.objects.read_credentials(&ctx.key.namespace, &conn.spec.credentials_secret_ref).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return Ok(Err(ProviderError::Revoked {
-                    message: format!(
-                        "credentials Secret {:?} is missing",
-                        conn.spec.credentials_secret_ref.name
-                    ),
+                    message: format!("credentials Secret {:?} is missing", conn.spec.credentials_secret_ref.name),
                 }));
             }
-            Err(crate::engine::StoreError::Invalid(m)) => {
-                return Ok(Err(ProviderError::Revoked { message: m }));
-            }
+            Err(crate::engine::StoreError::Invalid(m)) => return Ok(Err(ProviderError::Revoked { message: m })),
             Err(e) => return Err(e.into()),
         };
         let target = Target {
@@ -278,75 +201,38 @@ impl Engine {
 
     fn desired(ctx: &Ctx<'_>) -> (EventData, String) {
         // Callers reach calendar steps only after plan checked the spec is valid.
-        ctx.desired
-            .clone()
-            .unwrap_or_else(|_| unreachable!("plan returns Invalid for a bad spec"))
+        ctx.desired.clone().unwrap_or_else(|_| unreachable!("plan returns Invalid for a bad spec"))
     }
 
     /// Create (or adopt after a crash). `None` means: plan again (the event was recreated).
-    async fn create(
-        &self,
-        ctx: &mut Ctx<'_>,
-        p: &dyn Provider,
-    ) -> Result<Option<Outcome>, EngineError> {
+    async fn create(&self, ctx: &mut Ctx<'_>, p: &dyn Provider) -> Result<Option<Outcome>, EngineError> {
         let (data, hash) = Self::desired(ctx);
         let key = event_key(&ctx.uid);
         match p.create(&ctx.calendar, &key, &data).await {
-            Ok(Created::New(ev)) => self
-                .record(ctx, Operation::Create, &ev, &hash)
-                .await
-                .map(Some),
-            Ok(Created::Existing(ev)) => {
-                match plan::adopt(&ev, &ctx.uid, &self.config.owner, &hash) {
-                    Adopt::AsIs => self
-                        .record(ctx, Operation::Adopt, &ev, &hash)
-                        .await
-                        .map(Some),
-                    Adopt::Update => match p
-                        .update(&ctx.calendar, &ev.id, ev.etag.as_deref(), &data)
-                        .await
-                    {
-                        Ok(ev) => self
-                            .record(ctx, Operation::Adopt, &ev, &hash)
-                            .await
-                            .map(Some),
-                        Err(e) => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
-                    },
-                    Adopt::NotOurs => {
-                        let msg = format!(
-                            "an event with calsync's key {key} exists in calendar {:?} but was not written for this TaskSync; calsync never touches events it does not own",
-                            ctx.calendar
-                        );
-                        self.set_failed(ctx, "NotOwned", &msg);
-                        ctx.status.next_attempt_time = Some(
-                            self.now()
-                                + chrono::Duration::from_std(self.config.resync)
-                                    .unwrap_or_default(),
-                        );
-                        self.publish(&ctx.key, EventType::Warning, "NotOwned", "Create", msg)
-                            .await;
-                        self.finish(ctx, self.config.resync).await.map(Some)
-                    }
+            Ok(Created::New(ev)) => self.record(ctx, Operation::Create, &ev, &hash).await.map(Some),
+            Ok(Created::Existing(ev)) => match plan::adopt(&ev, &ctx.uid, &self.config.owner, &hash) {
+                Adopt::AsIs => self.record(ctx, Operation::Adopt, &ev, &hash).await.map(Some),
+                Adopt::Update => match p.update(&ctx.calendar, &ev.id, ev.etag.as_deref(), &data).await {
+                    Ok(ev) => self.record(ctx, Operation::Adopt, &ev, &hash).await.map(Some),
+                    Err(e) => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
+                },
+                Adopt::NotOurs => {
+                    let msg = format!("an event with calsync's key {key} exists in calendar {:?} but was not written for this TaskSync; calsync never touches events it does not own", ctx.calendar);
+                    self.set_failed(ctx, "NotOwned", &msg);
+                    ctx.status.next_attempt_time = Some(self.now() + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
+                    self.publish(&ctx.key, EventType::Warning, "NotOwned", "Create", msg).await;
+                    self.finish(ctx, self.config.resync).await.map(Some)
                 }
-            }
+            },
             Err(e) => self.on_provider_error(ctx, Call::Create, e).await.map(Some),
         }
     }
 
     /// Update. `None` means: plan again.
-    async fn update(
-        &self,
-        ctx: &mut Ctx<'_>,
-        p: &dyn Provider,
-        id: &str,
-        etag: Option<&str>,
-    ) -> Result<Option<Outcome>, EngineError> {
+    async fn update(&self, ctx: &mut Ctx<'_>, p: &dyn Provider, id: &str, etag: Option<&str>) -> Result<Option<Outcome>, EngineError> {
         let (data, hash) = Self::desired(ctx);
         match p.update(&ctx.calendar, id, etag, &data).await {
-            Ok(ev) => self
-                .record(ctx, Operation::Update, &ev, &hash)
-                .await
-                .map(Some),
+            Ok(ev) => self.record(ctx, Operation::Update, &ev, &hash).await.map(Some),
             Err(e) => match plan::on_error(Call::Update, &e, ctx.ts.spec.conflict_policy) {
                 OnError::ResolveConflict(policy) => self.resolve_conflict(ctx, p, id, policy).await,
                 OnError::Recreate => {
@@ -355,22 +241,13 @@ impl Engine {
                     ctx.status.calendar_edit = None;
                     Ok(None)
                 }
-                OnError::ReportDeleted => self
-                    .report_edit(ctx, None, ctx.ts.spec.conflict_policy)
-                    .await
-                    .map(Some),
+                OnError::ReportDeleted => self.report_edit(ctx, None, ctx.ts.spec.conflict_policy).await.map(Some),
                 _ => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
             },
         }
     }
 
-    async fn resolve_conflict(
-        &self,
-        ctx: &mut Ctx<'_>,
-        p: &dyn Provider,
-        id: &str,
-        policy: ConflictPolicy,
-    ) -> Result<Option<Outcome>, EngineError> {
+    async fn resolve_conflict(&self, ctx: &mut Ctx<'_>, p: &dyn Provider, id: &str, policy: ConflictPolicy) -> Result<Option<Outcome>, EngineError> {
         let remote = match p.get(&ctx.calendar, id).await {
             Ok(r) => r,
             Err(e) => return self.on_provider_error(ctx, Call::Update, e).await.map(Some),
@@ -385,23 +262,15 @@ impl Engine {
             };
         };
         if plan::adopt(&remote, &ctx.uid, &self.config.owner, "").eq(&Adopt::NotOurs) {
-            let msg = format!(
-                "event {id} no longer carries this TaskSync's ownership marker; calsync will not modify it"
-            );
+            let msg = format!("event {id} no longer carries this TaskSync's ownership marker; calsync will not modify it");
             self.set_failed(ctx, "NotOwned", &msg);
             return self.finish(ctx, self.config.resync).await.map(Some);
         }
         match policy {
             ConflictPolicy::TaskWins => {
                 let (data, hash) = Self::desired(ctx);
-                match p
-                    .update(&ctx.calendar, id, remote.etag.as_deref(), &data)
-                    .await
-                {
-                    Ok(ev) => self
-                        .record(ctx, Operation::Update, &ev, &hash)
-                        .await
-                        .map(Some),
+                match p.update(&ctx.calendar, id, remote.etag.as_deref(), &data).await {
+                    Ok(ev) => self.record(ctx, Operation::Update, &ev, &hash).await.map(Some),
                     Err(e) => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
                 }
             }
@@ -410,12 +279,7 @@ impl Engine {
     }
 
     /// Record an edit (or deletion, `remote` None) made in the calendar app.
-    async fn report_edit(
-        &self,
-        ctx: &mut Ctx<'_>,
-        remote: Option<&RemoteEvent>,
-        policy: ConflictPolicy,
-    ) -> Result<Outcome, EngineError> {
+    async fn report_edit(&self, ctx: &mut Ctx<'_>, remote: Option<&RemoteEvent>, policy: ConflictPolicy) -> Result<Outcome, EngineError> {
         let now = self.now();
         let (data, hash) = Self::desired(ctx);
         let mut changed = Vec::new();
@@ -460,51 +324,31 @@ impl Engine {
             let now = self.now();
             let c = cond("Synced", true, reason, &msg);
             set_condition(&mut ctx.status.conditions, c, Some(ctx.generation), now);
-            set_condition(
-                &mut ctx.status.conditions,
-                cond("Ready", true, reason, &msg),
-                Some(ctx.generation),
-                now,
-            );
+            set_condition(&mut ctx.status.conditions, cond("Ready", true, reason, &msg), Some(ctx.generation), now);
         } else {
             self.set_failed(ctx, reason, &msg);
         }
-        self.history(ctx, Operation::Conflict, SyncStatus::Success, None)
-            .await?;
-        self.publish(&ctx.key, EventType::Warning, reason, "Update", msg)
-            .await;
+        self.history(ctx, Operation::Conflict, SyncStatus::Success, None).await?;
+        self.publish(&ctx.key, EventType::Warning, reason, "Update", msg).await;
         self.finish(ctx, self.config.resync).await
     }
 
-    async fn delete(
-        &self,
-        ctx: &mut Ctx<'_>,
-        p: &dyn Provider,
-        id: Option<String>,
-        etag: Option<String>,
-    ) -> Result<Outcome, EngineError> {
+    async fn delete(&self, ctx: &mut Ctx<'_>, p: &dyn Provider, id: Option<String>, etag: Option<String>) -> Result<Outcome, EngineError> {
         let key = event_key(&ctx.uid);
         let (id, etag) = match id {
             Some(id) => (id, etag),
             None => match p.find_by_key(&ctx.calendar, &key).await {
-                Ok(Some(ev))
-                    if plan::adopt(&ev, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs =>
-                {
-                    (ev.id, ev.etag)
-                }
+                Ok(Some(ev)) if plan::adopt(&ev, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs => (ev.id, ev.etag),
                 Ok(_) => return self.release(ctx, Release::EventDeleted).await,
                 Err(e) => return self.on_provider_error(ctx, Call::Delete, e).await,
             },
         };
         let mut result = p.delete(&ctx.calendar, &id, etag.as_deref()).await;
         if let Err(e) = &result
-            && plan::on_error(Call::Delete, e, ConflictPolicy::TaskWins)
-                == OnError::ResolveConflict(ConflictPolicy::TaskWins)
+            && plan::on_error(Call::Delete, e, ConflictPolicy::TaskWins) == OnError::ResolveConflict(ConflictPolicy::TaskWins)
         {
             result = match p.get(&ctx.calendar, &id).await {
-                Ok(Some(r))
-                    if plan::adopt(&r, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs =>
-                {
+                Ok(Some(r)) if plan::adopt(&r, &ctx.uid, &self.config.owner, "") != Adopt::NotOurs => {
                     p.delete(&ctx.calendar, &id, r.etag.as_deref()).await
                 }
                 Ok(_) => Ok(()),
@@ -513,9 +357,7 @@ impl Engine {
         }
         match result {
             Ok(()) => self.release(ctx, Release::EventDeleted).await,
-            Err(e)
-                if plan::on_error(Call::Delete, &e, ConflictPolicy::TaskWins) == OnError::Gone =>
-            {
+            Err(e) if plan::on_error(Call::Delete, &e, ConflictPolicy::TaskWins) == OnError::Gone => {
                 self.release(ctx, Release::EventDeleted).await
             }
             Err(e) => self.on_provider_error(ctx, Call::Delete, e).await,
@@ -525,82 +367,39 @@ impl Engine {
     /// Let a deleted TaskSync go.
     async fn release(&self, ctx: &mut Ctx<'_>, why: Release) -> Result<Outcome, EngineError> {
         let (op, type_, reason, note) = match &why {
-            Release::EventDeleted => (
-                Operation::Delete,
-                EventType::Normal,
-                "EventDeleted",
-                "the calendar event was deleted".to_string(),
-            ),
-            Release::Orphaned | Release::PolicyOrphan => (
-                Operation::Orphan,
-                EventType::Normal,
-                "EventOrphaned",
-                "deletionPolicy is Orphan: the calendar event was left in place".to_string(),
-            ),
-            Release::CleanupImpossible(r) => (
-                Operation::Orphan,
-                EventType::Warning,
-                *r,
-                format!(
-                    "the calendar event could not be deleted ({r}) and was left in the calendar"
-                ),
-            ),
+            Release::EventDeleted => (Operation::Delete, EventType::Normal, "EventDeleted", "the calendar event was deleted".to_string()),
+            Release::Orphaned | Release::PolicyOrphan => (Operation::Orphan, EventType::Normal, "EventOrphaned", "deletionPolicy is Orphan: the calendar event was left in place".to_string()),
+            Release::CleanupImpossible(r) => (Operation::Orphan, EventType::Warning, *r, format!("the calendar event could not be deleted ({r}) and was left in the calendar")),
         };
-        let status = if type_ == EventType::Warning {
-            SyncStatus::Failed
-        } else {
-            SyncStatus::Success
-        };
+        let status = if type_ == EventType::Warning { SyncStatus::Failed } else { SyncStatus::Success };
         let error = (type_ == EventType::Warning).then(|| note.clone());
         self.history(ctx, op, status, error).await?;
         self.publish(&ctx.key, type_, reason, "Delete", note).await;
-        self.objects
-            .remove_finalizer(&ctx.key, crate::resources::FINALIZER)
-            .await?;
+        self.objects.remove_finalizer(&ctx.key, crate::resources::FINALIZER).await?;
         Ok(Outcome::Done)
     }
 
-    async fn on_provider_error(
-        &self,
-        ctx: &mut Ctx<'_>,
-        call: Call,
-        e: ProviderError,
-    ) -> Result<Outcome, EngineError> {
+    async fn on_provider_error(&self, ctx: &mut Ctx<'_>, call: Call, e: ProviderError) -> Result<Outcome, EngineError> {
         let now = self.now();
         tracing::info!(object = %ctx.key, reason = e.reason(), error = %e, "calendar call failed");
         match plan::on_error(call, &e, ctx.ts.spec.conflict_policy) {
             OnError::Reconnect => {
                 if let Some(conn) = ctx.conn {
-                    self.mark_reconnect_required(&ctx.key.namespace, conn, &e.to_string())
-                        .await?;
+                    self.mark_reconnect_required(&ctx.key.namespace, conn, &e.to_string()).await?;
                 }
                 if call == Call::Delete {
-                    return self
-                        .release(ctx, Release::CleanupImpossible("ReconnectRequired"))
-                        .await;
+                    return self.release(ctx, Release::CleanupImpossible("ReconnectRequired")).await;
                 }
                 self.set_failed(ctx, "ReconnectRequired", &e.to_string());
                 self.finish(ctx, self.config.wait_requeue).await
             }
-            OnError::Reject if call == Call::Delete => {
-                self.release(ctx, Release::CleanupImpossible("ProviderRejected"))
-                    .await
-            }
+            OnError::Reject if call == Call::Delete => self.release(ctx, Release::CleanupImpossible("ProviderRejected")).await,
             OnError::Reject => {
                 self.set_failed(ctx, e.reason(), &e.to_string());
                 ctx.status.observed_generation = Some(ctx.generation);
-                ctx.status.next_attempt_time =
-                    Some(now + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
-                self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string()))
-                    .await?;
-                self.publish(
-                    &ctx.key,
-                    EventType::Warning,
-                    e.reason(),
-                    action_of(call),
-                    e.to_string(),
-                )
-                .await;
+                ctx.status.next_attempt_time = Some(now + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
+                self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string())).await?;
+                self.publish(&ctx.key, EventType::Warning, e.reason(), action_of(call), e.to_string()).await;
                 self.finish(ctx, self.config.resync).await
             }
             _ => {
@@ -611,25 +410,13 @@ impl Engine {
                     ProviderError::RateLimited { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                let delay = self
-                    .config
-                    .backoff
-                    .delay(ctx.status.failed_attempts, retry_after);
-                ctx.status.next_attempt_time =
-                    Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
+                let delay = self.config.backoff.delay(ctx.status.failed_attempts, retry_after);
+                ctx.status.next_attempt_time = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
                 self.set_failed(ctx, e.reason(), &e.to_string());
                 ctx.status.observed_generation = Some(ctx.generation);
                 if first {
-                    self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string()))
-                        .await?;
-                    self.publish(
-                        &ctx.key,
-                        EventType::Warning,
-                        e.reason(),
-                        action_of(call),
-                        e.to_string(),
-                    )
-                    .await;
+                    self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string())).await?;
+                    self.publish(&ctx.key, EventType::Warning, e.reason(), action_of(call), e.to_string()).await;
                 }
                 self.finish(ctx, delay).await
             }
@@ -637,13 +424,7 @@ impl Engine {
     }
 
     /// A successful write: the event now matches the spec.
-    async fn record(
-        &self,
-        ctx: &mut Ctx<'_>,
-        op: Operation,
-        ev: &RemoteEvent,
-        hash: &str,
-    ) -> Result<Outcome, EngineError> {
+    async fn record(&self, ctx: &mut Ctx<'_>, op: Operation, ev: &RemoteEvent, hash: &str) -> Result<Outcome, EngineError> {
         let now = self.now();
         let s = &mut ctx.status;
         s.event_id = Some(ev.id.clone());
@@ -658,38 +439,18 @@ impl Engine {
         s.calendar_edit = None;
         let (reason, verb) = match op {
             Operation::Create => ("EventCreated", "created"),
-            Operation::Adopt => (
-                "EventAdopted",
-                "adopted (it was created by an earlier attempt)",
-            ),
+            Operation::Adopt => ("EventAdopted", "adopted (it was created by an earlier attempt)"),
             _ => ("EventUpdated", "updated"),
         };
         let msg = format!("calendar event {} {verb}", ev.id);
         self.set_in_sync(ctx, reason, &msg);
         self.history(ctx, op, SyncStatus::Success, None).await?;
-        self.publish(
-            &ctx.key,
-            EventType::Normal,
-            reason,
-            if op == Operation::Update {
-                "Update"
-            } else {
-                "Create"
-            },
-            msg,
-        )
-        .await;
+        self.publish(&ctx.key, EventType::Normal, reason, if op == Operation::Update { "Update" } else { "Create" }, msg).await;
         self.finish(ctx, self.config.resync).await
     }
 
     /// Append to the TaskSync's ring and the connection's (the user's history).
-    async fn history(
-        &self,
-        ctx: &mut Ctx<'_>,
-        op: Operation,
-        status: SyncStatus,
-        error: Option<String>,
-    ) -> Result<(), EngineError> {
+    async fn history(&self, ctx: &mut Ctx<'_>, op: Operation, status: SyncStatus, error: Option<String>) -> Result<(), EngineError> {
         let entry = HistoryEntry {
             id: 0,
             time: self.now(),
@@ -702,11 +463,7 @@ impl Engine {
         };
         history::push(&mut ctx.status.history, entry.clone(), TASK_HISTORY_LIMIT);
         if let Some(conn) = ctx.conn {
-            match self
-                .objects
-                .append_connection_history(&ctx.key.namespace, &conn.name_any(), entry)
-                .await
-            {
+            match self.objects.append_connection_history(&ctx.key.namespace, &conn.name_any(), entry).await {
                 Ok(_) | Err(crate::engine::StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -718,61 +475,25 @@ impl Engine {
         let now = self.now();
         let g = Some(ctx.generation);
         ctx.status.observed_generation = g;
-        set_condition(
-            &mut ctx.status.conditions,
-            cond("Synced", true, reason, msg),
-            g,
-            now,
-        );
-        set_condition(
-            &mut ctx.status.conditions,
-            cond(
-                "Ready",
-                true,
-                "InSync",
-                "the calendar event matches the task",
-            ),
-            g,
-            now,
-        );
+        set_condition(&mut ctx.status.conditions, cond("Synced", true, reason, msg), g, now);
+        set_condition(&mut ctx.status.conditions, cond("Ready", true, "InSync", "the calendar event matches the task"), g, now);
     }
 
     fn set_failed(&self, ctx: &mut Ctx<'_>, reason: &str, msg: &str) {
         let now = self.now();
         let g = Some(ctx.generation);
         ctx.status.observed_generation = g;
-        set_condition(
-            &mut ctx.status.conditions,
-            cond("Synced", false, reason, msg),
-            g,
-            now,
-        );
+        set_condition(&mut ctx.status.conditions, cond("Synced", false, reason, msg), g, now);
         let ready = ctx.status.event_id.is_some()
-            && ctx
-                .desired
-                .as_ref()
-                .is_ok_and(|(_, h)| ctx.status.applied_hash.as_deref() == Some(h.as_str()));
-        let c = if ready {
-            cond(
-                "Ready",
-                true,
-                "InSync",
-                "the calendar event matches the task",
-            )
-        } else {
-            cond("Ready", false, reason, msg)
-        };
+            && ctx.desired.as_ref().is_ok_and(|(_, h)| ctx.status.applied_hash.as_deref() == Some(h.as_str()));
+        let c = if ready { cond("Ready", true, "InSync", "the calendar event matches the task") } else { cond("Ready", false, reason, msg) };
         set_condition(&mut ctx.status.conditions, c, g, now);
     }
 
     /// Write the status if it changed, then requeue after `after` (with jitter).
     async fn finish(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
         if ctx.ts.status.as_ref() != Some(&ctx.status) {
-            match self
-                .objects
-                .patch_task_sync_status(&ctx.key.namespace, &ctx.key.name, &ctx.status)
-                .await
-            {
+            match self.objects.patch_task_sync_status(&ctx.key.namespace, &ctx.key.name, &ctx.status).await {
                 Ok(_) => {}
                 // Deleted meanwhile: nothing left to record.
                 Err(crate::engine::StoreError::NotFound(_)) => return Ok(Outcome::Done),
@@ -784,44 +505,18 @@ impl Engine {
 
     /// The provider says the credentials are dead: the connection must say so too, so the REST
     /// status and `kubectl get calconn` tell the user to reconnect.
-    pub(super) async fn mark_reconnect_required(
-        &self,
-        namespace: &str,
-        conn: &CalendarConnection,
-        message: &str,
-    ) -> Result<(), EngineError> {
+    pub(super) async fn mark_reconnect_required(&self, namespace: &str, conn: &CalendarConnection, message: &str) -> Result<(), EngineError> {
         let mut status = conn.status.clone().unwrap_or_default();
         let now = self.now();
         let g = conn.meta().generation;
-        set_condition(
-            &mut status.conditions,
-            cond("Authenticated", false, "ReconnectRequired", message),
-            g,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            cond("Ready", false, "ReconnectRequired", message),
-            g,
-            now,
-        );
+        set_condition(&mut status.conditions, cond("Authenticated", false, "ReconnectRequired", message), g, now);
+        set_condition(&mut status.conditions, cond("Ready", false, "ReconnectRequired", message), g, now);
         if conn.status.as_ref() != Some(&status) {
-            match self
-                .objects
-                .patch_connection_status(namespace, &conn.name_any(), &status)
-                .await
-            {
+            match self.objects.patch_connection_status(namespace, &conn.name_any(), &status).await {
                 Ok(_) | Err(crate::engine::StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.publish(
-                &ObjectKey::connection(namespace, &conn.name_any()),
-                EventType::Warning,
-                "ReconnectRequired",
-                "Check",
-                message.to_string(),
-            )
-            .await;
+            self.publish(&ObjectKey::connection(namespace, &conn.name_any()), EventType::Warning, "ReconnectRequired", "Check", message.to_string()).await;
         }
         Ok(())
     }

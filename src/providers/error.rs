@@ -11,15 +11,10 @@ use crate::error::ErrorClass;
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProviderError {
     #[error("rate limit exceeded at the calendar provider: {message}")]
-    RateLimited {
-        retry_after: Option<Duration>,
-        message: String,
-    },
+    RateLimited { retry_after: Option<Duration>, message: String },
     #[error("the calendar provider rejected the access token: {message}")]
     Unauthorized { message: String },
-    #[error(
-        "the calendar credentials were revoked or are wrong ({message}); the user must reconnect the calendar"
-    )]
+    #[error("the calendar credentials were revoked or are wrong ({message}); the user must reconnect the calendar")]
     Revoked { message: String },
     #[error("not found at the calendar provider: {message}")]
     NotFound { message: String },
@@ -34,17 +29,13 @@ pub enum ProviderError {
 impl ProviderError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            ProviderError::RateLimited { retry_after, .. } => ErrorClass::Retry {
-                after: *retry_after,
-            },
+            ProviderError::RateLimited { retry_after, .. } => ErrorClass::Retry { after: *retry_after },
             // Reaching the engine means the provider already refreshed once and retried.
-            ProviderError::Unauthorized { .. } | ProviderError::Transient { .. } => {
-                ErrorClass::Retry { after: None }
-            }
+            ProviderError::Unauthorized { .. } | ProviderError::Transient { .. } => ErrorClass::Retry { after: None },
             ProviderError::Revoked { .. } => ErrorClass::Reauthenticate,
-            ProviderError::NotFound { .. }
-            | ProviderError::Conflict { .. }
-            | ProviderError::Invalid { .. } => ErrorClass::Permanent,
+            ProviderError::NotFound { .. } | ProviderError::Conflict { .. } | ProviderError::Invalid { .. } => {
+                ErrorClass::Permanent
+            }
         }
     }
 

@@ -16,11 +16,7 @@ pub enum EventTime {
     Date(NaiveDate),
     /// A point in time. `local` is the wall-clock time in `zone` (an IANA name) when the event
     /// has one, which recurrence expansion needs to stay DST-correct.
-    DateTime {
-        utc: DateTime<Utc>,
-        local: NaiveDateTime,
-        zone: Option<String>,
-    },
+    DateTime { utc: DateTime<Utc>, local: NaiveDateTime, zone: Option<String> },
 }
 
 impl EventTime {
@@ -28,9 +24,7 @@ impl EventTime {
     pub fn to_rfc3339_or_date(&self) -> String {
         match self {
             EventTime::Date(d) => d.format("%Y-%m-%d").to_string(),
-            EventTime::DateTime { utc, .. } => {
-                utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            }
+            EventTime::DateTime { utc, .. } => utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
     }
 
@@ -58,10 +52,7 @@ impl Marker {
     /// Compact single-string form for providers with one property slot:
     /// `v1;owner;uid;task-id;content-hash` (owner and uid never contain `;`; the task id may).
     pub fn encode(&self) -> String {
-        format!(
-            "v1;{};{};{};{}",
-            self.owner, self.uid, self.task_id, self.hash
-        )
+        format!("v1;{};{};{};{}", self.owner, self.uid, self.task_id, self.hash)
     }
 
     /// Inverse of `encode`; `None` for anything that is not a calsync marker.
@@ -71,19 +62,9 @@ impl Marker {
         let owner = parts.next()?.to_string();
         let uid = parts.next()?.to_string();
         // The task id may itself contain ';', so the hash is taken from the end.
-        let tail = parts.next()?.to_string()
-            + parts
-                .next()
-                .map(|p| format!(";{p}"))
-                .as_deref()
-                .unwrap_or("");
+        let tail = parts.next()?.to_string() + parts.next().map(|p| format!(";{p}")).as_deref().unwrap_or("");
         let (task_id, hash) = tail.rsplit_once(';')?;
-        Some(Marker {
-            owner,
-            uid,
-            task_id: task_id.to_string(),
-            hash: hash.to_string(),
-        })
+        Some(Marker { owner, uid, task_id: task_id.to_string(), hash: hash.to_string() })
     }
 }
 
@@ -190,12 +171,7 @@ mod tests {
 
     #[test]
     fn marker_round_trips_with_awkward_task_ids() {
-        let m = Marker {
-            owner: "calsync".into(),
-            uid: "u-1".into(),
-            task_id: "a;b;c".into(),
-            hash: "h".into(),
-        };
+        let m = Marker { owner: "calsync".into(), uid: "u-1".into(), task_id: "a;b;c".into(), hash: "h".into() };
         assert_eq!(Marker::decode(&m.encode()), Some(m));
         assert_eq!(Marker::decode("something else"), None);
     }

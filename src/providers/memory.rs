@@ -10,10 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
-use super::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent,
-    Target, Window,
-};
+use super::{AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window};
 use crate::credentials::Credentials;
 use crate::providers::event::EventTime;
 use crate::resources::CalendarInfo;
@@ -61,13 +58,8 @@ pub struct MemoryCalendar {
 
 fn account_key(c: &Credentials) -> (String, String) {
     match c {
-        Credentials::Basic { username, password } => {
-            (username.clone(), password.expose_secret().to_string())
-        }
-        Credentials::OAuth { refresh_token, .. } => (
-            "oauth".to_string(),
-            refresh_token.expose_secret().to_string(),
-        ),
+        Credentials::Basic { username, password } => (username.clone(), password.expose_secret().to_string()),
+        Credentials::OAuth { refresh_token, .. } => ("oauth".to_string(), refresh_token.expose_secret().to_string()),
     }
 }
 
@@ -79,18 +71,8 @@ impl MemoryCalendar {
         {
             let mut s = cal.lock();
             s.calendars = vec![
-                CalendarInfo {
-                    id: "calendar".into(),
-                    name: "Calendar".into(),
-                    primary: true,
-                    writable: true,
-                },
-                CalendarInfo {
-                    id: "holidays".into(),
-                    name: "Holidays".into(),
-                    primary: false,
-                    writable: false,
-                },
+                CalendarInfo { id: "calendar".into(), name: "Calendar".into(), primary: true, writable: true },
+                CalendarInfo { id: "holidays".into(), name: "Holidays".into(), primary: false, writable: false },
             ];
             s.accounts.insert("user".into(), "secret".into());
         }
@@ -135,11 +117,7 @@ impl MemoryCalendar {
 
     /// All events of a calendar, including cancelled ones.
     pub fn events(&self, calendar: &str) -> Vec<RemoteEvent> {
-        self.lock()
-            .events
-            .get(calendar)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.lock().events.get(calendar).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Events with our marker for this TaskSync uid (what "no duplicates" is checked against).
@@ -154,21 +132,13 @@ impl MemoryCalendar {
     }
 
     /// Simulate the user editing an event in the calendar app (new etag).
-    pub fn edit_external(
-        &self,
-        calendar: &str,
-        id: &str,
-        edit: impl FnOnce(&mut RemoteEvent),
-    ) -> bool {
+    pub fn edit_external(&self, calendar: &str, id: &str, edit: impl FnOnce(&mut RemoteEvent)) -> bool {
         let mut s = self.lock();
         let version = s.next_version();
-        let Some(ev) = s.events.get_mut(calendar).and_then(|m| m.get_mut(id)) else {
-            return false;
-        };
+        let Some(ev) = s.events.get_mut(calendar).and_then(|m| m.get_mut(id)) else { return false };
         edit(ev);
         ev.etag = Some(format!("\"{version}\""));
-        s.changes
-            .push((version, calendar.to_string(), id.to_string()));
+        s.changes.push((version, calendar.to_string(), id.to_string()));
         true
     }
 
@@ -176,13 +146,8 @@ impl MemoryCalendar {
     pub fn delete_external(&self, calendar: &str, id: &str) -> bool {
         let mut s = self.lock();
         let version = s.next_version();
-        let removed = s
-            .events
-            .get_mut(calendar)
-            .and_then(|m| m.remove(id))
-            .is_some();
-        s.changes
-            .push((version, calendar.to_string(), id.to_string()));
+        let removed = s.events.get_mut(calendar).and_then(|m| m.remove(id)).is_some();
+        s.changes.push((version, calendar.to_string(), id.to_string()));
         removed
     }
 
@@ -192,12 +157,8 @@ impl MemoryCalendar {
         let version = s.next_version();
         event.etag = Some(format!("\"{version}\""));
         event.marker = None;
-        s.changes
-            .push((version, calendar.to_string(), event.id.clone()));
-        s.events
-            .entry(calendar.to_string())
-            .or_default()
-            .insert(event.id.clone(), event);
+        s.changes.push((version, calendar.to_string(), event.id.clone()));
+        s.events.entry(calendar.to_string()).or_default().insert(event.id.clone(), event);
     }
 }
 
@@ -208,20 +169,14 @@ impl State {
     }
 
     fn enter(&mut self, op: Op, calendar: &str, id: &str) -> Result<(), ProviderError> {
-        self.calls.push(Call {
-            op,
-            calendar: calendar.to_string(),
-            id: id.to_string(),
-        });
+        self.calls.push(Call { op, calendar: calendar.to_string(), id: id.to_string() });
         if let Some(pos) = self.faults.iter().position(|(o, _)| *o == op) {
             if let Some((_, err)) = self.faults.remove(pos) {
                 return Err(err);
             }
         }
         if self.revoked {
-            return Err(ProviderError::Revoked {
-                message: "access was revoked by the user".into(),
-            });
+            return Err(ProviderError::Revoked { message: "access was revoked by the user".into() });
         }
         Ok(())
     }
@@ -229,22 +184,12 @@ impl State {
     fn writable(&self, calendar: &str) -> Result<(), ProviderError> {
         match self.calendars.iter().find(|c| c.id == calendar) {
             Some(c) if c.writable => Ok(()),
-            Some(_) => Err(ProviderError::Invalid {
-                message: format!("calendar {calendar:?} is read-only"),
-            }),
-            None => Err(ProviderError::NotFound {
-                message: format!("calendar {calendar:?} does not exist"),
-            }),
+            Some(_) => Err(ProviderError::Invalid { message: format!("calendar {calendar:?} is read-only") }),
+            None => Err(ProviderError::NotFound { message: format!("calendar {calendar:?} does not exist") }),
         }
     }
 
-    fn materialize(
-        &mut self,
-        calendar: &str,
-        id: &str,
-        data: &EventData,
-        cancelled: bool,
-    ) -> RemoteEvent {
+    fn materialize(&mut self, calendar: &str, id: &str, data: &EventData, cancelled: bool) -> RemoteEvent {
         let version = self.next_version();
         let ev = RemoteEvent {
             id: id.to_string(),
@@ -263,22 +208,15 @@ impl State {
             marker: Some(data.marker.clone()),
             cancelled,
         };
-        self.changes
-            .push((version, calendar.to_string(), id.to_string()));
-        self.events
-            .entry(calendar.to_string())
-            .or_default()
-            .insert(id.to_string(), ev.clone());
+        self.changes.push((version, calendar.to_string(), id.to_string()));
+        self.events.entry(calendar.to_string()).or_default().insert(id.to_string(), ev.clone());
         ev
     }
 
     fn check_etag(current: &RemoteEvent, etag: Option<&str>) -> Result<(), ProviderError> {
         match etag {
             Some(e) if current.etag.as_deref() != Some(e) => Err(ProviderError::Conflict {
-                message: format!(
-                    "event {} has version {:?}, not {e}",
-                    current.id, current.etag
-                ),
+                message: format!("event {} has version {:?}, not {e}", current.id, current.etag),
             }),
             _ => Ok(()),
         }
@@ -295,18 +233,10 @@ impl Provider for MemoryProvider {
     async fn account(&self) -> Result<AccountInfo, ProviderError> {
         let mut s = self.service.lock();
         s.enter(Op::Account, "", "")?;
-        Ok(AccountInfo {
-            email: Some("user@example.com".into()),
-            calendars: s.calendars.clone(),
-        })
+        Ok(AccountInfo { email: Some("user@example.com".into()), calendars: s.calendars.clone() })
     }
 
-    async fn create(
-        &self,
-        calendar: &str,
-        key: &str,
-        event: &EventData,
-    ) -> Result<Created, ProviderError> {
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError> {
         let mut s = self.service.lock();
         s.enter(Op::Create, calendar, key)?;
         s.writable(calendar)?;
@@ -330,31 +260,21 @@ impl Provider for MemoryProvider {
             .get(calendar)
             .and_then(|m| m.get(id))
             .cloned()
-            .ok_or_else(|| ProviderError::NotFound {
-                message: format!("event {id} does not exist"),
-            })?;
+            .ok_or_else(|| ProviderError::NotFound { message: format!("event {id} does not exist") })?;
         State::check_etag(&current, etag)?;
         Ok(s.materialize(calendar, id, event, false))
     }
 
-    async fn delete(
-        &self,
-        calendar: &str,
-        id: &str,
-        etag: Option<&str>,
-    ) -> Result<(), ProviderError> {
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
         let mut s = self.service.lock();
         s.enter(Op::Delete, calendar, id)?;
-        let Some(current) = s.events.get(calendar).and_then(|m| m.get(id)).cloned() else {
-            return Ok(());
-        };
+        let Some(current) = s.events.get(calendar).and_then(|m| m.get(id)).cloned() else { return Ok(()) };
         State::check_etag(&current, etag)?;
         let version = s.next_version();
         if let Some(m) = s.events.get_mut(calendar) {
             m.remove(id);
         }
-        s.changes
-            .push((version, calendar.to_string(), id.to_string()));
+        s.changes.push((version, calendar.to_string(), id.to_string()));
         Ok(())
     }
 
@@ -364,22 +284,13 @@ impl Provider for MemoryProvider {
         Ok(s.events.get(calendar).and_then(|m| m.get(id)).cloned())
     }
 
-    async fn find_by_key(
-        &self,
-        calendar: &str,
-        key: &str,
-    ) -> Result<Option<RemoteEvent>, ProviderError> {
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {
         let mut s = self.service.lock();
         s.enter(Op::FindByKey, calendar, key)?;
         Ok(s.events.get(calendar).and_then(|m| m.get(key)).cloned())
     }
 
-    async fn list(
-        &self,
-        calendar: &str,
-        window: Window,
-        cursor: Option<&str>,
-    ) -> Result<EventPage, ProviderError> {
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         let mut s = self.service.lock();
         s.enter(Op::List, calendar, "")?;
         let overlaps = |e: &RemoteEvent| {
@@ -392,24 +303,13 @@ impl Provider for MemoryProvider {
                 _ => false,
             }
         };
-        let all: Vec<RemoteEvent> = s
-            .events
-            .get(calendar)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let all: Vec<RemoteEvent> = s.events.get(calendar).map(|m| m.values().cloned().collect()).unwrap_or_default();
         let since = cursor.map(|c| c.parse::<u64>().ok().filter(|v| *v <= s.version));
-        let mut page = EventPage {
-            next_cursor: Some(s.version.to_string()),
-            ..EventPage::default()
-        };
+        let mut page = EventPage { next_cursor: Some(s.version.to_string()), ..EventPage::default() };
         match since {
             Some(Some(since)) => {
-                let changed: Vec<&String> = s
-                    .changes
-                    .iter()
-                    .filter(|(v, c, _)| *v > since && c == calendar)
-                    .map(|(_, _, id)| id)
-                    .collect();
+                let changed: Vec<&String> =
+                    s.changes.iter().filter(|(v, c, _)| *v > since && c == calendar).map(|(_, _, id)| id).collect();
                 for id in changed {
                     match all.iter().find(|e| &e.id == id) {
                         Some(e) if overlaps(e) => {
@@ -443,25 +343,12 @@ pub struct MemoryConnector {
 
 #[async_trait]
 impl Connector for MemoryConnector {
-    async fn connect(
-        &self,
-        _target: &Target,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Provider>, ProviderError> {
+    async fn connect(&self, _target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
         let (user, secret) = account_key(credentials);
-        let accepted = self
-            .service
-            .lock()
-            .accounts
-            .get(&user)
-            .is_some_and(|s| *s == secret);
+        let accepted = self.service.lock().accounts.get(&user).is_some_and(|s| *s == secret);
         if !accepted {
-            return Err(ProviderError::Revoked {
-                message: format!("the calendar service rejected the credentials of {user:?}"),
-            });
+            return Err(ProviderError::Revoked { message: format!("the calendar service rejected the credentials of {user:?}") });
         }
-        Ok(Arc::new(MemoryProvider {
-            service: self.service.clone(),
-        }))
+        Ok(Arc::new(MemoryProvider { service: self.service.clone() }))
     }
 }

@@ -61,12 +61,7 @@ pub trait Provider: Send + Sync {
 
     /// Create the event under the deterministic `key` (see `event_key`). If an event with that
     /// key exists, return it as `Created::Existing` instead of making a second one.
-    async fn create(
-        &self,
-        calendar: &str,
-        key: &str,
-        event: &EventData,
-    ) -> Result<Created, ProviderError>;
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError>;
 
     /// Replace the event's content. With `etag`, only if the event still has that version
     /// (`Conflict` otherwise). `NotFound` when it is gone.
@@ -79,32 +74,18 @@ pub trait Provider: Send + Sync {
     ) -> Result<RemoteEvent, ProviderError>;
 
     /// Delete the event. Already gone is success. With `etag`, only if unchanged (`Conflict`).
-    async fn delete(
-        &self,
-        calendar: &str,
-        id: &str,
-        etag: Option<&str>,
-    ) -> Result<(), ProviderError>;
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError>;
 
     /// The event with this provider id (`None` when it does not exist).
     async fn get(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError>;
 
     /// The event created under `key`, if any (how a delete finds an event whose create was never
     /// recorded).
-    async fn find_by_key(
-        &self,
-        calendar: &str,
-        key: &str,
-    ) -> Result<Option<RemoteEvent>, ProviderError>;
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError>;
 
     /// Events overlapping `window`. With a `cursor` from an earlier page, only changes since then
     /// (a rejected cursor gives a full listing with `full_resync`).
-    async fn list(
-        &self,
-        calendar: &str,
-        window: Window,
-        cursor: Option<&str>,
-    ) -> Result<EventPage, ProviderError>;
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError>;
 }
 
 /// Where a connection points: everything but the credentials.
@@ -121,9 +102,5 @@ pub struct Target {
 /// discovered hosts, access tokens).
 #[async_trait]
 pub trait Connector: Send + Sync {
-    async fn connect(
-        &self,
-        target: &Target,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Provider>, ProviderError>;
+    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError>;
 }

@@ -39,12 +39,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn new(
-        type_: &str,
-        status: ConditionStatus,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
         Condition {
             type_: type_.to_string(),
             status,
@@ -59,20 +54,11 @@ impl Condition {
 /// Insert or replace the condition of the same type. `lastTransitionTime` moves only when the
 /// status flips, so re-writing an unchanged condition leaves the status byte-identical (and the
 /// "write status only when changed" guard then skips the write).
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    mut new: Condition,
-    generation: Option<i64>,
-    now: DateTime<Utc>,
-) {
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, generation: Option<i64>, now: DateTime<Utc>) {
     new.observed_generation = generation;
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(old) => {
-            new.last_transition_time = if old.status == new.status {
-                old.last_transition_time
-            } else {
-                now
-            };
+            new.last_transition_time = if old.status == new.status { old.last_transition_time } else { now };
             *old = new;
         }
         None => {
@@ -102,28 +88,13 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let t1 = Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap();
         let mut cs = Vec::new();
-        set_condition(
-            &mut cs,
-            Condition::new("Ready", ConditionStatus::True, "Ok", "fine"),
-            Some(1),
-            t0,
-        );
-        set_condition(
-            &mut cs,
-            Condition::new("Ready", ConditionStatus::True, "Ok", "still"),
-            Some(2),
-            t1,
-        );
+        set_condition(&mut cs, Condition::new("Ready", ConditionStatus::True, "Ok", "fine"), Some(1), t0);
+        set_condition(&mut cs, Condition::new("Ready", ConditionStatus::True, "Ok", "still"), Some(2), t1);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].last_transition_time, t0);
         assert_eq!(cs[0].message, "still");
         assert_eq!(cs[0].observed_generation, Some(2));
-        set_condition(
-            &mut cs,
-            Condition::new("Ready", ConditionStatus::False, "Bad", "x"),
-            Some(2),
-            t1,
-        );
+        set_condition(&mut cs, Condition::new("Ready", ConditionStatus::False, "Bad", "x"), Some(2), t1);
         assert_eq!(cs[0].last_transition_time, t1);
         assert!(!is_true(&cs, "Ready"));
     }

@@ -63,10 +63,7 @@ impl std::str::FromStr for ProviderKind {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Name of a Secret in the same namespace as the connection.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
     /// Key inside the Secret holding calsync's encrypted `credentials` JSON. Unset: the default
     /// `credentials` key, or the plain keys (`username`/`password`, `refresh_token`, ...).
@@ -87,9 +84,7 @@ pub struct ImportSpec {
 
 impl Default for ImportSpec {
     fn default() -> Self {
-        ImportSpec {
-            window_days: default_window_days(),
-        }
+        ImportSpec { window_days: default_window_days() }
     }
 }
 

@@ -16,13 +16,12 @@ use sha2::{Digest, Sha256};
 
 pub use condition::{Condition, ConditionStatus};
 pub use connection::{
-    CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec,
-    ProviderKind, SecretRef,
+    CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec, ProviderKind,
+    SecretRef,
 };
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
 pub use tasksync::{
-    CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, TaskSync, TaskSyncSpec,
-    TaskSyncStatus,
+    CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, TaskSync, TaskSyncSpec, TaskSyncStatus,
 };
 
 /// API group of both kinds.
@@ -60,11 +59,7 @@ pub fn task_label_value(task_id: &str) -> String {
 /// Deterministic CalendarConnection name for (user, provider): repeating a connect never makes
 /// a second object.
 pub fn connection_name(user_id: &str, provider: ProviderKind) -> String {
-    format!(
-        "{}-{}",
-        provider.as_str(),
-        short_hash(&[user_id, provider.as_str()])
-    )
+    format!("{}-{}", provider.as_str(), short_hash(&[user_id, provider.as_str()]))
 }
 
 /// Deterministic TaskSync name for (user, task).
@@ -73,11 +68,7 @@ pub fn task_sync_name(user_id: &str, task_id: &str) -> String {
 }
 
 /// The labels a TaskSync of `user_id` on connection `connection` must carry.
-pub fn task_sync_labels(
-    user_id: &str,
-    connection: &str,
-    task_id: &str,
-) -> BTreeMap<String, String> {
+pub fn task_sync_labels(user_id: &str, connection: &str, task_id: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (USER_LABEL.to_string(), user_label_value(user_id)),
         (CONNECTION_LABEL.to_string(), connection.to_string()),

@@ -12,7 +12,8 @@ use super::connection::is_zero;
 use super::history::HistoryEntry;
 
 /// RFC 3339 date-time with offset, a local date-time (read in timeZone), or a date (all-day).
-pub const TIME_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$";
+pub const TIME_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$";
 /// Go-style duration with hours, minutes and seconds, e.g. `90m`, `1h30m`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
 /// IANA zone name shape; the engine checks the name against the tz database.
@@ -24,17 +25,12 @@ pub const RECURRENCE_PATTERN: &str = r"^(RRULE|EXRULE|RDATE|EXDATE)[;:][^\r\n]+$
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 pub struct ConnectionRef {
     /// Name of a CalendarConnection in the same namespace.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
 }
 
 /// What happens to the calendar event when the TaskSync is deleted.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum DeletionPolicy {
     /// Delete the event from the calendar (default).
     #[default]
@@ -44,9 +40,7 @@ pub enum DeletionPolicy {
 }
 
 /// What happens when the event was edited in the calendar app since calsync last wrote it.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum ConflictPolicy {
     /// The task overwrites the calendar edit.
     TaskWins,
@@ -68,35 +62,11 @@ pub enum ConflictPolicy {
     shortname = "tsync",
     category = "getitdone",
     doc = "One Get It Done! task mirrored as an event in the calendar of a CalendarConnection.",
-    printcolumn(
-        name = "Connection",
-        type_ = "string",
-        json_path = ".spec.connectionRef.name",
-        description = "CalendarConnection used"
-    ),
-    printcolumn(
-        name = "Task",
-        type_ = "string",
-        json_path = ".spec.taskId",
-        description = "The app's task id"
-    ),
-    printcolumn(
-        name = "Synced",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Synced\")].status",
-        description = "The event matches the spec"
-    ),
-    printcolumn(
-        name = "Event",
-        type_ = "string",
-        json_path = ".status.eventId",
-        description = "Provider event id"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn(name = "Connection", type_ = "string", json_path = ".spec.connectionRef.name", description = "CalendarConnection used"),
+    printcolumn(name = "Task", type_ = "string", json_path = ".spec.taskId", description = "The app's task id"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status", description = "The event matches the spec"),
+    printcolumn(name = "Event", type_ = "string", json_path = ".status.eventId", description = "Provider event id"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     cel
 )]
 #[x_kube(validation = Rule::new("!(has(self.duration) && has(self.end))").message("set either duration or end, not both"))]
@@ -116,37 +86,21 @@ pub struct TaskSyncSpec {
     pub title: String,
     /// Start: RFC 3339 with offset (`2026-03-05T14:00:00Z`), a local date-time read in timeZone
     /// (`2026-03-05T14:00:00`), or a date (`2026-03-05`) for an all-day event.
-    #[schemars(
-        length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
-    )]
+    #[schemars(length(min = 10, max = 40), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"))]
     pub start: String,
     /// IANA time zone (e.g. `America/New_York`): how local times are read and the zone the event
     /// repeats in (a 09:00 weekly task stays 09:00 across DST).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"))]
     pub time_zone: Option<String>,
     /// Length, Go style (`45m`, `1h30m`; all-day: multiples of `24h`). Default 60 minutes, or
     /// one day for all-day events. Exclusive with end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 2, max = 20),
-        regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
-    )]
+    #[schemars(length(min = 2, max = 20), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
     pub duration: Option<String>,
     /// End, same formats as start (exclusive; for all-day events the day after the last day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
-    )]
+    #[schemars(length(min = 10, max = 40), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"))]
     pub end: Option<String>,
     /// An all-day event (start and end are dates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,10 +115,7 @@ pub struct TaskSyncSpec {
     pub description: Option<String>,
     /// RFC 5545 recurrence lines (`RRULE:FREQ=WEEKLY;BYDAY=MO`, `EXDATE:...`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 20),
-        inner(regex(pattern = r"^(RRULE|EXRULE|RDATE|EXDATE)[;:][^\r\n]+$"))
-    )]
+    #[schemars(length(max = 20), inner(regex(pattern = r"^(RRULE|EXRULE|RDATE|EXDATE)[;:][^\r\n]+$")))]
     pub recurrence: Vec<String>,
     /// Calendar override for this task; default: the connection's category or default calendar.
     #[serde(default, skip_serializing_if = "Option::is_none")]

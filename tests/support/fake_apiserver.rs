@@ -54,9 +54,7 @@ impl Recorded {
         self.method != Method::GET
     }
     pub fn is_watch(&self) -> bool {
-        self.query
-            .split('&')
-            .any(|kv| kv == "watch=true" || kv == "watch=1")
+        self.query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")
     }
 }
 
@@ -83,19 +81,13 @@ impl ResourceType {
         }
     }
     fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
     fn known(&self) -> bool {
         matches!(
             (self.group.as_str(), self.plural.as_str()),
-            (
-                "calendar.getitdone.app",
-                "tasksyncs" | "calendarconnections"
-            ) | ("", "secrets")
+            ("calendar.getitdone.app", "tasksyncs" | "calendarconnections")
+                | ("", "secrets")
                 | ("events.k8s.io", "events")
                 | ("coordination.k8s.io", "leases")
         )
@@ -128,16 +120,7 @@ fn parse_path(path: &str) -> Option<Parsed> {
         Some(&"status") => true,
         Some(_) => return None,
     };
-    Some(Parsed {
-        rt: ResourceType {
-            group: group.into(),
-            version: version.into(),
-            plural,
-        },
-        namespace,
-        name,
-        status,
-    })
+    Some(Parsed { rt: ResourceType { group: group.into(), version: version.into(), plural }, namespace, name, status })
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -171,10 +154,7 @@ fn labels_match(obj: &Value, selector: Option<&str>) -> bool {
         return true;
     };
     sel.split(',').all(|term| {
-        let (k, v) = term
-            .split_once('=')
-            .map(|(k, v)| (k.trim_end_matches('='), v))
-            .unwrap_or((term, ""));
+        let (k, v) = term.split_once('=').map(|(k, v)| (k.trim_end_matches('='), v)).unwrap_or((term, ""));
         obj["metadata"]["labels"][k].as_str() == Some(v)
     })
 }
@@ -228,11 +208,7 @@ fn now() -> String {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj["metadata"]["finalizers"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
@@ -257,12 +233,7 @@ impl FakeApiServer {
 
     /// Requests that write (anything but GET), optionally only those whose path contains `part`.
     pub fn writes(&self, part: &str) -> Vec<Recorded> {
-        self.lock()
-            .requests
-            .iter()
-            .filter(|r| r.is_write() && r.path.contains(part))
-            .cloned()
-            .collect()
+        self.lock().requests.iter().filter(|r| r.is_write() && r.path.contains(part)).cloned().collect()
     }
 
     pub fn clear_requests(&self) {
@@ -278,9 +249,7 @@ impl FakeApiServer {
     pub fn get(&self, path: &str) -> Option<Value> {
         let p = parse_path(path)?;
         let s = self.lock();
-        s.objects
-            .get(&(p.rt, p.namespace.unwrap_or_default(), p.name?))
-            .cloned()
+        s.objects.get(&(p.rt, p.namespace.unwrap_or_default(), p.name?)).cloned()
     }
 
     /// Objects of a collection path (`/api/v1/namespaces/ns/secrets`, or without namespace).
@@ -304,10 +273,7 @@ impl FakeApiServer {
         s.resource_version += 1;
         let rv = s.resource_version;
         let ns = p.namespace.clone().unwrap_or_default();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         object["metadata"]["namespace"] = json!(ns);
         if object["metadata"]["uid"].is_null() {
@@ -316,30 +282,12 @@ impl FakeApiServer {
         if object["metadata"]["generation"].is_null() {
             object["metadata"]["generation"] = json!(1);
         }
-        let existed = s
-            .objects
-            .insert((p.rt.clone(), ns.clone(), name), object.clone())
-            .is_some();
-        Self::emit(
-            &mut s,
-            rv,
-            &p.rt,
-            &ns,
-            if existed { "MODIFIED" } else { "ADDED" },
-            object,
-        );
+        let existed = s.objects.insert((p.rt.clone(), ns.clone(), name), object.clone()).is_some();
+        Self::emit(&mut s, rv, &p.rt, &ns, if existed { "MODIFIED" } else { "ADDED" }, object);
     }
 
-    fn emit(
-        s: &mut State,
-        rv: u64,
-        rt: &ResourceType,
-        ns: &str,
-        kind: &'static str,
-        object: Value,
-    ) {
-        s.log
-            .push((rv, rt.clone(), ns.to_string(), kind, object.clone()));
+    fn emit(s: &mut State, rv: u64, rt: &ResourceType, ns: &str, kind: &'static str, object: Value) {
+        s.log.push((rv, rt.clone(), ns.to_string(), kind, object.clone()));
         let line = Bytes::from(format!("{}\n", json!({ "type": kind, "object": object })));
         s.watchers.retain(|w| {
             if w.rt != *rt
@@ -369,28 +317,16 @@ impl FakeApiServer {
             body: body.clone(),
         });
         if s.unavailable {
-            return Ok(err(
-                503,
-                "ServiceUnavailable",
-                "the fake API server is down",
-            ));
+            return Ok(err(503, "ServiceUnavailable", "the fake API server is down"));
         }
         let Some(p) = parse_path(path) else {
             return Ok(err(404, "NotFound", format!("no route for {path}")));
         };
         if !p.rt.known() {
-            return Ok(err(
-                404,
-                "NotFound",
-                format!("the server could not find the requested resource ({path})"),
-            ));
+            return Ok(err(404, "NotFound", format!("the server could not find the requested resource ({path})")));
         }
         if p.status && !p.rt.is_custom() {
-            return Ok(err(
-                404,
-                "NotFound",
-                format!("{} has no status subresource here", p.rt.plural),
-            ));
+            return Ok(err(404, "NotFound", format!("{} has no status subresource here", p.rt.plural)));
         }
         let ns = p.namespace.clone().unwrap_or_default();
         match (method, &p.name) {
@@ -398,9 +334,7 @@ impl FakeApiServer {
                 let selector = query_param(query, "labelSelector");
                 let watch = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
                 if watch {
-                    let from: u64 = query_param(query, "resourceVersion")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
+                    let from: u64 = query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
                     let (tx, rx) = mpsc::unbounded();
                     for (rv, rt, ons, kind, obj) in &s.log {
                         if *rv > from
@@ -408,19 +342,11 @@ impl FakeApiServer {
                             && p.namespace.as_ref().is_none_or(|n| n == ons)
                             && labels_match(obj, selector.as_deref())
                         {
-                            let line = Bytes::from(format!(
-                                "{}\n",
-                                json!({ "type": kind, "object": obj })
-                            ));
+                            let line = Bytes::from(format!("{}\n", json!({ "type": kind, "object": obj })));
                             let _ = tx.unbounded_send(Ok(Frame::data(line)));
                         }
                     }
-                    s.watchers.push(Watcher {
-                        rt: p.rt.clone(),
-                        namespace: p.namespace.clone(),
-                        selector,
-                        tx,
-                    });
+                    s.watchers.push(Watcher { rt: p.rt.clone(), namespace: p.namespace.clone(), selector, tx });
                     return Err(StreamBody::new(rx).boxed_unsync());
                 }
                 let items: Vec<Value> = s
@@ -442,27 +368,15 @@ impl FakeApiServer {
                     }),
                 ))
             }
-            (Method::GET, Some(name)) => {
-                match s.objects.get(&(p.rt.clone(), ns.clone(), name.clone())) {
-                    Some(o) => Ok((StatusCode::OK, o.clone())),
-                    None => Ok(err(
-                        404,
-                        "NotFound",
-                        format!("{} \"{name}\" not found", p.rt.plural),
-                    )),
-                }
-            }
+            (Method::GET, Some(name)) => match s.objects.get(&(p.rt.clone(), ns.clone(), name.clone())) {
+                Some(o) => Ok((StatusCode::OK, o.clone())),
+                None => Ok(err(404, "NotFound", format!("{} \"{name}\" not found", p.rt.plural))),
+            },
             (Method::POST, None) => Ok(Self::create(&mut s, &p.rt, &ns, body)),
             (Method::PUT, Some(name)) => Ok(Self::update(&mut s, &p, &ns, name, body, None)),
-            (Method::PATCH, Some(name)) => {
-                Ok(Self::patch(&mut s, &p, &ns, name, content_type, body))
-            }
+            (Method::PATCH, Some(name)) => Ok(Self::patch(&mut s, &p, &ns, name, content_type, body)),
             (Method::DELETE, Some(name)) => Ok(Self::delete(&mut s, &p.rt, &ns, name)),
-            (m, _) => Ok(err(
-                405,
-                "MethodNotAllowed",
-                format!("{m} is not supported on {path}"),
-            )),
+            (m, _) => Ok(err(405, "MethodNotAllowed", format!("{m} is not supported on {path}"))),
         }
     }
 
@@ -471,39 +385,21 @@ impl FakeApiServer {
             return err(400, "BadRequest", "body is not an object");
         }
         if !body["metadata"]["resourceVersion"].is_null() {
-            return err(
-                422,
-                "Invalid",
-                "metadata.resourceVersion: Invalid value: must not be set on create",
-            );
+            return err(422, "Invalid", "metadata.resourceVersion: Invalid value: must not be set on create");
         }
         let name = match body["metadata"]["name"].as_str() {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => match body["metadata"]["generateName"].as_str() {
-                Some(prefix) => format!(
-                    "{prefix}{}",
-                    &uuid::Uuid::new_v4().simple().to_string()[..5]
-                ),
+                Some(prefix) => format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5]),
                 None => return err(422, "Invalid", "metadata.name: Required value"),
             },
         };
-        if body["metadata"]["namespace"]
-            .as_str()
-            .is_some_and(|n| n != ns)
-        {
-            return err(
-                400,
-                "BadRequest",
-                "the namespace of the object does not match the namespace of the request",
-            );
+        if body["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
+            return err(400, "BadRequest", "the namespace of the object does not match the namespace of the request");
         }
         let key = (rt.clone(), ns.to_string(), name.clone());
         if s.objects.contains_key(&key) {
-            return err(
-                409,
-                "AlreadyExists",
-                format!("{} \"{name}\" already exists", rt.plural),
-            );
+            return err(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.plural));
         }
         s.resource_version += 1;
         let rv = s.resource_version;
@@ -532,28 +428,13 @@ impl FakeApiServer {
     }
 
     /// PUT (or a PATCH result): `precondition` is the resourceVersion the patch demanded.
-    fn update(
-        s: &mut State,
-        p: &Parsed,
-        ns: &str,
-        name: &str,
-        body: Value,
-        patched_from: Option<&Value>,
-    ) -> Reply {
+    fn update(s: &mut State, p: &Parsed, ns: &str, name: &str, body: Value, patched_from: Option<&Value>) -> Reply {
         let key = (p.rt.clone(), ns.to_string(), name.to_string());
         let Some(current) = s.objects.get(&key).cloned() else {
-            return err(
-                404,
-                "NotFound",
-                format!("{} \"{name}\" not found", p.rt.plural),
-            );
+            return err(404, "NotFound", format!("{} \"{name}\" not found", p.rt.plural));
         };
         if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-            return err(
-                400,
-                "BadRequest",
-                "the name of the object does not match the name on the URL",
-            );
+            return err(400, "BadRequest", "the name of the object does not match the name on the URL");
         }
         let current_rv = current["metadata"]["resourceVersion"].clone();
         match body["metadata"]["resourceVersion"].as_str() {
@@ -596,10 +477,7 @@ impl FakeApiServer {
                     // Plain objects: fields the body leaves out are cleared (PUT replaces).
                     let drop: Vec<String> = dst
                         .keys()
-                        .filter(|k| {
-                            !["metadata", "apiVersion", "kind"].contains(&k.as_str())
-                                && !src.contains_key(*k)
-                        })
+                        .filter(|k| !["metadata", "apiVersion", "kind"].contains(&k.as_str()) && !src.contains_key(*k))
                         .cloned()
                         .collect();
                     for k in drop {
@@ -651,14 +529,7 @@ impl FakeApiServer {
         (StatusCode::OK, next)
     }
 
-    fn patch(
-        s: &mut State,
-        p: &Parsed,
-        ns: &str,
-        name: &str,
-        content_type: &str,
-        body: Value,
-    ) -> Reply {
+    fn patch(s: &mut State, p: &Parsed, ns: &str, name: &str, content_type: &str, body: Value) -> Reply {
         let key = (p.rt.clone(), ns.to_string(), name.to_string());
         let apply = content_type.starts_with("application/apply-patch");
         let current = match s.objects.get(&key) {
@@ -669,11 +540,7 @@ impl FakeApiServer {
                 return Self::create(s, &p.rt, ns, obj);
             }
             None => {
-                return err(
-                    404,
-                    "NotFound",
-                    format!("{} \"{name}\" not found", p.rt.plural),
-                );
+                return err(404, "NotFound", format!("{} \"{name}\" not found", p.rt.plural));
             }
         };
         let mut doc = current.clone();
@@ -685,17 +552,11 @@ impl FakeApiServer {
             // The API server's JSON patch library (evanphx/json-patch) lets `test` of a missing
             // member against null pass; kube's finalizer helper relies on that.
             ops.0.retain(|op| match op {
-                json_patch::PatchOperation::Test(t) => {
-                    !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
-                }
+                json_patch::PatchOperation::Test(t) => !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none()),
                 _ => true,
             });
             if let Err(e) = json_patch::patch(&mut doc, &ops) {
-                return err(
-                    422,
-                    "Invalid",
-                    format!("the JSON patch could not be applied: {e}"),
-                );
+                return err(422, "Invalid", format!("the JSON patch could not be applied: {e}"));
             }
         } else if content_type.starts_with("application/merge-patch+json")
             || content_type.starts_with("application/strategic-merge-patch+json")
@@ -703,11 +564,7 @@ impl FakeApiServer {
         {
             json_patch::merge(&mut doc, &body);
         } else {
-            return err(
-                415,
-                "UnsupportedMediaType",
-                format!("unsupported patch type {content_type}"),
-            );
+            return err(415, "UnsupportedMediaType", format!("unsupported patch type {content_type}"));
         }
         // A resourceVersion the patch set is a precondition; otherwise the patch applies to
         // whatever is current.
@@ -731,11 +588,7 @@ impl FakeApiServer {
     fn delete(s: &mut State, rt: &ResourceType, ns: &str, name: &str) -> Reply {
         let key = (rt.clone(), ns.to_string(), name.to_string());
         let Some(mut obj) = s.objects.get(&key).cloned() else {
-            return err(
-                404,
-                "NotFound",
-                format!("{} \"{name}\" not found", rt.plural),
-            );
+            return err(404, "NotFound", format!("{} \"{name}\" not found", rt.plural));
         };
         s.resource_version += 1;
         let rv = s.resource_version;
@@ -793,17 +646,10 @@ impl tower::Service<Request<Body>> for FakeApiServer {
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect_bytes().await.unwrap_or_default();
-            let value: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            let content_type = parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let value: Value =
+                if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+            let content_type =
+                parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let path = parts.uri.path().to_string();
             let query = parts.uri.query().unwrap_or("").to_string();
             let response = match server.handle(parts.method, &path, &query, &content_type, value) {

@@ -35,13 +35,7 @@ impl Harness {
 
     /// Start watching only `namespace` (`--watch-namespace`).
     pub fn start_in(server: &FakeApiServer, calendar: &MemoryCalendar, namespace: &str) -> Harness {
-        Self::start_with_ns(
-            server,
-            calendar,
-            Leadership::always(),
-            None,
-            Some(namespace.to_string()),
-        )
+        Self::start_with_ns(server, calendar, Leadership::always(), None, Some(namespace.to_string()))
     }
 
     /// Start with leader election on a Lease in `NS` as `identity` (lease `duration`).
@@ -86,18 +80,10 @@ impl Harness {
         let metrics = Arc::new(Metrics::default());
         let (stop, shutdown) = ctl::shutdown_signal();
         let elector = lease.map(|config| {
-            tokio::spawn(
-                ctl::Elector::new(client.clone(), config, leadership.clone()).run(shutdown.clone()),
-            )
+            tokio::spawn(ctl::Elector::new(client.clone(), config, leadership.clone()).run(shutdown.clone()))
         });
-        let connector = Arc::new(MemoryConnector {
-            service: calendar.clone(),
-        });
-        let settings = Settings {
-            watch_namespace,
-            concurrency: 4,
-            engine: Default::default(),
-        };
+        let connector = Arc::new(MemoryConnector { service: calendar.clone() });
+        let settings = Settings { watch_namespace, concurrency: 4, engine: Default::default() };
         let task = tokio::spawn(ctl::run(
             client,
             objects.clone(),
@@ -107,14 +93,7 @@ impl Harness {
             settings,
             shutdown,
         ));
-        Harness {
-            objects,
-            metrics,
-            leadership,
-            stop: Some(stop),
-            task: Some(task),
-            elector,
-        }
+        Harness { objects, metrics, leadership, stop: Some(stop), task: Some(task), elector }
     }
 
     /// Graceful stop: reconciles in flight finish, the lease is released.
@@ -168,9 +147,7 @@ where
 {
     let api: Api<K> = Api::namespaced(server.client(), NS);
     let obj: K = serde_json::from_value(object).expect("fixture deserializes");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("create")
+    api.create(&PostParams::default(), &obj).await.expect("create")
 }
 
 pub fn secret(name: &str) -> Value {
@@ -222,22 +199,15 @@ pub fn task_sync(name: &str, connection: &str, title: &str) -> Value {
 pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
 }
 
 pub fn is_synced(obj: Option<&Value>) -> bool {
-    obj.and_then(|o| condition(o, "Synced"))
-        .is_some_and(|c| c["status"] == "True")
+    obj.and_then(|o| condition(o, "Synced")).is_some_and(|c| c["status"] == "True")
 }
