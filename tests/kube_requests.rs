@@ -263,3 +263,72 @@ async fn events_go_to_events_k8s_io_with_reason_and_reporter() {
     objects.publish_event(&ObjectKey::task_sync("ns", "t1"), &ev).await.unwrap();
     within(server).await;
 }
+
+mod lease {
+    use super::*;
+    use calsync::controller::{Elector, Leadership, LeaseConfig};
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/calsync";
+
+    fn elector(handle_owner: &str) -> (Elector, Leadership, Mock) {
+        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let leadership = Leadership::follower();
+        let config = LeaseConfig {
+            namespace: "ns".into(),
+            name: "calsync".into(),
+            identity: handle_owner.into(),
+            duration: Duration::from_secs(15),
+        };
+        (Elector::new(kube::Client::new(svc, "ns"), config, leadership.clone()), leadership, handle)
+    }
+
+    fn lease(holder: &str, renewed_secs_ago: i64, rv: &str) -> Value {
+        let renew = chrono::Utc::now() - chrono::Duration::seconds(renewed_secs_ago);
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "calsync", "namespace": "ns", "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 3,
+                     "renewTime": renew.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)},
+        })
+    }
+
+    #[tokio::test]
+    async fn taking_an_expired_lease_is_a_guarded_replace_and_a_409_means_follower() {
+        let (elector, leadership, mut h) = elector("me");
+        let server = tokio::spawn(async move {
+            let (_, _, _, send) = next(&mut h, Method::GET, LEASE).await;
+            reply(send, 200, lease("other", 60, "41"));
+            let (body, _, _, send) = next(&mut h, Method::PUT, LEASE).await;
+            assert_eq!(body["metadata"]["resourceVersion"], "41", "the replace carries the version read");
+            assert_eq!(body["spec"]["holderIdentity"], "me");
+            assert_eq!(body["spec"]["leaseTransitions"], 4);
+            // Another replica won the race.
+            conflict(send);
+        });
+        assert!(elector.try_acquire_or_renew().await.is_err());
+        assert!(!leadership.is_leader());
+        within(server).await;
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_of_another_is_left_alone_and_ours_is_renewed() {
+        let (elector, leadership, mut h) = elector("me");
+        let server = tokio::spawn(async move {
+            let (_, _, _, send) = next(&mut h, Method::GET, LEASE).await;
+            reply(send, 200, lease("other", 2, "41"));
+            // No write: the next request is the second attempt's GET.
+            let (_, _, _, send) = next(&mut h, Method::GET, LEASE).await;
+            reply(send, 200, lease("me", 4, "42"));
+            let (body, _, _, send) = next(&mut h, Method::PUT, LEASE).await;
+            assert_eq!(body["metadata"]["resourceVersion"], "42");
+            assert_eq!(body["spec"]["holderIdentity"], "me");
+            assert_eq!(body["spec"]["leaseTransitions"], 3, "a renewal is not a transition");
+            reply(send, 200, lease("me", 0, "43"));
+        });
+        assert!(!elector.try_acquire_or_renew().await.unwrap());
+        assert!(!leadership.is_leader());
+        assert!(elector.try_acquire_or_renew().await.unwrap());
+        assert!(leadership.is_leader());
+        within(server).await;
+    }
+}
