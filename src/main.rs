@@ -116,7 +116,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
-    let client = ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds)).await?;
+    let client =
+        ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds), args.watch_namespace.as_deref())
+            .await?;
     let identity = args.pod_name.clone().unwrap_or_else(|| format!("calsync-{}", uuid::Uuid::new_v4()));
     let objects = KubeObjects::new(client.clone(), Some(identity.clone()));
     let metrics = Arc::new(Metrics::default());

@@ -34,8 +34,9 @@ pub enum StartupError {
 }
 
 /// Infer the configuration (kubeconfig, then in-cluster), build a client and prove the server
-/// answers and serves the CRDs, all within `timeout`.
-pub async fn connect(timeout: Duration) -> Result<Client, StartupError> {
+/// answers and serves the CRDs, all within `timeout`. With `namespace`, the check lists only
+/// there, so a namespace-scoped Role is enough.
+pub async fn connect(timeout: Duration, namespace: Option<&str>) -> Result<Client, StartupError> {
     let mut config = match tokio::time::timeout(timeout, Config::infer()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(StartupError::NoConfig(e.to_string())),
@@ -48,13 +49,21 @@ pub async fn connect(timeout: Duration) -> Result<Client, StartupError> {
     config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
     let client =
         Client::try_from(config).map_err(|e| StartupError::Client { server: server.clone(), reason: e.to_string() })?;
-    preflight(&client, &server, timeout).await?;
+    preflight(&client, &server, namespace, timeout).await?;
     Ok(client)
 }
 
 /// One cheap LIST (limit 1) of TaskSyncs: reachability, CRDs and RBAC in one request.
-pub async fn preflight(client: &Client, server: &str, timeout: Duration) -> Result<(), StartupError> {
-    let api: Api<TaskSync> = Api::all(client.clone());
+pub async fn preflight(
+    client: &Client,
+    server: &str,
+    namespace: Option<&str>,
+    timeout: Duration,
+) -> Result<(), StartupError> {
+    let api: Api<TaskSync> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     match tokio::time::timeout(timeout, api.list_metadata(&ListParams::default().limit(1))).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(StartupError::CrdMissing { server: server.into() }),
