@@ -1,6 +1,9 @@
 //! `KubeObjects` as the REST API would use it (no controller): `wait_for` wakes on watch
 //! events, and `find_task_sync_by_event` answers from the watch cache.
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The compiled `calsync controller` against the fake API server served over loopback HTTP:
 //! it becomes ready, takes the Lease, and on SIGTERM exits 0 promptly and releases the Lease.
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

@@ -1,6 +1,9 @@
 //! Controller behaviour beyond the happy path: a missing connection, a malformed object, and
 //! two replicas sharing one Lease.
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
 mod support;
 
 use std::time::Duration;

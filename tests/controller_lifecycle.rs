@@ -2,6 +2,9 @@
 //! with the in-memory calendar: create → update → delete, Orphan, restart without duplicates,
 //! and "an unchanged TaskSync costs no provider call and no API write".
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
 mod support;
 
 use std::time::Duration;

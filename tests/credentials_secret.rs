@@ -2,6 +2,9 @@
 //! owner-referenced to the connection (so it goes when the connection goes), and no error
 //! message carries a secret.
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
 mod support;
 
 use calsync::controller::KubeObjects;

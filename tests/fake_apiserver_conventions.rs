@@ -2,6 +2,9 @@
 //! conventions it enforces, and `KubeObjects` on top of them (the same contract as the memory
 //! store: Conflict on a stale resourceVersion, generation only on spec changes, delete marks).
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
 mod support;
 
 use calsync::controller::KubeObjects;

@@ -1,9 +1,8 @@
-//! Shared test helpers: the fake API server, fixtures, and a controller harness that runs the
-//! real kube-runtime controllers and the real engine against it.
+//! Kubernetes test helpers: fixtures, and a controller harness that runs the real kube-runtime
+//! controllers and the real engine against the fake API server. Included by the controller
+//! tests with `#[path]` next to `fake_apiserver.rs`.
 
 #![allow(dead_code)]
-
-pub mod fake_apiserver;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use calsync::providers::memory::{MemoryCalendar, MemoryConnector};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-pub use fake_apiserver::*;
+pub use crate::fake_apiserver::*;
 
 pub const NS: &str = "team-a";
 
