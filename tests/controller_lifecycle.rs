@@ -157,11 +157,11 @@ async fn restart_between_calendar_write_and_status_write_adopts() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.set_unavailable(false);
     // Pretend the status never got written.
-    if let Some(mut o) = server.get(&path) {
-        if o["status"]["eventId"].is_string() {
-            o.as_object_mut().unwrap().remove("status");
-            server.insert_raw(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"), o);
-        }
+    if let Some(mut o) = server.get(&path)
+        && o["status"]["eventId"].is_string()
+    {
+        o.as_object_mut().unwrap().remove("status");
+        server.insert_raw(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"), o);
     }
     let second = Harness::start(&server, &calendar);
     eventually(15, "synced again", || is_synced(server.get(&path).as_ref())).await;
