@@ -45,6 +45,43 @@ enum Command {
         #[arg(long, env = "CALSYNC_LISTEN", default_value = "127.0.0.1:5000")]
         listen: String,
     },
+    /// Run the Kubernetes controllers (TaskSync and CalendarConnection) against the API server
+    /// of the kubeconfig's current context, or in-cluster.
+    Controller(ControllerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CALSYNC_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Address of the /healthz, /readyz and /metrics server.
+    #[arg(long, env = "CALSYNC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// This replica's name: the Lease holder identity and the Events reporter (downward API).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Namespace of the Lease (default: the pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "CALSYNC_LEASE_NAME", default_value = "calsync-controller")]
+    lease_name: String,
+    /// Lease duration in seconds; the holder renews every third of it.
+    #[arg(long, env = "CALSYNC_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Run without leader election (only safe with exactly one replica).
+    #[arg(long, env = "CALSYNC_NO_LEADER_ELECTION")]
+    no_leader_election: bool,
+    /// Reconciles at once per kind.
+    #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 4)]
+    concurrency: u16,
+    /// Installation id written into every event calsync creates (ownership marker; no `;`).
+    #[arg(long, env = "CALSYNC_OWNER", default_value = "calsync")]
+    owner: String,
+    /// Seconds to wait for the API server at start-up before giving up.
+    #[arg(long, env = "CALSYNC_STARTUP_TIMEOUT_SECONDS", default_value_t = 20)]
+    startup_timeout_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +135,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_signal(),
             ))?;
         }
+        Command::Controller(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(controller(args))?;
+        }
+    }
+    Ok(())
+}
+
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    use calsync::controller::{self as ctl, Elector, KubeObjects, Leadership, LeaseConfig, Metrics, Settings};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
+    let client =
+        ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds), args.watch_namespace.as_deref())
+            .await?;
+    let identity = args.pod_name.clone().unwrap_or_else(|| format!("calsync-{}", uuid::Uuid::new_v4()));
+    let objects = KubeObjects::new(client.clone(), Some(identity.clone()));
+    let metrics = Arc::new(Metrics::default());
+    let (stop, shutdown) = ctl::shutdown_signal();
+
+    let leadership = if args.no_leader_election { Leadership::always() } else { Leadership::follower() };
+    let elector = (!args.no_leader_election).then(|| {
+        let namespace = args.pod_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        let config = LeaseConfig {
+            namespace,
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
+        };
+        tracing::info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %identity, "leader election on");
+        tokio::spawn(Elector::new(client.clone(), config, leadership.clone()).run(shutdown.clone()))
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics server to {}", args.metrics_addr))?;
+    let server = tokio::spawn(ctl::metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    let settings = Settings {
+        watch_namespace: args.watch_namespace.clone(),
+        concurrency: args.concurrency.max(1),
+        engine: calsync::engine::EngineConfig { owner: args.owner.clone(), ..Default::default() },
+    };
+    let connector = Arc::new(calsync::providers::registry::Registry::builtin());
+    let controllers = tokio::spawn(ctl::run(client, objects, connector, leadership, metrics, settings, shutdown));
+
+    shutdown_signal().await;
+    tracing::info!("termination signal: finishing reconciles in flight, releasing the lease");
+    let _ = stop.send(());
+    let _ = controllers.await;
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    if let Ok(Err(e)) = server.await {
+        return Err(anyhow::Error::new(e).context(format!("serving metrics on {}", args.metrics_addr)));
     }
     Ok(())
 }
