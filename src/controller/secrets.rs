@@ -39,19 +39,6 @@ impl CredentialSealer for PlainSealer {
     }
 }
 
-/// serde's messages can quote the offending value (`invalid type: integer `1234``), and in a
-/// credentials Secret that value is a secret: keep the key name, drop the parser's detail.
-fn redacted(e: &credentials::CredentialsError) -> String {
-    match e {
-        credentials::CredentialsError::BadJson { key, .. } => {
-            format!(
-                "credentials Secret key `{key}` does not hold valid calsync credentials JSON (details withheld: they could quote secret values)"
-            )
-        }
-        other => other.to_string(),
-    }
-}
-
 impl KubeObjects {
     pub(super) async fn read_secret_credentials(
         &self,
@@ -73,7 +60,7 @@ impl KubeObjects {
         }
         credentials::from_secret_data(&data, secret.key.as_deref())
             .map(Some)
-            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {}", secret.name, redacted(&e))))
+            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {}", secret.name, e)))
     }
 
     pub(super) async fn write_secret_credentials(

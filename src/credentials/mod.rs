@@ -99,6 +99,18 @@ pub enum CredentialsError {
     BadExpiry,
 }
 
+/// What is wrong with credentials JSON, without serde's text: that quotes the offending value
+/// (`invalid type: string "hunter2"`), which here would be a secret.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax => "it is not valid JSON",
+        serde_json::error::Category::Eof => "the JSON ends early",
+        serde_json::error::Category::Data => "a field has the wrong type or a required field is missing",
+        serde_json::error::Category::Io => "it could not be read",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 /// Read a Secret's data in either form (DESIGN §3): calsync's `credentials` JSON under `key`
 /// (default `credentials`), or plain keys written by a platform team. Decryption of the
 /// calsync-written form happens in the store before this is called.
@@ -111,7 +123,7 @@ pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>, key: Option<&str>) -> 
     let json_key = key.unwrap_or(CREDENTIALS_KEY);
     if let Some(json) = text(json_key)? {
         return serde_json::from_str(&json)
-            .map_err(|e| CredentialsError::BadJson { key: json_key.to_string(), reason: e.to_string() });
+            .map_err(|e| CredentialsError::BadJson { key: json_key.to_string(), reason: describe_json_error(&e) });
     }
     match (text("username")?, text("password")?) {
         (Some(username), Some(password)) => {
@@ -168,6 +180,11 @@ mod tests {
         assert_eq!(from_secret_data(&data(&[]), None).unwrap_err(), CredentialsError::NoKnownKeys);
         let err = from_secret_data(&data(&[("credentials", "{not json secret-value")]), None).unwrap_err();
         assert!(!err.to_string().contains("secret-value"));
+        // serde's own message would quote the wrongly typed value.
+        let err = from_secret_data(&data(&[("credentials", r#"{"type":"basic","username":"u","password":98765}"#)]), None)
+            .unwrap_err();
+        assert!(!err.to_string().contains("98765"), "{err}");
+        assert!(err.to_string().contains("wrong type"), "{err}");
     }
 
     #[test]
