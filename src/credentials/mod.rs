@@ -181,8 +181,9 @@ mod tests {
         let err = from_secret_data(&data(&[("credentials", "{not json secret-value")]), None).unwrap_err();
         assert!(!err.to_string().contains("secret-value"));
         // serde's own message would quote the wrongly typed value.
-        let err = from_secret_data(&data(&[("credentials", r#"{"type":"basic","username":"u","password":98765}"#)]), None)
-            .unwrap_err();
+        let err =
+            from_secret_data(&data(&[("credentials", r#"{"type":"basic","username":"u","password":98765}"#)]), None)
+                .unwrap_err();
         assert!(!err.to_string().contains("98765"), "{err}");
         assert!(err.to_string().contains("wrong type"), "{err}");
     }
