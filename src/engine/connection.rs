@@ -23,6 +23,12 @@ impl Engine {
             return Ok(Outcome::Done);
         }
         let key = ObjectKey::connection(namespace, name);
+        // The REST API finds a user's connections by this label; YAML written by hand lacks it.
+        let user_label = crate::resources::user_label_value(&conn.spec.user_id);
+        if conn.labels().get(crate::resources::USER_LABEL) != Some(&user_label) {
+            let labels = std::collections::BTreeMap::from([(crate::resources::USER_LABEL.to_string(), user_label)]);
+            self.objects.set_labels(&key, &labels).await?;
+        }
         let now = self.now();
         let generation = conn.meta().generation;
         let old = conn.status.clone().unwrap_or_default();

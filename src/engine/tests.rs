@@ -126,6 +126,8 @@ async fn lifecycle_create_noop_update_delete() {
     let cst = conn.status.unwrap();
     assert_eq!(reason_c(&cst.conditions, "Ready"), "True/Connected");
     assert_eq!(cst.default_calendar_id.as_deref(), Some("calendar"));
+    let labels = w.objects.get_connection(NS, "conn").await.unwrap().unwrap().metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get(USER_LABEL), Some(&user_label_value("user123")), "YAML-made connections get the user label");
 
     let ts = w.task("t1", spec("task456")).await;
     let uid = ts.metadata.uid.clone().unwrap();
