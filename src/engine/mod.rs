@@ -7,6 +7,7 @@
 //! returned `Outcome`.
 
 pub mod backoff;
+mod conflict;
 mod connection;
 pub mod desired;
 pub mod memory;

@@ -13,20 +13,20 @@ use crate::providers::{Created, EventData, Provider, ProviderError, RemoteEvent,
 use crate::resources::condition::{self, Condition, ConditionStatus, set_condition};
 use crate::resources::history::{self, TASK_HISTORY_LIMIT};
 use crate::resources::{
-    CalendarConnection, CalendarEdit, ConflictPolicy, Direction, HistoryEntry, Operation, SyncStatus, TaskSync,
-    TaskSyncStatus, task_sync_labels,
+    CalendarConnection, ConflictPolicy, Direction, HistoryEntry, Operation, SyncStatus, TaskSync, TaskSyncStatus,
+    task_sync_labels,
 };
 
 /// Everything one reconcile works with.
-struct Ctx<'a> {
-    key: ObjectKey,
-    ts: &'a TaskSync,
-    conn: Option<&'a CalendarConnection>,
-    uid: String,
-    generation: i64,
-    calendar: String,
-    desired: Result<(EventData, String), String>,
-    status: TaskSyncStatus,
+pub(super) struct Ctx<'a> {
+    pub(super) key: ObjectKey,
+    pub(super) ts: &'a TaskSync,
+    pub(super) conn: Option<&'a CalendarConnection>,
+    pub(super) uid: String,
+    pub(super) generation: i64,
+    pub(super) calendar: String,
+    pub(super) desired: Result<(EventData, String), String>,
+    pub(super) status: TaskSyncStatus,
 }
 
 fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
@@ -59,7 +59,7 @@ fn target_calendar(ts: &TaskSync, conn: Option<&CalendarConnection>) -> Option<S
         .cloned()
 }
 
-fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+pub(super) fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
     Condition::new(type_, if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
 }
 
@@ -208,7 +208,7 @@ impl Engine {
         Ok(self.connector.connect(&target, &creds).await)
     }
 
-    fn desired(ctx: &Ctx<'_>) -> (EventData, String) {
+    pub(super) fn desired(ctx: &Ctx<'_>) -> (EventData, String) {
         // Callers reach calendar steps only after plan checked the spec is valid.
         ctx.desired.clone().unwrap_or_else(|_| unreachable!("plan returns Invalid for a bad spec"))
     }
@@ -264,104 +264,6 @@ impl Engine {
                 _ => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
             },
         }
-    }
-
-    async fn resolve_conflict(
-        &self,
-        ctx: &mut Ctx<'_>,
-        p: &dyn Provider,
-        id: &str,
-        policy: ConflictPolicy,
-    ) -> Result<Option<Outcome>, EngineError> {
-        let remote = match p.get(&ctx.calendar, id).await {
-            Ok(r) => r,
-            Err(e) => return self.on_provider_error(ctx, Call::Update, e).await.map(Some),
-        };
-        let Some(remote) = remote.filter(|r| !r.cancelled) else {
-            return match policy {
-                ConflictPolicy::TaskWins => {
-                    ctx.status.event_id = None;
-                    Ok(None)
-                }
-                other => self.report_edit(ctx, None, other).await.map(Some),
-            };
-        };
-        if plan::adopt(&remote, &ctx.uid, &self.config.owner, "").eq(&Adopt::NotOurs) {
-            let msg =
-                format!("event {id} no longer carries this TaskSync's ownership marker; calsync will not modify it");
-            self.set_failed(ctx, "NotOwned", &msg);
-            return self.finish(ctx, self.config.resync).await.map(Some);
-        }
-        match policy {
-            ConflictPolicy::TaskWins => {
-                let (data, hash) = Self::desired(ctx);
-                match p.update(&ctx.calendar, id, remote.etag.as_deref(), &data).await {
-                    Ok(ev) => self.record(ctx, Operation::Update, &ev, &hash).await.map(Some),
-                    Err(e) => self.on_provider_error(ctx, Call::Update, e).await.map(Some),
-                }
-            }
-            other => self.report_edit(ctx, Some(&remote), other).await.map(Some),
-        }
-    }
-
-    /// Record an edit (or deletion, `remote` None) made in the calendar app.
-    async fn report_edit(
-        &self,
-        ctx: &mut Ctx<'_>,
-        remote: Option<&RemoteEvent>,
-        policy: ConflictPolicy,
-    ) -> Result<Outcome, EngineError> {
-        let now = self.now();
-        let (data, hash) = Self::desired(ctx);
-        let mut changed = Vec::new();
-        if let Some(r) = remote {
-            if r.title != data.title {
-                changed.push("title".to_string());
-            }
-            if r.start != data.start {
-                changed.push("start".to_string());
-            }
-            if r.end != data.end {
-                changed.push("end".to_string());
-            }
-            if r.description != data.description {
-                changed.push("description".to_string());
-            }
-            if r.category != data.category {
-                changed.push("category".to_string());
-            }
-        }
-        ctx.status.calendar_edit = Some(CalendarEdit {
-            detected_at: now,
-            generation: ctx.generation,
-            etag: remote.and_then(|r| r.etag.clone()).unwrap_or_default(),
-            deleted: remote.is_none(),
-            changed,
-            title: remote.map(|r| r.title.clone()),
-            start: remote.map(|r| r.start.to_rfc3339_or_date()),
-            end: remote.map(|r| r.end.to_rfc3339_or_date()),
-            resolution: policy,
-        });
-        ctx.status.observed_generation = Some(ctx.generation);
-        let (reason, msg) = match (remote.is_some(), policy) {
-            (false, _) => ("DeletedInCalendar", "the event was deleted in the calendar app; change the task to create it again".to_string()),
-            (true, ConflictPolicy::CalendarWins) => ("CalendarWins", "the event was edited in the calendar app and the edit was kept (conflictPolicy CalendarWins)".to_string()),
-            (true, _) => ("ConflictDetected", "the event was edited in the calendar app; change the task to overwrite the edit, or set conflictPolicy".to_string()),
-        };
-        if remote.is_some() && policy == ConflictPolicy::CalendarWins {
-            // The calendar's version is now the accepted one: no rewrite until the spec changes.
-            ctx.status.etag = remote.and_then(|r| r.etag.clone());
-            ctx.status.applied_hash = Some(hash);
-            let now = self.now();
-            let c = cond("Synced", true, reason, &msg);
-            set_condition(&mut ctx.status.conditions, c, Some(ctx.generation), now);
-            set_condition(&mut ctx.status.conditions, cond("Ready", true, reason, &msg), Some(ctx.generation), now);
-        } else {
-            self.set_failed(ctx, reason, &msg);
-        }
-        self.history(ctx, Operation::Conflict, SyncStatus::Success, None).await?;
-        self.publish(&ctx.key, EventType::Warning, reason, "Update", msg).await;
-        self.finish(ctx, self.config.resync).await
     }
 
     async fn delete(
@@ -431,7 +333,12 @@ impl Engine {
         Ok(Outcome::Done)
     }
 
-    async fn on_provider_error(&self, ctx: &mut Ctx<'_>, call: Call, e: ProviderError) -> Result<Outcome, EngineError> {
+    pub(super) async fn on_provider_error(
+        &self,
+        ctx: &mut Ctx<'_>,
+        call: Call,
+        e: ProviderError,
+    ) -> Result<Outcome, EngineError> {
         let now = self.now();
         tracing::info!(object = %ctx.key, reason = e.reason(), error = %e, "calendar call failed");
         match plan::on_error(call, &e, ctx.ts.spec.conflict_policy) {
@@ -479,7 +386,7 @@ impl Engine {
     }
 
     /// A successful write: the event now matches the spec.
-    async fn record(
+    pub(super) async fn record(
         &self,
         ctx: &mut Ctx<'_>,
         op: Operation,
@@ -518,7 +425,7 @@ impl Engine {
     }
 
     /// Append to the TaskSync's ring and the connection's (the user's history).
-    async fn history(
+    pub(super) async fn history(
         &self,
         ctx: &mut Ctx<'_>,
         op: Operation,
@@ -558,7 +465,7 @@ impl Engine {
         );
     }
 
-    fn set_failed(&self, ctx: &mut Ctx<'_>, reason: &str, msg: &str) {
+    pub(super) fn set_failed(&self, ctx: &mut Ctx<'_>, reason: &str, msg: &str) {
         let now = self.now();
         let g = Some(ctx.generation);
         ctx.status.observed_generation = g;
@@ -574,7 +481,7 @@ impl Engine {
     }
 
     /// Write the status if it changed, then requeue after `after` (with jitter).
-    async fn finish(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
+    pub(super) async fn finish(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
         if ctx.ts.status.as_ref() != Some(&ctx.status) {
             match self.objects.patch_task_sync_status(&ctx.key.namespace, &ctx.key.name, &ctx.status).await {
                 Ok(_) => {}
