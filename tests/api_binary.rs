@@ -2,7 +2,8 @@
 //! driven over HTTP as the frontend would, with the real controller (in-process, the CalDAV
 //! provider through `Registry::builtin()`) doing the calendar writes into a real Radicale:
 //! connect stores the CalendarConnection + Secret in `--namespace`, task-to-calendar answers an
-//! event id whose event is really in Radicale (raw CalDAV), SIGTERM exits 0.
+//! event id whose event is really in Radicale (raw CalDAV), update-event and delete-event reach
+//! Radicale too, SIGTERM exits 0.
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -161,6 +162,26 @@ async fn api_binary_connects_and_the_controller_writes_to_radicale() {
     let syncs = server.list(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"));
     assert_eq!(syncs.len(), 1, "{syncs:?}");
     assert_eq!(syncs[0]["status"]["eventId"], event_id.as_str());
+
+    // update-event: found by event id (the watch cache), the controller rewrites the event.
+    let (s, body) = api
+        .call(
+            "PUT",
+            "/api/calendar/update-event",
+            Some(json!({"user_id": USER, "event_id": event_id, "task_data": {"name": "Hand in the homework"}})),
+        )
+        .await;
+    assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}\n{}", api.log());
+    let events = raw.vevents(CAL).await;
+    assert_eq!(events.len(), 1, "updated in place: {events:?}");
+    assert!(events.values().all(|l| line_value(l, "SUMMARY") == Some("Hand in the homework")), "{events:?}");
+
+    // delete-event: the TaskSync goes, the controller deletes the event first (finalizer).
+    let (s, body) =
+        api.call("DELETE", "/api/calendar/delete-event", Some(json!({"user_id": USER, "event_id": event_id}))).await;
+    assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}\n{}", api.log());
+    assert!(raw.vevents(CAL).await.is_empty(), "the event is gone from Radicale");
+    assert!(server.list(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs")).is_empty());
 
     // Secrets never reach the log.
     assert!(!api.log().contains(&dav.password), "the password is in the API's log");
