@@ -48,6 +48,29 @@ enum Command {
     /// Run the Kubernetes controllers (TaskSync and CalendarConnection) against the API server
     /// of the kubeconfig's current context, or in-cluster.
     Controller(ControllerArgs),
+    /// Serve the REST API on the Kubernetes API server (objects in one namespace); the
+    /// controller does the calendar writes.
+    Api(ApiArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// Address the REST API listens on.
+    #[arg(long, env = "CALSYNC_LISTEN", default_value = "0.0.0.0:5000")]
+    listen: String,
+    /// Namespace the API reads and writes objects in (default: POD_NAMESPACE, else the
+    /// kubeconfig's namespace).
+    #[arg(long, env = "CALSYNC_NAMESPACE")]
+    namespace: Option<String>,
+    /// This pod's namespace (downward API); the default of --namespace.
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pod_namespace: Option<String>,
+    /// This replica's name (downward API), for Events.
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pod_name: Option<String>,
+    /// Seconds to wait for the API server at start-up before giving up.
+    #[arg(long, env = "CALSYNC_STARTUP_TIMEOUT_SECONDS", default_value_t = 20)]
+    startup_timeout_seconds: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             rt.block_on(controller(args))?;
         }
+        Command::Api(args) => runtime()?.block_on(kube_api(args))?,
     }
     Ok(())
 }
@@ -195,6 +219,44 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     if let Ok(Err(e)) = server.await {
         return Err(anyhow::Error::new(e).context(format!("serving metrics on {}", args.metrics_addr)));
     }
+    Ok(())
+}
+
+async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
+    use calsync::controller::{self as ctl, api::ApiSettings};
+    use std::time::Duration;
+
+    // CALSYNC_OWNER is read here as by `calsync controller --owner`: both default to `calsync`,
+    // so the API recognises the events the controller marks as its own.
+    let config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+    if !config.has_auth() {
+        tracing::warn!("neither CALSYNC_API_KEYS nor CALSYNC_JWT_SECRET is set: every API call will answer 401");
+    }
+    let set = |n: Option<String>| n.filter(|n| !n.trim().is_empty());
+    let namespace = set(args.namespace).or(set(args.pod_namespace));
+    let (client, namespace) =
+        ctl::startup::connect_namespaced(Duration::from_secs(args.startup_timeout_seconds), namespace).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| {
+        format!("cannot listen on {}; set CALSYNC_LISTEN (or --listen) to a free address", args.listen)
+    })?;
+    tracing::info!(address = %args.listen, namespace = %namespace, "REST API listening");
+    let settings = ApiSettings {
+        namespace,
+        config,
+        connector: Arc::new(calsync::providers::registry::Registry::builtin()),
+        reporter_instance: args.pod_name,
+    };
+    let (stop, shutdown) = ctl::shutdown_signal();
+    let mut server = tokio::spawn(ctl::api::serve(client, listener, settings, shutdown));
+    let served = tokio::select! {
+        () = shutdown_signal() => {
+            let _ = stop.send(());
+            server.await
+        }
+        // Serving ended on its own (the listener failed).
+        done = &mut server => done,
+    };
+    served.context("the REST API task")??;
     Ok(())
 }
 

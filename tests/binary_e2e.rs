@@ -9,44 +9,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use support::*;
-use tower::Service;
-
-/// Serve the fake API server over HTTP on a loopback port.
-async fn serve(server: FakeApiServer) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let svc = tower::service_fn(move |req: http::Request<axum::body::Body>| {
-        let mut server = server.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let bytes: Bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
-            server.call(req).await
-        }
-    });
-    let app = axum::Router::new().fallback_service(svc);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
-}
-
-fn kubeconfig(port: u16) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("calsync-e2e-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {NS}}}\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 async fn http_status(port: u16, path: &str) -> Option<u16> {
     let path = path.to_string();
@@ -66,11 +29,11 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_gets_ready_holds_the_lease_and_shuts_down_on_sigterm() {
     let server = FakeApiServer::new();
-    let port = serve(server.clone()).await;
+    let port = serve_http(server.clone()).await;
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_calsync"))
         .args(["controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--lease-duration-seconds", "6"])
-        .env("KUBECONFIG", kubeconfig(port))
+        .env("KUBECONFIG", kubeconfig(port, NS))
         .env("POD_NAME", "calsync-e2e-0")
         .env("POD_NAMESPACE", NS)
         .env_remove("KUBERNETES_SERVICE_HOST")

@@ -68,3 +68,33 @@ async fn errors_never_carry_secret_values() {
     let err = objects.read_credentials(NS, &SecretRef { name: "typed".into(), key: None }).await.unwrap_err();
     assert!(!err.to_string().contains("98765"), "{err}");
 }
+
+#[tokio::test]
+async fn credentials_written_before_their_connection_are_adopted_when_it_is_created() {
+    // The REST API's order: credentials first (the first reconcile must find them), then the
+    // connection. The Secret gets its owner once the connection exists, so it still goes with it.
+    let server = FakeApiServer::new();
+    let objects = KubeObjects::new(server.client(), None);
+    let written = SecretRef { name: "early".into(), key: None };
+    let creds = Credentials::Basic { username: "u".into(), password: SecretString::from("pw-value") };
+    objects.write_credentials(NS, &written, &creds, &ObjectKey::connection(NS, "later")).await.unwrap();
+    let stored = server.get(&secret_path(NS, "early")).unwrap();
+    assert!(stored["metadata"]["ownerReferences"].is_null(), "no owner to point at yet: {stored}");
+
+    // A platform team's Secret (not written by calsync) is never adopted.
+    create::<Secret>(&server, secret("theirs")).await;
+    let theirs: CalendarConnection = serde_json::from_value(connection("theirs-conn", "theirs")).unwrap();
+    objects.apply_connection(&theirs).await.unwrap();
+    assert!(server.get(&secret_path(NS, "theirs")).unwrap()["metadata"]["ownerReferences"].is_null());
+
+    let conn: CalendarConnection = serde_json::from_value(connection("later", "early")).unwrap();
+    let conn = objects.apply_connection(&conn).await.unwrap();
+    let stored = server.get(&secret_path(NS, "early")).unwrap();
+    assert_eq!(stored["metadata"]["ownerReferences"][0]["uid"], json!(conn.metadata.uid.unwrap()), "{stored}");
+    assert_eq!(stored["metadata"]["ownerReferences"][0]["kind"], "CalendarConnection");
+    assert_eq!(objects.read_credentials(NS, &written).await.unwrap(), Some(creds));
+
+    let api: Api<CalendarConnection> = Api::namespaced(server.client(), NS);
+    api.delete("later", &DeleteParams::default()).await.unwrap();
+    assert!(server.get(&secret_path(NS, "early")).is_none(), "the adopted Secret goes with its connection");
+}

@@ -1,5 +1,5 @@
-//! `calsync controller` without a reachable API server exits non-zero within 30 s, naming the
-//! server it tried and what to check; no hang, no panic.
+//! `calsync controller` and `calsync api` without a reachable API server exit non-zero within
+//! 30 s, naming the server they tried and what to check; no hang, no panic.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,9 +17,13 @@ fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
 }
 
 fn run(kubeconfig: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, Duration) {
+    run_command(&["controller", "--metrics-addr", "127.0.0.1:0"], kubeconfig, extra)
+}
+
+fn run_command(command: &[&str], kubeconfig: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, Duration) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_calsync"))
-        .args(["controller", "--metrics-addr", "127.0.0.1:0"])
+        .args(command)
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -80,4 +84,21 @@ fn no_configuration_at_all_says_what_to_set() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(took < Duration::from_secs(30));
     assert!(stderr.contains("KUBECONFIG") && stderr.contains("service account"), "{stderr}");
+}
+
+#[test]
+fn api_fails_fast_with_the_same_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = scratch("api-closed");
+    let (code, stderr, took) = run_command(
+        &["api", "--listen", "127.0.0.1:0", "--namespace", "team-a"],
+        &kubeconfig(&dir, &format!("https://127.0.0.1:{port}")),
+        &[],
+    );
+    assert_eq!(code, Some(1), "exit code; stderr: {stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "names the server: {stderr}");
+    assert!(stderr.contains("kubeconfig") && stderr.contains("service account"), "says what to check: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("not-a-real-token"), "no credentials in the message: {stderr}");
 }

@@ -3,6 +3,9 @@
 //!
 //! Owns: two watch streams. Must not touch: reconciles or writes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::{StreamExt, TryStreamExt};
 use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -19,29 +22,56 @@ pub async fn run_watches(
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    run_watches_with_ready(objects, namespace, Arc::new(AtomicBool::new(false)), shutdown).await;
+}
+
+/// [`run_watches`], setting `ready` once both watches have listed everything once (the TaskSync
+/// cache is complete, so `find_task_sync_by_event` no longer misses existing objects). It stays
+/// set across later re-lists: the cache keeps serving the last complete state meanwhile.
+pub async fn run_watches_with_ready(
+    objects: KubeObjects,
+    namespace: Option<String>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let client = objects.client().clone();
     let (ts_api, conn_api): (Api<DeserializeGuard<TaskSync>>, Api<DeserializeGuard<CalendarConnection>>) =
         match &namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
             None => (Api::all(client.clone()), Api::all(client)),
         };
+    let synced = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
     let (reader, writer) = reflector::store();
     objects.set_task_sync_store(reader);
     let feed = objects.clone();
     let task_syncs = watcher(ts_api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(mark_synced(synced.clone(), ready.clone(), 0))
         .touched_objects()
         .inspect_ok(move |o| feed.notify(ObjectKey::task_sync(&o.namespace().unwrap_or_default(), &o.name_any())))
         .for_each(|_| async {});
     let feed = objects.clone();
     let connections = watcher(conn_api, watcher::Config::default())
         .default_backoff()
+        .inspect_ok(mark_synced(synced, ready, 1))
         .touched_objects()
         .inspect_ok(move |o| feed.notify(ObjectKey::connection(&o.namespace().unwrap_or_default(), &o.name_any())))
         .for_each(|_| async {});
     tokio::select! {
         _ = shutdown => {}
         _ = futures::future::join(task_syncs, connections) => {}
+    }
+}
+
+/// Marks watch `which` listed once at its `InitDone`; `ready` once all of them are.
+fn mark_synced<K>(synced: Arc<[AtomicBool; 2]>, ready: Arc<AtomicBool>, which: usize) -> impl Fn(&watcher::Event<K>) {
+    move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            synced[which].store(true, Ordering::Relaxed);
+            if synced.iter().all(|s| s.load(Ordering::Relaxed)) {
+                ready.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }

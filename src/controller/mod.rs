@@ -1,9 +1,11 @@
 //! The Kubernetes driver: `KubeObjects` (the engine's `Objects` port on the API server), the
-//! kube-runtime controllers, leader election and the health/metrics server.
+//! kube-runtime controllers, leader election, the health/metrics server, and the REST API on
+//! Kubernetes (`api`).
 //!
 //! Owns: everything that talks to the Kubernetes API for calsync. Must not touch: reconcile
 //! decisions (engine) or calendar protocols (providers).
 
+pub mod api;
 pub mod feed;
 pub mod gate;
 pub mod leader;

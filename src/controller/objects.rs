@@ -259,7 +259,14 @@ impl Objects for KubeObjects {
     async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
         let ns = object.namespace().unwrap_or_else(|| self.client.default_namespace().to_string());
         let key = ObjectKey::connection(&ns, &object.name_any());
-        self.apply(object, key, "CalendarConnection", |cur, new| cur.spec = new.spec.clone()).await
+        let applied = self.apply(object, key, "CalendarConnection", |cur, new| cur.spec = new.spec.clone()).await?;
+        // The connection exists now: its credentials, written first, can get their owner. A
+        // failure here leaves a working connection whose Secret is not garbage-collected, so
+        // it is logged rather than failing the apply (which would make the caller undo it).
+        if let Err(e) = self.adopt_credentials(&applied).await {
+            tracing::warn!(connection = %format!("{ns}/{}", applied.name_any()), error = %e, "could not set the credentials Secret's owner");
+        }
+        Ok(applied)
     }
 
     async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError> {

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Resource;
 use kube::api::{DeleteParams, PostParams};
+use kube::{Resource, ResourceExt};
 
 use super::objects::{CONFLICT_RETRIES, KubeObjects};
 use super::patches::{is_code, store_error};
@@ -73,18 +73,10 @@ impl KubeObjects {
         let json = serde_json::to_vec(creds)
             .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
         let sealed = self.sealer.seal(json)?;
-        let owner_meta = self.meta_of(owner).await?.ok_or_else(|| StoreError::NotFound(owner.to_string()))?;
-        let (api_version, kind) = match owner.kind {
-            Kind::CalendarConnection => (CalendarConnection::api_version(&()), CalendarConnection::kind(&())),
-            Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
-        };
-        let owner_ref = OwnerReference {
-            api_version: api_version.into_owned(),
-            kind: kind.into_owned(),
-            name: owner.name.clone(),
-            uid: owner_meta.uid.unwrap_or_default(),
-            ..Default::default()
-        };
+        // The REST API writes the credentials before it creates the connection (so the first
+        // reconcile finds them): the owner may not exist yet. Then the Secret is written without
+        // an owner reference and `adopt_credentials` adds it once the connection is created.
+        let owner_ref = self.meta_of(owner).await?.and_then(|m| m.uid).map(|uid| owner_reference(owner, uid));
         let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
         let api = self.api::<Secret>(namespace);
         let label = format!("Secret {namespace}/{}", secret.name);
@@ -93,11 +85,10 @@ impl KubeObjects {
             let mut s = current.clone().unwrap_or_default();
             s.metadata.name = Some(secret.name.clone());
             s.metadata.namespace = Some(namespace.to_string());
-            s.metadata.owner_references = Some(vec![owner_ref.clone()]);
-            s.metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert("app.kubernetes.io/managed-by".into(), "calsync".into());
+            if let Some(owner_ref) = &owner_ref {
+                s.metadata.owner_references = Some(vec![owner_ref.clone()]);
+            }
+            s.metadata.labels.get_or_insert_with(BTreeMap::new).insert(MANAGED_BY.into(), "calsync".into());
             s.type_ = Some(s.type_.unwrap_or_else(|| "Opaque".into()));
             s.data = Some(BTreeMap::from([(key.clone(), ByteString(sealed.clone()))]));
             s.string_data = None;
@@ -116,6 +107,39 @@ impl KubeObjects {
         Err(StoreError::Conflict(label))
     }
 
+    /// Give a calsync-written credentials Secret that has no owner yet (written before its
+    /// connection existed) the connection as owner, so it is garbage-collected with it. Secrets
+    /// calsync did not write (platform teams' plain keys) and Secrets already owned are left
+    /// alone.
+    pub(super) async fn adopt_credentials(&self, connection: &CalendarConnection) -> Result<(), StoreError> {
+        let (Some(namespace), Some(uid)) = (connection.metadata.namespace.as_deref(), connection.metadata.uid.clone())
+        else {
+            return Ok(());
+        };
+        let name = &connection.spec.credentials_secret_ref.name;
+        let owner = ObjectKey::connection(namespace, &connection.name_any());
+        let api = self.api::<Secret>(namespace);
+        let label = format!("Secret {namespace}/{name}");
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(mut s) = api.get_opt(name).await.map_err(|e| store_error(&label, e))? else {
+                return Ok(());
+            };
+            let ours = s.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY)).is_some_and(|v| v == "calsync");
+            if !ours || s.metadata.owner_references.as_ref().is_some_and(|r| !r.is_empty()) {
+                return Ok(());
+            }
+            s.metadata.owner_references = Some(vec![owner_reference(&owner, uid.clone())]);
+            // `replace` sends the resourceVersion just read: a concurrent write is a 409, not lost.
+            let pp = PostParams { field_manager: Some(self.field_manager.clone()), ..Default::default() };
+            match api.replace(name, &pp, &s).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_code(&e, 409) => continue,
+                Err(e) => return Err(store_error(&label, e)),
+            }
+        }
+        Err(StoreError::Conflict(label))
+    }
+
     pub(super) async fn delete_secret_credentials(
         &self,
         namespace: &str,
@@ -126,5 +150,21 @@ impl KubeObjects {
             Err(e) if is_code(&e, 404) => Ok(()),
             Err(e) => Err(store_error(&format!("Secret {namespace}/{}", secret.name), e)),
         }
+    }
+}
+
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+fn owner_reference(owner: &ObjectKey, uid: String) -> OwnerReference {
+    let (api_version, kind) = match owner.kind {
+        Kind::CalendarConnection => (CalendarConnection::api_version(&()), CalendarConnection::kind(&())),
+        Kind::TaskSync => (TaskSync::api_version(&()), TaskSync::kind(&())),
+    };
+    OwnerReference {
+        api_version: api_version.into_owned(),
+        kind: kind.into_owned(),
+        name: owner.name.clone(),
+        uid,
+        ..Default::default()
     }
 }

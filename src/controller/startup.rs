@@ -37,13 +37,32 @@ pub enum StartupError {
 /// answers and serves the CRDs, all within `timeout`. With `namespace`, the check lists only
 /// there, so a namespace-scoped Role is enough.
 pub async fn connect(timeout: Duration, namespace: Option<&str>) -> Result<Client, StartupError> {
-    let mut config = match tokio::time::timeout(timeout, Config::infer()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(StartupError::NoConfig(e.to_string())),
-        Err(_) => {
-            return Err(StartupError::NoConfig("reading the configuration timed out".into()));
-        }
-    };
+    let config = infer(timeout).await?;
+    finish(config, timeout, namespace).await
+}
+
+/// Like [`connect`] for a process bound to one namespace: `namespace`, or when `None` the
+/// kubeconfig's (or service account's) default namespace, which the pre-flight check then uses,
+/// so a namespace-scoped Role is enough. Returns the client and the namespace chosen.
+pub async fn connect_namespaced(
+    timeout: Duration,
+    namespace: Option<String>,
+) -> Result<(Client, String), StartupError> {
+    let config = infer(timeout).await?;
+    let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+    let client = finish(config, timeout, Some(&namespace)).await?;
+    Ok((client, namespace))
+}
+
+async fn infer(timeout: Duration) -> Result<Config, StartupError> {
+    match tokio::time::timeout(timeout, Config::infer()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(StartupError::NoConfig(e.to_string())),
+        Err(_) => Err(StartupError::NoConfig("reading the configuration timed out".into())),
+    }
+}
+
+async fn finish(mut config: Config, timeout: Duration, namespace: Option<&str>) -> Result<Client, StartupError> {
     let server = config.cluster_url.to_string();
     // A black-holed address must not eat the whole start-up budget in one connect.
     config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));

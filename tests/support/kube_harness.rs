@@ -70,6 +70,22 @@ impl Harness {
         lease: Option<ctl::LeaseConfig>,
         watch_namespace: Option<String>,
     ) -> Harness {
+        let connector = Arc::new(MemoryConnector { service: calendar.clone() });
+        Self::start_full(server, connector, leadership, lease, watch_namespace)
+    }
+
+    /// Start the controllers (always leader) with a real connector, e.g. `Registry::builtin()`.
+    pub fn start_connector(server: &FakeApiServer, connector: Arc<dyn calsync::providers::Connector>) -> Harness {
+        Self::start_full(server, connector, Leadership::always(), None, None)
+    }
+
+    fn start_full(
+        server: &FakeApiServer,
+        connector: Arc<dyn calsync::providers::Connector>,
+        leadership: Leadership,
+        lease: Option<ctl::LeaseConfig>,
+        watch_namespace: Option<String>,
+    ) -> Harness {
         // Logs only when RUST_LOG asks for them.
         if std::env::var_os("RUST_LOG").is_some() {
             calsync::telemetry::init(calsync::telemetry::LogFormat::Text);
@@ -81,7 +97,6 @@ impl Harness {
         let elector = lease.map(|config| {
             tokio::spawn(ctl::Elector::new(client.clone(), config, leadership.clone()).run(shutdown.clone()))
         });
-        let connector = Arc::new(MemoryConnector { service: calendar.clone() });
         let settings = Settings { watch_namespace, concurrency: 4, engine: Default::default() };
         let task = tokio::spawn(ctl::run(
             client,
@@ -157,7 +172,7 @@ pub fn secret(name: &str) -> Value {
     })
 }
 
-fn b64(s: &str) -> String {
+pub fn b64(s: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let b = s.as_bytes();
     let mut out = String::new();
@@ -209,4 +224,40 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
 
 pub fn is_synced(obj: Option<&Value>) -> bool {
     obj.and_then(|o| condition(o, "Synced")).is_some_and(|c| c["status"] == "True")
+}
+
+/// Serve the fake API server over HTTP on a loopback port.
+pub async fn serve_http(server: FakeApiServer) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let svc = tower::service_fn(move |req: http::Request<axum::body::Body>| {
+        let mut server = server.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes: bytes::Bytes =
+                http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
+            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
+            tower::Service::call(&mut server, req).await
+        }
+    });
+    let app = axum::Router::new().fallback_service(svc);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+/// A kubeconfig for the server `serve_http` runs on `port`, defaulting to `namespace`.
+pub fn kubeconfig(port: u16, namespace: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("calsync-e2e-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {namespace}}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    path
 }

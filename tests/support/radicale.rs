@@ -272,3 +272,40 @@ pub fn ics_value(ics: &str, name: &str) -> Option<String> {
         (head.split(';').next() == Some(name)).then(|| value.to_string())
     })
 }
+
+/// The VEVENT's own lines (a VTIMEZONE has DTSTART and RRULE lines too).
+pub fn vevent_lines(ics: &str) -> Vec<String> {
+    ics_lines(ics).into_iter().skip_while(|l| l != "BEGIN:VEVENT").take_while(|l| l != "END:VEVENT").collect()
+}
+
+/// The value of property `name` in already unfolded lines (any parameters).
+pub fn line_value<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    lines.iter().find_map(|l| {
+        let (head, value) = l.split_once(':')?;
+        (head.split(';').next() == Some(name)).then_some(value)
+    })
+}
+
+impl RawDav {
+    /// Every `.ics` resource in the collection `calendar` (PROPFIND depth 1, then a GET each):
+    /// href → the VEVENT's unfolded lines. Independent of calsync's client.
+    pub async fn vevents(&self, calendar: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let r = self
+            .request(
+                "PROPFIND",
+                calendar,
+                &[("depth", "1"), ("content-type", "application/xml")],
+                Some(r#"<?xml version="1.0"?><propfind xmlns="DAV:"><prop><getetag/></prop></propfind>"#.into()),
+            )
+            .await;
+        assert_eq!(r.status, 207, "PROPFIND {calendar}: {}", r.body);
+        let mut out = std::collections::BTreeMap::new();
+        for part in r.body.split("href>").filter(|p| p.contains(".ics<")) {
+            let Some(href) = part.split('<').next().filter(|h| h.ends_with(".ics")) else { continue };
+            if let Some(got) = self.get(href).await {
+                out.insert(href.to_string(), vevent_lines(&got.body));
+            }
+        }
+        out
+    }
+}
