@@ -116,7 +116,11 @@ fn hash_of<T: Hash>(value: &T) -> u64 {
 fn connection_readiness(c: &GuardedConnection) -> Option<u64> {
     let Ok(conn) = &c.0 else { return Some(0) };
     let status = conn.status.as_ref();
-    let ready = status.is_some_and(|s| condition::is_true(&s.conditions, "Ready"));
+    // Status and reason, not a bool: "not checked yet" and "ReconnectRequired" are both not
+    // Ready, and a TaskSync waiting on the first must hear about the second.
+    let ready = status
+        .and_then(|s| condition::find(&s.conditions, "Ready"))
+        .map(|c| (c.status == condition::ConditionStatus::True, c.reason.clone()));
     let default_calendar = status.and_then(|s| s.default_calendar_id.clone());
     Some(hash_of(&(conn.metadata.generation, ready, default_calendar, conn.metadata.deletion_timestamp.is_some())))
 }

@@ -138,7 +138,12 @@ impl Engine {
                 }
                 Step::Wait { reason, message } => {
                     self.set_failed(&mut ctx, reason, &message);
-                    return self.finish(&ctx, self.config.wait_requeue).await;
+                    // A connection that was never checked will be in a moment: look again soon
+                    // rather than after the long wait (drivers also requeue on its change).
+                    let unchecked =
+                        matches!(conn_state(ctx.conn), ConnState::NotReady { reason, .. } if reason == "Pending");
+                    let after = if unchecked { self.config.backoff.base } else { self.config.wait_requeue };
+                    return self.finish(&ctx, after).await;
                 }
                 Step::Backoff(left) => return Ok(Outcome::Requeue(jitter(left.max(Duration::from_millis(100))))),
                 Step::HoldConflict => {
