@@ -2,7 +2,6 @@
 //! and — clearly a test stand-in for the standalone work queue another engineer builds — a tiny
 //! loop that reconciles every changed object with the real `Engine`.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +10,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use calsync::api::{ApiConfig, AppState, Metrics, router};
 use calsync::engine::memory::MemoryObjects;
-use calsync::engine::{Engine, EngineConfig, Kind, ObjectKey, Objects, Outcome};
+use calsync::engine::{Engine, EngineConfig, Objects};
 use calsync::providers::memory::{MemoryCalendar, MemoryConnector};
 use http_body_util::BodyExt;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -69,7 +67,7 @@ impl Harness {
         let state = AppState::new(shared.clone(), connector.clone(), NS, config, Arc::new(Metrics::new()));
         let handle = engine.then(|| {
             let engine = Engine::new(shared.clone(), connector, EngineConfig::default());
-            spawn_engine_loop(engine, shared.subscribe())
+            spawn_engine_loop(engine)
         });
         Harness { objects, calendar, router: router(state), engine: handle }
     }
@@ -139,42 +137,7 @@ pub fn jwt(sub: &str, exp_offset: i64) -> String {
     .expect("jwt")
 }
 
-/// Reconcile every changed object (one at a time, like a single-worker queue); honour short
-/// requeues so retries and waits converge within a test.
-fn spawn_engine_loop(engine: Engine, mut changes: broadcast::Receiver<ObjectKey>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel::<ObjectKey>();
-        loop {
-            let first = tokio::select! {
-                k = changes.recv() => match k {
-                    Ok(k) => Some(k),
-                    Err(broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                Some(k) = requeue_rx.recv() => Some(k),
-            };
-            let mut keys: BTreeSet<ObjectKey> = first.into_iter().collect();
-            while let Ok(k) = changes.try_recv() {
-                keys.insert(k);
-            }
-            for key in keys {
-                let outcome = match key.kind {
-                    Kind::TaskSync => engine.reconcile_task_sync(&key.namespace, &key.name).await,
-                    Kind::CalendarConnection => engine.reconcile_connection(&key.namespace, &key.name).await,
-                };
-                let delay = match outcome {
-                    Ok(Outcome::Requeue(d)) => Some(d),
-                    Ok(Outcome::Done) => None,
-                    Err(_) => Some(Duration::from_millis(200)),
-                };
-                if let Some(d) = delay.filter(|d| *d < Duration::from_secs(3)) {
-                    let tx = requeue_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(d).await;
-                        let _ = tx.send(key);
-                    });
-                }
-            }
-        }
-    })
+/// Drive the engine with the standalone work queue (the same driver `calsync standalone` uses).
+fn spawn_engine_loop(engine: Engine) -> JoinHandle<()> {
+    tokio::spawn(calsync::standalone::queue::run(engine, std::future::pending()))
 }
