@@ -11,6 +11,7 @@ pub mod controller;
 pub mod credentials;
 pub mod engine;
 pub mod error;
+pub mod oauth;
 pub mod providers;
 pub mod resources;
 pub mod standalone;

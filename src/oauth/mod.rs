@@ -1,0 +1,27 @@
+//! OAuth 2.0 for the calendar providers that use it (Google, Microsoft): authorization URLs with
+//! PKCE and sealed single-use state, code exchange, refresh and revocation, on the `oauth2` crate.
+//!
+//! Owns: the `AccessTokens` port providers call for a bearer token, and (as it lands) the
+//! per-provider OAuth clients, the sealed `state`, and the token manager that refreshes ahead of
+//! expiry and writes rotated refresh tokens back. Must not touch: calendar calls, resources or
+//! stores (credentials are written back through a port the drivers implement).
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::providers::ProviderError;
+
+/// Bearer tokens for one connection. Providers call this before every request and after a 401.
+///
+/// Errors are already classified: a refresh token the server refused (`invalid_grant`) is
+/// `ProviderError::Revoked`; an unreachable token endpoint is `Transient`.
+#[async_trait]
+pub trait AccessTokens: Send + Sync {
+    /// A current access token, refreshed first when it expires soon.
+    async fn access_token(&self) -> Result<SecretString, ProviderError>;
+
+    /// The provider answered 401 to a request made with `rejected`: refresh (unless another
+    /// caller already replaced that token) and return the new one. Providers retry once with it;
+    /// a second 401 is `ProviderError::Unauthorized`.
+    async fn refresh_after_rejection(&self, rejected: &SecretString) -> Result<SecretString, ProviderError>;
+}
