@@ -29,8 +29,12 @@ async fn both_forms_read_and_calsync_form_written_with_owner() {
 
     let conn: CalendarConnection = create(&server, connection("cal", "written")).await;
     let written = SecretRef { name: "written".into(), key: None };
-    let creds =
-        Credentials::OAuth { refresh_token: SecretString::from("r-token-value"), access_token: None, expires_at: None };
+    let creds = Credentials::OAuth {
+        refresh_token: SecretString::from("r-token-value"),
+        access_token: None,
+        expires_at: None,
+        refresh_lease: None,
+    };
     objects.write_credentials(NS, &written, &creds, &ObjectKey::connection(NS, "cal")).await.unwrap();
     let stored = server.get(&secret_path(NS, "written")).unwrap();
     assert!(stored["data"]["credentials"].is_string(), "calsync's form under `credentials`: {stored}");

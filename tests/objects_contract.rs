@@ -261,6 +261,7 @@ async fn credentials_both_forms(h: &dyn Harness) {
         refresh_token: SecretString::from("refresh-secret"),
         access_token: Some(SecretString::from("access")),
         expires_at: Some(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+        refresh_lease: None,
     };
     let r2 = SecretRef { name: "written".into(), key: Some("creds".into()) };
     o.write_credentials("default", &r2, &oauth, &ObjectKey::connection("default", "c")).await.unwrap();

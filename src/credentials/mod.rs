@@ -34,7 +34,19 @@ pub enum Credentials {
         access_token: Option<SecretString>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<DateTime<Utc>>,
+        /// Who is refreshing these tokens right now (cross-process mutual exclusion for providers
+        /// that rotate refresh tokens: two refreshes with one rotating token lose the grant).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refresh_lease: Option<RefreshLease>,
     },
+}
+
+/// A claim, written with optimistic concurrency, that one process is refreshing a connection's
+/// tokens until `until`. Others wait for the new tokens instead of refreshing too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshLease {
+    pub holder: String,
+    pub until: DateTime<Utc>,
 }
 
 // Serialization exists only to store credentials (encrypted by the store); it is the one place
@@ -56,9 +68,12 @@ impl std::fmt::Debug for Credentials {
             Credentials::Basic { username, .. } => {
                 f.debug_struct("Basic").field("username", username).field("password", &"[redacted]").finish()
             }
-            Credentials::OAuth { expires_at, .. } => {
-                f.debug_struct("OAuth").field("refresh_token", &"[redacted]").field("expires_at", expires_at).finish()
-            }
+            Credentials::OAuth { expires_at, refresh_lease, .. } => f
+                .debug_struct("OAuth")
+                .field("refresh_token", &"[redacted]")
+                .field("expires_at", expires_at)
+                .field("refresh_lease", refresh_lease)
+                .finish(),
         }
     }
 }
@@ -70,12 +85,13 @@ impl PartialEq for Credentials {
                 u1 == u2 && p1.expose_secret() == p2.expose_secret()
             }
             (
-                Credentials::OAuth { refresh_token: r1, access_token: a1, expires_at: e1 },
-                Credentials::OAuth { refresh_token: r2, access_token: a2, expires_at: e2 },
+                Credentials::OAuth { refresh_token: r1, access_token: a1, expires_at: e1, refresh_lease: l1 },
+                Credentials::OAuth { refresh_token: r2, access_token: a2, expires_at: e2, refresh_lease: l2 },
             ) => {
                 r1.expose_secret() == r2.expose_secret()
                     && a1.as_ref().map(|s| s.expose_secret()) == a2.as_ref().map(|s| s.expose_secret())
                     && e1 == e2
+                    && l1 == l2
             }
             _ => false,
         }
@@ -146,6 +162,7 @@ pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>, key: Option<&str>) -> 
             refresh_token: SecretString::from(refresh),
             access_token: text("access_token")?.map(SecretString::from),
             expires_at,
+            refresh_lease: None,
         });
     }
     Err(CredentialsError::NoKnownKeys)

@@ -25,3 +25,40 @@ pub trait AccessTokens: Send + Sync {
     /// a second 401 is `ProviderError::Unauthorized`.
     async fn refresh_after_rejection(&self, rejected: &SecretString) -> Result<SecretString, ProviderError>;
 }
+
+/// Makes the `AccessTokens` of one connection from its stored credentials. An implementation
+/// caches access tokens in memory per connection (`Target::connection`) and writes refreshed
+/// refresh tokens back through a `CredentialVault`.
+#[async_trait]
+pub trait TokenBroker: Send + Sync {
+    async fn tokens(
+        &self,
+        target: &crate::providers::Target,
+        credentials: &crate::credentials::Credentials,
+    ) -> Result<std::sync::Arc<dyn AccessTokens>, ProviderError>;
+}
+
+/// Stored credentials with the store's version (Secret resourceVersion, row version).
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    pub credentials: crate::credentials::Credentials,
+    pub version: String,
+}
+
+/// Where a connection's credentials are read from and written back to, with optimistic
+/// concurrency. The drivers implement it over `engine::Objects`; `connection` is the
+/// `namespace/name` of the CalendarConnection (`Target::connection`).
+#[async_trait]
+pub trait CredentialVault: Send + Sync {
+    /// The connection's credentials now (`None`: the connection or its credentials are gone).
+    async fn load(&self, connection: &str) -> Result<Option<Versioned>, ProviderError>;
+
+    /// Replace them if they are still at `expected_version`. `Ok(Some(new_version))` on success,
+    /// `Ok(None)` when someone else wrote first (re-load and look again).
+    async fn replace(
+        &self,
+        connection: &str,
+        expected_version: &str,
+        credentials: &crate::credentials::Credentials,
+    ) -> Result<Option<String>, ProviderError>;
+}

@@ -315,7 +315,12 @@ mod tests {
             c.connect(&target(ProviderKind::Google, None), &basic).await,
             Err(ProviderError::Invalid { .. })
         ));
-        let oauth = Credentials::OAuth { refresh_token: SecretString::from("r"), access_token: None, expires_at: None };
+        let oauth = Credentials::OAuth {
+            refresh_token: SecretString::from("r"),
+            access_token: None,
+            expires_at: None,
+            refresh_lease: None,
+        };
         assert!(matches!(
             c.connect(&target(ProviderKind::Apple, None), &oauth).await,
             Err(ProviderError::Invalid { .. })
