@@ -54,6 +54,16 @@ pub struct ConnectResponse {
     pub calendar_type: String,
 }
 
+/// Google/Outlook answer of `POST /connect/{calendar_type}`: send the user to
+/// `authorization_url`. `state` is opaque (sealed; not the user id as in the seed) and equals the
+/// one in the URL.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct OAuthConnectResponse {
+    pub authorization_url: String,
+    pub state: String,
+    pub calendar_type: String,
+}
+
 /// `POST /apple/connect`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

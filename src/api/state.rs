@@ -17,6 +17,7 @@ use super::dto::CalendarToTasksResponse;
 use super::errors::ApiError;
 use super::metrics::Metrics;
 use crate::engine::Objects;
+use crate::oauth::{StateSealer, TokenManager};
 use crate::providers::Connector;
 
 /// Cached calendar-to-tasks answers, per (user, window).
@@ -78,6 +79,25 @@ impl Caches {
     }
 }
 
+/// OAuth for the REST API: the token manager (which holds the per-provider OAuth clients and is
+/// shared with the engine's connectors), the state sealer, and the nonces of callbacks in flight.
+pub struct OAuthRuntime {
+    pub tokens: Arc<TokenManager>,
+    pub sealer: StateSealer,
+    in_flight: Mutex<std::collections::HashSet<String>>,
+}
+
+impl OAuthRuntime {
+    pub fn new(tokens: Arc<TokenManager>, sealer: StateSealer) -> Self {
+        OAuthRuntime { tokens, sealer, in_flight: Mutex::new(Default::default()) }
+    }
+
+    /// Nonces of callbacks being handled by this process (a replay racing the first use).
+    pub fn in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -88,6 +108,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<Metrics>,
     pub caches: Arc<Caches>,
+    /// `None`: no OAuth provider is configured (Google/Outlook connect answers 400).
+    pub oauth: Option<Arc<OAuthRuntime>>,
 }
 
 impl AppState {
@@ -99,6 +121,12 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let caches = Arc::new(Caches::new(config.rate_limit_per_minute));
-        AppState { objects, connector, namespace: namespace.into(), config: Arc::new(config), metrics, caches }
+        AppState { objects, connector, namespace: namespace.into(), config: Arc::new(config), metrics, caches, oauth: None }
+    }
+
+    /// Serve Google/Outlook connections with this OAuth runtime.
+    pub fn with_oauth(mut self, oauth: Arc<OAuthRuntime>) -> Self {
+        self.oauth = Some(oauth);
+        self
     }
 }

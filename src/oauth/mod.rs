@@ -62,3 +62,12 @@ pub trait CredentialVault: Send + Sync {
         credentials: &crate::credentials::Credentials,
     ) -> Result<Option<String>, ProviderError>;
 }
+
+pub mod client;
+pub mod config;
+pub mod state;
+pub mod tokens;
+
+pub use client::{OAuthClient, OAuthError, OAuthSettings, TokenSet};
+pub use state::{StateClaims, StateError, StateSealer};
+pub use tokens::TokenManager;

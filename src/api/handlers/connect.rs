@@ -1,19 +1,18 @@
 //! Connecting calendars: `POST /connect/{calendar_type}`, the two OAuth callbacks, and
 //! `POST /apple/connect` (credentials checked against the server before anything is stored).
 //!
-//! Owns: the connect flow. Must not touch: OAuth itself (a later issue: google/outlook answer
-//! `provider_not_configured` and the callbacks redirect with `status=error` until it lands).
+//! Owns: the connect endpoints. Must not touch: OAuth itself (`oauth.rs` holds the Google/Outlook
+//! flow: authorization URL, sealed state, code exchange).
 
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::api::auth::Caller;
-use crate::api::dto::{AppleConnectRequest, AppleConnectResponse, ConnectRequest, ConnectResponse};
+use crate::api::dto::{AppleConnectRequest, AppleConnectResponse, ConnectRequest, ConnectResponse, OAuthConnectResponse};
 use crate::api::errors::{self, ApiError, ErrorBody};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::mapping;
@@ -25,20 +24,11 @@ use crate::resources::{
     CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL, connection_name, user_label_value,
 };
 
-fn not_configured(kind: ProviderKind) -> ApiError {
-    ApiError::bad_request(
-        "provider_not_configured",
-        format!(
-            "{kind} calendar connections are not available yet on this server (OAuth is not configured); use apple or any CalDAV server"
-        ),
-    )
-}
-
 /// Start connecting a calendar.
 #[utoipa::path(post, path = "/api/calendar/connect/{calendar_type}", tag = "connection",
     params(("calendar_type" = String, Path, description = "google, outlook or apple")),
     request_body = ConnectRequest,
-    responses((status = 200, body = ConnectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, description = "Google/Outlook: OAuthConnectResponse; Apple: ConnectResponse", body = OAuthConnectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn connect(
     State(state): State<AppState>,
@@ -55,7 +45,9 @@ pub async fn connect(
             calendar_type: "apple".into(),
         })
         .into_response()),
-        kind @ (ProviderKind::Google | ProviderKind::Outlook) => Err(not_configured(kind)),
+        kind @ (ProviderKind::Google | ProviderKind::Outlook) => {
+            Ok(axum::Json(super::oauth::start(&state, user, kind)?).into_response())
+        }
         ProviderKind::Caldav => Err(ApiError::bad_request(
             "unknown_calendar_type",
             "unknown calendar_type: use google, outlook or apple (any CalDAV server connects through /apple/connect with server_url)",
@@ -63,48 +55,28 @@ pub async fn connect(
     }
 }
 
-/// The redirect every callback answers with until OAuth lands.
-fn callback(state: &AppState, kind: &str, query: &HashMap<String, String>) -> Response {
-    // Only fixed words go into the URL: nothing the caller sent is reflected.
-    let reason = if query.get("error").is_some_and(|e| e == "access_denied") {
-        "access_denied"
-    } else if query.contains_key("error") {
-        "provider_error"
-    } else if !query.contains_key("code") || !query.contains_key("state") {
-        "missing_code_or_state"
-    } else {
-        "provider_not_configured"
-    };
-    let url = format!("{}/calendar-connected?type={kind}&status=error&reason={reason}", state.config.frontend_url);
-    let mut response = StatusCode::FOUND.into_response();
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-}
-
 /// Google's OAuth redirect target: always a redirect to the frontend.
 #[utoipa::path(get, path = "/api/calendar/google/callback", tag = "connection",
-    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
+    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query), ("iss" = Option<String>, Query)),
     responses((status = 302, description = "Redirect to {frontend}/calendar-connected?type=google&status=...")))]
 pub async fn google_callback(
     State(state): State<AppState>,
     query: Result<ApiQuery<HashMap<String, String>>, ApiError>,
 ) -> Response {
     let query = query.map(|q| q.0).unwrap_or_default();
-    callback(&state, "google", &query)
+    super::oauth::callback(&state, ProviderKind::Google, &query).await
 }
 
 /// Microsoft's OAuth redirect target: always a redirect to the frontend.
 #[utoipa::path(get, path = "/api/calendar/outlook/callback", tag = "connection",
-    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
+    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query), ("iss" = Option<String>, Query)),
     responses((status = 302, description = "Redirect to {frontend}/calendar-connected?type=outlook&status=...")))]
 pub async fn outlook_callback(
     State(state): State<AppState>,
     query: Result<ApiQuery<HashMap<String, String>>, ApiError>,
 ) -> Response {
     let query = query.map(|q| q.0).unwrap_or_default();
-    callback(&state, "outlook", &query)
+    super::oauth::callback(&state, ProviderKind::Outlook, &query).await
 }
 
 /// The host part of an http(s) URL (lower case, without port), or `None` when the URL is not a

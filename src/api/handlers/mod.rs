@@ -7,6 +7,7 @@
 pub mod connect;
 pub mod health;
 pub mod import;
+pub mod oauth;
 pub mod status;
 pub mod tasks;
 

@@ -66,12 +66,6 @@ pub async fn connection_status(
     }))
 }
 
-/// Revoke the provider's tokens where it can. OAuth providers land in a later issue; Apple/CalDAV
-/// app passwords cannot be revoked by an API (the user revokes them at appleid.apple.com).
-async fn revoke_tokens(conn: &CalendarConnection) {
-    tracing::debug!(connection = %conn.name_any(), provider = %conn.spec.provider, "no token revocation for this provider");
-}
-
 /// Disconnect all (or one type of) the user's calendars; events and history stay.
 #[utoipa::path(post, path = "/api/calendar/disconnect/{user_id}", tag = "status",
     params(("user_id" = String, Path), DisconnectQuery),
@@ -94,7 +88,8 @@ pub async fn disconnect(
     let selector = Labels::from([(USER_LABEL.to_string(), user_label_value(&user))]);
     for conn in &conns {
         let name = conn.name_any();
-        revoke_tokens(conn).await;
+        // Apple/CalDAV app passwords cannot be revoked by an API (appleid.apple.com does that).
+        super::oauth::revoke(&state, conn).await;
         // The user's TaskSyncs go without touching the calendar: Orphan first, then delete.
         let task_syncs = state.objects.list_task_syncs(Some(&state.namespace), &selector).await?;
         for ts in task_syncs.into_iter().filter(|t| t.spec.connection_ref.name == name) {
