@@ -407,7 +407,25 @@ impl Objects for KubeObjects {
     }
 
     async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
+        Ok(self.read_secret_credentials(namespace, secret).await?.map(|(c, _)| c))
+    }
+
+    async fn read_credentials_versioned(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<Option<(Credentials, String)>, StoreError> {
         self.read_secret_credentials(namespace, secret).await
+    }
+
+    async fn replace_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        self.replace_secret_credentials(namespace, secret, credentials, expected_version).await
     }
 
     async fn write_credentials(

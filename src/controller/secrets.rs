@@ -44,23 +44,56 @@ impl KubeObjects {
         &self,
         namespace: &str,
         secret: &SecretRef,
-    ) -> Result<Option<Credentials>, StoreError> {
+    ) -> Result<Option<(Credentials, String)>, StoreError> {
         let Some(s) = self.get::<Secret>(namespace, &secret.name, "Secret").await? else {
             return Ok(None);
         };
+        let version = s.metadata.resource_version.clone().unwrap_or_default();
+        let mut data = secret_data(s);
         let json_key = secret.key.as_deref().unwrap_or(credentials::CREDENTIALS_KEY);
-        let mut data: BTreeMap<String, Vec<u8>> =
-            s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        // stringData is write-only on a real server, but a hand-made object may carry it.
-        for (k, v) in s.string_data.unwrap_or_default() {
-            data.entry(k).or_insert_with(|| v.into_bytes());
-        }
         if let Some(sealed) = data.remove(json_key) {
             data.insert(json_key.to_string(), self.sealer.open(sealed)?);
         }
         credentials::from_secret_data(&data, secret.key.as_deref())
-            .map(Some)
+            .map(|c| Some((c, version)))
             .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {}", secret.name, e)))
+    }
+
+    /// Compare-and-swap on the Secret's resourceVersion: the PUT carries `expected_version`, so
+    /// a write in between is a 409 from the API server, never lost.
+    pub(super) async fn replace_secret_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        creds: &Credentials,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        let label = format!("Secret {namespace}/{}", secret.name);
+        let api = self.api::<Secret>(namespace);
+        let mut s = api
+            .get_opt(&secret.name)
+            .await
+            .map_err(|e| store_error(&label, e))?
+            .ok_or_else(|| StoreError::NotFound(label.clone()))?;
+        if s.metadata.resource_version.as_deref() != Some(expected_version) {
+            return Err(StoreError::Conflict(label));
+        }
+        let mut data = secret_data(s.clone());
+        let sealer = self.sealer.clone();
+        credentials::form::write_back(&mut data, secret.key.as_deref(), creds, |json| {
+            sealer.seal(json).map_err(|e| e.to_string())
+        })
+        .map_err(|e| StoreError::Invalid(format!("{label}: {e}")))?;
+        s.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect());
+        s.string_data = None;
+        let pp = PostParams { field_manager: Some(self.field_manager.clone()), ..Default::default() };
+        match api.replace(&secret.name, &pp, &s).await {
+            Ok(written) => Ok(written.metadata.resource_version.unwrap_or_default()),
+            Err(e) if is_code(&e, 409) => Err(StoreError::Conflict(label)),
+            Err(e) if is_code(&e, 404) => Err(StoreError::NotFound(label)),
+            // Never echo the request: the error text is the server's status message only.
+            Err(e) => Err(store_error(&label, e)),
+        }
     }
 
     pub(super) async fn write_secret_credentials(
@@ -151,6 +184,16 @@ impl KubeObjects {
             Err(e) => Err(store_error(&format!("Secret {namespace}/{}", secret.name), e)),
         }
     }
+}
+
+/// A Secret's data as bytes, with `stringData` folded in: it is write-only on a real server,
+/// but a hand-made object may carry it.
+fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    for (k, v) in s.string_data.unwrap_or_default() {
+        data.entry(k).or_insert_with(|| v.into_bytes());
+    }
+    data
 }
 
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

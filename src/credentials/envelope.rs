@@ -23,6 +23,12 @@ const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 
+/// The associated data that binds a sealed Secret to its namespace and name (both stores), so
+/// a ciphertext copied to another Secret fails to open.
+pub fn secret_aad(namespace: &str, name: &str) -> Vec<u8> {
+    format!("calsync/secret/v1:{namespace}/{name}").into_bytes()
+}
+
 /// Why sealing or opening failed. Messages never contain key material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {

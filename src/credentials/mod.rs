@@ -5,6 +5,7 @@
 //! `Objects` implementation does that) or provider calls.
 
 pub mod envelope;
+pub mod form;
 
 use std::collections::BTreeMap;
 
@@ -113,6 +114,10 @@ pub enum CredentialsError {
     Incomplete { present: String, missing: String },
     #[error("credentials Secret key `expires_at` is not an RFC 3339 time")]
     BadExpiry,
+    #[error(
+        "credentials Secret key `refresh_lease` is not a refresh lease JSON ({{\"holder\":...,\"until\":...}}); delete the key"
+    )]
+    BadLease,
 }
 
 /// What is wrong with credentials JSON, without serde's text: that quotes the offending value
@@ -162,7 +167,10 @@ pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>, key: Option<&str>) -> 
             refresh_token: SecretString::from(refresh),
             access_token: text("access_token")?.map(SecretString::from),
             expires_at,
-            refresh_lease: None,
+            refresh_lease: text("refresh_lease")?
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|_| CredentialsError::BadLease)?,
         });
     }
     Err(CredentialsError::NoKnownKeys)

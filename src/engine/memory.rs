@@ -29,11 +29,15 @@ pub enum StoreOp {
     Credentials,
 }
 
+type SecretData = BTreeMap<String, Vec<u8>>;
+
 #[derive(Default)]
 struct State {
     connections: BTreeMap<(String, String), CalendarConnection>,
     task_syncs: BTreeMap<(String, String), TaskSync>,
-    secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    /// Secret data with its version (the global resourceVersion of its last write, so a
+    /// deleted and re-created Secret never repeats an old version).
+    secrets: BTreeMap<(String, String), (SecretData, u64)>,
     events: Vec<(ObjectKey, ObjectEvent)>,
     resource_version: u64,
     faults: VecDeque<(StoreOp, StoreError)>,
@@ -167,7 +171,14 @@ impl MemoryObjects {
 
     /// Put a Secret's raw data (as a platform team would write it).
     pub fn put_secret(&self, namespace: &str, name: &str, data: BTreeMap<String, Vec<u8>>) {
-        self.lock().secrets.insert(key_of(namespace, name), data);
+        let mut s = self.lock();
+        let version = Self::next_rv(&mut s);
+        s.secrets.insert(key_of(namespace, name), (data, version));
+    }
+
+    /// A Secret's raw data (what a write left in it).
+    pub fn secret_data(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.lock().secrets.get(&key_of(namespace, name)).map(|(data, _)| data.clone())
     }
 
     /// Whether a Secret exists.
@@ -424,7 +435,7 @@ impl Objects for MemoryObjects {
     async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Credentials, None)?;
-        let Some(data) = s.secrets.get(&key_of(namespace, &secret.name)) else { return Ok(None) };
+        let Some((data, _)) = s.secrets.get(&key_of(namespace, &secret.name)) else { return Ok(None) };
         credentials::from_secret_data(data, secret.key.as_deref())
             .map(Some)
             .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
@@ -442,7 +453,8 @@ impl Objects for MemoryObjects {
         let mut s = self.lock();
         self.enter(&mut s, StoreOp::Credentials, None)?;
         let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
-        s.secrets.insert(key_of(namespace, &secret.name), BTreeMap::from([(key, json)]));
+        let version = Self::next_rv(&mut s);
+        s.secrets.insert(key_of(namespace, &secret.name), (BTreeMap::from([(key, json)]), version));
         Ok(())
     }
 
@@ -451,6 +463,42 @@ impl Objects for MemoryObjects {
         self.enter(&mut s, StoreOp::Credentials, None)?;
         s.secrets.remove(&key_of(namespace, &secret.name));
         Ok(())
+    }
+
+    async fn read_credentials_versioned(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<Option<(Credentials, String)>, StoreError> {
+        let mut s = self.lock();
+        self.enter(&mut s, StoreOp::Credentials, None)?;
+        let Some((data, version)) = s.secrets.get(&key_of(namespace, &secret.name)) else { return Ok(None) };
+        credentials::from_secret_data(data, secret.key.as_deref())
+            .map(|c| Some((c, version.to_string())))
+            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
+    }
+
+    async fn replace_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        let mut s = self.lock();
+        self.enter(&mut s, StoreOp::Credentials, None)?;
+        let label = format!("Secret {namespace}/{}", secret.name);
+        let k = key_of(namespace, &secret.name);
+        let (mut data, version) = s.secrets.get(&k).cloned().ok_or_else(|| StoreError::NotFound(label.clone()))?;
+        if version.to_string() != expected_version {
+            return Err(StoreError::Conflict(label));
+        }
+        // This store keeps calsync's form unsealed.
+        credentials::form::write_back(&mut data, secret.key.as_deref(), credentials, Ok)
+            .map_err(|e| StoreError::Invalid(format!("{label}: {e}")))?;
+        let version = Self::next_rv(&mut s);
+        s.secrets.insert(k, (data, version));
+        Ok(version.to_string())
     }
 
     async fn append_connection_history(

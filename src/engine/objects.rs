@@ -168,6 +168,26 @@ pub trait Objects: Send + Sync {
         owner: &ObjectKey,
     ) -> Result<(), StoreError>;
     async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError>;
+    /// Credentials with the store's current version of them (Secret resourceVersion; row
+    /// version). `None` when the Secret is absent.
+    async fn read_credentials_versioned(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<Option<(Credentials, String)>, StoreError>;
+    /// Replace credentials only if they are still at `expected_version`; returns the new version.
+    /// `Conflict` when someone wrote in between, `NotFound` when they are gone.
+    /// Writes the form that is stored: calsync's sealed `credentials` key, or, for a Secret a
+    /// platform team wrote with plain keys, the plain keys (`refresh_token`, `expires_at`, and the
+    /// refresh lease as JSON under `refresh_lease`), leaving every other key of that Secret
+    /// alone; never an access token.
+    async fn replace_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        expected_version: &str,
+    ) -> Result<String, StoreError>;
 
     /// Append to a connection's history ring (bounded), assigning the next id.
     async fn append_connection_history(

@@ -127,6 +127,12 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL
     );
     "#,
+    // 2: a per-Secret version for optimistic concurrency on credentials (token write-back).
+    // Rows written before it start at 0; every write sets the global resourceVersion, so a
+    // deleted and re-created Secret never repeats a version.
+    r#"
+    ALTER TABLE secrets ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Open (creating if needed) and migrate.
@@ -206,6 +212,25 @@ mod tests {
         assert!(Location::parse("postgres://x").unwrap_err().contains("sqlite://"));
         assert!(Location::parse("").is_err());
         assert!(Location::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn secrets_of_a_version_1_database_get_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::File(dir.path().join("old.db"));
+        {
+            let conn = Connection::open(loc.path().unwrap()).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO secrets (namespace, name, key_id, sealed, updated_at) VALUES ('default', 's', 'k', x'00', 't')",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open(&loc).unwrap();
+        let version: i64 = conn.query_row("SELECT version FROM secrets WHERE name = 's'", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 0);
     }
 
     #[test]

@@ -262,20 +262,30 @@ pub fn find_by_event(tx: &Transaction, namespace: &str, event_id: &str) -> Resul
 
 /// A Secret's sealed row.
 pub fn load_secret(tx: &Transaction, ns: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(load_secret_versioned(tx, ns, name)?.map(|(sealed, _)| sealed))
+}
+
+/// A Secret's sealed row and its version.
+pub fn load_secret_versioned(tx: &Transaction, ns: &str, name: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
     // Any column type is read as bytes: a damaged row must fail decryption (that Secret only),
     // not the whole store.
-    let value: Option<rusqlite::types::Value> = tx
-        .query_row("SELECT sealed FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name], |r| r.get(0))
+    let value: Option<(rusqlite::types::Value, i64)> = tx
+        .query_row("SELECT sealed, version FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()
         .map_err(db_err)?;
-    Ok(value.map(|v| match v {
-        rusqlite::types::Value::Blob(b) => b,
-        rusqlite::types::Value::Text(t) => t.into_bytes(),
-        _ => Vec::new(),
+    Ok(value.map(|(v, version)| {
+        let sealed = match v {
+            rusqlite::types::Value::Blob(b) => b,
+            rusqlite::types::Value::Text(t) => t.into_bytes(),
+            _ => Vec::new(),
+        };
+        (sealed, version)
     }))
 }
 
-/// Store a sealed Secret row; returns whether it was new.
+/// Store a sealed Secret row; returns whether it was new and its new version.
 pub fn save_secret(
     tx: &Transaction,
     ns: &str,
@@ -283,14 +293,16 @@ pub fn save_secret(
     key_id: &str,
     sealed: &[u8],
     owner: Option<&ObjectKey>,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, i64), StoreError> {
     let existed = load_secret(tx, ns, name)?.is_some();
+    let version = i64::try_from(next_rv(tx)?).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO secrets (namespace, name, key_id, sealed, owner_kind, owner_name, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO secrets (namespace, name, key_id, sealed, owner_kind, owner_name, updated_at, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (namespace, name) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed,
            owner_kind = COALESCE(excluded.owner_kind, secrets.owner_kind),
-           owner_name = COALESCE(excluded.owner_name, secrets.owner_name), updated_at = excluded.updated_at",
+           owner_name = COALESCE(excluded.owner_name, secrets.owner_name), updated_at = excluded.updated_at,
+           version = excluded.version",
         params![
             ns,
             name,
@@ -298,11 +310,12 @@ pub fn save_secret(
             sealed,
             owner.map(|o| kind_str(o.kind)),
             owner.map(|o| o.name.clone()),
-            chrono::Utc::now().to_rfc3339()
+            chrono::Utc::now().to_rfc3339(),
+            version
         ],
     )
     .map_err(db_err)?;
-    Ok(!existed)
+    Ok((!existed, version))
 }
 
 pub fn delete_secret(tx: &Transaction, ns: &str, name: &str) -> Result<bool, StoreError> {

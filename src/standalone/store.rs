@@ -23,8 +23,10 @@ use super::db::{self, Location};
 use super::rows::{self, Row, StoredEvent, db_err};
 pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
+
+mod secrets;
+use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
-use crate::credentials::{self, Credentials};
 use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
@@ -62,10 +64,6 @@ impl std::fmt::Debug for SqliteObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteObjects").field("location", &self.inner.location.to_string()).finish_non_exhaustive()
     }
-}
-
-fn aad(namespace: &str, name: &str) -> Vec<u8> {
-    format!("calsync/secret/v1:{namespace}/{name}").into_bytes()
 }
 
 fn object_key<K: Row>(object: &K) -> ObjectKey {
@@ -235,86 +233,6 @@ impl SqliteObjects {
             Ok(obj)
         })
         .await
-    }
-
-    /// Store a Secret's data (as a platform team writes it), encrypted. Returns whether it was new.
-    pub async fn put_secret(
-        &self,
-        namespace: &str,
-        name: &str,
-        data: BTreeMap<String, Vec<u8>>,
-    ) -> Result<bool, StoreError> {
-        self.put_secret_owned(namespace, name, &data, None).await
-    }
-
-    async fn put_secret_owned(
-        &self,
-        namespace: &str,
-        name: &str,
-        data: &BTreeMap<String, Vec<u8>>,
-        owner: Option<ObjectKey>,
-    ) -> Result<bool, StoreError> {
-        let sealed = self
-            .inner
-            .keys
-            .seal(&rows::encode_secret_data(data), &aad(namespace, name))
-            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{name}: {e}")))?;
-        let key_id = self.inner.keys.current_id();
-        let (ns, n) = (namespace.to_string(), name.to_string());
-        let created = self
-            .tx(move |tx, origin, _| {
-                rows::log_secret_change(tx, origin, &ns, &n)?;
-                rows::save_secret(tx, &ns, &n, &key_id, &sealed, owner.as_ref())
-            })
-            .await?;
-        let _ = self.inner.secret_changes.send(SecretName { namespace: namespace.into(), name: name.into() });
-        Ok(created)
-    }
-
-    /// Secrets written or deleted (by any process on this database), so a driver can re-check
-    /// the connections that use them.
-    pub fn subscribe_secrets(&self) -> broadcast::Receiver<SecretName> {
-        self.inner.secret_changes.subscribe()
-    }
-
-    /// A Secret's data (`None` when absent); `Invalid` when it cannot be decrypted.
-    pub async fn get_secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, StoreError> {
-        let (ns, n) = (namespace.to_string(), name.to_string());
-        let Some(sealed) = self.read(move |tx| rows::load_secret(tx, &ns, &n)).await? else {
-            return Ok(None);
-        };
-        let invalid = |why: String| {
-            StoreError::Invalid(format!(
-                "Secret {namespace}/{name}: {why}; apply the Secret again (calsync apply -f) or reconnect the calendar"
-            ))
-        };
-        let plain = self.inner.keys.open(&sealed, &aad(namespace, name)).map_err(|e| invalid(e.to_string()))?;
-        rows::decode_secret_data(&plain)
-            .map(Some)
-            .ok_or_else(|| invalid("the decrypted data is not a Secret map".into()))
-    }
-
-    /// Delete a Secret; returns whether it existed.
-    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        let (ns, n) = (namespace.to_string(), name.to_string());
-        let existed = self
-            .tx(move |tx, origin, _| {
-                rows::log_secret_change(tx, origin, &ns, &n)?;
-                rows::delete_secret(tx, &ns, &n)
-            })
-            .await?;
-        let _ = self.inner.secret_changes.send(SecretName { namespace: namespace.into(), name: name.into() });
-        Ok(existed)
-    }
-
-    /// Names of the Secrets in `namespace`.
-    pub async fn secret_names(&self, namespace: &str) -> Result<Vec<String>, StoreError> {
-        let ns = namespace.to_string();
-        self.read(move |tx| rows::secret_names(tx, &ns)).await
     }
 
     /// The newest `limit` Events (about `key` when given), oldest first.
@@ -490,12 +408,7 @@ impl Objects for SqliteObjects {
     }
 
     async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
-        let Some(data) = self.get_secret(namespace, &secret.name).await? else {
-            return Ok(None);
-        };
-        credentials::from_secret_data(&data, secret.key.as_deref())
-            .map(Some)
-            .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
+        Ok(self.read_secret_credentials(namespace, secret).await?.map(|(c, _)| c))
     }
 
     async fn write_credentials(
@@ -505,15 +418,29 @@ impl Objects for SqliteObjects {
         credentials: &Credentials,
         owner: &ObjectKey,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(credentials)
-            .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
-        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
-        let data = BTreeMap::from([(key, json)]);
-        self.put_secret_owned(namespace, &secret.name, &data, Some(owner.clone())).await.map(|_| ())
+        self.write_secret_credentials(namespace, secret, credentials, owner).await
     }
 
     async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
         self.delete_secret(namespace, &secret.name).await.map(|_| ())
+    }
+
+    async fn read_credentials_versioned(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<Option<(Credentials, String)>, StoreError> {
+        self.read_secret_credentials(namespace, secret).await
+    }
+
+    async fn replace_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        self.replace_secret_credentials(namespace, secret, credentials, expected_version).await
     }
 
     async fn append_connection_history(
