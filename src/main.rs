@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use calsync::oauth::config::OAuthConfig;
 use calsync::providers::Connector;
 use calsync::standalone::cli::{self, ApplyArgs, DeleteArgs, GetArgs};
 use calsync::telemetry::{self, LogFormat};
@@ -143,14 +144,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         })?,
         Command::Standalone { database_url, concurrency, listen } => {
             let api_config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+            let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
-            let connector: Arc<dyn Connector> = Arc::new(calsync::providers::registry::Registry::builtin());
-            let api_connector = connector.clone();
-            let serve_api =
-                move |services: calsync::standalone::Services| serve_api(services, api_config, api_connector, listen);
+            // The token manager is made with the store (it writes refreshed tokens back) and
+            // shared by the engine's connector and the API.
+            let tokens = Arc::new(std::sync::OnceLock::new());
+            let made = tokens.clone();
+            let connector = move |objects: Arc<dyn calsync::engine::Objects>| {
+                let (connector, manager) = connectors(&oauth_config, objects).map_err(|e| format!("{e:#}"))?;
+                if let Some(m) = manager {
+                    let _ = made.set(m);
+                }
+                Ok(connector)
+            };
+            let serve_api = move |services: calsync::standalone::Services| {
+                let oauth = tokens.get().map(|t| {
+                    let key = secrecy::SecretString::from(services.secrets.secret_key.clone());
+                    Arc::new(calsync::api::OAuthRuntime::new(t.clone(), calsync::oauth::StateSealer::new(&key)))
+                });
+                serve_api(services, api_config, oauth, listen)
+            };
             runtime()?.block_on(calsync::standalone::run_standalone(
                 config,
                 connector,
@@ -206,7 +222,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         engine: calsync::engine::EngineConfig { owner: args.owner.clone(), ..Default::default() },
     };
-    let connector = Arc::new(calsync::providers::registry::Registry::builtin());
+    let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
+    let (connector, _) = connectors(&oauth_config, Arc::new(objects.clone()))?;
     let controllers = tokio::spawn(ctl::run(client, objects, connector, leadership, metrics, settings, shutdown));
 
     shutdown_signal().await;
@@ -240,12 +257,22 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
         format!("cannot listen on {}; set CALSYNC_LISTEN (or --listen) to a free address", args.listen)
     })?;
     tracing::info!(address = %args.listen, namespace = %namespace, "REST API listening");
-    let settings = ApiSettings {
-        namespace,
-        config,
-        connector: Arc::new(calsync::providers::registry::Registry::builtin()),
-        reporter_instance: args.pod_name,
+    let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
+    // Refreshed tokens go back to the Secrets through a store of their own (the API's watched
+    // store lives inside `serve`).
+    let vault_store = calsync::controller::KubeObjects::new(client.clone(), args.pod_name.clone());
+    let (connector, tokens) = connectors(&oauth_config, Arc::new(vault_store))?;
+    let oauth = match tokens {
+        None => None,
+        Some(t) => {
+            let key = std::env::var("SECRET_KEY").ok().filter(|k| !k.trim().is_empty()).context(
+                "SECRET_KEY must be set when Google or Outlook is configured: it seals the OAuth state (any long random string; the chart generates one)",
+            )?;
+            let sealer = calsync::oauth::StateSealer::new(&secrecy::SecretString::from(key));
+            Some(Arc::new(calsync::api::OAuthRuntime::new(t, sealer)))
+        }
     };
+    let settings = ApiSettings { namespace, config, connector, reporter_instance: args.pod_name, oauth };
     let (stop, shutdown) = ctl::shutdown_signal();
     let mut server = tokio::spawn(ctl::api::serve(client, listener, settings, shutdown));
     let served = tokio::select! {
@@ -260,18 +287,34 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every provider this deployment has: CalDAV always, Google/Outlook when configured, with the
+/// token manager that refreshes their tokens and writes them back through `objects`.
+fn connectors(
+    oauth: &OAuthConfig,
+    objects: Arc<dyn calsync::engine::Objects>,
+) -> anyhow::Result<(Arc<dyn Connector>, Option<Arc<calsync::oauth::TokenManager>>)> {
+    let vault = Arc::new(calsync::engine::vault::ObjectsVault::new(objects));
+    let tokens = calsync::oauth::token_manager(oauth, vault).context("setting up OAuth")?;
+    let registry = calsync::providers::registry::Registry::configured(oauth, tokens.clone())
+        .context("setting up the calendar providers")?;
+    Ok((Arc::new(registry), tokens))
+}
+
 /// The REST API on the standalone services, until standalone shuts down.
 async fn serve_api(
     services: calsync::standalone::Services,
     mut api_config: calsync::api::ApiConfig,
-    connector: Arc<dyn Connector>,
+    oauth: Option<Arc<calsync::api::OAuthRuntime>>,
     listen: String,
 ) -> Result<(), String> {
     // CALSYNC_API_KEYS, or the keys standalone generated beside the database.
     api_config.api_keys = services.secrets.api_keys.iter().map(|k| secrecy::SecretString::from(k.clone())).collect();
     let metrics = Arc::new(calsync::api::Metrics::new());
     let objects: Arc<dyn calsync::engine::Objects> = Arc::new(services.store.clone());
-    let state = calsync::api::AppState::new(objects, connector, "default", api_config, metrics);
+    let mut state = calsync::api::AppState::new(objects, services.connector.clone(), "default", api_config, metrics);
+    if let Some(oauth) = oauth {
+        state = state.with_oauth(oauth);
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}; set CALSYNC_LISTEN (or --listen) to a free address"))?;

@@ -31,6 +31,7 @@ async fn readyz_waits_for_the_watches() {
         config: ApiConfig::default(),
         connector: Arc::new(MemoryConnector { service: MemoryCalendar::new() }),
         reporter_instance: None,
+        oauth: None,
     };
     let (stop, shutdown) = calsync::controller::shutdown_signal();
     let task = tokio::spawn(serve(server.client(), listener, settings, shutdown));

@@ -217,10 +217,12 @@ async fn run_standalone_mounts_a_component_and_shuts_down_gracefully() {
         let _ = shutdown.wait_for(|s| *s).await;
         Ok(())
     };
-    let result = run_standalone(config.clone(), connector.clone(), mounted, async move {
-        let _ = synced_rx.await;
-    })
-    .await;
+    let c = connector.clone();
+    let result =
+        run_standalone(config.clone(), move |_| Ok(c as Arc<dyn calsync::providers::Connector>), mounted, async move {
+            let _ = synced_rx.await;
+        })
+        .await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(calendar.events("calendar").len(), 1);
     // Secrets were generated beside the database, mode 0600.
@@ -229,7 +231,15 @@ async fn run_standalone_mounts_a_component_and_shuts_down_gracefully() {
     }
     // A failing component stops standalone with its error.
     let failing = |_services| async { Err::<(), String>("port 5000 is in use".into()) };
-    let err = run_standalone(config, connector, failing, std::future::pending()).await.unwrap_err();
+    let c = connector.clone();
+    let err = run_standalone(
+        config,
+        move |_| Ok(c as Arc<dyn calsync::providers::Connector>),
+        failing,
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(&err, StandaloneError::Component(m) if m.contains("port 5000")), "{err}");
 }
 

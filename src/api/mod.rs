@@ -30,7 +30,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 pub use config::{ApiConfig, ConfigError};
 pub use errors::ApiError;
 pub use metrics::Metrics;
-pub use state::AppState;
+pub use state::{AppState, OAuthRuntime};
 
 use handlers::{connect, health, import, status, tasks};
 

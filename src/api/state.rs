@@ -121,7 +121,15 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let caches = Arc::new(Caches::new(config.rate_limit_per_minute));
-        AppState { objects, connector, namespace: namespace.into(), config: Arc::new(config), metrics, caches, oauth: None }
+        AppState {
+            objects,
+            connector,
+            namespace: namespace.into(),
+            config: Arc::new(config),
+            metrics,
+            caches,
+            oauth: None,
+        }
     }
 
     /// Serve Google/Outlook connections with this OAuth runtime.

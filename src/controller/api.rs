@@ -39,6 +39,8 @@ pub struct ApiSettings {
     pub connector: Arc<dyn Connector>,
     /// Names this pod in Events the API might publish (POD_NAME).
     pub reporter_instance: Option<String>,
+    /// Google/Outlook connections (`None`: not configured).
+    pub oauth: Option<Arc<api::OAuthRuntime>>,
 }
 
 /// Serve the REST API on `listener` until `shutdown` resolves, then finish requests in flight.
@@ -52,7 +54,7 @@ pub async fn serve(
     settings: ApiSettings,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let ApiSettings { namespace, config, connector, reporter_instance } = settings;
+    let ApiSettings { namespace, config, connector, reporter_instance, oauth } = settings;
     let kube_objects = KubeObjects::new(client, reporter_instance);
     let ready = Arc::new(AtomicBool::new(false));
     let watches = tokio::spawn(feed::run_watches_with_ready(
@@ -63,7 +65,10 @@ pub async fn serve(
     ));
     let objects: Arc<dyn Objects> = Arc::new(kube_objects);
     let metrics = Arc::new(api::Metrics::new());
-    let state = AppState::new(objects, connector, namespace, config, metrics);
+    let mut state = AppState::new(objects, connector, namespace, config, metrics);
+    if let Some(oauth) = oauth {
+        state = state.with_oauth(oauth);
+    }
     let app = api::router(state).layer(middleware::from_fn(move |request: Request, next: Next| {
         let ready = ready.clone();
         async move { readiness_gate(&ready, request, next).await }

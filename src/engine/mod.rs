@@ -16,6 +16,7 @@ pub mod plan;
 mod tasksync;
 #[cfg(test)]
 mod tests;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::Duration;

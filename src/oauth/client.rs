@@ -94,7 +94,9 @@ impl OAuthError {
             OAuthError::Refused { code, .. } if code == "temporarily_unavailable" => {
                 ProviderError::Transient { message: self.to_string() }
             }
-            OAuthError::Refused { .. } | OAuthError::Config { .. } => ProviderError::Invalid { message: self.to_string() },
+            OAuthError::Refused { .. } | OAuthError::Config { .. } => {
+                ProviderError::Invalid { message: self.to_string() }
+            }
             OAuthError::Unavailable(_) => ProviderError::Transient { message: self.to_string() },
         }
     }
@@ -184,8 +186,12 @@ impl OAuthClient {
         let (client, http) = (&self.client, self.http.clone());
         let code = AuthorizationCode::new(code.to_string());
         let verifier = PkceCodeVerifier::new(verifier.expose_secret().to_string());
-        let response =
-            client.exchange_code(code).set_pkce_verifier(verifier).request_async(&Http(http)).await.map_err(classify)?;
+        let response = client
+            .exchange_code(code)
+            .set_pkce_verifier(verifier)
+            .request_async(&Http(http))
+            .await
+            .map_err(classify)?;
         Ok(token_set(&response))
     }
 
@@ -235,7 +241,9 @@ fn classify(e: RequestTokenError<HttpError, oauth2::basic::BasicErrorResponse>) 
         },
         RequestTokenError::Request(e) => OAuthError::Unavailable(e.0),
         // The body may hold tokens: say only that it was unreadable.
-        RequestTokenError::Parse(..) => OAuthError::Unavailable("the token endpoint's answer was not OAuth JSON".into()),
+        RequestTokenError::Parse(..) => {
+            OAuthError::Unavailable("the token endpoint's answer was not OAuth JSON".into())
+        }
         RequestTokenError::Other(m) => OAuthError::Unavailable(m.chars().take(200).collect()),
     }
 }

@@ -27,8 +27,10 @@ use crate::resources::ProviderKind;
 /// Google scopes: the narrowest pair that lets calsync write events (`calendar.events`: events on
 /// the user's calendars, not calendar ACLs or settings) and list the user's calendars to pick and
 /// check the default (`calendar.calendarlist.readonly`). The full `calendar` scope is not needed.
-pub const GOOGLE_SCOPES: [&str; 2] =
-    ["https://www.googleapis.com/auth/calendar.events", "https://www.googleapis.com/auth/calendar.calendarlist.readonly"];
+pub const GOOGLE_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/calendar.events",
+    "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
+];
 
 /// Microsoft scopes: a refresh token needs `offline_access`; events need `Calendars.ReadWrite`.
 pub const MICROSOFT_SCOPES: [&str; 2] = ["offline_access", "Calendars.ReadWrite"];
@@ -69,9 +71,11 @@ impl OAuthConfig {
                     oauth: OAuthSettings {
                         provider: ProviderKind::Google,
                         auth_url: auth_url.unwrap_or_else(|| "https://accounts.google.com/o/oauth2/v2/auth".into()),
-                        token_url: lookup("GOOGLE_TOKEN_URL").unwrap_or_else(|| "https://oauth2.googleapis.com/token".into()),
+                        token_url: lookup("GOOGLE_TOKEN_URL")
+                            .unwrap_or_else(|| "https://oauth2.googleapis.com/token".into()),
                         revoke_url: Some(
-                            lookup("GOOGLE_REVOKE_URL").unwrap_or_else(|| "https://oauth2.googleapis.com/revoke".into()),
+                            lookup("GOOGLE_REVOKE_URL")
+                                .unwrap_or_else(|| "https://oauth2.googleapis.com/revoke".into()),
                         ),
                         client_id,
                         client_secret,

@@ -71,3 +71,17 @@ pub mod tokens;
 pub use client::{OAuthClient, OAuthError, OAuthSettings, TokenSet};
 pub use state::{StateClaims, StateError, StateSealer};
 pub use tokens::TokenManager;
+
+/// The token manager for every OAuth provider `config` sets up (`None` when none is), writing
+/// refreshed tokens back through `vault`.
+pub fn token_manager(
+    config: &config::OAuthConfig,
+    vault: std::sync::Arc<dyn CredentialVault>,
+) -> Result<Option<std::sync::Arc<TokenManager>>, OAuthError> {
+    let clients = [config.google.as_ref(), config.microsoft.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| OAuthClient::new(p.oauth.clone()).map(std::sync::Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((!clients.is_empty()).then(|| std::sync::Arc::new(TokenManager::new(clients, vault))))
+}

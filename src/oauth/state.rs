@@ -141,7 +141,8 @@ impl StateSealer {
         if text.len() > 4096 {
             return Err(StateError::Invalid);
         }
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| StateError::Invalid)?;
+        let raw =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| StateError::Invalid)?;
         if raw.len() <= NONCE_LEN {
             return Err(StateError::Invalid);
         }

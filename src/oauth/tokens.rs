@@ -87,7 +87,12 @@ impl TokenManager {
 
     /// Refresh with the slot locked. Reloads the stored credentials first: another process may
     /// have rotated the refresh token since this one last looked.
-    async fn refresh(&self, client: &OAuthClient, connection: &str, slot: &mut Slot) -> Result<SecretString, ProviderError> {
+    async fn refresh(
+        &self,
+        client: &OAuthClient,
+        connection: &str,
+        slot: &mut Slot,
+    ) -> Result<SecretString, ProviderError> {
         let rotates = client.settings().rotates_refresh_tokens;
         let give_up = tokio::time::Instant::now() + LEASE * 2;
         loop {
@@ -169,9 +174,9 @@ impl TokenManager {
                     Err(e) => tracing::warn!(connection, error = %e, "could not store the refreshed refresh token"),
                 }
             }
-            let expires = tokens.expires_at.unwrap_or_else(|| {
-                (self.clock)() + chrono::Duration::from_std(DEFAULT_LIFETIME).unwrap_or_default()
-            });
+            let expires = tokens
+                .expires_at
+                .unwrap_or_else(|| (self.clock)() + chrono::Duration::from_std(DEFAULT_LIFETIME).unwrap_or_default());
             slot.access = Some((tokens.access_token.clone(), expires));
             tracing::debug!(connection, provider = %client.provider(), rotated, "access token refreshed");
             return Ok(tokens.access_token);

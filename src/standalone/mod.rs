@@ -49,6 +49,8 @@ impl Default for StandaloneConfig {
 pub struct Services {
     pub store: SqliteObjects,
     pub engine: Engine,
+    /// The connector the engine uses (the REST API checks and reads calendars with it too).
+    pub connector: Arc<dyn Connector>,
     pub secrets: secrets::Secrets,
     /// Becomes `true` when standalone shuts down: serve no new requests and return (e.g. axum's
     /// `with_graceful_shutdown(async move { let _ = shutdown.wait_for(|s| *s).await; })`).
@@ -79,17 +81,19 @@ pub enum StandaloneError {
 }
 
 /// Run standalone mode: open the store (generating missing secrets beside it, printing only
-/// their paths to stderr), build the engine on `connector`, and drive it with the work queue
+/// their paths to stderr), build the engine on the connector `connector` makes for the store
+/// (OAuth providers write refreshed tokens back through it), and drive it with the work queue
 /// until `shutdown` completes. `mount` starts extra components on the same services (the REST
 /// API); it gets a clone of `Services` and should run until its own end. Standalone stops when
 /// `shutdown` completes or `mount` returns an error.
-pub async fn run_standalone<M, Fut>(
+pub async fn run_standalone<C, M, Fut>(
     config: StandaloneConfig,
-    connector: Arc<dyn Connector>,
+    connector: C,
     mount: M,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StandaloneError>
 where
+    C: FnOnce(Arc<dyn crate::engine::Objects>) -> Result<Arc<dyn Connector>, String>,
     M: FnOnce(Services) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
@@ -99,9 +103,10 @@ where
         eprintln!("{}", f.notice());
     }
     let store = SqliteObjects::open(&config.database_url, secrets::keyring(secrets.encryption_key.clone())?).await?;
-    let engine = Engine::new(Arc::new(store.clone()), connector, config.engine.clone());
+    let connector = connector(Arc::new(store.clone())).map_err(StandaloneError::Config)?;
+    let engine = Engine::new(Arc::new(store.clone()), connector.clone(), config.engine.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let services = Services { store, engine: engine.clone(), secrets, shutdown: stop_rx.clone() };
+    let services = Services { store, engine: engine.clone(), connector, secrets, shutdown: stop_rx.clone() };
     let mut queue_stop = stop_rx;
     let secret_changes = services.store.subscribe_secrets();
     let mut component = tokio::spawn(mount(services));

@@ -12,7 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::api::auth::Caller;
-use crate::api::dto::{AppleConnectRequest, AppleConnectResponse, ConnectRequest, ConnectResponse, OAuthConnectResponse};
+use crate::api::dto::{
+    AppleConnectRequest, AppleConnectResponse, ConnectRequest, ConnectResponse, OAuthConnectResponse,
+};
 use crate::api::errors::{self, ApiError, ErrorBody};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::mapping;

@@ -160,8 +160,7 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
     }
 
     // Access tokens live in memory only; the store gets the refresh token.
-    let stored =
-        Credentials::OAuth { refresh_token, access_token: None, expires_at: None, refresh_lease: None };
+    let stored = Credentials::OAuth { refresh_token, access_token: None, expires_at: None, refresh_lease: None };
     let secret = SecretRef { name: format!("{name}-{}", user_label_value(&claims.nonce)), key: None };
     state.objects.write_credentials(ns, &secret, &stored, &key).await.map_err(|_| "server_error")?;
     used.push((claims.nonce.clone(), claims.expires_at.timestamp()));
@@ -242,7 +241,9 @@ pub async fn revoke(state: &AppState, conn: &CalendarConnection) {
     match client.revoke(&refresh_token).await {
         Ok(true) => tracing::info!(connection, "refresh token revoked at the provider"),
         Ok(false) => tracing::debug!(connection, "the provider has no token revocation"),
-        Err(e) => tracing::warn!(connection, error = %e, "could not revoke the refresh token; it is deleted here anyway"),
+        Err(e) => {
+            tracing::warn!(connection, error = %e, "could not revoke the refresh token; it is deleted here anyway")
+        }
     }
 }
 
@@ -268,9 +269,8 @@ mod tests {
         );
         let live = now.timestamp() + 60;
         let old = now.timestamp() - 60;
-        c.metadata.annotations = Some(
-            [(USED_STATES_ANNOTATION.to_string(), format!("a@{live},b@{old},junk,c@x"))].into_iter().collect(),
-        );
+        c.metadata.annotations =
+            Some([(USED_STATES_ANNOTATION.to_string(), format!("a@{live},b@{old},junk,c@x"))].into_iter().collect());
         assert_eq!(used_states(Some(&c), now), vec![("a".to_string(), live)]);
         assert!(used_states(None, now).is_empty());
     }
