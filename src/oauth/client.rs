@@ -141,6 +141,9 @@ impl OAuthClient {
                     .transpose()
                     .map_err(url_err("the revocation URL"))?,
             );
+        // The process's one crypto provider (main installs it; a no-op then). reqwest built
+        // without a provider would panic on the first client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // Token endpoints must not redirect (a redirect could carry the code or secret elsewhere).
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -97,9 +97,8 @@ impl OAuthConfig {
                 })
             }
         };
-        let microsoft = match credentials(lookup, "MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "Outlook")? {
-            None => None,
-            Some((client_id, client_secret)) => Some(ProviderOAuth {
+        let microsoft = credentials(lookup, "MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET", "Outlook")?.map(
+            |(client_id, client_secret)| ProviderOAuth {
                 oauth: OAuthSettings {
                     provider: ProviderKind::Outlook,
                     auth_url: lookup("MICROSOFT_AUTH_URL")
@@ -118,8 +117,8 @@ impl OAuthConfig {
                     rotates_refresh_tokens: true,
                 },
                 api_url: lookup("MICROSOFT_GRAPH_URL").unwrap_or_else(|| "https://graph.microsoft.com/v1.0".into()),
-            }),
-        };
+            },
+        );
         Ok(OAuthConfig { google, microsoft })
     }
 

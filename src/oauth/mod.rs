@@ -85,3 +85,6 @@ pub fn token_manager(
         .collect::<Result<Vec<_>, _>>()?;
     Ok((!clients.is_empty()).then(|| std::sync::Arc::new(TokenManager::new(clients, vault))))
 }
+
+#[cfg(test)]
+mod tokens_tests;
