@@ -292,10 +292,7 @@ type Connectors = (Arc<dyn Connector>, Option<Arc<calsync::oauth::TokenManager>>
 
 /// Every provider this deployment has: CalDAV always, Google/Outlook when configured, with the
 /// token manager that refreshes their tokens and writes them back through `objects`.
-fn connectors(
-    oauth: &OAuthConfig,
-    objects: Arc<dyn calsync::engine::Objects>,
-) -> anyhow::Result<Connectors> {
+fn connectors(oauth: &OAuthConfig, objects: Arc<dyn calsync::engine::Objects>) -> anyhow::Result<Connectors> {
     let vault = Arc::new(calsync::engine::vault::ObjectsVault::new(objects));
     let tokens = calsync::oauth::token_manager(oauth, vault).context("setting up OAuth")?;
     let registry = calsync::providers::registry::Registry::configured(oauth, tokens.clone())

@@ -32,10 +32,17 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3000);
 
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// A cached access token: the token, when it expires, and how long it lived when issued.
+struct Access {
+    token: SecretString,
+    expires_at: DateTime<Utc>,
+    lifetime: chrono::Duration,
+}
+
 /// Per-connection state; its async mutex is the in-process single flight.
 #[derive(Default)]
 struct Slot {
-    access: Option<(SecretString, DateTime<Utc>)>,
+    access: Option<Access>,
 }
 
 /// Issues `AccessTokens` for OAuth connections; one per process, shared by engine and API.
@@ -79,10 +86,19 @@ impl TokenManager {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(connection);
     }
 
-    fn fresh_enough(&self, expires_at: DateTime<Utc>) -> bool {
+    /// Whether a cached token is still good to use: not within the refresh margin of its expiry.
+    /// The margin is 60 s plus up to 30 s of jitter, but at most a fifth of the token's lifetime,
+    /// so short-lived tokens are not refreshed on every call.
+    fn fresh_enough(&self, access: &Access) -> bool {
         let jitter = rand::rng().random_range(0..=JITTER.as_millis() as u64);
-        let margin = MARGIN + Duration::from_millis(jitter);
-        expires_at - chrono::Duration::from_std(margin).unwrap_or_default() > (self.clock)()
+        let margin = chrono::Duration::from_std(MARGIN + Duration::from_millis(jitter)).unwrap_or_default();
+        let margin = margin.min(access.lifetime / 5);
+        access.expires_at - margin > (self.clock)()
+    }
+
+    fn remember(&self, slot: &mut Slot, token: SecretString, expires_at: DateTime<Utc>) {
+        let lifetime = (expires_at - (self.clock)()).max(chrono::Duration::zero());
+        slot.access = Some(Access { token, expires_at, lifetime });
     }
 
     /// Refresh with the slot locked. Reloads the stored credentials first: another process may
@@ -177,7 +193,7 @@ impl TokenManager {
             let expires = tokens
                 .expires_at
                 .unwrap_or_else(|| (self.clock)() + chrono::Duration::from_std(DEFAULT_LIFETIME).unwrap_or_default());
-            slot.access = Some((tokens.access_token.clone(), expires));
+            self.remember(slot, tokens.access_token.clone(), expires);
             tracing::debug!(connection, provider = %client.provider(), rotated, "access token refreshed");
             return Ok(tokens.access_token);
         }
@@ -196,10 +212,10 @@ impl AccessTokens for ConnectionTokens {
     async fn access_token(&self) -> Result<SecretString, ProviderError> {
         let slot = self.manager.slot(&self.connection);
         let mut slot = slot.lock().await;
-        if let Some((token, expires_at)) = &slot.access
-            && self.manager.fresh_enough(*expires_at)
+        if let Some(access) = &slot.access
+            && self.manager.fresh_enough(access)
         {
-            return Ok(token.clone());
+            return Ok(access.token.clone());
         }
         self.manager.refresh(&self.client, &self.connection, &mut slot).await
     }
@@ -207,12 +223,12 @@ impl AccessTokens for ConnectionTokens {
     async fn refresh_after_rejection(&self, rejected: &SecretString) -> Result<SecretString, ProviderError> {
         let slot = self.manager.slot(&self.connection);
         let mut slot = slot.lock().await;
-        if let Some((token, expires_at)) = &slot.access
-            && token.expose_secret() != rejected.expose_secret()
-            && self.manager.fresh_enough(*expires_at)
+        if let Some(access) = &slot.access
+            && access.token.expose_secret() != rejected.expose_secret()
+            && self.manager.fresh_enough(access)
         {
             // Another caller refreshed while this one waited.
-            return Ok(token.clone());
+            return Ok(access.token.clone());
         }
         slot.access = None;
         self.manager.refresh(&self.client, &self.connection, &mut slot).await
@@ -244,7 +260,8 @@ impl TokenBroker for Arc<TokenManager> {
         // rotating servers every refresh by another process changes it.
         if let (Some(token), Some(at)) = (access_token, expires_at) {
             let slot = self.slot(&target.connection);
-            slot.lock().await.access = Some((token.clone(), *at));
+            let mut slot = slot.lock().await;
+            self.remember(&mut slot, token.clone(), *at);
         }
         Ok(Arc::new(ConnectionTokens { manager: self.clone(), client, connection: target.connection.clone() }))
     }

@@ -150,13 +150,17 @@ async fn concurrent_callers_share_one_refresh_and_reuse_the_token() {
 
 #[tokio::test]
 async fn tokens_about_to_expire_are_refreshed_ahead() {
-    // 30 s left is inside the 60–90 s margin.
-    let (server, url) = serve(false, 30).await;
+    // A 2 s token: the margin is a fifth of its life, so it is reused at once and refreshed
+    // once it is within 0.4 s of expiring.
+    let (server, url) = serve(false, 2).await;
     let vault = Arc::new(MemVault::default());
     *vault.slot.lock().unwrap() = Some((oauth("rt-0"), 1));
     let m = manager(&url, false, vault);
     let tokens = m.tokens(&target(), &oauth("rt-0")).await.unwrap();
     tokens.access_token().await.unwrap();
+    tokens.access_token().await.unwrap();
+    assert_eq!(server.refreshes.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
     tokens.access_token().await.unwrap();
     assert_eq!(server.refreshes.load(Ordering::SeqCst), 2);
 }
