@@ -504,12 +504,13 @@ async fn credentials_are_encrypted_at_rest_and_tampering_is_isolated() {
         store.raw_execute(sql).await.unwrap();
         let err = store.read_credentials("default", &SecretRef { name: "a".into(), key: None }).await.unwrap_err();
         match &err {
-            StoreError::Invalid(m) => {
+            StoreError::Unreadable(m) => {
                 assert!(m.contains("default/a"), "{m}");
+                assert!(m.contains("reconnect") && m.contains("ENCRYPTION_KEYS_PREVIOUS"), "says what to do: {m}");
                 assert!(m.contains("tampered") || m.contains("damaged"), "{m}");
                 assert!(!m.contains("very-secret"));
             }
-            other => panic!("expected Invalid after {sql}, got {other:?}"),
+            other => panic!("expected Unreadable after {sql}, got {other:?}"),
         }
     }
     assert!(store.read_credentials("default", &SecretRef { name: "b".into(), key: None }).await.unwrap().is_some());

@@ -19,6 +19,7 @@ use kube::Client;
 use super::feed;
 use super::objects::KubeObjects;
 use super::run::Shutdown;
+use super::secrets::CredentialSealer;
 use crate::api::{self, ApiConfig, ApiError, AppState};
 use crate::engine::Objects;
 use crate::providers::Connector;
@@ -39,6 +40,9 @@ pub struct ApiSettings {
     pub connector: Arc<dyn Connector>,
     /// Names this pod in Events the API might publish (POD_NAME).
     pub reporter_instance: Option<String>,
+    /// Seals the credentials the REST connect stores (`EnvelopeSealer` with ENCRYPTION_KEY; the
+    /// controller must open them with the same keys).
+    pub sealer: Arc<dyn CredentialSealer>,
 }
 
 /// Serve the REST API on `listener` until `shutdown` resolves, then finish requests in flight.
@@ -52,8 +56,8 @@ pub async fn serve(
     settings: ApiSettings,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let ApiSettings { namespace, config, connector, reporter_instance } = settings;
-    let kube_objects = KubeObjects::new(client, reporter_instance);
+    let ApiSettings { namespace, config, connector, reporter_instance, sealer } = settings;
+    let kube_objects = KubeObjects::new(client, reporter_instance).with_sealer(sealer);
     let ready = Arc::new(AtomicBool::new(false));
     let watches = tokio::spawn(feed::run_watches_with_ready(
         kube_objects.clone(),

@@ -323,6 +323,20 @@ pub fn delete_secret(tx: &Transaction, ns: &str, name: &str) -> Result<bool, Sto
     Ok(n > 0)
 }
 
+/// (namespace, name) of every Secret, ordered.
+pub fn all_secrets(tx: &Transaction) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = tx.prepare("SELECT namespace, name FROM secrets ORDER BY namespace, name").map_err(db_err)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+}
+
+/// The distinct ids of the keys that sealed the stored Secrets.
+pub fn secret_key_ids(tx: &Transaction) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare("SELECT DISTINCT key_id FROM secrets ORDER BY key_id").map_err(db_err)?;
+    let rows = stmt.query_map([], |r| r.get(0)).map_err(db_err)?;
+    rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
+}
+
 /// Names of the Secrets in `namespace`.
 pub fn secret_names(tx: &Transaction, ns: &str) -> Result<Vec<String>, StoreError> {
     let mut stmt = tx.prepare("SELECT name FROM secrets WHERE namespace = ?1 ORDER BY name").map_err(db_err)?;
