@@ -315,6 +315,11 @@ async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
         ),
     };
     println!("{report}");
+    anyhow::ensure!(
+        report.unreadable.is_empty(),
+        "{} Secret(s) could not be opened and were left as they are: set the key they were written with in ENCRYPTION_KEYS_PREVIOUS and run rotate-keys again, or reconnect those calendars",
+        report.unreadable.len()
+    );
     Ok(())
 }
 
