@@ -253,11 +253,11 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     if !config.has_auth() {
         tracing::warn!("neither CALSYNC_API_KEYS nor CALSYNC_JWT_SECRET is set: every API call will answer 401");
     }
-    let sealer = envelope_sealer()?;
     let set = |n: Option<String>| n.filter(|n| !n.trim().is_empty());
     let namespace = set(args.namespace).or(set(args.pod_namespace));
     let (client, namespace) =
         ctl::startup::connect_namespaced(Duration::from_secs(args.startup_timeout_seconds), namespace).await?;
+    let sealer = envelope_sealer()?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| {
         format!("cannot listen on {}; set CALSYNC_LISTEN (or --listen) to a free address", args.listen)
     })?;
