@@ -52,6 +52,26 @@ enum Command {
     /// Serve the REST API on the Kubernetes API server (objects in one namespace); the
     /// controller does the calendar writes.
     Api(ApiArgs),
+    /// Re-encrypt every stored credential under the current ENCRYPTION_KEY (previous keys in
+    /// ENCRYPTION_KEYS_PREVIOUS open the old ones) and report counts. Standalone with
+    /// --database-url, Kubernetes with --namespace or -A. Safe to run again.
+    RotateKeys(RotateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RotateArgs {
+    /// Standalone: the SQLite database (sqlite://PATH).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Kubernetes: rotate the Secrets in this namespace.
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Kubernetes: rotate the Secrets in every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Seconds to wait for the API server before giving up (Kubernetes).
+    #[arg(long, env = "CALSYNC_STARTUP_TIMEOUT_SECONDS", default_value_t = 20)]
+    startup_timeout_seconds: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -182,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(controller(args))?;
         }
         Command::Api(args) => runtime()?.block_on(kube_api(args))?,
+        Command::RotateKeys(args) => runtime()?.block_on(rotate_keys(args))?,
     }
     Ok(())
 }
@@ -196,7 +217,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds), args.watch_namespace.as_deref())
             .await?;
     let identity = args.pod_name.clone().unwrap_or_else(|| format!("calsync-{}", uuid::Uuid::new_v4()));
-    let objects = KubeObjects::new(client.clone(), Some(identity.clone()));
+    let objects = KubeObjects::new(client.clone(), Some(identity.clone())).with_sealer(envelope_sealer()?);
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = ctl::shutdown_signal();
 
@@ -253,6 +274,7 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     let namespace = set(args.namespace).or(set(args.pod_namespace));
     let (client, namespace) =
         ctl::startup::connect_namespaced(Duration::from_secs(args.startup_timeout_seconds), namespace).await?;
+    let sealer = envelope_sealer()?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| {
         format!("cannot listen on {}; set CALSYNC_LISTEN (or --listen) to a free address", args.listen)
     })?;
@@ -260,7 +282,8 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
     // Refreshed tokens go back to the Secrets through a store of their own (the API's watched
     // store lives inside `serve`).
-    let vault_store = calsync::controller::KubeObjects::new(client.clone(), args.pod_name.clone());
+    let vault_store =
+        calsync::controller::KubeObjects::new(client.clone(), args.pod_name.clone()).with_sealer(sealer.clone());
     let (connector, tokens) = connectors(&oauth_config, Arc::new(vault_store))?;
     let oauth = match tokens {
         None => None,
@@ -268,11 +291,11 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
             let key = std::env::var("SECRET_KEY").ok().filter(|k| !k.trim().is_empty()).context(
                 "SECRET_KEY must be set when Google or Outlook is configured: it seals the OAuth state (any long random string; the chart generates one)",
             )?;
-            let sealer = calsync::oauth::StateSealer::new(&secrecy::SecretString::from(key));
-            Some(Arc::new(calsync::api::OAuthRuntime::new(t, sealer)))
+            let state_sealer = calsync::oauth::StateSealer::new(&secrecy::SecretString::from(key));
+            Some(Arc::new(calsync::api::OAuthRuntime::new(t, state_sealer)))
         }
     };
-    let settings = ApiSettings { namespace, config, connector, reporter_instance: args.pod_name, oauth };
+    let settings = ApiSettings { namespace, config, connector, reporter_instance: args.pod_name, oauth, sealer };
     let (stop, shutdown) = ctl::shutdown_signal();
     let mut server = tokio::spawn(ctl::api::serve(client, listener, settings, shutdown));
     let served = tokio::select! {
@@ -298,6 +321,46 @@ fn connectors(oauth: &OAuthConfig, objects: Arc<dyn calsync::engine::Objects>) -
     let registry = calsync::providers::registry::Registry::configured(oauth, tokens.clone())
         .context("setting up the calendar providers")?;
     Ok((Arc::new(registry), tokens))
+}
+
+/// The credentials envelope from ENCRYPTION_KEY (required on Kubernetes: the controller and
+/// the API seal what they store) and ENCRYPTION_KEYS_PREVIOUS.
+fn envelope_sealer() -> anyhow::Result<Arc<dyn calsync::controller::secrets::CredentialSealer>> {
+    let keys = calsync::credentials::keys::keyring_from_env()?;
+    tracing::info!(key_id = %keys.current_id(), accepted_key_ids = %keys.ids().join(","), "credentials encryption keys");
+    Ok(Arc::new(calsync::controller::secrets::EnvelopeSealer::new(keys)))
+}
+
+async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
+    let report = match (&args.database_url, &args.namespace, args.all_namespaces) {
+        (Some(url), None, false) => {
+            let location = calsync::standalone::db::Location::parse(url).map_err(anyhow::Error::msg)?;
+            // Never generate a key here: rotating to a fresh random key would lock the data away.
+            let key = calsync::standalone::secrets::existing_encryption_key(location.path())?;
+            let keys = calsync::standalone::secrets::keyring(key)?;
+            let store = calsync::standalone::SqliteObjects::open(url, keys).await?;
+            store.rotate_keys().await?
+        }
+        (None, namespace, all) if namespace.is_some() || all => {
+            let client = calsync::controller::startup::connect(
+                std::time::Duration::from_secs(args.startup_timeout_seconds),
+                namespace.as_deref(),
+            )
+            .await?;
+            let objects = calsync::controller::KubeObjects::new(client, None).with_sealer(envelope_sealer()?);
+            objects.rotate_keys(namespace.as_deref()).await?
+        }
+        _ => anyhow::bail!(
+            "say where the credentials are: --database-url sqlite://PATH (standalone), or --namespace NS / -A (Kubernetes), not both"
+        ),
+    };
+    println!("{report}");
+    anyhow::ensure!(
+        report.unreadable.is_empty(),
+        "{} Secret(s) could not be opened and were left as they are: set the key they were written with in ENCRYPTION_KEYS_PREVIOUS and run rotate-keys again, or reconnect those calendars",
+        report.unreadable.len()
+    );
+    Ok(())
 }
 
 /// The REST API on the standalone services, until standalone shuts down.

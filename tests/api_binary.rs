@@ -5,6 +5,8 @@
 //! event id whose event is really in Radicale (raw CalDAV), update-event and delete-event reach
 //! Radicale too, SIGTERM exits 0.
 
+#[path = "support/artifacts.rs"]
+mod artifacts;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
 #[path = "support/radicale.rs"]
@@ -46,6 +48,7 @@ impl ApiProcess {
         let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
+        artifacts::save_response(&self.log.with_extension("responses.txt"), method, path, status, &text);
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 }
@@ -61,12 +64,15 @@ impl Drop for ApiProcess {
 /// the flag is what decides where objects go.
 fn spawn_api(port: u16) -> ApiProcess {
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log = kubeconfig(port, "default").with_file_name("api.log");
+    let log = artifacts::path("calsync-api", "log");
+    artifacts::record_secret("api-key", API_KEY);
+    artifacts::record_secret("encryption-key", TEST_ENCRYPTION_KEY);
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_calsync"))
         .args(["api", &format!("--listen=127.0.0.1:{listen}"), &format!("--namespace={NS}")])
         .env("KUBECONFIG", kubeconfig(port, "default"))
         .env("CALSYNC_API_KEYS", API_KEY)
+        .env("ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
         .env("POD_NAME", "calsync-api-0")
         .env_remove("CALSYNC_NAMESPACE")
         .env_remove("POD_NAMESPACE")

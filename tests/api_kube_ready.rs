@@ -32,6 +32,9 @@ async fn readyz_waits_for_the_watches() {
         connector: Arc::new(MemoryConnector { service: MemoryCalendar::new() }),
         reporter_instance: None,
         oauth: None,
+        sealer: Arc::new(calsync::controller::secrets::EnvelopeSealer::new(
+            calsync::credentials::envelope::Keyring::new(calsync::credentials::envelope::Key::generate().0),
+        )),
     };
     let (stop, shutdown) = calsync::controller::shutdown_signal();
     let task = tokio::spawn(serve(server.client(), listener, settings, shutdown));

@@ -35,6 +35,7 @@ async fn binary_gets_ready_holds_the_lease_and_shuts_down_on_sigterm() {
         .args(["controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--lease-duration-seconds", "6"])
         .env("KUBECONFIG", kubeconfig(port, NS))
         .env("POD_NAME", "calsync-e2e-0")
+        .env("ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
         .env("POD_NAMESPACE", NS)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())

@@ -127,6 +127,7 @@ impl From<StoreError> for ApiError {
             )
             .with_retry_after(Some(Duration::from_secs(1))),
             StoreError::Invalid(m) => ApiError::bad_request("invalid_request", m),
+            StoreError::Unreadable(m) => ApiError::conflict("credentials_unreadable", m),
             StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

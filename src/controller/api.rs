@@ -19,6 +19,7 @@ use kube::Client;
 use super::feed;
 use super::objects::KubeObjects;
 use super::run::Shutdown;
+use super::secrets::CredentialSealer;
 use crate::api::{self, ApiConfig, ApiError, AppState};
 use crate::engine::Objects;
 use crate::providers::Connector;
@@ -41,6 +42,9 @@ pub struct ApiSettings {
     pub reporter_instance: Option<String>,
     /// Google/Outlook connections (`None`: not configured).
     pub oauth: Option<Arc<api::OAuthRuntime>>,
+    /// Seals the credentials the REST connect stores (`EnvelopeSealer` with ENCRYPTION_KEY; the
+    /// controller must open them with the same keys).
+    pub sealer: Arc<dyn CredentialSealer>,
 }
 
 /// Serve the REST API on `listener` until `shutdown` resolves, then finish requests in flight.
@@ -54,8 +58,8 @@ pub async fn serve(
     settings: ApiSettings,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let ApiSettings { namespace, config, connector, reporter_instance, oauth } = settings;
-    let kube_objects = KubeObjects::new(client, reporter_instance);
+    let ApiSettings { namespace, config, connector, reporter_instance, oauth, sealer } = settings;
+    let kube_objects = KubeObjects::new(client, reporter_instance).with_sealer(sealer);
     let ready = Arc::new(AtomicBool::new(false));
     let watches = tokio::spawn(feed::run_watches_with_ready(
         kube_objects.clone(),

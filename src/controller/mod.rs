@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod patches;
+pub mod rotate;
 pub mod run;
 pub mod secrets;
 pub mod startup;

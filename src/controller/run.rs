@@ -92,6 +92,7 @@ impl ReconcileError {
                 StoreError::Unavailable(_) => "StoreUnavailable",
                 StoreError::NotFound(_) => "StoreNotFound",
                 StoreError::Invalid(_) => "StoreInvalid",
+                StoreError::Unreadable(_) => "CredentialsUnreadable",
             },
         }
     }

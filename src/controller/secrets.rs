@@ -1,6 +1,6 @@
 //! Credentials Secrets for `KubeObjects`: reading both forms (plain keys written by a platform
 //! team, or calsync's `credentials` key), writing calsync's form owner-referenced to the
-//! connection, and the sealing seam where the envelope encryption plugs in.
+//! connection, sealed with the same AES-256-GCM envelope as the SQLite store (`EnvelopeSealer`).
 //!
 //! Owns: Secret requests and the sealer trait. Must not touch: what the credentials mean
 //! (`credentials` module) or when they are read (engine). Never logs or returns Secret data.
@@ -15,27 +15,74 @@ use kube::{Resource, ResourceExt};
 
 use super::objects::{CONFLICT_RETRIES, KubeObjects};
 use super::patches::{is_code, store_error};
+use crate::credentials::envelope::{Keyring, secret_aad};
 use crate::credentials::{self, Credentials};
 use crate::engine::{Kind, ObjectKey, StoreError};
 use crate::resources::{CalendarConnection, SecretRef, TaskSync};
 
-/// Seam for the credentials envelope (encryption arrives with the credentials issue): what
-/// calsync writes under its `credentials` key, and how it reads it back. Plain keys written by
-/// a platform team are never passed through it.
+/// What calsync writes under its `credentials` key, and how it reads it back. Plain keys written
+/// by a platform team are never passed through it. `aad` binds the blob to its Secret.
 pub trait CredentialSealer: Send + Sync {
-    fn seal(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError>;
-    fn open(&self, stored: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+    fn seal(&self, plaintext: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, StoreError>;
+    fn open(&self, stored: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// The key id a stored value is sealed with (`None`: not sealed), for `rotate-keys`.
+    fn key_id_of(&self, _stored: &[u8]) -> Option<String> {
+        None
+    }
+    /// The id of the key new writes are sealed with (`None`: no sealing).
+    fn current_key_id(&self) -> Option<String> {
+        None
+    }
 }
 
-/// Stores the JSON as it is. Replaced by the AES-256-GCM envelope once that lands.
+/// Stores the JSON as it is: only for tests of code that does not care about sealing.
 pub struct PlainSealer;
 
 impl CredentialSealer for PlainSealer {
-    fn seal(&self, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    fn seal(&self, plaintext: Vec<u8>, _aad: &[u8]) -> Result<Vec<u8>, StoreError> {
         Ok(plaintext)
     }
-    fn open(&self, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    fn open(&self, stored: Vec<u8>, _aad: &[u8]) -> Result<Vec<u8>, StoreError> {
         Ok(stored)
+    }
+}
+
+/// The AES-256-GCM envelope (`credentials::envelope`), the same as the SQLite store's. Values
+/// written before sealing existed (plain JSON, starting with `{`) are still read, and
+/// `rotate-keys` seals them.
+pub struct EnvelopeSealer {
+    keys: Keyring,
+}
+
+impl EnvelopeSealer {
+    pub fn new(keys: Keyring) -> Self {
+        EnvelopeSealer { keys }
+    }
+}
+
+fn is_legacy_plain(stored: &[u8]) -> bool {
+    stored.first() == Some(&b'{')
+}
+
+impl CredentialSealer for EnvelopeSealer {
+    fn seal(&self, plaintext: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.keys.seal(&plaintext, aad).map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+    fn open(&self, stored: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if is_legacy_plain(&stored) {
+            return Ok(stored);
+        }
+        self.keys.open(&stored, aad).map_err(|e| {
+            StoreError::Unreadable(format!(
+                "{e}; reconnect the calendar, or set the key it was written with (ENCRYPTION_KEY, ENCRYPTION_KEYS_PREVIOUS)"
+            ))
+        })
+    }
+    fn key_id_of(&self, stored: &[u8]) -> Option<String> {
+        Keyring::key_id_of(stored)
+    }
+    fn current_key_id(&self) -> Option<String> {
+        Some(self.keys.current_id())
     }
 }
 
@@ -52,7 +99,11 @@ impl KubeObjects {
         let mut data = secret_data(s);
         let json_key = secret.key.as_deref().unwrap_or(credentials::CREDENTIALS_KEY);
         if let Some(sealed) = data.remove(json_key) {
-            data.insert(json_key.to_string(), self.sealer.open(sealed)?);
+            let opened = self
+                .sealer
+                .open(sealed, &secret_aad(namespace, &secret.name))
+                .map_err(|e| with_secret(e, namespace, &secret.name))?;
+            data.insert(json_key.to_string(), opened);
         }
         credentials::from_secret_data(&data, secret.key.as_deref())
             .map(|c| Some((c, version)))
@@ -80,8 +131,9 @@ impl KubeObjects {
         }
         let mut data = secret_data(s.clone());
         let sealer = self.sealer.clone();
+        let aad = secret_aad(namespace, &secret.name);
         credentials::form::write_back(&mut data, secret.key.as_deref(), creds, |json| {
-            sealer.seal(json).map_err(|e| e.to_string())
+            sealer.seal(json, &aad).map_err(|e| e.to_string())
         })
         .map_err(|e| StoreError::Invalid(format!("{label}: {e}")))?;
         s.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect());
@@ -105,7 +157,7 @@ impl KubeObjects {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_vec(creds)
             .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
-        let sealed = self.sealer.seal(json)?;
+        let sealed = self.sealer.seal(json, &secret_aad(namespace, &secret.name))?;
         // The REST API writes the credentials before it creates the connection (so the first
         // reconcile finds them): the owner may not exist yet. Then the Secret is written without
         // an owner reference and `adopt_credentials` adds it once the connection is created.
@@ -186,6 +238,14 @@ impl KubeObjects {
     }
 }
 
+/// Name the Secret in an error about opening its sealed value.
+fn with_secret(e: StoreError, namespace: &str, name: &str) -> StoreError {
+    match e {
+        StoreError::Unreadable(m) => StoreError::Unreadable(format!("Secret {namespace}/{name}: {m}")),
+        other => other,
+    }
+}
+
 /// A Secret's data as bytes, with `stringData` folded in: it is write-only on a real server,
 /// but a hand-made object may carry it.
 fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
@@ -196,7 +256,7 @@ fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub(super) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 fn owner_reference(owner: &ObjectKey, uid: String) -> OwnerReference {
     let (api_version, kind) = match owner.kind {

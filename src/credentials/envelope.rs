@@ -132,6 +132,17 @@ impl Keyring {
         self.current.id()
     }
 
+    /// Ids of every key that opens (current first).
+    pub fn ids(&self) -> Vec<String> {
+        std::iter::once(self.current.id()).chain(self.older.values().map(Key::id)).collect()
+    }
+
+    /// The id of the key a sealed blob names, without opening it (`None`: not calsync's
+    /// envelope).
+    pub fn key_id_of(sealed: &[u8]) -> Option<String> {
+        (sealed.len() >= HEADER_LEN + 16 && sealed[0] == VERSION).then(|| hex(&sealed[1..1 + KEY_ID_LEN]))
+    }
+
     /// Seal `plaintext`, bound to `aad` (e.g. the row's identity).
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];

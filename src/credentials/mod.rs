@@ -6,6 +6,7 @@
 
 pub mod envelope;
 pub mod form;
+pub mod keys;
 
 use std::collections::BTreeMap;
 

@@ -84,6 +84,10 @@ impl Engine {
             Err(crate::engine::StoreError::Invalid(m)) => {
                 return self.connection_failed(&key, &old, st, "InvalidCredentials", &m, self.config.resync).await;
             }
+            // Only this connection's Secret is affected; the others keep syncing.
+            Err(crate::engine::StoreError::Unreadable(m)) => {
+                return self.connection_failed(&key, &old, st, "CredentialsUnreadable", &m, self.config.resync).await;
+            }
             Err(e) => return Err(e.into()),
         };
         let target = Target {

@@ -62,13 +62,19 @@ pub enum StoreError {
     Invalid(String),
     #[error("the object store is unavailable, will retry: {0}")]
     Unavailable(String),
+    /// Stored credentials that cannot be opened: tampered with, damaged, or sealed with a key
+    /// that is not configured. The message says which Secret and what to do.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl StoreError {
     pub fn class(&self) -> crate::error::ErrorClass {
         match self {
             StoreError::Conflict(_) | StoreError::Unavailable(_) => crate::error::ErrorClass::Retry { after: None },
-            StoreError::NotFound(_) | StoreError::Invalid(_) => crate::error::ErrorClass::Permanent,
+            StoreError::NotFound(_) | StoreError::Invalid(_) | StoreError::Unreadable(_) => {
+                crate::error::ErrorClass::Permanent
+            }
         }
     }
 }

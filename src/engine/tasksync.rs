@@ -202,7 +202,9 @@ impl Engine {
                     message: format!("credentials Secret {:?} is missing", conn.spec.credentials_secret_ref.name),
                 }));
             }
-            Err(crate::engine::StoreError::Invalid(m)) => return Ok(Err(ProviderError::Revoked { message: m })),
+            Err(crate::engine::StoreError::Invalid(m) | crate::engine::StoreError::Unreadable(m)) => {
+                return Ok(Err(ProviderError::Revoked { message: m }));
+            }
             Err(e) => return Err(e.into()),
         };
         let target = Target {

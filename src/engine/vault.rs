@@ -35,7 +35,7 @@ impl ObjectsVault {
 
 fn store_error(e: StoreError) -> ProviderError {
     match e {
-        StoreError::Invalid(m) => ProviderError::Invalid { message: m },
+        StoreError::Invalid(m) | StoreError::Unreadable(m) => ProviderError::Invalid { message: m },
         // The tokens could not be read or written now; the engine retries.
         other => ProviderError::Transient { message: other.to_string() },
     }

@@ -102,7 +102,12 @@ where
     for f in &secrets.files {
         eprintln!("{}", f.notice());
     }
-    let store = SqliteObjects::open(&config.database_url, secrets::keyring(secrets.encryption_key.clone())?).await?;
+    let keys = secrets::keyring(secrets.encryption_key.clone())?;
+    let store = SqliteObjects::open(&config.database_url, keys.clone()).await?;
+    // A missing or wrong key is one clear error now, not every connection failing later.
+    let stored = store.stored_key_ids().await?;
+    crate::credentials::keys::check_key_ids(&keys, stored.iter().map(String::as_str))
+        .map_err(secrets::SecretsError::Keys)?;
     let connector = connector(Arc::new(store.clone())).map_err(StandaloneError::Config)?;
     let engine = Engine::new(Arc::new(store.clone()), connector.clone(), config.engine.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -269,20 +269,17 @@ pub fn load_secret(tx: &Transaction, ns: &str, name: &str) -> Result<Option<Vec<
 pub fn load_secret_versioned(tx: &Transaction, ns: &str, name: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
     // Any column type is read as bytes: a damaged row must fail decryption (that Secret only),
     // not the whole store.
-    let value: Option<(rusqlite::types::Value, i64)> = tx
-        .query_row("SELECT sealed, version FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
-        .map_err(db_err)?;
-    Ok(value.map(|(v, version)| {
-        let sealed = match v {
-            rusqlite::types::Value::Blob(b) => b,
-            rusqlite::types::Value::Text(t) => t.into_bytes(),
+    // Text is taken as raw bytes too (no UTF-8 check), so a damaged value still reaches the
+    // decryption that reports it.
+    tx.query_row("SELECT sealed, version FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name], |r| {
+        let sealed = match r.get_ref(0)? {
+            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
             _ => Vec::new(),
         };
-        (sealed, version)
-    }))
+        Ok((sealed, r.get(1)?))
+    })
+    .optional()
+    .map_err(db_err)
 }
 
 /// Store a sealed Secret row; returns whether it was new and its new version.
@@ -321,6 +318,20 @@ pub fn save_secret(
 pub fn delete_secret(tx: &Transaction, ns: &str, name: &str) -> Result<bool, StoreError> {
     let n = tx.execute("DELETE FROM secrets WHERE namespace = ?1 AND name = ?2", params![ns, name]).map_err(db_err)?;
     Ok(n > 0)
+}
+
+/// (namespace, name) of every Secret, ordered.
+pub fn all_secrets(tx: &Transaction) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = tx.prepare("SELECT namespace, name FROM secrets ORDER BY namespace, name").map_err(db_err)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+}
+
+/// The distinct ids of the keys that sealed the stored Secrets.
+pub fn secret_key_ids(tx: &Transaction) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare("SELECT DISTINCT key_id FROM secrets ORDER BY key_id").map_err(db_err)?;
+    let rows = stmt.query_map([], |r| r.get(0)).map_err(db_err)?;
+    rows.collect::<Result<Vec<String>, _>>().map_err(db_err)
 }
 
 /// Names of the Secrets in `namespace`.

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use rand::RngCore;
 
 use crate::credentials::envelope::{CryptoError, Key, Keyring};
+use crate::credentials::keys;
 
 /// The secrets standalone needs. Debug output redacts them.
 #[derive(Clone)]
@@ -72,6 +73,8 @@ impl SecretFile {
 pub enum SecretsError {
     #[error("{variable}: {source}")]
     BadKey { variable: &'static str, source: CryptoError },
+    #[error(transparent)]
+    Keys(#[from] keys::KeyConfigError),
     #[error("{variable} is set but empty; unset it to let calsync generate one, or set a value")]
     Empty { variable: &'static str },
     #[error(
@@ -197,21 +200,33 @@ pub fn encryption_key(db_path: Option<&Path>) -> Result<(Key, Option<SecretFile>
     Ok((key, files.pop()))
 }
 
-/// The keyring for the store: `current` seals; keys listed in `ENCRYPTION_KEY_PREVIOUS`
-/// (comma-separated base64) still open rows sealed before a key rotation.
+/// `ENCRYPTION_KEY` from the environment or the file standalone generated beside the database;
+/// never generates one (`rotate-keys` must not rotate to a key nobody has).
+pub fn existing_encryption_key(db_path: Option<&Path>) -> Result<Key, SecretsError> {
+    let text = match std::env::var("ENCRYPTION_KEY").ok().filter(|v| !v.trim().is_empty()) {
+        Some(v) => v,
+        None => {
+            let path = file_for(db_path, "encryption-key");
+            std::fs::read_to_string(&path).map_err(|error| SecretsError::Io {
+                variable: "ENCRYPTION_KEY",
+                path: path.clone(),
+                error,
+            })?
+        }
+    };
+    Key::from_base64(&text).map_err(|source| SecretsError::BadKey { variable: "ENCRYPTION_KEY", source })
+}
+
+/// The keyring for the store: `current` seals; keys listed in `ENCRYPTION_KEYS_PREVIOUS` (or
+/// its older spelling `ENCRYPTION_KEY_PREVIOUS`; comma-separated base64) still open rows sealed
+/// before a key rotation.
 pub fn keyring(current: Key) -> Result<Keyring, SecretsError> {
     keyring_with(current, &|k| std::env::var(k).ok())
 }
 
 /// `keyring` with an explicit environment (tests).
 pub fn keyring_with(current: Key, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Keyring, SecretsError> {
-    let mut ring = Keyring::new(current);
-    for text in lookup("ENCRYPTION_KEY_PREVIOUS").unwrap_or_default().split(',').filter(|s| !s.trim().is_empty()) {
-        let key = Key::from_base64(text)
-            .map_err(|source| SecretsError::BadKey { variable: "ENCRYPTION_KEY_PREVIOUS", source })?;
-        ring = ring.with_old_key(key);
-    }
-    Ok(ring)
+    keys::keyring_with_previous(current, lookup).map_err(SecretsError::Keys)
 }
 
 #[cfg(test)]

@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// Self-contained, included where needed (test crates include these helpers by path).
+#[allow(clippy::duplicate_mod)]
+#[path = "artifacts.rs"]
+pub mod artifacts;
+
 pub const API_KEY: &str = "e2e-test-api-key";
 /// 32 zero bytes, base64: a fixed test key.
 pub const ENCRYPTION_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -20,7 +25,20 @@ pub struct Standalone {
     pub port: u16,
     pub base: String,
     pub http: reqwest::Client,
+    /// This process's log, in the artifacts directory the CI leak check reads.
+    pub log_path: PathBuf,
+    /// API responses this test saw (also read by the leak check).
+    pub responses: PathBuf,
 }
+
+/// The test's secrets, recorded for the CI leak check.
+pub fn record_test_secrets() {
+    artifacts::record_secret("api-key", API_KEY);
+    artifacts::record_secret("encryption-key", ENCRYPTION_KEY);
+    artifacts::record_secret("secret-key", SECRET_KEY);
+}
+
+pub const SECRET_KEY: &str = "e2e-secret-key";
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -36,14 +54,16 @@ impl Standalone {
     pub async fn start(dir: &Path) -> Standalone {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("calsync.log")).expect("log");
+        record_test_secrets();
+        let log_path = artifacts::path("calsync-standalone", "log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_calsync"))
             .arg("standalone")
             .env("DATABASE_URL", Self::database_url(dir))
             .env("CALSYNC_LISTEN", format!("127.0.0.1:{port}"))
             .env("CALSYNC_API_KEYS", API_KEY)
             .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
-            .env("SECRET_KEY", "e2e-secret-key")
+            .env("SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -56,13 +76,15 @@ impl Standalone {
             port,
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            log_path,
+            responses: artifacts::path("api-responses", "txt"),
         };
         s.wait_healthy().await;
         s
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("calsync.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     async fn wait_healthy(&self) {
@@ -96,17 +118,22 @@ impl Standalone {
         let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
+        artifacts::save_response(&self.responses, method, path, status, &text);
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Run `calsync <args>` on this database; returns (success, stdout, stderr).
     pub fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+        record_test_secrets();
         let out = Command::new(env!("CARGO_BIN_EXE_calsync"))
             .args(args)
             .env("DATABASE_URL", Self::database_url(dir))
             .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
             .output()
             .expect("run calsync");
+        // What the command printed is checked for leaks like the server's log.
+        let saved = artifacts::path("calsync-cli", "log");
+        let _ = std::fs::write(&saved, [out.stdout.as_slice(), out.stderr.as_slice()].concat());
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

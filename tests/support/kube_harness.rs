@@ -16,6 +16,16 @@ pub use crate::fake_apiserver::*;
 
 pub const NS: &str = "team-a";
 
+/// ENCRYPTION_KEY of the in-process controller and any `calsync api`/`controller` a test spawns
+/// (32 bytes of 0x01, base64): they must open what the other sealed.
+pub const TEST_ENCRYPTION_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
+/// The envelope sealer for `TEST_ENCRYPTION_KEY`.
+pub fn test_sealer() -> Arc<calsync::controller::secrets::EnvelopeSealer> {
+    let key = calsync::credentials::envelope::Key::from_base64(TEST_ENCRYPTION_KEY).expect("test key");
+    Arc::new(calsync::controller::secrets::EnvelopeSealer::new(calsync::credentials::envelope::Keyring::new(key)))
+}
+
 /// One running controller instance.
 pub struct Harness {
     pub objects: KubeObjects,
@@ -91,7 +101,7 @@ impl Harness {
             calsync::telemetry::init(calsync::telemetry::LogFormat::Text);
         }
         let client = server.client();
-        let objects = KubeObjects::new(client.clone(), Some("calsync-test-pod".into()));
+        let objects = KubeObjects::new(client.clone(), Some("calsync-test-pod".into())).with_sealer(test_sealer());
         let metrics = Arc::new(Metrics::default());
         let (stop, shutdown) = ctl::shutdown_signal();
         let elector = lease.map(|config| {

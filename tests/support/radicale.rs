@@ -9,6 +9,11 @@
 
 #![allow(dead_code)]
 
+// Self-contained, included where needed (test crates include these helpers by path).
+#[allow(clippy::duplicate_mod)]
+#[path = "artifacts.rs"]
+mod artifacts;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -98,6 +103,7 @@ impl Radicale {
         let py = python();
         let dir = tempfile::tempdir().expect("temp dir for Radicale");
         let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        artifacts::record_secret("radicale-password", &password);
         std::fs::write(dir.path().join("users"), format!("{USER}:{password}\n")).expect("write htpasswd");
         let port = free_port();
         let config = format!(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use super::{SecretName, SqliteObjects, rows};
 use crate::credentials::envelope::{Keyring, secret_aad};
+use crate::credentials::keys::RotationReport;
 use crate::credentials::{self, Credentials};
 use crate::engine::{ObjectKey, StoreError};
 use crate::resources::SecretRef;
@@ -20,13 +21,13 @@ fn open_row(
     name: &str,
     sealed: &[u8],
 ) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
-    let invalid = |why: String| {
-        StoreError::Invalid(format!(
-            "Secret {namespace}/{name}: {why}; apply the Secret again (calsync apply -f) or reconnect the calendar"
+    let unreadable = |why: String| {
+        StoreError::Unreadable(format!(
+            "Secret {namespace}/{name}: {why}; reconnect the calendar or apply the Secret again (calsync apply -f), or set the key it was written with (ENCRYPTION_KEY, ENCRYPTION_KEYS_PREVIOUS)"
         ))
     };
-    let plain = keys.open(sealed, &secret_aad(namespace, name)).map_err(|e| invalid(e.to_string()))?;
-    rows::decode_secret_data(&plain).ok_or_else(|| invalid("the decrypted data is not a Secret map".into()))
+    let plain = keys.open(sealed, &secret_aad(namespace, name)).map_err(|e| unreadable(e.to_string()))?;
+    rows::decode_secret_data(&plain).ok_or_else(|| unreadable("the decrypted data is not a Secret map".into()))
 }
 
 fn parse(namespace: &str, secret: &SecretRef, data: &BTreeMap<String, Vec<u8>>) -> Result<Credentials, StoreError> {
@@ -80,7 +81,7 @@ impl SqliteObjects {
         self.inner.secret_changes.subscribe()
     }
 
-    /// A Secret's data (`None` when absent); `Invalid` when it cannot be decrypted.
+    /// A Secret's data (`None` when absent); `Unreadable` when it cannot be decrypted.
     pub async fn get_secret(
         &self,
         namespace: &str,
@@ -179,5 +180,56 @@ impl SqliteObjects {
             .await?;
         self.secret_changed(namespace, &secret.name);
         Ok(version.to_string())
+    }
+
+    /// Ids of the keys the stored Secrets were sealed with (for the start-up key check).
+    pub async fn stored_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.read(rows::secret_key_ids).await
+    }
+
+    /// Seal every Secret under the current key (`calsync rotate-keys`). Each row is opened and
+    /// re-sealed in its own transaction, so a concurrent writer is never lost (its write bumps
+    /// the version, and it is sealed with whatever key that process has). Idempotent. A row
+    /// that cannot be opened is reported and skipped.
+    pub async fn rotate_keys(&self) -> Result<RotationReport, StoreError> {
+        let mut report = RotationReport::default();
+        for (ns, name) in self.read(rows::all_secrets).await? {
+            let keys = self.inner.keys.clone();
+            let (n, nm) = (ns.clone(), name.clone());
+            let outcome = self
+                .tx(move |tx, origin, _| {
+                    let Some((sealed, _)) = rows::load_secret_versioned(tx, &n, &nm)? else {
+                        return Ok(None);
+                    };
+                    let data = match open_row(&keys, &n, &nm, &sealed) {
+                        Ok(data) => data,
+                        Err(e) => return Ok(Some(Err(e.to_string()))),
+                    };
+                    if Keyring::key_id_of(&sealed).as_deref() == Some(keys.current_id().as_str()) {
+                        return Ok(Some(Ok(false)));
+                    }
+                    let sealed = keys
+                        .seal(&rows::encode_secret_data(&data), &secret_aad(&n, &nm))
+                        .map_err(|e| StoreError::Invalid(format!("Secret {n}/{nm}: {e}")))?;
+                    rows::log_secret_change(tx, origin, &n, &nm)?;
+                    rows::save_secret(tx, &n, &nm, &keys.current_id(), &sealed, None)?;
+                    Ok(Some(Ok(true)))
+                })
+                .await?;
+            match outcome {
+                // Deleted meanwhile: nothing to rotate.
+                None => {}
+                Some(Ok(true)) => {
+                    report.resealed += 1;
+                    self.secret_changed(&ns, &name);
+                }
+                Some(Ok(false)) => report.already_current += 1,
+                Some(Err(why)) => {
+                    tracing::warn!(secret = %format!("{ns}/{name}"), "cannot open a stored Secret; left as it is");
+                    report.unreadable.push(why);
+                }
+            }
+        }
+        Ok(report)
     }
 }
