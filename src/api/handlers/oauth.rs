@@ -33,8 +33,8 @@ fn not_configured(kind: ProviderKind) -> ApiError {
     ApiError::bad_request(
         "provider_not_configured",
         format!(
-            "{kind} calendar connections are not configured on this server (set the {} client id and secret; see README \"Configuration\")",
-            if kind == ProviderKind::Google { "GOOGLE_*" } else { "MICROSOFT_*" }
+            "{kind} calendar connections are not configured on this server (set {p}_CLIENT_ID and {p}_CLIENT_SECRET; see README \"Configuration\")",
+            p = if kind == ProviderKind::Google { "GOOGLE" } else { "MICROSOFT" }
         ),
     )
 }
