@@ -7,6 +7,7 @@
 pub mod caldav;
 pub mod error;
 pub mod event;
+pub mod google;
 pub mod memory;
 pub mod registry;
 

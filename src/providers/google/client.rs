@@ -1,0 +1,291 @@
+//! The HTTP layer of the Google Calendar client: bearer auth with one refresh-and-retry on 401,
+//! timeouts, size-capped bodies, and the mapping of Google's error responses onto
+//! `ProviderError`.
+//!
+//! Owns: `GoogleClient` (one per connection: the shared `reqwest::Client`, the connection's
+//! `AccessTokens` and in-flight limiter) and `classify`. Must not touch: event JSON or what a
+//! request means; callers decide which statuses are expected.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::oauth::AccessTokens;
+use crate::providers::ProviderError;
+
+/// Largest response body we read (a 2500-event page stays far below).
+pub const MAX_BODY: usize = 10 * 1024 * 1024;
+/// Requests in flight per connection: enough to overlap latency, few enough that one user's
+/// burst stays well under Google's 600 requests/minute/user instead of bouncing off it.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// `quotaExceeded`/`dailyLimitExceeded` are abuse or daily limits, not a per-minute window:
+/// retrying within seconds only extends them.
+pub const QUOTA_RETRY: Duration = Duration::from_secs(15 * 60);
+
+/// A response with its body read (bounded).
+#[derive(Debug)]
+pub struct GResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Google's error body: `{"error": {"code", "message", "errors": [{"domain", "reason", "message"}]}}`.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+    /// Newer Google APIs also send a gRPC-style status (`PERMISSION_DENIED`).
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl GResponse {
+    /// `(reason, message)` of Google's error body, as far as it has them.
+    pub fn error_reason(&self) -> (Option<String>, Option<String>) {
+        let parsed: ErrorBody = serde_json::from_slice(&self.body).unwrap_or_default();
+        let first = parsed.error.errors.into_iter().next().unwrap_or_default();
+        let reason = first.reason.or(parsed.error.status);
+        let message = first.message.or(parsed.error.message);
+        (reason, message)
+    }
+}
+
+/// One connection's client. Tokens are fetched per request and only ever put into a header
+/// value marked sensitive; they are never formatted anywhere.
+pub struct GoogleClient {
+    http: reqwest::Client,
+    tokens: Arc<dyn AccessTokens>,
+    limiter: Arc<tokio::sync::Semaphore>,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for GoogleClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoogleClient").field("tokens", &"[redacted]").finish()
+    }
+}
+
+/// The shared HTTP client (one connection pool for every Google connection).
+pub fn build_http(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
+    // reqwest is built without a bundled crypto provider; the binary installs ring at start-up.
+    // Library users (tests, benches) may not have, so install it here too: `Err` only means one
+    // is already installed, which is what we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        // Google's API does not redirect; a redirect would carry the bearer token elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("calsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ProviderError::Transient { message: format!("could not build the HTTP client: {e}") })
+}
+
+fn bearer(token: &SecretString) -> Result<HeaderValue, ProviderError> {
+    let mut v =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| ProviderError::Revoked {
+            message: "the stored access token is not a valid HTTP header value; reconnect the calendar".into(),
+        })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl GoogleClient {
+    pub fn new(http: reqwest::Client, tokens: Arc<dyn AccessTokens>, limiter: Arc<tokio::sync::Semaphore>) -> Self {
+        GoogleClient { http, tokens, limiter, max_body: MAX_BODY }
+    }
+
+    #[cfg(test)]
+    pub fn with_max_body(mut self, max: usize) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// Send one request with the connection's bearer token. A 401 refreshes the token once
+    /// (`refresh_after_rejection`) and repeats the request; a second 401 is `Unauthorized`.
+    /// Every other status is returned for the caller to judge.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        if_match: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<GResponse, ProviderError> {
+        // The semaphore is never closed, so acquiring only fails if it were; then go unthrottled.
+        let _permit = self.limiter.acquire().await.ok();
+        let body =
+            match body {
+                Some(b) => Some(serde_json::to_vec(b).map_err(|e| ProviderError::Invalid {
+                    message: format!("could not encode the request body: {e}"),
+                })?),
+                None => None,
+            };
+        let token = self.tokens.access_token().await?;
+        let first = self.attempt(&method, url, if_match, body.as_deref(), &token).await?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        tracing::debug!(method = %method, url = %url, "google answered 401; refreshing the access token once");
+        let fresh = self.tokens.refresh_after_rejection(&token).await?;
+        let second = self.attempt(&method, url, if_match, body.as_deref(), &fresh).await?;
+        if second.status == StatusCode::UNAUTHORIZED {
+            let (reason, message) = second.error_reason();
+            return Err(ProviderError::Unauthorized {
+                message: format!(
+                    "Google rejected a freshly refreshed access token (401{}){}",
+                    reason.map(|r| format!(" {r}")).unwrap_or_default(),
+                    message.map(|m| format!(": {}", short(&m))).unwrap_or_default()
+                ),
+            });
+        }
+        Ok(second)
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        if_match: Option<&str>,
+        body: Option<&[u8]>,
+        token: &SecretString,
+    ) -> Result<GResponse, ProviderError> {
+        let started = Instant::now();
+        let mut req = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, bearer(token)?);
+        if let Some(e) = if_match {
+            req = req.header(IF_MATCH, e);
+        }
+        if let Some(b) = body {
+            req = req.header(CONTENT_TYPE, "application/json").body(b.to_vec());
+        }
+        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_capped(resp, self.max_body, url).await?;
+        tracing::debug!(method = %method, url = %url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "google request");
+        Ok(GResponse { status, headers, body })
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, max: usize, url: &Url) -> Result<Vec<u8>, ProviderError> {
+    let too_big = || ProviderError::Invalid {
+        message: format!(
+            "Google Calendar sent a response larger than {} KiB for {}; refusing to read it",
+            max / 1024,
+            url.path()
+        ),
+    };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, &e))? {
+        if body.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_error(url: &Url, e: &reqwest::Error) -> ProviderError {
+    // The URL never carries credentials (the token goes in a header), so reqwest's text is safe.
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    ProviderError::Transient { message: format!("request to {} {what}: {e}", url.path()) }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds().max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// Google's messages are one sentence; cap them anyway so a proxy's HTML page stays out.
+fn short(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(200).collect()
+}
+
+/// Does a 403 mean the grant lacks a Calendar scope (the user must reconnect and tick the box)?
+fn lacks_scope(resp: &GResponse, reason: Option<&str>, message: Option<&str>) -> bool {
+    let challenge = resp
+        .headers
+        .get(WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("insufficient_scope"));
+    let scope_msg = message.is_some_and(|m| m.to_ascii_lowercase().contains("scope"));
+    match reason {
+        Some("insufficientPermissions" | "ACCESS_TOKEN_SCOPE_INSUFFICIENT") => true,
+        Some("forbidden" | "PERMISSION_DENIED") | None => challenge || scope_msg,
+        _ => challenge,
+    }
+}
+
+/// Map a status the caller did not expect onto the classified error. `what` says what was
+/// being done ("creating event x in y"), for the message.
+pub fn classify(resp: &GResponse, what: &str) -> ProviderError {
+    let status = resp.status;
+    let (reason, message) = resp.error_reason();
+    let detail = format!(
+        "Google answered {}{} while {what}{}",
+        status.as_u16(),
+        reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+        message.as_deref().map(|m| format!(": {}", short(m))).unwrap_or_default()
+    );
+    let after = retry_after(&resp.headers);
+    match (status.as_u16(), reason.as_deref()) {
+        (403 | 429, Some("rateLimitExceeded" | "userRateLimitExceeded" | "RESOURCE_EXHAUSTED")) | (429, _) => {
+            ProviderError::RateLimited { retry_after: after, message: detail }
+        }
+        (403, Some("quotaExceeded" | "dailyLimitExceeded")) => ProviderError::RateLimited {
+            retry_after: Some(after.unwrap_or(QUOTA_RETRY).max(QUOTA_RETRY)),
+            message: detail,
+        },
+        (403, r) if lacks_scope(resp, r, message.as_deref()) => ProviderError::Revoked {
+            message: format!("{detail}; the grant lacks calendar access: reconnect and grant calendar access"),
+        },
+        (401, _) => ProviderError::Unauthorized { message: detail },
+        (404 | 410, _) => ProviderError::NotFound { message: detail },
+        (409 | 412, _) => ProviderError::Conflict { message: detail },
+        (500..=599, _) => ProviderError::Transient { message: detail },
+        _ => ProviderError::Invalid { message: detail },
+    }
+}
+
+/// Parse a 2xx body as `T`; an unreadable one (a proxy's page, a truncated answer) is transient.
+pub fn parse<T: serde::de::DeserializeOwned>(resp: &GResponse, what: &str) -> Result<T, ProviderError> {
+    serde_json::from_slice(&resp.body).map_err(|e| ProviderError::Transient {
+        message: format!("Google's answer while {what} is not the expected JSON ({e}); will retry"),
+    })
+}
