@@ -36,10 +36,14 @@ impl Registry {
         oauth: &crate::oauth::config::OAuthConfig,
         tokens: Option<Arc<crate::oauth::TokenManager>>,
     ) -> Result<Self, ProviderError> {
-        let registry = Self::builtin();
+        let mut registry = Self::builtin();
         let Some(tokens) = tokens else { return Ok(registry) };
         let broker: Arc<dyn crate::oauth::TokenBroker> = Arc::new(tokens);
-        let _ = (oauth, broker);
+        if let Some(google) = &oauth.google {
+            let config = super::google::GoogleConfig { api_url: google.api_url.clone(), ..Default::default() };
+            registry = registry
+                .with(ProviderKind::Google, Arc::new(super::google::GoogleConnector::new(config, broker.clone())?));
+        }
         Ok(registry)
     }
 
