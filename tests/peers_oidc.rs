@@ -51,7 +51,7 @@ async fn google_like_code_pkce_refresh_introspect_revoke() {
     let code = query_param(&callback, "code").expect("code");
 
     let tokens = exchange(&server, &code, &verifier).await;
-    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    assert_eq!(tokens.status, 200, "{}", tokens.redacted());
     assert_eq!(tokens.body["token_type"], "Bearer");
     let scope = tokens.body["scope"].as_str().expect("scope in the token response");
     assert!(scope.contains("https://www.googleapis.com/auth/calendar.events"), "{scope}");
@@ -67,12 +67,12 @@ async fn google_like_code_pkce_refresh_introspect_revoke() {
     // Authorize again.
     let (code, verifier) = authorize(&server, GOOGLE_SCOPES).await;
     let tokens = exchange(&server, &code, &verifier).await;
-    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    assert_eq!(tokens.status, 200, "{}", tokens.redacted());
     let refresh_token_2 = tokens.refresh_token().to_string();
     assert_ne!(refresh_token, refresh_token_2);
 
     let refreshed = refresh(&server, &refresh_token_2).await;
-    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.redacted());
     assert_ne!(refreshed.access_token(), tokens.access_token(), "a refresh gives a new access token");
     assert_eq!(refreshed.refresh_token(), refresh_token_2, "Google-like: the refresh token stays");
 
@@ -88,7 +88,7 @@ async fn google_like_code_pkce_refresh_introspect_revoke() {
     // Revoking the refresh token ends the grant: no more refreshes, access tokens inactive.
     assert_eq!(server.revoke(&client, &refresh_token_2, Some("refresh_token")).await, 200);
     let after = refresh(&server, &refresh_token_2).await;
-    assert_eq!(after.status, 400, "{}", after.body);
+    assert_eq!(after.status, 400, "{}", after.redacted());
     assert_eq!(after.error(), Some("invalid_grant"));
     let info = server.introspect(refreshed.access_token(), &client.id, &client.secret).await;
     assert_eq!(info["active"], false, "{info}");
@@ -100,10 +100,10 @@ async fn wrong_verifier_is_invalid_grant_and_keeps_the_code() {
     let (code, verifier) = authorize(&server, GOOGLE_SCOPES).await;
     let (other_verifier, _) = pkce_pair();
     let wrong = exchange(&server, &code, &other_verifier).await;
-    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    assert_eq!(wrong.status, 400, "{}", wrong.redacted());
     assert_eq!(wrong.error(), Some("invalid_grant"));
     let right = exchange(&server, &code, &verifier).await;
-    assert_eq!(right.status, 200, "the code survives a wrong verifier: {}", right.body);
+    assert_eq!(right.status, 200, "the code survives a wrong verifier: {}", right.redacted());
 }
 
 #[tokio::test]
@@ -146,15 +146,15 @@ async fn outlook_like_rotation_reuse_revokes_the_grant() {
 
     let first = tokens.refresh_token().to_string();
     let rotated = refresh(&server, &first).await;
-    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(rotated.status, 200, "{}", rotated.redacted());
     let second = rotated.refresh_token().to_string();
     assert_ne!(first, second, "rotation gives a new refresh token");
 
     let reuse = refresh(&server, &first).await;
-    assert_eq!(reuse.error(), Some("invalid_grant"), "{}", reuse.body);
+    assert_eq!(reuse.error(), Some("invalid_grant"), "{}", reuse.redacted());
     // Reuse is treated as theft: the whole grant is gone, the rotated token too.
     let after = refresh(&server, &second).await;
-    assert_eq!(after.error(), Some("invalid_grant"), "{}", after.body);
+    assert_eq!(after.error(), Some("invalid_grant"), "{}", after.redacted());
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn short_ttl_access_tokens_expire() {
     let info = server.introspect(tokens.access_token(), &client.id, &client.secret).await;
     assert_eq!(info["active"], false, "{info}");
     let refreshed = refresh(&server, tokens.refresh_token()).await;
-    assert_eq!(refreshed.status, 200, "the refresh token outlives the access token: {}", refreshed.body);
+    assert_eq!(refreshed.status, 200, "the refresh token outlives the access token: {}", refreshed.redacted());
 }
 
 #[tokio::test]
@@ -188,6 +188,6 @@ async fn wrong_client_secret_is_invalid_client() {
             ],
         )
         .await;
-    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.status, 401, "{}", reply.redacted());
     assert_eq!(reply.error(), Some("invalid_client"));
 }

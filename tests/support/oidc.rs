@@ -94,11 +94,21 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A confidential client (`client_secret_basic`) registered at the server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OidcClient {
     pub id: String,
     pub secret: String,
     pub redirect_uris: Vec<String>,
+}
+
+impl std::fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("redirect_uris", &self.redirect_uris)
+            .finish()
+    }
 }
 
 impl OidcClient {
@@ -154,22 +164,39 @@ pub fn pkce_pair() -> (String, String) {
 }
 
 /// The parsed answer of the token endpoint.
-#[derive(Debug)]
 pub struct TokenReply {
     pub status: u16,
     pub body: Value,
 }
 
+impl std::fmt::Debug for TokenReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenReply({}, {})", self.status, self.redacted())
+    }
+}
+
 impl TokenReply {
+    /// The body with token values replaced, for failure messages.
+    pub fn redacted(&self) -> Value {
+        let mut body = self.body.clone();
+        if let Value::Object(map) = &mut body {
+            for (k, v) in map.iter_mut() {
+                if k.ends_with("token") {
+                    *v = Value::String("<redacted>".into());
+                }
+            }
+        }
+        body
+    }
     pub fn access_token(&self) -> &str {
         self.body["access_token"]
             .as_str()
-            .unwrap_or_else(|| panic!("no access_token in {}: {}", self.status, self.body))
+            .unwrap_or_else(|| panic!("no access_token in {}: {}", self.status, self.redacted()))
     }
     pub fn refresh_token(&self) -> &str {
         self.body["refresh_token"]
             .as_str()
-            .unwrap_or_else(|| panic!("no refresh_token in {}: {}", self.status, self.body))
+            .unwrap_or_else(|| panic!("no refresh_token in {}: {}", self.status, self.redacted()))
     }
     pub fn error(&self) -> Option<&str> {
         self.body["error"].as_str()
@@ -362,7 +389,7 @@ impl OidcServer {
                 ],
             )
             .await;
-        assert_eq!(reply.status, 200, "code exchange failed: {}\n{}", reply.body, self.log());
+        assert_eq!(reply.status, 200, "code exchange failed: {}\n{}", reply.redacted(), self.log());
         reply
     }
 
