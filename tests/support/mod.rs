@@ -3,4 +3,6 @@
 
 pub mod calsync_bin;
 pub mod contract;
+pub mod fake_google;
+pub mod oidc;
 pub mod radicale;
