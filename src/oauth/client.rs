@@ -141,6 +141,15 @@ impl OAuthClient {
                     .transpose()
                     .map_err(url_err("the revocation URL"))?,
             );
+        if let Some(url) = &settings.revoke_url
+            && !url.starts_with("https://")
+            && !loopback_http(url)
+        {
+            return Err(OAuthError::Config {
+                what: "the revocation URL",
+                detail: "it must be https (plain http only to a loopback address)".into(),
+            });
+        }
         // The process's one crypto provider (main installs it; a no-op then). reqwest built
         // without a provider would panic on the first client.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -209,18 +218,69 @@ impl OAuthClient {
     /// Revoke a refresh token (RFC 7009). `Ok(false)` when the provider has no revocation
     /// endpoint. An already invalid token counts as revoked (RFC 7009 §2.2 answers 200).
     pub async fn revoke(&self, refresh_token: &SecretString) -> Result<bool, OAuthError> {
+        let Some(url) = self.settings.revoke_url.as_deref() else { return Ok(false) };
+        if loopback_http(url) {
+            return self.revoke_on_loopback(url, refresh_token).await;
+        }
         let (client, http) = (&self.client, self.http.clone());
         let token = StandardRevocableToken::RefreshToken(RefreshToken::new(refresh_token.expose_secret().to_string()));
-        let request = match client.revoke_token(token) {
-            Ok(r) => r,
-            Err(_) => return Ok(false),
-        };
+        let request = client
+            .revoke_token(token)
+            .map_err(|e| OAuthError::Config { what: "the revocation URL", detail: e.to_string() })?;
         match request.request_async(&Http(http)).await {
             Ok(()) => Ok(true),
             Err(RequestTokenError::ServerResponse(e)) if e.error().to_string() == "invalid_grant" => Ok(true),
             Err(e) => Err(classify_revocation(e)),
         }
     }
+
+    /// RFC 7009 over plain HTTP to a loopback server (a local authorization server): the `oauth2`
+    /// crate refuses non-TLS revocation URLs, rightly for anything that crosses a network.
+    async fn revoke_on_loopback(&self, url: &str, refresh_token: &SecretString) -> Result<bool, OAuthError> {
+        use oauth2::url::form_urlencoded::{Serializer, byte_serialize};
+        let body = Serializer::new(String::new())
+            .append_pair("token", refresh_token.expose_secret())
+            .append_pair("token_type_hint", "refresh_token")
+            .finish();
+        // client_secret_basic: RFC 6749 §2.3.1 form-encodes id and secret inside Basic.
+        let enc = |s: &str| byte_serialize(s.as_bytes()).collect::<String>();
+        let response = self
+            .http
+            .post(url)
+            .basic_auth(enc(&self.settings.client_id), Some(enc(self.settings.client_secret.expose_secret())))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Unavailable(describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        if status.is_server_error() {
+            return Err(OAuthError::Unavailable(format!("the revocation endpoint answered {status}")));
+        }
+        let text = response.text().await.unwrap_or_default();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let code = parsed["error"].as_str().unwrap_or("unknown_error").to_string();
+        if code == "invalid_grant" {
+            return Ok(true);
+        }
+        let description = parsed["error_description"].as_str().map(|d| d.chars().take(200).collect());
+        Err(OAuthError::Refused { code, description })
+    }
+}
+
+/// `http://` to 127.0.0.0/8, `::1` or `localhost`: never leaves the machine.
+fn loopback_http(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else { return false };
+    u.scheme() == "http"
+        && match u.host() {
+            Some(oauth2::url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(oauth2::url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(oauth2::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        }
 }
 
 fn token_set(response: &oauth2::basic::BasicTokenResponse) -> TokenSet {
@@ -375,5 +435,13 @@ mod tests {
         let mut s = settings();
         s.token_url = "not a url".into();
         assert!(matches!(OAuthClient::new(s), Err(OAuthError::Config { what: "the token URL", .. })));
+        let mut s = settings();
+        s.revoke_url = Some("http://oauth2.example/revoke".into());
+        assert!(matches!(OAuthClient::new(s), Err(OAuthError::Config { what: "the revocation URL", .. })));
+        for ok in ["http://127.0.0.1:9/revoke", "http://[::1]:9/r", "http://localhost/r"] {
+            let mut s = settings();
+            s.revoke_url = Some(ok.into());
+            assert!(OAuthClient::new(s).is_ok(), "{ok}");
+        }
     }
 }

@@ -52,12 +52,24 @@ impl Standalone {
 
     /// Start (or restart) standalone on the database in `dir`.
     pub async fn start(dir: &Path) -> Standalone {
+        Self::start_with(dir, free_port(), &[]).await
+    }
+
+    /// A free loopback port to pass to `start_with` (when a peer must know it first, e.g. an
+    /// OAuth server that redirects to calsync's callbacks).
+    pub fn pick_port() -> u16 {
+        free_port()
+    }
+
+    /// Start standalone on `port` with extra environment variables.
+    pub async fn start_with(dir: &Path, port: u16, env: &[(&str, String)]) -> Standalone {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = free_port();
         record_test_secrets();
         let log_path = artifacts::path("calsync-standalone", "log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_calsync"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_calsync"));
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let child = command
             .arg("standalone")
             .env("DATABASE_URL", Self::database_url(dir))
             .env("CALSYNC_LISTEN", format!("127.0.0.1:{port}"))
