@@ -51,6 +51,9 @@ enum Command {
     /// Serve the REST API on the Kubernetes API server (objects in one namespace); the
     /// controller does the calendar writes.
     Api(ApiArgs),
+    /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
+    #[command(subcommand)]
+    Bench(calsync::bench::BenchCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -166,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(controller(args))?;
         }
         Command::Api(args) => runtime()?.block_on(kube_api(args))?,
+        Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())
 }
