@@ -390,7 +390,7 @@ impl Provider for HttpProvider {
 mod tests {
     use super::*;
     use crate::bench::provider::{CALENDAR, Profile};
-    use crate::providers::ProviderKind;
+    use crate::resources::ProviderKind;
     use chrono::{TimeZone, Utc};
     use secrecy::SecretString;
 

@@ -157,10 +157,6 @@ impl Node {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// SIGKILL: no chance to finish anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -28,6 +28,12 @@ pub fn count(what: &str, measured: u64, goal: u64) {
     println!("{what:<44} measured {measured:>12} {:<8} goal  {goal:>12} {:<8} {verdict}", "", "");
 }
 
+/// A count with a goal that is reported but does not fail the run (e.g. 429s provoked).
+pub fn soft_count(what: &str, measured: u64, goal: u64) {
+    let verdict = if measured == goal { "ok" } else { "missed (reported, not a failure)" };
+    println!("{what:<44} measured {measured:>12} {:<8} goal  {goal:>12} {:<8} {verdict}", "", "");
+}
+
 /// A figure with no meaningful ideal (context for the others).
 pub fn info(what: &str, value: impl std::fmt::Display) {
     println!("{what:<44} {value}");

@@ -74,11 +74,6 @@ fn tasks_yaml(from: usize, to: usize, connections: usize) -> String {
     y
 }
 
-async fn apply(env: &NodeEnv, file: &std::path::Path) -> anyhow::Result<std::process::Child> {
-    let child = env.spawn_apply(file)?;
-    Ok(child)
-}
-
 fn finish_apply(child: std::process::Child) -> anyhow::Result<()> {
     let out = child.wait_with_output().context("waiting for calsync apply")?;
     anyhow::ensure!(out.status.success(), "calsync apply failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -114,7 +109,7 @@ pub async fn run(args: &CrashArgs) -> anyhow::Result<u64> {
     };
     let conns = dir.path().join("connections.yaml");
     std::fs::write(&conns, connections_yaml(args.connections, &server.base))?;
-    finish_apply(apply(&env, &conns).await?)?;
+    finish_apply(env.spawn_apply(&conns)?)?;
     let store = SqliteObjects::open(&env.database_url(), crate::credentials::envelope::Keyring::new(key)).await?;
     let http_client = reqwest::Client::new();
     let mut node = Node::start(&env).await?;
@@ -123,7 +118,7 @@ pub async fn run(args: &CrashArgs) -> anyhow::Result<u64> {
     for round in 0..args.rounds {
         let file = dir.path().join(format!("tasks-{round}.yaml"));
         std::fs::write(&file, tasks_yaml(round * args.batch, (round + 1) * args.batch, args.connections))?;
-        let applying = apply(&env, &file).await?;
+        let applying = env.spawn_apply(&file)?;
         let at = rand::rng().random_range(0..=args.kill_window_ms);
         tokio::time::sleep(Duration::from_millis(at)).await;
         node.kill9();
