@@ -56,6 +56,9 @@ enum Command {
     /// ENCRYPTION_KEYS_PREVIOUS open the old ones) and report counts. Standalone with
     /// --database-url, Kubernetes with --namespace or -A. Safe to run again.
     RotateKeys(RotateArgs),
+    /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
+    #[command(subcommand)]
+    Bench(calsync::bench::BenchCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -185,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = secrecy::SecretString::from(services.secrets.secret_key.clone());
                     Arc::new(calsync::api::OAuthRuntime::new(t.clone(), calsync::oauth::StateSealer::new(&key)))
                 });
-                serve_api(services, api_config, oauth, listen)
+                calsync::api::serve_standalone(services, api_config, oauth, listen)
             };
             runtime()?.block_on(calsync::standalone::run_standalone(
                 config,
@@ -203,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Api(args) => runtime()?.block_on(kube_api(args))?,
         Command::RotateKeys(args) => runtime()?.block_on(rotate_keys(args))?,
+        Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())
 }
@@ -361,34 +365,6 @@ async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
         report.unreadable.len()
     );
     Ok(())
-}
-
-/// The REST API on the standalone services, until standalone shuts down.
-async fn serve_api(
-    services: calsync::standalone::Services,
-    mut api_config: calsync::api::ApiConfig,
-    oauth: Option<Arc<calsync::api::OAuthRuntime>>,
-    listen: String,
-) -> Result<(), String> {
-    // CALSYNC_API_KEYS, or the keys standalone generated beside the database.
-    api_config.api_keys = services.secrets.api_keys.iter().map(|k| secrecy::SecretString::from(k.clone())).collect();
-    let metrics = Arc::new(calsync::api::Metrics::new());
-    let objects: Arc<dyn calsync::engine::Objects> = Arc::new(services.store.clone());
-    let mut state = calsync::api::AppState::new(objects, services.connector.clone(), "default", api_config, metrics);
-    if let Some(oauth) = oauth {
-        state = state.with_oauth(oauth);
-    }
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}; set CALSYNC_LISTEN (or --listen) to a free address"))?;
-    tracing::info!(address = %listen, "REST API listening");
-    let mut shutdown = services.shutdown.clone();
-    axum::serve(listener, calsync::api::router(state))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .map_err(|e| format!("the REST API stopped: {e}"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -28,6 +28,35 @@ use axum::routing::{delete, get, post, put};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use config::{ApiConfig, ConfigError};
+
+/// The REST API on standalone mode's services, until standalone shuts down: the API keys are
+/// `CALSYNC_API_KEYS` or the ones standalone generated beside the database; objects live in
+/// namespace `default`.
+pub async fn serve_standalone(
+    services: crate::standalone::Services,
+    mut config: ApiConfig,
+    oauth: Option<std::sync::Arc<OAuthRuntime>>,
+    listen: String,
+) -> Result<(), String> {
+    use std::sync::Arc;
+    config.api_keys = services.secrets.api_keys.iter().map(|k| secrecy::SecretString::from(k.clone())).collect();
+    let objects: Arc<dyn crate::engine::Objects> = Arc::new(services.store.clone());
+    let mut state = AppState::new(objects, services.connector.clone(), "default", config, Arc::new(Metrics::new()));
+    if let Some(oauth) = oauth {
+        state = state.with_oauth(oauth);
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}; set CALSYNC_LISTEN (or --listen) to a free address"))?;
+    tracing::info!(address = %listen, "REST API listening");
+    let mut shutdown = services.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(|e| format!("the REST API stopped: {e}"))
+}
 pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};

@@ -1,0 +1,101 @@
+//! `calsync bench`: benchmarks that print figures next to their physical ideal, and fault
+//! injection. Scenarios run the real engine, SQLite store and work queue (in process), or the
+//! real binary in standalone mode (spawned, for kill -9 and REST load), against the bench
+//! calendar service (`provider`), which enforces per-connection quotas and injects faults.
+//!
+//! Owns: the `bench` subcommand, its provider, scenarios and output. Must not touch: engine,
+//! stores, providers or API code; it only drives them through their public interfaces.
+
+pub mod counting;
+pub mod fixture;
+pub mod http;
+pub mod node;
+pub mod procs;
+pub mod provider;
+pub mod report;
+pub mod scenarios;
+
+use anyhow::Context;
+
+use scenarios::{bulk, crash, memory, rest, steady};
+
+/// The scenarios and the helper processes they spawn.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Scenario 1: 10,000 TaskSyncs over 100 connections at 50 ms latency and 10 requests/s per
+    /// connection; time to converge vs the quota-bound ideal, 429s provoked.
+    Bulk(bulk::BulkArgs),
+    /// Scenario 2: CPU time, provider calls and store writes per reconcile of unchanged TaskSyncs.
+    Steady(steady::SteadyArgs),
+    /// Scenario 3: the bulk run with injected faults (default 30%): every task converges, no
+    /// duplicates, Retry-After honoured.
+    Faults {
+        /// Total fault rate, split evenly over 5xx, 429 + Retry-After, timeouts and drops.
+        #[arg(long, default_value_t = 0.3)]
+        fault_rate: f64,
+        #[command(flatten)]
+        bulk: bulk::BulkArgs,
+    },
+    /// Scenario 4: kill -9 the standalone process at random points during bulk syncs.
+    Crash(crash::CrashArgs),
+    /// Scenario 5: REST throughput and p50/p99 under load from this process.
+    Rest(rest::RestArgs),
+    /// Scenario 6: RSS with 100,000 TaskSyncs loaded and queued.
+    Memory(memory::MemoryArgs),
+    /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
+    #[command(hide = true)]
+    ProviderServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[command(flatten)]
+        profile: provider::Profile,
+    },
+    /// Helper: standalone mode with caldav/apple connections served by a provider server.
+    #[command(hide = true)]
+    Node(node::NodeArgs),
+}
+
+/// Run one bench command to completion. Fails (non-zero exit) when a scenario's correctness
+/// goal is missed (duplicates, lost tasks, unconverged tasks, failed requests).
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(dispatch(command))
+}
+
+async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
+    let failures = match command {
+        BenchCommand::Bulk(args) => {
+            let r = bulk::run("scenario 1: bulk", &args).await?;
+            u64::from(r.converged.is_none()) + r.audit.duplicates + r.audit.lost
+        }
+        BenchCommand::Faults { fault_rate, mut bulk } => {
+            if fault_rate > 0.0 {
+                bulk.profile = bulk.profile.with_faults(fault_rate);
+            }
+            let r = bulk::run("scenario 3: bulk with injected faults", &bulk).await?;
+            u64::from(r.converged.is_none()) + r.audit.duplicates + r.audit.lost + r.stats.early_retries
+        }
+        BenchCommand::Steady(args) => steady::run(&args).await?,
+        BenchCommand::Crash(args) => crash::run(&args).await?,
+        BenchCommand::Rest(args) => rest::run(&args).await?,
+        BenchCommand::Memory(args) => {
+            memory::run(&args).await?;
+            0
+        }
+        BenchCommand::ProviderServer { listen, profile } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}; pass a free --listen address"))?;
+            // The parent reads this first line to learn the address.
+            println!("listening http://{}", listener.local_addr()?);
+            http::serve(listener, provider::BenchService::new(profile)).await?;
+            0
+        }
+        BenchCommand::Node(args) => {
+            node::run(args).await?;
+            0
+        }
+    };
+    anyhow::ensure!(failures == 0, "{failures} correctness goal(s) missed (see FAIL lines above)");
+    Ok(())
+}

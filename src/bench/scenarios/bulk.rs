@@ -1,0 +1,152 @@
+//! Scenarios 1 (bulk) and 3 (bulk with injected faults): the real engine, the real SQLite store
+//! and the standalone work queue sync N TaskSyncs over C connections against the bench service;
+//! the figure is the time to converge next to the quota-bound ideal, plus 429s provoked,
+//! Retry-Afters ignored, duplicates and lost tasks.
+//!
+//! Owns: these two scenarios. Must not touch: engine, queue or store code (it drives them).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bench::fixture::{self, NAMESPACE};
+use crate::bench::provider::{BenchConnector, BenchService, Op, Profile, Stats};
+use crate::bench::report;
+use crate::engine::{Backoff, Engine, EngineConfig, Labels, Objects};
+use crate::standalone::queue::{self, QueueConfig};
+
+/// Options of `calsync bench bulk` / `calsync bench faults`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BulkArgs {
+    /// TaskSyncs to sync.
+    #[arg(long, default_value_t = 10_000)]
+    pub tasks: usize,
+    /// Connections they are spread over (round-robin).
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Work-queue concurrency (`calsync standalone --concurrency`; its default is 8).
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Directory for the SQLite database (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Give up waiting for convergence after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+    /// The engine's failure backoff base (its default: 5000). Smaller values scale the retry
+    /// tail down for CI; a 429's Retry-After still wins when longer.
+    #[arg(long, default_value_t = 5000)]
+    pub backoff_base_ms: u64,
+    /// The engine's failure backoff cap (its default: 300000).
+    #[arg(long, default_value_t = 300_000)]
+    pub backoff_cap_ms: u64,
+    #[command(flatten)]
+    pub profile: Profile,
+}
+
+/// What a bulk run measured.
+pub struct BulkResult {
+    pub converged: Option<Duration>,
+    pub stats: Stats,
+    pub audit: fixture::Audit,
+}
+
+/// Run a bulk sync and print its figures. `title` names the scenario.
+pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
+    let p = &args.profile;
+    report::heading(
+        title,
+        &format!(
+            "{} TaskSyncs over {} connections, queue concurrency {}, engine backoff {}..{} ms, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
+            args.tasks,
+            args.connections,
+            args.concurrency,
+            args.backoff_base_ms,
+            args.backoff_cap_ms,
+            p.latency_ms,
+            p.quota_rps,
+            p.quota_concurrency,
+            p.fault_total() * 100.0,
+            p.fault_5xx * 100.0,
+            p.fault_429 * 100.0,
+            p.retry_after_ms,
+            p.fault_timeout * 100.0,
+            p.fault_drop * 100.0
+        ),
+    );
+    let dir = fixture::workdir(args.dir.as_deref())?;
+    let store = fixture::open_store(dir.path()).await?;
+    let t = Instant::now();
+    fixture::load(&store, args.connections, args.tasks).await?;
+    report::info("load into SQLite (not timed below)", format!("{:.1} s", t.elapsed().as_secs_f64()));
+
+    let service = BenchService::new(p.clone());
+    let backoff =
+        Backoff { base: Duration::from_millis(args.backoff_base_ms), cap: Duration::from_millis(args.backoff_cap_ms) };
+    let engine_config = EngineConfig { backoff, ..EngineConfig::default() };
+    let engine =
+        Engine::new(Arc::new(store.clone()), Arc::new(BenchConnector { service: service.clone() }), engine_config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
+    let start = Instant::now();
+    let driver = tokio::spawn(queue::run_with_secrets(engine, config, store.subscribe_secrets(), async move {
+        let _ = stopped.await;
+    }));
+    let converged = fixture::wait_synced(&store, args.tasks, Duration::from_secs(args.timeout_secs)).await?;
+    let _ = stop.send(());
+    let _ = driver.await;
+    let stats = service.stats();
+    let tasks = store.list_task_syncs(Some(NAMESPACE), &Labels::new()).await?;
+    let audit = fixture::audit(&tasks, &service.events_by_uid());
+
+    // Every call a fault spoils must be repeated: 1/(1-f) calls per task on average.
+    let calls_per_task = 1.0 / (1.0 - p.fault_total().min(0.99));
+    let ideal_calls = args.tasks as f64 * calls_per_task + args.connections as f64;
+    let ideal = if p.quota_rps > 0 {
+        ideal_calls / (args.connections as f64 * f64::from(p.quota_rps))
+    } else {
+        ideal_calls * p.latency_ms as f64 / 1000.0 / args.concurrency.max(1) as f64
+    };
+    match converged {
+        Some(d) => report::figure("time to converge", d.as_secs_f64(), ideal, "s"),
+        None => report::info(
+            "time to converge",
+            format!("DID NOT CONVERGE within {} s (ideal {ideal:.1} s)", start.elapsed().as_secs()),
+        ),
+    }
+    if let Some(d) = converged {
+        report::figure(
+            "throughput",
+            args.tasks as f64 / d.as_secs_f64(),
+            args.tasks as f64 / ideal.max(f64::EPSILON),
+            "tasks/s",
+        );
+    }
+    report::figure("provider calls", stats.total_calls() as f64, ideal_calls, "calls");
+    report::info(
+        "calls by kind",
+        format!(
+            "create {} (existing {}), update {}, get {}, find {}, delete {}, account {}",
+            stats.calls_of(Op::Create),
+            stats.creates_existing,
+            stats.calls_of(Op::Update),
+            stats.calls_of(Op::Get),
+            stats.calls_of(Op::FindByKey),
+            stats.calls_of(Op::Delete),
+            stats.calls_of(Op::Account)
+        ),
+    );
+    report::info(
+        "faults injected",
+        format!(
+            "5xx {}, 429 {}, timeout {}, dropped {}",
+            stats.injected_5xx, stats.injected_429, stats.injected_timeout, stats.injected_drop
+        ),
+    );
+    report::info("max calls in flight on one connection", stats.max_in_flight);
+    report::soft_count("429s provoked (quota exceeded)", stats.quota_429, 0);
+    report::count("retries before Retry-After", stats.early_retries, 0);
+    report::count("duplicate events", audit.duplicates, 0);
+    report::count("lost tasks (no event)", audit.lost, 0);
+    Ok(BulkResult { converged, stats, audit })
+}

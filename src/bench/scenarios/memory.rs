@@ -1,0 +1,98 @@
+//! Scenario 6 (memory): RSS of this process with N TaskSyncs (100,000 by default) in the
+//! standalone SQLite store and the work queue holding all of them, while the engine syncs them
+//! against a zero-latency bench service. The ideal is the size of the objects themselves (their
+//! JSON), the least any process that holds them all could use.
+//!
+//! Owns: this scenario. Must not touch: engine, queue or store code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bench::fixture::{self, NAMESPACE};
+use crate::bench::provider::{BenchConnector, BenchService, Profile};
+use crate::bench::report::{self, mib};
+use crate::engine::{Engine, EngineConfig, Labels, Objects};
+use crate::standalone::queue::{self, QueueConfig};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct MemoryArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Work-queue concurrency.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Directory for the SQLite database (default: the system temp dir; /dev/shm loads faster).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Stop sampling after this many seconds even if not all are synced.
+    #[arg(long, default_value_t = 60)]
+    pub sample_secs: u64,
+}
+
+pub async fn run(args: &MemoryArgs) -> anyhow::Result<()> {
+    report::heading(
+        "scenario 6: memory",
+        &format!(
+            "{} TaskSyncs over {} connections in SQLite, queue concurrency {}, zero-latency provider",
+            args.tasks, args.connections, args.concurrency
+        ),
+    );
+    let (rss0, _) = report::rss_of("self");
+    let dir = fixture::workdir(args.dir.as_deref())?;
+    let store = fixture::open_store(dir.path()).await?;
+    let t = Instant::now();
+    fixture::load(&store, args.connections, args.tasks).await?;
+    let (rss_loaded, _) = report::rss_of("self");
+    report::info("load into SQLite", format!("{:.1} s", t.elapsed().as_secs_f64()));
+
+    let service =
+        BenchService::new(Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() });
+    let engine = Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(BenchConnector { service: service.clone() }),
+        EngineConfig::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
+    let driver = tokio::spawn(queue::run_with_secrets(engine, config, store.subscribe_secrets(), async move {
+        let _ = stopped.await;
+    }));
+    let start = Instant::now();
+    let mut peak_running = 0u64;
+    let mut synced = 0;
+    while start.elapsed() < Duration::from_secs(args.sample_secs) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak_running = peak_running.max(report::rss_of("self").0);
+        synced = service.stats().events as usize;
+        if synced >= args.tasks {
+            break;
+        }
+    }
+    let (rss_end, hwm) = report::rss_of("self");
+    let _ = stop.send(());
+    let _ = driver.await;
+    let objects = store.list_task_syncs(Some(NAMESPACE), &Labels::new()).await?;
+    let bytes: usize = objects.iter().map(|t| serde_json::to_vec(t).map(|v| v.len()).unwrap_or(0)).sum();
+
+    report::info("RSS at start", format!("{:.1} MiB", mib(rss0)));
+    report::info("RSS after loading the store", format!("{:.1} MiB", mib(rss_loaded)));
+    report::info(
+        "TaskSyncs synced while sampling",
+        format!("{synced} of {} in {:.0} s", args.tasks, start.elapsed().as_secs_f64()),
+    );
+    report::figure("RSS with the queue holding all (peak sample)", mib(peak_running), mib(bytes as u64), "MiB");
+    report::figure("RSS above start", mib(peak_running.saturating_sub(rss0)), mib(bytes as u64), "MiB");
+    report::info("RSS at the end / high-water mark", format!("{:.1} / {:.1} MiB", mib(rss_end), mib(hwm)));
+    report::info(
+        "per TaskSync above start",
+        format!(
+            "{:.0} bytes (JSON of one: {:.0})",
+            peak_running.saturating_sub(rss0) as f64 / args.tasks as f64,
+            bytes as f64 / objects.len().max(1) as f64
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The benchmark scenarios of issue 10, one module each (1 and 3 share `bulk`).
+//!
+//! Owns: nothing but the list. Must not touch: anything outside `bench`.
+
+pub mod bulk;
+pub mod crash;
+pub mod memory;
+pub mod rest;
+pub mod steady;
