@@ -3,4 +3,5 @@
 
 pub mod calsync_bin;
 pub mod contract;
+pub mod fake_graph;
 pub mod radicale;
