@@ -252,7 +252,9 @@ async fn never_more_than_four_requests_in_flight_per_mailbox() {
         }
     });
     let results = futures::future::join_all(creates).await;
-    assert!(results.iter().all(|r| matches!(r, Ok(Created::New(_)))), "{results:?}");
+    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    assert!(failed.is_empty(), "{} of 20 creates failed, first: {:?}", failed.len(), failed.first());
+    assert!(results.iter().all(|r| matches!(r, Ok(Created::New(_)))));
     assert_eq!(peer.fake.max_in_flight(), 4, "four at once, and never more");
     assert!(
         peer.fake.requests().iter().all(|r| r.status != 429 || r.uri.ends_with("/me/calendars")),
@@ -285,8 +287,11 @@ async fn a_crash_or_a_lost_answer_between_create_and_status_write_leaves_one_eve
     // Crash: the first process created the event and died before recording it.
     let uid = "crash-uid";
     let key = event_key(uid);
+    peer.fake.clear_requests();
     let first = peer.provider().await.create(&cal, &key, &contract::event(uid, "crash")).await.expect("create");
     assert!(matches!(first, Created::New(_)));
+    let calls: Vec<String> = peer.fake.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(calls, ["GET", "POST"], "a create is one lookup by key and one POST");
     let again = peer
         .fresh_provider()
         .await

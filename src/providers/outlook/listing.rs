@@ -20,7 +20,7 @@ use reqwest::Url;
 use super::client::{GraphResponse, classify};
 use super::events;
 use super::wire::{self, GraphEvent};
-use super::{OutlookProvider, PREFER};
+use super::{OutlookProvider, PAGE, PREFER_PAGED};
 use crate::providers::{EventPage, ProviderError, RemoteEvent, Window};
 
 fn iso(t: DateTime<Utc>) -> String {
@@ -69,7 +69,7 @@ async fn full(p: &OutlookProvider, calendar: &str, window: Window) -> Result<Eve
     path.extend(["calendarView", "delta"]);
     // The delta round only sets the cursor; its items are read below, with our properties.
     let what = format!("starting change tracking of calendar {calendar}");
-    let cursor = match p.pages::<serde_json::Value>(p.graph.url(&path, &range), &[PREFER], &what).await? {
+    let cursor = match p.pages::<serde_json::Value>(p.graph.url(&path, &range), &[PREFER_PAGED], &what).await? {
         Ok((_, Some(link))) => link,
         Ok((_, None)) => {
             return Err(ProviderError::Invalid {
@@ -80,10 +80,11 @@ async fn full(p: &OutlookProvider, calendar: &str, window: Window) -> Result<Eve
     };
     path.pop();
     let expand = wire::expand();
+    let top = PAGE.to_string();
     let mut query = range.clone();
-    query.push(("$expand", &expand));
+    query.extend([("$expand", expand.as_str()), ("$top", top.as_str())]);
     let what = format!("listing calendar {calendar}");
-    let items: Vec<GraphEvent> = match p.pages(p.graph.url(&path, &query), &[PREFER], &what).await? {
+    let items: Vec<GraphEvent> = match p.pages(p.graph.url(&path, &query), &[PREFER_PAGED], &what).await? {
         Ok((items, _)) => items,
         Err(resp) => return Err(classify(&resp, &what)),
     };
@@ -104,7 +105,7 @@ async fn full(p: &OutlookProvider, calendar: &str, window: Window) -> Result<Eve
 /// Changes since `link`; `None` when Graph wants a full resync.
 async fn delta(p: &OutlookProvider, link: Url) -> Result<Option<EventPage>, ProviderError> {
     let what = "reading calendar changes";
-    let (items, cursor) = match p.pages::<GraphEvent>(link, &[PREFER], what).await? {
+    let (items, cursor) = match p.pages::<GraphEvent>(link, &[PREFER_PAGED], what).await? {
         Ok((items, Some(cursor))) => (items, cursor),
         Ok((_, None)) => {
             return Err(ProviderError::Invalid {

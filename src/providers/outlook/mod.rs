@@ -128,6 +128,11 @@ pub struct OutlookProvider {
 /// `Prefer` for every event read: times in UTC (we keep the zone from `originalStartTimeZone`),
 /// bodies as text (the description is plain text).
 pub(crate) const PREFER: (&str, &str) = ("prefer", r#"outlook.timezone="UTC", outlook.body-content-type="text""#);
+/// Items per listing page. Graph's calendarView default is 10, which makes a week of a busy
+/// calendar many round trips; delta takes the page size as a preference.
+pub(crate) const PAGE: usize = 100;
+pub(crate) const PREFER_PAGED: (&str, &str) =
+    ("prefer", r#"outlook.timezone="UTC", outlook.body-content-type="text", odata.maxpagesize=100"#);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

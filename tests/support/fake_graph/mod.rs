@@ -61,7 +61,7 @@ pub enum DuplicatePost {
 #[derive(Clone, Debug)]
 pub struct Switches {
     pub duplicate_post: DuplicatePost,
-    /// Page size cap for every listing (Graph's calendarView default is 10).
+    /// Caps every page (without `$top` / `odata.maxpagesize`, Graph's default is 10).
     pub page_size: usize,
     pub throttle_next: u32,
     pub throttle_retry_after: u64,
@@ -276,6 +276,9 @@ impl FakeGraph {
 
     /// As `start`, with `validator` deciding which bearer tokens are good instead.
     pub async fn start_with(token: &str, validator: Option<TokenValidator>) -> FakeGraph {
+        // Tests talk to the fake with raw reqwest clients too; reqwest here has no bundled
+        // crypto provider (`Err` only means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port for fake Graph");
         let addr = listener.local_addr().expect("local addr");
         let base = format!("http://{addr}/v1.0");
@@ -289,7 +292,7 @@ impl FakeGraph {
             epoch: 1,
             switches: Switches {
                 duplicate_post: DuplicatePost::ReturnExisting,
-                page_size: 10,
+                page_size: usize::MAX,
                 throttle_next: 0,
                 throttle_retry_after: 0,
                 unavailable_next: 0,

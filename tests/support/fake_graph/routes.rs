@@ -112,14 +112,8 @@ fn page(s: &Shared, path: &str, q: &[(String, String)], items: Vec<Value>, size:
 }
 
 fn page_size(s: &Shared, q: &[(String, String)], h: &HeaderMap) -> usize {
-    let mut n = s.lock().switches.page_size.max(1);
-    if let Some(top) = param(q, "$top").and_then(|v| v.parse::<usize>().ok()) {
-        n = n.min(top.max(1));
-    }
-    if let Some(p) = prefer_page_size(&prefer(h)) {
-        n = n.min(p.max(1));
-    }
-    n
+    let asked = param(q, "$top").and_then(|v| v.parse::<usize>().ok()).or_else(|| prefer_page_size(&prefer(h)));
+    asked.unwrap_or(10).clamp(1, 1000).min(s.lock().switches.page_size)
 }
 
 async fn calendars(State(s): S, Query(q): Q) -> Response {
@@ -136,7 +130,7 @@ async fn calendars(State(s): S, Query(q): Q) -> Response {
             "owner": {"name": "Alex Wilber", "address": "alexw@contoso.example"}})
         })
         .collect();
-    let size = s.lock().switches.page_size;
+    let size = s.lock().switches.page_size.min(10);
     axum::Json(page(&s, "/me/calendars", &q, items, size)).into_response()
 }
 
@@ -478,7 +472,7 @@ async fn delta(State(s): S, Path(cal): Path<String>, Query(q): Q, h: HeaderMap) 
         }
     }
     items.sort_by_key(|(seq, _)| *seq);
-    let size = st.switches.page_size.min(prefer_page_size(&prefer(&h)).unwrap_or(usize::MAX)).max(1);
+    let size = prefer_page_size(&prefer(&h)).unwrap_or(10).clamp(1, 1000).min(st.switches.page_size);
     let end = (round.offset + size).min(items.len());
     let value: Vec<Value> =
         items.get(round.offset..end).map(|s| s.iter().map(|x| x.1.clone()).collect()).unwrap_or_default();
