@@ -225,8 +225,24 @@ async fn throttling_and_outages_are_classified() {
     peer.fake.switches(|s| s.unavailable_next = 1);
     assert!(matches!(p.account().await, Err(ProviderError::Transient { .. })));
     p.account().await.expect("works again");
-    let revoked = p.get("x", "no-such-event-1234").await.expect("a malformed id is simply not there");
-    assert!(revoked.is_none());
+    let missing = p.get("x", "no-such-event-1234").await.expect("a malformed id is simply not there");
+    assert!(missing.is_none());
+    // Writing to a read-only calendar is the calendar's problem, not a withdrawn consent.
+    let ro = peer.fake.calendar_named("Birthdays");
+    let info = p.account().await.expect("account");
+    assert!(info.calendars.iter().any(|c| c.id == ro && !c.writable), "canEdit: false means not writable");
+    assert_eq!(info.default_calendar().map(|c| c.name.as_str()), Some("Calendar"));
+    assert_eq!(info.email.as_deref(), Some("alexw@contoso.example"), "the default calendar's owner");
+    match p.create(&ro, &event_key("ro"), &contract::event("ro", "x")).await {
+        Err(ProviderError::Invalid { message }) => assert!(message.contains("read-only"), "{message}"),
+        other => panic!("a read-only calendar must be Invalid, got {other:?}"),
+    }
+    // Consent withdrawn: every call is 403 ErrorAccessDenied, so a create fails at its lookup.
+    peer.fake.switches(|s| s.access_denied = true);
+    assert!(matches!(p.account().await, Err(ProviderError::Revoked { .. })));
+    let cal = peer.fake.default_calendar();
+    let denied = p.create(&cal, &event_key("denied"), &contract::event("denied", "x")).await;
+    assert!(matches!(denied, Err(ProviderError::Revoked { .. })), "{denied:?}");
 }
 
 #[tokio::test]

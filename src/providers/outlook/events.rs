@@ -68,7 +68,17 @@ pub async fn create(
             tracing::debug!(calendar, key, id = %ev.id, "outlook event created");
             Ok(Created::New(ev))
         }
-        _ => Err(classify(&resp, &what)),
+        _ => match classify(&resp, &what) {
+            // The lookup just before was allowed, so consent is intact: this calendar does not
+            // take writes from this account (a shared or read-only calendar). Reconnecting
+            // would not help; choosing another calendar does.
+            ProviderError::Revoked { .. } => Err(ProviderError::Invalid {
+                message: format!(
+                    "Microsoft Graph refused to create event {key} in calendar {calendar} (403): the calendar is read-only for this account; choose a writable calendar"
+                ),
+            }),
+            e => Err(e),
+        },
     }
 }
 

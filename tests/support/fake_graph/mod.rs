@@ -70,6 +70,8 @@ pub struct Switches {
     pub lose_create_answer_next: u32,
     /// Time every request spends in flight.
     pub delay: Duration,
+    /// The user withdrew consent: every authorized request is 403 `ErrorAccessDenied`.
+    pub access_denied: bool,
 }
 
 /// One request as the fake saw it.
@@ -223,17 +225,21 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
             r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
             return r;
         }
-        let (throttle, unavailable, delay) = {
+        let (throttle, unavailable, delay, denied) = {
             let mut st = s.lock();
             let sw = &mut st.switches;
+            let denied = sw.access_denied;
             let t = (sw.throttle_next > 0).then_some(sw.throttle_retry_after);
             sw.throttle_next = sw.throttle_next.saturating_sub(1);
             let u = t.is_none() && sw.unavailable_next > 0;
             if u {
                 sw.unavailable_next -= 1;
             }
-            (t, u, sw.delay)
+            (t, u, sw.delay, denied)
         };
+        if denied {
+            return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
+        }
         if let Some(secs) = throttle {
             let mut r = graph_error(429, "TooManyRequests", "Please retry again later.");
             r.headers_mut().insert("retry-after", secs.into());
@@ -298,6 +304,7 @@ impl FakeGraph {
                 unavailable_next: 0,
                 lose_create_answer_next: 0,
                 delay: Duration::ZERO,
+                access_denied: false,
             },
             log: vec![],
         };
