@@ -384,6 +384,15 @@ async fn listing_pages_tracks_changes_and_resyncs_an_expired_delta_token() {
     assert!(re.events.iter().any(|e| e.id == ext));
     let after = p.list(&cal, window(), re.next_cursor.as_deref()).await.expect("delta after resync");
     assert!(!after.full_resync);
+    // `primary` names the default calendar on every path (events, calendarView, delta).
+    let prim = p.list("primary", window(), None).await.expect("list primary");
+    assert!(prim.events.iter().any(|e| e.id == ext));
+    let made = p.create("primary", &event_key("prim"), &contract::event("prim", "p")).await.expect("create");
+    let Created::New(made) = made else { panic!("a new key makes a new event: {made:?}") };
+    assert!(peer.fake.get(&made.id).is_some_and(|v| v["calendarId"] == cal.as_str()));
+    assert!(p.find_by_key("primary", &event_key("prim")).await.expect("find").is_some());
+    let d = p.list("primary", window(), prim.next_cursor.as_deref()).await.expect("delta primary");
+    assert!(!d.full_resync);
     // A cursor naming another host is never followed (the token would go there).
     let foreign = p
         .list(&cal, window(), Some("https://evil.example.com/v1.0/me/calendars/x/calendarView/delta?$deltatoken=1"))

@@ -65,11 +65,14 @@ async fn resync(p: &OutlookProvider, calendar: &str, window: Window) -> Result<E
 async fn full(p: &OutlookProvider, calendar: &str, window: Window) -> Result<EventPage, ProviderError> {
     let range = [("startDateTime", iso(window.from)), ("endDateTime", iso(window.to))];
     let range: Vec<(&str, &str)> = range.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut path = OutlookProvider::calendar_path(calendar);
-    path.extend(["calendarView", "delta"]);
+    // Graph's documented delta path for the default calendar is `/me/calendarView/delta`.
+    let delta_path: Vec<&str> = match calendar {
+        "primary" => vec!["me", "calendarView", "delta"],
+        _ => vec!["me", "calendars", calendar, "calendarView", "delta"],
+    };
     // The delta round only sets the cursor; its items are read below, with our properties.
     let what = format!("starting change tracking of calendar {calendar}");
-    let cursor = match p.pages::<serde_json::Value>(p.graph.url(&path, &range), &[PREFER_PAGED], &what).await? {
+    let cursor = match p.pages::<serde_json::Value>(p.graph.url(&delta_path, &range), &[PREFER_PAGED], &what).await? {
         Ok((_, Some(link))) => link,
         Ok((_, None)) => {
             return Err(ProviderError::Invalid {
@@ -78,7 +81,8 @@ async fn full(p: &OutlookProvider, calendar: &str, window: Window) -> Result<Eve
         }
         Err(resp) => return Err(classify(&resp, &what)),
     };
-    path.pop();
+    let mut path = OutlookProvider::calendar_path(calendar);
+    path.push("calendarView");
     let expand = wire::expand();
     let top = PAGE.to_string();
     let mut query = range.clone();

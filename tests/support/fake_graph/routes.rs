@@ -34,6 +34,8 @@ pub fn router(s: Arc<Shared>) -> Router {
         .route("/v1.0/me/events/{id}", get(get_event).patch(patch_event).delete(delete_event))
         .route("/v1.0/me/calendars/{cal}/calendarView", get(view))
         .route("/v1.0/me/calendars/{cal}/calendarView/delta", get(delta))
+        .route("/v1.0/me/calendar/calendarView", get(view_default))
+        .route("/v1.0/me/calendarView/delta", get(delta_default))
         .fallback(|| async { graph_error(400, "BadRequest", "Resource not found for the segment.") })
         .with_state(s)
 }
@@ -173,6 +175,16 @@ async fn list_events(State(s): S, Path(cal): Path<String>, Query(q): Q, h: Heade
         .collect();
     let size = page_size(&s, &q, &h);
     axum::Json(page(&s, &format!("/me/calendars/{cal}/events"), &q, items, size)).into_response()
+}
+
+async fn view_default(st: S, q: Q, h: HeaderMap) -> Response {
+    let cal = st.0.lock().default_calendar();
+    view(st, Path(cal), q, h).await
+}
+
+async fn delta_default(st: S, q: Q, h: HeaderMap) -> Response {
+    let cal = st.0.lock().default_calendar();
+    delta(st, Path(cal), q, h).await
 }
 
 async fn create_default(st: S, h: HeaderMap, body: Bytes) -> Response {
