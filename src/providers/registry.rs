@@ -44,6 +44,11 @@ impl Registry {
             registry = registry
                 .with(ProviderKind::Google, Arc::new(super::google::GoogleConnector::new(config, broker.clone())?));
         }
+        if let Some(microsoft) = &oauth.microsoft {
+            let config = super::outlook::OutlookConfig { api_url: microsoft.api_url.clone(), ..Default::default() };
+            registry =
+                registry.with(ProviderKind::Outlook, Arc::new(super::outlook::OutlookConnector::new(config, broker)?));
+        }
         Ok(registry)
     }
 

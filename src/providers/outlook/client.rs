@@ -1,0 +1,294 @@
+//! The HTTP layer of the Graph client: bearer tokens with one refresh-and-retry on 401, the
+//! per-mailbox concurrency limit, timeouts, size-capped bodies, and the mapping of Graph's
+//! error answers onto `ProviderError`.
+//!
+//! Owns: `Graph` (one per connection, sharing the connector's `reqwest::Client` and the
+//! connection's semaphore), URL building and `classify`. Must not touch event JSON or what a
+//! request means; callers decide which statuses they expect. Tokens never reach a message or
+//! a log line: they live in a sensitive header value only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::oauth::AccessTokens;
+use crate::providers::ProviderError;
+
+/// Largest response body we read (a calendarView page is far smaller).
+pub const MAX_BODY: usize = 10 * 1024 * 1024;
+/// Graph allows four concurrent requests per app and mailbox; more only earns 429s.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Everything but RFC 3986 unreserved characters; spaces become `%20` (OData wants that, not
+/// the `+` of form encoding).
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A Graph answer with its body read (bounded).
+#[derive(Debug)]
+pub struct GraphResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl GraphResponse {
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ProviderError> {
+        serde_json::from_slice(&self.body).map_err(|e| ProviderError::Invalid {
+            message: format!("Microsoft Graph's answer to {what} is not the documented shape: {e}"),
+        })
+    }
+
+    /// Graph's `{"error":{"code","message"}}`.
+    pub fn error(&self) -> (String, String) {
+        let v: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
+        let text = |k: &str| v["error"][k].as_str().unwrap_or_default().chars().take(300).collect::<String>();
+        (text("code"), text("message"))
+    }
+}
+
+/// One connection's view of Graph.
+pub struct Graph {
+    http: reqwest::Client,
+    base: Url,
+    tokens: Arc<dyn AccessTokens>,
+    limiter: Arc<tokio::sync::Semaphore>,
+}
+
+impl Graph {
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        tokens: Arc<dyn AccessTokens>,
+        limiter: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        Graph { http, base, tokens, limiter }
+    }
+
+    /// `base/segments...?query`, every segment and value percent-encoded.
+    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, QUERY))).collect();
+            url.set_query(Some(&q.join("&")));
+        }
+        url
+    }
+
+    /// A link Graph gave us (`@odata.nextLink`, `@odata.deltaLink`, a stored cursor), if it points
+    /// at our Graph endpoint: the bearer token must never go anywhere else.
+    pub fn own_link(&self, link: &str) -> Option<Url> {
+        let url = Url::parse(link).ok()?;
+        (url.origin() == self.base.origin() && url.path().starts_with(self.base.path())).then_some(url)
+    }
+
+    /// Send one request with the connection's token; after a 401, refresh once and retry. Every
+    /// status comes back for the caller to judge; only transport failures are errors here.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<GraphResponse, ProviderError> {
+        let token = self.tokens.access_token().await?;
+        let first = self.once(&method, url, headers, body, &token).await?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        tracing::debug!(url = %redacted(url), "graph rejected the access token; refreshing once");
+        let fresh = self.tokens.refresh_after_rejection(&token).await?;
+        self.once(&method, url, headers, body, &fresh).await
+    }
+
+    async fn once(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+        token: &SecretString,
+    ) -> Result<GraphResponse, ProviderError> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| {
+            ProviderError::Unauthorized { message: "the access token contains characters HTTP cannot carry".into() }
+        })?;
+        auth.set_sensitive(true);
+        let mut req = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, auth);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            let bytes = serde_json::to_vec(b).unwrap_or_default();
+            req = req.header("content-type", "application/json").body(bytes);
+        }
+        // Held until the body is read: a request is in flight until its answer is complete.
+        // The semaphore is never closed, so acquiring cannot fail; if it ever were, go on unthrottled.
+        let _permit = self.limiter.acquire().await.ok();
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_capped(resp, url).await?;
+        tracing::debug!(method = %method, url = %redacted(url), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "graph request");
+        Ok(GraphResponse { status, headers, body })
+    }
+}
+
+/// The URL without its query (delta and skip tokens are opaque and long; not for logs).
+fn redacted(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+async fn read_capped(mut resp: reqwest::Response, url: &Url) -> Result<Vec<u8>, ProviderError> {
+    let too_big = || ProviderError::Invalid {
+        message: format!(
+            "Microsoft Graph sent a response larger than {} MiB for {}; refusing to read it",
+            MAX_BODY / (1024 * 1024),
+            redacted(url)
+        ),
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, &e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_error(url: &Url, e: &reqwest::Error) -> ProviderError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    // Not `e` itself: its Display names the whole URL, query (tokens of paging links) included.
+    ProviderError::Transient { message: format!("request to {} {what}", redacted(url)) }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds().max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// Map an answer the caller did not expect onto the classified error; `what` says what was
+/// being done ("creating an event in calendar X").
+pub fn classify(resp: &GraphResponse, what: &str) -> ProviderError {
+    let (code, msg) = resp.error();
+    let status = resp.status;
+    let detail = if code.is_empty() { format!("{status}") } else { format!("{status} {code}: {msg}") };
+    let message = format!("Microsoft Graph answered {detail} while {what}");
+    match status.as_u16() {
+        // `send` already refreshed once and retried.
+        401 => ProviderError::Unauthorized {
+            message: format!("{message}; the refreshed token was rejected too, will retry later"),
+        },
+        // Consent withdrawn, or the account lost access to the mailbox: only a reconnect helps.
+        403 if code == "ErrorAccessDenied" || code == "Authorization_RequestDenied" => ProviderError::Revoked {
+            message: format!("{message}; the user must reconnect Outlook (consent to Calendars.ReadWrite)"),
+        },
+        429 => ProviderError::RateLimited { retry_after: retry_after(&resp.headers), message },
+        503 | 504 if resp.headers.contains_key(RETRY_AFTER) => {
+            ProviderError::RateLimited { retry_after: retry_after(&resp.headers), message }
+        }
+        404 | 410 => ProviderError::NotFound { message },
+        // An id Graph cannot parse names no event: as good as not found.
+        400 if code == "ErrorInvalidIdMalformed" => ProviderError::NotFound { message },
+        409 | 412 => ProviderError::Conflict { message },
+        500..=599 => ProviderError::Transient { message },
+        _ => ProviderError::Invalid { message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(code: u16, headers: &[(&'static str, &str)], body: &str) -> GraphResponse {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        GraphResponse { status: StatusCode::from_u16(code).unwrap(), headers: h, body: body.as_bytes().to_vec() }
+    }
+
+    fn err(code: &str) -> String {
+        format!(r#"{{"error":{{"code":"{code}","message":"m","innerError":{{"request-id":"r"}}}}}}"#)
+    }
+
+    #[test]
+    fn graph_errors_are_classified() {
+        let c = |code: u16, h: &[(&'static str, &str)], b: &str| classify(&resp(code, h, b), "testing");
+        assert!(matches!(c(401, &[], &err("InvalidAuthenticationToken")), ProviderError::Unauthorized { .. }));
+        match c(403, &[], &err("ErrorAccessDenied")) {
+            ProviderError::Revoked { message } => {
+                assert!(message.contains("ErrorAccessDenied") && message.contains("reconnect"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(c(403, &[], &err("ErrorQuotaExceeded")), ProviderError::Invalid { .. }));
+        assert!(matches!(
+            c(429, &[("retry-after", "7")], &err("ApplicationThrottled")),
+            ProviderError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7)
+        ));
+        assert!(matches!(c(429, &[], ""), ProviderError::RateLimited { retry_after: None, .. }));
+        assert!(matches!(c(503, &[("retry-after", "3")], ""), ProviderError::RateLimited { .. }));
+        assert!(matches!(c(503, &[], ""), ProviderError::Transient { .. }));
+        assert!(matches!(c(500, &[], "<html>"), ProviderError::Transient { .. }));
+        assert!(matches!(c(404, &[], &err("ErrorItemNotFound")), ProviderError::NotFound { .. }));
+        assert!(matches!(c(400, &[], &err("ErrorInvalidIdMalformed")), ProviderError::NotFound { .. }));
+        assert!(matches!(c(400, &[], &err("ErrorInvalidRequest")), ProviderError::Invalid { .. }));
+        assert!(matches!(c(412, &[], &err("ErrorIrresolvableConflict")), ProviderError::Conflict { .. }));
+    }
+
+    #[test]
+    fn urls_are_encoded_and_links_stay_on_our_host() {
+        struct NoTokens;
+        #[async_trait::async_trait]
+        impl AccessTokens for NoTokens {
+            async fn access_token(&self) -> Result<SecretString, ProviderError> {
+                Err(ProviderError::Revoked { message: "none".into() })
+            }
+            async fn refresh_after_rejection(&self, _: &SecretString) -> Result<SecretString, ProviderError> {
+                Err(ProviderError::Revoked { message: "none".into() })
+            }
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let g = Graph::new(
+            reqwest::Client::new(),
+            Url::parse("https://graph.example.com/v1.0").unwrap(),
+            Arc::new(NoTokens),
+            Arc::new(tokio::sync::Semaphore::new(1)),
+        );
+        let u = g.url(&["me", "calendars", "AAMk/a=b", "events"], &[("$filter", "id eq 'a b'")]);
+        assert_eq!(
+            u.as_str(),
+            "https://graph.example.com/v1.0/me/calendars/AAMk%2Fa=b/events?$filter=id%20eq%20%27a%20b%27"
+        );
+        assert!(g.own_link("https://graph.example.com/v1.0/me/calendarView/delta?$deltatoken=x").is_some());
+        assert!(g.own_link("https://evil.example.com/v1.0/me/x").is_none());
+        assert!(g.own_link("https://graph.example.com/beta/me/x").is_none());
+        assert!(g.own_link("bogus-cursor-value").is_none());
+    }
+}

@@ -1,0 +1,505 @@
+//! The fake Graph's routes: calendars, event CRUD, extended-property lookup, calendarView and
+//! calendarView/delta, each refusing parameters it does not support.
+
+// Handlers return a ready Graph error response as their `Err`; boxing it buys nothing here.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value, json};
+
+use super::odata::{
+    ValueCond, id_ok, parse_bound, parse_expand, parse_filter, prefer_page_size, prefer_timezone, same_prop,
+};
+use super::store::{self, Reject};
+use super::{DuplicatePost, Shared, graph_error};
+
+type Q = Query<Vec<(String, String)>>;
+type S = State<Arc<Shared>>;
+
+pub fn router(s: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1.0/me/calendars", get(calendars))
+        .route("/v1.0/me/calendars/{cal}/events", get(list_events).post(create))
+        .route("/v1.0/me/calendar/events", get(list_default).post(create_default))
+        .route("/v1.0/me/events/{id}", get(get_event).patch(patch_event).delete(delete_event))
+        .route("/v1.0/me/calendars/{cal}/calendarView", get(view))
+        .route("/v1.0/me/calendars/{cal}/calendarView/delta", get(delta))
+        .route("/v1.0/me/calendar/calendarView", get(view_default))
+        .route("/v1.0/me/calendarView/delta", get(delta_default))
+        .fallback(|| async { graph_error(400, "BadRequest", "Resource not found for the segment.") })
+        .with_state(s)
+}
+
+fn rej((status, code, msg): Reject) -> Response {
+    graph_error(status, code, &msg)
+}
+
+fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    q.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
+}
+
+/// Refuse query parameters this route does not support.
+fn only(q: &[(String, String)], allowed: &[&str]) -> Result<(), Response> {
+    match q.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((k, _)) => {
+            Err(graph_error(400, "BadRequest", &format!("Query option '{k}' is not supported by this request.")))
+        }
+        None => Ok(()),
+    }
+}
+
+fn prefer(h: &HeaderMap) -> Vec<String> {
+    h.get_all("prefer").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect()
+}
+
+fn out_zone(h: &HeaderMap) -> Result<Tz, Response> {
+    match prefer_timezone(&prefer(h)) {
+        None => Ok(chrono_tz::UTC),
+        Some(z) => store::zone(&z).ok_or_else(|| {
+            graph_error(400, "TimeZoneNotSupportedException", &format!("Time zone {z:?} is not supported."))
+        }),
+    }
+}
+
+fn expand_of(q: &[(String, String)]) -> Result<Option<Vec<String>>, Response> {
+    param(q, "$expand")
+        .map(parse_expand)
+        .transpose()
+        .map_err(|m| graph_error(400, "BadRequest", &format!("Invalid $expand: {m}")))
+}
+
+fn check_id(st: &super::St, id: &str) -> Result<(), Response> {
+    if !id_ok(id) {
+        return Err(graph_error(400, "ErrorInvalidIdMalformed", "Id is malformed."));
+    }
+    if !st.events.contains_key(id) {
+        return Err(graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store."));
+    }
+    Ok(())
+}
+
+fn resolve_calendar(st: &super::St, cal: &str) -> Result<(), Response> {
+    if !id_ok(cal) {
+        return Err(graph_error(400, "ErrorInvalidIdMalformed", "Id is malformed."));
+    }
+    st.calendar(cal)
+        .map(|_| ())
+        .ok_or_else(|| graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store."))
+}
+
+/// A page of `items` from `skip`, with a nextLink that repeats the query with a new `$skip`.
+fn page(s: &Shared, path: &str, q: &[(String, String)], items: Vec<Value>, size: usize) -> Value {
+    let skip: usize = param(q, "$skip").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let end = (skip + size).min(items.len());
+    let value: Vec<Value> = items.get(skip..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let mut out = json!({"@odata.context": format!("{}/$metadata#Collection(event)", s.base), "value": value});
+    if end < items.len() {
+        let mut pairs: Vec<(String, String)> = q.iter().filter(|(k, _)| k != "$skip").cloned().collect();
+        pairs.push(("$skip".into(), end.to_string()));
+        let qs: Vec<String> =
+            pairs.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC))).collect();
+        out["@odata.nextLink"] = json!(format!("{}{path}?{}", s.base, qs.join("&")));
+    }
+    out
+}
+
+fn page_size(s: &Shared, q: &[(String, String)], h: &HeaderMap) -> usize {
+    let asked = param(q, "$top").and_then(|v| v.parse::<usize>().ok()).or_else(|| prefer_page_size(&prefer(h)));
+    asked.unwrap_or(10).clamp(1, 1000).min(s.lock().switches.page_size)
+}
+
+async fn calendars(State(s): S, Query(q): Q) -> Response {
+    if let Err(r) = only(&q, &["$skip"]) {
+        return r;
+    }
+    let items: Vec<Value> = s
+        .lock()
+        .calendars
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "name": c.name, "color": "auto", "isDefaultCalendar": c.default, "canEdit": c.can_edit,
+            "canShare": c.can_edit, "canViewPrivateItems": true, "changeKey": "fJKVL07sbkmIfHqjbDnRgQAAAAAA",
+            "owner": {"name": "Alex Wilber", "address": "alexw@contoso.example"}})
+        })
+        .collect();
+    let size = s.lock().switches.page_size.min(10);
+    axum::Json(page(&s, "/me/calendars", &q, items, size)).into_response()
+}
+
+async fn list_default(st: S, q: Q, h: HeaderMap) -> Response {
+    let cal = st.0.lock().default_calendar();
+    list_events(st, Path(cal), q, h).await
+}
+
+async fn list_events(State(s): S, Path(cal): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
+    if let Err(r) = only(&q, &["$filter", "$expand", "$top", "$skip"]).and_then(|_| resolve_calendar(&s.lock(), &cal)) {
+        return r;
+    }
+    let filter = match param(&q, "$filter").map(parse_filter).transpose() {
+        Ok(f) => f,
+        Err(m) => return graph_error(400, "BadRequest", &format!("Invalid filter clause: {m}")),
+    };
+    let (expand, tz) = match (expand_of(&q), out_zone(&h)) {
+        (Ok(e), Ok(t)) => (e, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let items: Vec<Value> = s
+        .lock()
+        .events
+        .values()
+        .filter(|e| e.calendar == cal)
+        .filter(|e| {
+            filter.as_ref().is_none_or(|f| {
+                e.props.iter().any(|(id, v)| {
+                    same_prop(&f.id, id)
+                        && match &f.value {
+                            None => true,
+                            // Graph: the value comparison is case-insensitive.
+                            Some(ValueCond::Eq(x)) => v.eq_ignore_ascii_case(x),
+                            Some(ValueCond::StartsWith(x)) => v.to_lowercase().starts_with(&x.to_lowercase()),
+                        }
+                })
+            })
+        })
+        .map(|e| e.render(tz, expand.as_deref(), false))
+        .collect();
+    let size = page_size(&s, &q, &h);
+    axum::Json(page(&s, &format!("/me/calendars/{cal}/events"), &q, items, size)).into_response()
+}
+
+async fn view_default(st: S, q: Q, h: HeaderMap) -> Response {
+    let cal = st.0.lock().default_calendar();
+    view(st, Path(cal), q, h).await
+}
+
+async fn delta_default(st: S, q: Q, h: HeaderMap) -> Response {
+    let cal = st.0.lock().default_calendar();
+    delta(st, Path(cal), q, h).await
+}
+
+async fn create_default(st: S, h: HeaderMap, body: Bytes) -> Response {
+    let cal = st.0.lock().default_calendar();
+    create(st, Path(cal), h, body).await
+}
+
+async fn create(State(s): S, Path(cal): Path<String>, h: HeaderMap, body: Bytes) -> Response {
+    let tz = match out_zone(&h) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return graph_error(400, "RequestBodyRead", &format!("Cannot read the request body: {e}")),
+    };
+    if let Err(r) = store::validate(&v, true).and_then(|_| store::check_merged(v.as_object().unwrap_or(&Map::new()))) {
+        return rej(r);
+    }
+    let mut st = s.lock();
+    if let Err(r) = resolve_calendar(&st, &cal) {
+        return r;
+    }
+    if st.calendar(&cal).is_some_and(|c| !c.can_edit) {
+        return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
+    }
+    let tx = v.get("transactionId").and_then(Value::as_str);
+    let existing =
+        tx.and_then(|t| st.events.values().find(|e| e.transaction_id.as_deref() == Some(t)).map(|e| e.id.clone()));
+    let id = match (existing, st.switches.duplicate_post) {
+        (Some(id), DuplicatePost::ReturnExisting) => id,
+        _ => st.insert(&cal, &v),
+    };
+    if st.switches.lose_create_answer_next > 0 {
+        st.switches.lose_create_answer_next -= 1;
+        return graph_error(504, "GatewayTimeout", "The gateway did not receive a timely response.");
+    }
+    let ev = &st.events[&id];
+    (axum::http::StatusCode::CREATED, axum::Json(ev.render(tz, None, false))).into_response()
+}
+
+async fn get_event(State(s): S, Path(id): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
+    let st = s.lock();
+    if let Err(r) = only(&q, &["$expand"]).and_then(|_| check_id(&st, &id)) {
+        return r;
+    }
+    match (expand_of(&q), out_zone(&h)) {
+        (Ok(e), Ok(tz)) => axum::Json(st.events[&id].render(tz, e.as_deref(), false)).into_response(),
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+fn stale(st: &super::St, id: &str, h: &HeaderMap) -> Option<Response> {
+    let given = h.get("if-match").and_then(|v| v.to_str().ok())?;
+    (given != st.events[id].etag()).then(|| {
+        graph_error(412, "ErrorIrresolvableConflict", "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.")
+    })
+}
+
+async fn patch_event(State(s): S, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
+    let tz = match out_zone(&h) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let mut st = s.lock();
+    if let Some(r) = check_id(&st, &id).err().or_else(|| stale(&st, &id, &h)) {
+        return r;
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return graph_error(400, "RequestBodyRead", &format!("Cannot read the request body: {e}")),
+    };
+    if let Err(r) = store::validate(&v, false) {
+        return rej(r);
+    }
+    let ev = &st.events[&id];
+    let mut fields = ev.fields.clone();
+    let mut props = ev.props.clone();
+    for (k, val) in v.as_object().into_iter().flatten() {
+        if k == "singleValueExtendedProperties" {
+            for p in val.as_array().into_iter().flatten() {
+                let (pid, pv) = (p["id"].as_str().unwrap_or_default(), p["value"].as_str().unwrap_or_default());
+                props.retain(|(x, _)| !same_prop(x, pid));
+                props.push((pid.to_string(), pv.to_string()));
+            }
+        } else {
+            fields.insert(k.clone(), val.clone());
+        }
+    }
+    if let Err(r) = store::check_merged(&fields) {
+        return rej(r);
+    }
+    let (seq, ck) = st.bump();
+    let Some(ev) = st.events.get_mut(&id) else {
+        return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+    };
+    (ev.fields, ev.props, ev.seq, ev.change_key, ev.modified) = (fields, props, seq, ck, Utc::now());
+    axum::Json(ev.render(tz, None, false)).into_response()
+}
+
+async fn delete_event(State(s): S, Path(id): Path<String>, h: HeaderMap) -> Response {
+    let mut st = s.lock();
+    if let Some(r) = check_id(&st, &id).err().or_else(|| stale(&st, &id, &h)) {
+        return r;
+    }
+    st.remove(&id);
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+fn window(q: &[(String, String)]) -> Result<(DateTime<Utc>, DateTime<Utc>), Response> {
+    let (Some(a), Some(b)) = (param(q, "startDateTime"), param(q, "endDateTime")) else {
+        return Err(graph_error(
+            400,
+            "ErrorInvalidParameter",
+            "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+        ));
+    };
+    match (parse_bound(a), parse_bound(b)) {
+        (Some(a), Some(b)) if a < b => Ok((a, b)),
+        _ => Err(graph_error(
+            400,
+            "ErrorInvalidParameter",
+            "startDateTime and endDateTime must be ISO 8601 date-times, start before end.",
+        )),
+    }
+}
+
+/// Every instance in the window, sorted by start: (start, rendered).
+#[allow(clippy::too_many_arguments)]
+fn instances(
+    st: &super::St,
+    cal: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    tz: Tz,
+    expand: Option<&[String]>,
+    delta: bool,
+    pick: impl Fn(&store::Event) -> bool,
+) -> Vec<(DateTime<Utc>, Value)> {
+    let mut out = Vec::new();
+    for ev in st.events.values().filter(|e| e.calendar == cal && pick(e)) {
+        for (occ, a, b) in ev.instances(from, to) {
+            let mut v = match occ {
+                None => ev.render(tz, if delta { None } else { expand }, delta),
+                Some(oid) => ev.render_occurrence(&oid, a, b, tz, if delta { None } else { expand }),
+            };
+            if delta {
+                v["@odata.type"] = json!("#microsoft.graph.event");
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("singleValueExtendedProperties");
+                }
+            }
+            out.push((a, v));
+        }
+    }
+    out.sort_by_key(|(a, _)| *a);
+    out
+}
+
+async fn view(State(s): S, Path(cal): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
+    if let Err(r) = only(&q, &["startDateTime", "endDateTime", "$expand", "$top", "$skip"])
+        .and_then(|_| resolve_calendar(&s.lock(), &cal))
+    {
+        return r;
+    }
+    let ((from, to), expand, tz) = match (window(&q), expand_of(&q), out_zone(&h)) {
+        (Ok(w), Ok(e), Ok(t)) => (w, e, t),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    let items =
+        instances(&s.lock(), &cal, from, to, tz, expand.as_deref(), false, |_| true).into_iter().map(|x| x.1).collect();
+    let size = page_size(&s, &q, &h);
+    axum::Json(page(&s, &format!("/me/calendars/{cal}/calendarView"), &q, items, size)).into_response()
+}
+
+/// One delta round: epoch, initial?, since, upto, window, offset.
+struct Round {
+    epoch: u64,
+    initial: bool,
+    since: u64,
+    upto: u64,
+    from: i64,
+    to: i64,
+    offset: usize,
+}
+
+fn parse_round(tok: &str, skip: bool) -> Option<Round> {
+    let p: Vec<&str> = tok.split('.').collect();
+    let n = |i: usize| p.get(i).and_then(|v| v.parse::<i64>().ok());
+    if skip {
+        if p.len() != 7 {
+            return None;
+        }
+        Some(Round {
+            epoch: n(0)? as u64,
+            initial: p[1] == "i",
+            since: n(2)? as u64,
+            upto: n(3)? as u64,
+            from: n(4)?,
+            to: n(5)?,
+            offset: n(6)? as usize,
+        })
+    } else {
+        if p.len() != 4 {
+            return None;
+        }
+        Some(Round {
+            epoch: n(0)? as u64,
+            initial: false,
+            since: n(1)? as u64,
+            upto: 0,
+            from: n(2)?,
+            to: n(3)?,
+            offset: 0,
+        })
+    }
+}
+
+async fn delta(State(s): S, Path(cal): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
+    const UNSUPPORTED: [&str; 6] = ["$filter", "$orderby", "$expand", "$select", "$top", "$search"];
+    if q.iter().any(|(k, _)| UNSUPPORTED.contains(&k.as_str())) {
+        return graph_error(
+            400,
+            "ErrorInvalidUrlQuery",
+            "The following parameters are not supported with change tracking over the 'CalendarView' resource: '$filter, $orderby, $expand, $select, $top, $search'.",
+        );
+    }
+    if let Err(r) = only(&q, &["startDateTime", "endDateTime", "$deltatoken", "$skiptoken"])
+        .and_then(|_| resolve_calendar(&s.lock(), &cal))
+    {
+        return r;
+    }
+    let tz = match out_zone(&h) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let expired = || {
+        graph_error(
+            410,
+            "syncStateNotFound",
+            "The sync state generation is not found or has expired. Start over without a state token.",
+        )
+    };
+    let st = s.lock();
+    let round = match (param(&q, "$deltatoken"), param(&q, "$skiptoken")) {
+        (Some(t), None) => match parse_round(t, false) {
+            Some(r) => Round { upto: st.seq, ..r },
+            None => return expired(),
+        },
+        (None, Some(t)) => match parse_round(t, true) {
+            Some(r) => r,
+            None => return expired(),
+        },
+        (None, None) => match window(&q) {
+            Ok((a, b)) => Round {
+                epoch: st.epoch,
+                initial: true,
+                since: 0,
+                upto: st.seq,
+                from: a.timestamp(),
+                to: b.timestamp(),
+                offset: 0,
+            },
+            Err(r) => return r,
+        },
+        (Some(_), Some(_)) => {
+            return graph_error(400, "BadRequest", "Only one of $deltatoken and $skiptoken may be given.");
+        }
+    };
+    if round.epoch != st.epoch {
+        return expired();
+    }
+    let (from, to) = (
+        DateTime::from_timestamp(round.from, 0).unwrap_or_default(),
+        DateTime::from_timestamp(round.to, 0).unwrap_or_default(),
+    );
+    let in_round = |seq: u64| (round.initial || seq > round.since) && seq <= round.upto;
+    let mut items: Vec<(u64, Value)> = Vec::new();
+    for ev in st.events.values().filter(|e| e.calendar == cal && in_round(e.seq)) {
+        let inst = instances(&st, &cal, from, to, tz, None, true, |x| x.id == ev.id);
+        if inst.is_empty() && !round.initial {
+            // Moved out of the window: gone from this view.
+            items.push((
+                ev.seq,
+                json!({"@odata.type": "#microsoft.graph.event", "id": ev.id, "@removed": {"reason": "deleted"}}),
+            ));
+        }
+        items.extend(inst.into_iter().map(|(_, v)| (ev.seq, v)));
+    }
+    if !round.initial {
+        for (id, c, seq) in st.tombstones.iter().filter(|t| t.1 == cal && in_round(t.2)) {
+            let _ = c;
+            items.push((
+                *seq,
+                json!({"@odata.type": "#microsoft.graph.event", "id": id, "@removed": {"reason": "deleted"}}),
+            ));
+        }
+    }
+    items.sort_by_key(|(seq, _)| *seq);
+    let size = prefer_page_size(&prefer(&h)).unwrap_or(10).clamp(1, 1000).min(st.switches.page_size);
+    let end = (round.offset + size).min(items.len());
+    let value: Vec<Value> =
+        items.get(round.offset..end).map(|s| s.iter().map(|x| x.1.clone()).collect()).unwrap_or_default();
+    let link = format!("{}/me/calendars/{cal}/calendarView/delta", s.base);
+    let mut out = json!({"@odata.context": format!("{}/$metadata#Collection(event)", s.base), "value": value});
+    if end < items.len() {
+        let kind = if round.initial { "i" } else { "d" };
+        out["@odata.nextLink"] = json!(format!(
+            "{link}?$skiptoken={}.{kind}.{}.{}.{}.{}.{end}",
+            round.epoch, round.since, round.upto, round.from, round.to
+        ));
+    } else {
+        out["@odata.deltaLink"] =
+            json!(format!("{link}?$deltatoken={}.{}.{}.{}", round.epoch, round.upto, round.from, round.to));
+    }
+    drop(st);
+    axum::Json(out).into_response()
+}
