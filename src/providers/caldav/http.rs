@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -147,7 +147,7 @@ impl DavClient {
             if let Some(b) = body {
                 req = req.body(b.to_string());
             }
-            let resp = req.send().await.map_err(|e| transport_error(&url, &e))?;
+            let resp = req.send().await.map_err(|e| crate::providers::http::transport_error(url.as_str(), &e))?;
             let status = resp.status();
             tracing::debug!(method = %method, url = %url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "caldav request");
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
@@ -176,53 +176,11 @@ impl DavClient {
                 continue;
             }
             let headers = resp.headers().clone();
-            let body = read_capped(resp, self.max_body, &url).await?;
+            let body =
+                crate::providers::http::read_capped(resp, self.max_body, "the CalDAV server", url.as_str()).await?;
             return Ok(DavResponse { status, headers, body, url });
         }
     }
-}
-
-async fn read_capped(mut resp: reqwest::Response, max: usize, url: &Url) -> Result<Vec<u8>, ProviderError> {
-    let too_big = || ProviderError::Invalid {
-        message: format!(
-            "the CalDAV server at {url} sent a response larger than {} MiB; refusing to read it",
-            max / (1024 * 1024)
-        ),
-    };
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, &e))? {
-        if body.len() + chunk.len() > max {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn transport_error(url: &Url, e: &reqwest::Error) -> ProviderError {
-    // reqwest's message names the URL (which never carries credentials: they go in a header).
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    ProviderError::Transient { message: format!("request to {url} {what}: {e}") }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds().max(0);
-    Some(Duration::from_secs(secs as u64))
 }
 
 /// Map a status the caller did not expect onto the classified error. `what` says what was being
@@ -231,7 +189,7 @@ pub fn classify(resp: &DavResponse, what: &str, username: &str) -> ProviderError
     let status = resp.status;
     let code = status.as_u16();
     let host = resp.url.host_str().unwrap_or("?");
-    let after = retry_after(&resp.headers);
+    let after = crate::providers::http::retry_after(&resp.headers);
     match code {
         401 => ProviderError::Revoked {
             message: format!(

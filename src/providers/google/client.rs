@@ -9,13 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::oauth::AccessTokens;
-use crate::providers::ProviderError;
+use crate::providers::{ProviderError, http};
 
 /// Largest response body we read (a 2500-event page stays far below).
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -178,57 +178,13 @@ impl GoogleClient {
         if let Some(b) = body {
             req = req.header(CONTENT_TYPE, "application/json").body(b.to_vec());
         }
-        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let resp = req.send().await.map_err(|e| http::transport_error(url.path(), &e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = read_capped(resp, self.max_body, url).await?;
+        let body = http::read_capped(resp, self.max_body, "Google Calendar", url.path()).await?;
         tracing::debug!(method = %method, url = %url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "google request");
         Ok(GResponse { status, headers, body })
     }
-}
-
-async fn read_capped(mut resp: reqwest::Response, max: usize, url: &Url) -> Result<Vec<u8>, ProviderError> {
-    let too_big = || ProviderError::Invalid {
-        message: format!(
-            "Google Calendar sent a response larger than {} KiB for {}; refusing to read it",
-            max / 1024,
-            url.path()
-        ),
-    };
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, &e))? {
-        if body.len() + chunk.len() > max {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn transport_error(url: &Url, e: &reqwest::Error) -> ProviderError {
-    // The URL never carries credentials (the token goes in a header), so reqwest's text is safe.
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    ProviderError::Transient { message: format!("request to {} {what}: {e}", url.path()) }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds().max(0);
-    Some(Duration::from_secs(secs as u64))
 }
 
 /// Google's messages are one sentence; cap them anyway so a proxy's HTML page stays out.
@@ -263,7 +219,7 @@ pub fn classify(resp: &GResponse, what: &str) -> ProviderError {
         reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
         message.as_deref().map(|m| format!(": {}", short(m))).unwrap_or_default()
     );
-    let after = retry_after(&resp.headers);
+    let after = http::retry_after(&resp.headers);
     match (status.as_u16(), reason.as_deref()) {
         (403 | 429, Some("rateLimitExceeded" | "userRateLimitExceeded" | "RESOURCE_EXHAUSTED")) | (429, _) => {
             ProviderError::RateLimited { retry_after: after, message: detail }

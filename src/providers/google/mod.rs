@@ -17,8 +17,7 @@ mod events;
 mod listing;
 mod wire;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -98,21 +97,14 @@ pub struct GoogleConnector {
     base: Url,
     http: reqwest::Client,
     broker: Arc<dyn TokenBroker>,
-    limiters: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    in_flight: super::http::InFlight,
 }
 
 impl GoogleConnector {
     pub fn new(config: GoogleConfig, broker: Arc<dyn TokenBroker>) -> Result<Self, ProviderError> {
         let base = api_base(&config.api_url)?;
         let http = client::build_http(config.timeout)?;
-        Ok(GoogleConnector { base, http, broker, limiters: Mutex::new(HashMap::new()) })
-    }
-
-    fn limiter(&self, connection: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(connection.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)))
-            .clone()
+        Ok(GoogleConnector { base, http, broker, in_flight: super::http::InFlight::new(MAX_IN_FLIGHT) })
     }
 }
 
@@ -130,7 +122,7 @@ impl Connector for GoogleConnector {
             });
         }
         let tokens = self.broker.tokens(target, credentials).await?;
-        let client = GoogleClient::new(self.http.clone(), tokens, self.limiter(&target.connection));
+        let client = GoogleClient::new(self.http.clone(), tokens, self.in_flight.for_connection(&target.connection));
         Ok(Arc::new(GoogleProvider { base: self.base.clone(), client }))
     }
 }

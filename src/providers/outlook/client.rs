@@ -8,7 +8,7 @@
 //! a log line: they live in a sensitive header value only.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::oauth::AccessTokens;
-use crate::providers::ProviderError;
+use crate::providers::{ProviderError, http};
 
 /// Largest response body we read (a calendarView page is far smaller).
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -132,10 +132,10 @@ impl Graph {
         // The semaphore is never closed, so acquiring cannot fail; if it ever were, go on unthrottled.
         let _permit = self.limiter.acquire().await.ok();
         let started = Instant::now();
-        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let resp = req.send().await.map_err(|e| http::transport_error(&redacted(url), &e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = read_capped(resp, url).await?;
+        let body = http::read_capped(resp, MAX_BODY, "Microsoft Graph", &redacted(url)).await?;
         tracing::debug!(method = %method, url = %redacted(url), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "graph request");
         Ok(GraphResponse { status, headers, body })
     }
@@ -146,50 +146,6 @@ fn redacted(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     u.to_string()
-}
-
-async fn read_capped(mut resp: reqwest::Response, url: &Url) -> Result<Vec<u8>, ProviderError> {
-    let too_big = || ProviderError::Invalid {
-        message: format!(
-            "Microsoft Graph sent a response larger than {} MiB for {}; refusing to read it",
-            MAX_BODY / (1024 * 1024),
-            redacted(url)
-        ),
-    };
-    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(url, &e))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn transport_error(url: &Url, e: &reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    // Not `e` itself: its Display names the whole URL, query (tokens of paging links) included.
-    ProviderError::Transient { message: format!("request to {} {what}", redacted(url)) }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds().max(0);
-    Some(Duration::from_secs(secs as u64))
 }
 
 /// Map an answer the caller did not expect onto the classified error; `what` says what was
@@ -208,9 +164,9 @@ pub fn classify(resp: &GraphResponse, what: &str) -> ProviderError {
         403 if code == "ErrorAccessDenied" || code == "Authorization_RequestDenied" => ProviderError::Revoked {
             message: format!("{message}; the user must reconnect Outlook (consent to Calendars.ReadWrite)"),
         },
-        429 => ProviderError::RateLimited { retry_after: retry_after(&resp.headers), message },
+        429 => ProviderError::RateLimited { retry_after: http::retry_after(&resp.headers), message },
         503 | 504 if resp.headers.contains_key(RETRY_AFTER) => {
-            ProviderError::RateLimited { retry_after: retry_after(&resp.headers), message }
+            ProviderError::RateLimited { retry_after: http::retry_after(&resp.headers), message }
         }
         404 | 410 => ProviderError::NotFound { message },
         // An id Graph cannot parse names no event: as good as not found.
@@ -250,7 +206,7 @@ mod tests {
         assert!(matches!(c(403, &[], &err("ErrorQuotaExceeded")), ProviderError::Invalid { .. }));
         assert!(matches!(
             c(429, &[("retry-after", "7")], &err("ApplicationThrottled")),
-            ProviderError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7)
+            ProviderError::RateLimited { retry_after: Some(d), .. } if d == std::time::Duration::from_secs(7)
         ));
         assert!(matches!(c(429, &[], ""), ProviderError::RateLimited { retry_after: None, .. }));
         assert!(matches!(c(503, &[("retry-after", "3")], ""), ProviderError::RateLimited { .. }));

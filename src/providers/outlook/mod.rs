@@ -21,8 +21,7 @@ mod listing;
 mod recurrence;
 mod wire;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -63,7 +62,7 @@ pub struct OutlookConnector {
     broker: Arc<dyn TokenBroker>,
     /// One limiter per connection (`Target::connection`), so every client of a mailbox,
     /// however many reconciles made one, shares Graph's four-request budget.
-    limiters: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    in_flight: super::http::InFlight,
 }
 
 impl OutlookConnector {
@@ -90,14 +89,7 @@ impl OutlookConnector {
             .user_agent(concat!("calsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::Transient { message: format!("could not build the HTTP client: {e}") })?;
-        Ok(OutlookConnector { http, base, broker, limiters: Mutex::new(HashMap::new()) })
-    }
-
-    fn limiter(&self, connection: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(connection.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)))
-            .clone()
+        Ok(OutlookConnector { http, base, broker, in_flight: super::http::InFlight::new(MAX_IN_FLIGHT) })
     }
 }
 
@@ -115,7 +107,8 @@ impl Connector for OutlookConnector {
             });
         }
         let tokens = self.broker.tokens(target, credentials).await?;
-        let graph = Graph::new(self.http.clone(), self.base.clone(), tokens, self.limiter(&target.connection));
+        let graph =
+            Graph::new(self.http.clone(), self.base.clone(), tokens, self.in_flight.for_connection(&target.connection));
         Ok(Arc::new(OutlookProvider { graph }))
     }
 }
@@ -304,8 +297,6 @@ mod tests {
     #[test]
     fn one_limiter_per_connection() {
         let c = OutlookConnector::new(OutlookConfig::default(), Arc::new(NoBroker)).unwrap();
-        assert!(Arc::ptr_eq(&c.limiter("ns/a"), &c.limiter("ns/a")));
-        assert!(!Arc::ptr_eq(&c.limiter("ns/a"), &c.limiter("ns/b")));
-        assert_eq!(c.limiter("ns/a").available_permits(), MAX_IN_FLIGHT);
+        assert_eq!(c.in_flight.for_connection("ns/a").available_permits(), MAX_IN_FLIGHT);
     }
 }
