@@ -61,8 +61,9 @@ impl Engine {
             && st.failed_attempts > 0
             && let Some(failed) = st.last_failure_time
         {
+            // Status written before nextAttemptTime existed has only the failure time.
             let delay = self.config.backoff.delay(st.failed_attempts, None);
-            let due = failed + chrono::Duration::from_std(delay).unwrap_or_default();
+            let due = st.next_attempt_time.unwrap_or(failed + chrono::Duration::from_std(delay).unwrap_or_default());
             if due > now {
                 return Ok(Outcome::Requeue(jitter((due - now).to_std().unwrap_or_default())));
             }
@@ -138,6 +139,7 @@ impl Engine {
         st.last_check_time = Some(now);
         st.failed_attempts = 0;
         st.last_failure_time = None;
+        st.next_attempt_time = None;
         let g = generation;
         set_condition(
             &mut st.conditions,
@@ -183,6 +185,7 @@ impl Engine {
                 st.failed_attempts = st.failed_attempts.saturating_add(1);
                 st.last_failure_time = Some(now);
                 let delay = self.config.backoff.delay(st.failed_attempts, after);
+                st.next_attempt_time = Some(self.not_before(delay));
                 // A passing failure does not un-Ready a working connection; it only delays the
                 // next check. A connection that never worked says why it is not Ready yet.
                 if !condition::is_true(&st.conditions, "Ready") {

@@ -111,6 +111,15 @@ impl Engine {
         DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
     }
 
+    /// The first whole second at least `delay` from the precise now. Status times have second
+    /// precision and `now()` rounds down, so `now() + delay` could let a retry come up to a
+    /// second before a provider's Retry-After ran out.
+    fn not_before(&self, delay: std::time::Duration) -> DateTime<Utc> {
+        let at = (self.clock)() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let whole = DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+        if whole < at { whole + chrono::Duration::seconds(1) } else { whole }
+    }
+
     async fn publish(&self, key: &ObjectKey, type_: EventType, reason: &str, action: &str, note: String) {
         let event = ObjectEvent { type_, reason: reason.into(), note, action: action.into() };
         if let Err(e) = self.objects.publish_event(key, &event).await {

@@ -380,7 +380,7 @@ impl Engine {
                     _ => None,
                 };
                 let delay = self.config.backoff.delay(ctx.status.failed_attempts, retry_after);
-                ctx.status.next_attempt_time = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
+                ctx.status.next_attempt_time = Some(self.not_before(delay));
                 self.set_failed(ctx, e.reason(), &e.to_string());
                 ctx.status.observed_generation = Some(ctx.generation);
                 if first {

@@ -212,6 +212,26 @@ async fn crash_after_create_never_duplicates() {
 }
 
 #[tokio::test]
+async fn retry_after_is_honoured_to_the_millisecond_with_second_precision_status() {
+    let w = World::new();
+    *w.now.lock().unwrap() += chrono::Duration::milliseconds(900);
+    w.connection().await;
+    w.task("t1", spec("t")).await;
+    w.calendar.inject(
+        Op::Create,
+        ProviderError::RateLimited { retry_after: Some(std::time::Duration::from_secs(7)), message: "429".into() },
+    );
+    w.reconcile("t1").await;
+    // 12:00:00.900 + 7 s: not before 12:00:08 (rounding down to 12:00:07 would retry 0.9 s early).
+    let st = w.status("t1").await;
+    assert_eq!(st.next_attempt_time, Some(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 8).unwrap()));
+    w.calendar.clear_calls();
+    *w.now.lock().unwrap() += chrono::Duration::milliseconds(6500);
+    w.reconcile("t1").await;
+    assert!(w.calendar.calls().is_empty(), "called the provider 6.5 s into a 7 s Retry-After");
+}
+
+#[tokio::test]
 async fn rate_limit_backs_off_in_status_and_honours_retry_after() {
     let w = World::new();
     w.connection().await;

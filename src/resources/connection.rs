@@ -199,6 +199,9 @@ pub struct CalendarConnectionStatus {
     /// When the last credential check failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<DateTime<Utc>>,
+    /// No credential check before this time (failure backoff, or the provider's Retry-After).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<DateTime<Utc>>,
     /// The user's sync history across all TaskSyncs of this connection (newest last, bounded).
     #[serde(default)]
     #[schemars(length(max = 200))]
