@@ -11,20 +11,28 @@
 //! finalizers, deletion mark, labels or annotations moved, so the engine's own status writes
 //! never loop. For connections, TaskSyncs are re-queued when the connection's readiness (or
 //! anything a TaskSync reads from it) changed.
+//!
+//! Scale (100,000 TaskSyncs): notifications arrive through `intake` (deduplicated, drained on
+//! its own task, so the channel does not lag into full re-lists), and the TaskSyncs of a
+//! connection come from an in-memory index kept with the triggers, not from listing them all.
+
+mod intake;
+mod trigger;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use self::intake::Intake;
+use self::trigger::{Trigger, connection_trigger, task_sync_trigger};
 use super::store::SecretName;
 use crate::engine::backoff::jitter;
 use crate::engine::{Backoff, Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
-use crate::resources::{CalendarConnection, TaskSync};
 
 /// Tunables of the queue.
 #[derive(Clone, Debug)]
@@ -47,49 +55,6 @@ impl Default for QueueConfig {
     }
 }
 
-/// What a notification compares to decide whether to reconcile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Trigger {
-    own: String,
-    /// For connections: what their TaskSyncs depend on.
-    dependents: Option<String>,
-}
-
-fn meta_trigger(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!(
-        "{:?}|{:?}|{}|{:?}|{:?}",
-        meta.generation,
-        meta.finalizers,
-        meta.deletion_timestamp.is_some(),
-        meta.labels,
-        meta.annotations
-    )
-}
-
-fn connection_trigger(c: &CalendarConnection) -> Trigger {
-    let st = c.status.as_ref();
-    let ready = st.map(|s| {
-        s.conditions
-            .iter()
-            .filter(|c| c.type_ == "Ready")
-            .map(|c| format!("{:?}/{}", c.status, c.reason))
-            .collect::<String>()
-    });
-    let dependents = format!(
-        "{:?}|{}|{:?}|{:?}|{}",
-        c.meta().generation,
-        c.meta().deletion_timestamp.is_some(),
-        ready,
-        st.and_then(|s| s.default_calendar_id.clone()),
-        c.spec.active
-    );
-    Trigger { own: meta_trigger(c.meta()), dependents: Some(dependents) }
-}
-
-fn task_sync_trigger(t: &TaskSync) -> Trigger {
-    Trigger { own: meta_trigger(t.meta()), dependents: None }
-}
-
 /// Scheduler state; lives in one task, so no locks.
 struct Scheduler {
     engine: Engine,
@@ -103,11 +68,71 @@ struct Scheduler {
     timer_of: HashMap<ObjectKey, Instant>,
     failures: HashMap<ObjectKey, u32>,
     seen: HashMap<ObjectKey, Trigger>,
+    /// (namespace, connection) → names of the TaskSyncs that use it, from `seen`.
+    users: HashMap<(String, String), BTreeSet<String>>,
     /// Which object each running task reconciles (to recover from a panic).
     task_keys: HashMap<tokio::task::Id, ObjectKey>,
 }
 
 impl Scheduler {
+    fn new(engine: Engine, config: QueueConfig) -> Self {
+        Scheduler {
+            engine,
+            config,
+            ready: VecDeque::new(),
+            queued: HashSet::new(),
+            running: HashSet::new(),
+            dirty: HashSet::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            failures: HashMap::new(),
+            seen: HashMap::new(),
+            users: HashMap::new(),
+            task_keys: HashMap::new(),
+        }
+    }
+
+    /// Record an object's trigger (and which connection it uses); returns the previous one.
+    fn remember(&mut self, key: &ObjectKey, trigger: Trigger) -> Option<Trigger> {
+        let uses = trigger.uses.clone();
+        let before = self.seen.insert(key.clone(), trigger);
+        let used = before.as_ref().and_then(|b| b.uses.clone());
+        if used != uses {
+            self.unlink(key, used);
+            if let Some(conn) = uses {
+                self.users.entry((key.namespace.clone(), conn)).or_default().insert(key.name.clone());
+            }
+        }
+        before
+    }
+
+    fn forget(&mut self, key: &ObjectKey) -> Option<Trigger> {
+        let before = self.seen.remove(key);
+        self.unlink(key, before.as_ref().and_then(|b| b.uses.clone()));
+        before
+    }
+
+    fn unlink(&mut self, key: &ObjectKey, used: Option<String>) {
+        if let Some(conn) = used {
+            let slot = (key.namespace.clone(), conn);
+            if let Some(names) = self.users.get_mut(&slot) {
+                names.remove(&key.name);
+                if names.is_empty() {
+                    self.users.remove(&slot);
+                }
+            }
+        }
+    }
+
+    /// Forget the objects of `kind` that a complete listing no longer has.
+    fn forget_missing(&mut self, kind: Kind, listed: &HashSet<ObjectKey>) {
+        let gone: Vec<ObjectKey> =
+            self.seen.keys().filter(|k| k.kind == kind && !listed.contains(*k)).cloned().collect();
+        for key in gone {
+            self.forget(&key);
+        }
+    }
+
     fn enqueue(&mut self, key: ObjectKey) {
         if let Some(at) = self.timer_of.remove(&key) {
             self.timers.remove(&(at, key.clone()));
@@ -149,11 +174,14 @@ impl Scheduler {
         let objects = self.engine.objects().clone();
         match objects.list_connections(None, &Labels::new()).await {
             Ok(list) => {
+                let mut listed = HashSet::with_capacity(list.len());
                 for c in list {
                     let key = ObjectKey::connection(&c.namespace().unwrap_or_default(), &c.name_any());
-                    self.seen.insert(key.clone(), connection_trigger(&c));
+                    self.remember(&key, connection_trigger(&c));
+                    listed.insert(key.clone());
                     self.enqueue(key);
                 }
+                self.forget_missing(Kind::CalendarConnection, &listed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list CalendarConnections; will retry at the next sweep")
@@ -161,11 +189,14 @@ impl Scheduler {
         }
         match objects.list_task_syncs(None, &Labels::new()).await {
             Ok(list) => {
+                let mut listed = HashSet::with_capacity(list.len());
                 for t in list {
                     let key = ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
-                    self.seen.insert(key.clone(), task_sync_trigger(&t));
+                    self.remember(&key, task_sync_trigger(&t));
+                    listed.insert(key.clone());
                     self.enqueue(key);
                 }
+                self.forget_missing(Kind::TaskSync, &listed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list TaskSyncs; will retry at the next sweep")
@@ -193,8 +224,8 @@ impl Scheduler {
             }
         };
         let before = match &now {
-            Some(t) => self.seen.insert(key.clone(), t.clone()),
-            None => self.seen.remove(&key),
+            Some(t) => self.remember(&key, t.clone()),
+            None => self.forget(&key),
         };
         let own_changed = before.as_ref().map(|b| &b.own) != now.as_ref().map(|n| &n.own);
         if own_changed {
@@ -203,7 +234,7 @@ impl Scheduler {
         if key.kind == Kind::CalendarConnection
             && before.as_ref().and_then(|b| b.dependents.as_ref()) != now.as_ref().and_then(|n| n.dependents.as_ref())
         {
-            self.requeue_dependents(&key).await;
+            self.requeue_dependents(&key);
         }
     }
 
@@ -219,16 +250,29 @@ impl Scheduler {
         }
     }
 
-    async fn requeue_dependents(&mut self, conn: &ObjectKey) {
-        match self.engine.objects().list_task_syncs(Some(&conn.namespace), &Labels::new()).await {
-            Ok(list) => {
-                for t in list.iter().filter(|t| t.spec.connection_ref.name == conn.name) {
-                    self.enqueue(ObjectKey::task_sync(&conn.namespace, &t.name_any()));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(connection = %conn, error = %e, "cannot list the TaskSyncs of a changed connection")
-            }
+    /// Re-queue the TaskSyncs that use `conn`. From the index, not a listing: every TaskSync
+    /// the queue knows of is in it (start-up and sweep listings, and every notification, keep it),
+    /// and one it does not know of yet is queued by its own notification.
+    fn requeue_dependents(&mut self, conn: &ObjectKey) {
+        let names: Vec<String> = self
+            .users
+            .get(&(conn.namespace.clone(), conn.name.clone()))
+            .map(|n| n.iter().cloned().collect())
+            .unwrap_or_default();
+        tracing::debug!(connection = %conn, task_syncs = names.len(), "connection changed; re-queueing its TaskSyncs");
+        for name in names {
+            self.enqueue(ObjectKey::task_sync(&conn.namespace, &name));
+        }
+    }
+
+    /// Act on a batch of change notifications.
+    async fn on_batch(&mut self, batch: intake::Batch) {
+        if batch.missed > 0 {
+            tracing::debug!(missed = batch.missed, "missed change notifications; re-checking everything");
+            self.enqueue_all().await;
+        }
+        for key in batch.keys {
+            self.on_change(key).await;
         }
     }
 
@@ -275,6 +319,9 @@ impl Scheduler {
     }
 }
 
+/// Change notifications acted on between two looks at finished reconciles and timers.
+const CHANGE_BATCH: usize = 64;
+
 /// Drive `engine` with the default configuration until `shutdown` completes.
 pub async fn run(engine: Engine, shutdown: impl Future<Output = ()>) {
     run_with(engine, QueueConfig::default(), shutdown).await
@@ -310,21 +357,9 @@ async fn drive(
     mut secrets: Option<broadcast::Receiver<SecretName>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut changes = engine.objects().subscribe();
+    let mut changes = Intake::spawn(engine.objects().subscribe());
     let sweep_every = config.sweep;
-    let mut s = Scheduler {
-        engine,
-        config,
-        ready: VecDeque::new(),
-        queued: HashSet::new(),
-        running: HashSet::new(),
-        dirty: HashSet::new(),
-        timers: BTreeSet::new(),
-        timer_of: HashMap::new(),
-        failures: HashMap::new(),
-        seen: HashMap::new(),
-        task_keys: HashMap::new(),
-    };
+    let mut s = Scheduler::new(engine, config);
     let mut tasks: JoinSet<(ObjectKey, Result<Outcome, String>)> = JoinSet::new();
     let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
     tokio::pin!(shutdown);
@@ -351,15 +386,14 @@ async fn drive(
                     }
                 }
             },
-            change = changes.recv() => match change {
-                Ok(key) => s.on_change(key).await,
-                Err(RecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, "missed change notifications; re-checking everything");
-                    s.enqueue_all().await;
-                }
-                Err(RecvError::Closed) => {
+            () = changes.ready() => {
+                // Bounded, so finished reconciles and timers are served between batches.
+                let batch = changes.take(CHANGE_BATCH);
+                let closed = batch.closed;
+                s.on_batch(batch).await;
+                if closed {
                     tracing::warn!("the store stopped sending change notifications; relying on timers");
-                    changes = s.engine.objects().subscribe();
+                    changes = Intake::spawn(s.engine.objects().subscribe());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
@@ -391,19 +425,7 @@ mod tests {
             Arc::new(MemoryConnector { service: MemoryCalendar::new() }),
             EngineConfig::default(),
         );
-        Scheduler {
-            engine,
-            config: QueueConfig { concurrency: 2, ..Default::default() },
-            ready: VecDeque::new(),
-            queued: HashSet::new(),
-            running: HashSet::new(),
-            dirty: HashSet::new(),
-            timers: BTreeSet::new(),
-            timer_of: HashMap::new(),
-            failures: HashMap::new(),
-            seen: HashMap::new(),
-            task_keys: HashMap::new(),
-        }
+        Scheduler::new(engine, QueueConfig { concurrency: 2, ..Default::default() })
     }
 
     #[tokio::test]
@@ -426,6 +448,38 @@ mod tests {
         s.finished(a.clone(), Ok(Outcome::Done));
         assert!(s.queued.contains(&a), "re-run after the running one finished");
         tasks.shutdown().await;
+    }
+
+    fn trigger(uses: &str) -> Trigger {
+        Trigger { own: 1, dependents: None, uses: Some(uses.into()) }
+    }
+
+    #[tokio::test]
+    async fn a_connection_change_requeues_exactly_its_task_syncs_from_the_index() {
+        let mut s = scheduler();
+        let conn = ObjectKey::connection("ns", "c1");
+        for (name, uses) in [("a", "c1"), ("b", "c2"), ("c", "c1")] {
+            s.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
+        }
+        // Same connection name in another namespace is another connection.
+        s.remember(&ObjectKey::task_sync("other", "d"), trigger("c1"));
+        // A TaskSync that moved to another connection leaves the old one's set.
+        s.remember(&ObjectKey::task_sync("ns", "c"), trigger("c2"));
+        s.requeue_dependents(&conn);
+        assert_eq!(s.ready.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        // A deleted one is forgotten, and an emptied set is dropped.
+        s.forget(&ObjectKey::task_sync("ns", "a"));
+        assert!(!s.users.contains_key(&("ns".to_string(), "c1".to_string())));
+        s.ready.clear();
+        s.queued.clear();
+        s.requeue_dependents(&ObjectKey::connection("ns", "c2"));
+        assert_eq!(s.ready.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        // A complete listing prunes what it no longer has.
+        let listed = HashSet::from([ObjectKey::task_sync("ns", "b")]);
+        s.forget_missing(Kind::TaskSync, &listed);
+        assert_eq!(s.seen.len(), 1);
+        assert_eq!(s.users.len(), 1);
+        assert_eq!(s.users[&("ns".to_string(), "c2".to_string())].len(), 1);
     }
 
     #[tokio::test]

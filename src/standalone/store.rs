@@ -125,6 +125,25 @@ impl SqliteObjects {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
+    /// List objects of kind `K`: rows are read under the connection lock, decoded after it is
+    /// released, so a listing of 100,000 objects does not stall every writer while it decodes.
+    async fn list<K: Row>(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<K>, StoreError> {
+        let (ns, selector) = (namespace.map(str::to_string), selector.clone());
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let rows = {
+                let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+                let rows = rows::list_raw::<K>(&tx, ns.as_deref(), &selector)?;
+                tx.commit().map_err(db_err)?;
+                rows
+            };
+            Ok(rows::decode_list::<K>(rows))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
     /// Run `f` in one IMMEDIATE transaction on the blocking pool; notify the keys it reports
     /// after the commit.
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -393,13 +412,11 @@ impl Objects for SqliteObjects {
         namespace: Option<&str>,
         selector: &Labels,
     ) -> Result<Vec<CalendarConnection>, StoreError> {
-        let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        self.read(move |tx| rows::list(tx, ns.as_deref(), &selector)).await
+        self.list(namespace, selector).await
     }
 
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
-        let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        self.read(move |tx| rows::list(tx, ns.as_deref(), &selector)).await
+        self.list(namespace, selector).await
     }
 
     async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
