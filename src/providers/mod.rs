@@ -8,6 +8,7 @@ pub mod caldav;
 pub mod error;
 pub mod event;
 pub mod google;
+pub mod limiter;
 pub mod memory;
 pub mod outlook;
 pub mod registry;
