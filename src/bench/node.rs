@@ -11,7 +11,8 @@ use anyhow::Context;
 
 use super::http::HttpConnector;
 use crate::providers::Connector;
-use crate::providers::registry::Registry;
+use crate::providers::limiter::Limited;
+use crate::providers::registry::{Limits, Registry};
 use crate::resources::ProviderKind;
 use crate::standalone::{Services, StandaloneConfig};
 
@@ -34,7 +35,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let mut config = StandaloneConfig { database_url: args.database_url, ..Default::default() };
     config.queue.concurrency = args.concurrency;
     config.engine.owner = api_config.owner.clone();
-    let bench: Arc<dyn Connector> = Arc::new(HttpConnector::new()?);
+    // Behind the CalDAV limiter policy, as `Registry::configured` serves caldav/apple.
+    let limits = Limits::from_env().context("reading the client-side limiter settings")?;
+    let bench: Arc<dyn Connector> = Arc::new(Limited::new(Arc::new(HttpConnector::new()?), limits.caldav()));
     let connector: Arc<dyn Connector> =
         Arc::new(Registry::new().with(ProviderKind::Caldav, bench.clone()).with(ProviderKind::Apple, bench));
     let listen = args.listen;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod google;
 pub mod http;
+pub mod limiter;
 pub mod memory;
 pub mod outlook;
 pub mod registry;

@@ -13,6 +13,7 @@ use crate::bench::fixture::{self, NAMESPACE};
 use crate::bench::provider::{BenchConnector, BenchService, Op, Profile, Stats};
 use crate::bench::report;
 use crate::engine::{Backoff, Engine, EngineConfig, Labels, Objects};
+use crate::providers::limiter::{Limited, Policy};
 use crate::standalone::queue::{self, QueueConfig};
 
 /// Options of `calsync bench bulk` / `calsync bench faults`.
@@ -40,8 +41,20 @@ pub struct BulkArgs {
     /// The engine's failure backoff cap (its default: 300000).
     #[arg(long, default_value_t = 300_000)]
     pub backoff_cap_ms: u64,
+    /// calsync's client-side limiter, requests/s per connection (default: `--quota-rps`; 0 = off,
+    /// to measure calsync without it). It also caps calls in flight at `--quota-concurrency`.
+    #[arg(long)]
+    pub client_rps: Option<f64>,
     #[command(flatten)]
     pub profile: Profile,
+}
+
+/// The client-side limiter a deployment would configure for a provider with this quota. The
+/// bench quota is a one-second sliding window, so calls are spaced evenly (burst 1): a burst of
+/// N at N/s would put up to 2N calls in one second.
+pub fn client_policy(profile: &Profile, client_rps: Option<f64>) -> Policy {
+    let rate = client_rps.unwrap_or(f64::from(profile.quota_rps));
+    Policy::default().with_rate(rate, 1).with_max_in_flight(profile.quota_concurrency as usize)
 }
 
 /// What a bulk run measured.
@@ -54,15 +67,22 @@ pub struct BulkResult {
 /// Run a bulk sync and print its figures. `title` names the scenario.
 pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     let p = &args.profile;
+    let policy = client_policy(p, args.client_rps);
+    let client = match policy.quota {
+        Some(q) => format!("{:.1} req/s", 1.0 / q.replenish_interval().as_secs_f64()),
+        None => "off".to_string(),
+    };
     report::heading(
         title,
         &format!(
-            "{} TaskSyncs over {} connections, queue concurrency {}, engine backoff {}..{} ms, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
+            "{} TaskSyncs over {} connections, queue concurrency {}, engine backoff {}..{} ms, client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
             args.tasks,
             args.connections,
             args.concurrency,
             args.backoff_base_ms,
             args.backoff_cap_ms,
+            client,
+            policy.max_in_flight.map_or("any".to_string(), |n| n.to_string()),
             p.latency_ms,
             p.quota_rps,
             p.quota_concurrency,
@@ -84,8 +104,9 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     let backoff =
         Backoff { base: Duration::from_millis(args.backoff_base_ms), cap: Duration::from_millis(args.backoff_cap_ms) };
     let engine_config = EngineConfig { backoff, ..EngineConfig::default() };
-    let engine =
-        Engine::new(Arc::new(store.clone()), Arc::new(BenchConnector { service: service.clone() }), engine_config);
+    // As deployed: the engine's connector is the provider behind calsync's client-side limiter.
+    let connector = Limited::new(Arc::new(BenchConnector { service: service.clone() }), policy);
+    let engine = Engine::new(Arc::new(store.clone()), Arc::new(connector), engine_config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
     let start = Instant::now();

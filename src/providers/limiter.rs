@@ -1,0 +1,375 @@
+//! The client-side, per-connection limiter (DESIGN §5: "keep a per-connection limiter so we stay
+//! under quotas instead of bouncing"). `Limited` wraps any `Connector`; every provider it hands
+//! out for one connection (`Target::connection`) shares that connection's limiter, which
+//! - paces calls with a GCRA rate limiter (`governor`), waiting rather than failing;
+//! - optionally caps the calls in flight (a FIFO semaphore);
+//! - pauses the connection when the provider answers `RateLimited` with a Retry-After, so the
+//!   connection's other tasks stop hammering a provider that already said "wait".
+//!
+//! Owns: the per-connection limiter state and its bounded map. Must not touch: what a call does,
+//! how errors are classified (the wrapped provider's job) or retries (the engine's backoff).
+//!
+//! One provider call is paced as one request. A call that makes several HTTP requests (a token
+//! refresh, a 409 followed by a read) spends one cell only, so quotas should leave headroom.
+
+use std::collections::HashMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use super::{
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
+};
+use crate::credentials::Credentials;
+
+/// Connections whose state the map keeps before it evicts idle ones (~200 bytes each).
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// A pause longer than this is not waited out inside a call: the call fails at once with
+/// `RateLimited` and the remaining time, so the work queue reschedules the object instead of
+/// parking a worker (which would starve other connections).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// How one provider kind is limited, per connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Calls per connection: `burst` at once, then one per replenish interval. `None`: no pacing.
+    pub quota: Option<Quota>,
+    /// Calls in flight per connection. `None`: no cap.
+    pub max_in_flight: Option<NonZeroUsize>,
+    /// Pause the connection for a `RateLimited { retry_after: Some(_) }` answer.
+    pub pause_on_rate_limited: bool,
+    /// The longest pause a call waits out (see `DEFAULT_MAX_WAIT`).
+    pub max_wait: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { quota: None, max_in_flight: None, pause_on_rate_limited: true, max_wait: DEFAULT_MAX_WAIT }
+    }
+}
+
+impl Policy {
+    /// `per_second` calls per second with a burst of as many (rounded up): a sliding-window quota
+    /// of R per minute, such as Google's 600, is met by R/60 per second with a one-second burst.
+    /// Zero, negative or non-finite rates mean no pacing.
+    pub fn per_second(per_second: f64) -> Self {
+        let burst = per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        Policy::default().with_rate(per_second, burst)
+    }
+
+    /// `per_second` calls per second with at most `burst` at once (burst 0 is read as 1). A burst
+    /// of 1 spaces calls evenly, which is what a short sliding window (N per second) needs.
+    pub fn with_rate(mut self, per_second: f64, burst: u32) -> Self {
+        self.quota = quota(per_second, burst);
+        self
+    }
+
+    /// At most `n` calls in flight per connection (0: no cap).
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = NonZeroUsize::new(n);
+        self
+    }
+
+    /// Whether a `RateLimited` answer with a Retry-After pauses the connection.
+    pub fn with_pause_on_rate_limited(mut self, pause: bool) -> Self {
+        self.pause_on_rate_limited = pause;
+        self
+    }
+}
+
+fn quota(per_second: f64, burst: u32) -> Option<Quota> {
+    if !per_second.is_finite() || per_second <= 0.0 {
+        return None;
+    }
+    // Below 1 ns the period rounds to zero, which governor refuses: read such rates as unpaced.
+    let period = Duration::try_from_secs_f64(1.0 / per_second).ok()?;
+    Some(Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
+}
+
+/// Parse a calls-per-second setting: a non-negative decimal, `0` or `off` for no pacing.
+/// `name` names the setting in the error.
+pub fn parse_rate(name: &str, value: &str) -> Result<f64, ProviderError> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(0.0);
+    }
+    match v.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(ProviderError::Invalid {
+            message: format!(
+                "{name}={value:?} is not a rate: give requests per second per connection as a non-negative number (e.g. 10 or 0.5), or 0/off for no limit"
+            ),
+        }),
+    }
+}
+
+/// Tokio's clock for governor, so waits run on tokio's timer and tests can pause time (governor's
+/// own `until_ready` sleeps on a separate wall-clock timer that a paused runtime cannot drive).
+#[derive(Clone, Copy, Debug)]
+struct TokioClock {
+    origin: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+}
+
+type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+struct Times {
+    /// No call starts before this (the provider's last Retry-After).
+    paused_until: Option<Instant>,
+    /// When a call last started: the entry is evictable once its budget has refilled since.
+    last_used: Instant,
+}
+
+/// One connection's limiter, shared by every provider handed out for it.
+struct ConnLimiter {
+    rate: Option<Gcra>,
+    clock: TokioClock,
+    slots: Option<Semaphore>,
+    times: Mutex<Times>,
+}
+
+impl ConnLimiter {
+    fn new(policy: &Policy) -> Self {
+        let now = Instant::now();
+        let clock = TokioClock { origin: now };
+        ConnLimiter {
+            rate: policy.quota.map(|q| RateLimiter::new(q, InMemoryState::default(), clock)),
+            clock,
+            slots: policy.max_in_flight.map(|n| Semaphore::new(n.get())),
+            times: Mutex::new(Times { paused_until: None, last_used: now }),
+        }
+    }
+
+    fn times(&self) -> MutexGuard<'_, Times> {
+        // Critical sections only assign plain values and cannot panic midway; a poisoned lock
+        // still holds consistent times.
+        self.times.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for a slot, the end of any pause and a rate cell, in that order, so the cell is spent
+    /// right before the call goes out. Fails only when a pause is longer than `max_wait`.
+    async fn admit(&self, policy: &Policy, connection: &str) -> Result<Option<SemaphorePermit<'_>>, ProviderError> {
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did, go on uncapped.
+        let permit = match &self.slots {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
+        let mut paced = false;
+        loop {
+            let paused_until = self.times().paused_until;
+            if let Some(until) = paused_until {
+                let left = until.saturating_duration_since(Instant::now());
+                if left > policy.max_wait {
+                    return Err(ProviderError::RateLimited {
+                        retry_after: Some(left),
+                        message: format!(
+                            "calsync holds this connection's calls for another {} s because the provider asked it to wait; it retries by itself",
+                            left.as_secs_f64().ceil()
+                        ),
+                    });
+                }
+                if !left.is_zero() {
+                    tracing::debug!(
+                        connection,
+                        wait_ms = left.as_millis() as u64,
+                        "waiting out the provider's Retry-After"
+                    );
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+            }
+            if paced {
+                break;
+            }
+            if let Some(rate) = &self.rate {
+                // governor's `until_ready` loop, on tokio's timer (see `TokioClock`).
+                while let Err(not_until) = rate.check() {
+                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                }
+            }
+            paced = true;
+            // A pause may have begun while this call waited for its cell: look again.
+        }
+        self.times().last_used = Instant::now();
+        Ok(permit)
+    }
+
+    fn pause(&self, retry_after: Duration, connection: &str) {
+        let until = Instant::now() + retry_after;
+        let mut t = self.times();
+        if t.paused_until.is_none_or(|u| u < until) {
+            t.paused_until = Some(until);
+            tracing::info!(
+                connection,
+                retry_after_ms = retry_after.as_millis() as u64,
+                "provider asked to wait: pausing this connection's calls"
+            );
+        }
+    }
+
+    /// Whether dropping this state changes nothing: no pause pending and the budget refilled.
+    fn idle(&self, now: Instant, refill: Duration) -> bool {
+        let t = self.times();
+        t.paused_until.is_none_or(|u| u <= now) && t.last_used + refill <= now
+    }
+}
+
+/// A `Connector` decorator that limits every connection's calls by `policy`.
+pub struct Limited {
+    inner: Arc<dyn Connector>,
+    policy: Policy,
+    capacity: usize,
+    connections: Mutex<HashMap<String, Arc<ConnLimiter>>>,
+}
+
+impl Limited {
+    pub fn new(inner: Arc<dyn Connector>, policy: Policy) -> Self {
+        Limited { inner, policy, capacity: DEFAULT_CAPACITY, connections: Mutex::new(HashMap::new()) }
+    }
+
+    /// Keep state for at most about `capacity` connections (minimum 1).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// How many connections have limiter state now.
+    pub fn tracked(&self) -> usize {
+        self.map().len()
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<ConnLimiter>>> {
+        // Only this module's short, non-panicking sections hold the lock.
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn limiter(&self, connection: &str) -> Arc<ConnLimiter> {
+        let mut map = self.map();
+        if let Some(l) = map.get(connection) {
+            return l.clone();
+        }
+        if map.len() >= self.capacity {
+            self.evict(&mut map);
+        }
+        let l = Arc::new(ConnLimiter::new(&self.policy));
+        map.insert(connection.to_string(), l.clone());
+        l
+    }
+
+    /// Drop every entry equal to a fresh one (no provider holds it, budget refilled, no pause);
+    /// if none is, drop the least recently used, which may let that connection burst once more.
+    fn evict(&self, map: &mut HashMap<String, Arc<ConnLimiter>>) {
+        let now = Instant::now();
+        let refill = self.policy.quota.map_or(Duration::ZERO, |q| q.burst_size_replenished_in());
+        map.retain(|_, l| Arc::strong_count(l) > 1 || !l.idle(now, refill));
+        if map.len() < self.capacity {
+            return;
+        }
+        let oldest = map.iter().min_by_key(|(_, l)| l.times().last_used).map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            tracing::warn!(
+                capacity = self.capacity,
+                "client-side limiter map is full of busy connections; evicting the least recently used one"
+            );
+            map.remove(&k);
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Limited {
+    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
+        let inner = self.inner.connect(target, credentials).await?;
+        Ok(Arc::new(LimitedProvider {
+            inner,
+            limiter: self.limiter(&target.connection),
+            policy: self.policy,
+            connection: target.connection.clone(),
+        }))
+    }
+}
+
+struct LimitedProvider {
+    inner: Arc<dyn Provider>,
+    limiter: Arc<ConnLimiter>,
+    policy: Policy,
+    connection: String,
+}
+
+impl LimitedProvider {
+    /// Run one call under the connection's limiter; a Retry-After in its answer pauses the rest.
+    async fn run<T, F>(&self, call: F) -> Result<T, ProviderError>
+    where
+        F: Future<Output = Result<T, ProviderError>> + Send,
+    {
+        let _permit = self.limiter.admit(&self.policy, &self.connection).await?;
+        let r = call.await;
+        if self.policy.pause_on_rate_limited
+            && let Err(ProviderError::RateLimited { retry_after: Some(d), .. }) = &r
+        {
+            self.limiter.pause(*d, &self.connection);
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Provider for LimitedProvider {
+    async fn account(&self) -> Result<AccountInfo, ProviderError> {
+        self.run(self.inner.account()).await
+    }
+
+    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError> {
+        self.run(self.inner.create(calendar, key, event)).await
+    }
+
+    async fn update(
+        &self,
+        calendar: &str,
+        id: &str,
+        etag: Option<&str>,
+        event: &EventData,
+    ) -> Result<RemoteEvent, ProviderError> {
+        self.run(self.inner.update(calendar, id, etag, event)).await
+    }
+
+    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
+        self.run(self.inner.delete(calendar, id, etag)).await
+    }
+
+    async fn get(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
+        self.run(self.inner.get(calendar, id)).await
+    }
+
+    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {
+        self.run(self.inner.find_by_key(calendar, key)).await
+    }
+
+    async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
+        self.run(self.inner.list(calendar, window, cursor)).await
+    }
+}
+
+#[cfg(test)]
+#[path = "limiter_tests.rs"]
+mod tests;
