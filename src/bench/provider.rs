@@ -20,7 +20,6 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Credentials;
-use crate::providers::event::EventTime;
 use crate::providers::{
     AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
 };
@@ -428,23 +427,7 @@ impl EventMap<'_> {
 
     fn put(&mut self, id: &str, data: &EventData) -> RemoteEvent {
         *self.version += 1;
-        let ev = RemoteEvent {
-            id: id.to_string(),
-            etag: Some(format!("\"{}\"", self.version)),
-            link: Some(format!("bench://{CALENDAR}/{id}")),
-            title: data.title.clone(),
-            description: data.description.clone(),
-            category: data.category.clone(),
-            start: data.start.clone(),
-            end: data.end.clone(),
-            zone: match &data.start {
-                EventTime::DateTime { zone, .. } => zone.clone(),
-                EventTime::Date(_) => None,
-            },
-            recurrence: data.recurrence.clone(),
-            marker: Some(data.marker.clone()),
-            cancelled: false,
-        };
+        let ev = RemoteEvent::stored(id, format!("\"{}\"", self.version), format!("bench://{CALENDAR}/{id}"), data);
         self.events.insert(id.to_string(), ev.clone());
         ev
     }
@@ -567,7 +550,11 @@ mod tests {
 
     fn event(uid: &str) -> EventData {
         let t = Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).single().expect("valid date");
-        let at = |u: chrono::DateTime<Utc>| EventTime::DateTime { utc: u, local: u.naive_utc(), zone: None };
+        let at = |u: chrono::DateTime<Utc>| crate::providers::EventTime::DateTime {
+            utc: u,
+            local: u.naive_utc(),
+            zone: None,
+        };
         EventData {
             title: "t".into(),
             description: None,

@@ -136,6 +136,30 @@ pub struct RemoteEvent {
     pub cancelled: bool,
 }
 
+impl RemoteEvent {
+    /// The event a calendar holds after storing `data` verbatim (in-memory calendars: the test
+    /// double and the bench provider).
+    pub fn stored(id: &str, etag: String, link: String, data: &EventData) -> RemoteEvent {
+        RemoteEvent {
+            id: id.to_string(),
+            etag: Some(etag),
+            link: Some(link),
+            title: data.title.clone(),
+            description: data.description.clone(),
+            category: data.category.clone(),
+            start: data.start.clone(),
+            end: data.end.clone(),
+            zone: match &data.start {
+                EventTime::DateTime { zone, .. } => zone.clone(),
+                EventTime::Date(_) => None,
+            },
+            recurrence: data.recurrence.clone(),
+            marker: Some(data.marker.clone()),
+            cancelled: false,
+        }
+    }
+}
+
 /// A page of events from a window listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventPage {

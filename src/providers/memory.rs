@@ -194,21 +194,8 @@ impl State {
     fn materialize(&mut self, calendar: &str, id: &str, data: &EventData, cancelled: bool) -> RemoteEvent {
         let version = self.next_version();
         let ev = RemoteEvent {
-            id: id.to_string(),
-            etag: Some(format!("\"{version}\"")),
-            link: Some(format!("memory://{calendar}/{id}")),
-            title: data.title.clone(),
-            description: data.description.clone(),
-            category: data.category.clone(),
-            start: data.start.clone(),
-            end: data.end.clone(),
-            zone: match &data.start {
-                EventTime::DateTime { zone, .. } => zone.clone(),
-                EventTime::Date(_) => None,
-            },
-            recurrence: data.recurrence.clone(),
-            marker: Some(data.marker.clone()),
             cancelled,
+            ..RemoteEvent::stored(id, format!("\"{version}\""), format!("memory://{calendar}/{id}"), data)
         };
         self.changes.push((version, calendar.to_string(), id.to_string()));
         self.events.entry(calendar.to_string()).or_default().insert(id.to_string(), ev.clone());
