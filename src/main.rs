@@ -170,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
+            config.engine.live = live_config()?;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
             // The token manager is made with the store (it writes refreshed tokens back) and
@@ -221,7 +222,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds), args.watch_namespace.as_deref())
             .await?;
     let identity = args.pod_name.clone().unwrap_or_else(|| format!("calsync-{}", uuid::Uuid::new_v4()));
-    let objects = KubeObjects::new(client.clone(), Some(identity.clone())).with_sealer(envelope_sealer()?);
+    let keys = encryption_keys()?;
+    let objects = KubeObjects::new(client.clone(), Some(identity.clone())).with_sealer(envelope_sealer(&keys));
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = ctl::shutdown_signal();
 
@@ -245,7 +247,11 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let settings = Settings {
         watch_namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency.max(1),
-        engine: calsync::engine::EngineConfig { owner: args.owner.clone(), ..Default::default() },
+        engine: calsync::engine::EngineConfig {
+            owner: args.owner.clone(),
+            live: calsync::engine::live::LiveConfig { push_keys: Some(keys.push_keys()), ..live_config()? },
+            ..Default::default()
+        },
     };
     let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
     let (connector, _) = connectors(&oauth_config, Arc::new(objects.clone()))?;
@@ -278,7 +284,8 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     let namespace = set(args.namespace).or(set(args.pod_namespace));
     let (client, namespace) =
         ctl::startup::connect_namespaced(Duration::from_secs(args.startup_timeout_seconds), namespace).await?;
-    let sealer = envelope_sealer()?;
+    let keys = encryption_keys()?;
+    let sealer = envelope_sealer(&keys);
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| {
         format!("cannot listen on {}; set CALSYNC_LISTEN (or --listen) to a free address", args.listen)
     })?;
@@ -299,7 +306,15 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
             Some(Arc::new(calsync::api::OAuthRuntime::new(t, state_sealer)))
         }
     };
-    let settings = ApiSettings { namespace, config, connector, reporter_instance: args.pod_name, oauth, sealer };
+    let settings = ApiSettings {
+        namespace,
+        config,
+        connector,
+        reporter_instance: args.pod_name,
+        oauth,
+        sealer,
+        push_keys: Some(keys.push_keys()),
+    };
     let (stop, shutdown) = ctl::shutdown_signal();
     let mut server = tokio::spawn(ctl::api::serve(client, listener, settings, shutdown));
     let served = tokio::select! {
@@ -327,12 +342,24 @@ fn connectors(oauth: &OAuthConfig, objects: Arc<dyn calsync::engine::Objects>) -
     Ok((Arc::new(registry), tokens))
 }
 
-/// The credentials envelope from ENCRYPTION_KEY (required on Kubernetes: the controller and
-/// the API seal what they store) and ENCRYPTION_KEYS_PREVIOUS.
-fn envelope_sealer() -> anyhow::Result<Arc<dyn calsync::controller::secrets::CredentialSealer>> {
+/// ENCRYPTION_KEY (required on Kubernetes: the controller and the API seal what they store;
+/// push-channel secrets derive from it too) and ENCRYPTION_KEYS_PREVIOUS.
+fn encryption_keys() -> anyhow::Result<calsync::credentials::envelope::Keyring> {
     let keys = calsync::credentials::keys::keyring_from_env()?;
     tracing::info!(key_id = %keys.current_id(), accepted_key_ids = %keys.ids().join(","), "credentials encryption keys");
-    Ok(Arc::new(calsync::controller::secrets::EnvelopeSealer::new(keys)))
+    Ok(keys)
+}
+
+/// The credentials envelope over those keys.
+fn envelope_sealer(
+    keys: &calsync::credentials::envelope::Keyring,
+) -> Arc<dyn calsync::controller::secrets::CredentialSealer> {
+    Arc::new(calsync::controller::secrets::EnvelopeSealer::new(keys.clone()))
+}
+
+/// Live sync settings (CALSYNC_PUBLIC_URL, CALSYNC_*_POLL_SECONDS, ...).
+fn live_config() -> anyhow::Result<calsync::engine::live::LiveConfig> {
+    calsync::engine::live::LiveConfig::from_lookup(&|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)
 }
 
 async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
@@ -351,7 +378,7 @@ async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
                 namespace.as_deref(),
             )
             .await?;
-            let objects = calsync::controller::KubeObjects::new(client, None).with_sealer(envelope_sealer()?);
+            let objects = calsync::controller::KubeObjects::new(client, None).with_sealer(envelope_sealer(&encryption_keys()?));
             objects.rotate_keys(namespace.as_deref()).await?
         }
         _ => anyhow::bail!(

@@ -35,6 +35,7 @@ async fn readyz_waits_for_the_watches() {
         sealer: Arc::new(calsync::controller::secrets::EnvelopeSealer::new(
             calsync::credentials::envelope::Keyring::new(calsync::credentials::envelope::Key::generate().0),
         )),
+        push_keys: None,
     };
     let (stop, shutdown) = calsync::controller::shutdown_signal();
     let task = tokio::spawn(serve(server.client(), listener, settings, shutdown));

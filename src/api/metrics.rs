@@ -31,6 +31,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
     kind: String,
     outcome: String,
@@ -55,6 +61,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     provider_calls: Family<ProviderLabels, Counter>,
     sync_waits: Family<OutcomeLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,7 +100,21 @@ impl Metrics {
             "Bounded waits of the REST API for the engine: synced, failed, or pending (answered 202)",
             sync_waits.clone(),
         );
-        Metrics { registry: Mutex::new(registry), requests, request_seconds, reconciles, provider_calls, sync_waits }
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "push_notifications",
+            "Provider notifications received, by provider and outcome (accepted, sync, unknown_watch, forged, malformed)",
+            notifications.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            request_seconds,
+            reconciles,
+            provider_calls,
+            sync_waits,
+            notifications,
+        }
     }
 
     /// One served request. `route` is the route template (`/api/calendar/sync-history/{user_id}`),
@@ -121,11 +142,23 @@ impl Metrics {
         self.sync_waits.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
     }
 
-    /// The OpenMetrics text exposition.
+    /// One provider notification: `provider` is `google` or `outlook`.
+    pub fn record_notification(&self, provider: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels { provider: provider.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition, with the engine's live-sync counters of this process.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        let live = crate::engine::live::stats().render(true);
+        match out.rfind("# EOF") {
+            Some(at) => out.insert_str(at, &live),
+            None => out.push_str(&live),
+        }
         Ok(out)
     }
 }

@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod openapi;
 pub mod state;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -45,6 +46,9 @@ pub async fn serve_standalone(
     if let Some(oauth) = oauth {
         state = state.with_oauth(oauth);
     }
+    if let Some(keys) = services.engine.config().live.push_keys.clone() {
+        state = state.with_push_keys(keys);
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}; set CALSYNC_LISTEN (or --listen) to a free address"))?;
@@ -61,7 +65,7 @@ pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
-use handlers::{connect, health, import, status, tasks};
+use handlers::{connect, health, import, status, tasks, webhooks as hooks};
 
 /// Every route of the API with its layers.
 pub fn router(state: AppState) -> Router {
@@ -81,7 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_auth));
     let open = Router::new()
         .route("/google/callback", get(connect::google_callback))
-        .route("/outlook/callback", get(connect::outlook_callback));
+        .route("/outlook/callback", get(connect::outlook_callback))
+        .route("/webhooks/google", post(hooks::google))
+        .route("/webhooks/outlook", post(hooks::outlook))
+        .route("/webhooks/outlook/lifecycle", post(hooks::outlook_lifecycle));
     let calendar = protected.merge(open);
     Router::new()
         .nest("/api/calendar", calendar)

@@ -110,6 +110,8 @@ pub struct AppState {
     pub caches: Arc<Caches>,
     /// `None`: no OAuth provider is configured (Google/Outlook connect answers 400).
     pub oauth: Option<Arc<OAuthRuntime>>,
+    /// Provider notifications (push): secrets, routing, signal coalescing.
+    pub webhooks: Arc<super::webhooks::Webhooks>,
 }
 
 impl AppState {
@@ -121,15 +123,25 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let caches = Arc::new(Caches::new(config.rate_limit_per_minute));
+        let namespace = namespace.into();
+        let webhooks = Arc::new(super::webhooks::Webhooks::new(None, objects.clone(), &namespace));
         AppState {
+            webhooks,
             objects,
             connector,
-            namespace: namespace.into(),
+            namespace,
             config: Arc::new(config),
             metrics,
             caches,
             oauth: None,
         }
+    }
+
+    /// Check provider notifications with these keys (the engine makes watch secrets with the
+    /// same ones). Without keys every notification is refused.
+    pub fn with_push_keys(mut self, keys: crate::credentials::push::PushKeys) -> Self {
+        self.webhooks = Arc::new(super::webhooks::Webhooks::new(Some(keys), self.objects.clone(), &self.namespace));
+        self
     }
 
     /// Serve Google/Outlook connections with this OAuth runtime.

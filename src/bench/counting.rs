@@ -96,6 +96,10 @@ impl Objects for CountingObjects {
         self.w();
         self.inner.set_labels(key, labels).await
     }
+    async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
+        self.w();
+        self.inner.set_annotations(key, annotations).await
+    }
     async fn list_connections(
         &self,
         namespace: Option<&str>,

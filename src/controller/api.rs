@@ -45,6 +45,8 @@ pub struct ApiSettings {
     /// Seals the credentials the REST connect stores (`EnvelopeSealer` with ENCRYPTION_KEY; the
     /// controller must open them with the same keys).
     pub sealer: Arc<dyn CredentialSealer>,
+    /// Checks provider notifications (derived from ENCRYPTION_KEY, like the controller's).
+    pub push_keys: Option<crate::credentials::push::PushKeys>,
 }
 
 /// Serve the REST API on `listener` until `shutdown` resolves, then finish requests in flight.
@@ -58,7 +60,7 @@ pub async fn serve(
     settings: ApiSettings,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let ApiSettings { namespace, config, connector, reporter_instance, oauth, sealer } = settings;
+    let ApiSettings { namespace, config, connector, reporter_instance, oauth, sealer, push_keys } = settings;
     let kube_objects = KubeObjects::new(client, reporter_instance).with_sealer(sealer);
     let ready = Arc::new(AtomicBool::new(false));
     let watches = tokio::spawn(feed::run_watches_with_ready(
@@ -72,6 +74,9 @@ pub async fn serve(
     let mut state = AppState::new(objects, connector, namespace, config, metrics);
     if let Some(oauth) = oauth {
         state = state.with_oauth(oauth);
+    }
+    if let Some(keys) = push_keys {
+        state = state.with_push_keys(keys);
     }
     let app = api::router(state).layer(middleware::from_fn(move |request: Request, next: Next| {
         let ready = ready.clone();

@@ -111,6 +111,43 @@ impl Provider for GatedProvider {
         let r = self.inner.list(calendar, window, cursor).await;
         self.count("list", r)
     }
+
+    fn push_support(&self) -> crate::providers::PushSupport {
+        self.inner.push_support()
+    }
+
+    // Watches are provider-side state like events: only the leader makes or ends them, so two
+    // replicas never both hold a channel for one calendar.
+    async fn watch(
+        &self,
+        calendar: &str,
+        request: &crate::providers::WatchRequest,
+    ) -> Result<crate::providers::Watch, ProviderError> {
+        self.gate("watch")?;
+        let r = self.inner.watch(calendar, request).await;
+        self.count("watch", r)
+    }
+
+    async fn renew_watch(
+        &self,
+        watch: &crate::providers::Watch,
+        request: &crate::providers::WatchRequest,
+    ) -> Result<crate::providers::Watch, ProviderError> {
+        self.gate("renew_watch")?;
+        let r = self.inner.renew_watch(watch, request).await;
+        self.count("renew_watch", r)
+    }
+
+    async fn stop_watch(&self, calendar: &str, watch: &crate::providers::Watch) -> Result<(), ProviderError> {
+        self.gate("stop_watch")?;
+        let r = self.inner.stop_watch(calendar, watch).await;
+        self.count("stop_watch", r)
+    }
+
+    async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
+        let r = self.inner.probe(calendar).await;
+        self.count("probe", r)
+    }
 }
 
 #[cfg(test)]

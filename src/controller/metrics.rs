@@ -194,6 +194,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP calsync_ready 1 once the watch caches are synced.");
         let _ = writeln!(out, "# TYPE calsync_ready gauge");
         let _ = writeln!(out, "calsync_ready {}", u8::from(self.is_ready()));
+        out.push_str(&crate::engine::live::stats().render(false));
         out
     }
 }

@@ -369,6 +369,24 @@ impl Objects for KubeObjects {
         Ok(())
     }
 
+    async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
+        let body = json!({ "metadata": { "annotations": annotations } });
+        let pp = PatchParams::default();
+        let r = match key.kind {
+            Kind::CalendarConnection => self
+                .api::<CalendarConnection>(&key.namespace)
+                .patch(&key.name, &pp, &Patch::Merge(&body))
+                .await
+                .map(|_| ()),
+            Kind::TaskSync => {
+                self.api::<TaskSync>(&key.namespace).patch(&key.name, &pp, &Patch::Merge(&body)).await.map(|_| ())
+            }
+        };
+        r.map_err(|e| store_error(&key.to_string(), e))?;
+        self.notify(key.clone());
+        Ok(())
+    }
+
     async fn list_connections(
         &self,
         namespace: Option<&str>,

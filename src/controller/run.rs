@@ -126,6 +126,12 @@ fn connection_readiness(c: &GuardedConnection) -> Option<u64> {
     Some(hash_of(&(conn.metadata.generation, ready, default_calendar, conn.metadata.deletion_timestamp.is_some())))
 }
 
+/// The live-sync signal a REST replica wrote after a provider notification (an annotation: the
+/// API server carries it to whichever replica leads, so no side channel is needed).
+fn changed_signal(c: &GuardedConnection) -> Option<u64> {
+    Some(hash_of(&c.meta().annotations.as_ref().and_then(|a| a.get(crate::resources::push::CHANGED_ANNOTATION))))
+}
+
 fn leader_gains(leadership: &Leadership) -> impl Stream<Item = ()> + Send + 'static {
     futures::stream::unfold(leadership.subscribe(), |mut rx| async move {
         loop {
@@ -264,6 +270,13 @@ pub async fn run(
     let gated: Arc<dyn Connector> =
         Arc::new(GatedConnector { inner: connector, leadership: leadership.clone(), metrics: metrics.clone() });
     let engine = Engine::new(Arc::new(objects.clone()), gated, settings.engine.clone());
+    // TaskSyncs whose event a connection's change sync found changed in the calendar.
+    let (requeue_tx, requeued) = tokio::sync::mpsc::unbounded_channel::<ObjectKey>();
+    engine.set_requeue(Arc::new(move |key| {
+        let _ = requeue_tx.send(key);
+    }));
+    let requeued = futures::stream::unfold(requeued, |mut rx| async move { rx.recv().await.map(|k| (k, rx)) })
+        .map(|k: ObjectKey| ObjectRef::<GuardedTaskSync>::new(&k.name).within(&k.namespace));
     let ctx = Arc::new(Context {
         engine,
         objects: objects.clone(),
@@ -294,7 +307,10 @@ pub async fn run(
         .reflect(conn_writer)
         .touched_objects()
         .inspect_ok(move |o| feed.notify(ObjectKey::connection(&o.namespace().unwrap_or_default(), &o.name_any())))
-        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers).combine(changed_signal),
+            Default::default(),
+        );
 
     // Connections again, for the TaskSyncs that use them (readiness changes are status-only).
     let ts_store = ts_reader.clone();
@@ -356,6 +372,7 @@ pub async fn run(
     let cfg = ControllerConfig::default().concurrency(settings.concurrency);
     let ts_controller = Controller::for_stream(ts_trigger, ts_reader)
         .watches_stream(conn_for_ts, mapper)
+        .reconcile_on(requeued)
         .reconcile_all_on(leader_gains(&leadership))
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown.clone())

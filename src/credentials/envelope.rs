@@ -53,6 +53,9 @@ pub enum CryptoError {
 pub struct Key {
     id: [u8; KEY_ID_LEN],
     cipher: Aes256Gcm,
+    /// A separate key derived from this one for push-channel tokens (`push::PushKeys`), so the
+    /// encryption key itself is never used for a second purpose.
+    push: [u8; 32],
 }
 
 impl std::fmt::Debug for Key {
@@ -75,7 +78,8 @@ impl Key {
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&digest[..KEY_ID_LEN]);
         let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| CryptoError::BadKey("wrong length".into()))?;
-        Ok(Key { id, cipher })
+        let push = super::push::derive_push_key(bytes);
+        Ok(Key { id, cipher, push })
     }
 
     /// A key from its base64 text (standard or URL-safe alphabet, padding optional).
@@ -126,6 +130,14 @@ impl Keyring {
     pub fn with_old_key(mut self, key: Key) -> Self {
         self.older.insert(key.id, key);
         self
+    }
+
+    /// Keys for push-channel tokens: the current key's first (it makes new tokens), then the
+    /// older ones (tokens of channels made before a rotation still verify).
+    pub fn push_keys(&self) -> super::push::PushKeys {
+        let mut keys = vec![self.current.push];
+        keys.extend(self.older.values().map(|k| k.push));
+        super::push::PushKeys::new(keys)
     }
 
     pub fn current_id(&self) -> String {

@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod form;
 pub mod keys;
+pub mod push;
 
 use std::collections::BTreeMap;
 

@@ -1,14 +1,18 @@
 //! Reconcile of one CalendarConnection: check the credentials, list the calendars, pick the
 //! default calendar, report `Authenticated` and `Ready`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Resource, ResourceExt};
 
 use super::backoff::jitter;
-use super::{Engine, EngineError, EventType, ObjectKey, Outcome};
+use super::live;
+use super::{Engine, EngineError, EventType, ObjectKey, Outcome, StoreError};
 use crate::error::ErrorClass;
-use crate::providers::{ProviderError, Target};
+use crate::providers::{Provider, ProviderError, Target};
+use crate::resources::push::PUSH_FINALIZER;
+use crate::resources::{CalendarConnection, CalendarConnectionStatus, PushStatus};
 use crate::resources::condition::{self, Condition, ConditionStatus, set_condition};
 
 fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
@@ -20,7 +24,7 @@ impl Engine {
     pub async fn reconcile_connection(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
         let Some(conn) = self.objects.get_connection(namespace, name).await? else { return Ok(Outcome::Done) };
         if conn.meta().deletion_timestamp.is_some() {
-            return Ok(Outcome::Done);
+            return self.connection_deleted(&conn).await;
         }
         let key = ObjectKey::connection(namespace, name);
         // The REST API finds a user's connections by this label; YAML written by hand lacks it.
@@ -36,6 +40,10 @@ impl Engine {
         let write = |st: &crate::resources::CalendarConnectionStatus| old != *st;
 
         if !conn.spec.active {
+            if let Some(stopped) = self.release_watches(&conn).await? {
+                st.push = Some(stopped);
+                st.conditions.retain(|c| c.type_ != "Push");
+            }
             let msg = "the user disconnected this calendar; nothing is synced until it is connected again";
             set_condition(&mut st.conditions, cond("Ready", false, "Disconnected", msg), generation, now);
             st.observed_generation = generation;
@@ -54,7 +62,9 @@ impl Engine {
         {
             let due = last + recheck;
             if due > now {
-                return Ok(Outcome::Requeue(jitter((due - now).to_std().unwrap_or_default())));
+                // Credentials were checked recently: only live sync (watches, changes) to do.
+                let check_in = (due - now).to_std().unwrap_or_default();
+                return self.live_only(&conn, &old, st, check_in).await;
             }
         }
         if !spec_changed
@@ -96,11 +106,11 @@ impl Engine {
             server_url: conn.spec.server_url.clone(),
             connection: format!("{namespace}/{}", conn.name_any()),
         };
-        let account = match self.connector.connect(&target, &creds).await {
-            Ok(p) => p.account().await,
-            Err(e) => Err(e),
+        let provider = match self.connector.connect(&target, &creds).await {
+            Ok(p) => p,
+            Err(e) => return self.connection_error(&key, &old, st, e).await,
         };
-        let info = match account {
+        let info = match provider.account().await {
             Ok(info) => info,
             Err(e) => return self.connection_error(&key, &old, st, e).await,
         };
@@ -153,13 +163,96 @@ impl Engine {
             g,
             now,
         );
+        let live_in = self.live_sync(&conn, &mut st, provider.as_ref()).await?;
         if write(&st) {
             self.objects.patch_connection_status(namespace, name, &st).await?;
             if !ready {
                 self.publish(&key, EventType::Normal, "Connected", "Check", "calendar connected".into()).await;
             }
         }
-        Ok(Outcome::Requeue(jitter(self.config.connection_recheck)))
+        Ok(Outcome::Requeue(jitter(self.config.connection_recheck).min(live_in)))
+    }
+
+    /// Watches and change syncs of a Ready connection whose credentials need no check now.
+    async fn live_only(
+        &self,
+        conn: &CalendarConnection,
+        old: &CalendarConnectionStatus,
+        mut st: CalendarConnectionStatus,
+        check_in: Duration,
+    ) -> Result<Outcome, EngineError> {
+        let ns = conn.namespace().unwrap_or_default();
+        let Some(p) = self.connection_provider(conn).await? else {
+            return Ok(Outcome::Requeue(jitter(check_in)));
+        };
+        let live_in = self.live_sync(conn, &mut st, p.as_ref()).await?;
+        if *old != st {
+            self.objects.patch_connection_status(&ns, &conn.name_any(), &st).await?;
+        }
+        Ok(Outcome::Requeue(jitter(check_in).min(live_in)))
+    }
+
+    async fn live_sync(
+        &self,
+        conn: &CalendarConnection,
+        st: &mut CalendarConnectionStatus,
+        p: &dyn Provider,
+    ) -> Result<Duration, EngineError> {
+        let signal = live::pending_signal(conn, st);
+        let action = signal.as_deref().map(live::signal_action).unwrap_or(live::SignalAction::Look);
+        let renew_in = self.reconcile_watches(conn, st, p, &action).await?;
+        let poll_in = self.sync_changes(conn, st, p, signal.as_deref()).await?;
+        // Jitter below only lengthens; keep the earliest due time.
+        Ok(renew_in.min(poll_in).max(Duration::from_millis(100)))
+    }
+
+    /// A provider client for the connection, or `None` when its credentials cannot be read
+    /// now (its own check reports that).
+    async fn connection_provider(&self, conn: &CalendarConnection) -> Result<Option<Arc<dyn Provider>>, EngineError> {
+        let ns = conn.namespace().unwrap_or_default();
+        let creds = match self.objects.read_credentials(&ns, &conn.spec.credentials_secret_ref).await {
+            Ok(Some(c)) => c,
+            Ok(None) | Err(StoreError::Invalid(_) | StoreError::Unreadable(_) | StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let target = Target {
+            provider: conn.spec.provider,
+            server_url: conn.spec.server_url.clone(),
+            connection: format!("{ns}/{}", conn.name_any()),
+        };
+        match self.connector.connect(&target, &creds).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                tracing::info!(connection = %target.connection, reason = e.reason(), "no provider client for live sync now");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stop a connection's watches (best effort) and drop the push finalizer. The status to
+    /// record, when it had watches.
+    async fn release_watches(&self, conn: &CalendarConnection) -> Result<Option<PushStatus>, EngineError> {
+        let has_watches = conn.status.as_ref().and_then(|s| s.push.as_ref()).is_some_and(|p| p.calendars.iter().any(|w| w.watch_id.is_some()));
+        let p = if has_watches { self.connection_provider(conn).await? } else { None };
+        let stopped = self.stop_watches(conn, p.as_deref()).await;
+        if conn.finalizers().iter().any(|f| f == PUSH_FINALIZER) {
+            let key = ObjectKey::connection(&conn.namespace().unwrap_or_default(), &conn.name_any());
+            match self.objects.remove_finalizer(&key, PUSH_FINALIZER).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stopped.filter(|_| has_watches))
+    }
+
+    /// A connection marked for deletion: stop its watches, then let it go.
+    async fn connection_deleted(&self, conn: &CalendarConnection) -> Result<Outcome, EngineError> {
+        if conn.finalizers().iter().any(|f| f == PUSH_FINALIZER) {
+            self.release_watches(conn).await?;
+        } else {
+            self.live.forget(&format!("{}/{}", conn.namespace().unwrap_or_default(), conn.name_any()));
+        }
+        Ok(Outcome::Done)
     }
 
     async fn connection_error(

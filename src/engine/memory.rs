@@ -397,6 +397,20 @@ impl Objects for MemoryObjects {
         })
     }
 
+    async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
+        self.with_meta(key, StoreOp::Apply, |m| {
+            let current = m.annotations.get_or_insert_with(BTreeMap::new);
+            let mut changed = false;
+            for (k, v) in annotations {
+                if current.get(k) != Some(v) {
+                    current.insert(k.clone(), v.clone());
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
     async fn list_connections(
         &self,
         namespace: Option<&str>,

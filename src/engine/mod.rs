@@ -8,11 +8,14 @@
 
 pub mod backoff;
 mod conflict;
+mod changes;
 mod connection;
+pub mod live;
 pub mod desired;
 pub mod memory;
 pub mod objects;
 pub mod plan;
+mod remote;
 mod tasksync;
 #[cfg(test)]
 mod tests;
@@ -45,6 +48,8 @@ pub struct EngineConfig {
     pub wait_requeue: Duration,
     /// Failure backoff.
     pub backoff: Backoff,
+    /// Live sync from the calendar: push and polling.
+    pub live: live::LiveConfig,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
             connection_recheck: Duration::from_secs(600),
             wait_requeue: Duration::from_secs(60),
             backoff: Backoff::default(),
+            live: live::LiveConfig::default(),
         }
     }
 }
@@ -83,17 +89,24 @@ pub struct Engine {
     connector: Arc<dyn Connector>,
     config: EngineConfig,
     clock: Clock,
+    live: Arc<live::LiveState>,
 }
 
 impl Engine {
     pub fn new(objects: Arc<dyn Objects>, connector: Arc<dyn Connector>, config: EngineConfig) -> Self {
-        Engine { objects, connector, config, clock: Arc::new(Utc::now) }
+        Engine { objects, connector, config, clock: Arc::new(Utc::now), live: Arc::new(live::LiveState::default()) }
     }
 
     /// Replace the clock (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// How the driver re-queues a TaskSync when the connection's change sync found its event
+    /// changed in the calendar (the standalone queue and the controller each set one).
+    pub fn set_requeue(&self, requeue: live::Requeue) {
+        self.live.set_requeue(requeue);
     }
 
     pub fn objects(&self) -> &Arc<dyn Objects> {

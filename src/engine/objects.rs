@@ -151,6 +151,10 @@ pub trait Objects: Send + Sync {
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError>;
     /// Merge labels into `metadata.labels`.
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError>;
+    /// Merge annotations into `metadata.annotations` (no write when nothing changes). Carries
+    /// signals between processes through the store, e.g. "this connection's calendar changed"
+    /// from the REST process that received a provider notification to the engine.
+    async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError>;
 
     /// Connections in `namespace` (all namespaces when `None`) carrying every label in `selector`.
     async fn list_connections(

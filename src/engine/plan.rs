@@ -79,6 +79,9 @@ pub enum Step {
     Backoff(Duration),
     /// A Manual conflict is pending: leave the event alone until the spec changes.
     HoldConflict,
+    /// The event was deleted in the calendar app: do not bring it back until the spec changes
+    /// (any conflict policy; a common complaint is deleted events coming back).
+    HoldDeleted,
     Create,
     Update {
         event_id: String,
@@ -161,6 +164,9 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
     let spec_changed = st.observed_generation != Some(i.generation);
     if !spec_changed && let Some(left) = backoff_remaining(st, i.now) {
         return Step::Backoff(left);
+    }
+    if let Some(edit) = st.calendar_edit.as_ref().filter(|e| e.deleted) {
+        return if edit.generation >= i.generation { Step::HoldDeleted } else { Step::Create };
     }
     let pending_edit = st.calendar_edit.as_ref().filter(|e| e.resolution == ConflictPolicy::Manual);
     if let Some(edit) = pending_edit {

@@ -29,7 +29,7 @@ pub(super) struct Ctx<'a> {
     pub(super) status: TaskSyncStatus,
 }
 
-fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
+pub(super) fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
     let Some(c) = conn else { return ConnState::Missing };
     if !c.spec.active {
         return ConnState::Inactive;
@@ -105,6 +105,12 @@ impl Engine {
                 self.objects.set_labels(&ctx.key, &want).await?;
             }
         }
+        // The connection's change sync found this event changed or gone in the calendar.
+        if let Some(hint) = self.live.take_hint(&ctx.key)
+            && let Some(out) = self.on_remote_change(&mut ctx, hint).await?
+        {
+            return Ok(out);
+        }
         let mut has_finalizer = ts.finalizers().iter().any(|f| f == crate::resources::FINALIZER);
         // A reconcile performs at most a few steps (finalizer, then one calendar write, maybe a
         // conflict re-read); the bound guarantees termination whatever the plan says.
@@ -146,6 +152,10 @@ impl Engine {
                     return self.finish(&ctx, after).await;
                 }
                 Step::Backoff(left) => return Ok(Outcome::Requeue(jitter(left.max(Duration::from_millis(100))))),
+                Step::HoldDeleted => {
+                    self.set_failed(&mut ctx, "DeletedInCalendar", "the event was deleted in the calendar app; change the task to create it again");
+                    return self.finish(&ctx, self.config.resync).await;
+                }
                 Step::HoldConflict => {
                     self.set_failed(&mut ctx, "ConflictDetected", "the event was edited in the calendar app; change the task to overwrite the edit, or set conflictPolicy");
                     return self.finish(&ctx, self.config.resync).await;
@@ -191,7 +201,7 @@ impl Engine {
         Ok(Outcome::Requeue(jitter(self.config.backoff.base)))
     }
 
-    async fn provider(&self, ctx: &Ctx<'_>) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
+    pub(super) async fn provider(&self, ctx: &Ctx<'_>) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
         let Some(conn) = ctx.conn else {
             return Ok(Err(ProviderError::Invalid { message: "the CalendarConnection is gone".into() }));
         };

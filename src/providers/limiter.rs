@@ -368,6 +368,34 @@ impl Provider for LimitedProvider {
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         self.run(self.inner.list(calendar, window, cursor)).await
     }
+
+    fn push_support(&self) -> crate::providers::PushSupport {
+        self.inner.push_support()
+    }
+
+    async fn watch(
+        &self,
+        calendar: &str,
+        request: &crate::providers::WatchRequest,
+    ) -> Result<crate::providers::Watch, ProviderError> {
+        self.run(self.inner.watch(calendar, request)).await
+    }
+
+    async fn renew_watch(
+        &self,
+        watch: &crate::providers::Watch,
+        request: &crate::providers::WatchRequest,
+    ) -> Result<crate::providers::Watch, ProviderError> {
+        self.run(self.inner.renew_watch(watch, request)).await
+    }
+
+    async fn stop_watch(&self, calendar: &str, watch: &crate::providers::Watch) -> Result<(), ProviderError> {
+        self.run(self.inner.stop_watch(calendar, watch)).await
+    }
+
+    async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
+        self.run(self.inner.probe(calendar)).await
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod limiter;
 pub mod memory;
 pub mod outlook;
+pub mod push;
 pub mod registry;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 
 pub use error::ProviderError;
 pub use event::{EventData, EventPage, EventTime, Marker, RemoteEvent, event_key};
+pub use push::{PushSupport, Watch, WatchRequest};
 
 use crate::credentials::Credentials;
 use crate::resources::{CalendarInfo, ProviderKind};
@@ -89,6 +91,38 @@ pub trait Provider: Send + Sync {
     /// Events overlapping `window`. With a `cursor` from an earlier page, only changes since then
     /// (a rejected cursor gives a full listing with `full_resync`).
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError>;
+
+    /// How this provider delivers changes (see `push`). Default: no push, poll.
+    fn push_support(&self) -> PushSupport {
+        PushSupport::None
+    }
+
+    /// Start delivering change notifications for `calendar` to `request.address`.
+    async fn watch(&self, calendar: &str, request: &WatchRequest) -> Result<Watch, ProviderError> {
+        let _ = (calendar, request);
+        Err(ProviderError::Invalid { message: "this calendar provider has no push notifications; calsync polls it".into() })
+    }
+
+    /// Extend a watch in place to about `request.ttl` from now (only `PushSupport::Renew`).
+    /// `NotFound` when the provider no longer has it: create a new one.
+    async fn renew_watch(&self, watch: &Watch, request: &WatchRequest) -> Result<Watch, ProviderError> {
+        let _ = (watch, request);
+        Err(ProviderError::Invalid { message: "this calendar provider cannot renew a watch in place".into() })
+    }
+
+    /// Stop a watch. Already gone is success.
+    async fn stop_watch(&self, calendar: &str, watch: &Watch) -> Result<(), ProviderError> {
+        let _ = (calendar, watch);
+        Ok(())
+    }
+
+    /// A cheap fingerprint of the calendar's current state (CalDAV `DAV:sync-token`, else
+    /// `CS:getctag`): when it equals the one seen last, nothing changed and no listing is
+    /// needed. `None`: the provider has no such probe; list incrementally instead.
+    async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
+        let _ = calendar;
+        Ok(None)
+    }
 }
 
 /// Where a connection points: everything but the credentials.

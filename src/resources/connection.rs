@@ -202,6 +202,9 @@ pub struct CalendarConnectionStatus {
     /// No credential check before this time (failure backoff, or the provider's Retry-After).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_time: Option<DateTime<Utc>>,
+    /// Live sync: how changes made in each watched calendar reach calsync (push or poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<super::push::PushStatus>,
     /// The user's sync history across all TaskSyncs of this connection (newest last, bounded).
     #[serde(default)]
     #[schemars(length(max = 200))]

@@ -7,6 +7,7 @@
 pub mod condition;
 pub mod connection;
 pub mod history;
+pub mod push;
 pub mod tasksync;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ pub use connection::{
     SecretRef,
 };
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
+pub use push::{PushMode, PushStatus, WatchedCalendar};
 pub use tasksync::{
     CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, TaskSync, TaskSyncSpec, TaskSyncStatus,
 };

@@ -109,7 +109,10 @@ where
     crate::credentials::keys::check_key_ids(&keys, stored.iter().map(String::as_str))
         .map_err(secrets::SecretsError::Keys)?;
     let connector = connector(Arc::new(store.clone())).map_err(StandaloneError::Config)?;
-    let engine = Engine::new(Arc::new(store.clone()), connector.clone(), config.engine.clone());
+    let mut engine_config = config.engine.clone();
+    // Push secrets come from the same keys that seal credentials (see credentials::push).
+    engine_config.live.push_keys.get_or_insert_with(|| keys.push_keys());
+    let engine = Engine::new(Arc::new(store.clone()), connector.clone(), engine_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let services = Services { store, engine: engine.clone(), connector, secrets, shutdown: stop_rx.clone() };
     let mut queue_stop = stop_rx;

@@ -358,6 +358,11 @@ async fn drive(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut changes = Intake::spawn(engine.objects().subscribe());
+    // TaskSyncs whose event the connection's change sync found changed in the calendar.
+    let (requeue_tx, mut requeued) = tokio::sync::mpsc::unbounded_channel::<ObjectKey>();
+    engine.set_requeue(std::sync::Arc::new(move |key| {
+        let _ = requeue_tx.send(key);
+    }));
     let sweep_every = config.sweep;
     let mut s = Scheduler::new(engine, config);
     let mut tasks: JoinSet<(ObjectKey, Result<Outcome, String>)> = JoinSet::new();
@@ -397,6 +402,7 @@ async fn drive(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
+            Some(key) = requeued.recv() => s.enqueue(key),
             secret = next_secret(&mut secrets) => match secret {
                 Ok(secret) => s.secret_changed(&secret).await,
                 Err(RecvError::Lagged(_)) => s.enqueue_all().await,

@@ -407,6 +407,22 @@ impl Objects for SqliteObjects {
         .await
     }
 
+    async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
+        let annotations = annotations.clone();
+        self.with_meta(key, move |m| {
+            let current = m.annotations.get_or_insert_with(BTreeMap::new);
+            let mut changed = false;
+            for (k, v) in annotations {
+                if current.get(&k) != Some(&v) {
+                    current.insert(k, v);
+                    changed = true;
+                }
+            }
+            changed
+        })
+        .await
+    }
+
     async fn list_connections(
         &self,
         namespace: Option<&str>,

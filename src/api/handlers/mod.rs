@@ -10,6 +10,7 @@ pub mod import;
 pub mod oauth;
 pub mod status;
 pub mod tasks;
+pub mod webhooks;
 
 use std::sync::Arc;
 

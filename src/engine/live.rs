@@ -1,0 +1,627 @@
+//! Live sync, connection side: which calendars of a Ready connection are watched, whether by a
+//! provider push channel/subscription or by polling, creating/renewing/stopping the watches,
+//! and when the next change sync is due. The change sync itself is `changes`; what a TaskSync
+//! does about a changed event is `remote`.
+//!
+//! Owns: `status.push` and the `Push` condition, the in-process caches of live sync (cursors,
+//! probe values, poll schedule, hints for TaskSyncs) and the counters behind its metrics.
+//! Must not touch: how notifications arrive (the REST layer turns them into the
+//! `calendar.getitdone.app/changed` annotation) or how drivers schedule work (they set a
+//! `Requeue` sink and honour the returned delay).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kube::{Resource, ResourceExt};
+
+use super::{Engine, EngineError, EventType, ObjectKey};
+use crate::credentials::push::PushKeys;
+use crate::error::ErrorClass;
+use crate::providers::{Provider, PushSupport, RemoteEvent, Watch, WatchRequest};
+use crate::resources::condition::{Condition, ConditionStatus, set_condition};
+use crate::resources::push::{CHANGED_ANNOTATION, PUSH_FINALIZER};
+use crate::resources::{CalendarConnection, CalendarConnectionStatus, ProviderKind, PushMode, WatchedCalendar};
+
+/// Tunables of live sync (`CALSYNC_*` variables, see README "Configuration").
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    /// Base URL providers can reach (`CALSYNC_PUBLIC_URL`); without it Google and Outlook are
+    /// polled too.
+    pub public_url: Option<String>,
+    /// Makes each watch's secret; push needs it (it is derived from the encryption key).
+    pub push_keys: Option<PushKeys>,
+    /// CalDAV polling interval (`CALSYNC_CALDAV_POLL_SECONDS`).
+    pub caldav_poll: Duration,
+    /// Google/Outlook polling interval without push (`CALSYNC_POLL_SECONDS`).
+    pub poll: Duration,
+    /// Safety-net poll of a pushed calendar (providers drop some notifications).
+    pub push_safety_poll: Duration,
+    /// Requested Google channel lifetime (Google may grant less; renewal follows the grant).
+    pub google_channel_ttl: Duration,
+    /// Requested Graph subscription lifetime (`CALSYNC_OUTLOOK_SUBSCRIPTION_MINUTES`).
+    pub outlook_subscription: Duration,
+    /// Change syncs list this window around now (an incremental listing is cheap whatever it is).
+    pub window_back: Duration,
+    pub window_ahead: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            public_url: None,
+            push_keys: None,
+            caldav_poll: Duration::from_secs(60),
+            poll: Duration::from_secs(120),
+            push_safety_poll: Duration::from_secs(900),
+            google_channel_ttl: Duration::from_secs(7 * 24 * 3600),
+            outlook_subscription: Duration::from_secs(4230 * 60),
+            window_back: Duration::from_secs(7 * 24 * 3600),
+            window_ahead: Duration::from_secs(366 * 24 * 3600),
+        }
+    }
+}
+
+impl LiveConfig {
+    /// Read the `CALSYNC_*` live-sync variables through `lookup` (the environment).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<LiveConfig, String> {
+        let mut c = LiveConfig::default();
+        let seconds = |name: &str, min: f64| -> Result<Option<Duration>, String> {
+            let Some(v) = lookup(name).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+            match v.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() && n >= min => Ok(Some(Duration::from_secs_f64(n))),
+                _ => Err(format!("{name} must be a number of at least {min}, got {v:?}")),
+            }
+        };
+        if let Some(url) = lookup("CALSYNC_PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_string())
+            && !url.is_empty()
+        {
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| format!("CALSYNC_PUBLIC_URL {url:?} is not a URL ({e}); set it to e.g. https://calsync.example.com"))?;
+            if !matches!(parsed.scheme(), "https" | "http") {
+                return Err(format!("CALSYNC_PUBLIC_URL {url:?} must be an https:// URL providers can reach"));
+            }
+            c.public_url = Some(url);
+        }
+        if let Some(d) = seconds("CALSYNC_CALDAV_POLL_SECONDS", 1.0)? {
+            c.caldav_poll = d;
+        }
+        if let Some(d) = seconds("CALSYNC_POLL_SECONDS", 1.0)? {
+            c.poll = d;
+        }
+        if let Some(d) = seconds("CALSYNC_PUSH_SAFETY_POLL_SECONDS", 1.0)? {
+            c.push_safety_poll = d;
+        }
+        if let Some(d) = seconds("CALSYNC_GOOGLE_CHANNEL_SECONDS", 1.0)? {
+            c.google_channel_ttl = d;
+        }
+        if let Some(m) = seconds("CALSYNC_OUTLOOK_SUBSCRIPTION_MINUTES", 0.01)? {
+            // The variable is in minutes; fractions let tests use lifetimes of seconds.
+            c.outlook_subscription = Duration::from_secs_f64(m.as_secs_f64() * 60.0);
+        }
+        Ok(c)
+    }
+
+    /// The webhook URL for a provider, when push is possible.
+    pub fn webhook_url(&self, provider: ProviderKind) -> Option<String> {
+        let base = self.public_url.as_ref()?;
+        match provider {
+            ProviderKind::Google => Some(format!("{base}/api/calendar/webhooks/google")),
+            ProviderKind::Outlook => Some(format!("{base}/api/calendar/webhooks/outlook")),
+            ProviderKind::Apple | ProviderKind::Caldav => None,
+        }
+    }
+}
+
+/// The driver's "reconcile this object soon".
+pub type Requeue = Arc<dyn Fn(ObjectKey) + Send + Sync>;
+
+/// What the connection's change sync learnt about one of our events, for its TaskSync.
+#[derive(Clone, Debug)]
+pub enum Hint {
+    /// The event as the listing returned it.
+    Changed(RemoteEvent),
+    /// It may be gone (removed from an incremental listing, or missing from a full one): read
+    /// it before believing that.
+    Check,
+}
+
+/// Process-wide counters of live sync, rendered as Prometheus text by both binaries.
+#[derive(Default)]
+pub struct LiveStats {
+    pub signals: AtomicU64,
+    pub polls: AtomicU64,
+    pub probes_unchanged: AtomicU64,
+    pub listings: AtomicU64,
+    pub full_listings: AtomicU64,
+    pub edits_found: AtomicU64,
+    pub external_changes: AtomicU64,
+    pub watches_created: AtomicU64,
+    pub watches_renewed: AtomicU64,
+    pub watch_failures: AtomicU64,
+    pub watches_stopped: AtomicU64,
+    pub watches_active: AtomicU64,
+}
+
+static STATS: OnceLock<LiveStats> = OnceLock::new();
+
+/// The process's live-sync counters.
+pub fn stats() -> &'static LiveStats {
+    STATS.get_or_init(LiveStats::default)
+}
+
+impl LiveStats {
+    pub(super) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Text exposition of the counters: OpenMetrics (`openmetrics`, family names without
+    /// `_total`, as the REST API's registry writes) or Prometheus 0.0.4 (the controller's).
+    pub fn render(&self, openmetrics: bool) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, lines: &[(&str, u64)]| {
+            let family = if openmetrics { format!("calsync_{name}") } else { format!("calsync_{name}_total") };
+            out.push_str(&format!("# HELP {family} {help}\n# TYPE {family} counter\n"));
+            for (labels, v) in lines {
+                out.push_str(&format!("calsync_{name}_total{labels} {v}\n"));
+            }
+        };
+        counter(
+            "change_syncs",
+            "Change syncs of a calendar, by what started them.",
+            &[("{trigger=\"signal\"}", g(&self.signals)), ("{trigger=\"poll\"}", g(&self.polls))],
+        );
+        counter(
+            "change_listings",
+            "Calendar listings made by change syncs (probe answers that saved one are counted apart).",
+            &[
+                ("{kind=\"incremental\"}", g(&self.listings) - g(&self.full_listings).min(g(&self.listings))),
+                ("{kind=\"full\"}", g(&self.full_listings)),
+                ("{kind=\"skipped_by_probe\"}", g(&self.probes_unchanged)),
+            ],
+        );
+        counter(
+            "calendar_changes",
+            "Changes found in calendars: edits/deletions of calsync's events, and other events.",
+            &[("{kind=\"ours\"}", g(&self.edits_found)), ("{kind=\"external\"}", g(&self.external_changes))],
+        );
+        counter(
+            "push_watch_operations",
+            "Push channel/subscription operations.",
+            &[
+                ("{operation=\"create\"}", g(&self.watches_created)),
+                ("{operation=\"renew\"}", g(&self.watches_renewed)),
+                ("{operation=\"stop\"}", g(&self.watches_stopped)),
+                ("{operation=\"failed\"}", g(&self.watch_failures)),
+            ],
+        );
+        out.push_str("# HELP calsync_push_watches_active Live push channels/subscriptions held by this process.\n");
+        out.push_str("# TYPE calsync_push_watches_active gauge\n");
+        out.push_str(&format!("calsync_push_watches_active {}\n", g(&self.watches_active)));
+        out
+    }
+}
+
+/// In-process state of live sync. Losing it (a restart, a new leader) costs one full listing
+/// per calendar, never a missed change: cursors restart from a full listing.
+#[derive(Default)]
+pub struct LiveState {
+    started: OnceLock<Instant>,
+    requeue: OnceLock<Requeue>,
+    hints: Mutex<HashMap<ObjectKey, Hint>>,
+    /// (connection, calendar) → cursor of the last listing.
+    cursors: Mutex<HashMap<(String, String), String>>,
+    /// (connection, calendar) → probe value at that listing.
+    probes: Mutex<HashMap<(String, String), String>>,
+    /// (connection, calendar) → when it was last synced.
+    synced: Mutex<HashMap<(String, String), Instant>>,
+    /// Watch ids this process holds live (for the active gauge).
+    active: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LiveState {
+    pub(super) fn set_requeue(&self, r: Requeue) {
+        let _ = self.requeue.set(r);
+    }
+
+    /// Time since this process first synced anything.
+    pub(super) fn since_start(&self) -> Duration {
+        self.started.get_or_init(Instant::now).elapsed()
+    }
+
+    pub(super) fn hint(&self, key: ObjectKey, hint: Hint) {
+        lock(&self.hints).insert(key.clone(), hint);
+        if let Some(r) = self.requeue.get() {
+            r(key);
+        }
+    }
+
+    pub(super) fn take_hint(&self, key: &ObjectKey) -> Option<Hint> {
+        lock(&self.hints).remove(key)
+    }
+
+    pub(super) fn cursor(&self, conn: &str, cal: &str) -> Option<String> {
+        lock(&self.cursors).get(&(conn.to_string(), cal.to_string())).cloned()
+    }
+
+    pub(super) fn set_cursor(&self, conn: &str, cal: &str, cursor: Option<String>) {
+        let k = (conn.to_string(), cal.to_string());
+        match cursor {
+            Some(c) => lock(&self.cursors).insert(k, c),
+            None => lock(&self.cursors).remove(&k),
+        };
+    }
+
+    pub(super) fn probe(&self, conn: &str, cal: &str) -> Option<String> {
+        lock(&self.probes).get(&(conn.to_string(), cal.to_string())).cloned()
+    }
+
+    pub(super) fn set_probe(&self, conn: &str, cal: &str, value: Option<String>) {
+        let k = (conn.to_string(), cal.to_string());
+        match value {
+            Some(v) => lock(&self.probes).insert(k, v),
+            None => lock(&self.probes).remove(&k),
+        };
+    }
+
+    pub(super) fn last_synced(&self, conn: &str, cal: &str) -> Option<Instant> {
+        lock(&self.synced).get(&(conn.to_string(), cal.to_string())).copied()
+    }
+
+    pub(super) fn mark_synced(&self, conn: &str, cal: &str) {
+        lock(&self.synced).insert((conn.to_string(), cal.to_string()), Instant::now());
+    }
+
+    /// Forget a connection's caches (disconnected or deleted).
+    pub(super) fn forget(&self, conn: &str) {
+        lock(&self.cursors).retain(|(c, _), _| c != conn);
+        lock(&self.probes).retain(|(c, _), _| c != conn);
+        lock(&self.synced).retain(|(c, _), _| c != conn);
+    }
+
+    fn set_active(&self, id: &str, live: bool) {
+        let mut a = lock(&self.active);
+        if live {
+            a.insert(id.to_string());
+        } else {
+            a.remove(id);
+        }
+        stats().watches_active.store(a.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A spread of `interval` that stays the same for one (connection, calendar), so 10,000
+/// connections started together do not poll in the same second: the first poll comes at a
+/// stable offset in `[0, interval)`.
+pub(super) fn first_poll_offset(conn: &str, cal: &str, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (conn, cal).hash(&mut h);
+    let frac = (h.finish() % 10_000) as f64 / 10_000.0;
+    interval.mul_f64(frac)
+}
+
+/// The calendars a connection writes to or imports from.
+pub(super) fn watched_calendars(conn: &CalendarConnection, st: &CalendarConnectionStatus) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |c: &str| {
+        if !c.is_empty() && !out.iter().any(|o| o == c) {
+            out.push(c.to_string());
+        }
+    };
+    if let Some(c) = conn.spec.calendar_id.as_deref().or(st.default_calendar_id.as_deref()) {
+        add(c);
+    }
+    for c in conn.spec.category_calendars.values() {
+        add(c);
+    }
+    out
+}
+
+/// Is a new annotation value waiting for the engine?
+pub(super) fn pending_signal(conn: &CalendarConnection, st: &CalendarConnectionStatus) -> Option<String> {
+    let value = conn.annotations().get(CHANGED_ANNOTATION)?;
+    let seen = st.push.as_ref().and_then(|p| p.signal_seen.as_ref());
+    (seen != Some(value)).then(|| value.clone())
+}
+
+/// What a signal asks beyond "look again": `<ms>` or `<ms>:<action>:<watch id>`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SignalAction {
+    Look,
+    /// Graph `reauthorizationRequired`: renew that subscription now.
+    Renew(String),
+    /// Graph `missed` / `subscriptionRemoved`: list in full (and re-create, when removed).
+    Resync(String),
+}
+
+pub(super) fn signal_action(value: &str) -> SignalAction {
+    let mut parts = value.splitn(3, ':');
+    let _time = parts.next();
+    match (parts.next(), parts.next()) {
+        (Some("renew"), Some(id)) => SignalAction::Renew(id.to_string()),
+        (Some("resync"), Some(id)) => SignalAction::Resync(id.to_string()),
+        _ => SignalAction::Look,
+    }
+}
+
+fn push_condition(ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition::new("Push", if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
+}
+
+/// Renew a watch once three quarters of its granted life have passed (at most 12 h early).
+fn renew_due(w: &WatchedCalendar, now: DateTime<Utc>, granted_at: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let Some(exp) = w.expiration else { return now };
+    let life = granted_at.map(|g| exp - g).unwrap_or_else(|| chrono::Duration::hours(1));
+    let margin = (life / 4).min(chrono::Duration::hours(12)).max(chrono::Duration::zero());
+    exp - margin
+}
+
+impl Engine {
+    fn watch_ttl(&self, provider: ProviderKind) -> Duration {
+        match provider {
+            ProviderKind::Outlook => self.config.live.outlook_subscription,
+            _ => self.config.live.google_channel_ttl,
+        }
+    }
+
+    pub(super) fn poll_interval(&self, provider: ProviderKind, mode: PushMode) -> Duration {
+        match (provider, mode) {
+            (_, PushMode::Push) => self.config.live.push_safety_poll,
+            (ProviderKind::Apple | ProviderKind::Caldav, _) => self.config.live.caldav_poll,
+            _ => self.config.live.poll,
+        }
+    }
+
+    fn watch_request(&self, provider: ProviderKind, id: &str) -> Option<WatchRequest> {
+        let keys = self.config.live.push_keys.as_ref()?;
+        let address = self.config.live.webhook_url(provider)?;
+        let lifecycle_address = (provider == ProviderKind::Outlook).then(|| format!("{address}/lifecycle"));
+        Some(WatchRequest {
+            id: id.to_string(),
+            address,
+            lifecycle_address,
+            secret: keys.secret_for(id),
+            ttl: self.watch_ttl(provider),
+        })
+    }
+
+    /// Make `status.push` match the connection: one entry per watched calendar, a live watch
+    /// where push is possible, renewed before it expires. Returns when it wants to be called
+    /// again. Provider failures become status (`Push=False`), never errors.
+    pub(super) async fn reconcile_watches(
+        &self,
+        conn: &CalendarConnection,
+        st: &mut CalendarConnectionStatus,
+        p: &dyn Provider,
+        action: &SignalAction,
+    ) -> Result<Duration, EngineError> {
+        let ns = conn.namespace().unwrap_or_default();
+        let name = conn.name_any();
+        let key = ObjectKey::connection(&ns, &name);
+        let provider = conn.spec.provider;
+        let watched = watched_calendars(conn, st);
+        let want_push = p.push_support() != PushSupport::None
+            && self.config.live.public_url.is_some()
+            && self.config.live.push_keys.is_some();
+        let mut push = st.push.clone().unwrap_or_default();
+
+        // Calendars no longer watched: stop their watches, drop their entries.
+        let (keep, gone): (Vec<_>, Vec<_>) = push.calendars.drain(..).partition(|w| watched.contains(&w.calendar_id));
+        push.calendars = keep;
+        for w in gone {
+            self.stop_one(p, &w).await;
+        }
+        for cal in &watched {
+            if push.calendar(cal).is_none() {
+                push.calendars.push(WatchedCalendar::polled(cal));
+            }
+        }
+
+        let now = self.now();
+        let mut next = Duration::from_secs(3600);
+        let mut failed: Vec<String> = Vec::new();
+        if want_push && !conn.finalizers().iter().any(|f| f == PUSH_FINALIZER) {
+            self.objects.add_finalizer(&key, PUSH_FINALIZER).await?;
+        }
+        for i in 0..push.calendars.len() {
+            if !want_push {
+                let w = &mut push.calendars[i];
+                if w.watch_id.is_some() {
+                    let old = w.clone();
+                    self.stop_one(p, &old).await;
+                }
+                *w = WatchedCalendar { cursor: w.cursor.take(), ..WatchedCalendar::polled(&w.calendar_id) };
+                continue;
+            }
+            let w = push.calendars[i].clone();
+            let forced = match action {
+                SignalAction::Renew(id) | SignalAction::Resync(id) => w.watch_id.as_deref() == Some(id),
+                SignalAction::Look => false,
+            };
+            let live = w.watch_id.is_some() && w.expiration.is_some_and(|e| e > now);
+            let due = renew_due(&w, now, w.granted_at);
+            if live && !forced && due > now {
+                next = next.min((due - now).to_std().unwrap_or_default());
+                continue;
+            }
+            if let Some(at) = w.next_attempt_time
+                && at > now
+                && !forced
+            {
+                next = next.min((at - now).to_std().unwrap_or_default());
+                continue;
+            }
+            match self.make_watch(&key, st, &mut push, i, p, provider).await? {
+                Ok(()) => {
+                    let w = &push.calendars[i];
+                    let due = renew_due(w, self.now(), Some(self.now()));
+                    next = next.min((due - self.now()).to_std().unwrap_or_default());
+                }
+                Err(msg) => {
+                    failed.push(format!("{}: {msg}", push.calendars[i].calendar_id));
+                    if let Some(at) = push.calendars[i].next_attempt_time {
+                        next = next.min((at - self.now()).to_std().unwrap_or_default());
+                    }
+                }
+            }
+        }
+
+        let g = conn.meta().generation;
+        let cond = if !want_push {
+            let why = match provider {
+                ProviderKind::Apple | ProviderKind::Caldav => format!(
+                    "CalDAV servers (iCloud included) offer no push to other applications; calsync polls every {} s",
+                    self.config.live.caldav_poll.as_secs()
+                ),
+                _ if self.config.live.public_url.is_none() => format!(
+                    "CALSYNC_PUBLIC_URL is not set, so the provider cannot reach calsync; calsync polls every {} s",
+                    self.config.live.poll.as_secs()
+                ),
+                _ => "push needs the encryption key (ENCRYPTION_KEY) to make channel secrets; calsync polls".into(),
+            };
+            push_condition(false, "Polling", why)
+        } else if failed.is_empty() {
+            push_condition(true, "Subscribed", "the provider notifies calsync of every change in the watched calendars")
+        } else {
+            push_condition(
+                false,
+                "WatchFailed",
+                format!("push could not be set up ({}); calsync polls these calendars until it can", failed.join("; ")),
+            )
+        };
+        let was_failing = st.conditions.iter().any(|c| c.type_ == "Push" && c.reason == "WatchFailed");
+        set_condition(&mut st.conditions, cond, g, now);
+        if !failed.is_empty() && !was_failing {
+            self.publish(&key, EventType::Warning, "WatchFailed", "Watch", failed.join("; ")).await;
+        }
+        st.push = Some(push);
+        Ok(next.max(Duration::from_millis(200)))
+    }
+
+    /// Create (or renew in place) the watch of `push.calendars[i]`. The new watch id is
+    /// recorded in status before the provider is asked, because Google's first message can
+    /// arrive before its answer and must verify.
+    async fn make_watch(
+        &self,
+        key: &ObjectKey,
+        st: &mut CalendarConnectionStatus,
+        push: &mut crate::resources::PushStatus,
+        i: usize,
+        p: &dyn Provider,
+        provider: ProviderKind,
+    ) -> Result<Result<(), String>, EngineError> {
+        let old = push.calendars[i].clone();
+        let calendar = old.calendar_id.clone();
+        let renew_in_place = p.push_support() == PushSupport::Renew && old.watch_id.is_some() && old.provider_id.is_some();
+        let id = if renew_in_place { old.watch_id.clone().unwrap_or_default() } else { uuid::Uuid::new_v4().to_string() };
+        let Some(request) = self.watch_request(provider, &id) else { return Ok(Err("push is not configured".into())) };
+        let mut result = if renew_in_place {
+            let current = Watch {
+                id: id.clone(),
+                provider_id: old.provider_id.clone().unwrap_or_default(),
+                expiration: old.expiration.unwrap_or_else(|| self.now()),
+            };
+            match p.renew_watch(&current, &request).await {
+                Ok(w) => {
+                    LiveStats::bump(&stats().watches_renewed);
+                    Ok(w)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(crate::providers::ProviderError::NotFound { message: String::new() })
+        };
+        if let Err(crate::providers::ProviderError::NotFound { .. }) = &result {
+            // New watch (Google renewal, first watch, or a Graph subscription that is gone).
+            let id = uuid::Uuid::new_v4().to_string();
+            let Some(request) = self.watch_request(provider, &id) else {
+                return Ok(Err("push is not configured".into()));
+            };
+            push.calendars[i].pending_watch_id = Some(id.clone());
+            let mut pending = st.clone();
+            pending.push = Some(push.clone());
+            self.objects.patch_connection_status(&key.namespace, &key.name, &pending).await?;
+            result = p.watch(&calendar, &request).await;
+            if result.is_ok() {
+                LiveStats::bump(&stats().watches_created);
+                // The old channel delivers until stopped; overlapping deliveries are harmless.
+                if old.watch_id.is_some() {
+                    self.stop_one(p, &old).await;
+                }
+            }
+        }
+        let w = &mut push.calendars[i];
+        w.pending_watch_id = None;
+        match result {
+            Ok(granted) => {
+                self.live.set_active(&granted.id, true);
+                w.mode = PushMode::Push;
+                w.watch_id = Some(granted.id);
+                w.provider_id = Some(granted.provider_id);
+                w.expiration = Some(granted.expiration);
+                w.granted_at = Some(self.now());
+                w.failures = 0;
+                w.last_error = None;
+                w.next_attempt_time = None;
+                tracing::info!(connection = %key, calendar = %calendar, expiration = %granted.expiration, "push watch live");
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                LiveStats::bump(&stats().watch_failures);
+                let msg = e.to_string();
+                tracing::warn!(connection = %key, calendar = %calendar, reason = e.reason(), error = %msg, "push watch failed; polling");
+                w.failures = w.failures.saturating_add(1);
+                let retry_after = match e.class() {
+                    ErrorClass::Retry { after } => after,
+                    _ => None,
+                };
+                let delay = self.config.backoff.delay(w.failures, retry_after);
+                w.next_attempt_time = Some(self.not_before(delay));
+                w.last_error = Some(msg.clone());
+                // Whatever was live stays live until it expires; the calendar is polled meanwhile.
+                if !w.expiration.is_some_and(|x| x > self.now()) {
+                    w.mode = PushMode::Poll;
+                    w.watch_id = None;
+                    w.provider_id = None;
+                    w.expiration = None;
+                    w.granted_at = None;
+                }
+                Ok(Err(msg))
+            }
+        }
+    }
+
+    /// Stop one watch, best effort: a watch that cannot be stopped expires on its own, and
+    /// its notifications are ignored once it is no longer in status.
+    async fn stop_one(&self, p: &dyn Provider, w: &WatchedCalendar) {
+        let (Some(id), Some(provider_id)) = (&w.watch_id, &w.provider_id) else { return };
+        let watch = Watch { id: id.clone(), provider_id: provider_id.clone(), expiration: w.expiration.unwrap_or_else(|| self.now()) };
+        match p.stop_watch(&w.calendar_id, &watch).await {
+            Ok(()) => LiveStats::bump(&stats().watches_stopped),
+            Err(e) => tracing::info!(calendar = %w.calendar_id, reason = e.reason(), "could not stop a push watch; it expires on its own"),
+        }
+        self.live.set_active(id, false);
+    }
+
+    /// Stop every watch of a connection (disconnect, deletion) and forget its caches.
+    pub(super) async fn stop_watches(&self, conn: &CalendarConnection, p: Option<&dyn Provider>) -> Option<crate::resources::PushStatus> {
+        let ns = conn.namespace().unwrap_or_default();
+        self.live.forget(&format!("{ns}/{}", conn.name_any()));
+        let push = conn.status.as_ref()?.push.clone()?;
+        if let Some(p) = p {
+            for w in &push.calendars {
+                self.stop_one(p, w).await;
+            }
+        }
+        let calendars = push.calendars.iter().map(|w| WatchedCalendar { cursor: None, ..WatchedCalendar::polled(&w.calendar_id) }).collect();
+        Some(crate::resources::PushStatus { calendars, ..push })
+    }
+}
