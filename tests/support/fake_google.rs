@@ -5,11 +5,17 @@
 //! and `timeMax` its START, `singleEvents` expansion, paging with `nextSyncToken` on the last page
 //! only, sync tokens (410 `fullSyncRequired` when expired), bearer tokens checked through a real
 //! authorization server's introspection (or a static set), scope checks, and Google's error bodies.
+//! Push channels (`shared/reference/push.md` §1): `events.watch` and `channels.stop`, lifetimes
+//! capped by `FakeGoogleOptions::max_channel_lifetime`, and notifications POSTed over real HTTP to
+//! each live channel's address (`sync` right after the watch, `exists` on every change of an event
+//! in the watched calendar, through the API or the raw helpers), retried on 500/502/503/504.
 //!
 //! Deliberately stricter than Google where Google is lenient, so calsync cannot rely on leniency:
 //! unknown query parameters are 400, and a `require_if_match` switch refuses unconditional writes.
 //! Not modelled: partial responses (`fields` is accepted and ignored), attendees, reminders logic,
-//! push channels, batch, modifying single instances of a recurring event.
+//! batch, modifying single instances of a recurring event, `not_exists` notifications (calendars
+//! cannot be deleted here), watching anything but events, and channels that keep delivering
+//! after `channels.stop` (Google's may; a receiver must drop unknown channel ids anyway).
 //!
 //! Owns an in-process axum server on its own thread and runtime (so it serves whatever runtime the
 //! test uses) with state in memory; the raw helpers read and change that state directly, bypassing
@@ -17,16 +23,21 @@
 
 #![allow(dead_code)]
 
+mod deliver;
 pub mod errors;
 mod event;
 mod expand;
 mod handlers;
 mod list;
+mod push;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::Value;
+
+pub use push::{ChannelInfo, DEFAULT_MAX_LIFETIME as DEFAULT_MAX_CHANNEL_LIFETIME, DeliveryAttempt};
 
 /// The account of the default fake: its primary calendar's id.
 pub const ACCOUNT: &str = "alice@example.com";
@@ -34,6 +45,11 @@ pub const ACCOUNT: &str = "alice@example.com";
 pub const SECONDARY_CALENDAR: &str = "tasks-3f1c@group.calendar.google.com";
 /// A read-only subscribed calendar (its id needs URL encoding, like Google's holiday calendars).
 pub const READER_CALENDAR: &str = "en.usa#holiday@group.v.calendar.google.com";
+
+/// Tries per notification (the first plus retries on 500/502/503/504 or an unreachable receiver).
+pub const DELIVERY_ATTEMPTS: u32 = deliver::ATTEMPTS;
+/// Wait before the first retry of a notification; doubles after each.
+pub const DELIVERY_FIRST_BACKOFF: Duration = deliver::FIRST_BACKOFF;
 
 const SCOPE_PREFIX: &str = "https://www.googleapis.com/auth/";
 
@@ -54,6 +70,9 @@ pub struct FakeGoogleOptions {
     pub auth: FakeAuth,
     /// IANA zone of every calendar; all-day dates are read in it for `timeMin`/`timeMax`.
     pub time_zone: String,
+    /// Longest channel lifetime granted, whatever the watch asks for (default 7 days; a few
+    /// seconds lets a test watch a channel expire).
+    pub max_channel_lifetime: Duration,
 }
 
 impl FakeGoogleOptions {
@@ -62,6 +81,7 @@ impl FakeGoogleOptions {
             account: ACCOUNT.to_string(),
             auth: FakeAuth::StaticTokens(vec![token.to_string()]),
             time_zone: "UTC".to_string(),
+            max_channel_lifetime: DEFAULT_MAX_CHANNEL_LIFETIME,
         }
     }
     pub fn introspection(url: &str, client_id: &str, client_secret: &str) -> FakeGoogleOptions {
@@ -73,7 +93,12 @@ impl FakeGoogleOptions {
                 client_secret: client_secret.to_string(),
             },
             time_zone: "UTC".to_string(),
+            max_channel_lifetime: DEFAULT_MAX_CHANNEL_LIFETIME,
         }
+    }
+    pub fn with_max_channel_lifetime(mut self, max: Duration) -> FakeGoogleOptions {
+        self.max_channel_lifetime = max;
+        self
     }
 }
 
@@ -143,6 +168,7 @@ struct State {
     static_tokens: HashMap<String, Vec<String>>,
     requests: Vec<RecordedRequest>,
     pages: HashMap<String, PageCursor>,
+    push: push::PushState,
 }
 
 impl State {
@@ -200,6 +226,11 @@ impl FakeGoogle {
             FakeAuth::StaticTokens(tokens) => tokens.iter().map(|t| (t.clone(), all_scopes())).collect(),
             FakeAuth::Introspection { .. } => HashMap::new(),
         };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Google port");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let port = listener.local_addr().expect("fake Google addr").port();
+        let base_url = format!("http://127.0.0.1:{port}/calendar/v3");
+        let (jobs, queued) = tokio::sync::mpsc::unbounded_channel();
         let state = State {
             account: options.account.clone(),
             calendars,
@@ -211,22 +242,22 @@ impl FakeGoogle {
             static_tokens,
             requests: Vec::new(),
             pages: HashMap::new(),
+            push: push::PushState::new(jobs, options.max_channel_lifetime, base_url.clone()),
         };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .expect("fake Google introspection client");
         let shared = Arc::new(Shared { state: Mutex::new(state), auth: options.auth, http });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Google port");
-        listener.set_nonblocking(true).expect("nonblocking listener");
-        let port = listener.local_addr().expect("fake Google addr").port();
         let router = handlers::router(shared.clone());
+        let deliveries = deliver::run(shared.clone(), queued);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fake-google".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake Google runtime");
                 rt.block_on(async move {
+                    tokio::spawn(deliveries);
                     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     // Dropping the runtime on stop aborts open keep-alive connections too.
                     tokio::select! {
@@ -236,12 +267,7 @@ impl FakeGoogle {
                 });
             })
             .expect("spawn the fake Google thread");
-        FakeGoogle {
-            shared,
-            base_url: format!("http://127.0.0.1:{port}/calendar/v3"),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        FakeGoogle { shared, base_url, stop: Some(stop), thread: Some(thread) }
     }
 
     /// `http://127.0.0.1:PORT/calendar/v3` (what calsync gets as `GOOGLE_CALENDAR_API_URL`).
@@ -291,6 +317,46 @@ impl FakeGoogle {
     /// Writes (POST/PUT/PATCH/DELETE) seen so far.
     pub fn writes(&self) -> Vec<RecordedRequest> {
         self.requests().into_iter().filter(|r| r.method != "GET").collect()
+    }
+
+    // ---- push channels --------------------------------------------------------------------------
+
+    /// Live channels (stopped, forgotten and expired ones are gone), ordered by channel id.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        self.shared.lock().push.live()
+    }
+    /// Every finished delivery attempt on channel `id` (retries included), in finishing order.
+    pub fn deliveries(&self, id: &str) -> Vec<DeliveryAttempt> {
+        self.shared.lock().push.deliveries.iter().filter(|d| d.channel_id == id).cloned().collect()
+    }
+    /// How many delivery attempts channel `id` has had.
+    pub fn delivery_count(&self, id: &str) -> usize {
+        self.deliveries(id).len()
+    }
+    /// Waits up to `timeout` until channel `id` has had at least `n` attempts; returns them all.
+    pub async fn wait_for_deliveries(&self, id: &str, n: usize, timeout: Duration) -> Vec<DeliveryAttempt> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = self.deliveries(id);
+            if seen.len() >= n || tokio::time::Instant::now() >= until {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    /// While on, notifications are dropped (Google's are "not 100% reliable"); message numbers
+    /// still advance, so the receiver sees a gap afterwards.
+    pub fn set_drop_notifications(&self, on: bool) {
+        self.shared.lock().push.paused = on;
+    }
+    /// Caps the lifetime of channels opened from now on.
+    pub fn set_max_channel_lifetime(&self, max: Duration) {
+        self.shared.lock().push.max_lifetime = max;
+    }
+    /// Google silently drops channel `id` (as on expiry): no more deliveries, `channels.stop`
+    /// answers 404. False when no live channel has that id.
+    pub fn forget_channel(&self, id: &str) -> bool {
+        self.shared.lock().push.forget(id)
     }
 
     // ---- raw access, bypassing calsync (as the user's calendar app) -----------------------------

@@ -159,6 +159,27 @@ async fn sync_since(p: &CaldavProvider, url: &Url, token: &str) -> Result<Sync, 
     Ok(Sync::Changes { changed, removed, token: Some(token) })
 }
 
+/// The collection's change fingerprint: `DAV:sync-token` (RFC 6578), else Apple's
+/// `CS:getctag`, else `None` (no cheap check: list instead). One Depth-0 PROPFIND.
+pub async fn probe(p: &CaldavProvider, calendar: &str) -> Result<Option<String>, ProviderError> {
+    let url = p.collection(calendar)?;
+    let resp = discovery::propfind_at(p.client(), &url, "0", &["d:sync-token", "cs:getctag"]).await?;
+    match resp.status.as_u16() {
+        207 => {
+            let ms = parse_multistatus(&resp.body)?;
+            let ctag = ms
+                .responses
+                .iter()
+                .find_map(|r| r.prop("http://calendarserver.org/ns/", "getctag"))
+                .map(|p| p.text.clone())
+                .filter(|t| !t.is_empty());
+            Ok(ms.sync_token.map(|t| format!("sync:{t}")).or_else(|| ctag.map(|c| format!("ctag:{c}"))))
+        }
+        401 | 403 | 404 | 429 | 500..=599 => Err(classify(&resp, &format!("checking {url} for changes"), p.client().username())),
+        _ => Ok(None),
+    }
+}
+
 pub async fn list(
     p: &CaldavProvider,
     calendar: &str,

@@ -282,6 +282,10 @@ impl Provider for CaldavProvider {
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         listing::list(self, calendar, window, cursor).await
     }
+
+    async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
+        listing::probe(self, calendar).await
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@
 //! deterministic key (base32hex), so `find_by_key` is a plain GET.
 //!
 //! Files: `client` (HTTP, auth retry, error classification), `wire` (JSON ↔ neutral model),
-//! `events` (create/update/delete), `listing` (window and incremental listing, cursors).
+//! `events` (create/update/delete), `listing` (window and incremental listing, cursors),
+//! `watch` (push channels: events.watch, channels.stop).
 
 mod client;
 mod events;
 mod listing;
+mod watch;
 mod wire;
 
 use std::sync::Arc;
@@ -28,7 +30,8 @@ pub use listing::{decode_cursor, encode_cursor};
 pub use wire::{CATEGORY_KEY, MARKER_KEY};
 
 use super::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, PushSupport, RemoteEvent, Target,
+    Watch, WatchRequest, Window,
 };
 use crate::credentials::Credentials;
 use crate::oauth::{AccessTokens, TokenBroker};
@@ -231,6 +234,18 @@ impl Provider for GoogleProvider {
 
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         listing::list(self, calendar, window, cursor).await
+    }
+
+    fn push_support(&self) -> PushSupport {
+        PushSupport::Recreate
+    }
+
+    async fn watch(&self, calendar: &str, request: &WatchRequest) -> Result<Watch, ProviderError> {
+        watch::watch(self, calendar, request).await
+    }
+
+    async fn stop_watch(&self, calendar: &str, watch: &Watch) -> Result<(), ProviderError> {
+        watch::stop(self, calendar, watch).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! HTTP side of the fake: routes, the request log, bearer-token checks (introspection or static
 //! tokens) with per-call scopes, injected failures, calendarList, and events insert/get/patch/
 //! update/delete. The write rules live in plain functions on `State` so the raw test helpers use
-//! exactly the same rules. events.list lives in `list.rs`.
+//! exactly the same rules (and queue the same push notifications). events.list lives in
+//! `list.rs`, push channels in `push.rs`.
 
 use std::sync::Arc;
 
@@ -11,12 +12,12 @@ use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::errors::GoogleError;
 use super::event::{self, merge_patch, stamp, valid_id, validate};
-use super::{Failure, RecordedRequest, SCOPE_PREFIX, Shared, State, Stored, list};
+use super::{Failure, RecordedRequest, SCOPE_PREFIX, Shared, State, Stored, list, push};
 
 pub type Params = Vec<(String, String)>;
 
@@ -24,6 +25,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/calendar/v3/users/me/calendarList", get(calendar_list))
         .route("/calendar/v3/calendars/{cal}/events", get(list::events_list).post(insert))
+        .route("/calendar/v3/calendars/{cal}/events/watch", post(push::watch))
+        .route("/calendar/v3/channels/stop", post(push::stop))
         .route("/calendar/v3/calendars/{cal}/events/{id}", get(get_one).patch(patch).put(update).delete(delete))
         .fallback(|| async { GoogleError::not_found() })
         .layer(middleware::from_fn_with_state(shared.clone(), record))
@@ -178,7 +181,7 @@ async fn calendar_list(
     Ok(json_response(&body))
 }
 
-fn parse_body(body: &Bytes) -> Result<Map<String, Value>, GoogleError> {
+pub fn parse_body(body: &Bytes) -> Result<Map<String, Value>, GoogleError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(GoogleError::parse_error()),
@@ -212,6 +215,7 @@ pub fn insert_event(s: &mut State, cal: &str, body: Value) -> Result<Value, Goog
     stamp(&mut body, &id, &cal_id, seq, None);
     let resource = Value::Object(body);
     s.calendars[i].events.insert(id, Stored { resource: resource.clone(), seq });
+    s.notify_change(i);
     Ok(resource)
 }
 
@@ -267,6 +271,7 @@ fn write_event(
     let cal_id = s.calendars[i].id.clone();
     stamp(next_map, id, &cal_id, seq, current.get("created").cloned());
     s.calendars[i].events.insert(id.to_string(), Stored { resource: next.clone(), seq });
+    s.notify_change(i);
     Ok(next)
 }
 
@@ -304,6 +309,7 @@ pub fn delete_event(
     let cal_id = s.calendars[i].id.clone();
     stamp(map, id, &cal_id, seq, current.get("created").cloned());
     s.calendars[i].events.insert(id.to_string(), Stored { resource: next, seq });
+    s.notify_change(i);
     Ok(())
 }
 
