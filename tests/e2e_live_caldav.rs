@@ -5,47 +5,19 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use calsync::resources::{ProviderKind, connection_name};
 use chrono::{Datelike, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::calsync_bin::Standalone;
+use support::live::{connections, metric, synced, task_sync, until};
 use support::radicale::{Radicale, RawDav};
 
 const CAL: &str = "/alice/calendar/";
 const USER: &str = "live_user";
 /// Acceptance bound: an edit is reported within this long of being made (poll every 2 s).
 const BOUND: Duration = Duration::from_secs(5);
-
-fn task_syncs(dir: &std::path::Path) -> Vec<Value> {
-    let (ok, out, err) = Standalone::cli(dir, &["get", "tasksyncs", "-o", "json"]);
-    assert!(ok, "calsync get: {err}");
-    let list: Value = serde_json::from_str(&out).expect("json");
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn task_sync(dir: &std::path::Path, task_id: &str) -> Value {
-    task_syncs(dir).into_iter().find(|t| t["spec"]["taskId"] == task_id).unwrap_or(Value::Null)
-}
-
-/// Poll the TaskSync until `check` holds; returns how long it took. Fails past `limit`.
-async fn until(dir: &std::path::Path, task_id: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        let ts = task_sync(dir, task_id);
-        if check(&ts) {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {ts:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn synced(ts: &Value) -> Option<(String, String)> {
-    let c = ts["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Synced")?;
-    Some((c["status"].as_str()?.to_string(), c["reason"].as_str()?.to_string()))
-}
 
 /// The href of our event whose SUMMARY is `title`.
 async fn href_of(raw: &RawDav, event_id: &str) -> String {
@@ -102,10 +74,8 @@ async fn edits_and_deletions_in_caldav_reach_the_task_syncs_by_polling() {
     let calwins_event = task_sync(dir.path(), "calwins-1")["status"]["eventId"].as_str().expect("eventId").to_string();
 
     // The connection says it polls, and why.
-    let (ok, out, _) = Standalone::cli(dir.path(), &["get", "calconn", "-o", "json"]);
-    assert!(ok);
-    let conns: Value = serde_json::from_str(&out).expect("json");
-    let conn = &conns["items"][0];
+    let conns = connections(dir.path());
+    let conn = &conns[0];
     let push = conn["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Push")).cloned();
     assert_eq!(push.as_ref().map(|c| (&c["status"], &c["reason"])), Some((&json!("False"), &json!("Polling"))), "{conn:#}");
     assert_eq!(conn["status"]["push"]["calendars"][0]["mode"], "Poll", "{conn:#}");
@@ -163,12 +133,7 @@ async fn edits_and_deletions_in_caldav_reach_the_task_syncs_by_polling() {
 
     // The change syncs are visible in the metrics.
     let metrics = reqwest::get(format!("{}/metrics", cs.base)).await.expect("metrics").text().await.expect("text");
-    let polls = metrics
-        .lines()
-        .find(|l| l.starts_with("calsync_change_syncs_total{trigger=\"poll\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let polls = metric(&metrics, "calsync_change_syncs_total{trigger=\"poll\"}");
     assert!(polls >= 3, "{metrics}");
     assert!(metrics.contains("calsync_change_listings_total{kind=\"skipped_by_probe\"}"), "{metrics}");
     assert!(!cs.log().contains(&server.password), "the password reached the log");

@@ -7,3 +7,4 @@ pub mod fake_google;
 pub mod fake_graph;
 pub mod oidc;
 pub mod radicale;
+pub mod live;
