@@ -13,12 +13,13 @@
 //!
 //! Files: `client` (HTTP, auth retry, limits, error mapping), `wire` (event JSON),
 //! `recurrence` (RRULE ↔ patternedRecurrence), `events` (single-event calls), `listing`
-//! (calendarView and delta).
+//! (calendarView and delta), `subscriptions` (change notifications: create, PATCH-renew, delete).
 
 mod client;
 mod events;
 mod listing;
 mod recurrence;
+mod subscriptions;
 mod wire;
 
 use std::sync::Arc;
@@ -33,7 +34,8 @@ pub use recurrence::PatternedRecurrence;
 pub use wire::{key_prop, marker_prop};
 
 use super::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, PushSupport, RemoteEvent, Target,
+    Watch, WatchRequest, Window,
 };
 use crate::credentials::Credentials;
 use crate::oauth::TokenBroker;
@@ -248,6 +250,24 @@ impl Provider for OutlookProvider {
 
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         listing::list(self, calendar, window, cursor).await
+    }
+
+    fn push_support(&self) -> PushSupport {
+        PushSupport::Renew
+    }
+
+    async fn watch(&self, calendar: &str, request: &WatchRequest) -> Result<Watch, ProviderError> {
+        subscriptions::watch(self, calendar, request).await
+    }
+
+    /// A 400 from Graph is reported as `NotFound` too, so the engine recreates (see
+    /// `subscriptions::renew_error`).
+    async fn renew_watch(&self, watch: &Watch, request: &WatchRequest) -> Result<Watch, ProviderError> {
+        subscriptions::renew(self, watch, request).await
+    }
+
+    async fn stop_watch(&self, calendar: &str, watch: &Watch) -> Result<(), ProviderError> {
+        subscriptions::stop(self, calendar, watch).await
     }
 }
 

@@ -19,16 +19,30 @@
 //! - delta rounds end in `@odata.deltaLink`; later rounds report changes and `@removed`;
 //!   expired tokens are 410 `syncStateNotFound`.
 //!
+//! - change-notification subscriptions (`subscriptions`, `delivery`): a create validates
+//!   `notificationUrl` and `lifecycleNotificationUrl` over real HTTP first (200, `text/plain`,
+//!   the decoded token, within 10 s; else 400 `ValidationError`), only HTTPS or loopback HTTP,
+//!   `clientState` ≤ 128, lifetimes beyond the maximum are 400; PATCH renews, DELETE removes,
+//!   unknown or expired ids are 404. Every event write, through the API or the raw helpers
+//!   below (the user's Outlook), is notified over real HTTP from a dispatcher task, batched
+//!   per URL, retried a few times when not taken. Helpers list subscriptions, deliveries and
+//!   validations, drop notifications, expire a subscription and send lifecycle events.
+//!
 //! `transactionId` on a repeated POST: Graph does not document it, so `DuplicatePost` picks
 //! between returning the existing event (201) and creating a second one (the harsher case).
 
 #![allow(dead_code, unused_imports)]
 
+mod delivery;
 pub mod odata;
 mod routes;
 mod store;
+mod subscriptions;
 
 pub use odata::{PropFilter, ValueCond, id_ok, parse_bound, parse_expand, parse_filter, same_prop};
+pub use subscriptions::{
+    APP_ID, Delivery, DeliveryKind, LifecycleEvent, Subscription, SubscriptionOptions, TENANT_ID, USER_ID, Validation,
+};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -97,6 +111,7 @@ pub(crate) struct St {
     pub epoch: u64,
     pub switches: Switches,
     pub log: Vec<Logged>,
+    pub subs: subscriptions::Subs,
 }
 
 pub(crate) struct Shared {
@@ -148,6 +163,7 @@ impl St {
             .collect();
         let transaction_id = fields.remove("transactionId").and_then(|t| t.as_str().map(str::to_string));
         let now = Utc::now();
+        let etag = format!("W/\"{change_key}\"");
         let ev = Event {
             id: id.clone(),
             calendar: calendar.to_string(),
@@ -160,12 +176,14 @@ impl St {
             props,
         };
         self.events.insert(id.clone(), ev);
+        self.changed(&id, calendar, "created", &etag);
         id
     }
 
     pub fn remove(&mut self, id: &str) -> bool {
         let Some(ev) = self.events.remove(id) else { return false };
         let (seq, _) = self.bump();
+        self.changed(&ev.id, &ev.calendar, "deleted", &ev.etag());
         self.tombstones.push((ev.id, ev.calendar, seq));
         true
     }
@@ -265,11 +283,13 @@ pub struct FakeGraph {
     pub url: String,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    dispatcher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for FakeGraph {
     fn drop(&mut self) {
         self.task.abort();
+        self.dispatcher.abort();
     }
 }
 
@@ -288,6 +308,12 @@ impl FakeGraph {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port for fake Graph");
         let addr = listener.local_addr().expect("local addr");
         let base = format!("http://{addr}/v1.0");
+        let (outbox, queue) = tokio::sync::mpsc::unbounded_channel();
+        // Graph does not follow redirects from a notification endpoint.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client for fake Graph's notifications");
         let mut st = St {
             token: token.to_string(),
             calendars: vec![],
@@ -307,6 +333,7 @@ impl FakeGraph {
                 access_denied: false,
             },
             log: vec![],
+            subs: subscriptions::Subs::new(outbox, http),
         };
         for (name, default, can_edit) in [("Birthdays", false, false), ("Calendar", true, true), ("Work", false, true)]
         {
@@ -324,7 +351,8 @@ impl FakeGraph {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeGraph { url: base, shared, task }
+        let dispatcher = tokio::spawn(delivery::dispatch(shared.clone(), queue));
+        FakeGraph { url: base, shared, task, dispatcher }
     }
 
     fn st(&self) -> MutexGuard<'_, St> {
@@ -375,6 +403,8 @@ impl FakeGraph {
         ev.seq = seq;
         ev.change_key = ck;
         ev.modified = Utc::now();
+        let (calendar, etag) = (ev.calendar.clone(), ev.etag());
+        st.changed(id, &calendar, "updated", &etag);
     }
 
     /// The stored event with all its extended properties, in UTC; `None` when absent.

@@ -1,5 +1,5 @@
-//! The fake Graph's routes: calendars, event CRUD, extended-property lookup, calendarView and
-//! calendarView/delta, each refusing parameters it does not support.
+//! The fake Graph's routes: calendars, event CRUD, extended-property lookup, calendarView,
+//! calendarView/delta and subscriptions, each refusing parameters it does not support.
 
 // Handlers return a ready Graph error response as their `Err`; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -21,7 +21,7 @@ use super::odata::{
     ValueCond, id_ok, parse_bound, parse_expand, parse_filter, prefer_page_size, prefer_timezone, same_prop,
 };
 use super::store::{self, Reject};
-use super::{DuplicatePost, Shared, graph_error};
+use super::{DuplicatePost, Shared, graph_error, subscriptions};
 
 type Q = Query<Vec<(String, String)>>;
 type S = State<Arc<Shared>>;
@@ -36,6 +36,8 @@ pub fn router(s: Arc<Shared>) -> Router {
         .route("/v1.0/me/calendars/{cal}/calendarView/delta", get(delta))
         .route("/v1.0/me/calendar/calendarView", get(view_default))
         .route("/v1.0/me/calendarView/delta", get(delta_default))
+        .route("/v1.0/subscriptions", post(subscriptions::create))
+        .route("/v1.0/subscriptions/{id}", patch(subscriptions::renew).delete(subscriptions::remove))
         .fallback(|| async { graph_error(400, "BadRequest", "Resource not found for the segment.") })
         .with_state(s)
 }
@@ -282,7 +284,10 @@ async fn patch_event(State(s): S, Path(id): Path<String>, h: HeaderMap, body: By
         return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
     };
     (ev.fields, ev.props, ev.seq, ev.change_key, ev.modified) = (fields, props, seq, ck, Utc::now());
-    axum::Json(ev.render(tz, None, false)).into_response()
+    let out = ev.render(tz, None, false);
+    let (calendar, etag) = (ev.calendar.clone(), ev.etag());
+    st.changed(&id, &calendar, "updated", &etag);
+    axum::Json(out).into_response()
 }
 
 async fn delete_event(State(s): S, Path(id): Path<String>, h: HeaderMap) -> Response {
