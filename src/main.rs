@@ -378,7 +378,8 @@ async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
                 namespace.as_deref(),
             )
             .await?;
-            let objects = calsync::controller::KubeObjects::new(client, None).with_sealer(envelope_sealer(&encryption_keys()?));
+            let objects =
+                calsync::controller::KubeObjects::new(client, None).with_sealer(envelope_sealer(&encryption_keys()?));
             objects.rotate_keys(namespace.as_deref()).await?
         }
         _ => anyhow::bail!(

@@ -406,7 +406,8 @@ async fn phone_patch(fake: &FakeGoogle, id: &str, hours: i64) {
 async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
     use support::live::{condition, metric, synced, until, until_connection};
     // Polling is off in effect (10 min): what is seen within seconds came by push.
-    let slow_poll = [("CALSYNC_POLL_SECONDS", "600".to_string()), ("CALSYNC_PUSH_SAFETY_POLL_SECONDS", "600".to_string())];
+    let slow_poll =
+        [("CALSYNC_POLL_SECONDS", "600".to_string()), ("CALSYNC_PUSH_SAFETY_POLL_SECONDS", "600".to_string())];
     let w = world_with(3600, Some(Duration::from_secs(8)), &slow_poll).await;
     let dir = w._dir.path();
     let user = "push_user";
@@ -420,7 +421,8 @@ async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
     let event_id = body["event_id"].as_str().expect("event_id").to_string();
 
     // A channel on the primary calendar, recorded in status, its sync message answered 200.
-    let conn = until_connection(dir, Duration::from_secs(20), |c| c["status"]["push"]["calendars"][0]["mode"] == "Push").await;
+    let conn =
+        until_connection(dir, Duration::from_secs(20), |c| c["status"]["push"]["calendars"][0]["mode"] == "Push").await;
     assert_eq!(condition(&conn, "Push"), Some(("True".into(), "Subscribed".into())), "{conn:#}");
     let watch_id = conn["status"]["push"]["calendars"][0]["watchId"].as_str().expect("watchId").to_string();
     let channels = w.fake.channels();
@@ -440,9 +442,12 @@ async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
 
     // Our own write resolves it for the task and is not reported back.
     let later = when.replace("T14:00", "T17:00");
-    let (s, body) = w
-        .cs
-        .call("PUT", "/update-event", Some(json!({"user_id": user, "event_id": event_id, "task_data": {"scheduled_time": later}})))
+    let (s, body) =
+        w.cs.call(
+            "PUT",
+            "/update-event",
+            Some(json!({"user_id": user, "event_id": event_id, "task_data": {"scheduled_time": later}})),
+        )
         .await;
     assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -481,8 +486,15 @@ async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 401);
-    let metrics = phone.get(format!("{}/metrics", w.cs.base)).send().await.expect("metrics").text().await.expect("text");
-    assert!(metric(&metrics, "calsync_push_notifications_total{provider=\"google\",outcome=\"forged\"}") >= 1, "{metrics}");
-    assert!(metric(&metrics, "calsync_push_notifications_total{provider=\"google\",outcome=\"accepted\"}") >= 2, "{metrics}");
+    let metrics =
+        phone.get(format!("{}/metrics", w.cs.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metric(&metrics, "calsync_push_notifications_total{provider=\"google\",outcome=\"forged\"}") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "calsync_push_notifications_total{provider=\"google\",outcome=\"accepted\"}") >= 2,
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, "calsync_change_syncs_total{trigger=\"poll\"}"), 0, "{metrics}");
 }

@@ -77,7 +77,11 @@ async fn edits_and_deletions_in_caldav_reach_the_task_syncs_by_polling() {
     let conns = connections(dir.path());
     let conn = &conns[0];
     let push = conn["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Push")).cloned();
-    assert_eq!(push.as_ref().map(|c| (&c["status"], &c["reason"])), Some((&json!("False"), &json!("Polling"))), "{conn:#}");
+    assert_eq!(
+        push.as_ref().map(|c| (&c["status"], &c["reason"])),
+        Some((&json!("False"), &json!("Polling"))),
+        "{conn:#}"
+    );
     assert_eq!(conn["status"]["push"]["calendars"][0]["mode"], "Poll", "{conn:#}");
 
     // Let the first poll establish the calendar's baseline, then move both events as another
@@ -100,8 +104,8 @@ async fn edits_and_deletions_in_caldav_reach_the_task_syncs_by_polling() {
     until(dir.path(), "calwins-1", BOUND, |t| t["status"]["calendarEdit"]["resolution"] == "CalendarWins").await;
     let ts = task_sync(dir.path(), "calwins-1");
     let start = ts["status"]["calendarEdit"]["start"].as_str().expect("start");
-    let moved_utc = chrono::NaiveDateTime::parse_from_str(&when, "%Y-%m-%dT%H:%M:%S").expect("when")
-        + chrono::Duration::hours(2);
+    let moved_utc =
+        chrono::NaiveDateTime::parse_from_str(&when, "%Y-%m-%dT%H:%M:%S").expect("when") + chrono::Duration::hours(2);
     assert!(start.contains(&moved_utc.format("%Y-%m-%d").to_string()), "{ts:#}");
     assert_eq!(synced(&ts), Some(("True".into(), "CalendarWins".into())), "{ts:#}");
 

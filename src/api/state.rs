@@ -125,16 +125,7 @@ impl AppState {
         let caches = Arc::new(Caches::new(config.rate_limit_per_minute));
         let namespace = namespace.into();
         let webhooks = Arc::new(super::webhooks::Webhooks::new(None, objects.clone(), &namespace));
-        AppState {
-            webhooks,
-            objects,
-            connector,
-            namespace,
-            config: Arc::new(config),
-            metrics,
-            caches,
-            oauth: None,
-        }
+        AppState { webhooks, objects, connector, namespace, config: Arc::new(config), metrics, caches, oauth: None }
     }
 
     /// Check provider notifications with these keys (the engine makes watch secrets with the

@@ -64,7 +64,8 @@ impl Engine {
             } else {
                 let left = match last {
                     Some(l) => interval.saturating_sub(l.elapsed()),
-                    None => live::first_poll_offset(&conn_key, &w.calendar_id, interval).saturating_sub(self.live.since_start()),
+                    None => live::first_poll_offset(&conn_key, &w.calendar_id, interval)
+                        .saturating_sub(self.live.since_start()),
                 };
                 next = next.min(left);
                 continue;
@@ -158,7 +159,7 @@ impl Engine {
                 continue;
             }
             ours_changed += 1;
-            let hint = if ev.cancelled { Hint::Check } else { Hint::Changed(ev.clone()) };
+            let hint = if ev.cancelled { Hint::Check } else { Hint::Changed(Box::new(ev.clone())) };
             self.live.hint(ObjectKey::task_sync(ns, &ts.name_any()), hint);
         }
         for id in &page.removed {
@@ -213,7 +214,9 @@ impl Engine {
                     crate::providers::EventTime::DateTime { utc, .. } => Some(utc),
                     crate::providers::EventTime::Date(d) => d.and_hms_opt(12, 0, 0).map(|t| t.and_utc()),
                 };
-                start.is_some_and(|s| s > window.from + chrono::Duration::days(1) && s < window.to - chrono::Duration::days(1))
+                start.is_some_and(|s| {
+                    s > window.from + chrono::Duration::days(1) && s < window.to - chrono::Duration::days(1)
+                })
             });
             if inside {
                 n += 1;

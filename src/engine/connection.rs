@@ -11,9 +11,9 @@ use super::live;
 use super::{Engine, EngineError, EventType, ObjectKey, Outcome, StoreError};
 use crate::error::ErrorClass;
 use crate::providers::{Provider, ProviderError, Target};
+use crate::resources::condition::{self, Condition, ConditionStatus, set_condition};
 use crate::resources::push::PUSH_FINALIZER;
 use crate::resources::{CalendarConnection, CalendarConnectionStatus, PushStatus};
-use crate::resources::condition::{self, Condition, ConditionStatus, set_condition};
 
 fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
     Condition::new(type_, if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
@@ -212,7 +212,9 @@ impl Engine {
         let ns = conn.namespace().unwrap_or_default();
         let creds = match self.objects.read_credentials(&ns, &conn.spec.credentials_secret_ref).await {
             Ok(Some(c)) => c,
-            Ok(None) | Err(StoreError::Invalid(_) | StoreError::Unreadable(_) | StoreError::NotFound(_)) => return Ok(None),
+            Ok(None) | Err(StoreError::Invalid(_) | StoreError::Unreadable(_) | StoreError::NotFound(_)) => {
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
         let target = Target {
@@ -232,7 +234,11 @@ impl Engine {
     /// Stop a connection's watches (best effort) and drop the push finalizer. The status to
     /// record, when it had watches.
     async fn release_watches(&self, conn: &CalendarConnection) -> Result<Option<PushStatus>, EngineError> {
-        let has_watches = conn.status.as_ref().and_then(|s| s.push.as_ref()).is_some_and(|p| p.calendars.iter().any(|w| w.watch_id.is_some()));
+        let has_watches = conn
+            .status
+            .as_ref()
+            .and_then(|s| s.push.as_ref())
+            .is_some_and(|p| p.calendars.iter().any(|w| w.watch_id.is_some()));
         let p = if has_watches { self.connection_provider(conn).await? } else { None };
         let stopped = self.stop_watches(conn, p.as_deref()).await;
         if conn.finalizers().iter().any(|f| f == PUSH_FINALIZER) {

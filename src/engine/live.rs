@@ -78,8 +78,9 @@ impl LiveConfig {
         if let Some(url) = lookup("CALSYNC_PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_string())
             && !url.is_empty()
         {
-            let parsed = reqwest::Url::parse(&url)
-                .map_err(|e| format!("CALSYNC_PUBLIC_URL {url:?} is not a URL ({e}); set it to e.g. https://calsync.example.com"))?;
+            let parsed = reqwest::Url::parse(&url).map_err(|e| {
+                format!("CALSYNC_PUBLIC_URL {url:?} is not a URL ({e}); set it to e.g. https://calsync.example.com")
+            })?;
             if !matches!(parsed.scheme(), "https" | "http") {
                 return Err(format!("CALSYNC_PUBLIC_URL {url:?} must be an https:// URL providers can reach"));
             }
@@ -122,7 +123,7 @@ pub type Requeue = Arc<dyn Fn(ObjectKey) + Send + Sync>;
 #[derive(Clone, Debug)]
 pub enum Hint {
     /// The event as the listing returned it.
-    Changed(RemoteEvent),
+    Changed(Box<RemoteEvent>),
     /// It may be gone (removed from an incremental listing, or missing from a full one): read
     /// it before believing that.
     Check,
@@ -520,8 +521,10 @@ impl Engine {
     ) -> Result<Result<(), String>, EngineError> {
         let old = push.calendars[i].clone();
         let calendar = old.calendar_id.clone();
-        let renew_in_place = p.push_support() == PushSupport::Renew && old.watch_id.is_some() && old.provider_id.is_some();
-        let id = if renew_in_place { old.watch_id.clone().unwrap_or_default() } else { uuid::Uuid::new_v4().to_string() };
+        let renew_in_place =
+            p.push_support() == PushSupport::Renew && old.watch_id.is_some() && old.provider_id.is_some();
+        let id =
+            if renew_in_place { old.watch_id.clone().unwrap_or_default() } else { uuid::Uuid::new_v4().to_string() };
         let Some(request) = self.watch_request(provider, &id) else { return Ok(Err("push is not configured".into())) };
         let mut result = if renew_in_place {
             let current = Watch {
@@ -587,7 +590,7 @@ impl Engine {
                 w.next_attempt_time = Some(self.not_before(delay));
                 w.last_error = Some(msg.clone());
                 // Whatever was live stays live until it expires; the calendar is polled meanwhile.
-                if !w.expiration.is_some_and(|x| x > self.now()) {
+                if w.expiration.is_none_or(|x| x <= self.now()) {
                     w.mode = PushMode::Poll;
                     w.watch_id = None;
                     w.provider_id = None;
@@ -603,16 +606,26 @@ impl Engine {
     /// its notifications are ignored once it is no longer in status.
     async fn stop_one(&self, p: &dyn Provider, w: &WatchedCalendar) {
         let (Some(id), Some(provider_id)) = (&w.watch_id, &w.provider_id) else { return };
-        let watch = Watch { id: id.clone(), provider_id: provider_id.clone(), expiration: w.expiration.unwrap_or_else(|| self.now()) };
+        let watch = Watch {
+            id: id.clone(),
+            provider_id: provider_id.clone(),
+            expiration: w.expiration.unwrap_or_else(|| self.now()),
+        };
         match p.stop_watch(&w.calendar_id, &watch).await {
             Ok(()) => LiveStats::bump(&stats().watches_stopped),
-            Err(e) => tracing::info!(calendar = %w.calendar_id, reason = e.reason(), "could not stop a push watch; it expires on its own"),
+            Err(e) => {
+                tracing::info!(calendar = %w.calendar_id, reason = e.reason(), "could not stop a push watch; it expires on its own")
+            }
         }
         self.live.set_active(id, false);
     }
 
     /// Stop every watch of a connection (disconnect, deletion) and forget its caches.
-    pub(super) async fn stop_watches(&self, conn: &CalendarConnection, p: Option<&dyn Provider>) -> Option<crate::resources::PushStatus> {
+    pub(super) async fn stop_watches(
+        &self,
+        conn: &CalendarConnection,
+        p: Option<&dyn Provider>,
+    ) -> Option<crate::resources::PushStatus> {
         let ns = conn.namespace().unwrap_or_default();
         self.live.forget(&format!("{ns}/{}", conn.name_any()));
         let push = conn.status.as_ref()?.push.clone()?;
@@ -621,7 +634,11 @@ impl Engine {
                 self.stop_one(p, w).await;
             }
         }
-        let calendars = push.calendars.iter().map(|w| WatchedCalendar { cursor: None, ..WatchedCalendar::polled(&w.calendar_id) }).collect();
+        let calendars = push
+            .calendars
+            .iter()
+            .map(|w| WatchedCalendar { cursor: None, ..WatchedCalendar::polled(&w.calendar_id) })
+            .collect();
         Some(crate::resources::PushStatus { calendars, ..push })
     }
 }

@@ -7,11 +7,11 @@
 //! returned `Outcome`.
 
 pub mod backoff;
-mod conflict;
 mod changes;
+mod conflict;
 mod connection;
-pub mod live;
 pub mod desired;
+pub mod live;
 pub mod memory;
 pub mod objects;
 pub mod plan;

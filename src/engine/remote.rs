@@ -52,7 +52,7 @@ impl Engine {
             }
         };
         let listed = match hint {
-            Hint::Changed(ev) if !ev.cancelled => Some(ev),
+            Hint::Changed(ev) if !ev.cancelled => Some(*ev),
             _ => None,
         };
         // Our own write, already recorded.

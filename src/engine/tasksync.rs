@@ -153,7 +153,11 @@ impl Engine {
                 }
                 Step::Backoff(left) => return Ok(Outcome::Requeue(jitter(left.max(Duration::from_millis(100))))),
                 Step::HoldDeleted => {
-                    self.set_failed(&mut ctx, "DeletedInCalendar", "the event was deleted in the calendar app; change the task to create it again");
+                    self.set_failed(
+                        &mut ctx,
+                        "DeletedInCalendar",
+                        "the event was deleted in the calendar app; change the task to create it again",
+                    );
                     return self.finish(&ctx, self.config.resync).await;
                 }
                 Step::HoldConflict => {
@@ -201,7 +205,10 @@ impl Engine {
         Ok(Outcome::Requeue(jitter(self.config.backoff.base)))
     }
 
-    pub(super) async fn provider(&self, ctx: &Ctx<'_>) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
+    pub(super) async fn provider(
+        &self,
+        ctx: &Ctx<'_>,
+    ) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
         let Some(conn) = ctx.conn else {
             return Ok(Err(ProviderError::Invalid { message: "the CalendarConnection is gone".into() }));
         };

@@ -100,7 +100,9 @@ pub trait Provider: Send + Sync {
     /// Start delivering change notifications for `calendar` to `request.address`.
     async fn watch(&self, calendar: &str, request: &WatchRequest) -> Result<Watch, ProviderError> {
         let _ = (calendar, request);
-        Err(ProviderError::Invalid { message: "this calendar provider has no push notifications; calsync polls it".into() })
+        Err(ProviderError::Invalid {
+            message: "this calendar provider has no push notifications; calsync polls it".into(),
+        })
     }
 
     /// Extend a watch in place to about `request.ttl` from now (only `PushSupport::Renew`).

@@ -113,6 +113,7 @@ fn default_true() -> bool {
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider", description = "Calendar provider"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Credentials work and the calendar is reachable"),
     printcolumn(name = "Calendar", type_ = "string", json_path = ".status.defaultCalendarId", description = "Calendar new events go to"),
+    printcolumn(name = "Push", type_ = "string", json_path = ".status.conditions[?(@.type==\"Push\")].reason", description = "How calendar changes reach calsync: Subscribed (push), Polling, or WatchFailed"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.spec.provider != 'caldav' || has(self.spec.serverUrl)").message("provider caldav needs spec.serverUrl (the CalDAV server's URL)").reason(Reason::FieldValueRequired),
     cel

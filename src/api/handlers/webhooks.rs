@@ -31,8 +31,11 @@ pub async fn google(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let count = |o: Outcome| state.metrics.record_notification("google", o.label());
     let Some(channel) = header(&headers, "x-goog-channel-id") else {
         count(Outcome::Malformed);
-        return ApiError::bad_request("invalid_notification", "not a Google Calendar notification: X-Goog-Channel-ID is missing")
-            .into_response();
+        return ApiError::bad_request(
+            "invalid_notification",
+            "not a Google Calendar notification: X-Goog-Channel-ID is missing",
+        )
+        .into_response();
     };
     let token = header(&headers, "x-goog-channel-token").unwrap_or_default();
     if !state.webhooks.authentic(channel, token) {

@@ -175,7 +175,9 @@ pub async fn probe(p: &CaldavProvider, calendar: &str) -> Result<Option<String>,
                 .filter(|t| !t.is_empty());
             Ok(ms.sync_token.map(|t| format!("sync:{t}")).or_else(|| ctag.map(|c| format!("ctag:{c}"))))
         }
-        401 | 403 | 404 | 429 | 500..=599 => Err(classify(&resp, &format!("checking {url} for changes"), p.client().username())),
+        401 | 403 | 404 | 429 | 500..=599 => {
+            Err(classify(&resp, &format!("checking {url} for changes"), p.client().username()))
+        }
         _ => Ok(None),
     }
 }
