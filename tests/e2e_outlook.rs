@@ -34,6 +34,12 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(&[], false).await
+}
+
+/// A world with extra environment for calsync; `push`: calsync's own address is its
+/// CALSYNC_PUBLIC_URL and the fake Graph accepts short subscription lifetimes.
+async fn world_with(extra: &[(&'static str, String)], push: bool) -> World {
     let port = Standalone::pick_port();
     let base = format!("http://127.0.0.1:{port}");
     let oidc = Arc::new(OidcServer::start(OidcOptions {
@@ -50,8 +56,11 @@ async fn world() -> World {
         Box::pin(async move { peer.introspect(&token, &client.id, &client.secret).await["active"] == json!(true) })
     });
     let graph = FakeGraph::start_with("no-static-token", Some(validator)).await;
+    if push {
+        graph.subscription_options(|o| o.min_lifetime = Duration::from_secs(1));
+    }
     let client = oidc.client().clone();
-    let env = vec![
+    let mut env = vec![
         ("MICROSOFT_CLIENT_ID", client.id.clone()),
         ("MICROSOFT_CLIENT_SECRET", client.secret.clone()),
         ("MICROSOFT_REDIRECT_URI", format!("{base}/api/calendar/outlook/callback")),
@@ -61,6 +70,10 @@ async fn world() -> World {
         ("MICROSOFT_GRAPH_URL", graph.url.clone()),
         ("CALSYNC_FRONTEND_URL", FRONTEND.to_string()),
     ];
+    if push {
+        env.push(("CALSYNC_PUBLIC_URL", base.clone()));
+    }
+    env.extend(extra.iter().cloned());
     let dir = tempfile::tempdir().expect("tempdir");
     let cs = Standalone::start_with(dir.path(), port, &env).await;
     let browser =
@@ -241,4 +254,91 @@ async fn two_concurrent_refreshes_keep_a_rotating_grant() {
     let (s, body) = w.cs.call("POST", "/task-to-calendar", Some(task)).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(w.status(user).await["ready"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_in_outlook_reach_the_task_sync_by_subscription_and_lifecycle_events_recover() {
+    use support::fake_graph::LifecycleEvent;
+    use support::live::{condition, metric, until, until_connection};
+    // Polling is off in effect (10 min); subscriptions live 12 s, so renewal happens in the test.
+    let extra = [
+        ("CALSYNC_POLL_SECONDS", "600".to_string()),
+        ("CALSYNC_PUSH_SAFETY_POLL_SECONDS", "600".to_string()),
+        ("CALSYNC_OUTLOOK_SUBSCRIPTION_MINUTES", "0.2".to_string()),
+    ];
+    let w = world_with(&extra, true).await;
+    let dir = w.dir.path();
+    let user = "push_user";
+    let (s, body) = w.cs.call("POST", "/connect/outlook", Some(json!({"user_id": user}))).await;
+    assert_eq!(s, 200, "{body}");
+    let callback = w.oidc.follow_authorization(body["authorization_url"].as_str().expect("url")).await;
+    let r = w.browser.get(&callback).send().await.expect("callback");
+    assert_eq!(r.status().as_u16(), 302);
+    // Inside the window change syncs list (a year ahead).
+    let when = (Utc::now() + chrono::Duration::days(20)).format("%Y-%m-%dT14:00:00").to_string();
+    let task = json!({"user_id": user, "task_data": {"id": "o-1", "name": "Group project sync",
+        "scheduled_time": when, "timezone": "Europe/Berlin"}});
+    let (s, body) = w.cs.call("POST", "/task-to-calendar", Some(task)).await;
+    assert_eq!(s, 200, "{body}");
+    let event_id = body["event_id"].as_str().expect("event_id").to_string();
+
+    // A subscription whose two URLs passed Graph's validation handshake, recorded in status.
+    let conn =
+        until_connection(dir, Duration::from_secs(20), |c| c["status"]["push"]["calendars"][0]["mode"] == "Push").await;
+    assert_eq!(condition(&conn, "Push"), Some(("True".into(), "Subscribed".into())), "{conn:#}");
+    let subs = w.graph.subscriptions();
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    let sub = subs[0].clone();
+    assert_eq!(conn["status"]["push"]["calendars"][0]["providerId"], json!(sub.id));
+    assert!(sub.notification_url.ends_with("/api/calendar/webhooks/outlook"), "{}", sub.notification_url);
+    assert!(sub.lifecycle_url.as_deref().is_some_and(|u| u.ends_with("/api/calendar/webhooks/outlook/lifecycle")));
+    let validations = w.graph.validations();
+    assert!(validations.len() >= 2 && validations.iter().all(|v| v.passed), "{validations:?}");
+
+    // Edited in Outlook: reported within 5 s, no REST call.
+    w.graph.edit_title(&event_id, "Group project sync (moved by Bob)");
+    let took = until(dir, "o-1", Duration::from_secs(5), |t| !t["status"]["calendarEdit"].is_null()).await;
+    eprintln!("Outlook edit detected {took:?} after the change");
+    let ts = support::live::task_sync(dir, "o-1");
+    assert!(ts["status"]["calendarEdit"]["changed"].as_array().is_some_and(|c| c.contains(&json!("title"))), "{ts:#}");
+
+    // Renewed in place (PATCH) before it expires: same subscription, later expiration.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = w.graph.subscriptions();
+        if now.iter().any(|s| s.id == sub.id && s.expiration > sub.expiration) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not renewed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Notifications lost (Graph throttled us): `missed` makes calsync list in full and find it.
+    w.graph.subscription_options(|o| o.drop_notifications = true);
+    w.graph.edit_title(&event_id, "Second edit while notifications were dropped");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ts = support::live::task_sync(dir, "o-1");
+    assert_ne!(ts["status"]["calendarEdit"]["title"], "Second edit while notifications were dropped", "{ts:#}");
+    w.graph.subscription_options(|o| o.drop_notifications = false);
+    assert_eq!(w.graph.send_lifecycle(&sub.id, LifecycleEvent::Missed).await, Some(202));
+    until(dir, "o-1", Duration::from_secs(5), |t| {
+        t["status"]["calendarEdit"]["title"] == "Second edit while notifications were dropped"
+    })
+    .await;
+
+    // Removed by Microsoft (e.g. a password reset): re-created, under a new id.
+    assert_eq!(w.graph.send_lifecycle(&sub.id, LifecycleEvent::SubscriptionRemoved).await, Some(202));
+    let conn = until_connection(dir, Duration::from_secs(10), |c| {
+        c["status"]["push"]["calendars"][0]["providerId"].as_str().is_some_and(|id| id != sub.id)
+    })
+    .await;
+    let new_id = conn["status"]["push"]["calendars"][0]["providerId"].as_str().expect("providerId").to_string();
+    assert!(w.graph.subscriptions().iter().any(|s| s.id == new_id), "{:?}", w.graph.subscriptions());
+
+    let metrics = reqwest::get(format!("{}/metrics", w.cs.base)).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metric(&metrics, "calsync_push_notifications_total{provider=\"outlook\",outcome=\"accepted\"}") >= 2,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "calsync_change_syncs_total{trigger=\"poll\"}"), 0, "{metrics}");
 }
