@@ -12,6 +12,8 @@ mod conflict;
 mod connection;
 pub mod desired;
 pub mod live;
+#[cfg(test)]
+mod live_tests;
 pub mod memory;
 pub mod objects;
 pub mod plan;

@@ -16,33 +16,34 @@ use crate::resources::*;
 
 const NS: &str = "default";
 
-struct World {
-    objects: MemoryObjects,
-    calendar: MemoryCalendar,
-    engine: Engine,
+pub(super) struct World {
+    pub(super) objects: MemoryObjects,
+    pub(super) calendar: MemoryCalendar,
+    pub(super) engine: Engine,
     now: Arc<Mutex<DateTime<Utc>>>,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
+        Self::with_config(EngineConfig::default())
+    }
+
+    pub(super) fn with_config(config: EngineConfig) -> Self {
         let objects = MemoryObjects::new();
         let calendar = MemoryCalendar::new();
         let now = Arc::new(Mutex::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()));
         let clock_now = now.clone();
-        let engine = Engine::new(
-            Arc::new(objects.clone()),
-            Arc::new(MemoryConnector { service: calendar.clone() }),
-            EngineConfig::default(),
-        )
-        .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
+        let engine =
+            Engine::new(Arc::new(objects.clone()), Arc::new(MemoryConnector { service: calendar.clone() }), config)
+                .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
         World { objects, calendar, engine, now }
     }
 
-    fn advance(&self, secs: i64) {
+    pub(super) fn advance(&self, secs: i64) {
         *self.now.lock().unwrap() += chrono::Duration::seconds(secs);
     }
 
-    async fn connection(&self) {
+    pub(super) async fn connection(&self) {
         self.objects.put_secret(
             NS,
             "creds",
@@ -66,7 +67,7 @@ impl World {
         self.engine.reconcile_connection(NS, "conn").await.unwrap();
     }
 
-    async fn task(&self, name: &str, spec: TaskSyncSpec) -> TaskSync {
+    pub(super) async fn task(&self, name: &str, spec: TaskSyncSpec) -> TaskSync {
         let ts = TaskSync {
             metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..Default::default() },
             spec,
@@ -75,19 +76,19 @@ impl World {
         self.objects.apply_task_sync(&ts).await.unwrap()
     }
 
-    async fn get(&self, name: &str) -> Option<TaskSync> {
+    pub(super) async fn get(&self, name: &str) -> Option<TaskSync> {
         self.objects.get_task_sync(NS, name).await.unwrap()
     }
 
-    async fn status(&self, name: &str) -> TaskSyncStatus {
+    pub(super) async fn status(&self, name: &str) -> TaskSyncStatus {
         self.get(name).await.and_then(|t| t.status).unwrap_or_default()
     }
 
-    async fn reconcile(&self, name: &str) -> Outcome {
+    pub(super) async fn reconcile(&self, name: &str) -> Outcome {
         self.engine.reconcile_task_sync(NS, name).await.unwrap()
     }
 
-    async fn set_spec(&self, name: &str, f: impl FnOnce(&mut TaskSyncSpec)) {
+    pub(super) async fn set_spec(&self, name: &str, f: impl FnOnce(&mut TaskSyncSpec)) {
         let mut ts = self.get(name).await.unwrap();
         f(&mut ts.spec);
         ts.metadata.resource_version = None;
@@ -95,7 +96,7 @@ impl World {
     }
 }
 
-fn spec(task: &str) -> TaskSyncSpec {
+pub(super) fn spec(task: &str) -> TaskSyncSpec {
     TaskSyncSpec {
         connection_ref: ConnectionRef { name: "conn".into() },
         task_id: task.into(),
@@ -114,7 +115,7 @@ fn spec(task: &str) -> TaskSyncSpec {
     }
 }
 
-fn reason(st: &TaskSyncStatus, type_: &str) -> String {
+pub(super) fn reason(st: &TaskSyncStatus, type_: &str) -> String {
     find(&st.conditions, type_).map(|c| format!("{:?}/{}", c.status, c.reason)).unwrap_or_default()
 }
 
