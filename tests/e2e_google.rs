@@ -497,4 +497,14 @@ async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
         "{metrics}"
     );
     assert_eq!(metric(&metrics, "calsync_change_syncs_total{trigger=\"poll\"}"), 0, "{metrics}");
+
+    // Disconnect stops the channel before the grant is revoked (a revoked grant could not).
+    let (s, body) = w.cs.call("POST", &format!("/disconnect/{user}"), None).await;
+    assert_eq!((s, &body["success"]), (200, &json!(true)), "{body}");
+    assert!(w.fake.channels().is_empty(), "the channel outlived the disconnect: {:?}", w.fake.channels());
+    let conn = until_connection(dir, Duration::from_secs(10), |c| {
+        c["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+    })
+    .await;
+    assert_eq!(condition(&conn, "Ready").map(|c| c.1), Some("Disconnected".into()), "{conn:#}");
 }

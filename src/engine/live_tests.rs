@@ -154,7 +154,7 @@ async fn connections_without_push_poll_and_say_why() {
     let conn = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
     let st = conn.status.expect("status");
     let push = crate::resources::condition::find(&st.conditions, "Push").expect("Push condition");
-    assert_eq!((push.status.clone(), push.reason.as_str()), (ConditionStatus::False, "Polling"));
+    assert_eq!((push.status, push.reason.as_str()), (ConditionStatus::False, "Polling"));
     let cals = st.push.expect("push").calendars;
     assert_eq!(cals.len(), 1);
     assert_eq!((cals[0].calendar_id.as_str(), cals[0].mode), ("calendar", PushMode::Poll));

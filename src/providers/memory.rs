@@ -1,17 +1,20 @@
 //! An in-memory calendar service: a `Provider` + `Connector` test double that records every call
 //! and injects failures, so the engine and the provider contract suite run without I/O.
 //!
-//! Owns: its own event map only. It follows the same rules real providers must (idempotent
-//! create by key, etags, `If-Match`, gone-is-success delete, cursors that can be rejected).
+//! Owns: its own event map and, once `enable_push` is called, its watches. It follows the same
+//! rules real providers must (idempotent create by key, etags, `If-Match`, gone-is-success
+//! delete, cursors that can be rejected, stopping an unknown watch is success).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use secrecy::ExposeSecret;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
+    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, PushSupport, RemoteEvent, Target,
+    Watch, WatchRequest, Window,
 };
 use crate::credentials::Credentials;
 use crate::providers::event::EventTime;
@@ -27,6 +30,8 @@ pub enum Op {
     Get,
     FindByKey,
     List,
+    Watch,
+    StopWatch,
 }
 
 /// One recorded call.
@@ -50,6 +55,34 @@ struct State {
     changes: Vec<(u64, String, String)>,
     calls: Vec<Call>,
     faults: VecDeque<(Op, ProviderError)>,
+    /// Off by default, so callers that never asked for push see a poll-only provider.
+    push: bool,
+    watches: Vec<MemoryWatch>,
+}
+
+/// A watch the double holds, as the provider would (Google channel).
+#[derive(Clone)]
+pub struct MemoryWatch {
+    pub id: String,
+    pub provider_id: String,
+    pub calendar: String,
+    pub address: String,
+    /// What a notification of this watch must carry (Google `X-Goog-Channel-Token`).
+    pub secret: SecretString,
+    pub expiration: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for MemoryWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryWatch")
+            .field("id", &self.id)
+            .field("provider_id", &self.provider_id)
+            .field("calendar", &self.calendar)
+            .field("address", &self.address)
+            .field("secret", &"[redacted]")
+            .field("expiration", &self.expiration)
+            .finish()
+    }
 }
 
 /// The shared in-memory calendar service. Cloning shares the state.
@@ -115,6 +148,16 @@ impl MemoryCalendar {
     /// Forget recorded calls.
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
+    }
+
+    /// Offer push notifications (`PushSupport::Recreate`, like Google) from now on.
+    pub fn enable_push(&self) {
+        self.lock().push = true;
+    }
+
+    /// The watches held now.
+    pub fn watches(&self) -> Vec<MemoryWatch> {
+        self.lock().watches.clone()
     }
 
     /// All events of a calendar, including cancelled ones.
@@ -322,6 +365,39 @@ impl Provider for MemoryProvider {
         }
         Ok(page)
     }
+
+    fn push_support(&self) -> PushSupport {
+        if self.service.lock().push { PushSupport::Recreate } else { PushSupport::None }
+    }
+
+    async fn watch(&self, calendar: &str, request: &WatchRequest) -> Result<Watch, ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::Watch, calendar, &request.id)?;
+        if !s.push {
+            return Err(ProviderError::Invalid { message: "this calendar service has no push notifications".into() });
+        }
+        let ttl = chrono::Duration::from_std(request.ttl).unwrap_or(chrono::Duration::days(7));
+        let watch = MemoryWatch {
+            id: request.id.clone(),
+            provider_id: format!("mem-{calendar}"),
+            calendar: calendar.to_string(),
+            address: request.address.clone(),
+            secret: request.secret.clone(),
+            expiration: Utc::now() + ttl,
+        };
+        let granted =
+            Watch { id: watch.id.clone(), provider_id: watch.provider_id.clone(), expiration: watch.expiration };
+        s.watches.retain(|w| w.id != request.id);
+        s.watches.push(watch);
+        Ok(granted)
+    }
+
+    async fn stop_watch(&self, calendar: &str, watch: &Watch) -> Result<(), ProviderError> {
+        let mut s = self.service.lock();
+        s.enter(Op::StopWatch, calendar, &watch.id)?;
+        s.watches.retain(|w| w.id != watch.id);
+        Ok(())
+    }
 }
 
 /// Connects to the in-memory service; credentials must match an account it accepts.
@@ -341,5 +417,55 @@ impl Connector for MemoryConnector {
             });
         }
         Ok(Arc::new(MemoryProvider { service: self.service.clone() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn request(id: &str) -> WatchRequest {
+        WatchRequest {
+            id: id.into(),
+            address: "http://calsync.test/api/calendar/webhooks/google".into(),
+            lifecycle_address: None,
+            secret: SecretString::from("s3cret-token"),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test]
+    async fn push_is_off_until_enabled() {
+        let cal = MemoryCalendar::new();
+        let p = MemoryProvider { service: cal.clone() };
+        assert_eq!(p.push_support(), PushSupport::None);
+        assert!(matches!(p.watch("calendar", &request("w1")).await, Err(ProviderError::Invalid { .. })));
+        assert!(cal.watches().is_empty());
+    }
+
+    #[tokio::test]
+    async fn watches_are_held_until_stopped() {
+        let cal = MemoryCalendar::new();
+        cal.enable_push();
+        let p = MemoryProvider { service: cal.clone() };
+        assert_eq!(p.push_support(), PushSupport::Recreate);
+        let granted = p.watch("calendar", &request("w1")).await.unwrap();
+        assert_eq!(granted.id, "w1");
+        assert_eq!(granted.provider_id, "mem-calendar");
+        let held = cal.watches();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].secret.expose_secret(), "s3cret-token");
+        assert_eq!(held[0].expiration, granted.expiration);
+        assert!(granted.expiration > Utc::now() + chrono::Duration::minutes(59));
+        assert!(!format!("{held:?}").contains("s3cret"), "Debug shows the secret: {held:?}");
+
+        p.stop_watch("calendar", &Watch { id: "unknown".into(), ..granted.clone() }).await.unwrap();
+        assert_eq!(cal.watches().len(), 1, "stopping an unknown watch succeeds and stops nothing");
+        p.stop_watch("calendar", &granted).await.unwrap();
+        assert!(cal.watches().is_empty());
+        assert_eq!(cal.count(Op::Watch), 1);
+        assert_eq!(cal.count(Op::StopWatch), 2);
     }
 }

@@ -89,12 +89,33 @@ impl Harness {
         Self::start_full(server, connector, Leadership::always(), None, None)
     }
 
+    /// Start the controllers (always leader) with `engine` instead of the default engine
+    /// settings (e.g. live sync with a public URL and push keys).
+    pub fn start_with_engine(
+        server: &FakeApiServer,
+        connector: Arc<dyn calsync::providers::Connector>,
+        engine: calsync::engine::EngineConfig,
+    ) -> Harness {
+        Self::start_configured(server, connector, Leadership::always(), None, None, engine)
+    }
+
     fn start_full(
         server: &FakeApiServer,
         connector: Arc<dyn calsync::providers::Connector>,
         leadership: Leadership,
         lease: Option<ctl::LeaseConfig>,
         watch_namespace: Option<String>,
+    ) -> Harness {
+        Self::start_configured(server, connector, leadership, lease, watch_namespace, Default::default())
+    }
+
+    fn start_configured(
+        server: &FakeApiServer,
+        connector: Arc<dyn calsync::providers::Connector>,
+        leadership: Leadership,
+        lease: Option<ctl::LeaseConfig>,
+        watch_namespace: Option<String>,
+        engine: calsync::engine::EngineConfig,
     ) -> Harness {
         // Logs only when RUST_LOG asks for them.
         if std::env::var_os("RUST_LOG").is_some() {
@@ -107,7 +128,7 @@ impl Harness {
         let elector = lease.map(|config| {
             tokio::spawn(ctl::Elector::new(client.clone(), config, leadership.clone()).run(shutdown.clone()))
         });
-        let settings = Settings { watch_namespace, concurrency: 4, engine: Default::default() };
+        let settings = Settings { watch_namespace, concurrency: 4, engine };
         let task = tokio::spawn(ctl::run(
             client,
             objects.clone(),

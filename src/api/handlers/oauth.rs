@@ -228,6 +228,48 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
     Ok(())
 }
 
+/// Stop the connection's push watches at the provider while its credentials still exist
+/// (disconnect deletes them next, and a revoked Google grant could not stop its channels any
+/// more). Best effort: a watch that cannot be stopped expires on its own, and its notifications
+/// are ignored once the connection no longer lists it.
+pub async fn stop_watches(state: &AppState, conn: &CalendarConnection) {
+    let Some(push) = conn.status.as_ref().and_then(|s| s.push.as_ref()) else { return };
+    let live: Vec<_> = push.calendars.iter().filter(|w| w.watch_id.is_some() && w.provider_id.is_some()).collect();
+    if live.is_empty() {
+        return;
+    }
+    let connection = format!("{}/{}", state.namespace, conn.name_any());
+    let Ok(Some(creds)) = state.objects.read_credentials(&state.namespace, &conn.spec.credentials_secret_ref).await
+    else {
+        return;
+    };
+    let target = crate::providers::Target {
+        provider: conn.spec.provider,
+        server_url: conn.spec.server_url.clone(),
+        connection: connection.clone(),
+    };
+    let provider = match state.connector.connect(&target, &creds).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(connection, reason = e.reason(), "cannot stop push watches; they expire on their own");
+            return;
+        }
+    };
+    for w in live {
+        let watch = crate::providers::Watch {
+            id: w.watch_id.clone().unwrap_or_default(),
+            provider_id: w.provider_id.clone().unwrap_or_default(),
+            expiration: w.expiration.unwrap_or_else(Utc::now),
+        };
+        match provider.stop_watch(&w.calendar_id, &watch).await {
+            Ok(()) => tracing::info!(connection, calendar = %w.calendar_id, "push watch stopped"),
+            Err(e) => {
+                tracing::info!(connection, reason = e.reason(), "could not stop a push watch; it expires on its own")
+            }
+        }
+    }
+}
+
 /// Revoke a connection's refresh token at the provider where it can (Google; Graph has no
 /// per-token revocation) and forget its cached access token. Best effort: disconnect deletes
 /// the stored credentials either way.

@@ -88,6 +88,7 @@ pub async fn disconnect(
     let selector = Labels::from([(USER_LABEL.to_string(), user_label_value(&user))]);
     for conn in &conns {
         let name = conn.name_any();
+        super::oauth::stop_watches(&state, conn).await;
         // Apple/CalDAV app passwords cannot be revoked by an API (appleid.apple.com does that).
         super::oauth::revoke(&state, conn).await;
         // The user's TaskSyncs go without touching the calendar: Orphan first, then delete.
