@@ -6,3 +6,4 @@ mod connections;
 mod edges;
 mod flow;
 mod support;
+mod webhooks;

@@ -51,20 +51,28 @@ pub fn config() -> ApiConfig {
 impl Harness {
     /// API only: nothing reconciles (waits end in 202).
     pub fn without_engine(config: ApiConfig) -> Self {
-        Self::build(config, false)
+        Self::build(config, false, None)
+    }
+
+    /// API only, checking provider notifications with `keys`.
+    pub fn with_push_keys(config: ApiConfig, keys: calsync::credentials::push::PushKeys) -> Self {
+        Self::build(config, false, Some(keys))
     }
 
     /// API plus the real engine driven by the test loop.
     pub fn with_engine(config: ApiConfig) -> Self {
-        Self::build(config, true)
+        Self::build(config, true, None)
     }
 
-    fn build(config: ApiConfig, engine: bool) -> Self {
+    fn build(config: ApiConfig, engine: bool, push_keys: Option<calsync::credentials::push::PushKeys>) -> Self {
         let objects = MemoryObjects::new();
         let calendar = MemoryCalendar::new();
         let connector = Arc::new(MemoryConnector { service: calendar.clone() });
         let shared: Arc<dyn Objects> = Arc::new(objects.clone());
-        let state = AppState::new(shared.clone(), connector.clone(), NS, config, Arc::new(Metrics::new()));
+        let mut state = AppState::new(shared.clone(), connector.clone(), NS, config, Arc::new(Metrics::new()));
+        if let Some(keys) = push_keys {
+            state = state.with_push_keys(keys);
+        }
         let handle = engine.then(|| {
             let engine = Engine::new(shared.clone(), connector, EngineConfig::default());
             spawn_engine_loop(engine)

@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::api::errors::ApiError;
+use crate::api::extract::ApiQuery;
 use crate::api::state::AppState;
 use crate::api::webhooks::Outcome;
 
@@ -97,10 +99,24 @@ fn split_client_state(cs: &str) -> Option<(&str, &str)> {
     cs.split_once('.').filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
 }
 
-async fn graph(state: AppState, query: ValidationQuery, body: Bytes, lifecycle: bool) -> Response {
+async fn graph(
+    state: AppState,
+    query: ValidationQuery,
+    body: Result<Bytes, BytesRejection>,
+    lifecycle: bool,
+) -> Response {
     if let Some(token) = query.validation_token {
         return validation_echo(token);
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            state.metrics.record_notification("outlook", Outcome::Malformed.label());
+            let status = if e.status().is_client_error() { e.status() } else { StatusCode::BAD_REQUEST };
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_body" };
+            return ApiError::new(status, code, "the notification body could not be read").into_response();
+        }
+    };
     let batch: GraphBatch = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(_) => {
@@ -145,7 +161,11 @@ async fn graph(state: AppState, query: ValidationQuery, body: Bytes, lifecycle: 
 }
 
 /// Graph change notifications (and the validation handshake of a new subscription).
-pub async fn outlook(State(state): State<AppState>, Query(query): Query<ValidationQuery>, body: Bytes) -> Response {
+pub async fn outlook(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ValidationQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     graph(state, query, body, false).await
 }
 
@@ -153,8 +173,8 @@ pub async fn outlook(State(state): State<AppState>, Query(query): Query<Validati
 /// `missed`), and their validation handshake.
 pub async fn outlook_lifecycle(
     State(state): State<AppState>,
-    Query(query): Query<ValidationQuery>,
-    body: Bytes,
+    ApiQuery(query): ApiQuery<ValidationQuery>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     graph(state, query, body, true).await
 }
