@@ -335,6 +335,25 @@ async fn subscribe_notifies_changes(h: &dyn Harness) {
     assert_eq!(next(&mut rx).await, ObjectKey::task_sync("default", "t"));
 }
 
+/// Annotations carry signals between processes (live sync): they merge, a write that changes
+/// nothing is no write, they never move the generation, and they are notified.
+async fn annotations_merge_without_touching_generation(h: &dyn Harness) {
+    let o = h.objects();
+    let c = o.apply_connection(&conn("a")).await.unwrap();
+    let key = ObjectKey::connection("default", "a");
+    let mut rx = o.subscribe();
+    let set = |k: &str, v: &str| Labels::from([(k.to_string(), v.to_string())]);
+    o.set_annotations(&key, &set("one", "1")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    o.set_annotations(&key, &set("two", "2")).await.unwrap();
+    let after = o.get_connection("default", "a").await.unwrap().unwrap();
+    let ann = after.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!((ann.get("one").map(String::as_str), ann.get("two").map(String::as_str)), (Some("1"), Some("2")));
+    assert_eq!(after.metadata.generation, c.metadata.generation, "annotations are not spec");
+    o.set_annotations(&key, &set("two", "2")).await.unwrap();
+    assert_eq!(rv(&o.get_connection("default", "a").await.unwrap().unwrap()), rv(&after), "no change, no write");
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -363,6 +382,7 @@ contract!(
     find_by_event_id,
     credentials_both_forms,
     subscribe_notifies_changes,
+    annotations_merge_without_touching_generation,
 );
 
 macro_rules! credentials_contract {
