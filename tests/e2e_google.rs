@@ -508,3 +508,27 @@ async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
     .await;
     assert_eq!(condition(&conn, "Ready").map(|c| c.1), Some("Disconnected".into()), "{conn:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_public_url_google_is_polled_incrementally() {
+    use support::live::{condition, metric, until, until_connection};
+    let w = world_with(3600, None, &[("CALSYNC_POLL_SECONDS", "2".to_string())]).await;
+    let dir = w._dir.path();
+    let user = "poll_user";
+    assert_eq!(reason(&w.connect_user(user).await), None);
+    let day = (Utc::now() + chrono::Duration::days(2)).date_naive();
+    let when = format!("{}-{:02}-{:02}T09:00:00", day.year(), day.month(), day.day());
+    let task = json!({"user_id": user, "task_data": {"id": "p-1", "name": "Lab", "scheduled_time": when, "timezone": "Europe/Berlin"}});
+    let (s, body) = w.cs.call("POST", "/task-to-calendar", Some(task)).await;
+    assert_eq!(s, 200, "{body}");
+    let event_id = body["event_id"].as_str().expect("event_id").to_string();
+    let conn = until_connection(dir, Duration::from_secs(20), |c| condition(c, "Push").is_some()).await;
+    assert_eq!(condition(&conn, "Push").map(|c| c.1), Some("Polling".into()), "{conn:#}");
+    assert!(w.fake.channels().is_empty(), "no channel without a public URL");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    phone_patch(&w.fake, &event_id, 1).await;
+    let took = until(dir, "p-1", Duration::from_secs(6), |t| !t["status"]["calendarEdit"].is_null()).await;
+    eprintln!("Google edit found by polling after {took:?} (poll every 2 s)");
+    let metrics = reqwest::get(format!("{}/metrics", w.cs.base)).await.expect("metrics").text().await.expect("text");
+    assert!(metric(&metrics, "calsync_change_listings_total{kind=\"incremental\"}") >= 1, "{metrics}");
+}
