@@ -10,7 +10,7 @@
 //! `Requeue` sink and honour the returned delay).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,103 +18,17 @@ use chrono::{DateTime, Utc};
 use kube::{Resource, ResourceExt};
 
 use super::{Engine, EngineError, EventType, ObjectKey};
-use crate::credentials::push::PushKeys;
+
+mod config;
+mod stats;
+
 use crate::error::ErrorClass;
 use crate::providers::{Provider, PushSupport, RemoteEvent, Watch, WatchRequest};
 use crate::resources::condition::{Condition, ConditionStatus, set_condition};
 use crate::resources::push::{CHANGED_ANNOTATION, PUSH_FINALIZER};
 use crate::resources::{CalendarConnection, CalendarConnectionStatus, ProviderKind, PushMode, WatchedCalendar};
-
-/// Tunables of live sync (`CALSYNC_*` variables, see README "Configuration").
-#[derive(Clone, Debug)]
-pub struct LiveConfig {
-    /// Base URL providers can reach (`CALSYNC_PUBLIC_URL`); without it Google and Outlook are
-    /// polled too.
-    pub public_url: Option<String>,
-    /// Makes each watch's secret; push needs it (it is derived from the encryption key).
-    pub push_keys: Option<PushKeys>,
-    /// CalDAV polling interval (`CALSYNC_CALDAV_POLL_SECONDS`).
-    pub caldav_poll: Duration,
-    /// Google/Outlook polling interval without push (`CALSYNC_POLL_SECONDS`).
-    pub poll: Duration,
-    /// Safety-net poll of a pushed calendar (providers drop some notifications).
-    pub push_safety_poll: Duration,
-    /// Requested Google channel lifetime (Google may grant less; renewal follows the grant).
-    pub google_channel_ttl: Duration,
-    /// Requested Graph subscription lifetime (`CALSYNC_OUTLOOK_SUBSCRIPTION_MINUTES`).
-    pub outlook_subscription: Duration,
-    /// Change syncs list this window around now (an incremental listing is cheap whatever it is).
-    pub window_back: Duration,
-    pub window_ahead: Duration,
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        LiveConfig {
-            public_url: None,
-            push_keys: None,
-            caldav_poll: Duration::from_secs(60),
-            poll: Duration::from_secs(120),
-            push_safety_poll: Duration::from_secs(900),
-            google_channel_ttl: Duration::from_secs(7 * 24 * 3600),
-            outlook_subscription: Duration::from_secs(4230 * 60),
-            window_back: Duration::from_secs(7 * 24 * 3600),
-            window_ahead: Duration::from_secs(366 * 24 * 3600),
-        }
-    }
-}
-
-impl LiveConfig {
-    /// Read the `CALSYNC_*` live-sync variables through `lookup` (the environment).
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<LiveConfig, String> {
-        let mut c = LiveConfig::default();
-        let seconds = |name: &str, min: f64| -> Result<Option<Duration>, String> {
-            let Some(v) = lookup(name).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
-            match v.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() && n >= min => Ok(Some(Duration::from_secs_f64(n))),
-                _ => Err(format!("{name} must be a number of at least {min}, got {v:?}")),
-            }
-        };
-        if let Some(url) = lookup("CALSYNC_PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_string())
-            && !url.is_empty()
-        {
-            let parsed = reqwest::Url::parse(&url).map_err(|e| {
-                format!("CALSYNC_PUBLIC_URL {url:?} is not a URL ({e}); set it to e.g. https://calsync.example.com")
-            })?;
-            if !matches!(parsed.scheme(), "https" | "http") {
-                return Err(format!("CALSYNC_PUBLIC_URL {url:?} must be an https:// URL providers can reach"));
-            }
-            c.public_url = Some(url);
-        }
-        if let Some(d) = seconds("CALSYNC_CALDAV_POLL_SECONDS", 1.0)? {
-            c.caldav_poll = d;
-        }
-        if let Some(d) = seconds("CALSYNC_POLL_SECONDS", 1.0)? {
-            c.poll = d;
-        }
-        if let Some(d) = seconds("CALSYNC_PUSH_SAFETY_POLL_SECONDS", 1.0)? {
-            c.push_safety_poll = d;
-        }
-        if let Some(d) = seconds("CALSYNC_GOOGLE_CHANNEL_SECONDS", 1.0)? {
-            c.google_channel_ttl = d;
-        }
-        if let Some(m) = seconds("CALSYNC_OUTLOOK_SUBSCRIPTION_MINUTES", 0.01)? {
-            // The variable is in minutes; fractions let tests use lifetimes of seconds.
-            c.outlook_subscription = Duration::from_secs_f64(m.as_secs_f64() * 60.0);
-        }
-        Ok(c)
-    }
-
-    /// The webhook URL for a provider, when push is possible.
-    pub fn webhook_url(&self, provider: ProviderKind) -> Option<String> {
-        let base = self.public_url.as_ref()?;
-        match provider {
-            ProviderKind::Google => Some(format!("{base}/api/calendar/webhooks/google")),
-            ProviderKind::Outlook => Some(format!("{base}/api/calendar/webhooks/outlook")),
-            ProviderKind::Apple | ProviderKind::Caldav => None,
-        }
-    }
-}
+pub use config::LiveConfig;
+pub use stats::{LiveStats, stats};
 
 /// The driver's "reconcile this object soon".
 pub type Requeue = Arc<dyn Fn(ObjectKey) + Send + Sync>;
@@ -127,83 +41,6 @@ pub enum Hint {
     /// It may be gone (removed from an incremental listing, or missing from a full one): read
     /// it before believing that.
     Check,
-}
-
-/// Process-wide counters of live sync, rendered as Prometheus text by both binaries.
-#[derive(Default)]
-pub struct LiveStats {
-    pub signals: AtomicU64,
-    pub polls: AtomicU64,
-    pub probes_unchanged: AtomicU64,
-    pub listings: AtomicU64,
-    pub full_listings: AtomicU64,
-    pub edits_found: AtomicU64,
-    pub external_changes: AtomicU64,
-    pub watches_created: AtomicU64,
-    pub watches_renewed: AtomicU64,
-    pub watch_failures: AtomicU64,
-    pub watches_stopped: AtomicU64,
-    pub watches_active: AtomicU64,
-}
-
-static STATS: OnceLock<LiveStats> = OnceLock::new();
-
-/// The process's live-sync counters.
-pub fn stats() -> &'static LiveStats {
-    STATS.get_or_init(LiveStats::default)
-}
-
-impl LiveStats {
-    pub(super) fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Text exposition of the counters: OpenMetrics (`openmetrics`, family names without
-    /// `_total`, as the REST API's registry writes) or Prometheus 0.0.4 (the controller's).
-    pub fn render(&self, openmetrics: bool) -> String {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, lines: &[(&str, u64)]| {
-            let family = if openmetrics { format!("calsync_{name}") } else { format!("calsync_{name}_total") };
-            out.push_str(&format!("# HELP {family} {help}\n# TYPE {family} counter\n"));
-            for (labels, v) in lines {
-                out.push_str(&format!("calsync_{name}_total{labels} {v}\n"));
-            }
-        };
-        counter(
-            "change_syncs",
-            "Change syncs of a calendar, by what started them.",
-            &[("{trigger=\"signal\"}", g(&self.signals)), ("{trigger=\"poll\"}", g(&self.polls))],
-        );
-        counter(
-            "change_listings",
-            "Calendar listings made by change syncs (probe answers that saved one are counted apart).",
-            &[
-                ("{kind=\"incremental\"}", g(&self.listings) - g(&self.full_listings).min(g(&self.listings))),
-                ("{kind=\"full\"}", g(&self.full_listings)),
-                ("{kind=\"skipped_by_probe\"}", g(&self.probes_unchanged)),
-            ],
-        );
-        counter(
-            "calendar_changes",
-            "Changes found in calendars: edits/deletions of calsync's events, and other events.",
-            &[("{kind=\"ours\"}", g(&self.edits_found)), ("{kind=\"external\"}", g(&self.external_changes))],
-        );
-        counter(
-            "push_watch_operations",
-            "Push channel/subscription operations.",
-            &[
-                ("{operation=\"create\"}", g(&self.watches_created)),
-                ("{operation=\"renew\"}", g(&self.watches_renewed)),
-                ("{operation=\"stop\"}", g(&self.watches_stopped)),
-                ("{operation=\"failed\"}", g(&self.watch_failures)),
-            ],
-        );
-        out.push_str("# HELP calsync_push_watches_active Live push channels/subscriptions held by this process.\n");
-        out.push_str("# TYPE calsync_push_watches_active gauge\n");
-        out.push_str(&format!("calsync_push_watches_active {}\n", g(&self.watches_active)));
-        out
-    }
 }
 
 /// In-process state of live sync. Losing it (a restart, a new leader) costs one full listing
@@ -475,6 +312,13 @@ impl Engine {
             }
         }
 
+        // Push turned off (no public URL any more): nothing left to stop at deletion.
+        if !want_push
+            && conn.finalizers().iter().any(|f| f == PUSH_FINALIZER)
+            && push.calendars.iter().all(|w| w.watch_id.is_none())
+        {
+            self.objects.remove_finalizer(&key, PUSH_FINALIZER).await?;
+        }
         let g = conn.meta().generation;
         let cond = if !want_push {
             let why = match provider {
