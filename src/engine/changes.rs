@@ -48,6 +48,7 @@ impl Engine {
         let action = signal.map(live::signal_action);
         let mut push = st.push.clone().unwrap_or_default();
         let mut next = Duration::from_secs(3600);
+        let mut signal_failed = false;
         for w in push.calendars.iter_mut() {
             let interval = self.poll_interval_of(conn, w.mode);
             let last = self.live.last_synced(&conn_key, &w.calendar_id);
@@ -83,13 +84,22 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    tracing::info!(connection = %conn_key, calendar = %w.calendar_id, reason = e.reason(), error = %e, "change sync failed; trying again at the next poll");
+                    tracing::info!(connection = %conn_key, calendar = %w.calendar_id, reason = e.reason(), error = %e, "change sync failed; trying again soon");
+                    if trigger == Trigger::Signal {
+                        // The signal stays unanswered (signalSeen unchanged) and is retried.
+                        signal_failed = true;
+                        let retry = match e.class() {
+                            crate::error::ErrorClass::Retry { after: Some(after) } => after,
+                            _ => self.config.backoff.base,
+                        };
+                        next = next.min(retry);
+                    }
                 }
             }
             self.live.mark_synced(&conn_key, &w.calendar_id);
             next = next.min(interval);
         }
-        if let Some(value) = signal {
+        if let Some(value) = signal.filter(|_| !signal_failed) {
             push.signal_seen = Some(value.to_string());
             push.last_notification_time = Some(self.now());
         }

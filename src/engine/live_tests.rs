@@ -204,3 +204,22 @@ fn live_config_reads_the_environment_and_refuses_nonsense() {
     assert!(LiveConfig::from_lookup(&env(&[("CALSYNC_PUBLIC_URL", "ftp://x")])).is_err());
     assert!(LiveConfig::from_lookup(&env(&[("CALSYNC_CALDAV_POLL_SECONDS", "0")])).is_err());
 }
+
+#[tokio::test]
+async fn a_signal_whose_listing_failed_is_tried_again() {
+    let w = World::new();
+    let _ = synced(&w, ConflictPolicy::Manual).await;
+    let key = ObjectKey::connection(NS, "conn");
+    let annotations = BTreeMap::from([(CHANGED_ANNOTATION.to_string(), "1700000000001-0001".to_string())]);
+    w.objects.set_annotations(&key, &annotations).await.unwrap();
+    w.calendar.inject(Op::List, crate::providers::ProviderError::Transient { message: "503".into() });
+    let out = w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    let seen =
+        |c: &CalendarConnection| c.status.as_ref().and_then(|s| s.push.as_ref()).and_then(|p| p.signal_seen.clone());
+    let conn = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
+    assert_eq!(seen(&conn), None, "a failed signal is not marked seen");
+    assert!(matches!(out, Outcome::Requeue(d) if d <= Duration::from_secs(10)), "{out:?}");
+    w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    let conn = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
+    assert_eq!(seen(&conn).as_deref(), Some("1700000000001-0001"));
+}
