@@ -17,7 +17,7 @@ pub mod scenarios;
 
 use anyhow::Context;
 
-use scenarios::{bulk, crash, memory, rest, steady};
+use scenarios::{bulk, crash, live, memory, rest, steady};
 
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
@@ -42,6 +42,10 @@ pub enum BenchCommand {
     Rest(rest::RestArgs),
     /// Scenario 6: RSS with 100,000 TaskSyncs loaded and queued.
     Memory(memory::MemoryArgs),
+    /// Scenario 7: live sync. Calendar edit + signal → `status.calendarEdit` latency and provider
+    /// calls, listings for a burst of signals, and polling 10,000 unchanged CalDAV connections
+    /// (probes and listings per minute, store writes, CPU per poll, spread over the seconds).
+    Live(live::LiveArgs),
     /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
     #[command(hide = true)]
     ProviderServer {
@@ -78,6 +82,7 @@ async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Steady(args) => steady::run(&args).await?,
         BenchCommand::Crash(args) => crash::run(&args).await?,
         BenchCommand::Rest(args) => rest::run(&args).await?,
+        BenchCommand::Live(args) => live::run(&args).await?,
         BenchCommand::Memory(args) => {
             memory::run(&args).await?;
             0

@@ -7,7 +7,12 @@
 //!
 //! Owns: its own event map and counters. Must not touch: engine, stores or real providers. It
 //! follows the `Provider` contract (idempotent create by key → `Created::Existing`, etags,
-//! `If-Match`, gone-is-success delete).
+//! `If-Match`, gone-is-success delete). What live sync needs on top (a probe, incremental
+//! listings, edits made by a user, per-connection counts) is in `live`, off unless asked for.
+
+mod live;
+
+pub use live::ConnCalls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,9 +109,11 @@ pub enum Op {
     Get,
     FindByKey,
     List,
+    /// The cheap "has the calendar changed?" call (CalDAV PROPFIND of the sync-token/ctag).
+    Probe,
 }
 
-const OPS: [Op; 7] = [Op::Account, Op::Create, Op::Update, Op::Delete, Op::Get, Op::FindByKey, Op::List];
+const OPS: [Op; 8] = [Op::Account, Op::Create, Op::Update, Op::Delete, Op::Get, Op::FindByKey, Op::List, Op::Probe];
 
 /// A fault decided for one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +168,7 @@ fn op_name(op: Op) -> &'static str {
         Op::Get => "get",
         Op::FindByKey => "find_by_key",
         Op::List => "list",
+        Op::Probe => "probe",
     }
 }
 
@@ -180,13 +188,18 @@ struct State {
     rng: StdRng,
     version: u64,
     max_in_flight: u32,
+    /// connection → what live sync asks of it (its version, deletions, calls made).
+    journals: HashMap<String, live::Journal>,
 }
 
 /// The shared service; clone the `Arc` to share it.
 pub struct BenchService {
     profile: Profile,
     state: Mutex<State>,
-    calls: [AtomicU64; 7],
+    /// Probes answer and listings honour cursors only in live mode (`new_live`): the other
+    /// scenarios measure writes, and a probe would spend their quota.
+    live: bool,
+    calls: [AtomicU64; 8],
     quota_429: AtomicU64,
     injected: [AtomicU64; 4],
     early_retries: AtomicU64,
@@ -214,6 +227,10 @@ fn ceil_secs(d: Duration) -> Duration {
 
 impl BenchService {
     pub fn new(profile: Profile) -> Arc<Self> {
+        Self::build(profile, false)
+    }
+
+    fn build(profile: Profile, live: bool) -> Arc<Self> {
         let rng = StdRng::seed_from_u64(profile.seed);
         Arc::new(BenchService {
             profile,
@@ -224,7 +241,9 @@ impl BenchService {
                 rng,
                 version: 0,
                 max_in_flight: 0,
+                journals: HashMap::new(),
             }),
+            live,
             calls: Default::default(),
             quota_429: AtomicU64::new(0),
             injected: Default::default(),
@@ -250,6 +269,7 @@ impl BenchService {
         let now = Instant::now();
         let p = &self.profile;
         let mut s = self.lock();
+        s.journals.entry(conn.to_string()).or_default().calls.count(op);
         let key = (conn.to_string(), object.to_string());
         if let Some(nb) = s.not_before.remove(&key)
             && now < nb
@@ -339,8 +359,12 @@ impl BenchService {
         }
         let out = {
             let mut s = self.lock();
-            let State { events, version, .. } = &mut *s;
-            let mut map = EventMap { events: events.entry(conn.to_string()).or_default(), version };
+            let State { events, version, journals, .. } = &mut *s;
+            let mut map = EventMap {
+                events: events.entry(conn.to_string()).or_default(),
+                version,
+                journal: journals.entry(conn.to_string()).or_default(),
+            };
             apply(&mut map)?
         };
         if let Some(Fault::Timeout(d)) = fault {
@@ -392,6 +416,7 @@ impl BenchService {
 pub struct EventMap<'a> {
     events: &'a mut BTreeMap<String, RemoteEvent>,
     version: &'a mut u64,
+    journal: &'a mut live::Journal,
 }
 
 impl EventMap<'_> {
@@ -421,6 +446,8 @@ impl EventMap<'_> {
         if let Some(cur) = self.events.get(id) {
             check_etag(cur, etag)?;
             self.events.remove(id);
+            *self.version += 1;
+            self.journal.removed(id, *self.version);
         }
         Ok(())
     }
@@ -429,6 +456,7 @@ impl EventMap<'_> {
         *self.version += 1;
         let ev = RemoteEvent::stored(id, format!("\"{}\"", self.version), format!("bench://{CALENDAR}/{id}"), data);
         self.events.insert(id.to_string(), ev.clone());
+        self.journal.changed(id, *self.version);
         ev
     }
 }
@@ -518,11 +546,22 @@ impl Provider for BenchProvider {
         answered(self.service.call(&self.conn, Op::FindByKey, key, |m| Ok(m.get(key))).await)
     }
 
-    async fn list(&self, calendar: &str, _window: Window, _cursor: Option<&str>) -> Result<EventPage, ProviderError> {
+    async fn list(&self, calendar: &str, _window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         unknown_calendar(calendar)?;
-        // Always a full listing: benchmarks measure writes, not incremental import.
+        if self.service.live {
+            return answered(self.service.call(&self.conn, Op::List, "", |m| Ok(m.changes_since(cursor))).await);
+        }
+        // A full listing without a cursor: these benchmarks measure writes, not incremental import.
         let events = answered(self.service.call(&self.conn, Op::List, "", |m| Ok(m.all())).await)?;
         Ok(EventPage { events, removed: vec![], next_cursor: None, full_resync: false })
+    }
+
+    async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
+        if !self.service.live {
+            return Ok(None);
+        }
+        unknown_calendar(calendar)?;
+        answered(self.service.call(&self.conn, Op::Probe, "", |m| Ok(Some(m.probe()))).await)
     }
 }
 

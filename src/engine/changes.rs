@@ -51,23 +51,14 @@ impl Engine {
         let mut signal_failed = false;
         for w in push.calendars.iter_mut() {
             let interval = self.poll_interval_of(conn, w.mode);
-            let last = self.live.last_synced(&conn_key, &w.calendar_id);
-            let poll_due = match last {
-                Some(at) => at.elapsed() >= interval,
-                // A process that has not synced this calendar yet (start-up, new leader) lists it
-                // in full soon, spread over the interval so a fleet does not start in step.
-                None => self.live.since_start() >= live::first_poll_offset(&conn_key, &w.calendar_id, interval),
-            };
+            // A process that has not synced this calendar yet (start-up, a new leader) lists it in
+            // full at its first slot, so a fleet does not start in step.
+            let (poll_due, left) = self.live.poll_due(&conn_key, &w.calendar_id, interval);
             let trigger = if signal.is_some() {
                 Trigger::Signal
             } else if poll_due {
                 Trigger::Poll
             } else {
-                let left = match last {
-                    Some(l) => interval.saturating_sub(l.elapsed()),
-                    None => live::first_poll_offset(&conn_key, &w.calendar_id, interval)
-                        .saturating_sub(self.live.since_start()),
-                };
                 next = next.min(left);
                 continue;
             };
@@ -97,7 +88,7 @@ impl Engine {
                 }
             }
             self.live.mark_synced(&conn_key, &w.calendar_id);
-            next = next.min(interval);
+            next = next.min(self.live.poll_due(&conn_key, &w.calendar_id, interval).1.max(Duration::from_millis(1)));
         }
         if let Some(value) = signal.filter(|_| !signal_failed) {
             push.signal_seen = Some(value.to_string());

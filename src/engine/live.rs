@@ -109,8 +109,29 @@ impl LiveState {
         };
     }
 
-    pub(super) fn last_synced(&self, conn: &str, cal: &str) -> Option<Instant> {
-        lock(&self.synced).get(&(conn.to_string(), cal.to_string())).copied()
+    /// Is a poll of this calendar due, and if not, how long until it is? Polls fall in fixed
+    /// slots `offset + k × interval` after the process started, the offset a stable hash of the
+    /// calendar: a connection that became Ready late, or was synced by a signal, keeps its
+    /// phase, so 10,000 connections stay spread over the interval instead of bunching where
+    /// they happened to start.
+    pub(super) fn poll_due(&self, conn: &str, cal: &str, interval: Duration) -> (bool, Duration) {
+        let since = self.since_start();
+        if interval.is_zero() {
+            return (true, Duration::ZERO);
+        }
+        let offset = first_poll_offset(conn, cal, interval);
+        if since < offset {
+            return (false, offset - since);
+        }
+        let k = ((since - offset).as_nanos() / interval.as_nanos()).min(u128::from(u32::MAX)) as u32;
+        let slot = offset + interval * k;
+        let started = self.started.get_or_init(Instant::now);
+        let last = lock(&self.synced).get(&(conn.to_string(), cal.to_string())).map(|t| t.duration_since(*started));
+        if last.is_none_or(|l| l < slot) {
+            (true, Duration::ZERO)
+        } else {
+            (false, (slot + interval).saturating_sub(since))
+        }
     }
 
     pub(super) fn mark_synced(&self, conn: &str, cal: &str) {

@@ -223,3 +223,22 @@ async fn a_signal_whose_listing_failed_is_tried_again() {
     let conn = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
     assert_eq!(seen(&conn).as_deref(), Some("1700000000001-0001"));
 }
+
+#[test]
+fn polls_keep_their_slot_whenever_they_ran() {
+    let state = live::LiveState::default();
+    let interval = Duration::from_millis(200);
+    let offset = live::first_poll_offset("ns/c", "cal", interval);
+    let (due, left) = state.poll_due("ns/c", "cal", interval);
+    assert!(due || left <= offset, "the first poll waits for the calendar's offset at most");
+    std::thread::sleep(offset + Duration::from_millis(5));
+    assert!(state.poll_due("ns/c", "cal", interval).0);
+    // Synced (by a poll or a signal) anywhere in the slot: the next poll is at the next slot
+    // boundary, not one interval after the sync.
+    state.mark_synced("ns/c", "cal");
+    let (due, left) = state.poll_due("ns/c", "cal", interval);
+    assert!(!due);
+    let since = state.since_start();
+    let next_slot = offset + interval * (((since - offset).as_nanos() / interval.as_nanos()) as u32 + 1);
+    assert!(left <= next_slot - since + Duration::from_millis(1), "{left:?} vs {:?}", next_slot - since);
+}
