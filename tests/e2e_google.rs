@@ -425,6 +425,13 @@ async fn edits_in_google_reach_the_task_sync_by_push_and_channels_renew() {
         until_connection(dir, Duration::from_secs(20), |c| c["status"]["push"]["calendars"][0]["mode"] == "Push").await;
     assert_eq!(condition(&conn, "Push"), Some(("True".into(), "Subscribed".into())), "{conn:#}");
     let watch_id = conn["status"]["push"]["calendars"][0]["watchId"].as_str().expect("watchId").to_string();
+    // The channel token calsync derived for this watch: CI checks it never reaches a log or a
+    // saved response.
+    let keys = calsync::credentials::envelope::Keyring::new(
+        calsync::credentials::envelope::Key::from_base64(ENCRYPTION_KEY).expect("key"),
+    )
+    .push_keys();
+    support::calsync_bin::artifacts::record_secret("google-channel-token", keys.secret_for(&watch_id).expose_secret());
     let channels = w.fake.channels();
     assert_eq!(channels.len(), 1, "{channels:?}");
     assert_eq!(channels[0].id, watch_id);
