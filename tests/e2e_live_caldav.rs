@@ -108,6 +108,12 @@ async fn edits_and_deletions_in_caldav_reach_the_task_syncs_by_polling() {
         chrono::NaiveDateTime::parse_from_str(&when, "%Y-%m-%dT%H:%M:%S").expect("when") + chrono::Duration::hours(2);
     assert!(start.contains(&moved_utc.format("%Y-%m-%d").to_string()), "{ts:#}");
     assert_eq!(synced(&ts), Some(("True".into(), "CalendarWins".into())), "{ts:#}");
+    // The app still pulls the accepted edit (live sync already adopted its version).
+    let (s, body) = cs.call("POST", "/calendar-to-tasks", Some(json!({"user_id": USER, "refresh": true}))).await;
+    assert_eq!(s, 200, "{body}");
+    let updated: Vec<&str> =
+        body["updated_tasks"].as_array().expect("updated_tasks").iter().filter_map(|u| u["task_id"].as_str()).collect();
+    assert!(updated.contains(&"calwins-1") && updated.contains(&"manual-1"), "{body}");
 
     // A write of ours (the app changes the task) resolves the Manual conflict for the task and
     // is never reported back as an edit.

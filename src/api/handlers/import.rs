@@ -60,12 +60,25 @@ async fn read_connection(
                 None => found.tasks.push(mapping::imported_task(ev, conn.spec.provider)),
                 Some(m) if m.owner == state.config.owner => {
                     // Ours: report it only when the calendar app changed it since we wrote it.
+                    // REST-made TaskSyncs have the deterministic name; YAML-made ones any name.
                     let name = task_sync_name(user, &m.task_id);
-                    let Some(ts) = state.objects.get_task_sync(&state.namespace, &name).await? else {
+                    let ts = match state.objects.get_task_sync(&state.namespace, &name).await? {
+                        Some(ts) => Some(ts),
+                        None => state.objects.find_task_sync_by_event(&state.namespace, &ev.id).await?,
+                    };
+                    // Only this connection's own TaskSyncs (a shared calendar holds others' too).
+                    let Some(ts) = ts.filter(|t| t.spec.connection_ref.name == conn.name_any()) else {
                         continue;
                     };
                     let seen = ts.status.as_ref().and_then(|s| s.etag.clone());
-                    if seen.is_none() || seen == ev.etag {
+                    // Live sync may already have accepted this version (CalendarWins adopts the
+                    // edited etag): the app still has to pull it.
+                    let accepted_edit = ts
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.calendar_edit.as_ref())
+                        .is_some_and(|e| !e.deleted && Some(&e.etag) == ev.etag.as_ref());
+                    if seen.is_none() || (seen == ev.etag && !accepted_edit) {
                         continue;
                     }
                     let changed = mapping::changed_fields(&ts.spec, ev);
