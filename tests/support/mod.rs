@@ -5,6 +5,7 @@ pub mod calsync_bin;
 pub mod contract;
 pub mod fake_google;
 pub mod fake_graph;
+pub mod google_world;
 pub mod live;
 pub mod oidc;
 pub mod radicale;
