@@ -46,6 +46,25 @@ pub struct KubeObjects {
 }
 
 impl KubeObjects {
+    /// Merge-patch an object's metadata (labels, annotations): no resourceVersion
+    /// precondition, because a merge of map keys cannot lose another writer's keys.
+    async fn patch_metadata(&self, key: &ObjectKey, body: serde_json::Value) -> Result<(), StoreError> {
+        let pp = PatchParams::default();
+        let r = match key.kind {
+            Kind::CalendarConnection => self
+                .api::<CalendarConnection>(&key.namespace)
+                .patch(&key.name, &pp, &Patch::Merge(&body))
+                .await
+                .map(|_| ()),
+            Kind::TaskSync => {
+                self.api::<TaskSync>(&key.namespace).patch(&key.name, &pp, &Patch::Merge(&body)).await.map(|_| ())
+            }
+        };
+        r.map_err(|e| store_error(&key.to_string(), e))?;
+        self.notify(key.clone());
+        Ok(())
+    }
+
     /// `reporter_instance` names this pod in Events (POD_NAME from the downward API).
     pub fn new(client: Client, reporter_instance: Option<String>) -> Self {
         let reporter = Reporter { controller: "calsync".into(), instance: reporter_instance };
@@ -352,39 +371,11 @@ impl Objects for KubeObjects {
     }
 
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {
-        let body = json!({ "metadata": { "labels": labels } });
-        let pp = PatchParams::default();
-        let r = match key.kind {
-            Kind::CalendarConnection => self
-                .api::<CalendarConnection>(&key.namespace)
-                .patch(&key.name, &pp, &Patch::Merge(&body))
-                .await
-                .map(|_| ()),
-            Kind::TaskSync => {
-                self.api::<TaskSync>(&key.namespace).patch(&key.name, &pp, &Patch::Merge(&body)).await.map(|_| ())
-            }
-        };
-        r.map_err(|e| store_error(&key.to_string(), e))?;
-        self.notify(key.clone());
-        Ok(())
+        self.patch_metadata(key, json!({ "metadata": { "labels": labels } })).await
     }
 
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
-        let body = json!({ "metadata": { "annotations": annotations } });
-        let pp = PatchParams::default();
-        let r = match key.kind {
-            Kind::CalendarConnection => self
-                .api::<CalendarConnection>(&key.namespace)
-                .patch(&key.name, &pp, &Patch::Merge(&body))
-                .await
-                .map(|_| ()),
-            Kind::TaskSync => {
-                self.api::<TaskSync>(&key.namespace).patch(&key.name, &pp, &Patch::Merge(&body)).await.map(|_| ())
-            }
-        };
-        r.map_err(|e| store_error(&key.to_string(), e))?;
-        self.notify(key.clone());
-        Ok(())
+        self.patch_metadata(key, json!({ "metadata": { "annotations": annotations } })).await
     }
 
     async fn list_connections(

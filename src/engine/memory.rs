@@ -384,31 +384,11 @@ impl Objects for MemoryObjects {
     }
 
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {
-        self.with_meta(key, StoreOp::Apply, |m| {
-            let current = m.labels.get_or_insert_with(BTreeMap::new);
-            let mut changed = false;
-            for (k, v) in labels {
-                if current.get(k) != Some(v) {
-                    current.insert(k.clone(), v.clone());
-                    changed = true;
-                }
-            }
-            changed
-        })
+        self.with_meta(key, StoreOp::Apply, |m| super::objects::merge_map(&mut m.labels, labels))
     }
 
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
-        self.with_meta(key, StoreOp::Apply, |m| {
-            let current = m.annotations.get_or_insert_with(BTreeMap::new);
-            let mut changed = false;
-            for (k, v) in annotations {
-                if current.get(k) != Some(v) {
-                    current.insert(k.clone(), v.clone());
-                    changed = true;
-                }
-            }
-            changed
-        })
+        self.with_meta(key, StoreOp::Apply, |m| super::objects::merge_map(&mut m.annotations, annotations))
     }
 
     async fn list_connections(

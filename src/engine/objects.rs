@@ -215,6 +215,20 @@ pub trait Objects: Send + Sync {
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey>;
 }
 
+/// Merge `new` into a metadata map (labels, annotations); `true` when anything changed, so a
+/// store writes (and notifies) only then.
+pub fn merge_map(current: &mut Option<std::collections::BTreeMap<String, String>>, new: &Labels) -> bool {
+    let current = current.get_or_insert_with(Default::default);
+    let mut changed = false;
+    for (k, v) in new {
+        if current.get(k) != Some(v) {
+            current.insert(k.clone(), v.clone());
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// Wait until `check` says the object is as wanted, re-checking on every change notification and
 /// at least every 500 ms. Returns the last value seen when `timeout` passes first.
 pub async fn wait_for<T, F, Fut>(

@@ -27,6 +27,26 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with every occurrence of `secret` in its message replaced: provider
+    /// answers may echo what was sent (a channel token, a clientState).
+    pub fn redact(self, secret: &str) -> ProviderError {
+        if secret.is_empty() {
+            return self;
+        }
+        let clean = |m: String| m.replace(secret, "[redacted]");
+        match self {
+            ProviderError::RateLimited { retry_after, message } => {
+                ProviderError::RateLimited { retry_after, message: clean(message) }
+            }
+            ProviderError::Unauthorized { message } => ProviderError::Unauthorized { message: clean(message) },
+            ProviderError::Revoked { message } => ProviderError::Revoked { message: clean(message) },
+            ProviderError::NotFound { message } => ProviderError::NotFound { message: clean(message) },
+            ProviderError::Conflict { message } => ProviderError::Conflict { message: clean(message) },
+            ProviderError::Transient { message } => ProviderError::Transient { message: clean(message) },
+            ProviderError::Invalid { message } => ProviderError::Invalid { message: clean(message) },
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             ProviderError::RateLimited { retry_after, .. } => ErrorClass::Retry { after: *retry_after },

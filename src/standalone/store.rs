@@ -10,7 +10,6 @@
 //! Other processes on the same database (e.g. `calsync apply` next to `calsync standalone`) are
 //! noticed through the change log, polled by a reader thread.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -393,34 +392,12 @@ impl Objects for SqliteObjects {
 
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {
         let labels = labels.clone();
-        self.with_meta(key, move |m| {
-            let current = m.labels.get_or_insert_with(BTreeMap::new);
-            let mut changed = false;
-            for (k, v) in labels {
-                if current.get(&k) != Some(&v) {
-                    current.insert(k, v);
-                    changed = true;
-                }
-            }
-            changed
-        })
-        .await
+        self.with_meta(key, move |m| crate::engine::objects::merge_map(&mut m.labels, &labels)).await
     }
 
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
         let annotations = annotations.clone();
-        self.with_meta(key, move |m| {
-            let current = m.annotations.get_or_insert_with(BTreeMap::new);
-            let mut changed = false;
-            for (k, v) in annotations {
-                if current.get(&k) != Some(&v) {
-                    current.insert(k, v);
-                    changed = true;
-                }
-            }
-            changed
-        })
-        .await
+        self.with_meta(key, move |m| crate::engine::objects::merge_map(&mut m.annotations, &annotations)).await
     }
 
     async fn list_connections(

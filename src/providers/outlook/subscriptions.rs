@@ -93,21 +93,7 @@ fn parse(resp: &GraphResponse, what: &str) -> Result<(String, DateTime<Utc>), Pr
 
 /// Error messages quote Graph's answer, which could echo what we sent: keep the secret out.
 fn scrub(err: ProviderError, secret: &str) -> ProviderError {
-    if secret.is_empty() {
-        return err;
-    }
-    let clean = |m: String| m.replace(secret, "[redacted]");
-    match err {
-        ProviderError::RateLimited { retry_after, message } => {
-            ProviderError::RateLimited { retry_after, message: clean(message) }
-        }
-        ProviderError::Unauthorized { message } => ProviderError::Unauthorized { message: clean(message) },
-        ProviderError::Revoked { message } => ProviderError::Revoked { message: clean(message) },
-        ProviderError::NotFound { message } => ProviderError::NotFound { message: clean(message) },
-        ProviderError::Conflict { message } => ProviderError::Conflict { message: clean(message) },
-        ProviderError::Transient { message } => ProviderError::Transient { message: clean(message) },
-        ProviderError::Invalid { message } => ProviderError::Invalid { message: clean(message) },
-    }
+    err.redact(secret)
 }
 
 /// A renewal Graph refused. A 400 means the subscription cannot be extended as it is (Graph
