@@ -587,7 +587,8 @@ mod tests {
     use crate::providers::Marker;
     use chrono::{TimeZone, Utc};
 
-    fn event(uid: &str) -> EventData {
+    /// A one-hour event of ours (the live-mode tests use it too).
+    pub(super) fn event(uid: &str) -> EventData {
         let t = Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).single().expect("valid date");
         let at = |u: chrono::DateTime<Utc>| crate::providers::EventTime::DateTime {
             utc: u,

@@ -163,22 +163,10 @@ impl BenchService {
 mod tests {
     use super::*;
     use crate::bench::provider::{BenchProvider, CALENDAR};
-    use crate::providers::{Created, EventData, Marker, Provider, Window};
-    use chrono::{TimeZone, Utc};
+    use crate::providers::{Created, Provider, Window};
+    use chrono::Utc;
 
-    fn event(uid: &str) -> EventData {
-        let t = Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).single().expect("valid date");
-        let at = |u: chrono::DateTime<Utc>| EventTime::DateTime { utc: u, local: u.naive_utc(), zone: None };
-        EventData {
-            title: "t".into(),
-            description: None,
-            category: None,
-            start: at(t),
-            end: at(t + chrono::Duration::hours(1)),
-            recurrence: vec![],
-            marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: "1".into(), hash: "h".into() },
-        }
-    }
+    use crate::bench::provider::tests::event;
 
     fn window() -> Window {
         Window { from: Utc::now() - chrono::Duration::days(1), to: Utc::now() + chrono::Duration::days(3650) }
