@@ -15,6 +15,7 @@
 //! | `CALSYNC_SYNC_WAIT_SECONDS` | 10 | how long a write waits for the engine before 202 |
 //! | `CALSYNC_IMPORT_CACHE_SECONDS` | 300 | calendar-to-tasks cache per user |
 //! | `CALSYNC_MAX_BODY_BYTES` | 65536 | request body limit (413 beyond) |
+//! | `CALSYNC_STREAMS_PER_USER` | 5 | open `/stream/{user_id}` connections per user (429 beyond) |
 //! | `CALSYNC_OWNER` | `calsync` | installation id in event markers (must match the engine's) |
 //! | `CALSYNC_CALDAV_ALLOWED_HOSTS` | any | comma-separated hosts `/apple/connect`'s `server_url` may name |
 
@@ -42,6 +43,8 @@ pub struct ApiConfig {
     pub import_cache_ttl: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Open event streams per user.
+    pub streams_per_user: usize,
     /// Installation id inside event markers: events with it are "ours".
     pub owner: String,
     /// Default CalDAV server for `/apple/connect`.
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
             sync_wait: Duration::from_secs(10),
             import_cache_ttl: Duration::from_secs(300),
             max_body_bytes: 64 * 1024,
+            streams_per_user: 5,
             owner: "calsync".into(),
             apple_server_url: "https://caldav.icloud.com/".into(),
             caldav_allowed_hosts: Vec::new(),
@@ -79,6 +83,7 @@ impl fmt::Debug for ApiConfig {
             .field("sync_wait", &self.sync_wait)
             .field("import_cache_ttl", &self.import_cache_ttl)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("streams_per_user", &self.streams_per_user)
             .field("owner", &self.owner)
             .field("caldav_allowed_hosts", &self.caldav_allowed_hosts)
             .finish()
@@ -153,6 +158,9 @@ impl ApiConfig {
         }
         if let Some(n) = number(lookup, "CALSYNC_MAX_BODY_BYTES", 1024usize, "a number of bytes of at least 1024")? {
             c.max_body_bytes = n;
+        }
+        if let Some(n) = number(lookup, "CALSYNC_STREAMS_PER_USER", 1usize, "a whole number of at least 1")? {
+            c.streams_per_user = n;
         }
         if let Some(hosts) = lookup("CALSYNC_CALDAV_ALLOWED_HOSTS") {
             c.caldav_allowed_hosts = list(&hosts);

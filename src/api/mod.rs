@@ -6,6 +6,7 @@
 //! Owns: routing and cross-cutting layers. Must not touch: reconcile logic, stores, providers'
 //! write calls. `main.rs` builds an `AppState` and serves `router(state)`.
 
+pub mod app_events;
 pub mod auth;
 pub mod config;
 pub mod dto;
@@ -16,6 +17,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod openapi;
 pub mod state;
+pub mod stream;
 pub mod webhooks;
 
 use std::time::Instant;
@@ -54,9 +56,11 @@ pub async fn serve_standalone(
         .map_err(|e| format!("cannot listen on {listen}: {e}; set CALSYNC_LISTEN (or --listen) to a free address"))?;
     tracing::info!(address = %listen, "REST API listening");
     let mut shutdown = services.shutdown.clone();
+    let streams = state.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
+            streams.close_streams();
         })
         .await
         .map_err(|e| format!("the REST API stopped: {e}"))
@@ -65,7 +69,7 @@ pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
-use handlers::{connect, health, import, status, tasks, webhooks as hooks};
+use handlers::{connect, events, health, import, status, tasks, webhooks as hooks};
 
 /// Every route of the API with its layers.
 pub fn router(state: AppState) -> Router {
@@ -79,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/connection-status/{user_id}", get(status::connection_status))
         .route("/disconnect/{user_id}", post(status::disconnect))
         .route("/sync-history/{user_id}", get(status::sync_history))
+        .route("/stream/{user_id}", get(events::stream))
         // DESIGN §6: every endpoint but the callbacks and health/metrics needs a token, the
         // document included (fetch it with the token, as scripts/fuzz-api.sh does).
         .route("/openapi.json", get(health::openapi))

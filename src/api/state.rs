@@ -112,6 +112,8 @@ pub struct AppState {
     pub oauth: Option<Arc<OAuthRuntime>>,
     /// Provider notifications (push): secrets, routing, signal coalescing.
     pub webhooks: Arc<super::webhooks::Webhooks>,
+    /// App events for the event streams; started with the first stream.
+    pub streams: Arc<std::sync::OnceLock<Arc<super::stream::StreamHub>>>,
 }
 
 impl AppState {
@@ -125,7 +127,17 @@ impl AppState {
         let caches = Arc::new(Caches::new(config.rate_limit_per_minute));
         let namespace = namespace.into();
         let webhooks = Arc::new(super::webhooks::Webhooks::new(None, objects.clone(), &namespace));
-        AppState { webhooks, objects, connector, namespace, config: Arc::new(config), metrics, caches, oauth: None }
+        AppState {
+            webhooks,
+            streams: Arc::new(std::sync::OnceLock::new()),
+            objects,
+            connector,
+            namespace,
+            config: Arc::new(config),
+            metrics,
+            caches,
+            oauth: None,
+        }
     }
 
     /// Check provider notifications with these keys (the engine makes watch secrets with the
@@ -133,6 +145,20 @@ impl AppState {
     pub fn with_push_keys(mut self, keys: crate::credentials::push::PushKeys) -> Self {
         self.webhooks = Arc::new(super::webhooks::Webhooks::new(Some(keys), self.objects.clone(), &self.namespace));
         self
+    }
+
+    /// The event hub, started on first use (it follows every change of the namespace).
+    pub fn stream_hub(&self) -> Arc<super::stream::StreamHub> {
+        self.streams
+            .get_or_init(|| super::stream::StreamHub::start(self.objects.clone(), self.namespace.clone()))
+            .clone()
+    }
+
+    /// End every event stream (shutdown: graceful shutdown waits for open connections).
+    pub fn close_streams(&self) {
+        if let Some(hub) = self.streams.get() {
+            hub.close();
+        }
     }
 
     /// Serve Google/Outlook connections with this OAuth runtime.

@@ -78,11 +78,17 @@ pub async fn serve(
     if let Some(keys) = push_keys {
         state = state.with_push_keys(keys);
     }
+    let streams = state.clone();
     let app = api::router(state).layer(middleware::from_fn(move |request: Request, next: Next| {
         let ready = ready.clone();
         async move { readiness_gate(&ready, request, next).await }
     }));
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            streams.close_streams();
+        })
+        .await;
     // The watches end with the same shutdown signal; wait so nothing outlives the server.
     let _ = watches.await;
     served.map_err(ServeError::from)

@@ -4,6 +4,7 @@
 mod bad_input;
 mod connections;
 mod edges;
+mod events;
 mod flow;
 mod support;
 mod webhooks;

@@ -5,6 +5,7 @@
 //! engine writes to them); credentials beyond checking them once at connect.
 
 pub mod connect;
+pub mod events;
 pub mod health;
 pub mod import;
 pub mod oauth;

@@ -1,0 +1,310 @@
+//! The events the app hears about (`task.synced`, `task.failed`, `task.conflict`,
+//! `task.deleted_in_calendar`, `connection.connected`, `connection.disconnected`,
+//! `connection.reconnect_required`, `calendar.changed`), derived from what changed in a
+//! TaskSync's or CalendarConnection's status. Every REST replica derives the same events from
+//! its own watches, with the same ids (the object's resourceVersion), so a stream can resume on
+//! another replica.
+//!
+//! Owns: which status transitions are events and what their data says. Must not touch: how
+//! events travel (the stream hub, later webhooks) or any store write.
+
+use chrono::{DateTime, Utc};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::resources::condition::find;
+use crate::resources::{CalendarConnection, ConditionStatus, TaskSync};
+
+/// One event for the app.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppEvent {
+    /// `<resourceVersion>.<n>`: ordered across objects, equal on every replica.
+    pub id: String,
+    pub user_id: String,
+    pub kind: &'static str,
+    pub timestamp: DateTime<Utc>,
+    pub data: Value,
+}
+
+impl AppEvent {
+    /// The wire form (webhook body, SSE data): `{"type", "timestamp", "data"}`.
+    pub fn body(&self) -> Value {
+        json!({"type": self.kind, "timestamp": self.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "data": self.data})
+    }
+
+    /// `(resourceVersion, n)` of an id, for ordering and resume.
+    pub fn order(id: &str) -> Option<(u64, u32)> {
+        let (rv, n) = id.split_once('.')?;
+        Some((rv.parse().ok()?, n.parse().ok()?))
+    }
+}
+
+/// What of an object events are derived from; kept per object between changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    synced: Option<(ConditionStatus, String)>,
+    last_sync: Option<DateTime<Utc>>,
+    edit: Option<(String, bool)>,
+    ready: Option<(ConditionStatus, String)>,
+    changes: Vec<(String, Option<DateTime<Utc>>)>,
+}
+
+fn cond(conds: &[crate::resources::Condition], t: &str) -> Option<(ConditionStatus, String)> {
+    find(conds, t).map(|c| (c.status, c.reason.clone()))
+}
+
+pub fn task_snapshot(ts: &TaskSync) -> Snapshot {
+    let st = ts.status.clone().unwrap_or_default();
+    Snapshot {
+        synced: cond(&st.conditions, "Synced"),
+        last_sync: st.last_sync_time,
+        edit: st.calendar_edit.as_ref().map(|e| (e.etag.clone(), e.deleted)),
+        ..Snapshot::default()
+    }
+}
+
+pub fn connection_snapshot(c: &CalendarConnection) -> Snapshot {
+    let st = c.status.clone().unwrap_or_default();
+    let changes = st
+        .push
+        .map(|p| p.calendars.into_iter().map(|w| (w.calendar_id, w.last_change_time)).collect())
+        .unwrap_or_default();
+    Snapshot { ready: cond(&st.conditions, "Ready"), changes, ..Snapshot::default() }
+}
+
+fn rv(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    meta.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+fn number(events: Vec<(&'static str, Value)>, rv: u64, user: &str, now: DateTime<Utc>) -> Vec<AppEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(n, (kind, data))| AppEvent {
+            id: format!("{rv}.{n}"),
+            user_id: user.to_string(),
+            kind,
+            timestamp: now,
+            data,
+        })
+        .collect()
+}
+
+/// Events of a TaskSync that went from `before` to `ts`. `calendar_type` is its connection's
+/// provider.
+pub fn task_events(
+    before: &Snapshot,
+    ts: &TaskSync,
+    user: &str,
+    calendar_type: &str,
+    now: DateTime<Utc>,
+) -> Vec<AppEvent> {
+    let after = task_snapshot(ts);
+    let st = ts.status.clone().unwrap_or_default();
+    let base = |extra: Value| {
+        let mut d = json!({"user_id": user, "task_id": ts.spec.task_id, "calendar_type": calendar_type,
+            "event_id": st.event_id, "task_sync": ts.name_any()});
+        if let (Some(d), Some(extra)) = (d.as_object_mut(), extra.as_object()) {
+            d.extend(extra.clone());
+        }
+        d
+    };
+    let mut out = Vec::new();
+    if after.edit != before.edit
+        && let Some(edit) = &st.calendar_edit
+    {
+        if edit.deleted {
+            out.push(("task.deleted_in_calendar", base(json!({}))));
+        } else {
+            let task_value = |f: &str| match f {
+                "title" => json!(ts.spec.title),
+                "start" => json!(ts.spec.start),
+                "description" => json!(ts.spec.description),
+                "category" => json!(ts.spec.category),
+                "end" => json!(ts.spec.end),
+                _ => Value::Null,
+            };
+            let calendar_value = |f: &str| match f {
+                "title" => json!(edit.title),
+                "start" => json!(edit.start),
+                "end" => json!(edit.end),
+                _ => Value::Null,
+            };
+            let diff: Vec<Value> = edit
+                .changed
+                .iter()
+                .map(|f| json!({"field": f, "task": task_value(f), "calendar": calendar_value(f)}))
+                .collect();
+            out.push(("task.conflict", base(json!({"resolution": edit.resolution, "diff": diff}))));
+        }
+    }
+    let synced_now = after.synced.as_ref().is_some_and(|(s, _)| *s == ConditionStatus::True);
+    if synced_now && after.last_sync != before.last_sync && after.last_sync.is_some() {
+        out.push(("task.synced", base(json!({"event_link": st.event_link}))));
+    }
+    if let Some((ConditionStatus::False, reason)) = &after.synced
+        && after.synced != before.synced
+        && !matches!(reason.as_str(), "ConflictDetected" | "DeletedInCalendar")
+    {
+        let message = find(&st.conditions, "Synced").map(|c| c.message.clone()).unwrap_or_default();
+        out.push(("task.failed", base(json!({"reason": reason, "message": message}))));
+    }
+    number(out, rv(ts.meta()), user, now)
+}
+
+/// Events of a CalendarConnection that went from `before` to `c`.
+pub fn connection_events(before: &Snapshot, c: &CalendarConnection, now: DateTime<Utc>) -> Vec<AppEvent> {
+    let after = connection_snapshot(c);
+    let user = c.spec.user_id.as_str();
+    let data = json!({"user_id": user, "calendar_type": c.spec.provider.as_str(), "connection": c.name_any()});
+    let mut out = Vec::new();
+    if after.ready != before.ready {
+        match &after.ready {
+            Some((ConditionStatus::True, _)) => out.push(("connection.connected", data.clone())),
+            Some((ConditionStatus::False, r)) if r == "ReconnectRequired" => {
+                out.push(("connection.reconnect_required", data.clone()))
+            }
+            Some((ConditionStatus::False, r)) if r == "Disconnected" => {
+                out.push(("connection.disconnected", data.clone()))
+            }
+            _ => {}
+        }
+    }
+    for (calendar, at) in &after.changes {
+        let was = before.changes.iter().find(|(c, _)| c == calendar).and_then(|(_, t)| *t);
+        if at.is_some() && *at != was && !before.changes.is_empty() {
+            let mut d = data.clone();
+            if let Some(m) = d.as_object_mut() {
+                m.insert("calendar_id".into(), json!(calendar));
+            }
+            out.push(("calendar.changed", d));
+        }
+    }
+    number(out, rv(c.meta()), user, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::condition::{Condition, set_condition};
+    use crate::resources::*;
+
+    fn ts(status: TaskSyncStatus, rv: &str) -> TaskSync {
+        let spec = TaskSyncSpec {
+            connection_ref: ConnectionRef { name: "c".into() },
+            task_id: "t1".into(),
+            title: "Essay".into(),
+            start: "2026-12-10T10:00:00Z".into(),
+            time_zone: None,
+            duration: None,
+            end: None,
+            all_day: None,
+            category: None,
+            description: None,
+            recurrence: vec![],
+            calendar_id: None,
+            deletion_policy: DeletionPolicy::Delete,
+            conflict_policy: ConflictPolicy::Manual,
+        };
+        let mut t = TaskSync::new("ts", spec);
+        t.metadata.resource_version = Some(rv.into());
+        t.status = Some(status);
+        t
+    }
+
+    fn with(cond_type: &str, ok: bool, reason: &str) -> Vec<Condition> {
+        let mut c = Vec::new();
+        let s = if ok { ConditionStatus::True } else { ConditionStatus::False };
+        set_condition(&mut c, Condition::new(cond_type, s, reason, "why"), Some(1), Utc::now());
+        c
+    }
+
+    fn kinds(events: &[AppEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn task_transitions_become_events_once() {
+        let now = Utc::now();
+        let failed = ts(TaskSyncStatus { conditions: with("Synced", false, "RateLimited"), ..Default::default() }, "7");
+        let e = task_events(&Snapshot::default(), &failed, "alice", "google", now);
+        assert_eq!(kinds(&e), ["task.failed"]);
+        assert_eq!((e[0].id.as_str(), e[0].data["reason"].as_str()), ("7.0", Some("RateLimited")));
+        // The same state again is no news.
+        assert!(task_events(&task_snapshot(&failed), &failed, "alice", "google", now).is_empty());
+
+        let deleted = ts(
+            TaskSyncStatus {
+                conditions: with("Synced", false, "DeletedInCalendar"),
+                calendar_edit: Some(CalendarEdit {
+                    detected_at: now,
+                    generation: 1,
+                    etag: String::new(),
+                    deleted: true,
+                    changed: vec![],
+                    title: None,
+                    start: None,
+                    end: None,
+                    resolution: ConflictPolicy::Manual,
+                }),
+                ..Default::default()
+            },
+            "8",
+        );
+        let e = task_events(&task_snapshot(&failed), &deleted, "alice", "google", now);
+        assert_eq!(kinds(&e), ["task.deleted_in_calendar"], "a reported deletion is not also a failure");
+        assert_eq!(e[0].body()["type"], "task.deleted_in_calendar");
+    }
+
+    #[test]
+    fn connection_transitions_become_events() {
+        let now = Utc::now();
+        let conn = |reason: &str, ok: bool, changed: Option<DateTime<Utc>>| {
+            let mut c = CalendarConnection::new(
+                "c",
+                CalendarConnectionSpec {
+                    user_id: "alice".into(),
+                    provider: ProviderKind::Outlook,
+                    credentials_secret_ref: SecretRef { name: "s".into(), key: None },
+                    calendar_id: None,
+                    server_url: None,
+                    category_calendars: Default::default(),
+                    import: None,
+                    active: true,
+                },
+            );
+            let mut w = WatchedCalendar::polled("primary");
+            w.last_change_time = changed;
+            c.status = Some(CalendarConnectionStatus {
+                conditions: with("Ready", ok, reason),
+                push: Some(PushStatus { calendars: vec![w], ..Default::default() }),
+                ..Default::default()
+            });
+            c.metadata.resource_version = Some("3".into());
+            c
+        };
+        let ready = conn("Connected", true, None);
+        assert_eq!(kinds(&connection_events(&Snapshot::default(), &ready, now)), ["connection.connected"]);
+        let revoked = conn("ReconnectRequired", false, None);
+        assert_eq!(
+            kinds(&connection_events(&connection_snapshot(&ready), &revoked, now)),
+            ["connection.reconnect_required"]
+        );
+        let gone = conn("Disconnected", false, None);
+        assert_eq!(kinds(&connection_events(&connection_snapshot(&ready), &gone, now)), ["connection.disconnected"]);
+        let changed = conn("Connected", true, Some(now));
+        let e = connection_events(&connection_snapshot(&ready), &changed, now);
+        assert_eq!(kinds(&e), ["calendar.changed"]);
+        assert_eq!(
+            (e[0].data["calendar_id"].as_str(), e[0].data["calendar_type"].as_str()),
+            (Some("primary"), Some("outlook"))
+        );
+    }
+
+    #[test]
+    fn ids_order_across_objects() {
+        assert!(AppEvent::order("12.1") > AppEvent::order("12.0"));
+        assert!(AppEvent::order("13.0") > AppEvent::order("12.9"));
+        assert_eq!(AppEvent::order("junk"), None);
+    }
+}
