@@ -242,3 +242,64 @@ fn polls_keep_their_slot_whenever_they_ran() {
     let next_slot = offset + interval * (((since - offset).as_nanos() / interval.as_nanos()) as u32 + 1);
     assert!(left <= next_slot - since + Duration::from_millis(1), "{left:?} vs {:?}", next_slot - since);
 }
+
+/// Push on (public URL and keys), with the memory calendar offering Google-like channels.
+fn push_world() -> World {
+    let keys = crate::credentials::envelope::Keyring::new(
+        crate::credentials::envelope::Key::from_bytes(&[9u8; 32]).expect("32 bytes"),
+    )
+    .push_keys();
+    let live = LiveConfig {
+        public_url: Some("https://calsync.example.com".into()),
+        push_keys: Some(keys),
+        ..LiveConfig::default()
+    };
+    let w = World::with_config(EngineConfig { live, ..EngineConfig::default() });
+    w.calendar.enable_push();
+    w
+}
+
+async fn push_status(w: &World) -> (Option<(ConditionStatus, String)>, WatchedCalendar, Vec<String>) {
+    let conn = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
+    let st = conn.status.clone().unwrap_or_default();
+    let push = crate::resources::condition::find(&st.conditions, "Push").map(|c| (c.status, c.reason.clone()));
+    let cal = st.push.expect("push status").calendars[0].clone();
+    (push, cal, conn.metadata.finalizers.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_failed_watch_falls_back_to_polling_and_push_resumes_after_the_backoff() {
+    let w = push_world();
+    w.calendar.inject(Op::Watch, crate::providers::ProviderError::Transient { message: "503".into() });
+    w.connection_of(ProviderKind::Google).await;
+    let (push, cal, finalizers) = push_status(&w).await;
+    assert_eq!(push, Some((ConditionStatus::False, "WatchFailed".into())));
+    assert_eq!((cal.mode, cal.failures, cal.watch_id.is_none()), (PushMode::Poll, 1, true), "{cal:?}");
+    assert!(cal.next_attempt_time.is_some() && cal.last_error.is_some());
+    assert!(finalizers.contains(&crate::resources::push::PUSH_FINALIZER.to_string()));
+    let events = w.objects.events();
+    assert!(events.iter().any(|(_, e)| e.reason == "WatchFailed"), "a Warning Event names the failure");
+
+    // Before the backoff ends no new attempt; after it, the watch is made.
+    w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    assert_eq!(w.calendar.count(Op::Watch), 1);
+    w.advance(3600);
+    w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    let (push, cal, _) = push_status(&w).await;
+    assert_eq!(push, Some((ConditionStatus::True, "Subscribed".into())));
+    assert_eq!((cal.mode, cal.failures), (PushMode::Push, 0));
+    let watches = w.calendar.watches();
+    assert_eq!(watches.len(), 1);
+    assert_eq!(Some(&watches[0].id), cal.watch_id.as_ref());
+    assert!(watches[0].address.ends_with("/api/calendar/webhooks/google"));
+
+    // Disconnect: the watch is stopped and the finalizer released.
+    let mut conn = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
+    conn.spec.active = false;
+    conn.metadata.resource_version = None;
+    w.objects.apply_connection(&conn).await.unwrap();
+    w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    assert!(w.calendar.watches().is_empty());
+    let (_, _, finalizers) = push_status(&w).await;
+    assert!(!finalizers.contains(&crate::resources::push::PUSH_FINALIZER.to_string()));
+}

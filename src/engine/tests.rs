@@ -44,6 +44,11 @@ impl World {
     }
 
     pub(super) async fn connection(&self) {
+        self.connection_of(ProviderKind::Caldav).await
+    }
+
+    /// The connection `conn` with provider `provider` (the memory calendar serves any).
+    pub(super) async fn connection_of(&self, provider: ProviderKind) {
         self.objects.put_secret(
             NS,
             "creds",
@@ -53,7 +58,7 @@ impl World {
             metadata: ObjectMeta { name: Some("conn".into()), namespace: Some(NS.into()), ..Default::default() },
             spec: CalendarConnectionSpec {
                 user_id: "user123".into(),
-                provider: ProviderKind::Caldav,
+                provider,
                 credentials_secret_ref: SecretRef { name: "creds".into(), key: None },
                 calendar_id: None,
                 server_url: Some("http://127.0.0.1:1/".into()),
