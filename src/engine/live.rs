@@ -292,12 +292,18 @@ impl Engine {
         }
         for i in 0..push.calendars.len() {
             if !want_push {
+                // Only a calendar that was pushed changes here; a polled one keeps its status (a
+                // rewrite on every poll would be a store write per poll).
                 let w = &mut push.calendars[i];
-                if w.watch_id.is_some() {
+                if w.watch_id.is_some() || w.mode == PushMode::Push {
                     let old = w.clone();
                     self.stop_one(p, &old).await;
+                    *w = WatchedCalendar {
+                        cursor: w.cursor.take(),
+                        last_change_time: w.last_change_time,
+                        ..WatchedCalendar::polled(&w.calendar_id)
+                    };
                 }
-                *w = WatchedCalendar { cursor: w.cursor.take(), ..WatchedCalendar::polled(&w.calendar_id) };
                 continue;
             }
             let w = push.calendars[i].clone();

@@ -303,3 +303,19 @@ async fn a_failed_watch_falls_back_to_polling_and_push_resumes_after_the_backoff
     let (_, _, finalizers) = push_status(&w).await;
     assert!(!finalizers.contains(&crate::resources::push::PUSH_FINALIZER.to_string()));
 }
+
+#[tokio::test]
+async fn quiet_polls_after_a_change_write_nothing() {
+    let w = polling_world();
+    let id = synced(&w, ConflictPolicy::Manual).await;
+    w.calendar.edit_external("calendar", &id, move_two_hours);
+    w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    let changed = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
+    let cal = changed.status.as_ref().and_then(|s| s.push.clone()).expect("push").calendars[0].clone();
+    assert!(cal.last_change_time.is_some() && cal.cursor.is_some(), "{cal:?}");
+    for _ in 0..3 {
+        w.engine.reconcile_connection(NS, "conn").await.unwrap();
+    }
+    let after = w.objects.get_connection(NS, "conn").await.unwrap().unwrap();
+    assert_eq!(after.metadata.resource_version, changed.metadata.resource_version, "a quiet poll wrote status");
+}

@@ -66,7 +66,11 @@ pub(super) fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<Strin
 impl Engine {
     /// Reconcile the TaskSync `namespace/name`.
     pub async fn reconcile_task_sync(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
-        let Some(ts) = self.objects.get_task_sync(namespace, name).await? else { return Ok(Outcome::Done) };
+        let Some(ts) = self.objects.get_task_sync(namespace, name).await? else {
+            // Gone: a hint left for it would never be taken.
+            self.live.take_hint(&ObjectKey::task_sync(namespace, name));
+            return Ok(Outcome::Done);
+        };
         let conn = self.objects.get_connection(namespace, &ts.spec.connection_ref.name).await?;
         let uid = ts.uid().unwrap_or_default();
         let calendar = ts
