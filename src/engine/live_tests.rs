@@ -227,7 +227,8 @@ async fn a_signal_whose_listing_failed_is_tried_again() {
 #[test]
 fn polls_keep_their_slot_whenever_they_ran() {
     let state = live::LiveState::default();
-    let interval = Duration::from_millis(200);
+    // Long enough that a stalled test thread does not cross into the next slot mid-check.
+    let interval = Duration::from_secs(1);
     let offset = live::first_poll_offset("ns/c", "cal", interval);
     let (due, left) = state.poll_due("ns/c", "cal", interval);
     assert!(due || left <= offset, "the first poll waits for the calendar's offset at most");

@@ -107,16 +107,20 @@ async fn google_notifications_signal_only_their_connection_and_bursts_coalesce()
 
     // A burst of 300 in well under a second costs a couple of writes, and ends signalled.
     let rv_before = h.objects.get_connection(NS, "c1").await.unwrap().unwrap().metadata.resource_version;
+    let started = std::time::Instant::now();
     for _ in 0..300 {
         assert_eq!(google(&h, Some("w-1"), Some(token.expose_secret()), "exists").await.0, StatusCode::OK);
     }
+    let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let last = signal_of(&h, "c1").await.expect("signalled");
     assert_ne!(last, first, "the burst after the first signal must signal again");
     let rv_after = h.objects.get_connection(NS, "c1").await.unwrap().unwrap().metadata.resource_version;
     let writes = rv_after.and_then(|r| r.parse::<i64>().ok()).unwrap_or(0)
         - rv_before.and_then(|r| r.parse::<i64>().ok()).unwrap_or(0);
-    assert!((1..=8).contains(&writes), "{writes} writes for a burst of 300");
+    // One write per 250 ms at most (plus the trailing one), however slow this machine is.
+    let most = (took.as_millis() / 250) as i64 + 2;
+    assert!((1..=most).contains(&writes), "{writes} writes for a burst of 300 in {took:?}");
     assert_eq!(signal_of(&h, "c2").await, None);
 
     let m = metrics(&h).await;
