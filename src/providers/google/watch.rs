@@ -52,11 +52,6 @@ fn watch_body(request: &WatchRequest) -> Value {
     })
 }
 
-/// Error messages quote Google's answer, which could echo what we sent: keep the secret out.
-fn scrub(err: ProviderError, secret: &str) -> ProviderError {
-    err.redact(secret)
-}
-
 /// `events.watch` on `calendar`.
 pub async fn watch(p: &GoogleProvider, calendar: &str, request: &WatchRequest) -> Result<Watch, ProviderError> {
     let url = api_url(&p.base, &["calendars", calendar, "events", "watch"])?;
@@ -64,11 +59,11 @@ pub async fn watch(p: &GoogleProvider, calendar: &str, request: &WatchRequest) -
     let requested_at = Utc::now();
     let what = || format!("opening push channel {} on {calendar}", request.id);
     let secret = request.secret.expose_secret();
-    let resp = p.client().send(Method::POST, &url, None, Some(&body)).await.map_err(|e| scrub(e, secret))?;
+    let resp = p.client().send(Method::POST, &url, None, Some(&body)).await.map_err(|e| e.redact(secret))?;
     if resp.status.as_u16() != 200 {
-        return Err(scrub(classify(&resp, &what()), secret));
+        return Err(classify(&resp, &what()).redact(secret));
     }
-    let channel: GChannel = parse(&resp, &what()).map_err(|e| scrub(e, secret))?;
+    let channel: GChannel = parse(&resp, &what()).map_err(|e| e.redact(secret))?;
     if channel.id.as_deref().is_some_and(|id| id != request.id) {
         tracing::warn!(calendar, channel = %request.id, "google answered a watch with another channel id");
     }

@@ -40,7 +40,7 @@ fn channel_answers_are_read_with_string_or_number_expirations() {
 }
 
 #[test]
-fn scrub_removes_the_secret_from_every_variant() {
+fn redact_removes_the_secret_from_every_variant() {
     let m = format!("Google answered 400 invalid: token {SECRET} is bad");
     let errs = [
         ProviderError::Invalid { message: m.clone() },
@@ -49,7 +49,7 @@ fn scrub_removes_the_secret_from_every_variant() {
         ProviderError::NotFound { message: m },
     ];
     for e in errs {
-        let s = scrub(e, SECRET).to_string();
+        let s = e.redact(SECRET).to_string();
         assert!(!s.contains(SECRET) && s.contains("[redacted]"), "{s}");
     }
 }

@@ -91,11 +91,6 @@ fn parse(resp: &GraphResponse, what: &str) -> Result<(String, DateTime<Utc>), Pr
     Ok((sub.id, expiration))
 }
 
-/// Error messages quote Graph's answer, which could echo what we sent: keep the secret out.
-fn scrub(err: ProviderError, secret: &str) -> ProviderError {
-    err.redact(secret)
-}
-
 /// A renewal Graph refused. A 400 means the subscription cannot be extended as it is (Graph
 /// answers `ErrorInvalidParameter` on PATCH when a tenant's maximum lifetime is shorter than
 /// asked, and a missed expiry can surface as 400 too); `NotFound` makes the engine delete and
@@ -115,11 +110,11 @@ pub async fn watch(p: &OutlookProvider, calendar: &str, request: &WatchRequest) 
     let body = create_body(calendar, request, Utc::now())?;
     let url = p.graph.url(&["subscriptions"], &[]);
     let what = format!("subscribing watch {} to calendar {calendar}", request.id);
-    let resp = p.graph.send(Method::POST, &url, &[], Some(&body)).await.map_err(|e| scrub(e, secret))?;
+    let resp = p.graph.send(Method::POST, &url, &[], Some(&body)).await.map_err(|e| e.redact(secret))?;
     if !matches!(resp.status.as_u16(), 200 | 201) {
-        return Err(scrub(classify(&resp, &what), secret));
+        return Err(classify(&resp, &what).redact(secret));
     }
-    let (provider_id, expiration) = parse(&resp, &what).map_err(|e| scrub(e, secret))?;
+    let (provider_id, expiration) = parse(&resp, &what).map_err(|e| e.redact(secret))?;
     tracing::debug!(calendar, watch = %request.id, subscription = %provider_id, %expiration, "graph subscription created");
     Ok(Watch { id: request.id.clone(), provider_id, expiration })
 }
@@ -130,11 +125,11 @@ pub async fn renew(p: &OutlookProvider, watch: &Watch, request: &WatchRequest) -
     let body = json!({ "expirationDateTime": expiration(Utc::now(), request.ttl)? });
     let url = p.graph.url(&["subscriptions", &watch.provider_id], &[]);
     let what = format!("renewing subscription {} of watch {}", watch.provider_id, watch.id);
-    let resp = p.graph.send(Method::PATCH, &url, &[], Some(&body)).await.map_err(|e| scrub(e, secret))?;
+    let resp = p.graph.send(Method::PATCH, &url, &[], Some(&body)).await.map_err(|e| e.redact(secret))?;
     if resp.status.as_u16() != 200 {
-        return Err(scrub(renew_error(&resp, &what), secret));
+        return Err(renew_error(&resp, &what).redact(secret));
     }
-    let (provider_id, expiration) = parse(&resp, &what).map_err(|e| scrub(e, secret))?;
+    let (provider_id, expiration) = parse(&resp, &what).map_err(|e| e.redact(secret))?;
     tracing::debug!(watch = %watch.id, subscription = %provider_id, %expiration, "graph subscription renewed");
     Ok(Watch { id: watch.id.clone(), provider_id, expiration })
 }
@@ -247,7 +242,7 @@ mod tests {
     #[test]
     fn errors_never_quote_the_secret() {
         let r = resp(400, r#"{"error":{"code":"InvalidRequest","message":"bad clientState a.s3cr3t"}}"#);
-        let e = scrub(classify(&r, "t"), "s3cr3t");
+        let e = classify(&r, "t").redact("s3cr3t");
         assert!(!e.to_string().contains("s3cr3t") && e.to_string().contains("[redacted]"), "{e}");
         assert!(!format!("{:?}", request("s3cr3t")).contains("s3cr3t"));
     }
