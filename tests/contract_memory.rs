@@ -69,6 +69,7 @@ impl ContractPeer for MemoryPeer {
                 recurrence: vec![],
                 marker: None,
                 cancelled: false,
+                created: None,
             },
         );
         id

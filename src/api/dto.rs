@@ -164,6 +164,10 @@ pub struct CalendarToTasksRequest {
     /// Bypass the 5-minute cache.
     #[serde(default)]
     pub refresh: Option<bool>,
+    /// The `cursor` of an earlier answer: answer with `changes` since then instead of `tasks`.
+    #[serde(default)]
+    #[schema(max_length = 32768)]
+    pub cursor: Option<String>,
 }
 
 /// A calendar event as a task.
@@ -199,16 +203,48 @@ pub struct UpdatedTask {
     pub all_day: bool,
 }
 
+/// What happened to a calendar event since the cursor.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Created after the cursor was issued.
+    Created,
+    /// Changed (or created before the cursor and not seen by it): upsert by `calendar_event_id`.
+    Updated,
+    /// Deleted (or moved out of the range the calendar reports changes for).
+    Deleted,
+}
+
+/// One change of a calendar event that is not ours.
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct CalendarChange {
+    pub change: ChangeKind,
+    pub calendar_event_id: String,
+    pub calendar_source: String,
+    /// The event as a task, as in `tasks` (absent on `deleted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<ImportedTask>,
+}
+
 /// Answer of calendar-to-tasks.
 #[derive(Serialize, ToSchema, Debug, Clone)]
 pub struct CalendarToTasksResponse {
     pub success: bool,
+    /// The events in the window (empty when the request had a cursor: see `changes`).
     pub tasks: Vec<ImportedTask>,
+    /// Entries of `tasks`, or of `changes` when the request had a cursor.
     pub count: usize,
     pub updated_tasks: Vec<UpdatedTask>,
     /// Connections that could not be read (the others' events are still listed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<ImportWarning>,
+    /// Changes since the request's cursor (only when it had one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<CalendarChange>>,
+    /// Pass this in the next request to get only what changed since this answer (absent when
+    /// the deployment has no ENCRYPTION_KEY).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// A connection calendar-to-tasks could not read.

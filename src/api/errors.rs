@@ -77,6 +77,23 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// A change cursor this server cannot use (400 `invalid_cursor`) or another user's (403).
+    pub fn cursor(e: &super::cursor::CursorError) -> Self {
+        match e {
+            super::cursor::CursorError::OtherUser => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            _ => Self::bad_request("invalid_cursor", e.to_string()),
+        }
+    }
+
+    /// 410: the calendar no longer knows the cursor's point in time; pull again without one.
+    pub fn cursor_expired() -> Self {
+        Self::new(
+            StatusCode::GONE,
+            "cursor_expired",
+            "the calendar can no longer list changes since this cursor; call calendar-to-tasks without a cursor and replace your copy of the imported events",
+        )
+    }
+
     pub fn rate_limited(retry_after: Duration) -> Self {
         ApiError {
             retry_after: Some(retry_after),

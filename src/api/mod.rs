@@ -9,6 +9,7 @@
 pub mod app_events;
 pub mod auth;
 pub mod config;
+pub mod cursor;
 pub mod dto;
 pub mod errors;
 pub mod extract;

@@ -1,5 +1,6 @@
 //! `AppState`: what every handler shares (the `Objects` port, the provider connector, the
-//! namespace, configuration, metrics, the per-user rate limiter and the import cache).
+//! namespace, configuration, metrics, the per-user rate limiter, the import cache and the
+//! cursor sealer).
 //!
 //! Owns: construction of the shared state and the two in-process caches. Must not touch:
 //! calendars (only the engine writes to them) or request parsing.
@@ -112,6 +113,8 @@ pub struct AppState {
     pub oauth: Option<Arc<OAuthRuntime>>,
     /// Provider notifications (push): secrets, routing, signal coalescing.
     pub webhooks: Arc<super::webhooks::Webhooks>,
+    /// Seals the app's change cursors (`None` without ENCRYPTION_KEY: no cursors).
+    pub cursors: Option<Arc<super::cursor::CursorSealer>>,
     /// App events for the event streams; started with the first stream.
     pub streams: Arc<std::sync::OnceLock<Arc<super::stream::StreamHub>>>,
 }
@@ -130,6 +133,7 @@ impl AppState {
         AppState {
             webhooks,
             streams: Arc::new(std::sync::OnceLock::new()),
+            cursors: None,
             objects,
             connector,
             namespace,
@@ -143,6 +147,8 @@ impl AppState {
     /// Check provider notifications with these keys (the engine makes watch secrets with the
     /// same ones). Without keys every notification is refused.
     pub fn with_push_keys(mut self, keys: crate::credentials::push::PushKeys) -> Self {
+        // The app's cursors are sealed with a key derived from the same encryption key.
+        self.cursors = super::cursor::CursorSealer::from_push_keys(&keys).map(Arc::new);
         self.webhooks = Arc::new(super::webhooks::Webhooks::new(Some(keys), self.objects.clone(), &self.namespace));
         self
     }

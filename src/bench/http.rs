@@ -96,6 +96,7 @@ impl From<WireEvent> for RemoteEvent {
             recurrence: e.recurrence,
             marker: e.marker,
             cancelled: false,
+            created: None,
         }
     }
 }

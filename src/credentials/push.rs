@@ -31,13 +31,18 @@ pub(super) fn derive_push_key(encryption_key: &[u8]) -> [u8; 32] {
     out
 }
 
-fn secret_with(key: &[u8; 32], watch_id: &str) -> String {
-    let mut out = String::new();
+fn secret_bytes(key: &[u8; 32], input: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    // HMAC accepts keys of any length; 32 bytes always works.
     if let Ok(mut mac) = HmacSha256::new_from_slice(key) {
-        mac.update(watch_id.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut out);
+        mac.update(input.as_bytes());
+        out.copy_from_slice(&mac.finalize().into_bytes());
     }
     out
+}
+
+fn secret_with(key: &[u8; 32], watch_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes(key, watch_id))
 }
 
 /// The keys that make and check push secrets. Debug never shows them.
@@ -63,6 +68,20 @@ impl PushKeys {
     pub fn secret_for(&self, watch_id: &str) -> SecretString {
         let key = self.keys.first().copied().unwrap_or([0u8; 32]);
         SecretString::from(secret_with(&key, watch_id))
+    }
+
+    /// A keyring for another value the REST API hands out sealed (the app's change cursors),
+    /// derived from these keys under `label`: no second key to configure, a separate key per
+    /// purpose, and the same rotation (older keys still open what they sealed). `None` without
+    /// keys.
+    pub fn derived_keyring(&self, label: &str) -> Option<super::envelope::Keyring> {
+        let derive = |k: &[u8; 32]| {
+            let bytes = secret_bytes(k, label);
+            super::envelope::Key::from_bytes(&bytes).ok()
+        };
+        let mut keys = self.keys.iter().filter_map(derive);
+        let ring = super::envelope::Keyring::new(keys.next()?);
+        Some(keys.fold(ring, super::envelope::Keyring::with_old_key))
     }
 
     /// Does `presented` belong to `watch_id`? Constant time in the presented value.
@@ -98,6 +117,16 @@ mod tests {
         assert!(!k.verify("", s.expose_secret()));
         assert_eq!(s.expose_secret().len(), 43);
         assert!(!format!("{k:?}").contains(s.expose_secret()));
+    }
+
+    #[test]
+    fn derived_keyrings_differ_per_label_and_open_after_a_rotation() {
+        let old = keys(1);
+        let sealed = old.derived_keyring("a").unwrap().seal(b"x", b"").unwrap();
+        assert!(old.derived_keyring("b").unwrap().open(&sealed, b"").is_err());
+        let rotated = PushKeys::new(vec![derive_push_key(&[2; 32]), derive_push_key(&[1; 32])]);
+        assert_eq!(rotated.derived_keyring("a").unwrap().open(&sealed, b"").unwrap(), b"x");
+        assert!(PushKeys::new(vec![]).derived_keyring("a").is_none());
     }
 
     #[test]

@@ -134,9 +134,28 @@ pub struct RemoteEvent {
     pub marker: Option<Marker>,
     /// Deleted but still returned (Google keeps deleted events as `cancelled`).
     pub cancelled: bool,
+    /// When the event was created in the calendar (Google `created`, Graph `createdDateTime`,
+    /// iCalendar `CREATED`), when the provider says: tells "created" from "updated" in the
+    /// app's change feed.
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RemoteEvent {
+    /// Does the event overlap `w`? A recurring event (reported as its series) counts when the
+    /// series starts before the window ends, as a server's time-range filter sees it.
+    pub fn in_window(&self, w: &super::Window) -> bool {
+        let bound = |t: &EventTime| match t {
+            EventTime::Date(d) => d.and_hms_opt(0, 0, 0).map(|n| n.and_utc()),
+            EventTime::DateTime { utc, .. } => Some(*utc),
+        };
+        match (bound(&self.start), bound(&self.end)) {
+            (Some(s), _) if !self.recurrence.is_empty() => s < w.to,
+            // A zero-length event at the window's start is in it.
+            (Some(s), Some(end)) => s < w.to && (end > w.from || (end == s && s >= w.from)),
+            _ => false,
+        }
+    }
+
     /// The event a calendar holds after storing `data` verbatim (in-memory calendars: the test
     /// double and the bench provider).
     pub fn stored(id: &str, etag: String, link: String, data: &EventData) -> RemoteEvent {
@@ -156,6 +175,7 @@ impl RemoteEvent {
             recurrence: data.recurrence.clone(),
             marker: Some(data.marker.clone()),
             cancelled: false,
+            created: None,
         }
     }
 }

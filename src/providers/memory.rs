@@ -53,6 +53,8 @@ struct State {
     version: u64,
     /// (sequence, calendar, id) of every change, for cursors.
     changes: Vec<(u64, String, String)>,
+    /// Cursors older than this are refused (the server forgot its change log).
+    oldest_cursor: u64,
     calls: Vec<Call>,
     faults: VecDeque<(Op, ProviderError)>,
     /// Off by default, so callers that never asked for push see a poll-only provider.
@@ -187,6 +189,14 @@ impl MemoryCalendar {
         true
     }
 
+    /// Forget the change log, as a server does after a while: every cursor issued so far gets a
+    /// full listing with `full_resync`.
+    pub fn expire_cursors(&self) {
+        let mut s = self.lock();
+        s.changes.clear();
+        s.oldest_cursor = s.next_version();
+    }
+
     /// Simulate the user deleting an event in the calendar app.
     pub fn delete_external(&self, calendar: &str, id: &str) -> bool {
         let mut s = self.lock();
@@ -202,6 +212,9 @@ impl MemoryCalendar {
         let version = s.next_version();
         event.etag = Some(format!("\"{version}\""));
         event.marker = None;
+        // Like a real calendar: a new event gets a creation time, an edit keeps the first one.
+        let first = s.events.get(calendar).and_then(|evs| evs.get(&event.id)).and_then(|e| e.created);
+        event.created = first.or(event.created).or_else(|| Some(chrono::Utc::now()));
         s.changes.push((version, calendar.to_string(), event.id.clone()));
         s.events.entry(calendar.to_string()).or_default().insert(event.id.clone(), event);
     }
@@ -236,8 +249,11 @@ impl State {
 
     fn materialize(&mut self, calendar: &str, id: &str, data: &EventData, cancelled: bool) -> RemoteEvent {
         let version = self.next_version();
+        // An update keeps the creation time, as real calendars do.
+        let created = self.events.get(calendar).and_then(|evs| evs.get(id)).and_then(|e| e.created);
         let ev = RemoteEvent {
             cancelled,
+            created: created.or_else(|| Some(chrono::Utc::now())),
             ..RemoteEvent::stored(id, format!("\"{version}\""), format!("memory://{calendar}/{id}"), data)
         };
         self.changes.push((version, calendar.to_string(), id.to_string()));
@@ -336,7 +352,7 @@ impl Provider for MemoryProvider {
             }
         };
         let all: Vec<RemoteEvent> = s.events.get(calendar).map(|m| m.values().cloned().collect()).unwrap_or_default();
-        let since = cursor.map(|c| c.parse::<u64>().ok().filter(|v| *v <= s.version));
+        let since = cursor.map(|c| c.parse::<u64>().ok().filter(|v| *v <= s.version && *v >= s.oldest_cursor));
         let mut page = EventPage { next_cursor: Some(s.version.to_string()), ..EventPage::default() };
         match since {
             Some(Some(since)) => {

@@ -24,6 +24,7 @@ fn external_event(id: &str, title: &str, hours_from_now: i64) -> RemoteEvent {
         recurrence: vec![],
         marker: None,
         cancelled: false,
+        created: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! real engine reconciling (see `support`).
 
 mod bad_input;
+mod changes;
 mod connections;
 mod edges;
 mod events;

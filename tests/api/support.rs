@@ -59,9 +59,10 @@ impl Harness {
         Self::build(config, false, Some(keys))
     }
 
-    /// API plus the real engine driven by the test loop.
+    /// API plus the real engine driven by the test loop, with keys (as every real deployment
+    /// has: change cursors and push secrets derive from them).
     pub fn with_engine(config: ApiConfig) -> Self {
-        Self::build(config, true, None)
+        Self::build(config, true, Some(calsync::credentials::push::PushKeys::new(vec![[7u8; 32]])))
     }
 
     fn build(config: ApiConfig, engine: bool, push_keys: Option<calsync::credentials::push::PushKeys>) -> Self {

@@ -251,6 +251,7 @@ fn remote(marker: Option<Marker>, cancelled: bool) -> RemoteEvent {
         recurrence: vec![],
         marker,
         cancelled,
+        created: None,
     }
 }
 

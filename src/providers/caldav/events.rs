@@ -30,6 +30,7 @@ pub fn remote(id: String, url: &Url, etag: Option<String>, p: ParsedEvent) -> Re
         recurrence: p.recurrence,
         marker: p.marker,
         cancelled: p.cancelled,
+        created: p.created,
     }
 }
 

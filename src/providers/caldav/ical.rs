@@ -33,6 +33,7 @@ pub struct ParsedEvent {
     pub recurrence: Vec<String>,
     pub marker: Option<Marker>,
     pub cancelled: bool,
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The UID of the event for a TaskSync (the marker's uid). It depends on the task, not on the
@@ -411,6 +412,10 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
         recurrence,
         marker: text_of(MARKER_PROP).and_then(|m| Marker::decode(&m)),
         cancelled: get("STATUS").is_some_and(|s| s.val.as_str().eq_ignore_ascii_case("CANCELLED")),
+        // RFC 5545 §3.8.7.1: CREATED is always UTC.
+        created: get("CREATED").and_then(|p| {
+            chrono::NaiveDateTime::parse_from_str(p.val.as_str(), "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
+        }),
     })
 }
 

@@ -19,7 +19,7 @@ use super::xml::{
     CALDAV, DAV, Multistatus, calendar_query, multiget, parse_multistatus, preconditions, sync_collection, uid_query,
 };
 use super::{CaldavProvider, discovery, id_from_href};
-use crate::providers::{EventPage, EventTime, ProviderError, RemoteEvent, Window};
+use crate::providers::{EventPage, ProviderError, RemoteEvent, Window};
 
 /// hrefs per multiget request.
 const MULTIGET_BATCH: usize = 100;
@@ -70,20 +70,6 @@ async fn report_ms(
         return Err(classify(&resp, what, p.client().username()));
     }
     parse_multistatus(&resp.body)
-}
-
-/// Does the event overlap the window? A recurring event counts when its series starts before
-/// the window ends (its instances are not expanded here).
-fn overlaps(e: &RemoteEvent, w: &Window) -> bool {
-    let bound = |t: &EventTime| match t {
-        EventTime::Date(d) => d.and_hms_opt(0, 0, 0).map(|n| n.and_utc()),
-        EventTime::DateTime { utc, .. } => Some(*utc),
-    };
-    match (bound(&e.start), bound(&e.end)) {
-        (Some(s), _) if !e.recurrence.is_empty() => s < w.to,
-        (Some(s), Some(end)) => s < w.to && (end > w.from || (end == s && s >= w.from)),
-        _ => false,
-    }
 }
 
 /// The collection's current sync token, if the server supports RFC 6578.
@@ -202,7 +188,7 @@ pub async fn list(
     let mut events = Vec::new();
     for batch in changed.chunks(MULTIGET_BATCH) {
         let ms = report_ms(p, &url, "1", &multiget(batch), &format!("reading changed events in {url}")).await?;
-        events.extend(events_of(&ms, &url).into_iter().filter(|e| overlaps(e, &window)));
+        events.extend(events_of(&ms, &url).into_iter().filter(|e| e.in_window(&window)));
     }
     let mut removed: Vec<String> = removed.iter().filter_map(|h| id_from_href(h)).collect();
     removed.dedup();

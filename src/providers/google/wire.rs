@@ -61,6 +61,9 @@ pub struct GEvent {
     pub recurrence: Option<Vec<String>>,
     #[serde(default)]
     pub extended_properties: Option<GExtendedProperties>,
+    /// RFC 3339 creation time.
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 impl GEvent {
@@ -195,6 +198,7 @@ pub fn to_remote(g: GEvent) -> Result<RemoteEvent, ProviderError> {
         recurrence: g.recurrence.unwrap_or_default(),
         marker: private.get(MARKER_KEY).and_then(|m| Marker::decode(m)),
         cancelled,
+        created: g.created.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc)),
     })
 }
 

@@ -88,6 +88,8 @@ pub struct GraphEvent {
     pub kind: Option<String>,
     pub series_master_id: Option<String>,
     pub single_value_extended_properties: Option<Vec<ExtProp>>,
+    /// ISO 8601 UTC creation time.
+    pub created_date_time: Option<String>,
 }
 
 impl GraphEvent {
@@ -262,6 +264,11 @@ pub fn to_remote(g: &GraphEvent, marker: Option<&Marker>) -> Result<RemoteEvent,
         recurrence,
         marker,
         cancelled: g.is_cancelled.unwrap_or(false),
+        created: g
+            .created_date_time
+            .as_deref()
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .map(|c| c.with_timezone(&Utc)),
     })
 }
 
