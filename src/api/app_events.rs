@@ -46,7 +46,8 @@ pub struct Snapshot {
     last_sync: Option<DateTime<Utc>>,
     edit: Option<(String, bool)>,
     ready: Option<(ConditionStatus, String)>,
-    changes: Vec<(String, Option<DateTime<Utc>>)>,
+    /// Per watched calendar: (id, lastChangeTime, changeCount).
+    changes: Vec<(String, Option<DateTime<Utc>>, u64)>,
 }
 
 fn cond(conds: &[crate::resources::Condition], t: &str) -> Option<(ConditionStatus, String)> {
@@ -67,7 +68,7 @@ pub fn connection_snapshot(c: &CalendarConnection) -> Snapshot {
     let st = c.status.clone().unwrap_or_default();
     let changes = st
         .push
-        .map(|p| p.calendars.into_iter().map(|w| (w.calendar_id, w.last_change_time)).collect())
+        .map(|p| p.calendars.into_iter().map(|w| (w.calendar_id, w.last_change_time, w.change_count)).collect())
         .unwrap_or_default();
     Snapshot { ready: cond(&st.conditions, "Ready"), changes, ..Snapshot::default() }
 }
@@ -170,9 +171,9 @@ pub fn connection_events(before: &Snapshot, c: &CalendarConnection, now: DateTim
             _ => {}
         }
     }
-    for (calendar, at) in &after.changes {
-        let was = before.changes.iter().find(|(c, _)| c == calendar).and_then(|(_, t)| *t);
-        if at.is_some() && *at != was && !before.changes.is_empty() {
+    for (calendar, at, count) in &after.changes {
+        let was = before.changes.iter().find(|(c, _, _)| c == calendar).map(|(_, t, n)| (*t, *n));
+        if at.is_some() && was != Some((*at, *count)) && !before.changes.is_empty() {
             let mut d = data.clone();
             if let Some(m) = d.as_object_mut() {
                 m.insert("calendar_id".into(), json!(calendar));
@@ -299,6 +300,13 @@ mod tests {
             (e[0].data["calendar_id"].as_str(), e[0].data["calendar_type"].as_str()),
             (Some("primary"), Some("outlook"))
         );
+        // A second change within the same second (status times have second precision).
+        let mut again = changed.clone();
+        if let Some(p) = again.status.as_mut().and_then(|s| s.push.as_mut()) {
+            p.calendars[0].change_count += 1;
+        }
+        assert_eq!(kinds(&connection_events(&connection_snapshot(&changed), &again, now)), ["calendar.changed"]);
+        assert!(connection_events(&connection_snapshot(&again), &again, now).is_empty());
     }
 
     #[test]

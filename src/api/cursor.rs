@@ -39,12 +39,12 @@ pub struct Mark {
     #[serde(rename = "s")]
     pub since: DateTime<Utc>,
     /// The live watch that covered the calendar at that read, and the calendar's
-    /// `lastChangeTime` then: while both are unchanged, push says nothing changed and the pull
+    /// `changeCount` then: while both are unchanged, push says nothing changed and the pull
     /// makes no provider request.
     #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<String>,
-    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
-    pub last_change: Option<DateTime<Utc>>,
+    #[serde(rename = "l", default)]
+    pub last_change: u64,
 }
 
 /// A cursor's contents.
@@ -129,7 +129,7 @@ mod tests {
                 token: Some("gcal1:abc:SECRET-SYNC-TOKEN".into()),
                 since: Utc::now(),
                 watch: Some("w1".into()),
-                last_change: None,
+                last_change: 3,
             }],
         }
     }

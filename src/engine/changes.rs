@@ -71,6 +71,7 @@ impl Engine {
                 Ok(changed) => {
                     if changed {
                         w.last_change_time = Some(self.now());
+                        w.change_count += 1;
                         w.cursor = self.live.cursor(&conn_key, &w.calendar_id);
                     }
                 }
@@ -103,7 +104,7 @@ impl Engine {
     }
 
     /// List one calendar's changes and hint the TaskSyncs whose events changed. `true` when the
-    /// calendar had changes.
+    /// calendar had changes (or may have: a full listing).
     async fn sync_calendar(
         &self,
         ns: &str,
@@ -184,7 +185,10 @@ impl Engine {
         if !full && external > 0 {
             tracing::info!(connection = %conn_key, calendar, events = external, "calendar changed");
         }
-        Ok(ours_changed > 0 || (!full && external > 0))
+        // A full listing (this process's first, or after the provider refused the cursor) cannot
+        // tell what changed since the last one: it counts as a change, so lastChangeTime moves
+        // and the app (which trusts an unchanged lastChangeTime under push) asks again.
+        Ok(ours_changed > 0 || full || external > 0)
     }
 
     /// TaskSyncs of this connection and calendar whose event a full listing did not return,

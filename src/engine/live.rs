@@ -301,6 +301,7 @@ impl Engine {
                     *w = WatchedCalendar {
                         cursor: w.cursor.take(),
                         last_change_time: w.last_change_time,
+                        change_count: w.change_count,
                         ..WatchedCalendar::polled(&w.calendar_id)
                     };
                 }

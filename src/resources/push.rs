@@ -54,6 +54,10 @@ pub struct WatchedCalendar {
     /// When a notification (or poll) last found changes in this calendar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change_time: Option<DateTime<Utc>>,
+    /// How many change syncs found changes: tells two changes within one second apart (times
+    /// in status have second precision), for the app's `calendar.changed` and cursors.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub change_count: u64,
     /// Consecutive failures to create or renew the watch (reset on success).
     #[serde(default, skip_serializing_if = "crate::resources::connection::is_zero")]
     pub failures: u32,
@@ -69,6 +73,10 @@ pub struct WatchedCalendar {
     pub cursor: Option<String>,
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 impl WatchedCalendar {
     pub fn polled(calendar_id: &str) -> Self {
         WatchedCalendar {
@@ -80,6 +88,7 @@ impl WatchedCalendar {
             granted_at: None,
             pending_watch_id: None,
             last_change_time: None,
+            change_count: 0,
             failures: 0,
             last_error: None,
             next_attempt_time: None,

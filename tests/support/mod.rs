@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: the provider contract suite and, as providers land,
 //! the test peers (Radicale, OAuth server, strict fakes).
 
+pub mod app_receiver;
 pub mod calsync_bin;
 pub mod contract;
 pub mod fake_google;

@@ -53,14 +53,14 @@ pub(super) fn listing_window(conn: &CalendarConnection, window: Window, cursors:
     }
 }
 
-/// `(watch, lastChangeTime)` of a calendar in the connection's status: the live watch covering
-/// it (none while it is polled or the watch has expired) and when live sync last saw a change.
-pub(super) fn push_state(conn: &CalendarConnection, calendar: &str) -> (Option<String>, Option<DateTime<Utc>>) {
+/// `(watch, changeCount)` of a calendar in the connection's status: the live watch covering it
+/// (none while it is polled or the watch has expired) and how many changes live sync has seen.
+pub(super) fn push_state(conn: &CalendarConnection, calendar: &str) -> (Option<String>, u64) {
     let Some(w) = conn.status.as_ref().and_then(|s| s.push.as_ref()).and_then(|p| p.calendar(calendar)) else {
-        return (None, None);
+        return (None, 0);
     };
     let live = w.mode == PushMode::Push && w.expiration.is_some_and(|e| e > Utc::now());
-    (w.watch_id.clone().filter(|_| live), w.last_change_time)
+    (w.watch_id.clone().filter(|_| live), w.change_count)
 }
 
 /// One of our events as `calendar-to-tasks` reports it: an `updated_tasks` entry when the
