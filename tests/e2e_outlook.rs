@@ -346,3 +346,51 @@ async fn edits_in_outlook_reach_the_task_sync_by_subscription_and_lifecycle_even
     );
     assert_eq!(metric(&metrics, "calsync_change_syncs_total{trigger=\"poll\"}"), 0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outlook_changes_reach_the_app_by_subscription_then_by_cursor() {
+    use support::app_receiver::{EventStream, first_pull, pull};
+    use support::live::until_connection;
+    let extra = [("CALSYNC_POLL_SECONDS", "600".to_string()), ("CALSYNC_PUSH_SAFETY_POLL_SECONDS", "600".to_string())];
+    let w = world_with(&extra, true).await;
+    let user = "cursor_user";
+    let (s, body) = w.cs.call("POST", "/connect/outlook", Some(json!({"user_id": user}))).await;
+    assert_eq!(s, 200, "{body}");
+    let callback = w.oidc.follow_authorization(body["authorization_url"].as_str().expect("url")).await;
+    assert_eq!(w.browser.get(&callback).send().await.expect("callback").status().as_u16(), 302);
+    until_connection(w.dir.path(), Duration::from_secs(20), |c| c["status"]["push"]["calendars"][0]["mode"] == "Push")
+        .await;
+    let stream = EventStream::open(&w.cs, user).await;
+    let (_, mut cursor) = first_pull(&w.cs, user).await;
+    let calendar = w.graph.default_calendar();
+
+    // Created, renamed, deleted in Outlook: announced within 5 s, then exactly that change.
+    let start = Utc::now() + chrono::Duration::days(2);
+    let seen = stream.count();
+    let id = w.graph.insert_external(&calendar, "Team lunch", start, start + chrono::Duration::hours(1));
+    let (_, took) = stream.wait("calendar.changed", seen, Duration::from_secs(5)).await;
+    eprintln!("calendar.changed {took:?} after the Outlook event was created");
+    let (changes, body, next) = pull(&w.cs, user, &cursor).await;
+    assert_eq!(changes, vec![("created".to_string(), id.clone())], "{body}");
+    cursor = next;
+
+    let seen = stream.count();
+    w.graph.edit_title(&id, "Team lunch (moved)");
+    stream.wait("calendar.changed", seen, Duration::from_secs(5)).await;
+    let (changes, body, next) = pull(&w.cs, user, &cursor).await;
+    assert_eq!(changes, vec![("updated".to_string(), id.clone())], "{body}");
+    assert_eq!(body["changes"][0]["task"]["name"], "Team lunch (moved)");
+    cursor = next;
+
+    let seen = stream.count();
+    w.graph.delete(&id);
+    stream.wait("calendar.changed", seen, Duration::from_secs(5)).await;
+    let (changes, body, next) = pull(&w.cs, user, &cursor).await;
+    assert_eq!(changes, vec![("deleted".to_string(), id.clone())], "{body}");
+
+    // Unchanged since: no change and no Graph request (the subscription vouches).
+    w.graph.clear_requests();
+    let (changes, body, _) = pull(&w.cs, user, &next).await;
+    assert_eq!(changes, vec![], "{body}");
+    assert!(w.graph.requests().is_empty(), "an unchanged calendar cost requests: {:#?}", w.graph.requests());
+}
