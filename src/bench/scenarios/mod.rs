@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod crash;
+pub mod cursor;
 pub mod live;
 pub mod memory;
 pub mod rest;
