@@ -13,6 +13,7 @@ pub mod dto;
 pub mod errors;
 pub mod extract;
 mod handlers;
+pub mod ics;
 pub mod mapping;
 pub mod metrics;
 pub mod openapi;
