@@ -9,6 +9,7 @@
 pub mod backoff;
 mod changes;
 mod conflict;
+mod feed_only;
 mod connection;
 pub mod desired;
 pub mod live;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
+pub use feed_only::FEED_ONLY_REASON;
 pub use objects::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for};
 
 use crate::providers::Connector;
