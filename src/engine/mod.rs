@@ -9,9 +9,9 @@
 pub mod backoff;
 mod changes;
 mod conflict;
-mod feed_only;
 mod connection;
 pub mod desired;
+mod feed_only;
 pub mod live;
 #[cfg(test)]
 mod live_tests;
