@@ -5,6 +5,7 @@ mod bad_input;
 mod connections;
 mod edges;
 mod events;
+mod feeds;
 mod flow;
 mod support;
 mod webhooks;

@@ -64,6 +64,11 @@ impl Harness {
         Self::build(config, true, None)
     }
 
+    /// API plus the engine, with keys (push checks and ICS feed tokens).
+    pub fn with_engine_and_keys(config: ApiConfig, keys: calsync::credentials::push::PushKeys) -> Self {
+        Self::build(config, true, Some(keys))
+    }
+
     fn build(config: ApiConfig, engine: bool, push_keys: Option<calsync::credentials::push::PushKeys>) -> Self {
         let objects = MemoryObjects::new();
         let calendar = MemoryCalendar::new();

@@ -1,0 +1,305 @@
+//! The ICS subscription feed end to end on the in-process API with the real engine: a user with
+//! no calendar gets a feed URL, declares tasks (`feed: true`), and the feed, parsed by the PyPI
+//! reference parsers (`icalendar` + `recurring-ical-events`), has them at the right instants
+//! across the March DST change; ETag/304; revocation 404s at once; unknown tokens say nothing;
+//! the token never reaches the logs.
+
+#[path = "../support/artifacts.rs"]
+mod artifacts;
+#[path = "../support/pyvenv.rs"]
+mod pyvenv;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode, header};
+use calsync::credentials::envelope::{Key, Keyring};
+use calsync::engine::Objects;
+use calsync::resources::task_sync_name;
+use serde_json::{Value, json};
+
+use super::support::*;
+
+const PARSERS: &[&str] = &["icalendar==7.3.2", "recurring-ical-events==3.8.2"];
+
+/// Parse the feed with the reference parsers; events of March 2026 expanded, sorted, in UTC.
+const PARSE: &str = r#"
+import sys, json, datetime
+import icalendar, recurring_ical_events
+cal = icalendar.Calendar.from_ical(sys.stdin.read())
+def fmt(v):
+    if isinstance(v, datetime.datetime):
+        assert v.tzinfo is not None, "floating time"
+        return v.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return v.isoformat()
+events = []
+for ev in recurring_ical_events.of(cal).between(datetime.date(2026, 3, 1), datetime.date(2026, 4, 1)):
+    events.append([str(ev.get("SUMMARY")), fmt(ev.decoded("DTSTART")), fmt(ev.decoded("DTEND"))])
+events.sort()
+# The VTIMEZONE calsync wrote, read on its own (not the parser's tz database): 09:00 local on
+# either side of the change.
+offsets = {}
+for vtz in cal.walk("VTIMEZONE"):
+    tz = vtz.to_tz(lookup_tzid=False)
+    for day in (7, 9):
+        local = datetime.datetime(2026, 3, day, 9, 0, tzinfo=tz)
+        offsets[f"{vtz['TZID']} 2026-03-0{day}"] = local.utcoffset().total_seconds() / 3600
+uids = [str(e.get("UID")) for e in cal.walk("VEVENT")]
+print(json.dumps({"events": events, "offsets": offsets, "method": str(cal.get("METHOD")),
+    "name": str(cal.get("X-WR-CALNAME")), "uids": uids}))
+"#;
+
+/// Logs of this test's thread (the engine loop and the handlers run on it: current-thread
+/// runtime), so the test can show the token is never logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn task(user: &str, id: &str, name: &str, time: &str, extra: Value) -> Value {
+    let mut data = json!({"id": id, "name": name, "scheduled_time": time});
+    if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+        d.extend(e.clone());
+    }
+    json!({"user_id": user, "task_data": data})
+}
+
+fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    format!("/{}", rest.split_once('/').unwrap().1)
+}
+
+async fn get_feed(h: &Harness, path: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, String) {
+    let (s, hd, v) = h.raw(Method::GET, path, None, None, headers).await;
+    let body = match v {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    (s, hd, body)
+}
+
+#[tokio::test]
+async fn a_user_without_a_calendar_subscribes_to_a_feed() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let keys = Keyring::new(Key::generate().0).push_keys();
+    let h = Harness::with_engine_and_keys(config(), keys);
+
+    // No calendar and no feed yet: the seed's answer.
+    let (s, v) = h
+        .call(Method::POST, "/api/calendar/task-to-calendar", Some(task("alice", "t0", "x", "2026-03-07", json!({}))))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("not_connected")), "{v}");
+
+    // Only alice (or a trusted backend) may make alice's feed.
+    let (s, _, v) = h.raw(Method::POST, "/api/calendar/feeds/alice", Some(&jwt("bob", 600)), None, &[]).await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{v}");
+    let (s, _, v) = h.raw(Method::POST, "/api/calendar/feeds/alice", None, None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+
+    let (s, hd, v) = h
+        .raw(Method::POST, "/api/calendar/feeds/alice", Some(&jwt("alice", 600)), None, &[("host", "cal.example:8443")])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hd[header::CACHE_CONTROL], "no-store");
+    let url = v["feed_url"].as_str().unwrap().to_string();
+    let token = url.rsplit('/').next().unwrap().strip_suffix(".ics").unwrap().to_string();
+    artifacts::record_secret("ics-feed-token", &token);
+    assert!(url.starts_with("http://cal.example:8443/api/calendar/feeds/"), "{url}");
+    assert_eq!(v["webcal_url"].as_str().unwrap(), url.replacen("http://", "webcal://", 1));
+    assert_eq!(v["created"], true);
+    assert!(token.len() >= 60, "a long random value");
+    // Creating again returns the same URL.
+    let (s, v) = h.call(Method::POST, "/api/calendar/feeds/alice", None).await;
+    assert_eq!((s, v["created"].clone()), (StatusCode::OK, json!(false)), "{v}");
+    assert_eq!(path_of(v["feed_url"].as_str().unwrap()), path_of(&url));
+    let feed = path_of(&url);
+
+    // Tasks for the feed alone: one each side of the March change in New York, an all-day
+    // one, and a UTC one.
+    for (id, name, time, extra) in [
+        ("t1", "Before the change", "2026-03-07T09:00:00", json!({"timezone": "America/New_York"})),
+        (
+            "t2",
+            "After the change",
+            "2026-03-09T09:00:00",
+            json!({"timezone": "America/New_York", "duration_minutes": 30}),
+        ),
+        ("t3", "All day, two days", "2026-03-08", json!({"duration_minutes": 2880})),
+        ("t4", "In UTC; with, commas", "2026-03-20T18:15:00Z", json!({"description": "line 1\nline 2"})),
+    ] {
+        let (s, v) =
+            h.call(Method::POST, "/api/calendar/task-to-calendar", Some(task("alice", id, name, time, extra))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v, json!({"success": true, "event_id": null, "event_link": null, "feed": true}));
+    }
+    // A daily task through the change, declared as YAML would (recurrence is not a REST field).
+    let mut daily = h.objects.get_task_sync(NS, &task_sync_name("alice", "t1")).await.unwrap().unwrap();
+    daily.metadata.name = Some(task_sync_name("alice", "t5"));
+    daily.metadata.uid = None;
+    daily.metadata.resource_version = None;
+    daily.metadata.generation = None;
+    daily.metadata.labels.as_mut().unwrap().insert("calendar.getitdone.app/task".into(), "t5".into());
+    daily.spec.task_id = "t5".into();
+    daily.spec.title = "Daily standup".into();
+    daily.spec.start = "2026-03-06T09:00:00".into();
+    daily.spec.recurrence = vec!["RRULE:FREQ=DAILY;COUNT=4".into()];
+    daily.status = None;
+    h.objects.apply_task_sync(&daily).await.unwrap();
+
+    // Bob has a calendar: his tasks are events there, and his feed lists them too.
+    h.connect_apple("bob").await;
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/api/calendar/task-to-calendar",
+            Some(task("bob", "b1", "Bob's task", "2026-03-10T10:00:00Z", json!({}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["event_id"].is_string() && v.get("feed").is_none(), "{v}");
+
+    // The feed, without any bearer token.
+    let (s, hd, body) = get_feed(&h, &feed, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(hd[header::CONTENT_TYPE], "text/calendar; charset=utf-8");
+    assert!(hd[header::CACHE_CONTROL].to_str().unwrap().starts_with("private, max-age="));
+    let etag = hd[header::ETAG].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"'), "a strong ETag: {etag}");
+    assert!(!body.contains("Bob's task"), "only alice's tasks");
+
+    let py = pyvenv::venv("icalendar", PARSERS);
+    let parsed: Value = serde_json::from_str(&pyvenv::run_python(&py, PARSE, &body)).expect("parser output");
+    assert_eq!(parsed["method"], "PUBLISH");
+    assert_eq!(parsed["name"], "Get It Done!");
+    assert_eq!(
+        parsed["events"],
+        json!([
+            // 09:00 EST is 14:00Z, 09:00 EDT is 13:00Z.
+            ["After the change", "2026-03-09T13:00:00Z", "2026-03-09T13:30:00Z"],
+            ["All day, two days", "2026-03-08", "2026-03-10"],
+            ["Before the change", "2026-03-07T14:00:00Z", "2026-03-07T15:00:00Z"],
+            ["Daily standup", "2026-03-06T14:00:00Z", "2026-03-06T15:00:00Z"],
+            ["Daily standup", "2026-03-07T14:00:00Z", "2026-03-07T15:00:00Z"],
+            ["Daily standup", "2026-03-08T13:00:00Z", "2026-03-08T14:00:00Z"],
+            ["Daily standup", "2026-03-09T13:00:00Z", "2026-03-09T14:00:00Z"],
+            ["In UTC; with, commas", "2026-03-20T18:15:00Z", "2026-03-20T19:15:00Z"],
+        ]),
+        "{body}"
+    );
+    assert_eq!(
+        parsed["offsets"],
+        json!({"America/New_York 2026-03-07": -5.0, "America/New_York 2026-03-09": -4.0}),
+        "calsync's VTIMEZONE, read on its own"
+    );
+    let uids: Vec<String> = serde_json::from_value(parsed["uids"].clone()).unwrap();
+    assert_eq!(uids.len(), 5);
+    assert_eq!(uids.iter().collect::<std::collections::BTreeSet<_>>().len(), 5, "one UID per task");
+
+    // Unchanged: 304 (also for a weak or listed validator); the UIDs stay on the next fetch.
+    for inm in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}")] {
+        let (s, hd, body) = get_feed(&h, &feed, &[("if-none-match", &inm)]).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED, "{inm}");
+        assert!(body.is_empty());
+        assert_eq!(hd[header::ETAG].to_str().unwrap(), etag);
+    }
+    let (s, _, _) = get_feed(&h, &feed, &[("if-none-match", "\"stale\"")]).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Feed-only tasks have no event id: update and delete them by task id.
+    let (s, v) = h
+        .call(
+            Method::PUT,
+            "/api/calendar/update-event",
+            Some(json!({"user_id": "alice", "task_id": "t4", "task_data": {"name": "Renamed"}})),
+        )
+        .await;
+    assert_eq!((s, v.clone()), (StatusCode::OK, json!({"success": true})), "{v}");
+    let (s, v) =
+        h.call(Method::DELETE, "/api/calendar/delete-event", Some(json!({"user_id": "alice", "task_id": "t3"}))).await;
+    assert_eq!((s, v.clone()), (StatusCode::OK, json!({"success": true})), "{v}");
+    let (s, v) = h
+        .call(
+            Method::DELETE,
+            "/api/calendar/delete-event",
+            Some(json!({"user_id": "alice", "task_id": "t3", "event_id": "x"})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_field")), "{v}");
+    let (s, hd, body) = get_feed(&h, &feed, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::OK, "the content changed");
+    assert_ne!(hd[header::ETAG].to_str().unwrap(), etag);
+    assert!(body.contains("SUMMARY:Renamed") && !body.contains("All day"), "{body}");
+
+    // Unknown, wrong and malformed tokens: the router's own 404, nothing more.
+    let (_, _, unknown_path) = h.raw(Method::GET, "/api/calendar/no-such-endpoint", None, None, &[]).await;
+    let (id, secret) = token.split_once('.').unwrap();
+    let wrong = format!("{id}.{}", secret.chars().rev().collect::<String>());
+    for path in [
+        format!("/api/calendar/feeds/{wrong}.ics"),
+        format!("/api/calendar/feeds/{}.{secret}.ics", "0".repeat(24)),
+        format!("/api/calendar/feeds/{token}"),
+        format!("/api/calendar/feeds/{token}.ics.ics"),
+        "/api/calendar/feeds/nonsense.ics".to_string(),
+        "/api/calendar/feeds/%FF%FE.ics".to_string(),
+        "/api/calendar/feeds/alice".to_string(),
+    ] {
+        let (s, _, v) = h.raw(Method::GET, &path, None, None, &[]).await;
+        assert_eq!((s, &v), (StatusCode::NOT_FOUND, &unknown_path), "{path}");
+    }
+
+    // Revoked: the old URL is dead at once; a new one differs; tasks need a calendar again.
+    let (s, v) = h.call(Method::DELETE, "/api/calendar/feeds/alice", None).await;
+    assert_eq!((s, v.clone()), (StatusCode::OK, json!({"success": true, "revoked": true})), "{v}");
+    let (s, _, v) = h.raw(Method::GET, &feed, None, None, &[]).await;
+    assert_eq!((s, &v), (StatusCode::NOT_FOUND, &unknown_path));
+    let (s, v) = h.call(Method::DELETE, "/api/calendar/feeds/alice", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"success": true, "revoked": false})));
+    let (s, v) = h
+        .call(Method::POST, "/api/calendar/task-to-calendar", Some(task("alice", "t6", "x", "2026-03-07", json!({}))))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("not_connected")), "{v}");
+    let (s, v) = h.call(Method::POST, "/api/calendar/feeds/alice", None).await;
+    assert_eq!((s, v["created"].clone()), (StatusCode::OK, json!(true)), "{v}");
+    let new_url = v["feed_url"].as_str().unwrap().to_string();
+    artifacts::record_secret("ics-feed-token", new_url.rsplit('/').next().unwrap().trim_end_matches(".ics"));
+    assert_ne!(path_of(&new_url), feed);
+    let (s, _, _) = h.raw(Method::GET, &feed, None, None, &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, body) = get_feed(&h, &path_of(&new_url), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("Renamed"), "the tasks outlive the URL: {body}");
+
+    // Bob's feed lists his calendar's task (whichever connection holds it).
+    let (_, v) = h.call(Method::POST, "/api/calendar/feeds/bob", None).await;
+    let bob_url = v["feed_url"].as_str().unwrap().to_string();
+    artifacts::record_secret("ics-feed-token", bob_url.rsplit('/').next().unwrap().trim_end_matches(".ics"));
+    let (_, _, body) = get_feed(&h, &path_of(&bob_url), &[]).await;
+    assert!(body.contains("SUMMARY:Bob's task") && !body.contains("Renamed"), "{body}");
+
+    // The logs saw all of this and none of the tokens.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("ICS feed URL issued"), "logging was captured");
+    for t in [&token, &new_url, &bob_url] {
+        let secret = t.rsplit('/').next().unwrap().trim_end_matches(".ics");
+        let secret = secret.split_once('.').unwrap().1;
+        assert!(!text.contains(secret), "a feed token reached the logs");
+    }
+    std::fs::write(artifacts::path("api-feeds", "log"), text).unwrap();
+}
