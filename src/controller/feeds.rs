@@ -59,7 +59,7 @@ impl KubeObjects {
         match self.api::<Secret>(namespace).create(&pp, &secret).await {
             Ok(_) => Ok(record.clone()),
             Err(e) if is_code(&e, 409) => {
-                self.get_feed_secret(namespace, &record.id).await?.ok_or_else(|| StoreError::Conflict(label))
+                self.get_feed_secret(namespace, &record.id).await?.ok_or(StoreError::Conflict(label))
             }
             // Never echo the request: the error text is the server's status message only.
             Err(e) => Err(store_error(&label, e)),
