@@ -49,19 +49,35 @@ print(json.dumps({"events": events, "offsets": offsets, "method": str(cal.get("M
     "name": str(cal.get("X-WR-CALNAME")), "uids": uids}))
 "#;
 
-/// Logs of this test's thread (the engine loop and the handlers run on it: current-thread
-/// runtime), so the test can show the token is never logged.
+/// Every log line of this test binary (all tests, all threads, every level), so a test can show
+/// that no feed token is ever logged. A global subscriber: a thread-scoped one misses events
+/// whose callsites other tests' threads registered first (tracing caches callsite interest).
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other test sets a global subscriber");
+        logs
+    })
 }
 
 fn task(user: &str, id: &str, name: &str, time: &str, extra: Value) -> Value {
@@ -89,14 +105,7 @@ async fn get_feed(h: &Harness, path: &str, headers: &[(&str, &str)]) -> (StatusC
 
 #[tokio::test]
 async fn a_user_without_a_calendar_subscribes_to_a_feed() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let logs = captured_logs();
 
     let keys = Keyring::new(Key::generate().0).push_keys();
     let h = Harness::with_engine_and_keys(config(), keys);
@@ -221,6 +230,10 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
     }
     let (s, _, _) = get_feed(&h, &feed, &[("if-none-match", "\"stale\"")]).await;
     assert_eq!(s, StatusCode::OK);
+    // Some calendar apps probe with HEAD first.
+    let (s, hd, body) = h.raw(Method::HEAD, &feed, None, None, &[]).await;
+    assert_eq!((s, body), (StatusCode::OK, Value::Null));
+    assert_eq!(hd[header::ETAG].to_str().unwrap(), etag);
 
     // Feed-only tasks have no event id: update and delete them by task id.
     let (s, v) = h
@@ -294,12 +307,38 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
     assert!(body.contains("SUMMARY:Bob's task") && !body.contains("Renamed"), "{body}");
 
     // The logs saw all of this and none of the tokens.
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("ICS feed URL issued"), "logging was captured");
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let alice = calsync::credentials::feed::feed_id("alice");
+    assert!(text.contains(&format!("ICS feed URL issued feed={alice}")), "logging was captured");
     for t in [&token, &new_url, &bob_url] {
         let secret = t.rsplit('/').next().unwrap().trim_end_matches(".ics");
         let secret = secret.split_once('.').unwrap().1;
         assert!(!text.contains(secret), "a feed token reached the logs");
     }
     std::fs::write(artifacts::path("api-feeds", "log"), text).unwrap();
+}
+
+#[tokio::test]
+async fn feed_reads_are_rate_limited_per_feed() {
+    let keys = Keyring::new(Key::generate().0).push_keys();
+    let h = Harness::with_engine_and_keys(calsync::api::ApiConfig { rate_limit_per_minute: 2, ..config() }, keys);
+    let (_, v) = h.call(Method::POST, "/api/calendar/feeds/carol", None).await;
+    let url = v["feed_url"].as_str().unwrap().to_string();
+    artifacts::record_secret("ics-feed-token", url.rsplit('/').next().unwrap().trim_end_matches(".ics"));
+    let (_, v) = h.call(Method::POST, "/api/calendar/feeds/dave", None).await;
+    let other = v["feed_url"].as_str().unwrap().to_string();
+    artifacts::record_secret("ics-feed-token", other.rsplit('/').next().unwrap().trim_end_matches(".ics"));
+    for _ in 0..2 {
+        assert_eq!(get_feed(&h, &path_of(&url), &[]).await.0, StatusCode::OK);
+    }
+    let (s, hd, v) = h.raw(Method::GET, &path_of(&url), None, None, &[]).await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{v}");
+    assert!(hd.contains_key(header::RETRY_AFTER));
+    // Bad tokens for carol's feed id use up nothing of hers, and other feeds are unaffected.
+    assert_eq!(get_feed(&h, &path_of(&other), &[]).await.0, StatusCode::OK);
+    let token = url.rsplit('/').next().unwrap().trim_end_matches(".ics");
+    let forged = format!("/api/calendar/feeds/{}.{}.ics", token.split_once('.').unwrap().0, "A".repeat(43));
+    for _ in 0..5 {
+        assert_eq!(get_feed(&h, &forged, &[]).await.0, StatusCode::NOT_FOUND);
+    }
 }
