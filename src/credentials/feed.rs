@@ -151,7 +151,9 @@ impl FeedKeys {
     /// A new feed for `user_id`: its record and its token. `None` without keys.
     pub fn issue(&self, user_id: &str, now: DateTime<Utc>) -> Option<(FeedRecord, SecretString)> {
         let key = self.keys.first()?;
-        let mut nonce = [0u8; 16];
+        // 256 random bits per feed: even someone holding the key cannot predict a token without
+        // also reading the store.
+        let mut nonce = [0u8; 32];
         rand::rng().fill_bytes(&mut nonce);
         let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
         let id = feed_id(user_id);
