@@ -1,3 +1,6 @@
+//! Unit tests of `ics`: what subscribers need (line folding, CRLF, escaping, VTIMEZONE per
+//! zone, all-day dates, stable ETag), on TaskSyncs built in memory.
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::*;
