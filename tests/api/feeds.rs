@@ -33,17 +33,17 @@ def fmt(v):
         return v.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return v.isoformat()
 events = []
-for ev in recurring_ical_events.of(cal).between(datetime.date(2026, 3, 1), datetime.date(2026, 4, 1)):
+for ev in recurring_ical_events.of(cal).between(datetime.date(2026, 3, 1), datetime.date(2026, 12, 1)):
     events.append([str(ev.get("SUMMARY")), fmt(ev.decoded("DTSTART")), fmt(ev.decoded("DTEND"))])
 events.sort()
 # The VTIMEZONE calsync wrote, read on its own (not the parser's tz database): 09:00 local on
-# either side of the change.
+# either side of both changes.
 offsets = {}
 for vtz in cal.walk("VTIMEZONE"):
     tz = vtz.to_tz(lookup_tzid=False)
-    for day in (7, 9):
-        local = datetime.datetime(2026, 3, day, 9, 0, tzinfo=tz)
-        offsets[f"{vtz['TZID']} 2026-03-0{day}"] = local.utcoffset().total_seconds() / 3600
+    for day in (datetime.date(2026, 3, 7), datetime.date(2026, 3, 9), datetime.date(2026, 10, 31), datetime.date(2026, 11, 2)):
+        local = datetime.datetime(day.year, day.month, day.day, 9, 0, tzinfo=tz)
+        offsets[f"{vtz['TZID']} {day}"] = local.utcoffset().total_seconds() / 3600
 uids = [str(e.get("UID")) for e in cal.walk("VEVENT")]
 print(json.dumps({"events": events, "offsets": offsets, "method": str(cal.get("METHOD")),
     "name": str(cal.get("X-WR-CALNAME")), "uids": uids}))
@@ -123,15 +123,21 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
 
     let (s, hd, v) = h
-        .raw(Method::POST, "/api/calendar/feeds/alice", Some(&jwt("alice", 600)), None, &[("host", "cal.example:8443")])
+        .raw(
+            Method::POST,
+            "/api/calendar/feeds/alice",
+            Some(&jwt("alice", 600)),
+            None,
+            &[("host", "cal.example:8443"), ("x-forwarded-proto", "https")],
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(hd[header::CACHE_CONTROL], "no-store");
     let url = v["feed_url"].as_str().unwrap().to_string();
     let token = url.rsplit('/').next().unwrap().strip_suffix(".ics").unwrap().to_string();
     artifacts::record_secret("ics-feed-token", &token);
-    assert!(url.starts_with("http://cal.example:8443/api/calendar/feeds/"), "{url}");
-    assert_eq!(v["webcal_url"].as_str().unwrap(), url.replacen("http://", "webcal://", 1));
+    assert!(url.starts_with("https://cal.example:8443/api/calendar/feeds/"), "from Host and X-Forwarded-Proto: {url}");
+    assert_eq!(v["webcal_url"].as_str().unwrap(), url.replacen("https://", "webcal://", 1));
     assert_eq!(v["created"], true);
     assert!(token.len() >= 60, "a long random value");
     // Creating again returns the same URL.
@@ -152,6 +158,8 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
         ),
         ("t3", "All day, two days", "2026-03-08", json!({"duration_minutes": 2880})),
         ("t4", "In UTC; with, commas", "2026-03-20T18:15:00Z", json!({"description": "line 1\nline 2"})),
+        ("t7", "Before fall back", "2026-10-31T09:00:00", json!({"timezone": "America/New_York"})),
+        ("t8", "After fall back", "2026-11-02T09:00:00", json!({"timezone": "America/New_York"})),
     ] {
         let (s, v) =
             h.call(Method::POST, "/api/calendar/task-to-calendar", Some(task("alice", id, name, time, extra))).await;
@@ -201,8 +209,10 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
         parsed["events"],
         json!([
             // 09:00 EST is 14:00Z, 09:00 EDT is 13:00Z.
+            ["After fall back", "2026-11-02T14:00:00Z", "2026-11-02T15:00:00Z"],
             ["After the change", "2026-03-09T13:00:00Z", "2026-03-09T13:30:00Z"],
             ["All day, two days", "2026-03-08", "2026-03-10"],
+            ["Before fall back", "2026-10-31T13:00:00Z", "2026-10-31T14:00:00Z"],
             ["Before the change", "2026-03-07T14:00:00Z", "2026-03-07T15:00:00Z"],
             ["Daily standup", "2026-03-06T14:00:00Z", "2026-03-06T15:00:00Z"],
             ["Daily standup", "2026-03-07T14:00:00Z", "2026-03-07T15:00:00Z"],
@@ -214,12 +224,13 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
     );
     assert_eq!(
         parsed["offsets"],
-        json!({"America/New_York 2026-03-07": -5.0, "America/New_York 2026-03-09": -4.0}),
+        json!({"America/New_York 2026-03-07": -5.0, "America/New_York 2026-03-09": -4.0,
+               "America/New_York 2026-10-31": -4.0, "America/New_York 2026-11-02": -5.0}),
         "calsync's VTIMEZONE, read on its own"
     );
     let uids: Vec<String> = serde_json::from_value(parsed["uids"].clone()).unwrap();
-    assert_eq!(uids.len(), 5);
-    assert_eq!(uids.iter().collect::<std::collections::BTreeSet<_>>().len(), 5, "one UID per task");
+    assert_eq!(uids.len(), 7);
+    assert_eq!(uids.iter().collect::<std::collections::BTreeSet<_>>().len(), 7, "one UID per task");
 
     // Unchanged: 304 (also for a weak or listed validator); the UIDs stay on the next fetch.
     for inm in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}")] {
@@ -321,9 +332,15 @@ async fn a_user_without_a_calendar_subscribes_to_a_feed() {
 #[tokio::test]
 async fn feed_reads_are_rate_limited_per_feed() {
     let keys = Keyring::new(Key::generate().0).push_keys();
-    let h = Harness::with_engine_and_keys(calsync::api::ApiConfig { rate_limit_per_minute: 2, ..config() }, keys);
+    let config = calsync::api::ApiConfig {
+        rate_limit_per_minute: 2,
+        public_url: Some("https://cal.example.com".into()),
+        ..config()
+    };
+    let h = Harness::with_engine_and_keys(config, keys);
     let (_, v) = h.call(Method::POST, "/api/calendar/feeds/carol", None).await;
     let url = v["feed_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("https://cal.example.com/api/calendar/feeds/"), "CALSYNC_PUBLIC_URL wins: {url}");
     artifacts::record_secret("ics-feed-token", url.rsplit('/').next().unwrap().trim_end_matches(".ics"));
     let (_, v) = h.call(Method::POST, "/api/calendar/feeds/dave", None).await;
     let other = v["feed_url"].as_str().unwrap().to_string();
