@@ -359,3 +359,63 @@ async fn feed_reads_are_rate_limited_per_feed() {
         assert_eq!(get_feed(&h, &forged, &[]).await.0, StatusCode::NOT_FOUND);
     }
 }
+
+/// One request to a router (the harness's own helper is tied to its router).
+async fn send(router: &axum::Router, method: Method, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = router.clone().oneshot(req.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rotating_the_encryption_key_keeps_feed_urls_working() {
+    let (old, _) = Key::generate();
+    let (new, _) = Key::generate();
+    let h = Harness::with_engine_and_keys(config(), Keyring::new(old.clone()).push_keys());
+    let (_, v) = h.call(Method::POST, "/api/calendar/feeds/erin", None).await;
+    let url = v["feed_url"].as_str().unwrap().to_string();
+    artifacts::record_secret("ics-feed-token", url.rsplit('/').next().unwrap().trim_end_matches(".ics"));
+    let feed = path_of(&url);
+
+    // Another process on the same store with the rotated keyring (old key still configured).
+    let replica = |keys: Keyring| {
+        let connector = Arc::new(calsync::providers::memory::MemoryConnector { service: h.calendar.clone() });
+        let state = calsync::api::AppState::new(
+            Arc::new(h.objects.clone()),
+            connector,
+            NS,
+            config(),
+            Arc::new(calsync::api::Metrics::new()),
+        )
+        .with_push_keys(keys.push_keys());
+        calsync::api::router(state)
+    };
+    let rotated = replica(Keyring::new(new.clone()).with_old_key(old));
+    let (s, v) = send(&rotated, Method::POST, "/api/calendar/feeds/erin", Some(API_KEY)).await;
+    assert_eq!((s, v["created"].clone()), (StatusCode::OK, json!(false)), "{v}");
+    assert_eq!(path_of(v["feed_url"].as_str().unwrap()), feed, "the same URL after a rotation");
+
+    // The old key dropped: the URL still serves, but cannot be shown again; POST says so
+    // instead of silently cutting subscribed calendars off.
+    let dropped = replica(Keyring::new(new));
+    assert_eq!(send(&dropped, Method::GET, &feed, None).await.0, StatusCode::OK);
+    let (s, v) = send(&dropped, Method::POST, "/api/calendar/feeds/erin", Some(API_KEY)).await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::CONFLICT, Some("feed_url_unrecoverable")), "{v}");
+    assert_eq!(send(&dropped, Method::GET, &feed, None).await.0, StatusCode::OK, "still there");
+    let (s, v) = send(&dropped, Method::DELETE, "/api/calendar/feeds/erin", Some(API_KEY)).await;
+    assert_eq!((s, v["revoked"].clone()), (StatusCode::OK, json!(true)));
+    let (s, v) = send(&dropped, Method::POST, "/api/calendar/feeds/erin", Some(API_KEY)).await;
+    assert_eq!((s, v["created"].clone()), (StatusCode::OK, json!(true)), "{v}");
+    artifacts::record_secret(
+        "ics-feed-token",
+        v["feed_url"].as_str().unwrap().rsplit('/').next().unwrap().trim_end_matches(".ics"),
+    );
+    assert_eq!(send(&dropped, Method::GET, &feed, None).await.0, StatusCode::NOT_FOUND);
+}

@@ -107,7 +107,8 @@ async fn issue(state: &AppState, keys: &FeedKeys, user: &str) -> Result<(SecretS
 #[utoipa::path(post, path = "/api/calendar/feeds/{user_id}", tag = "feeds",
     params(("user_id" = String, Path)),
     responses((status = 200, body = FeedResponse, description = "The feed URL (the same on every call until revoked)"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "feed_url_unrecoverable: made with a key no longer configured; DELETE it first"), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -122,11 +123,14 @@ pub async fn create(
     let (token, created) = match record_of(&state, &user).await? {
         Some(record) => match keys.token_of(&record) {
             Some(token) => (token, false),
-            // Made with a key that was dropped after a rotation: the URL still works, but it
-            // cannot be shown again, so it is replaced.
+            // Made with a key dropped after a rotation: the URL still works for the calendars
+            // subscribed to it but cannot be shown again. Replacing it here would silently cut
+            // them off, so the caller decides (DELETE, then POST, makes a new one).
             None => {
-                state.objects.delete_feed(&state.namespace, &record.id).await?;
-                issue(&state, &keys, &user).await?
+                return Err(ApiError::conflict(
+                    "feed_url_unrecoverable",
+                    "this user's feed URL was made with an encryption key that is no longer configured: it still works, but cannot be shown again; revoke it (DELETE) to make a new one",
+                ));
             }
         },
         None => issue(&state, &keys, &user).await?,
