@@ -28,7 +28,10 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(objects.clone(), connector.clone(), EngineConfig::default());
     // The same work queue `calsync standalone` drives its engine with.
     tokio::spawn(calsync::standalone::queue::run(engine, std::future::pending()));
-    let state = AppState::new(objects, connector, "default", config, Arc::new(Metrics::new()));
+    // A throwaway key, as standalone generates one: push checks and ICS feed tokens need it.
+    let keys = calsync::credentials::envelope::Keyring::new(calsync::credentials::envelope::Key::generate().0);
+    let state =
+        AppState::new(objects, connector, "default", config, Arc::new(Metrics::new())).with_push_keys(keys.push_keys());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("listening on http://{addr}");
     axum::serve(listener, router(state)).await?;

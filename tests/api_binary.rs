@@ -182,6 +182,28 @@ async fn api_binary_connects_and_the_controller_writes_to_radicale() {
     assert_eq!(events.len(), 1, "updated in place: {events:?}");
     assert!(events.values().all(|l| line_value(l, "SUMMARY") == Some("Hand in the homework")), "{events:?}");
 
+    // The ICS feed through the real wiring: the token comes from ENCRYPTION_KEY, the record is
+    // a Secret in --namespace, the feed lists the task, a revoked URL is 404 at once. The
+    // POST's body is the credential, so it is not saved with the other responses.
+    let post =
+        api.http.post(format!("{}/api/calendar/feeds/{USER}", api.base)).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(post.status().as_u16(), 200);
+    let body: Value = post.json().await.unwrap();
+    let feed_url = body["feed_url"].as_str().expect("feed_url").to_string();
+    let token = feed_url.rsplit('/').next().unwrap().trim_end_matches(".ics").to_string();
+    artifacts::record_secret("ics-feed-token", &token);
+    assert!(feed_url.starts_with(&format!("{}/api/calendar/feeds/", api.base)), "from the request's Host");
+    let feeds = server.list(&format!("/api/v1/namespaces/{NS}/secrets"));
+    let record = feeds.iter().find(|s| s["metadata"]["labels"]["calendar.getitdone.app/ics-feed"] == "true");
+    assert!(record.is_some_and(|r| !r.to_string().contains(token.split_once('.').unwrap().1)), "{feeds:?}");
+    let feed = api.http.get(&feed_url).send().await.unwrap();
+    assert_eq!(feed.status().as_u16(), 200);
+    let ics = feed.text().await.unwrap();
+    assert!(ics.contains("SUMMARY:Hand in the homework") && ics.contains("TZID=Europe/Berlin"), "{ics}");
+    let (s, body) = api.call("DELETE", &format!("/api/calendar/feeds/{USER}"), None).await;
+    assert_eq!((s, &body["revoked"]), (200, &json!(true)), "{body}");
+    assert_eq!(api.http.get(&feed_url).send().await.unwrap().status().as_u16(), 404);
+
     // delete-event: the TaskSync goes, the controller deletes the event first (finalizer).
     let (s, body) =
         api.call("DELETE", "/api/calendar/delete-event", Some(json!({"user_id": USER, "event_id": event_id}))).await;
@@ -191,6 +213,7 @@ async fn api_binary_connects_and_the_controller_writes_to_radicale() {
 
     // Secrets never reach the log.
     assert!(!api.log().contains(&dav.password), "the password is in the API's log");
+    assert!(!api.log().contains(token.split_once('.').unwrap().1), "the feed token is in the API's log");
 
     // SIGTERM, as the kubelet sends it: exits 0 promptly.
     let pid = api.child.id().to_string();

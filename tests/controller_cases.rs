@@ -238,3 +238,33 @@ async fn watch_namespace_limits_what_is_reconciled() {
     assert!(server.requests().iter().all(|r| !r.path.contains("/namespaces/elsewhere/") || !r.is_write()));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_only_task_settles_once_and_the_controller_leaves_it_alone() {
+    let server = FakeApiServer::new();
+    let calendar = MemoryCalendar::new();
+    let mut object = task_sync("feed1", "ics-feed", "Served by the ICS feed");
+    object["metadata"]["labels"] = json!({"calendar.getitdone.app/feed-only": "true"});
+    create::<TaskSync>(&server, object).await;
+    let path = task_sync_path(NS, "feed1");
+    let h = Harness::start(&server, &calendar);
+    eventually(15, "Synced=True FeedOnly", || {
+        server
+            .get(&path)
+            .and_then(|o| condition(&o, "Synced").map(|c| c["status"] == "True" && c["reason"] == "FeedOnly"))
+            .unwrap_or(false)
+    })
+    .await;
+    // Watch the requests about it for a while: none after it settled (no reconcile loop: no
+    // reads, no writes, no finalizer, no Warning), and no calendar call at all.
+    let writes = || server.requests().iter().filter(|r| !r.is_watch() && r.path.starts_with(&path)).count();
+    let settled = writes();
+    assert!(settled >= 1, "the status write is seen");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(writes(), settled, "{:?}", server.requests().iter().map(|r| (&r.method, &r.path)).collect::<Vec<_>>());
+    let obj = server.get(&path).unwrap();
+    assert!(obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty()), "{obj}");
+    assert!(calendar.calls().is_empty());
+    assert!(!server.list(&events_path(NS)).iter().any(|e| e["type"] == "Warning"), "no Warning events");
+    h.stop().await;
+}

@@ -18,6 +18,7 @@
 //! | `CALSYNC_STREAMS_PER_USER` | 5 | open `/stream/{user_id}` connections per user (429 beyond) |
 //! | `CALSYNC_OWNER` | `calsync` | installation id in event markers (must match the engine's) |
 //! | `CALSYNC_CALDAV_ALLOWED_HOSTS` | any | comma-separated hosts `/apple/connect`'s `server_url` may name |
+//! | `CALSYNC_PUBLIC_URL` | the request's Host | base of ICS feed URLs (`…/api/calendar/feeds/<token>.ics`) |
 
 use std::fmt;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct ApiConfig {
     pub apple_server_url: String,
     /// Hosts `server_url` may name (empty: any host but link-local addresses).
     pub caldav_allowed_hosts: Vec<String>,
+    /// Public base URL (no trailing slash) of ICS feed URLs; `None`: from the request's Host.
+    pub public_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +71,7 @@ impl Default for ApiConfig {
             owner: "calsync".into(),
             apple_server_url: "https://caldav.icloud.com/".into(),
             caldav_allowed_hosts: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -86,6 +90,7 @@ impl fmt::Debug for ApiConfig {
             .field("streams_per_user", &self.streams_per_user)
             .field("owner", &self.owner)
             .field("caldav_allowed_hosts", &self.caldav_allowed_hosts)
+            .field("public_url", &self.public_url)
             .finish()
     }
 }
@@ -165,6 +170,19 @@ impl ApiConfig {
         if let Some(hosts) = lookup("CALSYNC_CALDAV_ALLOWED_HOSTS") {
             c.caldav_allowed_hosts = list(&hosts);
         }
+        if let Some(url) = lookup("CALSYNC_PUBLIC_URL") {
+            let url = url.trim().trim_end_matches('/').to_string();
+            let ok = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).is_some_and(|rest| {
+                !rest.is_empty() && !rest.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+            });
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    name: "CALSYNC_PUBLIC_URL",
+                    what: "an http(s) base URL such as https://calsync.example.com",
+                });
+            }
+            c.public_url = Some(url);
+        }
         if let Some(owner) = lookup("CALSYNC_OWNER") {
             if owner.contains(';') || owner.trim().is_empty() {
                 return Err(ConfigError::Invalid { name: "CALSYNC_OWNER", what: "a non-empty name without ';'" });
@@ -211,5 +229,9 @@ mod tests {
         assert!(load(&[("CALSYNC_RATE_LIMIT_PER_MINUTE", "0")]).is_err());
         assert!(load(&[("CALSYNC_RATE_LIMIT_PER_MINUTE", "x")]).is_err());
         assert!(load(&[("CALSYNC_CORS_ORIGINS", "ftp://x")]).is_err());
+        let c = load(&[("CALSYNC_PUBLIC_URL", "https://cal.example/base/")]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://cal.example/base"));
+        assert!(load(&[("CALSYNC_PUBLIC_URL", "cal.example")]).is_err());
+        assert!(load(&[("CALSYNC_PUBLIC_URL", "https://")]).is_err());
     }
 }

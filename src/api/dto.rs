@@ -141,7 +141,8 @@ pub struct TaskToCalendarRequest {
 }
 
 /// Answer of task-to-calendar (200 synced; 202 `pending: true` with null ids when the engine
-/// has not finished within the wait).
+/// has not finished within the wait; 200 `feed: true` with null ids when the user has no
+/// connected calendar but an ICS feed, which now lists the task).
 #[derive(Serialize, ToSchema, Debug)]
 pub struct TaskToCalendarResponse {
     pub success: bool,
@@ -149,6 +150,9 @@ pub struct TaskToCalendarResponse {
     pub event_link: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// The task is served by the user's ICS feed only (no calendar is connected).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub feed: bool,
 }
 
 /// `POST /calendar-to-tasks`.
@@ -287,8 +291,15 @@ pub struct TaskPatch {
 pub struct UpdateEventRequest {
     #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub user_id: Id,
+    /// The event to change; or give `task_id` instead (tasks served by the ICS feed only have no
+    /// event id).
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 1024)]
-    pub event_id: String,
+    pub event_id: Option<String>,
+    /// The app's task id, instead of `event_id`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub task_id: Option<Id>,
     #[serde(default)]
     pub task_data: TaskPatch,
 }
@@ -299,8 +310,15 @@ pub struct UpdateEventRequest {
 pub struct DeleteEventRequest {
     #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub user_id: Id,
+    /// The event to delete; or give `task_id` instead (tasks served by the ICS feed only have no
+    /// event id).
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 1024)]
-    pub event_id: String,
+    pub event_id: Option<String>,
+    /// The app's task id, instead of `event_id`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub task_id: Option<Id>,
 }
 
 /// `{"success": true}` (with `pending: true` on 202).
@@ -393,4 +411,34 @@ pub struct SyncHistoryResponse {
 #[derive(Serialize, ToSchema, Debug)]
 pub struct HealthResponse {
     pub status: String,
+}
+
+/// Answer of `POST /feeds/{user_id}`: the user's secret ICS feed URL (the same one on every
+/// call until it is revoked).
+#[derive(Serialize, ToSchema)]
+pub struct FeedResponse {
+    pub success: bool,
+    /// `https://…/api/calendar/feeds/<token>.ics`: subscribe to it in a calendar app. Anyone
+    /// holding it can read the user's tasks; revoke it with `DELETE /feeds/{user_id}`.
+    pub feed_url: String,
+    /// The same URL with the `webcal://` scheme (opens the subscribe dialog of Apple Calendar
+    /// and Outlook).
+    pub webcal_url: String,
+    /// This call made the feed (false: it existed already).
+    pub created: bool,
+}
+
+// The URL carries the token: Debug must not print it.
+impl std::fmt::Debug for FeedResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedResponse").field("feed_url", &"[redacted]").field("created", &self.created).finish()
+    }
+}
+
+/// Answer of `DELETE /feeds/{user_id}`.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct FeedRevokedResponse {
+    pub success: bool,
+    /// A feed existed and its URL now answers 404 (false: there was none).
+    pub revoked: bool,
 }

@@ -42,6 +42,12 @@ pub fn user_id(id: &Id) -> Result<&str, ApiError> {
     Ok(id.as_str())
 }
 
+/// A task id as sent by the app.
+pub fn task_id(id: &Id) -> Result<&str, ApiError> {
+    text("task_id", id.as_str(), 1, 200)?;
+    Ok(id.as_str())
+}
+
 /// An event id as sent by the app.
 pub fn event_id(id: &str) -> Result<&str, ApiError> {
     text("event_id", id, 1, 1024)?;

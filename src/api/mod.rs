@@ -14,6 +14,7 @@ pub mod dto;
 pub mod errors;
 pub mod extract;
 mod handlers;
+pub mod ics;
 pub mod mapping;
 pub mod metrics;
 pub mod openapi;
@@ -70,7 +71,7 @@ pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
-use handlers::{connect, events, health, import, status, tasks, webhooks as hooks};
+use handlers::{connect, events, feeds, health, import, status, tasks, webhooks as hooks};
 
 /// Every route of the API with its layers.
 pub fn router(state: AppState) -> Router {
@@ -85,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/disconnect/{user_id}", post(status::disconnect))
         .route("/sync-history/{user_id}", get(status::sync_history))
         .route("/stream/{user_id}", get(events::stream))
+        // One path with the GET below (axum needs one parameter name): here it is the user id.
+        .route("/feeds/{key}", post(feeds::create).delete(feeds::revoke))
         // DESIGN §6: every endpoint but the callbacks and health/metrics needs a token, the
         // document included (fetch it with the token, as scripts/fuzz-api.sh does).
         .route("/openapi.json", get(health::openapi))
@@ -94,7 +97,9 @@ pub fn router(state: AppState) -> Router {
         .route("/outlook/callback", get(connect::outlook_callback))
         .route("/webhooks/google", post(hooks::google))
         .route("/webhooks/outlook", post(hooks::outlook))
-        .route("/webhooks/outlook/lifecycle", post(hooks::outlook_lifecycle));
+        .route("/webhooks/outlook/lifecycle", post(hooks::outlook_lifecycle))
+        // Calendar apps cannot send a bearer token: the feed token in the path is the credential.
+        .route("/feeds/{key}", get(feeds::serve));
     let calendar = protected.merge(open);
     Router::new()
         .nest("/api/calendar", calendar)

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::errors::ErrorBody;
-use super::handlers::{connect, import, status, tasks};
+use super::handlers::{connect, feeds, import, status, tasks};
 
 struct BearerAuth;
 
@@ -37,6 +37,9 @@ impl Modify for BearerAuth {
         status::connection_status,
         status::disconnect,
         status::sync_history,
+        feeds::create,
+        feeds::revoke,
+        feeds::serve,
     ),
     components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
     modifiers(&BearerAuth)

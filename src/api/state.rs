@@ -117,6 +117,8 @@ pub struct AppState {
     pub cursors: Option<Arc<super::cursor::CursorSealer>>,
     /// App events for the event streams; started with the first stream.
     pub streams: Arc<std::sync::OnceLock<Arc<super::stream::StreamHub>>>,
+    /// Make ICS feed tokens (derived from the push keys); `None`: feeds cannot be created.
+    pub feed_keys: Option<Arc<crate::credentials::feed::FeedKeys>>,
 }
 
 impl AppState {
@@ -141,14 +143,17 @@ impl AppState {
             metrics,
             caches,
             oauth: None,
+            feed_keys: None,
         }
     }
 
     /// Check provider notifications with these keys (the engine makes watch secrets with the
     /// same ones). Without keys every notification is refused.
+    /// ICS feed tokens are derived from the same keys (`credentials::feed`).
     pub fn with_push_keys(mut self, keys: crate::credentials::push::PushKeys) -> Self {
         // The app's cursors are sealed with a key derived from the same encryption key.
         self.cursors = super::cursor::CursorSealer::from_push_keys(&keys).map(Arc::new);
+        self.feed_keys = Some(Arc::new(crate::credentials::feed::FeedKeys::from_push(&keys)));
         self.webhooks = Arc::new(super::webhooks::Webhooks::new(Some(keys), self.objects.clone(), &self.namespace));
         self
     }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::credentials::Credentials;
+use crate::credentials::feed::FeedRecord;
 use crate::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
@@ -129,6 +130,18 @@ impl Objects for CountingObjects {
     ) -> Result<(), StoreError> {
         self.w();
         self.inner.write_credentials(namespace, secret, credentials, owner).await
+    }
+    async fn get_feed(&self, namespace: &str, id: &str) -> Result<Option<FeedRecord>, StoreError> {
+        self.r();
+        self.inner.get_feed(namespace, id).await
+    }
+    async fn create_feed(&self, namespace: &str, record: &FeedRecord) -> Result<FeedRecord, StoreError> {
+        self.w();
+        self.inner.create_feed(namespace, record).await
+    }
+    async fn delete_feed(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        self.w();
+        self.inner.delete_feed(namespace, id).await
     }
     async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
         self.w();

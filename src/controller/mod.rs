@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod feed;
+pub mod feeds;
 pub mod gate;
 pub mod leader;
 pub mod metrics;

@@ -25,6 +25,7 @@ use super::patches::{
 };
 use super::secrets::{CredentialSealer, PlainSealer};
 use crate::credentials::Credentials;
+use crate::credentials::feed::FeedRecord;
 use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus, history,
@@ -449,6 +450,18 @@ impl Objects for KubeObjects {
 
     async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
         self.delete_secret_credentials(namespace, secret).await
+    }
+
+    async fn get_feed(&self, namespace: &str, id: &str) -> Result<Option<FeedRecord>, StoreError> {
+        self.get_feed_secret(namespace, id).await
+    }
+
+    async fn create_feed(&self, namespace: &str, record: &FeedRecord) -> Result<FeedRecord, StoreError> {
+        self.create_feed_secret(namespace, record).await
+    }
+
+    async fn delete_feed(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete_feed_secret(namespace, id).await
     }
 
     async fn append_connection_history(

@@ -5,6 +5,7 @@
 //! `Objects` implementation does that) or provider calls.
 
 pub mod envelope;
+pub mod feed;
 pub mod form;
 pub mod keys;
 pub mod push;

@@ -63,6 +63,11 @@ impl PushKeys {
         PushKeys { keys }
     }
 
+    /// The keys themselves (current first), for deriving other per-purpose keys (`feed`).
+    pub(super) fn raw_keys(&self) -> &[[u8; 32]] {
+        &self.keys
+    }
+
     /// The secret of a new watch (43 URL-safe characters: fits Google's 256 and, with the
     /// watch id in front, Graph's 128-character clientState).
     pub fn secret_for(&self, watch_id: &str) -> SecretString {

@@ -12,6 +12,7 @@ use kube::Resource;
 use tokio::sync::broadcast;
 
 use super::objects::{Deletion, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::credentials::feed::FeedRecord;
 use crate::credentials::{self, Credentials};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus, history,
@@ -457,6 +458,32 @@ impl Objects for MemoryObjects {
         self.enter(&mut s, StoreOp::Credentials, None)?;
         s.secrets.remove(&key_of(namespace, &secret.name));
         Ok(())
+    }
+
+    async fn get_feed(&self, namespace: &str, id: &str) -> Result<Option<FeedRecord>, StoreError> {
+        let mut s = self.lock();
+        self.enter(&mut s, StoreOp::Credentials, None)?;
+        Ok(s.secrets
+            .get(&key_of(namespace, &FeedRecord::secret_name(id)))
+            .and_then(|(d, _)| FeedRecord::from_secret_data(d)))
+    }
+
+    async fn create_feed(&self, namespace: &str, record: &FeedRecord) -> Result<FeedRecord, StoreError> {
+        let mut s = self.lock();
+        self.enter(&mut s, StoreOp::Credentials, None)?;
+        let key = key_of(namespace, &FeedRecord::secret_name(&record.id));
+        if let Some(existing) = s.secrets.get(&key).and_then(|(d, _)| FeedRecord::from_secret_data(d)) {
+            return Ok(existing);
+        }
+        let version = Self::next_rv(&mut s);
+        s.secrets.insert(key, (record.to_secret_data(), version));
+        Ok(record.clone())
+    }
+
+    async fn delete_feed(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        self.enter(&mut s, StoreOp::Credentials, None)?;
+        Ok(s.secrets.remove(&key_of(namespace, &FeedRecord::secret_name(id))).is_some())
     }
 
     async fn read_credentials_versioned(

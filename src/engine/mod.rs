@@ -11,6 +11,7 @@ mod changes;
 mod conflict;
 mod connection;
 pub mod desired;
+mod feed_only;
 pub mod live;
 #[cfg(test)]
 mod live_tests;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
+pub use feed_only::FEED_ONLY_REASON;
 pub use objects::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for};
 
 use crate::providers::Connector;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::credentials::Credentials;
+use crate::credentials::feed::FeedRecord;
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
@@ -206,6 +207,14 @@ pub trait Objects: Send + Sync {
         name: &str,
         entry: HistoryEntry,
     ) -> Result<HistoryEntry, StoreError>;
+
+    /// The record of ICS feed `id` (`credentials::feed`); `None` when there is none.
+    async fn get_feed(&self, namespace: &str, id: &str) -> Result<Option<FeedRecord>, StoreError>;
+    /// Store a new feed record unless one with its id exists; returns the record stored (the
+    /// existing one when another request created it first).
+    async fn create_feed(&self, namespace: &str, record: &FeedRecord) -> Result<FeedRecord, StoreError>;
+    /// Delete feed `id` (its token fails at once); whether it existed.
+    async fn delete_feed(&self, namespace: &str, id: &str) -> Result<bool, StoreError>;
 
     /// Publish a Kubernetes-style Event about `key`. Best effort: failures are logged by callers.
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError>;

@@ -71,6 +71,9 @@ impl Engine {
             self.live.take_hint(&ObjectKey::task_sync(namespace, name));
             return Ok(Outcome::Done);
         };
+        if super::feed_only::applies(&ts) {
+            return self.reconcile_feed_only(&ts).await;
+        }
         let conn = self.objects.get_connection(namespace, &ts.spec.connection_ref.name).await?;
         let uid = ts.uid().unwrap_or_default();
         let calendar = ts

@@ -37,6 +37,18 @@ pub const CONNECTION_LABEL: &str = "calendar.getitdone.app/connection";
 /// Label with a hash of the task id, so a TaskSync can be found by task.
 pub const TASK_LABEL: &str = "calendar.getitdone.app/task";
 
+/// Label on a TaskSync of a user who has no connected calendar but an ICS feed: the engine
+/// marks it `Synced` (reason `FeedOnly`) without calling any calendar, and the feed serves it.
+pub const FEED_ONLY_LABEL: &str = "calendar.getitdone.app/feed-only";
+/// `connectionRef.name` of a feed-only TaskSync (the field is required). Reserved: a
+/// CalendarConnection of this name is never used for a feed-only TaskSync.
+pub const FEED_ONLY_CONNECTION: &str = "ics-feed";
+
+/// Whether a TaskSync is served by the ICS feed only (no calendar).
+pub fn is_feed_only(ts: &TaskSync) -> bool {
+    ts.metadata.labels.as_ref().and_then(|l| l.get(FEED_ONLY_LABEL)).is_some_and(|v| v == "true")
+}
+
 fn short_hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {

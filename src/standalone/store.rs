@@ -23,9 +23,11 @@ use super::rows::{self, Row, StoredEvent, db_err};
 pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
 
+mod feeds;
 mod secrets;
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
+use crate::credentials::feed::FeedRecord;
 use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
@@ -451,6 +453,18 @@ impl Objects for SqliteObjects {
         expected_version: &str,
     ) -> Result<String, StoreError> {
         self.replace_secret_credentials(namespace, secret, credentials, expected_version).await
+    }
+
+    async fn get_feed(&self, namespace: &str, id: &str) -> Result<Option<FeedRecord>, StoreError> {
+        self.get_feed_record(namespace, id).await
+    }
+
+    async fn create_feed(&self, namespace: &str, record: &FeedRecord) -> Result<FeedRecord, StoreError> {
+        self.create_feed_record(namespace, record).await
+    }
+
+    async fn delete_feed(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete_feed_record(namespace, id).await
     }
 
     async fn append_connection_history(

@@ -104,6 +104,8 @@ async fn health_and_metrics_need_no_token_openapi_lists_11_paths() {
             "/api/calendar/connection-status/{user_id}",
             "/api/calendar/delete-event",
             "/api/calendar/disconnect/{user_id}",
+            "/api/calendar/feeds/{token}.ics",
+            "/api/calendar/feeds/{user_id}",
             "/api/calendar/google/callback",
             "/api/calendar/outlook/callback",
             "/api/calendar/sync-history/{user_id}",

@@ -6,6 +6,7 @@ mod changes;
 mod connections;
 mod edges;
 mod events;
+mod feeds;
 mod flow;
 mod support;
 mod webhooks;

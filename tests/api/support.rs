@@ -65,6 +65,11 @@ impl Harness {
         Self::build(config, true, Some(calsync::credentials::push::PushKeys::new(vec![[7u8; 32]])))
     }
 
+    /// API plus the engine, with keys (push checks and ICS feed tokens).
+    pub fn with_engine_and_keys(config: ApiConfig, keys: calsync::credentials::push::PushKeys) -> Self {
+        Self::build(config, true, Some(keys))
+    }
+
     fn build(config: ApiConfig, engine: bool, push_keys: Option<calsync::credentials::push::PushKeys>) -> Self {
         let objects = MemoryObjects::new();
         let calendar = MemoryCalendar::new();

@@ -7,6 +7,7 @@
 pub mod changes;
 pub mod connect;
 pub mod events;
+pub mod feeds;
 pub mod health;
 pub mod import;
 pub mod oauth;

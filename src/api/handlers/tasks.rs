@@ -10,20 +10,23 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use super::{Waited, owned_task_sync, user_connections, wait_synced};
+use super::{Waited, feeds, owned_task_sync, user_connections, wait_synced};
 use crate::api::auth::Caller;
 use crate::api::dto::{
-    DeleteEventRequest, SuccessResponse, TaskToCalendarRequest, TaskToCalendarResponse, UpdateEventRequest,
+    DeleteEventRequest, Id, SuccessResponse, TaskToCalendarRequest, TaskToCalendarResponse, UpdateEventRequest,
 };
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::extract::ApiJson;
 use crate::api::mapping;
 use crate::api::state::AppState;
 use crate::engine::{ObjectKey, wait_for};
-use crate::resources::{TaskSync, task_sync_labels, task_sync_name};
+use crate::resources::{
+    FEED_ONLY_CONNECTION, FEED_ONLY_LABEL, TaskSync, USER_LABEL, is_feed_only, task_sync_labels, task_sync_name,
+    user_label_value,
+};
 
 fn pending_task() -> Response {
-    let body = TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: true };
+    let body = TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: true, feed: false };
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
@@ -34,7 +37,7 @@ fn pending() -> Response {
 /// Create or update the calendar event of a task.
 #[utoipa::path(post, path = "/api/calendar/task-to-calendar", tag = "sync",
     request_body = TaskToCalendarRequest,
-    responses((status = 200, body = TaskToCalendarResponse), (status = 202, body = TaskToCalendarResponse, description = "Still syncing: event_id follows"),
+    responses((status = 200, body = TaskToCalendarResponse, description = "Synced; or `feed: true` with null ids: no calendar is connected and the user's ICS feed lists the task"), (status = 202, body = TaskToCalendarResponse, description = "Still syncing: event_id follows"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn task_to_calendar(
@@ -56,6 +59,7 @@ pub async fn task_to_calendar(
         .with_retry_after(Some(std::time::Duration::from_secs(2))));
     }
     let active: Vec<_> = user_connections(&state, &user).await?.into_iter().filter(|c| c.spec.active).collect();
+    let mut feed_only = false;
     let connection = match (&existing, wanted) {
         // Same task again: keep its calendar unless the request names another one.
         (Some(ts), None) if active.iter().any(|c| c.name_any() == ts.spec.connection_ref.name) => {
@@ -64,7 +68,16 @@ pub async fn task_to_calendar(
         (_, Some(kind)) => {
             active.iter().find(|c| c.spec.provider == kind).map(|c| c.name_any()).ok_or_else(ApiError::not_connected)?
         }
-        (_, None) => active.first().map(|c| c.name_any()).ok_or_else(ApiError::not_connected)?,
+        (_, None) => match active.first() {
+            Some(c) => c.name_any(),
+            // No calendar, but an ICS feed: the task is declared for the feed alone (and moves
+            // to a calendar at the next call after the user connects one).
+            None if feeds::has_feed(&state, &user).await? => {
+                feed_only = true;
+                FEED_ONLY_CONNECTION.to_string()
+            }
+            None => return Err(ApiError::not_connected()),
+        },
     };
     if let Some(ts) = &existing
         && ts.spec.connection_ref.name != connection
@@ -79,6 +92,11 @@ pub async fn task_to_calendar(
     spec.connection_ref.name = connection.clone();
     let mut labels = existing.as_ref().map(|t| t.labels().clone()).unwrap_or_default();
     labels.extend(task_sync_labels(&user, &connection, &task_id));
+    if feed_only {
+        labels.insert(FEED_ONLY_LABEL.to_string(), "true".to_string());
+    } else {
+        labels.remove(FEED_ONLY_LABEL);
+    }
     let object = TaskSync {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -92,7 +110,13 @@ pub async fn task_to_calendar(
     };
     let applied = state.objects.apply_task_sync(&object).await?;
     let generation = applied.metadata.generation.unwrap_or(1);
-    tracing::info!(task_sync = %name, generation, "task declared");
+    tracing::info!(task_sync = %name, generation, feed_only, "task declared");
+    if feed_only {
+        // Nothing to wait for: the feed renders the stored spec, which `mapping` checked.
+        let body =
+            TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: false, feed: true };
+        return Ok(axum::Json(body).into_response());
+    }
     match wait_synced(&state, &name, generation).await? {
         Waited::Synced(ts) => {
             let st = ts.status.unwrap_or_default();
@@ -101,10 +125,39 @@ pub async fn task_to_calendar(
                 event_id: st.event_id,
                 event_link: st.event_link,
                 pending: false,
+                feed: false,
             })
             .into_response())
         }
         Waited::Pending => Ok(pending_task()),
+    }
+}
+
+/// The TaskSync update-event / delete-event act on: by `event_id` (seed), or by `task_id`
+/// (tasks served by the ICS feed only have no event id). Exactly one of them.
+async fn target(
+    state: &AppState,
+    user: &str,
+    event_id: Option<&str>,
+    task_id: Option<&Id>,
+) -> Result<TaskSync, ApiError> {
+    match (event_id, task_id) {
+        (Some(e), None) => owned_task_sync(state, user, mapping::event_id(e)?).await,
+        (None, Some(t)) => {
+            let task = mapping::task_id(t)?;
+            let ts = state.objects.get_task_sync(&state.namespace, &task_sync_name(user, task)).await?;
+            // The name is a hash of (user, task); the label confirms the user.
+            match ts {
+                Some(ts)
+                    if ts.labels().get(USER_LABEL) == Some(&user_label_value(user))
+                        && ts.metadata.deletion_timestamp.is_none() =>
+                {
+                    Ok(ts)
+                }
+                _ => Err(ApiError::not_found("event_not_found", "no task with this task_id is managed for this user")),
+            }
+        }
+        _ => Err(ApiError::invalid_field("send either event_id or task_id (one of them)")),
     }
 }
 
@@ -121,8 +174,7 @@ pub async fn update_event(
 ) -> Result<Response, ApiError> {
     let user = mapping::user_id(&req.user_id)?.to_string();
     caller.authorize(&state, &user)?;
-    let event_id = mapping::event_id(&req.event_id)?;
-    let ts = owned_task_sync(&state, &user, event_id).await?;
+    let ts = target(&state, &user, req.event_id.as_deref(), req.task_id.as_ref()).await?;
     let spec = mapping::spec_with_patch(&ts.spec, &req.task_data)?;
     let name = ts.name_any();
     let mut object = ts.clone();
@@ -131,6 +183,10 @@ pub async fn update_event(
     // Optimistic concurrency: a concurrent change makes this a 409 the client can retry.
     object.metadata.managed_fields = None;
     let applied = state.objects.apply_task_sync(&object).await?;
+    if is_feed_only(&applied) {
+        // No calendar to wait for: the feed renders the stored spec.
+        return Ok(axum::Json(SuccessResponse { success: true, pending: false }).into_response());
+    }
     let generation = applied.metadata.generation.unwrap_or(1);
     match wait_synced(&state, &name, generation).await? {
         Waited::Synced(_) => Ok(axum::Json(SuccessResponse { success: true, pending: false }).into_response()),
@@ -151,8 +207,7 @@ pub async fn delete_event(
 ) -> Result<Response, ApiError> {
     let user = mapping::user_id(&req.user_id)?.to_string();
     caller.authorize(&state, &user)?;
-    let event_id = mapping::event_id(&req.event_id)?;
-    let ts = owned_task_sync(&state, &user, event_id).await?;
+    let ts = target(&state, &user, req.event_id.as_deref(), req.task_id.as_ref()).await?;
     let name = ts.name_any();
     state.objects.delete(&ObjectKey::task_sync(&state.namespace, &name)).await?;
     tracing::info!(task_sync = %name, "task deletion requested");

@@ -7,7 +7,9 @@
 //! values are escaped here.
 //!
 //! Owns: the mapping between `EventData`/`RemoteEvent` fields and iCalendar properties,
-//! including the `X-CALSYNC-MARKER` ownership property. Must not touch HTTP or XML.
+//! including the `X-CALSYNC-MARKER` ownership property; `vevent` is also what the ICS feed
+//! (`api::ics`) writes, so a task reads the same in a CalDAV calendar and in the feed. Must not
+//! touch HTTP or XML.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -18,7 +20,8 @@ use crate::providers::{EventData, EventTime, Marker, ProviderError, event_key};
 
 /// The property that marks an event as written by calsync (`Marker::encode`).
 pub const MARKER_PROP: &str = "X-CALSYNC-MARKER";
-const PRODID: &str = "-//Get It Done//calsync//EN";
+/// PRODID of everything calsync writes.
+pub const PRODID: &str = "-//Get It Done//calsync//EN";
 
 /// An event read from a resource, before it gets an id, etag and link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,13 +159,14 @@ fn recurrence_prop(line: &str, zone: Option<Tz>) -> Option<Property<'static>> {
     Some(p)
 }
 
-/// The iCalendar resource for our event. Always has DTEND (iCloud refuses a PUT
-/// without one), a VTIMEZONE for the zone used, and the ownership marker.
-pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
+/// The VEVENT of `ev` (without the ownership marker) and the zone its times are written in,
+/// whose VTIMEZONE the calendar must carry. Shared by CalDAV resources and the ICS feed
+/// (`api::ics`), so both write a task the same way.
+pub fn vevent(ev: &EventData, dtstamp: DateTime<Utc>) -> (Component<'static>, Option<Tz>) {
     let zone = zone_of(&ev.start).or_else(|| zone_of(&ev.end));
     let mut props = vec![
         prop("UID", uid_for(ev)),
-        prop("DTSTAMP", now.format("%Y%m%dT%H%M%SZ").to_string()),
+        prop("DTSTAMP", dtstamp.format("%Y%m%dT%H%M%SZ").to_string()),
         time_prop("DTSTART", &ev.start, zone),
         time_prop("DTEND", &ev.end, zone),
         prop("SUMMARY", escape_text(&ev.title)),
@@ -174,15 +178,40 @@ pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
         props.push(prop("CATEGORIES", escape_text(c)));
     }
     props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
-    props.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
-    let event = Component { name: "VEVENT".into(), properties: props, components: vec![] };
+    (Component { name: "VEVENT".into(), properties: props, components: vec![] }, zone)
+}
+
+/// A VTIMEZONE for `tz` that covers `year` and the years around it.
+pub fn timezone(tz: Tz, year: i32) -> Component<'static> {
+    vtimezone(tz, year)
+}
+
+/// The year an event starts in (what its VTIMEZONE must cover first).
+pub fn start_year(ev: &EventData) -> i32 {
+    match &ev.start {
+        EventTime::DateTime { utc, .. } => utc.year(),
+        EventTime::Date(d) => d.year(),
+    }
+}
+
+/// A property with a plain value (already escaped where it is TEXT).
+pub fn property(name: &str, value: String) -> Property<'static> {
+    prop(name, value)
+}
+
+/// A property with parameters.
+pub fn property_with(name: &str, value: String, params: &[(&str, &str)]) -> Property<'static> {
+    prop_with(name, value, params)
+}
+
+/// The iCalendar resource for our event. Always has DTEND (iCloud refuses a PUT
+/// without one), a VTIMEZONE for the zone used, and the ownership marker.
+pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
+    let (mut event, zone) = vevent(ev, now);
+    event.properties.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
     let mut components = Vec::new();
     if let Some(tz) = zone {
-        let year = match &ev.start {
-            EventTime::DateTime { utc, .. } => utc.year(),
-            EventTime::Date(d) => d.year(),
-        };
-        components.push(vtimezone(tz, year));
+        components.push(vtimezone(tz, start_year(ev)));
     }
     components.push(event);
     let cal = Calendar {
