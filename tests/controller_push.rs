@@ -264,8 +264,29 @@ async fn a_notification_to_the_api_process_makes_the_controller_sync_the_edit() 
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(changed_annotation(&server.get(&conn_path).unwrap()), Some(signal.clone()));
 
-    // Deleting the task, then the connection: the watch is stopped and nothing sticks.
+    // The user keeps the calendar's version with kubectl (the annotation, a metadata-only
+    // change): the controller acts on it, the spec follows the event, the calendar is not written.
+    let start_before = server.get(&ts_path).unwrap()["spec"]["start"].clone();
+    let patch = serde_json::json!({"metadata": {"annotations": {calsync::resources::RESOLVE_ANNOTATION: "calendar"}}});
     let tasks: Api<TaskSync> = Api::namespaced(server.client(), NS);
+    tasks.patch("t1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    eventually(5, "the choice was acted on and removed", || {
+        server.get(&ts_path).is_some_and(|t| {
+            t["status"]["calendarEdit"].is_null()
+                && t["metadata"]["annotations"][calsync::resources::RESOLVE_ANNOTATION].is_null()
+        })
+    })
+    .await;
+    let ts = server.get(&ts_path).unwrap();
+    assert_ne!(ts["spec"]["start"], start_before, "the spec follows the moved event: {ts}");
+    assert_eq!(condition(&ts, "Synced").map(|c| c["reason"].clone()), Some(serde_json::json!("CalendarKept")), "{ts}");
+    assert_eq!(calendar.count(Op::Update), updates_before, "keeping the calendar's version writes nothing");
+    assert!(
+        server.list(&events_path(NS)).iter().any(|e| e["reason"] == "ConflictResolved"),
+        "an Event records the choice"
+    );
+
+    // Deleting the task, then the connection: the watch is stopped and nothing sticks.
     tasks.delete("t1", &DeleteParams::default()).await.unwrap();
     eventually(15, "TaskSync gone", || server.get(&ts_path).is_none()).await;
     assert!(calendar.events_for_uid(&uid).is_empty(), "the task's event was deleted");

@@ -191,6 +191,7 @@ fn entry(id: u64) -> HistoryEntry {
         operation: Operation::Create,
         status: SyncStatus::Success,
         error: None,
+        note: None,
     }
 }
 

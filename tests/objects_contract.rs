@@ -156,6 +156,7 @@ fn entry() -> HistoryEntry {
         operation: Operation::Create,
         status: SyncStatus::Success,
         error: None,
+        note: None,
     }
 }
 

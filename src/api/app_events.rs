@@ -246,6 +246,7 @@ mod tests {
                     title: None,
                     start: None,
                     end: None,
+                    description: None,
                     resolution: ConflictPolicy::Manual,
                 }),
                 ..Default::default()

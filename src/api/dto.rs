@@ -442,3 +442,7 @@ pub struct FeedRevokedResponse {
     /// A feed existed and its URL now answers 404 (false: there was none).
     pub revoked: bool,
 }
+
+#[path = "dto_conflicts.rs"]
+mod conflicts;
+pub use conflicts::*;

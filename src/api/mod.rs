@@ -71,7 +71,7 @@ pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
-use handlers::{connect, events, feeds, health, import, status, tasks, webhooks as hooks};
+use handlers::{conflicts, connect, events, feeds, health, import, status, tasks, webhooks as hooks};
 
 /// Every route of the API with its layers.
 pub fn router(state: AppState) -> Router {
@@ -85,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/connection-status/{user_id}", get(status::connection_status))
         .route("/disconnect/{user_id}", post(status::disconnect))
         .route("/sync-history/{user_id}", get(status::sync_history))
+        .route("/conflicts/{user_id}", get(conflicts::list))
+        .route("/resolve-conflict", post(conflicts::resolve))
         .route("/stream/{user_id}", get(events::stream))
         // One path with the GET below (axum needs one parameter name): here it is the user id.
         .route("/feeds/{key}", post(feeds::create).delete(feeds::revoke))

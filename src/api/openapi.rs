@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::errors::ErrorBody;
-use super::handlers::{connect, feeds, import, status, tasks};
+use super::handlers::{conflicts, connect, feeds, import, status, tasks};
 
 struct BearerAuth;
 
@@ -40,6 +40,8 @@ impl Modify for BearerAuth {
         feeds::create,
         feeds::revoke,
         feeds::serve,
+        conflicts::list,
+        conflicts::resolve,
     ),
     components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
     modifiers(&BearerAuth)

@@ -376,7 +376,12 @@ impl Objects for KubeObjects {
     }
 
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
-        self.patch_metadata(key, json!({ "metadata": { "annotations": annotations } })).await
+        // JSON merge patch: `null` removes a key (an empty value asks for that).
+        let values: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), if v.is_empty() { serde_json::Value::Null } else { json!(v) }))
+            .collect();
+        self.patch_metadata(key, json!({ "metadata": { "annotations": values } })).await
     }
 
     async fn list_connections(

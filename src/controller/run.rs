@@ -132,6 +132,12 @@ fn changed_signal(c: &GuardedConnection) -> Option<u64> {
     Some(hash_of(&c.meta().annotations.as_ref().and_then(|a| a.get(crate::resources::push::CHANGED_ANNOTATION))))
 }
 
+/// A user's choice in a held conflict (`calendar.getitdone.app/resolve`): metadata only, so the
+/// generation predicate alone would drop it.
+fn resolve_choice(t: &GuardedTaskSync) -> Option<u64> {
+    Some(hash_of(&t.meta().annotations.as_ref().and_then(|a| a.get(crate::resources::RESOLVE_ANNOTATION))))
+}
+
 fn leader_gains(leadership: &Leadership) -> impl Stream<Item = ()> + Send + 'static {
     futures::stream::unfold(leadership.subscribe(), |mut rx| async move {
         loop {
@@ -295,9 +301,12 @@ pub async fn run(
         .reflect(ts_writer)
         .touched_objects()
         .inspect_ok(move |o| feed.notify(ObjectKey::task_sync(&o.namespace().unwrap_or_default(), &o.name_any())))
-        // Status-only changes (our own writes) do not pass; spec changes, deletion marks and
-        // finalizer changes do.
-        .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
+        // Status-only changes (our own writes) do not pass; spec changes, deletion marks,
+        // finalizer changes and a conflict choice do.
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers).combine(resolve_choice),
+            Default::default(),
+        );
 
     // Connections, for their own controller.
     let (conn_reader, conn_writer) = reflector::store::<GuardedConnection>();
@@ -437,6 +446,7 @@ mod tests {
             operation: crate::resources::Operation::Create,
             status: crate::resources::SyncStatus::Success,
             error: None,
+            note: None,
         });
         assert_eq!(before, connection_readiness(&DeserializeGuard(Ok(c.clone()))));
         c.status.as_mut().unwrap().conditions.push(crate::resources::Condition::new(

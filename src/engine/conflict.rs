@@ -74,6 +74,8 @@ impl Engine {
                 changed.push("category".to_string());
             }
         }
+        let description =
+            remote.and_then(|r| r.description.clone()).filter(|_| changed.iter().any(|c| c == "description"));
         ctx.status.calendar_edit = Some(CalendarEdit {
             detected_at: now,
             generation: ctx.generation,
@@ -83,6 +85,7 @@ impl Engine {
             title: remote.map(|r| r.title.clone()),
             start: remote.map(|r| r.start.to_rfc3339_or_date()),
             end: remote.map(|r| r.end.to_rfc3339_or_date()),
+            description,
             resolution: policy,
         });
         ctx.status.observed_generation = Some(ctx.generation);

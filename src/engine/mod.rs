@@ -19,6 +19,7 @@ pub mod memory;
 pub mod objects;
 pub mod plan;
 mod remote;
+pub mod resolve;
 mod tasksync;
 #[cfg(test)]
 mod tests;

@@ -152,9 +152,10 @@ pub trait Objects: Send + Sync {
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError>;
     /// Merge labels into `metadata.labels`.
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError>;
-    /// Merge annotations into `metadata.annotations` (no write when nothing changes). Carries
-    /// signals between processes through the store, e.g. "this connection's calendar changed"
-    /// from the REST process that received a provider notification to the engine.
+    /// Merge annotations into `metadata.annotations` (no write when nothing changes); an empty
+    /// value removes the key. Carries signals between processes through the store, e.g. "this
+    /// connection's calendar changed" from the REST process that received a provider
+    /// notification to the engine, or a user's choice in a conflict to the engine.
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError>;
 
     /// Connections in `namespace` (all namespaces when `None`) carrying every label in `selector`.
@@ -224,13 +225,15 @@ pub trait Objects: Send + Sync {
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey>;
 }
 
-/// Merge `new` into a metadata map (labels, annotations); `true` when anything changed, so a
-/// store writes (and notifies) only then.
+/// Merge `new` into a metadata map (labels, annotations); an empty value removes the key;
+/// `true` when anything changed, so a store writes (and notifies) only then.
 pub fn merge_map(current: &mut Option<std::collections::BTreeMap<String, String>>, new: &Labels) -> bool {
     let current = current.get_or_insert_with(Default::default);
     let mut changed = false;
     for (k, v) in new {
-        if current.get(k) != Some(v) {
+        if v.is_empty() {
+            changed |= current.remove(k).is_some();
+        } else if current.get(k) != Some(v) {
             current.insert(k.clone(), v.clone());
             changed = true;
         }

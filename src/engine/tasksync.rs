@@ -118,6 +118,13 @@ impl Engine {
         {
             return Ok(out);
         }
+        // The user chose a side in a held conflict.
+        if ts.meta().deletion_timestamp.is_none()
+            && let Some(choice) = ts.annotations().get(crate::resources::RESOLVE_ANNOTATION).cloned()
+            && let Some(out) = self.on_resolve(&mut ctx, &choice).await?
+        {
+            return Ok(out);
+        }
         let mut has_finalizer = ts.finalizers().iter().any(|f| f == crate::resources::FINALIZER);
         // A reconcile performs at most a few steps (finalizer, then one calendar write, maybe a
         // conflict re-read); the bound guarantees termination whatever the plan says.
@@ -472,7 +479,13 @@ impl Engine {
             operation: op,
             status,
             error,
+            note: None,
         };
+        self.append_history(ctx, entry).await
+    }
+
+    /// Record `entry` in the TaskSync's ring (written with the status) and its connection's.
+    pub(super) async fn append_history(&self, ctx: &mut Ctx<'_>, entry: HistoryEntry) -> Result<(), EngineError> {
         history::push(&mut ctx.status.history, entry.clone(), TASK_HISTORY_LIMIT);
         if let Some(conn) = ctx.conn {
             match self.objects.append_connection_history(&ctx.key.namespace, &conn.name_any(), entry).await {
@@ -483,7 +496,7 @@ impl Engine {
         Ok(())
     }
 
-    fn set_in_sync(&self, ctx: &mut Ctx<'_>, reason: &str, msg: &str) {
+    pub(super) fn set_in_sync(&self, ctx: &mut Ctx<'_>, reason: &str, msg: &str) {
         let now = self.now();
         let g = Some(ctx.generation);
         ctx.status.observed_generation = g;

@@ -40,6 +40,8 @@ pub enum Operation {
     Orphan,
     Conflict,
     Import,
+    /// The user chose a side in a held conflict.
+    Resolve,
 }
 
 /// One sync operation.
@@ -65,6 +67,10 @@ pub struct HistoryEntry {
     /// Why it failed (no secrets), when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What was decided and by whom, for a resolved conflict (`kept the calendar's version,
+    /// chosen by user:alice`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Append `entry` with the next id and drop the oldest entries beyond `limit`. Ids keep growing
@@ -93,6 +99,7 @@ mod tests {
             operation: Operation::Create,
             status: SyncStatus::Success,
             error: None,
+            note: None,
         }
     }
 

@@ -32,6 +32,12 @@ pub const GROUP: &str = "calendar.getitdone.app";
 pub const FINALIZER: &str = "calendar.getitdone.app/event-cleanup";
 /// Label with a hash of the user id (user ids need not be valid label values).
 pub const USER_LABEL: &str = "calendar.getitdone.app/user";
+/// Annotation on a TaskSync with a held conflict: the user's choice, `task` (write the task's
+/// version over the calendar's) or `calendar` (the task follows the calendar). Removed by the
+/// engine once acted on.
+pub const RESOLVE_ANNOTATION: &str = "calendar.getitdone.app/resolve";
+/// Who made that choice (recorded in history and the Event); `annotation` when unset.
+pub const RESOLVE_BY_ANNOTATION: &str = "calendar.getitdone.app/resolve-by";
 /// Label naming the CalendarConnection a TaskSync uses.
 pub const CONNECTION_LABEL: &str = "calendar.getitdone.app/connection";
 /// Label with a hash of the task id, so a TaskSync can be found by task.

@@ -180,6 +180,9 @@ pub struct CalendarEdit {
     /// End now in the calendar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
+    /// Description now in the calendar (when it changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// How it was resolved: Manual (pending), CalendarWins or TaskWins.
     pub resolution: ConflictPolicy,
 }

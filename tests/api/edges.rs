@@ -100,6 +100,7 @@ async fn health_and_metrics_need_no_token_openapi_lists_11_paths() {
         [
             "/api/calendar/apple/connect",
             "/api/calendar/calendar-to-tasks",
+            "/api/calendar/conflicts/{user_id}",
             "/api/calendar/connect/{calendar_type}",
             "/api/calendar/connection-status/{user_id}",
             "/api/calendar/delete-event",
@@ -108,6 +109,7 @@ async fn health_and_metrics_need_no_token_openapi_lists_11_paths() {
             "/api/calendar/feeds/{user_id}",
             "/api/calendar/google/callback",
             "/api/calendar/outlook/callback",
+            "/api/calendar/resolve-conflict",
             "/api/calendar/sync-history/{user_id}",
             "/api/calendar/task-to-calendar",
             "/api/calendar/update-event",

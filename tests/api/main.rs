@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod changes;
+mod conflicts;
 mod connections;
 mod edges;
 mod events;

@@ -5,6 +5,7 @@
 //! engine writes to them); credentials beyond checking them once at connect.
 
 pub mod changes;
+pub mod conflicts;
 pub mod connect;
 pub mod events;
 pub mod feeds;

@@ -29,6 +29,7 @@ fn edit(generation: i64, deleted: bool, resolution: ConflictPolicy) -> CalendarE
         title: None,
         start: None,
         end: None,
+        description: None,
         resolution,
     }
 }
