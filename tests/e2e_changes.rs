@@ -3,7 +3,9 @@
 //! (`calendar.changed` on the event stream) within 5 s of a push (Google, strict fake) or one
 //! poll interval (CalDAV, a real Radicale), and `calendar-to-tasks` with the cursor then
 //! returns exactly that change; an unchanged calendar costs no provider request under push and
-//! one small one when polled. An edit of our own event arrives as `task.conflict`.
+//! one small one when polled. An edit of our own event arrives as `task.conflict`; on Radicale a
+//! held conflict is listed with its diff and resolved both ways (`/conflicts`,
+//! `/resolve-conflict`), the calendar and the task agreeing afterwards.
 
 mod support;
 
@@ -155,4 +157,70 @@ async fn caldav_changes_reach_the_app_within_a_poll_then_by_cursor() {
     let (changes, body, _) = pull(&cs, user, &next).await;
     assert_eq!(changes, vec![], "{body}");
     assert!(!cs.log().contains(&server.password), "the password reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caldav_conflict_is_shown_and_resolved_both_ways() {
+    const CAL: &str = "/alice/calendar/";
+    let server = Radicale::start();
+    let raw = server.raw();
+    raw.mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("CALSYNC_CALDAV_POLL_SECONDS", "1".to_string())];
+    let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
+    let user = "resolver";
+    let body = json!({"user_id": user, "apple_id": server.user, "app_password": server.password, "server_url": server.url});
+    assert_eq!(cs.call("POST", "/apple/connect", Some(body)).await.0, 200);
+    let day = when(3, 0).date_naive();
+    let at = |h: u32| format!("{}-{:02}-{:02}T{h:02}:00:00", day.year(), day.month(), day.day());
+    let task = json!({"user_id": user, "task_data": {"id": "c-1", "name": "Essay", "scheduled_time": at(14), "timezone": "America/New_York"}});
+    let (s, v) = cs.call("POST", "/task-to-calendar", Some(task)).await;
+    assert_eq!(s, 200, "{v}");
+    let href = format!("{CAL}{}.ics", v["event_id"].as_str().expect("event_id"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Moved on the phone (+2 h, as another CalDAV client would).
+    let move_by_two = |body: &str, from: &str, to: &str| body.replace(from, to);
+    let got = raw.get(&href).await.expect("event");
+    let moved = move_by_two(&got.body, "T140000", "T160000").replace("T150000", "T170000");
+    let put = raw.put(&href, &moved, ("if-match", &got.etag.expect("etag"))).await;
+    assert!(matches!(put.status, 200 | 201 | 204), "PUT: {}", put.status);
+    let conflict = wait_conflict(&cs, user).await;
+    let start = conflict["diff"].as_array().expect("diff").iter().find(|d| d["field"] == "start").cloned().expect("start");
+    assert_eq!((start["task"].as_str(), start["calendar"].as_str()), (Some(at(14).as_str()), Some(at(16).as_str())), "{conflict}");
+
+    // Keep the calendar: the task follows, Radicale is not written.
+    let etag = raw.get(&href).await.expect("event").etag;
+    let req = json!({"user_id": user, "task_id": "c-1", "keep": "calendar", "version": conflict["version"]});
+    let (s, v) = cs.call("POST", "/resolve-conflict", Some(req)).await;
+    assert_eq!((s, v["task"]["scheduled_time"].as_str()), (200, Some(at(16).as_str())), "{v}");
+    assert_eq!(raw.get(&href).await.expect("event").etag, etag, "the calendar was not written");
+
+    // Moved again; keep the task this time: Radicale gets the task's time back.
+    let got = raw.get(&href).await.expect("event");
+    let moved = move_by_two(&got.body, "T160000", "T190000").replace("T170000", "T200000");
+    let put = raw.put(&href, &moved, ("if-match", &got.etag.expect("etag"))).await;
+    assert!(matches!(put.status, 200 | 201 | 204), "PUT: {}", put.status);
+    let conflict = wait_conflict(&cs, user).await;
+    let req = json!({"user_id": user, "task_id": "c-1", "keep": "task", "version": conflict["version"]});
+    let (s, v) = cs.call("POST", "/resolve-conflict", Some(req)).await;
+    assert_eq!(s, 200, "{v}");
+    let body = raw.get(&href).await.expect("event").body;
+    assert!(body.contains("T160000") && !body.contains("T190000"), "the task's version is back: {body}");
+    let (s, v) = cs.call("GET", &format!("/conflicts/{user}"), None).await;
+    assert_eq!((s, v["count"].as_u64()), (200, Some(0)), "{v}");
+}
+
+/// The first conflict of `user`, once the poll has found it.
+async fn wait_conflict(cs: &Standalone, user: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (s, v) = cs.call("GET", &format!("/conflicts/{user}"), None).await;
+        assert_eq!(s, 200, "{v}");
+        if v["count"] == 1 {
+            return v["conflicts"][0].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no conflict listed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
