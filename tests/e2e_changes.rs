@@ -169,7 +169,8 @@ async fn a_caldav_conflict_is_shown_and_resolved_both_ways() {
     let env = [("CALSYNC_CALDAV_POLL_SECONDS", "1".to_string())];
     let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
     let user = "resolver";
-    let body = json!({"user_id": user, "apple_id": server.user, "app_password": server.password, "server_url": server.url});
+    let body =
+        json!({"user_id": user, "apple_id": server.user, "app_password": server.password, "server_url": server.url});
     assert_eq!(cs.call("POST", "/apple/connect", Some(body)).await.0, 200);
     let day = when(3, 0).date_naive();
     let at = |h: u32| format!("{}-{:02}-{:02}T{h:02}:00:00", day.year(), day.month(), day.day());
@@ -186,8 +187,13 @@ async fn a_caldav_conflict_is_shown_and_resolved_both_ways() {
     let put = raw.put(&href, &moved, ("if-match", &got.etag.expect("etag"))).await;
     assert!(matches!(put.status, 200 | 201 | 204), "PUT: {}", put.status);
     let conflict = wait_conflict(&cs, user).await;
-    let start = conflict["diff"].as_array().expect("diff").iter().find(|d| d["field"] == "start").cloned().expect("start");
-    assert_eq!((start["task"].as_str(), start["calendar"].as_str()), (Some(at(14).as_str()), Some(at(16).as_str())), "{conflict}");
+    let start =
+        conflict["diff"].as_array().expect("diff").iter().find(|d| d["field"] == "start").cloned().expect("start");
+    assert_eq!(
+        (start["task"].as_str(), start["calendar"].as_str()),
+        (Some(at(14).as_str()), Some(at(16).as_str())),
+        "{conflict}"
+    );
 
     // Keep the calendar: the task follows, Radicale is not written.
     let etag = raw.get(&href).await.expect("event").etag;

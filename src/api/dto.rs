@@ -446,3 +446,7 @@ pub struct FeedRevokedResponse {
 #[path = "dto_conflicts.rs"]
 mod conflicts;
 pub use conflicts::*;
+
+#[path = "dto_batch.rs"]
+mod batch;
+pub use batch::*;

@@ -71,7 +71,7 @@ pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
-use handlers::{conflicts, connect, events, feeds, health, import, status, tasks, webhooks as hooks};
+use handlers::{batch, conflicts, connect, events, feeds, health, import, status, tasks, webhooks as hooks};
 
 /// Every route of the API with its layers.
 pub fn router(state: AppState) -> Router {
@@ -79,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/connect/{calendar_type}", post(connect::connect))
         .route("/apple/connect", post(connect::apple_connect))
         .route("/task-to-calendar", post(tasks::task_to_calendar))
+        // Up to 500 tasks: a larger body limit than the other endpoints.
+        .route("/tasks-to-calendar", post(batch::tasks_to_calendar).layer(DefaultBodyLimit::max(dto::MAX_BATCH_BYTES)))
         .route("/calendar-to-tasks", post(import::calendar_to_tasks))
         .route("/update-event", put(tasks::update_event))
         .route("/delete-event", delete(tasks::delete_event))

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::errors::ErrorBody;
-use super::handlers::{conflicts, connect, feeds, import, status, tasks};
+use super::handlers::{batch, conflicts, connect, feeds, import, status, tasks};
 
 struct BearerAuth;
 
@@ -40,6 +40,7 @@ impl Modify for BearerAuth {
         feeds::create,
         feeds::revoke,
         feeds::serve,
+        batch::tasks_to_calendar,
         conflicts::list,
         conflicts::resolve,
     ),

@@ -111,6 +111,7 @@ async fn health_and_metrics_need_no_token_openapi_lists_11_paths() {
             "/api/calendar/outlook/callback",
             "/api/calendar/resolve-conflict",
             "/api/calendar/sync-history/{user_id}",
+            "/api/calendar/tasks-to-calendar",
             "/api/calendar/task-to-calendar",
             "/api/calendar/update-event",
         ]

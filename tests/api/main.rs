@@ -2,6 +2,7 @@
 //! real engine reconciling (see `support`).
 
 mod bad_input;
+mod batch;
 mod changes;
 mod conflicts;
 mod connections;

@@ -4,6 +4,7 @@
 //! Owns: request → objects → response. Must not touch: calendars beyond reading (only the
 //! engine writes to them); credentials beyond checking them once at connect.
 
+pub mod batch;
 pub mod changes;
 pub mod conflicts;
 pub mod connect;

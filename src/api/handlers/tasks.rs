@@ -48,7 +48,45 @@ pub async fn task_to_calendar(
     let user = mapping::user_id(&req.user_id)?.to_string();
     caller.authorize(&state, &user)?;
     let wanted = req.calendar_type.as_deref().map(mapping::calendar_type).transpose()?;
-    let task_id = req.task_data.id.as_str().to_string();
+    let declared = declare(&state, &user, wanted, &req.task_data).await?;
+    if declared.feed_only {
+        // Nothing to wait for: the feed renders the stored spec, which `mapping` checked.
+        let body =
+            TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: false, feed: true };
+        return Ok(axum::Json(body).into_response());
+    }
+    match wait_synced(&state, &declared.name, declared.generation).await? {
+        Waited::Synced(ts) => {
+            let st = ts.status.unwrap_or_default();
+            Ok(axum::Json(TaskToCalendarResponse {
+                success: true,
+                event_id: st.event_id,
+                event_link: st.event_link,
+                pending: false,
+                feed: false,
+            })
+            .into_response())
+        }
+        Waited::Pending => Ok(pending_task()),
+    }
+}
+
+/// A TaskSync declared for a task: its name and the generation to wait for.
+pub(super) struct Declared {
+    pub name: String,
+    pub generation: i64,
+    /// No calendar, but an ICS feed: nothing to wait for.
+    pub feed_only: bool,
+}
+
+/// Declare (create or update) the TaskSync of one task of `user` (authorized by the caller).
+pub(super) async fn declare(
+    state: &AppState,
+    user: &str,
+    wanted: Option<crate::resources::ProviderKind>,
+    task_data: &crate::api::dto::TaskData,
+) -> Result<Declared, ApiError> {
+    let task_id = task_data.id.as_str().to_string();
     let name = task_sync_name(&user, &task_id);
     let existing = state.objects.get_task_sync(&state.namespace, &name).await?;
     if existing.as_ref().is_some_and(|t| t.metadata.deletion_timestamp.is_some()) {
@@ -88,7 +126,7 @@ pub async fn task_to_calendar(
             "this task's event lives in another connected calendar; delete it there first (delete-event)",
         ));
     }
-    let mut spec = mapping::spec_from_task(existing.as_ref().map(|t| &t.spec), &connection, &req.task_data)?;
+    let mut spec = mapping::spec_from_task(existing.as_ref().map(|t| &t.spec), &connection, task_data)?;
     spec.connection_ref.name = connection.clone();
     let mut labels = existing.as_ref().map(|t| t.labels().clone()).unwrap_or_default();
     labels.extend(task_sync_labels(&user, &connection, &task_id));
@@ -111,26 +149,7 @@ pub async fn task_to_calendar(
     let applied = state.objects.apply_task_sync(&object).await?;
     let generation = applied.metadata.generation.unwrap_or(1);
     tracing::info!(task_sync = %name, generation, feed_only, "task declared");
-    if feed_only {
-        // Nothing to wait for: the feed renders the stored spec, which `mapping` checked.
-        let body =
-            TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: false, feed: true };
-        return Ok(axum::Json(body).into_response());
-    }
-    match wait_synced(&state, &name, generation).await? {
-        Waited::Synced(ts) => {
-            let st = ts.status.unwrap_or_default();
-            Ok(axum::Json(TaskToCalendarResponse {
-                success: true,
-                event_id: st.event_id,
-                event_link: st.event_link,
-                pending: false,
-                feed: false,
-            })
-            .into_response())
-        }
-        Waited::Pending => Ok(pending_task()),
-    }
+    Ok(Declared { name, generation, feed_only })
 }
 
 /// The TaskSync update-event / delete-event act on: by `event_id` (seed), or by `task_id`
