@@ -26,9 +26,14 @@ pub struct ApiQuery<T>(pub T);
 pub struct ApiPath<T>(pub T);
 
 /// Serde's messages name the field and the expected type; for the password field even the type
-/// error could echo what was sent, so it gets a fixed message.
+/// error could echo what was sent, so it gets a fixed message. An unknown field is named as
+/// such (its message lists field names, never values), even on the endpoint with a password.
 fn scrub(text: String) -> String {
-    if text.contains("app_password") { "app_password must be a string".into() } else { text }
+    if text.contains("app_password") && !text.contains("unknown field") {
+        "app_password must be a string".into()
+    } else {
+        text
+    }
 }
 
 impl From<JsonRejection> for ApiError {

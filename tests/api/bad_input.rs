@@ -436,3 +436,29 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
     let (s, _, v) = h.raw(Method::GET, "/api/calendar/sync-history/alice", Some(&jwt("alice", 600)), None, &[]).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
+
+#[tokio::test]
+async fn unknown_fields_are_named_on_every_endpoint() {
+    let h = Harness::without_engine(config());
+    let task = json!({"id": "t", "name": "n", "scheduled_time": "2030-01-01"});
+    for (method, uri, mut body) in [
+        (
+            Method::POST,
+            "/api/calendar/apple/connect",
+            json!({"user_id": "u", "apple_id": "a", "app_password": "p-secret-1"}),
+        ),
+        (Method::POST, "/api/calendar/task-to-calendar", json!({"user_id": "u", "task_data": task.clone()})),
+        (Method::POST, "/api/calendar/tasks-to-calendar", json!({"user_id": "u", "tasks": [task.clone()]})),
+        (Method::POST, "/api/calendar/calendar-to-tasks", json!({"user_id": "u"})),
+        (Method::PUT, "/api/calendar/update-event", json!({"user_id": "u", "event_id": "e", "task_data": {}})),
+        (Method::DELETE, "/api/calendar/delete-event", json!({"user_id": "u", "event_id": "e"})),
+        (Method::POST, "/api/calendar/resolve-conflict", json!({"user_id": "u", "task_id": "t", "keep": "task"})),
+    ] {
+        body["dedicated_calendar"] = json!(true);
+        let (s, v) = h.call(method.clone(), uri, Some(body)).await;
+        assert!(s.is_client_error(), "{uri}: {s}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("unknown field `dedicated_calendar`"), "{uri}: {v}");
+        assert!(!msg.contains("p-secret-1"), "{uri}: {v}");
+    }
+}
