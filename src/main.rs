@@ -173,6 +173,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.engine.live = live_config()?;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
+            let env = |k: &str| std::env::var(k).ok();
+            let webhooks =
+                calsync::api::app_webhooks::standalone_tap(&env).context("reading the app webhook configuration")?;
+            config.status_tap = webhooks.clone().map(|t| calsync::standalone::store::TapHandle(t));
             // The token manager is made with the store (it writes refreshed tokens back) and
             // shared by the engine's connector and the API.
             let tokens = Arc::new(std::sync::OnceLock::new());
@@ -189,7 +193,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = secrecy::SecretString::from(services.secrets.secret_key.clone());
                     Arc::new(calsync::api::OAuthRuntime::new(t.clone(), calsync::oauth::StateSealer::new(&key)))
                 });
-                calsync::api::serve_standalone(services, api_config, oauth, listen)
+                let env = |k: &str| std::env::var(k).ok();
+                let delivering = match &webhooks {
+                    Some(tap) => calsync::api::app_webhooks::start_standalone(&services, tap, &env)
+                        .map(|_| ())
+                        .map_err(|e| format!("app webhooks: {e}")),
+                    None => Ok(()),
+                };
+                let api = calsync::api::serve_standalone(services, api_config, oauth, listen);
+                async move {
+                    delivering?;
+                    api.await
+                }
             };
             runtime()?.block_on(calsync::standalone::run_standalone(
                 config,

@@ -25,7 +25,6 @@ use super::watch::spawn_watcher;
 
 mod outbox;
 mod secrets;
-pub use outbox::{OutboxEntry, OutboxMessage, OutboxSettle, StatusTap};
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
 use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
@@ -33,6 +32,7 @@ use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
+pub use outbox::{OutboxEntry, OutboxMessage, OutboxSettle, StatusTap, TapHandle};
 
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
@@ -259,8 +259,7 @@ impl SqliteObjects {
             .tx(move |tx, origin, changed| {
                 let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
                 let rv = rows::next_rv(tx)?;
-                let mut obj =
-                    rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
                 let before = tap_in.as_ref().map(|_| obj.clone());
                 patch(&mut obj);
                 obj.meta_mut().resource_version = Some(rv.to_string());

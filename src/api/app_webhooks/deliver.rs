@@ -36,7 +36,10 @@ pub enum Attempt {
     Delivered,
     /// 410 Gone: stop sending to this endpoint.
     Gone,
-    Failed { error: String, retry_after: Option<Duration> },
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// The delay before attempt `attempts + 1`, after `attempts` failed ones: `retry_min × 2^(n-1)`,
@@ -50,7 +53,13 @@ pub fn backoff(config: &WebhookConfig, attempts: u32, jitter: f64) -> Duration {
 }
 
 /// What to record for an entry after `attempt`.
-pub fn settle_for(config: &WebhookConfig, entry: &OutboxEntry, attempt: &Attempt, now_ms: i64, jitter: f64) -> OutboxSettle {
+pub fn settle_for(
+    config: &WebhookConfig,
+    entry: &OutboxEntry,
+    attempt: &Attempt,
+    now_ms: i64,
+    jitter: f64,
+) -> OutboxSettle {
     let seq = entry.seq;
     let attempts = entry.attempts.saturating_add(1);
     match attempt {
@@ -290,7 +299,9 @@ impl<O: Outbox> Dispatcher<O> {
                 let _ = p.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(delivered)));
             }
             // Not recorded: the messages stay pending as they were and go again (same ids).
-            Err(e) => tracing::warn!(error = %e, "recording app webhook outcomes failed; those messages will be sent again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording app webhook outcomes failed; those messages will be sent again")
+            }
         }
         for s in seqs {
             busy.remove(&s);

@@ -14,6 +14,7 @@ pub mod sign;
 pub mod stats;
 pub mod tap;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -142,6 +143,37 @@ pub fn message_id(uid: &str, kind: &str, transition: &str) -> String {
     format!("msg_{}", hex(&h.finalize()[..16]))
 }
 
+/// Standalone, before the store opens: check the `CALSYNC_APP_WEBHOOK_*` variables and make the
+/// tap to install (`StandaloneConfig::status_tap`). `Ok(None)`: webhooks are off. A secret that
+/// is not set is generated later with the other standalone keys (always valid), so a stand-in
+/// validates the rest here.
+pub fn standalone_tap(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Arc<Tap>>, WebhookConfigError> {
+    let stand_in = Secret::generate();
+    let secret = lookup("CALSYNC_APP_WEBHOOK_SECRET").filter(|s| !s.trim().is_empty()).unwrap_or(stand_in);
+    Ok(WebhookConfig::from_lookup(lookup, Some(&secret))?.map(|c| Tap::new(c.max_pending)))
+}
+
+/// Standalone, once its services exist: deliver from the store's outbox until shutdown.
+pub fn start_standalone(
+    services: &crate::standalone::Services,
+    tap: &Tap,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, WebhookConfigError> {
+    let Some(config) = WebhookConfig::from_lookup(lookup, services.secrets.app_webhook_secret.as_deref())? else {
+        return Ok(None);
+    };
+    tap.set_max_pending(config.max_pending);
+    tracing::info!(
+        secrets = config.signer.len(),
+        concurrency = config.concurrency,
+        timeout_ms = config.timeout.as_millis() as u64,
+        "delivering app webhooks from the outbox"
+    );
+    let outbox = Arc::new(services.store.clone());
+    let dispatcher = Dispatcher::new(outbox, config, tap.wake()).map_err(WebhookConfigError::Value)?;
+    Ok(Some(tokio::spawn(dispatcher.run(services.shutdown.clone()))))
+}
+
 /// The signed wire body of an event.
 pub fn message_body(event: &AppEvent) -> String {
     event.body().to_string()
@@ -171,7 +203,10 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!((c.timeout, c.concurrency, c.give_up), (Duration::from_millis(2500), 16, Duration::from_secs(86400)));
+        assert_eq!(
+            (c.timeout, c.concurrency, c.give_up),
+            (Duration::from_millis(2500), 16, Duration::from_secs(86400))
+        );
         let shown = format!("{c:?}");
         assert!(!shown.contains("abcdef") && !shown.contains(&secret[6..]), "{shown}");
         assert!(!c.endpoint_key().contains("abcdef"));

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::engine::StoreError;
-pub use crate::standalone::store::{OutboxEntry, OutboxMessage, OutboxSettle};
 use crate::standalone::SqliteObjects;
+pub use crate::standalone::store::{OutboxEntry, OutboxMessage, OutboxSettle};
 
 /// Where messages wait until the receiver acknowledges them.
 #[async_trait]

@@ -20,7 +20,9 @@ pub enum SecretError {
     Empty,
     #[error("webhook secret #{0} is not `whsec_` followed by base64 (e.g. whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw)")]
     Malformed(usize),
-    #[error("webhook secret #{0} is shorter than 24 bytes after base64 decoding; generate one with at least 24 random bytes")]
+    #[error(
+        "webhook secret #{0} is shorter than 24 bytes after base64 decoding; generate one with at least 24 random bytes"
+    )]
     TooShort(usize),
 }
 
@@ -59,8 +61,7 @@ impl Signer {
             // The reference libraries accept a bare base64 key too; calsync insists on the
             // prefix so a secret meant for something else is not taken by mistake.
             let b64 = part.strip_prefix(PREFIX).ok_or(SecretError::Malformed(n))?;
-            let bytes =
-                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| SecretError::Malformed(n))?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| SecretError::Malformed(n))?;
             if bytes.len() < 24 {
                 return Err(SecretError::TooShort(n));
             }

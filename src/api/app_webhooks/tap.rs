@@ -6,7 +6,7 @@
 //! touch: SQL (the store inserts what this returns) or HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{SecondsFormat, Utc};
 use kube::ResourceExt;
@@ -72,12 +72,16 @@ pub fn connection_transition(event: &AppEvent, c: &CalendarConnection) -> String
 /// Installed into the SQLite store when webhooks are configured.
 pub struct Tap {
     wake: Arc<Notify>,
-    max_pending: u64,
+    max_pending: AtomicU64,
 }
 
 impl Tap {
     pub fn new(max_pending: u64) -> Arc<Tap> {
-        Arc::new(Tap { wake: Arc::new(Notify::new()), max_pending })
+        Arc::new(Tap { wake: Arc::new(Notify::new()), max_pending: AtomicU64::new(max_pending) })
+    }
+
+    pub fn set_max_pending(&self, max: u64) {
+        self.max_pending.store(max, Ordering::Relaxed);
     }
 
     /// Notified whenever messages were committed.
@@ -89,11 +93,12 @@ impl Tap {
     /// the dispatcher's last reading plus what was recorded since: close enough for a bound.
     fn bounded(&self, messages: Vec<OutboxMessage>) -> Vec<OutboxMessage> {
         let s = stats();
-        if !messages.is_empty() && s.pending.load(Ordering::Relaxed) >= self.max_pending {
+        let max = self.max_pending.load(Ordering::Relaxed);
+        if !messages.is_empty() && s.pending.load(Ordering::Relaxed) >= max {
             s.dropped.fetch_add(messages.len() as u64, Ordering::Relaxed);
             tracing::warn!(
                 dropped = messages.len(),
-                max_pending = self.max_pending,
+                max_pending = max,
                 "app webhook outbox is full; messages dropped (see calsync_app_webhook_dropped_total)"
             );
             return Vec::new();

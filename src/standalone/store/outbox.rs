@@ -65,6 +65,16 @@ pub trait StatusTap: Send + Sync {
     fn recorded(&self, n: usize);
 }
 
+/// A tap to install when the store opens (`StandaloneConfig::status_tap`).
+#[derive(Clone)]
+pub struct TapHandle(pub Arc<dyn StatusTap>);
+
+impl std::fmt::Debug for TapHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TapHandle")
+    }
+}
+
 /// Messages owed for one status write of `K` (a TaskSync or a CalendarConnection), inserted in
 /// `tx`. Returns how many.
 pub(super) fn record<K: rows::Row>(
@@ -75,8 +85,7 @@ pub(super) fn record<K: rows::Row>(
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     let (before, after): (&dyn Any, &dyn Any) = (before, after);
-    let messages = if let (Some(b), Some(a)) = (before.downcast_ref::<TaskSync>(), after.downcast_ref::<TaskSync>())
-    {
+    let messages = if let (Some(b), Some(a)) = (before.downcast_ref::<TaskSync>(), after.downcast_ref::<TaskSync>()) {
         let ns = a.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let owner = |name: &str| {
             rows::load::<CalendarConnection>(tx, &ns, name)
@@ -166,8 +175,7 @@ impl SqliteObjects {
 
     /// When the next message falls due (ms), if any is pending.
     pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|tx| tx.query_row("SELECT MIN(next_ms) FROM webhook_outbox", [], |r| r.get(0)).map_err(db_err))
-            .await
+        self.read(|tx| tx.query_row("SELECT MIN(next_ms) FROM webhook_outbox", [], |r| r.get(0)).map_err(db_err)).await
     }
 
     /// Pending messages and the oldest one's creation time (ms).
