@@ -303,6 +303,6 @@ async fn kill_9_with_deliveries_pending_loses_nothing() {
         per_event.keys().filter(|(t, _)| t == "task.synced").map(|(_, task)| task.as_str()).collect();
     assert_eq!(synced.len(), TASKS, "{per_event:#?}");
     assert!(per_event.contains_key(&("connection.connected".to_string(), String::new())), "{per_event:#?}");
-    verify_with_reference_library(&[secret.clone()], &got);
+    verify_with_reference_library(std::slice::from_ref(&secret), &got);
     assert!(!cs.log().contains(&secret[6..]), "the webhook secret reached the log");
 }

@@ -67,16 +67,19 @@ fn outcomes_retry_give_up_and_honour_retry_after() {
     assert_eq!(settle_for(&c, &entry(4, now, 0), &Attempt::Delivered, now, 0.0), OutboxSettle::Delivered { seq: 4 });
 }
 
+/// (webhook-id, webhook-timestamp, webhook-signature, body) of one request.
+type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
 /// A receiver answering from a script of statuses (then 200), recording (id, timestamp,
 /// signature, body) of every request.
 struct Receiver {
     url: String,
-    seen: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    seen: Seen,
 }
 
 async fn receiver(script: Vec<u16>, delay: Duration) -> Receiver {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let script = Arc::new(Mutex::new(script.into_iter()));
     let (s2, sc2) = (seen.clone(), script.clone());
     let app = Router::new().route(
