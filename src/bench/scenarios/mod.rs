@@ -8,3 +8,4 @@ pub mod live;
 pub mod memory;
 pub mod rest;
 pub mod steady;
+pub mod webhooks;
