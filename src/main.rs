@@ -233,6 +233,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
+    let env = |k: &str| std::env::var(k).ok();
+    let webhooks = calsync::api::app_webhooks::WebhookConfig::from_lookup(&env, None)
+        .context("reading the app webhook configuration (CALSYNC_APP_WEBHOOK_*)")?;
     let client =
         ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds), args.watch_namespace.as_deref())
             .await?;
@@ -270,12 +273,28 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
     let (connector, _) = connectors(&oauth_config, Arc::new(objects.clone()))?;
+    // Only the leader delivers; what is owed is derived from status (docs/architecture.md).
+    let app_webhooks = webhooks.map(|config| {
+        tracing::info!(secrets = config.signer.len(), "app webhooks on: the leader delivers what status owes");
+        let objects: Arc<dyn calsync::engine::Objects> = Arc::new(objects.clone());
+        let namespace = args.watch_namespace.clone();
+        tokio::spawn(calsync::api::app_webhooks::derived::run(
+            objects,
+            namespace,
+            config,
+            leadership.subscribe(),
+            shutdown.clone(),
+        ))
+    });
     let controllers = tokio::spawn(ctl::run(client, objects, connector, leadership, metrics, settings, shutdown));
 
     shutdown_signal().await;
     tracing::info!("termination signal: finishing reconciles in flight, releasing the lease");
     let _ = stop.send(());
     let _ = controllers.await;
+    if let Some(hooks) = app_webhooks {
+        let _ = hooks.await;
+    }
     if let Some(elector) = elector {
         let _ = elector.await;
     }

@@ -9,6 +9,7 @@
 //! SSE stream, or any calendar. Never logs the secret or the URL (it may carry a token).
 
 pub mod deliver;
+pub mod derived;
 pub mod outbox;
 pub mod sign;
 pub mod stats;

@@ -64,11 +64,27 @@ struct Mem {
 #[derive(Default)]
 pub struct MemoryOutbox {
     inner: Mutex<Mem>,
+    /// Told the webhook-id of every message delivered or given up on.
+    settled: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl MemoryOutbox {
+    /// An outbox that reports each message that is done with (delivered or dead-lettered).
+    pub fn with_settled(settled: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        MemoryOutbox { inner: Mutex::default(), settled: Some(settled) }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn push(&self, message: OutboxMessage, now_ms: i64) {
@@ -113,10 +129,12 @@ impl Outbox for MemoryOutbox {
     }
     async fn settle(&self, outcomes: Vec<OutboxSettle>) -> Result<(), StoreError> {
         let mut m = self.lock();
+        let mut done = Vec::new();
         for o in outcomes {
             match o {
                 OutboxSettle::Delivered { seq } => {
                     if let Some((e, _)) = m.pending.remove(&seq) {
+                        done.push(e.id.clone());
                         m.delivered.push(e.id);
                     }
                 }
@@ -128,9 +146,16 @@ impl Outbox for MemoryOutbox {
                 }
                 OutboxSettle::Dead { seq, reason, .. } => {
                     if let Some((e, _)) = m.pending.remove(&seq) {
+                        done.push(e.id.clone());
                         m.dead.push((e.id, reason));
                     }
                 }
+            }
+        }
+        if let Some(tx) = &self.settled {
+            for id in done {
+                // A closed receiver means nobody checkpoints any more: nothing to tell.
+                let _ = tx.send(id);
             }
         }
         Ok(())

@@ -69,6 +69,26 @@ pub fn connection_transition(event: &AppEvent, c: &CalendarConnection) -> String
     )
 }
 
+/// When the transition behind a TaskSync event happened (to tell old news on Kubernetes).
+pub fn task_transition_time(kind: &str, ts: &TaskSync) -> Option<chrono::DateTime<Utc>> {
+    let st = ts.status.as_ref()?;
+    match kind {
+        "task.synced" => st.last_sync_time,
+        "task.failed" => find(&st.conditions, "Synced").map(|c| c.last_transition_time),
+        _ => st.calendar_edit.as_ref().map(|e| e.detected_at),
+    }
+}
+
+/// When the transition behind a CalendarConnection event happened.
+pub fn connection_transition_time(event: &AppEvent, c: &CalendarConnection) -> Option<chrono::DateTime<Utc>> {
+    let st = c.status.as_ref()?;
+    if event.kind == "calendar.changed" {
+        let calendar = event.data["calendar_id"].as_str().unwrap_or_default();
+        return st.push.as_ref()?.calendars.iter().find(|w| w.calendar_id == calendar)?.last_change_time;
+    }
+    find(&st.conditions, "Ready").map(|c| c.last_transition_time)
+}
+
 /// Installed into the SQLite store when webhooks are configured.
 pub struct Tap {
     wake: Arc<Notify>,
