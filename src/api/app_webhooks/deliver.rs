@@ -1,6 +1,7 @@
 //! The dispatcher: takes due messages from an `Outbox`, POSTs them signed to the app's endpoint
 //! with at most `concurrency` attempts in flight and a timeout per attempt, and settles outcomes
-//! in batches (one store transaction for many acknowledgements). 2xx: delivered. 410: the
+//! in batches on a task of their own (one store transaction for many acknowledgements, never
+//! holding up the next attempts). 2xx: delivered. 410: the
 //! receiver asked to stop; the endpoint is disabled (persisted, a warning, a metric). Anything
 //! else (other codes, timeouts, refused connections): retried with exponential backoff and
 //! jitter (a `Retry-After` is honoured up to the longest delay) until the give-up period has
@@ -17,16 +18,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::outbox::{Outbox, OutboxEntry, OutboxSettle};
 use super::stats::WebhookStats;
 use super::{Signer, WebhookConfig, stats};
 
-/// Settle at most this many outcomes per transaction, and at least every `SETTLE_EVERY`.
-const SETTLE_BATCH: usize = 256;
-const SETTLE_EVERY: Duration = Duration::from_millis(10);
 /// How often the pending gauge is read from the outbox, and the longest idle wait.
 const IDLE: Duration = Duration::from_secs(1);
 
@@ -171,9 +169,10 @@ impl<O: Outbox> Dispatcher<O> {
         let signer = Arc::new(self.config.signer.clone());
         let url = Arc::new(self.config.url.clone());
         let mut inflight: JoinSet<(OutboxEntry, Attempt, Duration)> = JoinSet::new();
+        // In flight or finished but not yet settled: not fetched again.
         let mut busy: HashSet<i64> = HashSet::new();
-        let mut unsettled: Vec<(OutboxSettle, i64)> = Vec::new();
-        let mut unsettled_since: Option<Instant> = None;
+        let (settle, settled, settler) = spawn_settler(self.outbox.clone());
+        let mut settled = settled;
         let mut depth_at = Instant::now() - IDLE;
         let mut gone = false;
         while !*shutdown.borrow() && !gone {
@@ -205,7 +204,6 @@ impl<O: Outbox> Dispatcher<O> {
                     Err(e) => tracing::warn!(error = %e, "reading the app webhook outbox failed; retrying"),
                 }
             }
-            let flush_in = unsettled_since.map(|t| SETTLE_EVERY.saturating_sub(t.elapsed()));
             tokio::select! {
                 _ = shutdown.changed() => {}
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
@@ -213,38 +211,34 @@ impl<O: Outbox> Dispatcher<O> {
                     while let Some(more) = inflight.try_join_next() {
                         batch.push(more);
                     }
+                    let mut outcomes = Vec::with_capacity(batch.len());
                     for done in batch {
                         let Ok((entry, attempt, took)) = done else { continue };
-                        gone |= self.record(&entry, &attempt, took, &mut unsettled).await;
+                        gone |= self.record(&entry, &attempt, took, &mut outcomes).await;
                     }
-                    unsettled_since.get_or_insert_with(Instant::now);
+                    // Settled off this loop: the next attempts start while the batch commits.
+                    let _ = settle.send(outcomes);
+                }
+                Some(seqs) = settled.recv() => {
+                    for s in seqs {
+                        busy.remove(&s);
+                    }
                 }
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(flush_in.unwrap_or(wait)) => {}
-            }
-            let due = unsettled_since.is_some_and(|t| t.elapsed() >= SETTLE_EVERY);
-            if !unsettled.is_empty() && (due || unsettled.len() >= SETTLE_BATCH || inflight.is_empty() || gone) {
-                self.flush(&mut unsettled, &mut busy).await;
-                unsettled_since = None;
-            } else if unsettled.is_empty() {
-                unsettled_since = None;
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         inflight.abort_all();
-        self.flush(&mut unsettled, &mut busy).await;
+        // Let what finished commit (acknowledged messages are not sent again needlessly).
+        drop(settle);
+        let _ = settler.await;
         if gone {
             let _ = shutdown.wait_for(|s| *s).await;
         }
     }
 
     /// Account for one finished attempt; true when the receiver answered 410.
-    async fn record(
-        &self,
-        entry: &OutboxEntry,
-        attempt: &Attempt,
-        took: Duration,
-        unsettled: &mut Vec<(OutboxSettle, i64)>,
-    ) -> bool {
+    async fn record(&self, entry: &OutboxEntry, attempt: &Attempt, took: Duration, outcomes: &mut Outcomes) -> bool {
         let s = stats();
         WebhookStats::bump(&s.attempts);
         s.attempt_seconds.observe(took);
@@ -267,7 +261,7 @@ impl<O: Outbox> Dispatcher<O> {
                     "app webhook message given up on (dead-lettered)");
             }
         }
-        unsettled.push((outcome, entry.seq));
+        outcomes.push((outcome, entry.seq));
         if *attempt == Attempt::Gone {
             WebhookStats::bump(&s.gone);
             let reason = "the receiver answered 410 Gone";
@@ -285,28 +279,38 @@ impl<O: Outbox> Dispatcher<O> {
         let when = if now { "now" } else { "since an earlier run" };
         tracing::warn!(%reason, "app webhook endpoint disabled {when}: nothing more is sent to CALSYNC_APP_WEBHOOK_URL; pending messages are kept; set a different URL to deliver again");
     }
+}
 
-    async fn flush(&self, unsettled: &mut Vec<(OutboxSettle, i64)>, busy: &mut HashSet<i64>) {
-        if unsettled.is_empty() {
-            return;
-        }
-        let batch: Vec<(OutboxSettle, i64)> = std::mem::take(unsettled);
-        let delivered = batch.iter().filter(|(o, _)| matches!(o, OutboxSettle::Delivered { .. })).count() as u64;
-        let seqs: Vec<i64> = batch.iter().map(|(_, s)| *s).collect();
-        match self.outbox.settle(batch.into_iter().map(|(o, _)| o).collect()).await {
-            Ok(()) => {
-                let p = &stats().pending;
-                let _ = p.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(delivered)));
+type Outcomes = Vec<(OutboxSettle, i64)>;
+
+/// The task that commits outcomes: batches that arrive while one commits are merged into the
+/// next transaction (group commit). Reports the seqs it settled (or failed to: those messages
+/// stay pending as they were and go again with the same ids).
+fn spawn_settler<O: Outbox>(
+    outbox: Arc<O>,
+) -> (mpsc::UnboundedSender<Outcomes>, mpsc::UnboundedReceiver<Vec<i64>>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcomes>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(mut batch) = rx.recv().await {
+            while let Ok(more) = rx.try_recv() {
+                batch.extend(more);
             }
-            // Not recorded: the messages stay pending as they were and go again (same ids).
-            Err(e) => {
-                tracing::warn!(error = %e, "recording app webhook outcomes failed; those messages will be sent again")
+            let delivered = batch.iter().filter(|(o, _)| matches!(o, OutboxSettle::Delivered { .. })).count() as u64;
+            let seqs: Vec<i64> = batch.iter().map(|(_, s)| *s).collect();
+            match outbox.settle(batch.into_iter().map(|(o, _)| o).collect()).await {
+                Ok(()) => {
+                    let p = &stats().pending;
+                    let _ = p.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(delivered)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording app webhook outcomes failed; those messages will be sent again")
+                }
             }
+            let _ = done_tx.send(seqs);
         }
-        for s in seqs {
-            busy.remove(&s);
-        }
-    }
+    });
+    (tx, done_rx, task)
 }
 
 #[cfg(test)]
