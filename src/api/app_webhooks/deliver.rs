@@ -11,7 +11,7 @@
 //! is owed (the outbox's writer decides) or any object; writers never wait for it: they only
 //! add rows and wake it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -171,6 +171,9 @@ impl<O: Outbox> Dispatcher<O> {
         let mut inflight: JoinSet<(OutboxEntry, Attempt, Duration)> = JoinSet::new();
         // In flight or finished but not yet settled: not fetched again.
         let mut busy: HashSet<i64> = HashSet::new();
+        // Fetched and due, waiting for a free slot (bounded by `prefetch`).
+        let mut ready: VecDeque<OutboxEntry> = VecDeque::new();
+        let prefetch = (self.config.concurrency * 4).max(256);
         let (settle, settled, settler) = spawn_settler(self.outbox.clone());
         let mut settled = settled;
         let mut depth_at = Instant::now() - IDLE;
@@ -180,29 +183,36 @@ impl<O: Outbox> Dispatcher<O> {
                 self.refresh_depth().await;
                 depth_at = Instant::now();
             }
-            let free = self.config.concurrency.saturating_sub(inflight.len());
             let mut wait = IDLE;
-            if free > 0 {
-                match self.outbox.due(now_ms(), free, busy.iter().copied().collect()).await {
+            if ready.is_empty() && inflight.len() < self.config.concurrency {
+                // One read for many attempts: what is due, earliest first, minus what is busy.
+                match self.outbox.due(now_ms(), prefetch, busy.iter().copied().collect()).await {
                     Ok(entries) => {
-                        let filled = entries.len() == free;
+                        let now = now_ms();
+                        if entries.len() < prefetch
+                            && let Ok(Some(next)) = self.outbox.next_due(now).await
+                        {
+                            let ms = u64::try_from(next.saturating_sub(now).max(1)).unwrap_or(1);
+                            wait = wait.min(Duration::from_millis(ms));
+                        }
                         for entry in entries {
                             busy.insert(entry.seq);
-                            let (client, url, signer) = (self.client.clone(), url.clone(), signer.clone());
-                            let timeout = self.config.timeout;
-                            inflight.spawn(async move {
-                                let started = Instant::now();
-                                let attempt = send(&client, &url, &signer, timeout, &entry).await;
-                                (entry, attempt, started.elapsed())
-                            });
-                        }
-                        if !filled && let Ok(Some(next)) = self.outbox.next_due().await {
-                            let ms = u64::try_from(next.saturating_sub(now_ms()).max(1)).unwrap_or(1);
-                            wait = wait.min(Duration::from_millis(ms));
+                            ready.push_back(entry);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the app webhook outbox failed; retrying"),
                 }
+            }
+            while inflight.len() < self.config.concurrency
+                && let Some(entry) = ready.pop_front()
+            {
+                let (client, url, signer) = (self.client.clone(), url.clone(), signer.clone());
+                let timeout = self.config.timeout;
+                inflight.spawn(async move {
+                    let started = Instant::now();
+                    let attempt = send(&client, &url, &signer, timeout, &entry).await;
+                    (entry, attempt, started.elapsed())
+                });
             }
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -304,7 +314,9 @@ fn spawn_settler<O: Outbox>(
                     let _ = p.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(delivered)));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "recording app webhook outcomes failed; those messages will be sent again")
+                    tracing::warn!(error = %e, "recording app webhook outcomes failed; those messages will be sent again");
+                    // Not at once: a store that fails now would be hammered with resends.
+                    tokio::time::sleep(IDLE).await;
                 }
             }
             let _ = done_tx.send(seqs);

@@ -18,8 +18,9 @@ pub use crate::standalone::store::{OutboxEntry, OutboxMessage, OutboxSettle};
 pub trait Outbox: Send + Sync + 'static {
     /// Up to `limit` messages due at `now_ms`, skipping the `busy` ones (in flight).
     async fn due(&self, now_ms: i64, limit: usize, busy: Vec<i64>) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// When the earliest pending message falls due.
-    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+    /// When the earliest message not yet due at `now_ms` falls due (those due now are fetched
+    /// with `due` or in flight).
+    async fn next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError>;
     /// Pending count and the oldest one's creation time (ms).
     async fn depth(&self) -> Result<(u64, Option<i64>), StoreError>;
     /// Record the outcome of many attempts at once.
@@ -33,8 +34,8 @@ impl Outbox for SqliteObjects {
     async fn due(&self, now_ms: i64, limit: usize, busy: Vec<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
         self.outbox_due(now_ms, limit, busy).await
     }
-    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.outbox_next_due().await
+    async fn next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.outbox_next_due(now_ms).await
     }
     async fn depth(&self) -> Result<(u64, Option<i64>), StoreError> {
         self.outbox_depth().await
@@ -120,8 +121,8 @@ impl Outbox for MemoryOutbox {
         due.sort_by_key(|(e, next)| (*next, e.seq));
         Ok(due.into_iter().take(limit).map(|(e, _)| e.clone()).collect())
     }
-    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.lock().pending.values().map(|(_, n)| *n).min())
+    async fn next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self.lock().pending.values().map(|(_, n)| *n).filter(|n| *n > now_ms).min())
     }
     async fn depth(&self) -> Result<(u64, Option<i64>), StoreError> {
         let m = self.lock();

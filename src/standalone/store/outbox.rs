@@ -141,6 +141,7 @@ impl SqliteObjects {
     pub async fn outbox_due(&self, now_ms: i64, limit: usize, busy: Vec<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
         self.read(move |tx| {
             let fetch = i64::try_from(limit.saturating_add(busy.len())).unwrap_or(i64::MAX);
+            let busy: std::collections::HashSet<i64> = busy.into_iter().collect();
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT seq, msg_id, body, created_ms, attempts FROM webhook_outbox
@@ -173,9 +174,13 @@ impl SqliteObjects {
         .await
     }
 
-    /// When the next message falls due (ms), if any is pending.
-    pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|tx| tx.query_row("SELECT MIN(next_ms) FROM webhook_outbox", [], |r| r.get(0)).map_err(db_err)).await
+    /// When the next message not yet due at `now_ms` falls due (ms), if any.
+    pub async fn outbox_next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.read(move |tx| {
+            tx.query_row("SELECT MIN(next_ms) FROM webhook_outbox WHERE next_ms > ?1", [now_ms], |r| r.get(0))
+                .map_err(db_err)
+        })
+        .await
     }
 
     /// Pending messages and the oldest one's creation time (ms).
