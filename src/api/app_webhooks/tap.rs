@@ -165,3 +165,76 @@ impl StatusTap for Tap {
         self.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::condition::{Condition, set_condition};
+    use crate::resources::*;
+
+    fn ts(synced_at: chrono::DateTime<Utc>, etag: &str) -> TaskSync {
+        let spec = TaskSyncSpec {
+            connection_ref: ConnectionRef { name: "c".into() },
+            task_id: "t1".into(),
+            title: "Essay".into(),
+            start: "2026-12-10T10:00:00Z".into(),
+            time_zone: None,
+            duration: None,
+            end: None,
+            all_day: None,
+            category: None,
+            description: None,
+            recurrence: vec![],
+            calendar_id: None,
+            deletion_policy: DeletionPolicy::Delete,
+            conflict_policy: ConflictPolicy::Manual,
+        };
+        let mut t = TaskSync::new("ts", spec);
+        t.metadata.uid = Some("uid-1".into());
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            Condition::new("Synced", ConditionStatus::True, "Synced", ""),
+            Some(1),
+            synced_at,
+        );
+        t.status = Some(TaskSyncStatus {
+            conditions,
+            last_sync_time: Some(synced_at),
+            etag: Some(etag.into()),
+            ..Default::default()
+        });
+        t
+    }
+
+    #[test]
+    fn the_same_transition_gets_the_same_id_and_the_next_one_another() {
+        let tap = Tap::new(1000);
+        let owner = |_: &str| Some(("alice".to_string(), "google".to_string()));
+        let blank = TaskSync { status: None, ..ts(Utc::now(), "") };
+        let at = Utc::now();
+        let first = tap.task_sync(&blank, &ts(at, "\"1\""), &owner);
+        let again = tap.task_sync(&blank, &ts(at, "\"1\""), &owner);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].id, again[0].id, "derived twice, one id");
+        let body: serde_json::Value = serde_json::from_str(&first[0].body).unwrap();
+        assert_eq!((body["type"].as_str(), body["data"]["user_id"].as_str()), (Some("task.synced"), Some("alice")));
+        // Synced again within the same second (new etag): new news, new id.
+        let next = tap.task_sync(&ts(at, "\"1\""), &ts(at + chrono::Duration::milliseconds(300), "\"2\""), &owner);
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].id, first[0].id);
+        // Nothing changed: nothing owed. No owner: nobody to tell.
+        assert!(tap.task_sync(&ts(at, "\"1\""), &ts(at, "\"1\""), &owner).is_empty());
+        assert!(tap.task_sync(&blank, &ts(at, "\"1\""), &|_| None).is_empty());
+    }
+
+    #[test]
+    fn a_full_outbox_drops_and_counts() {
+        let tap = Tap::new(0);
+        let owner = |_: &str| Some(("alice".to_string(), "google".to_string()));
+        let blank = TaskSync { status: None, ..ts(Utc::now(), "") };
+        let before = stats().dropped.load(Ordering::Relaxed);
+        assert!(tap.task_sync(&blank, &ts(Utc::now(), "\"1\""), &owner).is_empty());
+        assert!(stats().dropped.load(Ordering::Relaxed) > before);
+    }
+}

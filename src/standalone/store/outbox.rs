@@ -275,3 +275,144 @@ impl SqliteObjects {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use super::*;
+    use crate::credentials::envelope::{Key, Keyring};
+    use crate::engine::{ObjectKey, Objects};
+    use crate::resources::*;
+
+    /// One message per TaskSync status write, named after its resourceVersion and owner; panics
+    /// (inside the transaction) when told to.
+    #[derive(Default)]
+    struct TestTap {
+        panic: AtomicBool,
+        recorded: AtomicUsize,
+    }
+
+    impl StatusTap for TestTap {
+        fn task_sync(
+            &self,
+            _before: &TaskSync,
+            after: &TaskSync,
+            owner: &dyn Fn(&str) -> Option<(String, String)>,
+        ) -> Vec<OutboxMessage> {
+            assert!(!self.panic.load(std::sync::atomic::Ordering::Relaxed), "tap fails inside the transaction");
+            let (user, provider) = owner(&after.spec.connection_ref.name).unwrap_or_default();
+            let rv = after.metadata.resource_version.clone().unwrap_or_default();
+            vec![OutboxMessage { id: format!("msg_{rv}"), body: format!("{user}/{provider}") }]
+        }
+        fn connection(&self, _: &CalendarConnection, _: &CalendarConnection) -> Vec<OutboxMessage> {
+            Vec::new()
+        }
+        fn recorded(&self, n: usize) {
+            self.recorded.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    async fn store_with(tap: Option<Arc<TestTap>>) -> SqliteObjects {
+        let store = SqliteObjects::open("sqlite::memory:", Keyring::new(Key::generate().0)).await.unwrap();
+        if let Some(tap) = tap {
+            store.set_status_tap(tap).unwrap();
+        }
+        let spec = CalendarConnectionSpec {
+            user_id: "alice".into(),
+            provider: ProviderKind::Apple,
+            credentials_secret_ref: SecretRef { name: "s".into(), key: None },
+            calendar_id: None,
+            server_url: None,
+            category_calendars: Default::default(),
+            import: None,
+            active: true,
+        };
+        store.apply_connection(&CalendarConnection::new("c", spec)).await.unwrap();
+        let spec = TaskSyncSpec {
+            connection_ref: ConnectionRef { name: "c".into() },
+            task_id: "t1".into(),
+            title: "Essay".into(),
+            start: "2026-12-10T10:00:00Z".into(),
+            time_zone: None,
+            duration: None,
+            end: None,
+            all_day: None,
+            category: None,
+            description: None,
+            recurrence: vec![],
+            calendar_id: None,
+            deletion_policy: DeletionPolicy::Delete,
+            conflict_policy: ConflictPolicy::Manual,
+        };
+        store.apply_task_sync(&TaskSync::new("ts", spec)).await.unwrap();
+        store
+    }
+
+    fn status(event: &str) -> TaskSyncStatus {
+        TaskSyncStatus { event_id: Some(event.into()), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn messages_commit_with_the_status_write_or_not_at_all() {
+        let tap = Arc::new(TestTap::default());
+        let store = store_with(Some(tap.clone())).await;
+        let written = store.patch_task_sync_status("default", "ts", &status("e1")).await.unwrap();
+        let due = store.outbox_due(i64::MAX, 10, vec![]).await.unwrap();
+        let rv = written.metadata.resource_version.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].id.clone(), due[0].body.as_str()), (format!("msg_{rv}"), "alice/apple"));
+        assert_eq!(tap.recorded.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // The tap fails inside the transaction: the status write is rolled back with it.
+        tap.panic.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(store.patch_task_sync_status("default", "ts", &status("e2")).await.is_err());
+        let ts = store.get_task_sync("default", "ts").await.unwrap().unwrap();
+        assert_eq!(ts.status.unwrap().event_id.as_deref(), Some("e1"));
+        assert_eq!(store.outbox_depth().await.unwrap().0, 1);
+        // A write that fails on its own records nothing.
+        tap.panic.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(store.patch_task_sync_status("default", "missing", &status("e3")).await.is_err());
+        assert_eq!(store.outbox_depth().await.unwrap().0, 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_tap_nothing_is_recorded() {
+        let store = store_with(None).await;
+        store.patch_task_sync_status("default", "ts", &status("e1")).await.unwrap();
+        assert_eq!(store.outbox_depth().await.unwrap(), (0, None));
+        let key = ObjectKey::task_sync("default", "ts");
+        store.set_annotations(&key, &[("a".to_string(), "b".to_string())].into()).await.unwrap();
+        assert_eq!(store.outbox_depth().await.unwrap().0, 0);
+    }
+
+    #[tokio::test]
+    async fn settling_delivers_reschedules_dead_letters_and_disables() {
+        let store = store_with(None).await;
+        let msg = |id: &str| OutboxMessage { id: id.into(), body: "{}".into() };
+        store.outbox_push(vec![msg("a"), msg("b"), msg("c")]).await.unwrap();
+        let due = store.outbox_due(i64::MAX, 10, vec![]).await.unwrap();
+        let seq = |id: &str| due.iter().find(|e| e.id == id).unwrap().seq;
+        // Busy ones are skipped.
+        let not_busy = store.outbox_due(i64::MAX, 10, vec![seq("a")]).await.unwrap();
+        assert_eq!(not_busy.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        let later = chrono::Utc::now().timestamp_millis() + 60_000;
+        store
+            .outbox_settle(vec![
+                OutboxSettle::Delivered { seq: seq("a") },
+                OutboxSettle::Retry { seq: seq("b"), attempts: 1, next_ms: later, error: "HTTP 503".into() },
+                OutboxSettle::Dead { seq: seq("c"), attempts: 9, reason: "HTTP 500".into() },
+            ])
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(store.outbox_due(now, 10, vec![]).await.unwrap().is_empty(), "b waits for its retry");
+        assert_eq!(store.outbox_next_due(now).await.unwrap(), Some(later));
+        let b = store.outbox_due(later, 10, vec![]).await.unwrap();
+        assert_eq!((b.len(), b[0].id.as_str(), b[0].attempts), (1, "b", 1));
+        assert_eq!(store.outbox_dead(10).await.unwrap(), [("c".to_string(), 9, "HTTP 500".to_string())]);
+        assert_eq!(store.outbox_endpoint_disabled("h").await.unwrap(), None);
+        store.outbox_disable_endpoint("h", "410").await.unwrap();
+        assert_eq!(store.outbox_endpoint_disabled("h").await.unwrap().as_deref(), Some("410"));
+    }
+}
