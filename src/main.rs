@@ -278,11 +278,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         tracing::info!(secrets = config.signer.len(), "app webhooks on: the leader delivers what status owes");
         let objects: Arc<dyn calsync::engine::Objects> = Arc::new(objects.clone());
         let namespace = args.watch_namespace.clone();
+        let leader = leadership.clone();
         tokio::spawn(calsync::api::app_webhooks::derived::run(
             objects,
             namespace,
             config,
-            leadership.subscribe(),
+            move || leader.is_leader(),
+            Some(leadership.subscribe()),
             shutdown.clone(),
         ))
     });

@@ -34,27 +34,56 @@ pub const CHECKPOINT_ANNOTATION: &str = "calendar.getitdone.app/app-webhooks";
 /// How often everything is listed again (catches what a lagging watch feed missed).
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Deliver while `leader` is true, until `shutdown`. `namespace`: `None` for all.
+/// How often leadership is checked besides its change notifications (a lease can lapse
+/// without one).
+const LEADER_CHECK: Duration = Duration::from_millis(500);
+
+/// Deliver while `is_leader()`, until `shutdown`. `changes` (leadership gains and losses) only
+/// makes the check prompt. `namespace`: `None` for all.
 pub async fn run(
     objects: Arc<dyn Objects>,
     namespace: Option<String>,
     config: WebhookConfig,
-    mut leader: watch::Receiver<bool>,
+    is_leader: impl Fn() -> bool + Send + 'static,
+    mut changes: Option<watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    loop {
+    // Waits for a leadership change or the next check; false: shutting down.
+    let wait = async |changes: &mut Option<watch::Receiver<bool>>, shutdown: &mut std::pin::Pin<&mut _>| -> bool {
+        let changed = async {
+            match changes.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        // Nobody announces changes any more: polling alone from now on.
+                        *changes = None;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
-            _ = &mut shutdown => return,
-            r = leader.wait_for(|l| *l) => if r.is_err() { return },
+            _ = shutdown => false,
+            _ = changed => true,
+            _ = tokio::time::sleep(LEADER_CHECK) => true,
+        }
+    };
+    loop {
+        while !is_leader() {
+            if !wait(&mut changes, &mut shutdown).await {
+                return;
+            }
         }
         tracing::info!("leading: delivering app webhooks derived from status");
         let (stop, stopped) = watch::channel(false);
         let work = tokio::spawn(lead(objects.clone(), namespace.clone(), config.clone(), stopped));
-        let ending = tokio::select! {
-            _ = &mut shutdown => true,
-            r = leader.wait_for(|l| !*l) => r.is_err(),
-        };
+        let mut ending = false;
+        while is_leader() {
+            if !wait(&mut changes, &mut shutdown).await {
+                ending = true;
+                break;
+            }
+        }
         let _ = stop.send(true);
         let _ = work.await;
         if ending {

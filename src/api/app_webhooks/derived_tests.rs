@@ -118,7 +118,11 @@ fn start(
         let _ = s.wait_for(|v| *v).await;
     }
     .boxed();
-    let task = tokio::spawn(run(Arc::new(objects.clone()), Some("ns".into()), c, leading, shutdown));
+    let is_leader = {
+        let leading = leading.clone();
+        move || *leading.borrow()
+    };
+    let task = tokio::spawn(run(Arc::new(objects.clone()), Some("ns".into()), c, is_leader, Some(leading), shutdown));
     (lead, stop, task)
 }
 
