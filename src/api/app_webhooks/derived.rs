@@ -31,8 +31,10 @@ use crate::resources::{CalendarConnection, TaskSync};
 /// The checkpoint: the snapshot of the object last reported in full (JSON).
 pub const CHECKPOINT_ANNOTATION: &str = "calendar.getitdone.app/app-webhooks";
 
-/// How often everything is listed again (catches what a lagging watch feed missed).
+/// How often everything is listed again (the safety net, as the controllers' resync).
 const RESYNC: Duration = Duration::from_secs(300);
+/// The soonest a lagging change feed makes it list everything again.
+const LAGGED_RESYNC: Duration = Duration::from_secs(10);
 
 /// How often leadership is checked besides its change notifications (a lease can lapse
 /// without one).
@@ -143,14 +145,29 @@ async fn lead(
     };
     let mut stop = stop;
     let mut resync = tokio::time::interval(RESYNC);
+    // A lagging feed is caught up by listing everything, at most every LAGGED_RESYNC (under a
+    // burst of writes the feed can lag again and again).
+    let mut lagged = false;
+    let mut listed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = resync.tick() => f.resync().await,
+            _ = resync.tick() => {
+                f.resync().await;
+                listed = tokio::time::Instant::now();
+            }
+            _ = tokio::time::sleep_until(listed + LAGGED_RESYNC), if lagged => {
+                lagged = false;
+                f.resync().await;
+                listed = tokio::time::Instant::now();
+            }
             Some(id) = settled.recv() => f.settled(&id).await,
             k = changes.recv() => match k {
                 Ok(key) => f.changed(&key).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => f.resync().await,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "app webhook follower lagged behind the watches; listing again");
+                    lagged = true;
+                }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
         }
@@ -274,9 +291,9 @@ impl Follower {
     fn owe(&mut self, key: ObjectKey, after: Snapshot, messages: Vec<(String, &AppEvent)>) {
         let max = usize::try_from(self.config.max_pending).unwrap_or(usize::MAX);
         if !messages.is_empty() && self.outbox.len() >= max {
-            // Not derived now: the object stays owed from its checkpoint and is derived again
-            // at the next resync, so nothing is lost, only late.
-            stats().dropped.fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            // Not derived now: the object stays owed from its snapshot or checkpoint and is
+            // derived again at its next change or resync, so nothing is lost, only late.
+            tracing::debug!(object = %key, "app webhook queue full; deferring this object's events");
             return;
         }
         let tracked = self.tracked.entry(key.clone()).or_default();
