@@ -173,7 +173,7 @@ impl<O: Outbox> Dispatcher<O> {
         let mut busy: HashSet<i64> = HashSet::new();
         // Fetched and due, waiting for a free slot (bounded by `prefetch`).
         let mut ready: VecDeque<OutboxEntry> = VecDeque::new();
-        let prefetch = (self.config.concurrency * 4).max(256);
+        let prefetch = self.config.concurrency.saturating_mul(4).max(256);
         let (settle, settled, settler) = spawn_settler(self.outbox.clone());
         let mut settled = settled;
         let mut depth_at = Instant::now() - IDLE;

@@ -101,23 +101,25 @@ impl WebhookConfig {
             .filter(|s| !s.trim().is_empty())
             .ok_or(WebhookConfigError::NoSecret)?;
         let signer = Signer::parse(&secret)?;
-        let number = |name: &str, default: f64, min: f64| -> Result<f64, WebhookConfigError> {
+        let number = |name: &str, default: f64, min: f64, max: f64| -> Result<f64, WebhookConfigError> {
             let Some(v) = lookup(name).filter(|v| !v.trim().is_empty()) else { return Ok(default) };
             match v.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() && n >= min => Ok(n),
-                _ => Err(WebhookConfigError::Value(format!("{name} must be a number of at least {min}, got {v:?}"))),
+                Ok(n) if n.is_finite() && n >= min && n <= max => Ok(n),
+                _ => Err(WebhookConfigError::Value(format!("{name} must be a number from {min} to {max}, got {v:?}"))),
             }
         };
-        let secs = |name: &str, default: f64, min: f64| number(name, default, min).map(Duration::from_secs_f64);
+        // A year is more than any delay here needs, and keeps Duration arithmetic far from overflow.
+        const YEAR: f64 = 365.0 * 86_400.0;
+        let secs = |name: &str, default: f64, min: f64| number(name, default, min, YEAR).map(Duration::from_secs_f64);
         Ok(Some(WebhookConfig {
             url,
             signer,
             timeout: secs("CALSYNC_APP_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.01)?,
-            concurrency: number("CALSYNC_APP_WEBHOOK_CONCURRENCY", 16.0, 1.0)? as usize,
+            concurrency: number("CALSYNC_APP_WEBHOOK_CONCURRENCY", 16.0, 1.0, 1024.0)? as usize,
             retry_min: secs("CALSYNC_APP_WEBHOOK_RETRY_MIN_SECONDS", 5.0, 0.001)?,
             retry_max: secs("CALSYNC_APP_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, 0.001)?,
             give_up: secs("CALSYNC_APP_WEBHOOK_GIVE_UP_SECONDS", 86_400.0, 0.001)?,
-            max_pending: number("CALSYNC_APP_WEBHOOK_MAX_PENDING", 100_000.0, 1.0)? as u64,
+            max_pending: number("CALSYNC_APP_WEBHOOK_MAX_PENDING", 100_000.0, 1.0, 1e12)? as u64,
         }))
     }
 
@@ -215,6 +217,16 @@ mod tests {
         assert!(matches!(no_secret, Err(WebhookConfigError::NoSecret)));
         let bad = WebhookConfig::from_lookup(&env(&[("CALSYNC_APP_WEBHOOK_URL", "ftp://x/")]), Some(&secret));
         assert!(matches!(bad, Err(WebhookConfigError::Url)));
+        for (k, v) in [
+            ("CALSYNC_APP_WEBHOOK_TIMEOUT_SECONDS", "1e30"),
+            ("CALSYNC_APP_WEBHOOK_CONCURRENCY", "0"),
+            ("CALSYNC_APP_WEBHOOK_CONCURRENCY", "1e9"),
+            ("CALSYNC_APP_WEBHOOK_GIVE_UP_SECONDS", "soon"),
+        ] {
+            let bad =
+                WebhookConfig::from_lookup(&env(&[("CALSYNC_APP_WEBHOOK_URL", "http://x/"), (k, v)]), Some(&secret));
+            assert!(matches!(&bad, Err(WebhookConfigError::Value(m)) if m.contains(k)), "{k}={v}: {bad:?}");
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! events from the durable SQLite outbox (`synchronous=FULL`, outcomes settled in batches) to a
 //! local receiver, by the real dispatcher. Three runs: a burst (all recorded at once:
 //! throughput), a steady rate below capacity, one transaction per event as status writes make
-//! them (latency), and the same steady rate with a dead receiver (what a failing endpoint costs
-//! the writers). Ideals: the receiver under plain POSTs at the same concurrency (throughput) and
+//! them (latency), and the same steady rate with a dead receiver and the default retry schedule
+//! (what a failing endpoint costs the writers). Ideals: the receiver under plain POSTs at the same concurrency (throughput) and
 //! one at a time (latency).
 //!
 //! Owns: this scenario. Must not touch: webhook or store code (it drives their public API).
@@ -234,14 +234,16 @@ pub async fn run(args: &WebhooksArgs) -> anyhow::Result<u64> {
     report::count("messages delivered twice", dup, 0);
     failures += lost + dup;
 
-    // A dead receiver (connection refused, retried every 5–50 ms): what it costs the writers.
+    // A dead receiver (connection refused) with the default retry schedule: what it costs the
+    // writers.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         format!("http://{}/hook", l.local_addr()?)
     };
     let (stop, stopped) = watch::channel(false);
-    let dispatcher = Dispatcher::new(Arc::new(store.clone()), config(&dead, args.concurrency)?, wake.clone())
-        .map_err(anyhow::Error::msg)?;
+    let mut dead_config = config(&dead, args.concurrency)?;
+    (dead_config.retry_min, dead_config.retry_max) = (Duration::from_secs(5), Duration::from_secs(3600));
+    let dispatcher = Dispatcher::new(Arc::new(store.clone()), dead_config, wake.clone()).map_err(anyhow::Error::msg)?;
     let task = tokio::spawn(dispatcher.run(stopped));
     let slow = record(&store, &wake, "dead", args.events, Some(args.rate)).await?;
     report::figure("dead receiver: recording p99", p(&slow, 99.0), p(&inserts, 99.0), "ms");
