@@ -57,6 +57,12 @@ render ha --set replicaCount=3
 render namespaced --set controller.watchNamespace=team-a --set api.namespace=team-b \
   --set ingress.enabled=true --set ingress.host=calsync.example.com --set networkPolicy.enabled=true \
   --set existingSecret=calsync-keys --set oauth.existingSecret=calsync-oauth
+render webhooks --set appWebhooks.url=https://app.example.com/hooks/calsync --set appWebhooks.existingSecret=app-hooks
+grep -q "CALSYNC_APP_WEBHOOK_SECRET" "$scratch/webhooks.yaml" || { echo "webhooks render has no signing secret"; exit 1; }
+if grep -q "CALSYNC_APP_WEBHOOK" "$scratch/default.yaml"; then echo "webhooks must be off by default"; exit 1; fi
+if "$helm" template calsync "$chart" --set appWebhooks.url=https://x.example/h > /dev/null 2>&1; then
+  echo "appWebhooks.url without appWebhooks.existingSecret was accepted"; exit 1
+fi
 grep -q "kind: PodDisruptionBudget" "$scratch/ha.yaml" || { echo "HA render has no PodDisruptionBudget"; exit 1; }
 if grep -q "kind: PodDisruptionBudget" "$scratch/default.yaml"; then echo "single replica must not get a PDB"; exit 1; fi
 

@@ -173,6 +173,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.engine.live = live_config()?;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
+            let env = |k: &str| std::env::var(k).ok();
+            let webhooks =
+                calsync::api::app_webhooks::standalone_tap(&env).context("reading the app webhook configuration")?;
+            config.status_tap = webhooks.clone().map(|t| calsync::standalone::store::TapHandle(t));
             // The token manager is made with the store (it writes refreshed tokens back) and
             // shared by the engine's connector and the API.
             let tokens = Arc::new(std::sync::OnceLock::new());
@@ -189,7 +193,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = secrecy::SecretString::from(services.secrets.secret_key.clone());
                     Arc::new(calsync::api::OAuthRuntime::new(t.clone(), calsync::oauth::StateSealer::new(&key)))
                 });
-                calsync::api::serve_standalone(services, api_config, oauth, listen)
+                let env = |k: &str| std::env::var(k).ok();
+                let delivering = match &webhooks {
+                    Some(tap) => calsync::api::app_webhooks::start_standalone(&services, tap, &env)
+                        .map(|_| ())
+                        .map_err(|e| format!("app webhooks: {e}")),
+                    None => Ok(()),
+                };
+                let api = calsync::api::serve_standalone(services, api_config, oauth, listen);
+                async move {
+                    delivering?;
+                    api.await
+                }
             };
             runtime()?.block_on(calsync::standalone::run_standalone(
                 config,
@@ -218,6 +233,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
+    let env = |k: &str| std::env::var(k).ok();
+    let webhooks = calsync::api::app_webhooks::WebhookConfig::from_lookup(&env, None)
+        .context("reading the app webhook configuration (CALSYNC_APP_WEBHOOK_*)")?;
     let client =
         ctl::startup::connect(Duration::from_secs(args.startup_timeout_seconds), args.watch_namespace.as_deref())
             .await?;
@@ -255,12 +273,30 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
     let (connector, _) = connectors(&oauth_config, Arc::new(objects.clone()))?;
+    // Only the leader delivers; what is owed is derived from status (docs/architecture.md).
+    let app_webhooks = webhooks.map(|config| {
+        tracing::info!(secrets = config.signer.len(), "app webhooks on: the leader delivers what status owes");
+        let objects: Arc<dyn calsync::engine::Objects> = Arc::new(objects.clone());
+        let namespace = args.watch_namespace.clone();
+        let leader = leadership.clone();
+        tokio::spawn(calsync::api::app_webhooks::derived::run(
+            objects,
+            namespace,
+            config,
+            move || leader.is_leader(),
+            Some(leadership.subscribe()),
+            shutdown.clone(),
+        ))
+    });
     let controllers = tokio::spawn(ctl::run(client, objects, connector, leadership, metrics, settings, shutdown));
 
     shutdown_signal().await;
     tracing::info!("termination signal: finishing reconciles in flight, releasing the lease");
     let _ = stop.send(());
     let _ = controllers.await;
+    if let Some(hooks) = app_webhooks {
+        let _ = hooks.await;
+    }
     if let Some(elector) = elector {
         let _ = elector.await;
     }

@@ -39,8 +39,10 @@ impl AppEvent {
     }
 }
 
-/// What of an object events are derived from; kept per object between changes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What of an object events are derived from; kept per object between changes (and, on
+/// Kubernetes, as the app webhooks' delivered checkpoint in an annotation, hence serde).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Snapshot {
     synced: Option<(ConditionStatus, String)>,
     last_sync: Option<DateTime<Utc>>,

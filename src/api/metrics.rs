@@ -154,7 +154,8 @@ impl Metrics {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
-        let live = crate::engine::live::stats().render(true);
+        let mut live = crate::engine::live::stats().render(true);
+        live.push_str(&super::app_webhooks::stats().render(true));
         match out.rfind("# EOF") {
             Some(at) => out.insert_str(at, &live),
             None => out.push_str(&live),

@@ -7,6 +7,7 @@
 //! write calls. `main.rs` builds an `AppState` and serves `router(state)`.
 
 pub mod app_events;
+pub mod app_webhooks;
 pub mod auth;
 pub mod config;
 pub mod cursor;

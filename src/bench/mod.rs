@@ -17,7 +17,7 @@ pub mod scenarios;
 
 use anyhow::Context;
 
-use scenarios::{bulk, crash, cursor, live, memory, rest, steady};
+use scenarios::{bulk, crash, cursor, live, memory, rest, steady, webhooks};
 
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
@@ -46,9 +46,12 @@ pub enum BenchCommand {
     /// calls, listings for a burst of signals, and polling 10,000 unchanged CalDAV connections
     /// (probes and listings per minute, store writes, CPU per poll, spread over the seconds).
     Live(live::LiveArgs),
-    /// Scenario 8: calendar-to-tasks with a cursor on unchanged calendars: latency and provider
+    /// Scenario 9: calendar-to-tasks with a cursor on unchanged calendars: latency and provider
     /// requests per pull, polled and push-covered.
     Cursor(cursor::CursorArgs),
+    /// Scenario 8: app webhooks. Throughput and record→2xx latency (p50/p99) of 10,000 events
+    /// from the durable outbox to a local receiver, and what a dead receiver costs the writers.
+    Webhooks(webhooks::WebhooksArgs),
     /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
     #[command(hide = true)]
     ProviderServer {
@@ -87,6 +90,7 @@ async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rest(args) => rest::run(&args).await?,
         BenchCommand::Live(args) => live::run(&args).await?,
         BenchCommand::Cursor(args) => cursor::run(&args).await?,
+        BenchCommand::Webhooks(args) => webhooks::run(&args).await?,
         BenchCommand::Memory(args) => {
             memory::run(&args).await?;
             0

@@ -195,6 +195,7 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE calsync_ready gauge");
         let _ = writeln!(out, "calsync_ready {}", u8::from(self.is_ready()));
         out.push_str(&crate::engine::live::stats().render(false));
+        out.push_str(&crate::api::app_webhooks::stats().render(false));
         out
     }
 }

@@ -133,6 +133,34 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE secrets ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: the app webhook outbox (rows written in the transaction of the status change they
+    // report), dead letters, and endpoints a receiver disabled with 410 (by URL hash).
+    r#"
+    CREATE TABLE webhook_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_ms INTEGER NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (next_ms, seq);
+    CREATE TABLE webhook_dead (
+        seq INTEGER PRIMARY KEY,
+        msg_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        dead_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE webhook_endpoints (
+        endpoint TEXT PRIMARY KEY,
+        disabled_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Open (creating if needed) and migrate.

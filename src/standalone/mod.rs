@@ -32,6 +32,9 @@ pub struct StandaloneConfig {
     pub database_url: String,
     pub engine: EngineConfig,
     pub queue: queue::QueueConfig,
+    /// Records app webhook messages with every status write (installed before the engine runs,
+    /// so no change goes unrecorded); `None` when webhooks are off.
+    pub status_tap: Option<store::TapHandle>,
 }
 
 impl Default for StandaloneConfig {
@@ -40,6 +43,7 @@ impl Default for StandaloneConfig {
             database_url: db::DEFAULT_DATABASE_URL.into(),
             engine: EngineConfig::default(),
             queue: queue::QueueConfig::default(),
+            status_tap: None,
         }
     }
 }
@@ -104,6 +108,9 @@ where
     }
     let keys = secrets::keyring(secrets.encryption_key.clone())?;
     let store = SqliteObjects::open(&config.database_url, keys.clone()).await?;
+    if let Some(tap) = &config.status_tap {
+        store.set_status_tap(tap.0.clone())?;
+    }
     // A missing or wrong key is one clear error now, not every connection failing later.
     let stored = store.stored_key_ids().await?;
     crate::credentials::keys::check_key_ids(&keys, stored.iter().map(String::as_str))

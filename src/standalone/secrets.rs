@@ -1,8 +1,9 @@
 //! Secrets standalone mode generates when they are not configured (DESIGN §6): `ENCRYPTION_KEY`,
-//! `SECRET_KEY` and `CALSYNC_API_KEYS`. Each is generated once, kept in its own file with mode
-//! 0600 beside the database, and reused on the next start. Only file paths are ever printed.
+//! `SECRET_KEY`, `CALSYNC_API_KEYS`, and `CALSYNC_APP_WEBHOOK_SECRET` when webhooks are on.
+//! Each is generated once, kept in its own file with mode 0600 beside the database, and reused
+//! on the next start. Only file paths are ever printed.
 //!
-//! Owns: reading the three variables and their files. Must not touch: what the secrets protect
+//! Owns: reading these variables and their files. Must not touch: what the secrets protect
 //! (the store, the API) and never logs or formats a secret value.
 
 use std::io::Write;
@@ -25,6 +26,9 @@ pub struct Secrets {
     pub api_keys: Vec<String>,
     /// Secrets generated or read from files (not from the environment) in this call.
     pub files: Vec<SecretFile>,
+    /// `CALSYNC_APP_WEBHOOK_SECRET` (one or more `whsec_` secrets), when
+    /// `CALSYNC_APP_WEBHOOK_URL` is set.
+    pub app_webhook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -33,6 +37,7 @@ impl std::fmt::Debug for Secrets {
             .field("encryption_key_id", &self.encryption_key.id())
             .field("secret_key", &"[redacted]")
             .field("api_keys", &format!("[{} redacted]", self.api_keys.len()))
+            .field("app_webhook_secret", &self.app_webhook_secret.as_ref().map(|_| "[redacted]"))
             .field("files", &self.files)
             .finish()
     }
@@ -63,6 +68,9 @@ impl SecretFile {
                 "\n  try: curl -H \"Authorization: Bearer $(cut -d, -f1 {})\" http://{listen}/api/calendar/connection-status/USER_ID",
                 self.path.display()
             ));
+        }
+        if self.variable == "CALSYNC_APP_WEBHOOK_SECRET" {
+            line.push_str("\n  give it to your backend to verify webhook signatures (Standard Webhooks)");
         }
         line
     }
@@ -187,7 +195,15 @@ pub fn load_with(db_path: Option<&Path>, lookup: &dyn Fn(&str) -> Option<String>
     if api_keys.is_empty() {
         return Err(SecretsError::Empty { variable: "CALSYNC_API_KEYS" });
     }
-    Ok(Secrets { encryption_key, secret_key, api_keys, files })
+    // Like the other keys: generated once beside the database, only when webhooks are on.
+    let webhooks_on = lookup("CALSYNC_APP_WEBHOOK_URL").is_some_and(|u| !u.trim().is_empty());
+    let app_webhook_secret = if webhooks_on {
+        let make = || format!("whsec_{}", random_b64(32, false));
+        Some(env_or_file("CALSYNC_APP_WEBHOOK_SECRET", lookup, db_path, "app-webhook-secret", make, &mut files)?)
+    } else {
+        None
+    };
+    Ok(Secrets { encryption_key, secret_key, api_keys, files, app_webhook_secret })
 }
 
 /// Only the encryption key (for `apply`/`get`/`delete`, which need no API secrets). Generates
@@ -255,6 +271,24 @@ mod tests {
         let text = format!("{second:?} {}", second.files.iter().map(|f| f.notice()).collect::<String>());
         assert!(!text.contains(&second.secret_key));
         assert!(!text.contains(&second.api_keys[0]));
+    }
+
+    #[test]
+    fn webhook_secret_is_generated_only_when_webhooks_are_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("calsync.db");
+        let off = load_with(Some(&db), &|_: &str| None).unwrap();
+        assert!(off.app_webhook_secret.is_none() && off.files.len() == 3);
+        let on = |k: &str| (k == "CALSYNC_APP_WEBHOOK_URL").then(|| "http://127.0.0.1:9/h".to_string());
+        let first = load_with(Some(&db), &on).unwrap();
+        let secret = first.app_webhook_secret.clone().unwrap();
+        assert!(secret.starts_with("whsec_"));
+        let file = first.files.iter().find(|f| f.variable == "CALSYNC_APP_WEBHOOK_SECRET").unwrap();
+        assert!(file.generated && file.path.ends_with("calsync.db.app-webhook-secret"));
+        let again = load_with(Some(&db), &on).unwrap();
+        assert_eq!(again.app_webhook_secret.as_deref(), Some(secret.as_str()));
+        let text = format!("{again:?} {}", again.files.iter().map(|f| f.notice()).collect::<String>());
+        assert!(!text.contains(&secret[6..]), "{text}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
 
 mod feeds;
+mod outbox;
 mod secrets;
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
@@ -33,6 +34,7 @@ use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
+pub use outbox::{OutboxEntry, OutboxMessage, OutboxSettle, StatusTap, TapHandle};
 
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
@@ -47,6 +49,8 @@ struct Inner {
     origin: String,
     location: Location,
     stop: Arc<AtomicBool>,
+    /// Records app webhook messages with status writes (only when webhooks are configured).
+    tap: std::sync::OnceLock<Arc<dyn StatusTap>>,
 }
 
 impl Drop for Inner {
@@ -98,7 +102,16 @@ impl SqliteObjects {
         }
         tracing::debug!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
         Ok(SqliteObjects {
-            inner: Arc::new(Inner { conn: Mutex::new(conn), keys, changes, secret_changes, origin, location, stop }),
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                keys,
+                changes,
+                secret_changes,
+                origin,
+                location,
+                stop,
+                tap: std::sync::OnceLock::new(),
+            }),
         })
     }
 
@@ -242,17 +255,32 @@ impl SqliteObjects {
         patch: impl FnOnce(&mut K) + Send + 'static,
     ) -> Result<K, StoreError> {
         let (ns, name) = (namespace.to_string(), name.to_string());
-        self.tx(move |tx, origin, changed| {
-            let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
-            let rv = rows::next_rv(tx)?;
-            let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-            patch(&mut obj);
-            obj.meta_mut().resource_version = Some(rv.to_string());
-            rows::save(tx, &obj, origin)?;
-            changed.push(key);
-            Ok(obj)
-        })
-        .await
+        let tap = self.inner.tap.get().cloned();
+        let tap_in = tap.clone();
+        let (obj, recorded) = self
+            .tx(move |tx, origin, changed| {
+                let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
+                let rv = rows::next_rv(tx)?;
+                let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let before = tap_in.as_ref().map(|_| obj.clone());
+                patch(&mut obj);
+                obj.meta_mut().resource_version = Some(rv.to_string());
+                rows::save(tx, &obj, origin)?;
+                // The messages a status change owes commit with it, or neither does.
+                let recorded = match (&tap_in, &before) {
+                    (Some(tap), Some(before)) => {
+                        outbox::record(tap, tx, before, &obj, chrono::Utc::now().timestamp_millis())?
+                    }
+                    _ => 0,
+                };
+                changed.push(key);
+                Ok((obj, recorded))
+            })
+            .await?;
+        if let Some(tap) = tap.filter(|_| recorded > 0) {
+            tap.recorded(recorded);
+        }
+        Ok(obj)
     }
 
     /// The newest `limit` Events (about `key` when given), oldest first.

@@ -78,7 +78,7 @@ async fn cors_allows_only_listed_origins() {
 }
 
 #[tokio::test]
-async fn health_and_metrics_need_no_token_openapi_lists_11_paths() {
+async fn health_and_metrics_need_no_token_openapi_lists_every_path() {
     let h = Harness::without_engine(config());
     let (s, _, v) = h.raw(Method::GET, "/healthz", None, None, &[]).await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
@@ -111,8 +111,8 @@ async fn health_and_metrics_need_no_token_openapi_lists_11_paths() {
             "/api/calendar/outlook/callback",
             "/api/calendar/resolve-conflict",
             "/api/calendar/sync-history/{user_id}",
-            "/api/calendar/tasks-to-calendar",
             "/api/calendar/task-to-calendar",
+            "/api/calendar/tasks-to-calendar",
             "/api/calendar/update-event",
         ]
     );

@@ -87,7 +87,7 @@ pub(super) async fn declare(
     task_data: &crate::api::dto::TaskData,
 ) -> Result<Declared, ApiError> {
     let task_id = task_data.id.as_str().to_string();
-    let name = task_sync_name(&user, &task_id);
+    let name = task_sync_name(user, &task_id);
     let existing = state.objects.get_task_sync(&state.namespace, &name).await?;
     if existing.as_ref().is_some_and(|t| t.metadata.deletion_timestamp.is_some()) {
         return Err(ApiError::conflict(
@@ -96,7 +96,7 @@ pub(super) async fn declare(
         )
         .with_retry_after(Some(std::time::Duration::from_secs(2))));
     }
-    let active: Vec<_> = user_connections(&state, &user).await?.into_iter().filter(|c| c.spec.active).collect();
+    let active: Vec<_> = user_connections(state, user).await?.into_iter().filter(|c| c.spec.active).collect();
     let mut feed_only = false;
     let connection = match (&existing, wanted) {
         // Same task again: keep its calendar unless the request names another one.
@@ -110,7 +110,7 @@ pub(super) async fn declare(
             Some(c) => c.name_any(),
             // No calendar, but an ICS feed: the task is declared for the feed alone (and moves
             // to a calendar at the next call after the user connects one).
-            None if feeds::has_feed(&state, &user).await? => {
+            None if feeds::has_feed(state, user).await? => {
                 feed_only = true;
                 FEED_ONLY_CONNECTION.to_string()
             }
@@ -129,7 +129,7 @@ pub(super) async fn declare(
     let mut spec = mapping::spec_from_task(existing.as_ref().map(|t| &t.spec), &connection, task_data)?;
     spec.connection_ref.name = connection.clone();
     let mut labels = existing.as_ref().map(|t| t.labels().clone()).unwrap_or_default();
-    labels.extend(task_sync_labels(&user, &connection, &task_id));
+    labels.extend(task_sync_labels(user, &connection, &task_id));
     if feed_only {
         labels.insert(FEED_ONLY_LABEL.to_string(), "true".to_string());
     } else {

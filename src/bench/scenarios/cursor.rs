@@ -1,4 +1,4 @@
-//! Scenario 8 (cursor pull): `calendar-to-tasks` with a cursor on unchanged calendars, through
+//! Scenario 9 (cursor pull): `calendar-to-tasks` with a cursor on unchanged calendars, through
 //! the real router in this process (no HTTP stack): latency and provider requests per pull,
 //! for calendars that are polled (one incremental listing each; ideal: the provider latency)
 //! and for calendars a live push watch covers (no provider request; ideal: 0).
@@ -106,7 +106,7 @@ async fn pull_all(app: &axum::Router, cursors: &mut [String], pulls: usize, clie
 
 pub async fn run(args: &CursorArgs) -> anyhow::Result<u64> {
     report::heading(
-        "scenario 8: calendar-to-tasks with a cursor, unchanged calendars (in process)",
+        "scenario 9: calendar-to-tasks with a cursor, unchanged calendars (in process)",
         &format!(
             "{} users, {} pulls each per mode, {} in flight, provider latency {} ms",
             args.users, args.pulls, args.clients, args.provider_latency_ms

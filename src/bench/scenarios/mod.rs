@@ -9,3 +9,4 @@ pub mod live;
 pub mod memory;
 pub mod rest;
 pub mod steady;
+pub mod webhooks;
