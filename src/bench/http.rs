@@ -97,6 +97,7 @@ impl From<WireEvent> for RemoteEvent {
             marker: e.marker,
             cancelled: false,
             created: None,
+            exceptions: Vec::new(),
         }
     }
 }

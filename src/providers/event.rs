@@ -138,6 +138,31 @@ pub struct RemoteEvent {
     /// iCalendar `CREATED`), when the provider says: tells "created" from "updated" in the
     /// app's change feed.
     pub created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Moved or cancelled occurrences of a recurring event, as far as the provider reported
+    /// them (see `Provider::series_exceptions`); empty for single events.
+    pub exceptions: Vec<Exception>,
+}
+
+/// One occurrence of a recurring event that differs from its rule: cancelled, or moved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// When the occurrence would have started by the rule (RECURRENCE-ID, Google
+    /// `originalStartTime`, Graph `originalStart`): what identifies it.
+    pub original_start: EventTime,
+    /// Where it is now, when moved (`None` when cancelled).
+    pub start: Option<EventTime>,
+    pub end: Option<EventTime>,
+    pub cancelled: bool,
+}
+
+impl Exception {
+    pub fn cancelled(original_start: EventTime) -> Exception {
+        Exception { original_start, start: None, end: None, cancelled: true }
+    }
+
+    pub fn moved(original_start: EventTime, start: EventTime, end: EventTime) -> Exception {
+        Exception { original_start, start: Some(start), end: Some(end), cancelled: false }
+    }
 }
 
 impl RemoteEvent {
@@ -176,6 +201,7 @@ impl RemoteEvent {
             marker: Some(data.marker.clone()),
             cancelled: false,
             created: None,
+            exceptions: Vec::new(),
         }
     }
 }

@@ -199,6 +199,7 @@ pub fn to_remote(g: GEvent) -> Result<RemoteEvent, ProviderError> {
         marker: private.get(MARKER_KEY).and_then(|m| Marker::decode(m)),
         cancelled,
         created: g.created.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc)),
+        exceptions: Vec::new(),
     })
 }
 

@@ -269,6 +269,7 @@ pub fn to_remote(g: &GraphEvent, marker: Option<&Marker>) -> Result<RemoteEvent,
             .as_deref()
             .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
             .map(|c| c.with_timezone(&Utc)),
+        exceptions: Vec::new(),
     })
 }
 
