@@ -186,6 +186,47 @@ pub struct ImportedTask {
     pub timezone: String,
     pub all_day: bool,
     pub duration_minutes: i64,
+    /// Recurring events only: the series' RFC 5545 lines (RRULE/EXDATE/RDATE), as the TaskSync
+    /// spec and `task_data.recurrence` take them. `scheduled_time` is then the next occurrence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recurrence: Vec<String>,
+    /// Recurring events only: the start of the series' first occurrence, read like
+    /// `scheduled_time`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_start: Option<String>,
+    /// Recurring events only: occurrences moved or cancelled in the calendar (within the window
+    /// read), by their original start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<Vec<OccurrenceException>>,
+}
+
+/// One occurrence of a recurring task that differs from its rule. Times read like
+/// `scheduled_time` (local date-times in `timezone`, or dates for all-day tasks).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OccurrenceException {
+    /// When the occurrence starts by the rule: what identifies it.
+    #[schema(
+        example = "2025-10-22T14:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub original_start: String,
+    /// Where the occurrence is now, when moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        example = "2025-10-23T09:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub start: Option<String>,
+    /// End of the moved occurrence (default: `start` plus the task's duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub end: Option<String>,
+    /// The occurrence was cancelled (deleted from the series).
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 /// One of our events that was edited in the calendar app.

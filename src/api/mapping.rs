@@ -10,10 +10,10 @@ use std::sync::LazyLock;
 use chrono::NaiveDate;
 use regex::Regex;
 
-use super::dto::{Id, ImportedTask, TaskData, TaskPatch};
+use super::dto::{Id, ImportedTask, OccurrenceException, TaskData, TaskPatch};
 use super::errors::ApiError;
 use crate::engine::desired::{TimeValue, desired_event, parse_time, parse_zone};
-use crate::providers::{EventTime, RemoteEvent};
+use crate::providers::{EventTime, RemoteEvent, Window, recurrence};
 use crate::resources::tasksync::{TIME_PATTERN, TZ_PATTERN};
 use crate::resources::{ConnectionRef, ProviderKind, TaskSyncSpec};
 
@@ -233,19 +233,49 @@ fn minutes_between(start: &EventTime, end: &EventTime) -> i64 {
     }
 }
 
-/// A calendar event in the seed's task shape.
+/// A calendar event in the seed's task shape. A recurring event is one task: its `recurrence`
+/// lines, `series_start`, `exceptions`, and as `scheduled_time` its next occurrence from `now`
+/// (the series' start when none follows within a year).
 pub fn imported_task(ev: &RemoteEvent, provider: ProviderKind) -> ImportedTask {
-    let (scheduled_time, timezone, all_day) = task_time(&ev.start, ev.zone.as_deref());
+    imported_task_at(ev, provider, chrono::Utc::now())
+}
+
+/// `imported_task` with the clock given.
+pub fn imported_task_at(ev: &RemoteEvent, provider: ProviderKind, now: chrono::DateTime<chrono::Utc>) -> ImportedTask {
+    let zone = ev.zone.as_deref();
+    let (series_start, timezone, all_day) = task_time(&ev.start, zone);
+    let recurring = !ev.recurrence.is_empty();
+    let next = recurring
+        .then(|| {
+            let year = Window { from: now, to: now + chrono::Duration::days(366) };
+            recurrence::occurrences(ev, &year).ok().and_then(|o| o.into_iter().next())
+        })
+        .flatten();
+    let (start, end) = next.as_ref().map_or((&ev.start, &ev.end), |(s, e)| (s, e));
+    let local = |t: &EventTime| task_time(t, zone).0;
+    let exceptions = ev
+        .exceptions
+        .iter()
+        .map(|x| OccurrenceException {
+            original_start: local(&x.original_start),
+            start: x.start.as_ref().map(local),
+            end: x.end.as_ref().map(local),
+            cancelled: x.cancelled,
+        })
+        .collect();
     ImportedTask {
         name: ev.title.clone(),
-        scheduled_time,
+        scheduled_time: local(start),
         category: ev.category.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "General".to_string()),
         calendar_event_id: ev.id.clone(),
         calendar_source: provider.as_str().to_string(),
         calendar_link: ev.link.clone(),
         timezone,
         all_day,
-        duration_minutes: minutes_between(&ev.start, &ev.end).max(0),
+        duration_minutes: minutes_between(start, end).max(0),
+        recurrence: ev.recurrence.clone(),
+        series_start: recurring.then_some(series_start),
+        exceptions: recurring.then_some(exceptions),
     }
 }
 

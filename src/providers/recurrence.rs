@@ -39,8 +39,8 @@ pub fn instant(t: &EventTime) -> DateTime<Utc> {
     }
 }
 
-/// A point of the series as an `EventTime` of the same kind as its start.
-fn at(utc: DateTime<Utc>, like: &EventTime) -> EventTime {
+/// A point of the series as an `EventTime` of the same kind as its start (`like`).
+pub fn at(utc: DateTime<Utc>, like: &EventTime) -> EventTime {
     match like {
         EventTime::Date(_) => EventTime::Date(utc.date_naive()),
         EventTime::DateTime { zone, .. } => {
@@ -95,7 +95,12 @@ fn rule_text(start: &EventTime, lines: &[String]) -> String {
 /// The occurrences of the series starting at `start`–`end` with `lines` that overlap `window`
 /// (by the rule alone: exceptions are not applied). Times are in the series' zone, so a 09:00
 /// weekly series stays at 09:00 local across DST.
-pub fn expand(start: &EventTime, end: &EventTime, lines: &[String], window: &Window) -> Result<Vec<Occurrence>, ExpandError> {
+pub fn expand(
+    start: &EventTime,
+    end: &EventTime,
+    lines: &[String],
+    window: &Window,
+) -> Result<Vec<Occurrence>, ExpandError> {
     let set: RRuleSet = rule_text(start, lines).parse().map_err(|e: rrule::RRuleError| ExpandError(e.to_string()))?;
     let length = instant(end) - instant(start);
     let utc = rrule::Tz::UTC;
@@ -123,10 +128,8 @@ fn overlaps(s: DateTime<Utc>, e: DateTime<Utc>, w: &Window) -> bool {
 /// moved ones at their new time (a moved occurrence counts where it is now).
 pub fn occurrences(ev: &RemoteEvent, window: &Window) -> Result<Vec<Occurrence>, ExpandError> {
     let is_exception = |s: &EventTime| ev.exceptions.iter().any(|x| instant(&x.original_start) == instant(s));
-    let mut out: Vec<Occurrence> = expand(&ev.start, &ev.end, &ev.recurrence, window)?
-        .into_iter()
-        .filter(|(s, _)| !is_exception(s))
-        .collect();
+    let mut out: Vec<Occurrence> =
+        expand(&ev.start, &ev.end, &ev.recurrence, window)?.into_iter().filter(|(s, _)| !is_exception(s)).collect();
     // A moved occurrence counts where it is now, wherever its original start was.
     for x in ev.exceptions.iter().filter(|x| !x.cancelled) {
         if let (Some(s), Some(e)) = (&x.start, &x.end)

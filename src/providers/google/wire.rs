@@ -64,6 +64,12 @@ pub struct GEvent {
     /// RFC 3339 creation time.
     #[serde(default)]
     pub created: Option<String>,
+    /// On an instance or exception of a recurring event: its master's id.
+    #[serde(default)]
+    pub recurring_event_id: Option<String>,
+    /// On an instance or exception: when it starts by the rule (what identifies it if moved).
+    #[serde(default)]
+    pub original_start_time: Option<GEventDateTime>,
 }
 
 impl GEvent {

@@ -90,6 +90,8 @@ pub struct GraphEvent {
     pub single_value_extended_properties: Option<Vec<ExtProp>>,
     /// ISO 8601 UTC creation time.
     pub created_date_time: Option<String>,
+    /// On an occurrence or exception: when it starts by the series' pattern (ISO 8601).
+    pub original_start: Option<String>,
 }
 
 impl GraphEvent {

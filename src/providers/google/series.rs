@@ -1,0 +1,72 @@
+//! The exceptions of a recurring Google event: `events.instances` of the master over a window,
+//! cancelled ones included (`showDeleted=true`), read as moved or cancelled occurrences by
+//! their `originalStartTime`.
+//!
+//! Owns: that one read and what its instances mean. Must not touch listing or writes.
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+
+use super::client::{classify, parse};
+use super::wire::{GEvent, GEvents, read_time};
+use super::{GoogleProvider, MAX_PAGES, api_url};
+use crate::providers::recurrence::instant;
+use crate::providers::{EventTime, Exception, ProviderError, RemoteEvent, Window};
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// One instance as an exception: cancelled, or moved (another start or length); `None` for an
+/// instance where the rule puts it (or one Google sent without readable times).
+pub fn exception_of(g: &GEvent, length: chrono::Duration) -> Option<Exception> {
+    let original = read_time(g.original_start_time.as_ref()?).ok()?;
+    if g.is_cancelled() {
+        return Some(Exception::cancelled(original));
+    }
+    let start: EventTime = read_time(g.start.as_ref()?).ok()?;
+    let end: EventTime = read_time(g.end.as_ref()?).ok()?;
+    let moved = instant(&start) != instant(&original) || instant(&end) - instant(&start) != length;
+    moved.then(|| Exception::moved(original, start, end))
+}
+
+pub async fn exceptions(
+    p: &GoogleProvider,
+    calendar: &str,
+    master: &RemoteEvent,
+    window: Window,
+) -> Result<Vec<Exception>, ProviderError> {
+    let what = format!("reading the instances of recurring event {} in {calendar}", master.id);
+    let length = instant(&master.end) - instant(&master.start);
+    let mut out = Vec::new();
+    let mut page_token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut url = api_url(&p.base, &["calendars", calendar, "events", &master.id, "instances"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("showDeleted", "true");
+            q.append_pair("timeMin", &rfc3339(window.from));
+            q.append_pair("timeMax", &rfc3339(window.to));
+            q.append_pair("maxResults", "2500");
+            if let Some(t) = &page_token {
+                q.append_pair("pageToken", t);
+            }
+        }
+        let resp = p.client().send(Method::GET, &url, None, None).await?;
+        match resp.status.as_u16() {
+            200 => {}
+            // Deleted since it was listed: no exceptions to report.
+            404 | 410 => return Ok(Vec::new()),
+            _ => return Err(classify(&resp, &what)),
+        }
+        let page: GEvents = parse(&resp, &what)?;
+        out.extend(page.items.iter().filter_map(|g| exception_of(g, length)));
+        page_token = page.next_page_token.filter(|t| !t.is_empty());
+        if page_token.is_none() {
+            return Ok(out);
+        }
+    }
+    Err(ProviderError::Invalid {
+        message: format!("{what} did not end after {MAX_PAGES} pages; not following it further"),
+    })
+}
