@@ -125,6 +125,17 @@ pub struct TaskData {
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub description: Option<String>,
+    /// Makes the task recurring: RFC 5545 lines (`RRULE:FREQ=WEEKLY;BYDAY=MO`, `EXDATE...`),
+    /// repeating from `scheduled_time` in `timezone` (required for timed tasks). Absent: an
+    /// existing task keeps its recurrence; `[]` makes it a single event again.
+    #[serde(default)]
+    #[schema(max_items = 20, example = json!(["RRULE:FREQ=WEEKLY;BYDAY=WE;COUNT=10"]))]
+    pub recurrence: Option<Vec<String>>,
+    /// Occurrences of the recurring task to cancel or move, by their start under the rule
+    /// (read like `scheduled_time`). Absent: kept; `[]` clears them.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub exceptions: Option<Vec<OccurrenceException>>,
 }
 
 /// `POST /task-to-calendar`.
@@ -320,6 +331,14 @@ pub struct TaskPatch {
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub description: Option<String>,
+    /// New recurrence lines (`[]`: no longer recurring).
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub recurrence: Option<Vec<String>>,
+    /// New set of cancelled or moved occurrences (`[]`: none).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub exceptions: Option<Vec<OccurrenceException>>,
 }
 
 /// `PUT /update-event`.

@@ -78,6 +78,9 @@ pub struct EventData {
     pub end: EventTime,
     /// RFC 5545 RRULE/EXDATE/RDATE lines.
     pub recurrence: Vec<String>,
+    /// Occurrences of a recurring event to cancel or move (empty for single events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<Exception>,
     pub marker: Marker,
 }
 
@@ -94,6 +97,9 @@ impl EventData {
             start: &'a EventTime,
             end: &'a EventTime,
             recurrence: &'a [String],
+            // Left out when empty, so events without exceptions keep the hash they had.
+            #[serde(skip_serializing_if = "<[Exception]>::is_empty")]
+            exceptions: &'a [Exception],
             task_id: &'a str,
         }
         let canonical = Canonical {
@@ -104,6 +110,7 @@ impl EventData {
             start: &self.start,
             end: &self.end,
             recurrence: &self.recurrence,
+            exceptions: &self.exceptions,
             task_id: &self.marker.task_id,
         };
         // Serializing a struct of strings and chrono values cannot fail.

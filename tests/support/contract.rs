@@ -64,6 +64,7 @@ pub fn event(uid: &str, title: &str) -> EventData {
         start: timed(14, "America/New_York"),
         end: timed(15, "America/New_York"),
         recurrence: vec![],
+        exceptions: Vec::new(),
         marker: Marker {
             owner: "calsync".into(),
             uid: uid.into(),

@@ -17,6 +17,7 @@ fn data() -> EventData {
         start: dt(2026, 3, 2, 9, "America/New_York"),
         end: dt(2026, 3, 2, 10, "America/New_York"),
         recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T090000".into()],
+        exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: "uid-1".into(), task_id: "t;1,x".into(), hash: "abc".into() },
     }
 }
