@@ -153,7 +153,9 @@ fn set_recurrence(
             if !ok {
                 return Err(ApiError::bad_request(
                     "invalid_recurrence",
-                    format!("task_data.recurrence line {line:?} is not an RFC 5545 RRULE, EXRULE, RDATE or EXDATE line (e.g. RRULE:FREQ=WEEKLY;BYDAY=MO)"),
+                    format!(
+                        "task_data.recurrence line {line:?} is not an RFC 5545 RRULE, EXRULE, RDATE or EXDATE line (e.g. RRULE:FREQ=WEEKLY;BYDAY=MO)"
+                    ),
                 ));
             }
         }
@@ -164,13 +166,17 @@ fn set_recurrence(
             return Err(ApiError::invalid_field("task_data.exceptions takes at most 100 entries"));
         }
         for x in list {
-            for (name, v) in [("original_start", Some(&x.original_start)), ("start", x.start.as_ref()), ("end", x.end.as_ref())] {
+            for (name, v) in
+                [("original_start", Some(&x.original_start)), ("start", x.start.as_ref()), ("end", x.end.as_ref())]
+            {
                 if let Some(v) = v
                     && !TIME_RE.as_ref().is_some_and(|re| re.is_match(v))
                 {
                     return Err(ApiError::bad_request(
                         "invalid_time",
-                        format!("task_data.exceptions[].{name} {v:?} must be read like scheduled_time: RFC 3339, a local date-time, or a date"),
+                        format!(
+                            "task_data.exceptions[].{name} {v:?} must be read like scheduled_time: RFC 3339, a local date-time, or a date"
+                        ),
                     ));
                 }
             }

@@ -196,7 +196,12 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
 
 /// The spec's exceptions, times read like `start` (in timeZone, DST-correct), each checked to
 /// name an occurrence of the rule, in order of original start.
-fn exceptions(spec: &TaskSyncSpec, zone: Option<Tz>, start: &EventTime, end: &EventTime) -> Result<Vec<Exception>, String> {
+fn exceptions(
+    spec: &TaskSyncSpec,
+    zone: Option<Tz>,
+    start: &EventTime,
+    end: &EventTime,
+) -> Result<Vec<Exception>, String> {
     if spec.exceptions.is_empty() {
         return Ok(Vec::new());
     }
@@ -207,7 +212,9 @@ fn exceptions(spec: &TaskSyncSpec, zone: Option<Tz>, start: &EventTime, end: &Ev
     let read = |field: &str, v: &str| -> Result<EventTime, String> {
         match (parse_time(field, v)?, start.is_date()) {
             (TimeValue::Date(d), true) => Ok(EventTime::Date(d)),
-            (TimeValue::Date(_), false) => Err(format!("{field} is a date but start is a date-time: use the same form")),
+            (TimeValue::Date(_), false) => {
+                Err(format!("{field} is a date but start is a date-time: use the same form"))
+            }
             (_, true) => Err(format!("{field} is a date-time but start is a date (all-day): use a date")),
             (t, false) => timed(t, zone, field),
         }

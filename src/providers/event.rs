@@ -208,7 +208,7 @@ impl RemoteEvent {
             marker: Some(data.marker.clone()),
             cancelled: false,
             created: None,
-            exceptions: Vec::new(),
+            exceptions: data.exceptions.clone(),
         }
     }
 }

@@ -222,6 +222,18 @@ pub fn merge_exceptions(start: &EventTime, lines: &[String], found: Vec<Exceptio
     out
 }
 
+/// The EXDATE line that cancels the occurrence starting at `original`: a date for all-day
+/// series, the wall-clock time with TZID for zoned ones, UTC otherwise.
+pub fn exdate_line(original: &EventTime) -> String {
+    match (original, zone_of(original)) {
+        (EventTime::Date(d), _) => format!("EXDATE;VALUE=DATE:{}", d.format("%Y%m%d")),
+        (EventTime::DateTime { utc, .. }, Some(tz)) => {
+            format!("EXDATE;TZID={}:{}", tz.name(), utc.with_timezone(&tz).format("%Y%m%dT%H%M%S"))
+        }
+        (EventTime::DateTime { utc, .. }, None) => format!("EXDATE:{}", utc.format("%Y%m%dT%H%M%SZ")),
+    }
+}
+
 /// `ev` with its exceptions filled in (a no-op for single events): what the provider reports
 /// for `window`, plus the EXDATE cancellations.
 pub async fn with_exceptions(

@@ -176,7 +176,29 @@ pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
         props.push(prop("CATEGORIES", escape_text(c)));
     }
     props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
+    // A cancelled occurrence is an EXDATE; a moved one an override VEVENT (below).
+    props.extend(ev.exceptions.iter().filter(|x| x.cancelled).map(|x| time_prop("EXDATE", &x.original_start, zone)));
     props.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
+    let overrides = ev.exceptions.iter().filter_map(|x| match (&x.start, &x.end, x.cancelled) {
+        (Some(s), Some(e), false) => {
+            let mut o = vec![
+                prop("UID", uid_for(ev)),
+                prop("DTSTAMP", now.format("%Y%m%dT%H%M%SZ").to_string()),
+                time_prop("RECURRENCE-ID", &x.original_start, zone),
+                time_prop("DTSTART", s, zone),
+                time_prop("DTEND", e, zone),
+            ];
+            o.extend(
+                props
+                    .iter()
+                    .filter(|p| ["SUMMARY", "DESCRIPTION", "CATEGORIES", MARKER_PROP].contains(&p.name.as_str()))
+                    .cloned(),
+            );
+            Some(Component { name: "VEVENT".into(), properties: o, components: vec![] })
+        }
+        _ => None,
+    });
+    let overrides: Vec<Component<'static>> = overrides.collect();
     let event = Component { name: "VEVENT".into(), properties: props, components: vec![] };
     let mut components = Vec::new();
     if let Some(tz) = zone {
@@ -187,6 +209,7 @@ pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
         components.push(vtimezone(tz, year));
     }
     components.push(event);
+    components.extend(overrides);
     let cal = Calendar {
         properties: vec![
             prop("VERSION", "2.0".into()),

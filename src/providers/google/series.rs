@@ -2,16 +2,18 @@
 //! cancelled ones included (`showDeleted=true`), read as moved or cancelled occurrences by
 //! their `originalStartTime`.
 //!
-//! Owns: that one read and what its instances mean. Must not touch listing or writes.
+//! Moving an occurrence of our own series is a patch of that instance (`apply_moves`).
+//!
+//! Owns: reading and moving instances. Must not touch listing or the master's writes.
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 
 use super::client::{classify, parse};
-use super::wire::{GEvent, GEvents, read_time};
+use super::wire::{GEvent, GEvents, instance_move, read_time};
 use super::{GoogleProvider, MAX_PAGES, api_url};
 use crate::providers::recurrence::instant;
-use crate::providers::{EventTime, Exception, ProviderError, RemoteEvent, Window};
+use crate::providers::{EventData, EventTime, Exception, ProviderError, RemoteEvent, Window};
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -69,4 +71,68 @@ pub async fn exceptions(
     Err(ProviderError::Invalid {
         message: format!("{what} did not end after {MAX_PAGES} pages; not following it further"),
     })
+}
+
+/// Move the instances of our series `id` that `event` says are moved (the master is written
+/// already; cancelled ones are its EXDATEs), then read the master again: its version is the
+/// one to remember. Idempotent: an instance already where it should be is patched to the same
+/// times.
+pub async fn apply_moves(
+    p: &GoogleProvider,
+    calendar: &str,
+    id: &str,
+    event: &EventData,
+    written: RemoteEvent,
+) -> Result<RemoteEvent, ProviderError> {
+    let moves: Vec<&Exception> = event.exceptions.iter().filter(|x| !x.cancelled).collect();
+    if moves.is_empty() {
+        return Ok(written);
+    }
+    for x in moves {
+        let (Some(start), Some(end)) = (&x.start, &x.end) else { continue };
+        let instance = find_instance(p, calendar, id, &x.original_start).await?;
+        let url = p.event_url(calendar, &instance)?;
+        let body = instance_move(event, start, end);
+        let resp = p.client().send(Method::PATCH, &url, None, Some(&body)).await?;
+        if resp.status.as_u16() != 200 {
+            return Err(classify(&resp, &format!("moving occurrence {instance} of event {id} in {calendar}")));
+        }
+    }
+    p.fetch(calendar, id).await?.ok_or_else(|| ProviderError::NotFound {
+        message: format!("event {id} in Google calendar {calendar} disappeared while its occurrences were moved"),
+    })
+}
+
+/// The id of the instance of `id` whose original start is `original`.
+async fn find_instance(
+    p: &GoogleProvider,
+    calendar: &str,
+    id: &str,
+    original: &EventTime,
+) -> Result<String, ProviderError> {
+    let mut url = api_url(&p.base, &["calendars", calendar, "events", id, "instances"])?;
+    url.query_pairs_mut()
+        .append_pair("originalStart", &original.to_rfc3339_or_date())
+        .append_pair("showDeleted", "true");
+    let what = format!("finding the occurrence of event {id} at {}", original.to_rfc3339_or_date());
+    let resp = p.client().send(Method::GET, &url, None, None).await?;
+    if resp.status.as_u16() != 200 {
+        return Err(classify(&resp, &what));
+    }
+    let page: GEvents = parse(&resp, &what)?;
+    page.items
+        .into_iter()
+        .find(|g| {
+            g.original_start_time
+                .as_ref()
+                .and_then(|t| read_time(t).ok())
+                .is_some_and(|t| instant(&t) == instant(original))
+        })
+        .map(|g| g.id)
+        .ok_or_else(|| ProviderError::Invalid {
+            message: format!(
+                "event {id} in {calendar} has no occurrence at {}: check the task's exceptions against its recurrence",
+                original.to_rfc3339_or_date()
+            ),
+        })
 }

@@ -65,6 +65,7 @@ pub async fn create(
             let g: GraphEvent = resp.parse(&what)?;
             // The answer has no extended properties unless expanded; they are what we sent.
             let ev = wire::to_remote(&g, Some(&event.marker))?;
+            let ev = super::series::apply(p, &ev.id.clone(), event, ev).await?;
             tracing::debug!(calendar, key, id = %ev.id, "outlook event created");
             Ok(Created::New(ev))
         }
@@ -114,7 +115,10 @@ pub async fn update(
     let resp = p.graph.send(Method::PATCH, &url, &[PREFER, ("if-match", &etag)], Some(&body)).await?;
     let what = format!("updating Outlook event {id}");
     match resp.status.as_u16() {
-        200 => wire::to_remote(&resp.parse::<GraphEvent>(&what)?, Some(&event.marker)),
+        200 => {
+            let ev = wire::to_remote(&resp.parse::<GraphEvent>(&what)?, Some(&event.marker))?;
+            super::series::apply(p, id, event, ev).await
+        }
         412 => Err(ProviderError::Conflict {
             message: format!("Outlook event {id} was changed in the calendar since calsync last saw it (412)"),
         }),

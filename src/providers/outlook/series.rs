@@ -4,15 +4,19 @@
 //! (they are simply not listed), so the series' own pattern is expanded here and every
 //! occurrence it should have that no instance claims is a cancelled one.
 //!
-//! Owns: that read and its reading. Must not touch listing or writes.
+//! Cancelling or moving an occurrence of our own series is a DELETE or PATCH of that occurrence
+//! (`apply`): Graph recurrences have no EXDATE.
+//!
+//! Owns: reading and changing single occurrences. Must not touch listing or the master's writes.
 
 use chrono::{DateTime, Duration, Utc};
+use reqwest::Method;
 
 use super::client::classify;
 use super::wire::{self, GraphEvent};
-use super::{OutlookProvider, PAGE, PREFER_PAGED};
+use super::{OutlookProvider, PAGE, PREFER, PREFER_PAGED, events};
 use crate::providers::recurrence::{at, expand, instant};
-use crate::providers::{Exception, ProviderError, RemoteEvent, Window};
+use crate::providers::{EventData, Exception, ProviderError, RemoteEvent, Window};
 
 /// How far outside the window instances are read, so an occurrence moved out of the window is
 /// still seen as moved, not taken for a cancelled one.
@@ -78,4 +82,81 @@ pub async fn exceptions(
     }
     out.sort_by_key(|x| instant(&x.original_start));
     Ok(out)
+}
+
+/// The occurrence of series `id` whose original start is `original`, looked for in `window`.
+async fn find(
+    p: &OutlookProvider,
+    id: &str,
+    original: DateTime<Utc>,
+    window: Window,
+) -> Result<Option<String>, ProviderError> {
+    let (from, to) = (iso(window.from), iso(window.to));
+    let url = p.graph.url(&["me", "events", id, "instances"], &[("startDateTime", &from), ("endDateTime", &to)]);
+    let what = format!("finding the occurrence of Outlook event {id} at {}", iso(original));
+    let items: Vec<GraphEvent> = match p.pages(url, &[PREFER_PAGED], &what).await? {
+        Ok((items, _)) => items,
+        Err(resp) => return Err(classify(&resp, &what)),
+    };
+    Ok(items
+        .into_iter()
+        .find(|g| {
+            original_start(g).or_else(|| wire::to_remote(g, None).ok().map(|r| instant(&r.start))) == Some(original)
+        })
+        .map(|g| g.id))
+}
+
+/// Cancel (DELETE) and move (PATCH) the occurrences of our series `id` that `event` names,
+/// then read the master again: its version is the one to remember. Idempotent: a cancelled
+/// occurrence already gone is skipped, a moved one is patched to the same times.
+pub async fn apply(
+    p: &OutlookProvider,
+    id: &str,
+    event: &EventData,
+    written: RemoteEvent,
+) -> Result<RemoteEvent, ProviderError> {
+    if event.exceptions.is_empty() {
+        return Ok(written);
+    }
+    let length = instant(&event.end) - instant(&event.start);
+    for x in &event.exceptions {
+        let original = instant(&x.original_start);
+        let now_at = x.start.as_ref().map(instant).unwrap_or(original);
+        let window = Window {
+            from: original.min(now_at) - Duration::days(1),
+            to: original.max(now_at) + length + Duration::days(1),
+        };
+        let occurrence = find(p, id, original, window).await?;
+        let (occurrence, method, body) = match (occurrence, &x.start, &x.end) {
+            (None, _, _) if x.cancelled => continue,
+            (None, _, _) => {
+                return Err(ProviderError::Invalid {
+                    message: format!(
+                        "Outlook event {id} has no occurrence at {} to move (was it deleted in Outlook?); remove that exception or cancel it instead",
+                        iso(original)
+                    ),
+                });
+            }
+            (Some(o), _, _) if x.cancelled => (o, Method::DELETE, None),
+            (Some(o), Some(s), Some(e)) => (o, Method::PATCH, Some(wire::occurrence_move(s, e))),
+            (Some(_), _, _) => continue,
+        };
+        let url = p.graph.url(&["me", "events", &occurrence], &[]);
+        let resp = p.graph.send(method, &url, &[PREFER], body.as_ref()).await?;
+        match resp.status.as_u16() {
+            200 | 204 => {}
+            _ => match classify(&resp, &format!("changing occurrence {occurrence} of Outlook event {id}")) {
+                // Deleted meanwhile: for a cancel, that is the goal.
+                ProviderError::NotFound { .. } if x.cancelled => {}
+                e => return Err(e),
+            },
+        }
+    }
+    let mut current = events::get(p, id).await?.ok_or_else(|| ProviderError::NotFound {
+        message: format!("Outlook event {id} disappeared while its occurrences were changed"),
+    })?;
+    if current.marker.is_none() {
+        current.marker = written.marker;
+    }
+    Ok(current)
 }

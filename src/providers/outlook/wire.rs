@@ -177,6 +177,11 @@ pub fn patch_body(ev: &EventData) -> Result<Value, ProviderError> {
     content(ev).map(Value::Object)
 }
 
+/// The PATCH body that moves one occurrence to `start`–`end`.
+pub fn occurrence_move(start: &EventTime, end: &EventTime) -> Value {
+    json!({ "start": graph_time(start), "end": graph_time(end) })
+}
+
 /// IANA name for a zone Graph reports (IANA as we sent it, or a Windows name from Outlook).
 pub fn iana_zone(name: &str) -> Option<String> {
     const WINDOWS: [(&str, &str); 16] = [

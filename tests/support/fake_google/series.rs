@@ -116,6 +116,16 @@ pub async fn events_instances(
             out.push((a, ev.clone()));
         }
     }
+    // `originalStart`: only the instance that starts there by the rule.
+    if let Some(os) = one("originalStart") {
+        let want = parse_when(Some(&json!({ "dateTime": os })), "originalStart")
+            .or_else(|_| parse_when(Some(&json!({ "date": os })), "originalStart"))
+            .map_err(|_| GoogleError::invalid_param("originalStart", "Invalid value for originalStart."))?
+            .instant(tz);
+        out.retain(|(_, v)| {
+            parse_when(v.get("originalStartTime"), "originalStartTime").is_ok_and(|w| w.instant(tz) == want)
+        });
+    }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     let items: Vec<Value> = out.into_iter().map(|(_, v)| v).collect();
     let body = json!({ "kind": "calendar#events", "timeZone": calendar.time_zone, "items": items });

@@ -1,8 +1,12 @@
-//! A recurring series made in the user's calendar app, with one occurrence moved and one
-//! cancelled, read back by each provider as ONE event with its rule and exceptions, then
-//! checked against the provider's own expansion: Radicale's `<C:expand>`, the fake Google's
-//! `singleEvents=true` listing, the fake Graph's calendarView. The series is weekly at 09:00 in
-//! America/New_York and crosses the 2027-03-14 DST change, so every time is checked DST-correct.
+//! Recurring series with one occurrence moved and one cancelled, on every provider, checked
+//! against the provider's own expansion (Radicale's `<C:expand>`, the fake Google's
+//! `singleEvents=true` listing, the fake Graph's calendarView):
+//! - import: a series made in the user's calendar app reads back as ONE event with its rule and
+//!   exceptions;
+//! - write: our own series written with exceptions shows exactly those occurrences.
+//!
+//! The series is weekly at 09:00 in America/New_York and crosses the 2027-03-14 DST change, so
+//! every time is checked DST-correct.
 
 mod support;
 
@@ -17,7 +21,10 @@ use calsync::providers::caldav::CaldavConnector;
 use calsync::providers::google::{GoogleConfig, GoogleProvider};
 use calsync::providers::outlook::{OutlookConfig, OutlookConnector};
 use calsync::providers::recurrence::{instant, occurrences, with_exceptions};
-use calsync::providers::{Connector, EventTime, Exception, Provider, ProviderError, RemoteEvent, Target, Window};
+use calsync::providers::{
+    Connector, Created, EventData, EventTime, Exception, Marker, Provider, ProviderError, RemoteEvent, Target, Window,
+    event_key,
+};
 use calsync::resources::ProviderKind;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use secrecy::SecretString;
@@ -82,6 +89,35 @@ fn check(ev: &RemoteEvent, provider_starts: Vec<DateTime<Utc>>, source: Provider
     );
 }
 
+/// Our own task as a series with the same two exceptions.
+fn our_series(uid: &str) -> EventData {
+    EventData {
+        title: "Standup".into(),
+        description: None,
+        category: None,
+        start: ny(2, 24, 9),
+        end: ny(2, 24, 10),
+        recurrence: vec!["RRULE:FREQ=WEEKLY;BYDAY=WE;COUNT=8".into()],
+        exceptions: expected_exceptions(),
+        marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: "t1".into(), hash: "h".into() },
+    }
+}
+
+/// What the provider must show for `our_series`.
+fn expected_starts() -> Vec<DateTime<Utc>> {
+    [ny(2, 24, 9), ny(3, 10, 9), ny(3, 18, 15), ny(3, 24, 9), ny(3, 31, 9), ny(4, 7, 9), ny(4, 14, 9)]
+        .iter()
+        .map(instant)
+        .collect()
+}
+
+async fn create(p: &dyn Provider, cal: &str, data: &EventData) -> RemoteEvent {
+    match p.create(cal, &event_key(&data.marker.uid), data).await.unwrap() {
+        Created::New(ev) => ev,
+        Created::Existing(ev) => panic!("a first create adopted {ev:?}"),
+    }
+}
+
 // ---- Google ------------------------------------------------------------------------------
 
 struct Token(String);
@@ -128,7 +164,34 @@ async fn google_series_with_a_moved_and_a_cancelled_instance_is_one_task() {
     let page = p.list(&cal, window(), None).await.unwrap();
     let ev = with_exceptions(&p, &cal, the_series(&page.events), window()).await.unwrap();
 
-    // Google's own expansion: the instances listing.
+    check(&ev, google_instances(&fake, &cal).await, ProviderKind::Google);
+
+    // An incremental listing after only an instance changed reports the series, not the
+    // instance, and no removal for a cancelled instance.
+    let cursor = page.next_cursor.clone().unwrap();
+    fake.user_delete(&cal, &format!("{id}_20270407T130000Z"));
+    let changes = p.list(&cal, window(), Some(&cursor)).await.unwrap();
+    assert_eq!(changes.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
+    assert!(changes.removed.is_empty(), "{:?}", changes.removed);
+}
+
+#[tokio::test]
+async fn google_writes_our_series_with_a_cancelled_and_a_moved_occurrence() {
+    let fake = FakeGoogle::start(FakeGoogleOptions::static_token("tok"));
+    let cal = fake.account();
+    let config = GoogleConfig { api_url: fake.base_url().to_string(), timeout: Duration::from_secs(10) };
+    let p = GoogleProvider::new(&config, Arc::new(Token("tok".into()))).unwrap();
+    let written = create(&p, &cal, &our_series("g-1")).await;
+    assert_eq!(google_instances(&fake, &cal).await, expected_starts());
+    // The version remembered is the master's after the instance was moved.
+    assert_eq!(written.etag.as_deref(), fake.raw_event(&cal, &written.id).unwrap()["etag"].as_str());
+    // Writing it again changes nothing the calendar shows.
+    p.update(&cal, &written.id, written.etag.as_deref(), &our_series("g-1")).await.unwrap();
+    assert_eq!(google_instances(&fake, &cal).await, expected_starts());
+}
+
+/// Google's own expansion: the instances listing.
+async fn google_instances(fake: &FakeGoogle, cal: &str) -> Vec<DateTime<Utc>> {
     let url = format!("{}/calendars/{cal}/events", fake.base_url());
     let (from, to) = (window().from.to_rfc3339(), window().to.to_rfc3339());
     let body: Value = reqwest::Client::new()
@@ -141,21 +204,12 @@ async fn google_series_with_a_moved_and_a_cancelled_instance_is_one_task() {
         .json()
         .await
         .unwrap();
-    let starts: Vec<DateTime<Utc>> = body["items"]
+    body["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| DateTime::parse_from_rfc3339(i["start"]["dateTime"].as_str().unwrap()).unwrap().with_timezone(&Utc))
-        .collect();
-    check(&ev, starts, ProviderKind::Google);
-
-    // An incremental listing after only an instance changed reports the series, not the
-    // instance, and no removal for a cancelled instance.
-    let cursor = page.next_cursor.clone().unwrap();
-    fake.user_delete(&cal, &format!("{id}_20270407T130000Z"));
-    let changes = p.list(&cal, window(), Some(&cursor)).await.unwrap();
-    assert_eq!(changes.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
-    assert!(changes.removed.is_empty(), "{:?}", changes.removed);
+        .collect()
 }
 
 // ---- Outlook -----------------------------------------------------------------------------
@@ -240,6 +294,23 @@ async fn outlook_series_with_a_moved_and_a_cancelled_occurrence_is_one_task() {
     check(&ev, starts, ProviderKind::Outlook);
 }
 
+#[tokio::test]
+async fn outlook_writes_our_series_with_a_cancelled_and_a_moved_occurrence() {
+    let fake = FakeGraph::start("at-1").await;
+    let cal = fake.default_calendar();
+    let p = outlook(&fake).await;
+    let written = create(p.as_ref(), &cal, &our_series("o-1")).await;
+    let starts: Vec<DateTime<Utc>> = graph_view(&fake, &cal).await.into_iter().map(|x| x.1).collect();
+    assert_eq!(starts, expected_starts());
+    // Read back as ours, with the same exceptions.
+    let page = p.list(&cal, window(), None).await.unwrap();
+    let ev = with_exceptions(p.as_ref(), &cal, the_series(&page.events), window()).await.unwrap();
+    assert_eq!((ev.exceptions.clone(), ev.marker.map(|m| m.uid)), (expected_exceptions(), Some("o-1".into())));
+    p.update(&cal, &written.id, written.etag.as_deref(), &our_series("o-1")).await.unwrap();
+    let again: Vec<DateTime<Utc>> = graph_view(&fake, &cal).await.into_iter().map(|x| x.1).collect();
+    assert_eq!(again, expected_starts());
+}
+
 // ---- CalDAV (Radicale) -------------------------------------------------------------------
 
 const CAL: &str = "/alice/calendar/";
@@ -300,4 +371,21 @@ SUMMARY:Standup\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
     let only = |from: DateTime<Utc>, h: i64| Window { from, to: from + chrono::Duration::hours(h) };
     assert!(!calsync::providers::recurrence::occurs_in(&ev, &only(utc(3, 3), 24)));
     assert!(calsync::providers::recurrence::occurs_in(&ev, &only(utc(3, 18), 24)));
+}
+
+#[tokio::test]
+async fn caldav_writes_our_series_with_an_exdate_and_an_override() {
+    let server = Radicale::start();
+    let raw = server.raw();
+    raw.mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let target =
+        Target { provider: ProviderKind::Caldav, server_url: Some(server.url.clone()), connection: "t/w".into() };
+    let creds =
+        Credentials::Basic { username: server.user.clone(), password: SecretString::from(server.password.clone()) };
+    let p = CaldavConnector::new().connect(&target, &creds).await.unwrap();
+    create(p.as_ref(), CAL, &our_series("c-1")).await;
+    assert_eq!(radicale_expand(&raw, &window()).await, expected_starts());
+    let page = p.list(CAL, window(), None).await.unwrap();
+    let ev = with_exceptions(p.as_ref(), CAL, the_series(&page.events), window()).await.unwrap();
+    assert_eq!(ev.exceptions, expected_exceptions());
 }
