@@ -130,3 +130,21 @@ SUMMARY:Only the title changed\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
     // A single event has none.
     assert!(parse_ics(&to_ics(&data(), chrono::Utc::now())).unwrap().exceptions.is_empty());
 }
+
+#[test]
+fn written_exceptions_read_back_as_exdate_and_override() {
+    let ny = "America/New_York";
+    let mut ev = data();
+    ev.recurrence = vec!["RRULE:FREQ=WEEKLY;COUNT=6".into()];
+    ev.exceptions = vec![
+        Exception::cancelled(dt(2026, 3, 9, 9, ny)),
+        Exception::moved(dt(2026, 3, 16, 9, ny), dt(2026, 3, 17, 15, ny), dt(2026, 3, 17, 16, ny)),
+    ];
+    let ics = to_ics(&ev, chrono::Utc::now());
+    assert!(ics.contains("EXDATE;TZID=America/New_York:20260309T090000"), "{ics}");
+    assert!(ics.contains("RECURRENCE-ID;TZID=America/New_York:20260316T090000"), "{ics}");
+    let p = parse_ics(&ics).unwrap();
+    assert_eq!(p.title, ev.title);
+    let all = crate::providers::recurrence::merge_exceptions(&p.start, &p.recurrence, p.exceptions);
+    assert_eq!(all, ev.exceptions);
+}
