@@ -229,7 +229,7 @@ fn exceptions(
             recurrence::expand(start, end, &spec.recurrence, &around).map_err(|e| format!("recurrence: {e}"))?;
         if !by_rule.iter().any(|(s, _)| instant(s) == at) {
             return Err(format!(
-                "{} {:?} is not an occurrence of the recurrence: give the start that occurrence has under the rule",
+                "{} {:?} is not an occurrence of the recurrence: give the time that occurrence has under the rule",
                 field("originalStart"),
                 x.original_start
             ));

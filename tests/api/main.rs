@@ -7,5 +7,6 @@ mod connections;
 mod edges;
 mod events;
 mod flow;
+mod recurring;
 mod support;
 mod webhooks;

@@ -90,10 +90,16 @@ pub async fn apply_moves(
     }
     for x in moves {
         let (Some(start), Some(end)) = (&x.start, &x.end) else { continue };
-        let instance = find_instance(p, calendar, id, &x.original_start).await?;
+        let (instance, etag) = find_instance(p, calendar, id, &x.original_start).await?;
         let url = p.event_url(calendar, &instance)?;
         let body = instance_move(event, start, end);
-        let resp = p.client().send(Method::PATCH, &url, None, Some(&body)).await?;
+        // Versioned like every write: an instance edited since it was read is not overwritten.
+        let resp = p.client().send(Method::PATCH, &url, etag.as_deref(), Some(&body)).await?;
+        if resp.status.as_u16() == 412 {
+            return Err(ProviderError::Transient {
+                message: format!("occurrence {instance} of event {id} changed while calsync moved it; will retry"),
+            });
+        }
         if resp.status.as_u16() != 200 {
             return Err(classify(&resp, &format!("moving occurrence {instance} of event {id} in {calendar}")));
         }
@@ -103,13 +109,13 @@ pub async fn apply_moves(
     })
 }
 
-/// The id of the instance of `id` whose original start is `original`.
+/// The id and version of the instance of `id` whose original start is `original`.
 async fn find_instance(
     p: &GoogleProvider,
     calendar: &str,
     id: &str,
     original: &EventTime,
-) -> Result<String, ProviderError> {
+) -> Result<(String, Option<String>), ProviderError> {
     let mut url = api_url(&p.base, &["calendars", calendar, "events", id, "instances"])?;
     url.query_pairs_mut()
         .append_pair("originalStart", &original.to_rfc3339_or_date())
@@ -128,7 +134,7 @@ async fn find_instance(
                 .and_then(|t| read_time(t).ok())
                 .is_some_and(|t| instant(&t) == instant(original))
         })
-        .map(|g| g.id)
+        .map(|g| (g.id, g.etag))
         .ok_or_else(|| ProviderError::Invalid {
             message: format!(
                 "event {id} in {calendar} has no occurrence at {}: check the task's exceptions against its recurrence",

@@ -90,7 +90,7 @@ async fn find(
     id: &str,
     original: DateTime<Utc>,
     window: Window,
-) -> Result<Option<String>, ProviderError> {
+) -> Result<Option<(String, Option<String>)>, ProviderError> {
     let (from, to) = (iso(window.from), iso(window.to));
     let url = p.graph.url(&["me", "events", id, "instances"], &[("startDateTime", &from), ("endDateTime", &to)]);
     let what = format!("finding the occurrence of Outlook event {id} at {}", iso(original));
@@ -103,7 +103,7 @@ async fn find(
         .find(|g| {
             original_start(g).or_else(|| wire::to_remote(g, None).ok().map(|r| instant(&r.start))) == Some(original)
         })
-        .map(|g| g.id))
+        .map(|g| (g.id, g.etag)))
 }
 
 /// Cancel (DELETE) and move (PATCH) the occurrences of our series `id` that `event` names,
@@ -127,7 +127,7 @@ pub async fn apply(
             to: original.max(now_at) + length + Duration::days(1),
         };
         let occurrence = find(p, id, original, window).await?;
-        let (occurrence, method, body) = match (occurrence, &x.start, &x.end) {
+        let (occurrence, etag, method, body) = match (occurrence, &x.start, &x.end) {
             (None, _, _) if x.cancelled => continue,
             (None, _, _) => {
                 return Err(ProviderError::Invalid {
@@ -137,14 +137,26 @@ pub async fn apply(
                     ),
                 });
             }
-            (Some(o), _, _) if x.cancelled => (o, Method::DELETE, None),
-            (Some(o), Some(s), Some(e)) => (o, Method::PATCH, Some(wire::occurrence_move(s, e))),
+            (Some((o, tag)), _, _) if x.cancelled => (o, tag, Method::DELETE, None),
+            (Some((o, tag)), Some(s), Some(e)) => (o, tag, Method::PATCH, Some(wire::occurrence_move(s, e))),
             (Some(_), _, _) => continue,
         };
         let url = p.graph.url(&["me", "events", &occurrence], &[]);
-        let resp = p.graph.send(method, &url, &[PREFER], body.as_ref()).await?;
+        // Versioned like every write: an occurrence edited since it was read is not overwritten.
+        let mut headers = vec![PREFER];
+        if let Some(tag) = etag.as_deref() {
+            headers.push(("if-match", tag));
+        }
+        let resp = p.graph.send(method, &url, &headers, body.as_ref()).await?;
         match resp.status.as_u16() {
             200 | 204 => {}
+            412 => {
+                return Err(ProviderError::Transient {
+                    message: format!(
+                        "occurrence {occurrence} of Outlook event {id} changed while calsync changed it; will retry"
+                    ),
+                });
+            }
             _ => match classify(&resp, &format!("changing occurrence {occurrence} of Outlook event {id}")) {
                 // Deleted meanwhile: for a cancel, that is the goal.
                 ProviderError::NotFound { .. } if x.cancelled => {}

@@ -230,7 +230,7 @@ async fn create(State(s): S, Path(cal): Path<String>, h: HeaderMap, body: Bytes)
 }
 
 async fn get_event(State(s): S, Path(id): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
-    if let Some(r) = super::series::occurrence_call(&s, "GET", &id, None) {
+    if let Some(r) = super::series::occurrence_call(&s, "GET", &id, None, None) {
         return r;
     }
     let st = s.lock();
@@ -251,7 +251,9 @@ fn stale(st: &super::St, id: &str, h: &HeaderMap) -> Option<Response> {
 }
 
 async fn patch_event(State(s): S, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = super::series::occurrence_call(&s, "PATCH", &id, Some(&body)) {
+    if let Some(r) =
+        super::series::occurrence_call(&s, "PATCH", &id, Some(&body), h.get("if-match").and_then(|v| v.to_str().ok()))
+    {
         return r;
     }
     let tz = match out_zone(&h) {
@@ -298,7 +300,9 @@ async fn patch_event(State(s): S, Path(id): Path<String>, h: HeaderMap, body: By
 }
 
 async fn delete_event(State(s): S, Path(id): Path<String>, h: HeaderMap) -> Response {
-    if let Some(r) = super::series::occurrence_call(&s, "DELETE", &id, None) {
+    if let Some(r) =
+        super::series::occurrence_call(&s, "DELETE", &id, None, h.get("if-match").and_then(|v| v.to_str().ok()))
+    {
         return r;
     }
     let mut st = s.lock();
@@ -346,7 +350,7 @@ fn instances(
                 None => ev.render(tz, if delta { None } else { expand }, delta),
                 Some(oid) => {
                     let mut v = ev.render_occurrence(&oid, a, b, tz, if delta { None } else { expand });
-                    super::series::decorate(&mut v, original, exception);
+                    super::series::decorate(st, &mut v, original, exception);
                     v
                 }
             };

@@ -86,24 +86,31 @@ fn render(st: &St, id: &str, master: &str, original: DateTime<Utc>, len: (DateTi
     let s = o.and_then(|o| o.start.as_ref()).and_then(store::instant).unwrap_or(len.0);
     let e = o.and_then(|o| o.end.as_ref()).and_then(store::instant).unwrap_or(len.1);
     let mut v = ev.render_occurrence(id, s, e, chrono_tz::UTC, None);
-    decorate(&mut v, original, o.is_some());
-    if let Some(o) = o {
-        v["@odata.etag"] = json!(format!("W/\"{}\"", o.change_key));
-        v["changeKey"] = json!(o.change_key);
-    }
+    decorate(st, &mut v, original, o.is_some());
     v
 }
 
-/// `originalStart` on every instance of a series; `type: exception` on changed ones.
-pub fn decorate(v: &mut Value, original: DateTime<Utc>, exception: bool) {
+/// `originalStart` on every instance of a series; `type: exception` and the exception's own
+/// version on changed ones.
+pub fn decorate(st: &St, v: &mut Value, original: DateTime<Utc>, exception: bool) {
     v["originalStart"] = json!(original.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     if exception {
         v["type"] = json!("exception");
     }
+    if let Some(o) = v["id"].as_str().and_then(|id| st.occurrences.get(id)) {
+        v["@odata.etag"] = json!(format!("W/\"{}\"", o.change_key));
+        v["changeKey"] = json!(o.change_key);
+    }
 }
 
 /// GET / PATCH / DELETE on an occurrence id; `None` when `id` is not one (the caller goes on).
-pub fn occurrence_call(s: &Shared, method: &str, id: &str, body: Option<&Bytes>) -> Option<Response> {
+pub fn occurrence_call(
+    s: &Shared,
+    method: &str,
+    id: &str,
+    body: Option<&Bytes>,
+    if_match: Option<&str>,
+) -> Option<Response> {
     let mut st = s.lock();
     if st.events.contains_key(id) {
         return None;
@@ -117,6 +124,17 @@ pub fn occurrence_call(s: &Shared, method: &str, id: &str, body: Option<&Bytes>)
     match method {
         "GET" => Some(axum::Json(render(&st, id, &master, a, (a, b))).into_response()),
         "DELETE" | "PATCH" => {
+            let current = match st.occurrences.get(id) {
+                Some(o) => format!("W/\"{}\"", o.change_key),
+                None => st.events[&master].etag(),
+            };
+            if if_match.is_some_and(|m| m != current) {
+                return Some(graph_error(
+                    412,
+                    "ErrorIrresolvableConflict",
+                    "The change key passed in the request does not match the current change key for the item.",
+                ));
+            }
             let mut occ = st.occurrences.get(id).cloned().unwrap_or(Occurrence {
                 master: master.clone(),
                 cancelled: false,
@@ -201,7 +219,7 @@ pub async fn list_instances(
     for (occ, a, b, original, exception) in applied(&st, ev, from, to) {
         let Some(oid) = occ else { continue };
         let mut v = ev.render_occurrence(&oid, a, b, chrono_tz::UTC, None);
-        decorate(&mut v, original, exception);
+        decorate(&st, &mut v, original, exception);
         items.push((a, v));
     }
     items.sort_by_key(|(a, _)| *a);
