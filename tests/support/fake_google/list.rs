@@ -187,7 +187,8 @@ fn compute(s: &State, cal: usize, q: &Query1<'_>) -> Result<Vec<Value>, GoogleEr
         // Google: "Cancelled instances of recurring events ... will still be included if
         // showDeleted and singleEvents are both False."
         let exception = ev.get("recurringEventId").is_some();
-        if cancelled && !include_cancelled && !(exception && !single) {
+        let listed_anyway = exception && !single;
+        if cancelled && !include_cancelled && !listed_anyway {
             continue;
         }
         if q.one("iCalUID").is_some_and(|u| ev["iCalUID"].as_str() != Some(u))

@@ -126,7 +126,7 @@ pub async fn events_instances(
             parse_when(v.get("originalStartTime"), "originalStartTime").is_ok_and(|w| w.instant(tz) == want)
         });
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|x| x.0);
     let items: Vec<Value> = out.into_iter().map(|(_, v)| v).collect();
     let body = json!({ "kind": "calendar#events", "timeZone": calendar.time_zone, "items": items });
     Ok(([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body.to_string()).into_response())
