@@ -188,6 +188,16 @@ async fn google_writes_our_series_with_a_cancelled_and_a_moved_occurrence() {
     // Writing it again changes nothing the calendar shows.
     p.update(&cal, &written.id, written.etag.as_deref(), &our_series("g-1")).await.unwrap();
     assert_eq!(google_instances(&fake, &cal).await, expected_starts());
+    // A crash between the insert and the instance patch: the retried create adopts the series
+    // and still moves the occurrence.
+    let instance = format!("{}_20270317T130000Z", written.id);
+    fake.edit(&cal, &instance, json!({"start": g_time(3, 17, 9), "end": g_time(3, 17, 10)}));
+    assert_ne!(google_instances(&fake, &cal).await, expected_starts());
+    match p.create(&cal, &written.id, &our_series("g-1")).await.unwrap() {
+        Created::Existing(ev) => assert_eq!(ev.id, written.id),
+        other => panic!("a repeated create must adopt: {other:?}"),
+    }
+    assert_eq!(google_instances(&fake, &cal).await, expected_starts());
 }
 
 /// Google's own expansion: the instances listing.

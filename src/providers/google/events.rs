@@ -44,6 +44,11 @@ pub async fn create(
                 let restored = restore(p, calendar, key, ev.etag.as_deref(), event).await?;
                 Ok(Created::Existing(restored))
             }
+            // The same content (a crash after the insert): its moved occurrences may not have
+            // been written yet. Other content is the engine's to update, moves included.
+            Some(ev) if ev.marker.as_ref().is_some_and(|m| m.hash == event.marker.hash) => {
+                Ok(Created::Existing(series::apply_moves(p, calendar, key, event, ev).await?))
+            }
             Some(ev) => Ok(Created::Existing(ev)),
         },
         _ => Err(classify(&resp, &what())),

@@ -52,6 +52,12 @@ pub async fn create(
     // (answer lost, process crashed before recording it) is found by our key first.
     if let Some(existing) = find_by_key(p, calendar, key).await? {
         tracing::debug!(calendar, key, id = %existing.id, "outlook event exists already; adopting it");
+        // The same content (a crash after the POST): its occurrences may not have been changed
+        // yet. Other content is the engine's to update, occurrences included.
+        if existing.marker.as_ref().is_some_and(|m| m.hash == event.marker.hash) {
+            let id = existing.id.clone();
+            return Ok(Created::Existing(super::series::apply(p, &id, event, existing).await?));
+        }
         return Ok(Created::Existing(existing));
     }
     let body = wire::create_body(event, key)?;
