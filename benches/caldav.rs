@@ -37,6 +37,7 @@ fn event(i: usize) -> EventData {
         start: t(start),
         end: t(end),
         recurrence: vec![],
+        exceptions: Vec::new(),
         marker: Marker {
             owner: "calsync".into(),
             uid: format!("bench-{i}"),

@@ -56,6 +56,7 @@ fn event(i: usize) -> EventData {
         start: t(start),
         end: t(start + chrono::Duration::minutes(30)),
         recurrence: vec![],
+        exceptions: Vec::new(),
         marker: Marker {
             owner: "calsync".into(),
             uid: format!("bench-{i}"),

@@ -128,6 +128,7 @@ fn event(uid: &str, title: &str) -> EventData {
         start: zoned(2031, 5, 14, 9, "Europe/Berlin"),
         end: zoned(2031, 5, 14, 10, "Europe/Berlin"),
         recurrence: vec![],
+        exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: format!("task-{uid}"), hash: "h".into() },
     }
 }

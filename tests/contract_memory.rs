@@ -70,6 +70,7 @@ impl ContractPeer for MemoryPeer {
                 marker: None,
                 cancelled: false,
                 created: None,
+                exceptions: Vec::new(),
             },
         );
         id

@@ -136,6 +136,7 @@ fn task(ns: &str, name: &str, labels: &[(&str, &str)]) -> TaskSync {
             category: None,
             description: None,
             recurrence: vec![],
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),

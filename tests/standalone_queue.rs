@@ -51,6 +51,7 @@ fn task(i: usize) -> TaskSync {
             category: None,
             description: None,
             recurrence: vec![],
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),

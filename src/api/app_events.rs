@@ -205,6 +205,7 @@ mod tests {
             category: None,
             description: None,
             recurrence: vec![],
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: DeletionPolicy::Delete,
             conflict_policy: ConflictPolicy::Manual,

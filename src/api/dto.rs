@@ -125,6 +125,17 @@ pub struct TaskData {
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub description: Option<String>,
+    /// Makes the task recurring: RFC 5545 lines (`RRULE:FREQ=WEEKLY;BYDAY=MO`, `EXDATE...`),
+    /// repeating from `scheduled_time` in `timezone` (required for timed tasks). Absent: an
+    /// existing task keeps its recurrence; `[]` makes it a single event again.
+    #[serde(default)]
+    #[schema(max_items = 20, example = json!(["RRULE:FREQ=WEEKLY;BYDAY=WE;COUNT=10"]))]
+    pub recurrence: Option<Vec<String>>,
+    /// Occurrences of the recurring task to cancel or move, by their start under the rule
+    /// (read like `scheduled_time`). Absent: kept; `[]` clears them.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub exceptions: Option<Vec<OccurrenceException>>,
 }
 
 /// `POST /task-to-calendar`.
@@ -190,6 +201,47 @@ pub struct ImportedTask {
     pub timezone: String,
     pub all_day: bool,
     pub duration_minutes: i64,
+    /// Recurring events only: the series' RFC 5545 lines (RRULE/EXDATE/RDATE), as the TaskSync
+    /// spec and `task_data.recurrence` take them. `scheduled_time` is then the next occurrence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recurrence: Vec<String>,
+    /// Recurring events only: the start of the series' first occurrence, read like
+    /// `scheduled_time`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_start: Option<String>,
+    /// Recurring events only: occurrences moved or cancelled in the calendar (within the window
+    /// read), by their original start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<Vec<OccurrenceException>>,
+}
+
+/// One occurrence of a recurring task that differs from its rule. Times read like
+/// `scheduled_time` (local date-times in `timezone`, or dates for all-day tasks).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OccurrenceException {
+    /// When the occurrence starts by the rule: what identifies it.
+    #[schema(
+        example = "2025-10-22T14:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub original_start: String,
+    /// Where the occurrence is now, when moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        example = "2025-10-23T09:00:00",
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub start: Option<String>,
+    /// End of the moved occurrence (default: `start` plus the task's duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    )]
+    pub end: Option<String>,
+    /// The occurrence was cancelled (deleted from the series).
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 /// One of our events that was edited in the calendar app.
@@ -283,6 +335,14 @@ pub struct TaskPatch {
     #[serde(default)]
     #[schema(max_length = 8192)]
     pub description: Option<String>,
+    /// New recurrence lines (`[]`: no longer recurring).
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub recurrence: Option<Vec<String>>,
+    /// New set of cancelled or moved occurrences (`[]`: none).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub exceptions: Option<Vec<OccurrenceException>>,
 }
 
 /// `PUT /update-event`.

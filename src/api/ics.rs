@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::desired::desired_event;
 use crate::providers::caldav::ics::{
-    Calendar, Component, PRODID, escape_text, property, property_with, start_year, timezone, vevent,
+    Calendar, Component, PRODID, escape_text, override_events, property, property_with, start_year, timezone, vevent,
 };
 use crate::resources::TaskSync;
 
@@ -84,7 +84,10 @@ pub fn render(tasks: &[TaskSync], owner: &str) -> Feed {
             zones.entry(tz.name().to_string()).and_modify(|(_, y)| *y = (*y).min(year)).or_insert((tz, year));
         }
         let key = vev.find_prop("UID").map(|p| p.val.as_str().to_string()).unwrap_or_default();
-        events.push((key, vev));
+        // Moved occurrences of a recurring task: override VEVENTs with the same UID.
+        let moved = override_events(&ev, &vev, stamp, zone);
+        events.push((key.clone(), vev));
+        events.extend(moved.into_iter().map(|o| (key.clone(), o)));
     }
     // Stable order, so the same tasks always give the same bytes (and ETag).
     events.sort_by(|a, b| a.0.cmp(&b.0));

@@ -28,6 +28,7 @@ fn task(name: &str, start: &str, zone: Option<&str>) -> TaskSync {
             category: None,
             description: None,
             recurrence: Vec::new(),
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),

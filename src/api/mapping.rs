@@ -10,11 +10,11 @@ use std::sync::LazyLock;
 use chrono::NaiveDate;
 use regex::Regex;
 
-use super::dto::{Id, ImportedTask, TaskData, TaskPatch};
+use super::dto::{Id, ImportedTask, OccurrenceException, TaskData, TaskPatch};
 use super::errors::ApiError;
 use crate::engine::desired::{TimeValue, desired_event, parse_time, parse_zone};
-use crate::providers::{EventTime, RemoteEvent};
-use crate::resources::tasksync::{TIME_PATTERN, TZ_PATTERN};
+use crate::providers::{EventTime, RemoteEvent, Window, recurrence};
+use crate::resources::tasksync::{OccurrenceException as SpecException, RECURRENCE_PATTERN, TIME_PATTERN, TZ_PATTERN};
 use crate::resources::{ConnectionRef, ProviderKind, TaskSyncSpec};
 
 static TIME_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TIME_PATTERN).ok());
@@ -142,6 +142,64 @@ fn set_time(
     Ok(())
 }
 
+static RECURRENCE_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(RECURRENCE_PATTERN).ok());
+
+/// Set recurrence and exceptions on `spec` from the API's fields; `None` keeps.
+fn set_recurrence(
+    spec: &mut TaskSyncSpec,
+    recurrence: Option<&[String]>,
+    exceptions: Option<&[OccurrenceException]>,
+) -> Result<(), ApiError> {
+    if let Some(lines) = recurrence {
+        if lines.len() > 20 {
+            return Err(ApiError::invalid_field("task_data.recurrence takes at most 20 lines"));
+        }
+        for line in lines {
+            let ok = line.len() <= 1000 && RECURRENCE_RE.as_ref().is_some_and(|re| re.is_match(line));
+            if !ok {
+                return Err(ApiError::bad_request(
+                    "invalid_recurrence",
+                    format!(
+                        "task_data.recurrence line {line:?} is not an RFC 5545 RRULE, EXRULE, RDATE or EXDATE line (e.g. RRULE:FREQ=WEEKLY;BYDAY=MO)"
+                    ),
+                ));
+            }
+        }
+        spec.recurrence = lines.to_vec();
+    }
+    if let Some(list) = exceptions {
+        if list.len() > 100 {
+            return Err(ApiError::invalid_field("task_data.exceptions takes at most 100 entries"));
+        }
+        for x in list {
+            for (name, v) in
+                [("original_start", Some(&x.original_start)), ("start", x.start.as_ref()), ("end", x.end.as_ref())]
+            {
+                if let Some(v) = v
+                    && !TIME_RE.as_ref().is_some_and(|re| re.is_match(v))
+                {
+                    return Err(ApiError::bad_request(
+                        "invalid_time",
+                        format!(
+                            "task_data.exceptions[].{name} {v:?} must be read like scheduled_time: RFC 3339, a local date-time, or a date"
+                        ),
+                    ));
+                }
+            }
+        }
+        spec.exceptions = list
+            .iter()
+            .map(|x| SpecException {
+                original_start: x.original_start.clone(),
+                start: x.start.clone(),
+                end: x.end.clone(),
+                cancelled: x.cancelled,
+            })
+            .collect();
+    }
+    Ok(())
+}
+
 /// Final check: the engine's own interpretation must accept the spec (DST gaps, end > start...).
 fn check_spec(spec: &TaskSyncSpec) -> Result<(), ApiError> {
     text("task_data.name", &spec.title, 1, 1024)?;
@@ -180,6 +238,7 @@ pub fn spec_from_task(
             category: None,
             description: None,
             recurrence: Vec::new(),
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
@@ -194,6 +253,7 @@ pub fn spec_from_task(
     spec.start = String::new();
     spec.all_day = None;
     set_time(&mut spec, Some(&data.scheduled_time), data.timezone.as_deref(), data.duration_minutes)?;
+    set_recurrence(&mut spec, data.recurrence.as_deref(), data.exceptions.as_deref())?;
     check_spec(&spec)?;
     Ok(spec)
 }
@@ -211,6 +271,7 @@ pub fn spec_with_patch(existing: &TaskSyncSpec, patch: &TaskPatch) -> Result<Tas
         spec.description = Some(d.clone());
     }
     set_time(&mut spec, patch.scheduled_time.as_deref(), patch.timezone.as_deref(), patch.duration_minutes)?;
+    set_recurrence(&mut spec, patch.recurrence.as_deref(), patch.exceptions.as_deref())?;
     check_spec(&spec)?;
     Ok(spec)
 }
@@ -239,19 +300,49 @@ fn minutes_between(start: &EventTime, end: &EventTime) -> i64 {
     }
 }
 
-/// A calendar event in the seed's task shape.
+/// A calendar event in the seed's task shape. A recurring event is one task: its `recurrence`
+/// lines, `series_start`, `exceptions`, and as `scheduled_time` its next occurrence from `now`
+/// (the series' start when none follows within a year).
 pub fn imported_task(ev: &RemoteEvent, provider: ProviderKind) -> ImportedTask {
-    let (scheduled_time, timezone, all_day) = task_time(&ev.start, ev.zone.as_deref());
+    imported_task_at(ev, provider, chrono::Utc::now())
+}
+
+/// `imported_task` with the clock given.
+pub fn imported_task_at(ev: &RemoteEvent, provider: ProviderKind, now: chrono::DateTime<chrono::Utc>) -> ImportedTask {
+    let zone = ev.zone.as_deref();
+    let (series_start, timezone, all_day) = task_time(&ev.start, zone);
+    let recurring = !ev.recurrence.is_empty();
+    let next = recurring
+        .then(|| {
+            let year = Window { from: now, to: now + chrono::Duration::days(366) };
+            recurrence::occurrences(ev, &year).ok().and_then(|o| o.into_iter().next())
+        })
+        .flatten();
+    let (start, end) = next.as_ref().map_or((&ev.start, &ev.end), |(s, e)| (s, e));
+    let local = |t: &EventTime| task_time(t, zone).0;
+    let exceptions = ev
+        .exceptions
+        .iter()
+        .map(|x| OccurrenceException {
+            original_start: local(&x.original_start),
+            start: x.start.as_ref().map(local),
+            end: x.end.as_ref().map(local),
+            cancelled: x.cancelled,
+        })
+        .collect();
     ImportedTask {
         name: ev.title.clone(),
-        scheduled_time,
+        scheduled_time: local(start),
         category: ev.category.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "General".to_string()),
         calendar_event_id: ev.id.clone(),
         calendar_source: provider.as_str().to_string(),
         calendar_link: ev.link.clone(),
         timezone,
         all_day,
-        duration_minutes: minutes_between(&ev.start, &ev.end).max(0),
+        duration_minutes: minutes_between(start, end).max(0),
+        recurrence: ev.recurrence.clone(),
+        series_start: recurring.then_some(series_start),
+        exceptions: recurring.then_some(exceptions),
     }
 }
 
@@ -292,6 +383,8 @@ mod tests {
             timezone: tz.map(String::from),
             duration_minutes: None,
             description: None,
+            recurrence: None,
+            exceptions: None,
         }
     }
 
@@ -334,5 +427,37 @@ mod tests {
         assert_eq!(s2.start, "2025-10-17T15:00:00");
         assert_eq!(s2.title, "Homework");
         assert_eq!(s2.category.as_deref(), Some("School"));
+    }
+
+    #[test]
+    fn recurrence_and_exceptions_reach_the_spec_and_are_checked() {
+        let mut d = data("2027-02-24T09:00:00", Some("America/New_York"));
+        d.recurrence = Some(vec!["RRULE:FREQ=WEEKLY;BYDAY=WE".into()]);
+        d.exceptions = Some(vec![OccurrenceException {
+            original_start: "2027-03-03T09:00:00".into(),
+            start: None,
+            end: None,
+            cancelled: true,
+        }]);
+        let s = spec_from_task(None, "c", &d).unwrap();
+        assert_eq!(s.recurrence, vec!["RRULE:FREQ=WEEKLY;BYDAY=WE".to_string()]);
+        assert_eq!(s.exceptions.len(), 1);
+        // A later task-to-calendar without the fields keeps them; update-event can clear them.
+        let mut again = data("2027-02-24T09:00:00", Some("America/New_York"));
+        again.name = "Renamed".into();
+        let s2 = spec_from_task(Some(&s), "c", &again).unwrap();
+        assert_eq!((s2.recurrence.len(), s2.exceptions.len()), (1, 1));
+        let p = TaskPatch { exceptions: Some(vec![]), ..Default::default() };
+        assert!(spec_with_patch(&s2, &p).unwrap().exceptions.is_empty());
+        // Bad input: a line that is no recurrence line, an occurrence the rule does not have.
+        let code = |d: &TaskData| spec_from_task(None, "c", d).unwrap_err().code;
+        let mut bad = d.clone();
+        bad.recurrence = Some(vec!["FREQ=WEEKLY".into()]);
+        assert_eq!(code(&bad), "invalid_recurrence");
+        let mut bad = d.clone();
+        bad.exceptions.as_mut().unwrap()[0].original_start = "2027-03-04T09:00:00".into();
+        let e = spec_from_task(None, "c", &bad).unwrap_err();
+        assert_eq!(e.code, "invalid_task");
+        assert!(e.message.contains("not an occurrence"), "{}", e.message);
     }
 }

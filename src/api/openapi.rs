@@ -44,7 +44,7 @@ impl Modify for BearerAuth {
         conflicts::list,
         conflicts::resolve,
     ),
-    components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
+    components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::OccurrenceException, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -59,6 +59,7 @@ pub fn task(i: usize, connections: usize) -> TaskSync {
             category: None,
             description: None,
             recurrence: vec![],
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),

@@ -97,6 +97,7 @@ impl From<WireEvent> for RemoteEvent {
             marker: e.marker,
             cancelled: false,
             created: None,
+            exceptions: Vec::new(),
         }
     }
 }
@@ -405,6 +406,7 @@ mod tests {
             start: at(t),
             end: at(t + chrono::Duration::hours(1)),
             recurrence: vec![],
+            exceptions: Vec::new(),
             marker: Marker { owner: "calsync".into(), uid: "u1".into(), task_id: "1".into(), hash: "h".into() },
         }
     }

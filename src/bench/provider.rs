@@ -602,6 +602,7 @@ mod tests {
             start: at(t),
             end: at(t + chrono::Duration::hours(1)),
             recurrence: vec![],
+            exceptions: Vec::new(),
             marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: "1".into(), hash: "h".into() },
         }
     }

@@ -7,7 +7,8 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::providers::{EventData, EventTime, Marker};
+use crate::providers::recurrence::{self, instant};
+use crate::providers::{EventData, EventTime, Exception, Marker, Window};
 use crate::resources::TaskSyncSpec;
 
 /// Default event length when neither duration nor end is given (DESIGN §6).
@@ -175,6 +176,7 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
     if !spec.recurrence.is_empty() && zone.is_none() && !all_day {
         return Err("a recurring timed event needs timeZone so it repeats at the same local time across DST".into());
     }
+    let exceptions = exceptions(spec, zone, &start, &end)?;
     Ok(EventData {
         title: spec.title.clone(),
         description: spec.description.clone(),
@@ -182,6 +184,7 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         start,
         end,
         recurrence: spec.recurrence.clone(),
+        exceptions,
         marker: Marker {
             owner: owner.to_string(),
             uid: uid.to_string(),
@@ -189,6 +192,73 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
             hash: String::new(),
         },
     })
+}
+
+/// The spec's exceptions, times read like `start` (in timeZone, DST-correct), each checked to
+/// name an occurrence of the rule, in order of original start.
+fn exceptions(
+    spec: &TaskSyncSpec,
+    zone: Option<Tz>,
+    start: &EventTime,
+    end: &EventTime,
+) -> Result<Vec<Exception>, String> {
+    if spec.exceptions.is_empty() {
+        return Ok(Vec::new());
+    }
+    if spec.recurrence.is_empty() {
+        return Err("exceptions need recurrence: only a recurring task has occurrences to cancel or move".into());
+    }
+    let length = instant(end) - instant(start);
+    let read = |field: &str, v: &str| -> Result<EventTime, String> {
+        match (parse_time(field, v)?, start.is_date()) {
+            (TimeValue::Date(d), true) => Ok(EventTime::Date(d)),
+            (TimeValue::Date(_), false) => {
+                Err(format!("{field} is a date but start is a date-time: use the same form"))
+            }
+            (_, true) => Err(format!("{field} is a date-time but start is a date (all-day): use a date")),
+            (t, false) => timed(t, zone, field),
+        }
+    };
+    let mut out: Vec<Exception> = Vec::new();
+    for (i, x) in spec.exceptions.iter().enumerate() {
+        let field = |n: &str| format!("exceptions[{i}].{n}");
+        let original = read(&field("originalStart"), &x.original_start)?;
+        let at = instant(&original);
+        let around = Window { from: at - Duration::seconds(1), to: at + Duration::seconds(1) };
+        let by_rule =
+            recurrence::expand(start, end, &spec.recurrence, &around).map_err(|e| format!("recurrence: {e}"))?;
+        if !by_rule.iter().any(|(s, _)| instant(s) == at) {
+            return Err(format!(
+                "{} {:?} is not an occurrence of the recurrence: give the time that occurrence has under the rule",
+                field("originalStart"),
+                x.original_start
+            ));
+        }
+        if out.iter().any(|o| instant(&o.original_start) == at) {
+            return Err(format!("{} {:?} names an occurrence a second time", field("originalStart"), x.original_start));
+        }
+        if x.cancelled {
+            if x.start.is_some() || x.end.is_some() {
+                return Err(format!("{}: a cancelled occurrence has no start or end", field("cancelled")));
+            }
+            out.push(Exception::cancelled(original));
+            continue;
+        }
+        let Some(new_start) = x.start.as_deref() else {
+            return Err(format!("{}: give cancelled: true or a start to move the occurrence to", field("start")));
+        };
+        let s = read(&field("start"), new_start)?;
+        let e = match x.end.as_deref() {
+            Some(e) => read(&field("end"), e)?,
+            None => recurrence::at(instant(&s) + length, &s),
+        };
+        if instant(&e) <= instant(&s) {
+            return Err(format!("{} must be after {}", field("end"), field("start")));
+        }
+        out.push(Exception::moved(original, s, e));
+    }
+    out.sort_by_key(|x| instant(&x.original_start));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -209,6 +279,7 @@ mod tests {
             category: None,
             description: None,
             recurrence: vec![],
+            exceptions: Vec::new(),
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
@@ -253,6 +324,37 @@ mod tests {
             assert!(parse_duration(d).is_err(), "{d}");
         }
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::minutes(90));
+    }
+
+    #[test]
+    fn exceptions_are_read_in_the_zone_and_must_name_an_occurrence() {
+        use crate::resources::tasksync::OccurrenceException as X;
+        let mut s = spec("2027-02-24T09:00:00");
+        s.time_zone = Some("America/New_York".into());
+        s.recurrence = vec!["RRULE:FREQ=WEEKLY;BYDAY=WE".into()];
+        let x = |o: &str, start: Option<&str>, cancelled: bool| X {
+            original_start: o.into(),
+            start: start.map(String::from),
+            end: None,
+            cancelled,
+        };
+        s.exceptions =
+            vec![x("2027-03-17T09:00:00", Some("2027-03-18T15:00:00"), false), x("2027-03-03T09:00:00", None, true)];
+        let e = desired_event(&s, "u", "o").unwrap();
+        let utc = |t: &EventTime| instant(t).to_rfc3339();
+        assert_eq!(e.exceptions.len(), 2);
+        assert!(e.exceptions[0].cancelled);
+        assert_eq!(utc(&e.exceptions[0].original_start), "2027-03-03T14:00:00+00:00");
+        // After the DST change: 09:00 New York is 13:00Z; the moved one keeps the hour's length.
+        assert_eq!(utc(&e.exceptions[1].original_start), "2027-03-17T13:00:00+00:00");
+        assert_eq!(e.exceptions[1].end.as_ref().map(utc).as_deref(), Some("2027-03-18T20:00:00+00:00"));
+        s.exceptions = vec![x("2027-03-18T09:00:00", None, true)];
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("is not an occurrence"));
+        s.exceptions = vec![x("2027-03-17T09:00:00", None, false)];
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("give cancelled: true or a start"));
+        s.recurrence.clear();
+        s.exceptions = vec![x("2027-03-17T09:00:00", None, true)];
+        assert!(desired_event(&s, "u", "o").unwrap_err().contains("exceptions need recurrence"));
     }
 
     #[test]

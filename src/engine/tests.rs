@@ -114,6 +114,7 @@ pub(super) fn spec(task: &str) -> TaskSyncSpec {
         category: Some("Homework".into()),
         description: None,
         recurrence: vec![],
+        exceptions: Vec::new(),
         calendar_id: None,
         deletion_policy: DeletionPolicy::Delete,
         conflict_policy: ConflictPolicy::Manual,

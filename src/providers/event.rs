@@ -78,6 +78,9 @@ pub struct EventData {
     pub end: EventTime,
     /// RFC 5545 RRULE/EXDATE/RDATE lines.
     pub recurrence: Vec<String>,
+    /// Occurrences of a recurring event to cancel or move (empty for single events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<Exception>,
     pub marker: Marker,
 }
 
@@ -94,6 +97,9 @@ impl EventData {
             start: &'a EventTime,
             end: &'a EventTime,
             recurrence: &'a [String],
+            // Left out when empty, so events without exceptions keep the hash they had.
+            #[serde(skip_serializing_if = "<[Exception]>::is_empty")]
+            exceptions: &'a [Exception],
             task_id: &'a str,
         }
         let canonical = Canonical {
@@ -104,6 +110,7 @@ impl EventData {
             start: &self.start,
             end: &self.end,
             recurrence: &self.recurrence,
+            exceptions: &self.exceptions,
             task_id: &self.marker.task_id,
         };
         // Serializing a struct of strings and chrono values cannot fail.
@@ -138,6 +145,31 @@ pub struct RemoteEvent {
     /// iCalendar `CREATED`), when the provider says: tells "created" from "updated" in the
     /// app's change feed.
     pub created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Moved or cancelled occurrences of a recurring event, as far as the provider reported
+    /// them (see `Provider::series_exceptions`); empty for single events.
+    pub exceptions: Vec<Exception>,
+}
+
+/// One occurrence of a recurring event that differs from its rule: cancelled, or moved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exception {
+    /// When the occurrence would have started by the rule (RECURRENCE-ID, Google
+    /// `originalStartTime`, Graph `originalStart`): what identifies it.
+    pub original_start: EventTime,
+    /// Where it is now, when moved (`None` when cancelled).
+    pub start: Option<EventTime>,
+    pub end: Option<EventTime>,
+    pub cancelled: bool,
+}
+
+impl Exception {
+    pub fn cancelled(original_start: EventTime) -> Exception {
+        Exception { original_start, start: None, end: None, cancelled: true }
+    }
+
+    pub fn moved(original_start: EventTime, start: EventTime, end: EventTime) -> Exception {
+        Exception { original_start, start: Some(start), end: Some(end), cancelled: false }
+    }
 }
 
 impl RemoteEvent {
@@ -176,6 +208,7 @@ impl RemoteEvent {
             marker: Some(data.marker.clone()),
             cancelled: false,
             created: None,
+            exceptions: data.exceptions.clone(),
         }
     }
 }

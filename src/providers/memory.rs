@@ -342,6 +342,11 @@ impl Provider for MemoryProvider {
         let mut s = self.service.lock();
         s.enter(Op::List, calendar, "")?;
         let overlaps = |e: &RemoteEvent| {
+            // A series is listed when one of its occurrences overlaps, as servers' time-range
+            // filters do.
+            if !e.recurrence.is_empty() {
+                return super::recurrence::occurs_in(e, &window);
+            }
             let bound = |t: &EventTime| match t {
                 EventTime::Date(d) => d.and_hms_opt(0, 0, 0).map(|n| n.and_utc()),
                 EventTime::DateTime { utc, .. } => Some(*utc),

@@ -13,6 +13,7 @@ pub mod limiter;
 pub mod memory;
 pub mod outlook;
 pub mod push;
+pub mod recurrence;
 pub mod registry;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use error::ProviderError;
-pub use event::{EventData, EventPage, EventTime, Marker, RemoteEvent, event_key};
+pub use event::{EventData, EventPage, EventTime, Exception, Marker, RemoteEvent, event_key};
 pub use push::{PushSupport, Watch, WatchRequest};
 
 use crate::credentials::Credentials;
@@ -91,6 +92,20 @@ pub trait Provider: Send + Sync {
     /// Events overlapping `window`. With a `cursor` from an earlier page, only changes since then
     /// (a rejected cursor gives a full listing with `full_resync`).
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError>;
+
+    /// The moved and cancelled occurrences of the recurring `event` (as `list` returned it) in
+    /// `window`, with their original starts. Default: what the listing carried already (CalDAV
+    /// resources hold their RECURRENCE-ID overrides); Google and Graph read the series'
+    /// instances. EXDATE cancellations are added by `recurrence::with_exceptions`.
+    async fn series_exceptions(
+        &self,
+        calendar: &str,
+        event: &RemoteEvent,
+        window: Window,
+    ) -> Result<Vec<event::Exception>, ProviderError> {
+        let _ = (calendar, window);
+        Ok(event.exceptions.clone())
+    }
 
     /// How this provider delivers changes (see `push`). Default: no push, poll.
     fn push_support(&self) -> PushSupport {

@@ -33,6 +33,42 @@ pub struct ConnectionRef {
     pub name: String,
 }
 
+/// One occurrence of a recurring task that differs from its rule: cancelled, or moved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.cancelled) && self.cancelled ? !has(self.start) && !has(self.end) : has(self.start)").message("an exception either cancels its occurrence (cancelled: true, no start or end) or moves it (start, optionally end)"))]
+#[serde(rename_all = "camelCase")]
+pub struct OccurrenceException {
+    /// The occurrence's start by the rule (same form as spec.start): which occurrence this is.
+    #[schemars(
+        length(min = 10, max = 40),
+        regex(
+            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+        )
+    )]
+    pub original_start: String,
+    /// Where the occurrence moves to (same form as spec.start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 10, max = 40),
+        regex(
+            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+        )
+    )]
+    pub start: Option<String>,
+    /// End of the moved occurrence; default: its start plus the task's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 10, max = 40),
+        regex(
+            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
+        )
+    )]
+    pub end: Option<String>,
+    /// Cancel the occurrence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+}
+
 /// What happens to the calendar event when the TaskSync is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum DeletionPolicy {
@@ -88,6 +124,7 @@ pub enum ConflictPolicy {
 #[x_kube(validation = Rule::new("self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$') || has(self.timeZone)").message("start without an offset needs timeZone (an IANA name such as America/New_York)"))]
 #[x_kube(validation = Rule::new("!has(self.end) || !self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || !self.end.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || timestamp(self.end) > timestamp(self.start)").message("end must be after start"))]
 #[x_kube(validation = Rule::new("self.taskId == oldSelf.taskId").message("taskId is immutable"))]
+#[x_kube(validation = Rule::new("!has(self.exceptions) || size(self.exceptions) == 0 || has(self.recurrence)").message("exceptions need recurrence: only a recurring task has occurrences to cancel or move"))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSyncSpec {
     /// The CalendarConnection (same namespace) whose calendar holds the event.
@@ -141,6 +178,10 @@ pub struct TaskSyncSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = r"^(RRULE|EXRULE|RDATE|EXDATE)[;:][^\r\n]+$")))]
     pub recurrence: Vec<String>,
+    /// Occurrences of the recurring task to cancel or move, by their start under the rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub exceptions: Vec<OccurrenceException>,
     /// Calendar override for this task; default: the connection's category or default calendar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]

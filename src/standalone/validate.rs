@@ -269,6 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn exceptions_cancel_or_move_and_need_recurrence() {
+        let mut s = base();
+        s["timeZone"] = json!("America/New_York");
+        s["recurrence"] = json!(["RRULE:FREQ=WEEKLY"]);
+        s["exceptions"] = json!([{"originalStart": "2026-03-12T14:00:00Z", "cancelled": true},
+                                 {"originalStart": "2026-03-19T14:00:00Z", "start": "2026-03-20T09:00:00"}]);
+        validate("TaskSync", &task(s.clone()), None).unwrap();
+        let mut both = s.clone();
+        both["exceptions"] =
+            json!([{"originalStart": "2026-03-12T14:00:00Z", "cancelled": true, "start": "2026-03-13T09:00:00"}]);
+        let err = validate("TaskSync", &task(both), None).unwrap_err().to_string();
+        assert!(err.contains("either cancels its occurrence"), "{err}");
+        let mut neither = s.clone();
+        neither["exceptions"] = json!([{"originalStart": "2026-03-12T14:00:00Z"}]);
+        assert!(validate("TaskSync", &task(neither), None).unwrap_err().to_string().contains("either cancels"));
+        let mut single = s;
+        single.as_object_mut().unwrap().remove("recurrence");
+        let err = validate("TaskSync", &task(single), None).unwrap_err().to_string();
+        assert!(err.contains("exceptions need recurrence"), "{err}");
+    }
+
+    #[test]
     fn refuses_unknown_provider_and_immutable_changes() {
         let conn = |provider: &str, user: &str| {
             json!({"apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection", "metadata": {"name": "c"},

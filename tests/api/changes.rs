@@ -26,6 +26,7 @@ fn external(id: &str, title: &str, hours_from_now: i64) -> RemoteEvent {
         marker: None,
         cancelled: false,
         created: None,
+        exceptions: Vec::new(),
     }
 }
 

@@ -25,6 +25,7 @@ fn external_event(id: &str, title: &str, hours_from_now: i64) -> RemoteEvent {
         marker: None,
         cancelled: false,
         created: None,
+        exceptions: Vec::new(),
     }
 }
 

@@ -10,5 +10,6 @@ mod edges;
 mod events;
 mod feeds;
 mod flow;
+mod recurring;
 mod support;
 mod webhooks;

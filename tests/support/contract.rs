@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use calsync::providers::recurrence::with_exceptions;
 use calsync::providers::{
-    Created, EventData, EventTime, Marker, Provider, ProviderError, RemoteEvent, Window, event_key,
+    Created, EventData, EventTime, Exception, Marker, Provider, ProviderError, RemoteEvent, Window, event_key,
 };
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 
@@ -64,6 +65,7 @@ pub fn event(uid: &str, title: &str) -> EventData {
         start: timed(14, "America/New_York"),
         end: timed(15, "America/New_York"),
         recurrence: vec![],
+        exceptions: Vec::new(),
         marker: Marker {
             owner: "calsync".into(),
             uid: uid.into(),
@@ -101,6 +103,7 @@ pub async fn run_all(peer: &dyn ContractPeer, run: &str) {
     window_listing_marks_ours(peer, run).await;
     incremental_listing_and_bad_cursor(peer, run).await;
     all_day_and_zones_round_trip(peer, run).await;
+    series_lists_once_with_its_exceptions(peer, run).await;
     wrong_credentials_are_an_auth_error(peer).await;
 }
 
@@ -248,4 +251,35 @@ pub async fn wrong_credentials_are_an_auth_error(peer: &dyn ContractPeer) {
         Err(ProviderError::Revoked { .. } | ProviderError::Unauthorized { .. }) => {}
         other => panic!("wrong credentials must be an auth error, got {other:?}"),
     }
+}
+
+/// A series of ours with a cancelled and a moved occurrence lists once (no instances) and
+/// reads back with those exceptions (`Provider::series_exceptions` plus its EXDATEs).
+pub async fn series_lists_once_with_its_exceptions(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let cal = calendar(p.as_ref()).await;
+    let uid = format!("{run}-series");
+    let mut e = event(&uid, "daily series");
+    e.recurrence = vec!["RRULE:FREQ=DAILY;COUNT=5".into()];
+    let shifted = |t: &EventTime, d: i64, h: i64| match t {
+        EventTime::DateTime { utc, zone, .. } => {
+            let tz: chrono_tz::Tz = zone.as_deref().unwrap_or("UTC").parse().unwrap_or(chrono_tz::UTC);
+            let u = *utc + Duration::days(d) + Duration::hours(h);
+            EventTime::DateTime { utc: u, local: u.with_timezone(&tz).naive_local(), zone: zone.clone() }
+        }
+        EventTime::Date(day) => EventTime::Date(*day + Duration::days(d)),
+    };
+    e.exceptions = vec![
+        Exception::cancelled(shifted(&e.start, 1, 0)),
+        Exception::moved(shifted(&e.start, 2, 0), shifted(&e.start, 2, 3), shifted(&e.end, 2, 3)),
+    ];
+    let (_, ev) = created(p.create(&cal, &event_key(&uid), &e).await.expect("create a series"));
+    let w = Window { from: at(0), to: at(0) + Duration::days(7) };
+    let page = p.list(&cal, w, None).await.expect("list");
+    let mine: Vec<&RemoteEvent> =
+        page.events.iter().filter(|x| x.marker.as_ref().is_some_and(|m| m.uid == uid)).collect();
+    assert_eq!(mine.len(), 1, "the series once, not its instances: {mine:?}");
+    assert_eq!(mine[0].id, ev.id);
+    let read = with_exceptions(p.as_ref(), &cal, mine[0].clone(), w).await.expect("series exceptions");
+    assert_eq!(read.exceptions, e.exceptions);
 }

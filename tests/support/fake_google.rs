@@ -9,11 +9,13 @@
 //! capped by `FakeGoogleOptions::max_channel_lifetime`, and notifications POSTed over real HTTP to
 //! each live channel's address (`sync` right after the watch, `exists` on every change of an event
 //! in the watched calendar, through the API or the raw helpers), retried on 500/502/503/504.
+//! Single instances of a recurring event can be changed or deleted (stored as exceptions), and
+//! `events.instances` lists a series with them (`series.rs`).
 //!
 //! Deliberately stricter than Google where Google is lenient, so calsync cannot rely on leniency:
 //! unknown query parameters are 400, and a `require_if_match` switch refuses unconditional writes.
 //! Not modelled: partial responses (`fields` is accepted and ignored), attendees, reminders logic,
-//! batch, modifying single instances of a recurring event, `not_exists` notifications (calendars
+//! batch, `not_exists` notifications (calendars
 //! cannot be deleted here), watching anything but events, and channels that keep delivering
 //! after `channels.stop` (Google's may; a receiver must drop unknown channel ids anyway).
 //!
@@ -30,6 +32,7 @@ mod expand;
 mod handlers;
 mod list;
 mod push;
+mod series;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

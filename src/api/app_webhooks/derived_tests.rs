@@ -88,6 +88,7 @@ async fn world(objects: &MemoryObjects, synced_at: chrono::DateTime<Utc>) {
         category: None,
         description: None,
         recurrence: vec![],
+        exceptions: vec![],
         calendar_id: None,
         deletion_policy: DeletionPolicy::Delete,
         conflict_policy: ConflictPolicy::Manual,

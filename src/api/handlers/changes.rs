@@ -13,7 +13,9 @@
 
 use kube::ResourceExt;
 
-use super::import::{calendars_of, listing_window, our_edit, push_state, read_failed, window_of};
+use super::import::{
+    calendars_of, external_event, listing_window, our_edit, push_state, read_failed, shows_in, window_of,
+};
 use super::provider_for;
 use crate::api::cursor::{AppCursor, CursorSealer, Mark};
 use crate::api::dto::{CalendarChange, CalendarToTasksResponse, ChangeKind, ImportWarning, UpdatedTask};
@@ -141,7 +143,7 @@ async fn pull_connection(
             continue;
         }
         let result = match mark.filter(|m| m.token.is_some()) {
-            Some(m) => since_mark(state, user, conn, provider.as_ref(), m, out).await,
+            Some(m) => since_mark(state, user, conn, provider.as_ref(), m, window_days, out).await,
             None => first_read(state, user, conn, provider.as_ref(), calendar, window_days, out).await,
         };
         match result {
@@ -173,6 +175,7 @@ async fn since_mark(
     conn: &CalendarConnection,
     provider: &dyn Provider,
     mark: &Mark,
+    window_days: Option<u32>,
     out: &mut Pulled,
 ) -> Result<(), PullError> {
     // Read the live-sync state before listing: a change live sync records later differs from
@@ -197,11 +200,13 @@ async fn since_mark(
                 // Created after the token was taken: new to the app. Anything else is an upsert.
                 let change =
                     if ev.created.is_some_and(|c| c >= mark.since) { ChangeKind::Created } else { ChangeKind::Updated };
+                let window = window_of(conn, window_days, started);
+                let ev = external_event(provider, conn, &mark.calendar, ev, window).await?;
                 out.changes.push(CalendarChange {
                     change,
                     calendar_event_id: ev.id.clone(),
                     calendar_source: source.to_string(),
-                    task: Some(mapping::imported_task(ev, conn.spec.provider)),
+                    task: Some(mapping::imported_task_at(&ev, conn.spec.provider, started)),
                 });
             }
             Some(m) if m.owner == state.config.owner => {
@@ -265,7 +270,12 @@ async fn first_read(
         provider.list(calendar, listing_window(conn, window, true), None).await.map_err(|e| read_failed(conn, &e))?;
     for ev in page.events.iter().filter(|e| !e.cancelled && e.in_window(&window)) {
         match &ev.marker {
-            None => out.changes.push(created(conn, ev)),
+            None => {
+                let ev = external_event(provider, conn, calendar, ev, window).await?;
+                if shows_in(&ev, &window) {
+                    out.changes.push(created(conn, &ev, since));
+                }
+            }
             Some(m) if m.owner == state.config.owner => {
                 out.updated.extend(our_edit(state, user, conn, ev, &m.task_id).await?);
             }
@@ -283,11 +293,11 @@ async fn first_read(
     Ok(())
 }
 
-fn created(conn: &CalendarConnection, ev: &RemoteEvent) -> CalendarChange {
+fn created(conn: &CalendarConnection, ev: &RemoteEvent, now: chrono::DateTime<chrono::Utc>) -> CalendarChange {
     CalendarChange {
         change: ChangeKind::Created,
         calendar_event_id: ev.id.clone(),
         calendar_source: conn.spec.provider.as_str().to_string(),
-        task: Some(mapping::imported_task(ev, conn.spec.provider)),
+        task: Some(mapping::imported_task_at(ev, conn.spec.provider, now)),
     }
 }

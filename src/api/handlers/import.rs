@@ -20,7 +20,7 @@ use crate::api::errors::{self, ApiError, ErrorBody};
 use crate::api::extract::ApiJson;
 use crate::api::mapping;
 use crate::api::state::AppState;
-use crate::providers::{RemoteEvent, Window};
+use crate::providers::{Provider, RemoteEvent, Window, recurrence};
 use crate::resources::push::PushMode;
 use crate::resources::{CalendarConnection, ProviderKind, task_sync_name};
 
@@ -110,6 +110,23 @@ pub(super) async fn our_edit(
     }))
 }
 
+/// An event that is not ours as the app gets it: a recurring one with its moved and cancelled
+/// occurrences in `window` (one more provider read per series on Google and Outlook).
+pub(super) async fn external_event(
+    provider: &dyn Provider,
+    conn: &CalendarConnection,
+    calendar: &str,
+    ev: &RemoteEvent,
+    window: Window,
+) -> Result<RemoteEvent, ApiError> {
+    recurrence::with_exceptions(provider, calendar, ev.clone(), window).await.map_err(|e| read_failed(conn, &e))
+}
+
+/// Is `ev` in `window`? A series when one of its occurrences is (exceptions applied).
+pub(super) fn shows_in(ev: &RemoteEvent, window: &Window) -> bool {
+    if ev.recurrence.is_empty() { ev.in_window(window) } else { recurrence::occurs_in(ev, window) }
+}
+
 /// A provider failure while reading a calendar for the app.
 pub(super) fn read_failed(conn: &CalendarConnection, e: &crate::providers::ProviderError) -> ApiError {
     tracing::info!(connection = %conn.name_any(), reason = e.reason(), "calendar read failed");
@@ -142,7 +159,12 @@ async fn read_connection(
         let page = provider.list(&calendar, listed, None).await.map_err(|e| read_failed(conn, &e))?;
         for ev in page.events.iter().filter(|e| !e.cancelled && e.in_window(&window)) {
             match &ev.marker {
-                None => found.tasks.push(mapping::imported_task(ev, conn.spec.provider)),
+                None => {
+                    let ev = external_event(provider.as_ref(), conn, &calendar, ev, window).await?;
+                    if shows_in(&ev, &window) {
+                        found.tasks.push(mapping::imported_task_at(&ev, conn.spec.provider, window.from));
+                    }
+                }
                 Some(m) if m.owner == state.config.owner => {
                     found.updated.extend(our_edit(state, user, conn, ev, &m.task_id).await?);
                 }

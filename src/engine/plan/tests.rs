@@ -253,6 +253,7 @@ fn remote(marker: Option<Marker>, cancelled: bool) -> RemoteEvent {
         marker,
         cancelled,
         created: None,
+        exceptions: Vec::new(),
     }
 }
 

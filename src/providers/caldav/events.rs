@@ -31,6 +31,7 @@ pub fn remote(id: String, url: &Url, etag: Option<String>, p: ParsedEvent) -> Re
         marker: p.marker,
         cancelled: p.cancelled,
         created: p.created,
+        exceptions: p.exceptions,
     }
 }
 

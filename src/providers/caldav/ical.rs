@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 use icalendar::parser::{Calendar, Component, Parameter, Property, read_calendar, unfold};
 
 use super::vtimezone::vtimezone;
-use crate::providers::{EventData, EventTime, Marker, ProviderError, event_key};
+use crate::providers::{EventData, EventTime, Exception, Marker, ProviderError, event_key};
 
 /// The property that marks an event as written by calsync (`Marker::encode`).
 pub const MARKER_PROP: &str = "X-CALSYNC-MARKER";
@@ -37,6 +37,8 @@ pub struct ParsedEvent {
     pub marker: Option<Marker>,
     pub cancelled: bool,
     pub created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Moved or cancelled occurrences: the resource's RECURRENCE-ID overrides.
+    pub exceptions: Vec<Exception>,
 }
 
 /// The UID of the event for a TaskSync (the marker's uid). It depends on the task, not on the
@@ -178,7 +180,42 @@ pub fn vevent(ev: &EventData, dtstamp: DateTime<Utc>) -> (Component<'static>, Op
         props.push(prop("CATEGORIES", escape_text(c)));
     }
     props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
+    // A cancelled occurrence is an EXDATE; a moved one an override VEVENT (`overrides`).
+    props.extend(ev.exceptions.iter().filter(|x| x.cancelled).map(|x| time_prop("EXDATE", &x.original_start, zone)));
     (Component { name: "VEVENT".into(), properties: props, components: vec![] }, zone)
+}
+
+/// The override VEVENTs of `ev`'s moved occurrences (same UID, `RECURRENCE-ID`), carrying the
+/// master's text properties (and marker, when the master has one).
+pub fn override_events(
+    ev: &EventData,
+    master: &Component<'static>,
+    dtstamp: DateTime<Utc>,
+    zone: Option<Tz>,
+) -> Vec<Component<'static>> {
+    ev.exceptions
+        .iter()
+        .filter_map(|x| match (&x.start, &x.end, x.cancelled) {
+            (Some(s), Some(e), false) => {
+                let mut o = vec![
+                    prop("UID", uid_for(ev)),
+                    prop("DTSTAMP", dtstamp.format("%Y%m%dT%H%M%SZ").to_string()),
+                    time_prop("RECURRENCE-ID", &x.original_start, zone),
+                    time_prop("DTSTART", s, zone),
+                    time_prop("DTEND", e, zone),
+                ];
+                o.extend(
+                    master
+                        .properties
+                        .iter()
+                        .filter(|p| ["SUMMARY", "DESCRIPTION", "CATEGORIES", MARKER_PROP].contains(&p.name.as_str()))
+                        .cloned(),
+                );
+                Some(Component { name: "VEVENT".into(), properties: o, components: vec![] })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A VTIMEZONE for `tz` that covers `year` and the years around it.
@@ -209,11 +246,13 @@ pub fn property_with(name: &str, value: String, params: &[(&str, &str)]) -> Prop
 pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
     let (mut event, zone) = vevent(ev, now);
     event.properties.push(prop(MARKER_PROP, escape_text(&ev.marker.encode())));
+    let moved = override_events(ev, &event, now, zone);
     let mut components = Vec::new();
     if let Some(tz) = zone {
         components.push(vtimezone(tz, start_year(ev)));
     }
     components.push(event);
+    components.extend(moved);
     let cal = Calendar {
         properties: vec![
             prop("VERSION", "2.0".into()),
@@ -422,7 +461,7 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
         EventTime::DateTime { zone, .. } => zone.clone(),
         EventTime::Date(_) => None,
     };
-    let recurrence = ev
+    let recurrence: Vec<String> = ev
         .properties
         .iter()
         .filter(|p| ["RRULE", "EXRULE", "RDATE", "EXDATE"].contains(&p.name.as_str()))
@@ -430,6 +469,8 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
         .collect();
     let category =
         ev.properties.iter().filter(|p| p.name == "CATEGORIES").flat_map(|p| split_list(p.val.as_str())).next();
+    let is_master = ev.find_prop("RECURRENCE-ID").is_none() && !recurrence.is_empty();
+    let exceptions = if is_master { overrides(&events, &cal, &start, &end) } else { Vec::new() };
     Ok(ParsedEvent {
         uid: text_of("UID"),
         title: text_of("SUMMARY").unwrap_or_default(),
@@ -445,7 +486,37 @@ pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
         created: get("CREATED").and_then(|p| {
             chrono::NaiveDateTime::parse_from_str(p.val.as_str(), "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
         }),
+        exceptions,
     })
+}
+
+/// The master's exceptions from the override VEVENTs (same UID, RECURRENCE-ID): cancelled
+/// (`STATUS:CANCELLED`) or moved (another start or length). Overrides that change only the text
+/// are no exception to the times and are left out; unreadable ones are skipped.
+fn overrides(events: &[&Component<'_>], cal: &Calendar<'_>, start: &EventTime, end: &EventTime) -> Vec<Exception> {
+    let length = crate::providers::recurrence::instant(end) - crate::providers::recurrence::instant(start);
+    let mut out = Vec::new();
+    for o in events {
+        let Some(rid) = o.find_prop("RECURRENCE-ID") else { continue };
+        let Ok(original) = parse_time(rid, cal) else { continue };
+        if o.find_prop("STATUS").is_some_and(|s| s.val.as_str().eq_ignore_ascii_case("CANCELLED")) {
+            out.push(Exception::cancelled(original));
+            continue;
+        }
+        let Some(Ok(new_start)) = o.find_prop("DTSTART").map(|p| parse_time(p, cal)) else { continue };
+        let new_end = match (o.find_prop("DTEND"), o.find_prop("DURATION")) {
+            (Some(p), _) => parse_time(p, cal).ok(),
+            (None, Some(d)) => parse_duration(d.val.as_str()).map(|d| add(&new_start, d)),
+            (None, None) => Some(add(&new_start, length)),
+        };
+        let Some(new_end) = new_end else { continue };
+        let at = crate::providers::recurrence::instant;
+        if at(&new_start) != at(&original) || at(&new_end) - at(&new_start) != length {
+            out.push(Exception::moved(original, new_start, new_end));
+        }
+    }
+    out.sort_by_key(|x| crate::providers::recurrence::instant(&x.original_start));
+    out
 }
 
 #[cfg(test)]

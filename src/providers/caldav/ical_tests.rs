@@ -17,6 +17,7 @@ fn data() -> EventData {
         start: dt(2026, 3, 2, 9, "America/New_York"),
         end: dt(2026, 3, 2, 10, "America/New_York"),
         recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T090000".into()],
+        exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: "uid-1".into(), task_id: "t;1,x".into(), hash: "abc".into() },
     }
 }
@@ -97,4 +98,53 @@ fn garbage_is_an_error_not_a_panic() {
     ] {
         assert!(matches!(parse_ics(bad), Err(ProviderError::Invalid { .. })), "{bad:?}");
     }
+}
+
+#[test]
+fn recurrence_id_overrides_become_exceptions_of_the_master() {
+    let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\n\
+BEGIN:VEVENT\r\nUID:s1\r\nDTSTART;TZID=America/New_York:20270224T090000\r\n\
+DTEND;TZID=America/New_York:20270224T100000\r\nSUMMARY:Standup\r\n\
+RRULE:FREQ=WEEKLY;BYDAY=WE\r\nEXDATE;TZID=America/New_York:20270310T090000\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s1\r\nRECURRENCE-ID;TZID=America/New_York:20270303T090000\r\n\
+DTSTART;TZID=America/New_York:20270304T150000\r\nDTEND;TZID=America/New_York:20270304T160000\r\n\
+SUMMARY:Standup (moved)\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s1\r\nRECURRENCE-ID;TZID=America/New_York:20270317T090000\r\n\
+DTSTART;TZID=America/New_York:20270317T090000\r\nDTEND;TZID=America/New_York:20270317T100000\r\n\
+STATUS:CANCELLED\r\nSUMMARY:Standup\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:s1\r\nRECURRENCE-ID;TZID=America/New_York:20270324T090000\r\n\
+DTSTART;TZID=America/New_York:20270324T090000\r\nDTEND;TZID=America/New_York:20270324T100000\r\n\
+SUMMARY:Only the title changed\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    // The overrides come first in some servers' output; the master is found anyway.
+    let p = parse_ics(ics).unwrap();
+    assert_eq!(p.title, "Standup");
+    assert_eq!(p.recurrence.len(), 2);
+    let ny = "America/New_York";
+    assert_eq!(
+        p.exceptions,
+        vec![
+            Exception::moved(dt(2027, 3, 3, 9, ny), dt(2027, 3, 4, 15, ny), dt(2027, 3, 4, 16, ny)),
+            Exception::cancelled(dt(2027, 3, 17, 9, ny)),
+        ]
+    );
+    // A single event has none.
+    assert!(parse_ics(&to_ics(&data(), chrono::Utc::now())).unwrap().exceptions.is_empty());
+}
+
+#[test]
+fn written_exceptions_read_back_as_exdate_and_override() {
+    let ny = "America/New_York";
+    let mut ev = data();
+    ev.recurrence = vec!["RRULE:FREQ=WEEKLY;COUNT=6".into()];
+    ev.exceptions = vec![
+        Exception::cancelled(dt(2026, 3, 9, 9, ny)),
+        Exception::moved(dt(2026, 3, 16, 9, ny), dt(2026, 3, 17, 15, ny), dt(2026, 3, 17, 16, ny)),
+    ];
+    let ics = to_ics(&ev, chrono::Utc::now());
+    assert!(ics.contains("EXDATE;TZID=America/New_York:20260309T090000"), "{ics}");
+    assert!(ics.contains("RECURRENCE-ID;TZID=America/New_York:20260316T090000"), "{ics}");
+    let p = parse_ics(&ics).unwrap();
+    assert_eq!(p.title, ev.title);
+    let all = crate::providers::recurrence::merge_exceptions(&p.start, &p.recurrence, p.exceptions);
+    assert_eq!(all, ev.exceptions);
 }

@@ -35,7 +35,9 @@ pub use http::{MAX_BODY, MAX_REDIRECTS};
 pub use ical::{MARKER_PROP, parse_ics, to_ics, uid_for};
 /// iCalendar writing shared with the ICS feed (`api::ics`).
 pub mod ics {
-    pub use super::ical::{PRODID, escape_text, property, property_with, start_year, timezone, vevent};
+    pub use super::ical::{
+        PRODID, escape_text, override_events, property, property_with, start_year, timezone, vevent,
+    };
     pub use icalendar::parser::{Calendar, Component, Property};
 }
 

@@ -7,9 +7,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::GoogleProvider;
 use super::client::{classify, parse};
 use super::wire::{GEvent, Mode, to_body, to_remote};
+use super::{GoogleProvider, series};
 use crate::providers::{Created, EventData, ProviderError, RemoteEvent};
 
 fn gone(id: &str, calendar: &str) -> ProviderError {
@@ -29,6 +29,7 @@ pub async fn create(
     match resp.status.as_u16() {
         200 | 201 => {
             let ev = to_remote(parse::<GEvent>(&resp, &what())?)?;
+            let ev = series::apply_moves(p, calendar, key, event, ev).await?;
             tracing::debug!(calendar, key, "google event created");
             Ok(Created::New(ev))
         }
@@ -42,6 +43,11 @@ pub async fn create(
                 tracing::debug!(calendar, key, "google event was deleted; restoring it");
                 let restored = restore(p, calendar, key, ev.etag.as_deref(), event).await?;
                 Ok(Created::Existing(restored))
+            }
+            // The same content (a crash after the insert): its moved occurrences may not have
+            // been written yet. Other content is the engine's to update, moves included.
+            Some(ev) if ev.marker.as_ref().is_some_and(|m| m.hash == event.marker.hash) => {
+                Ok(Created::Existing(series::apply_moves(p, calendar, key, event, ev).await?))
             }
             Some(ev) => Ok(Created::Existing(ev)),
         },
@@ -105,6 +111,7 @@ pub async fn update(
     match resp.status.as_u16() {
         200 => {
             let ev = to_remote(parse::<GEvent>(&resp, &what())?)?;
+            let ev = series::apply_moves(p, calendar, id, event, ev).await?;
             tracing::debug!(calendar, id, "google event updated");
             Ok(ev)
         }

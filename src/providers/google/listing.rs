@@ -1,5 +1,11 @@
-//! Listing a Google calendar: a window with `singleEvents=true&timeMin&timeMax` (full listing)
+//! Listing a Google calendar: a window with `singleEvents=false&timeMin&timeMax` (full listing)
 //! and changes since a sync token (incremental listing), following `nextPageToken`.
+//!
+//! Recurring events are reported as their series master, once, as CalDAV and Outlook do: the
+//! engine works on series. Google lists a series' exceptions (moved or cancelled instances,
+//! with `recurringEventId`) as items of their own; they are not events to report but say their
+//! series is in the window (a moved instance) or changed (incremental listing), so a master
+//! missing from the answer is read. The exceptions themselves come from `series`.
 //!
 //! Google forbids `timeMin`/`timeMax` together with `syncToken`, so an incremental listing
 //! returns changes anywhere in the calendar: they are filtered to the window here, and cancelled
@@ -42,8 +48,11 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Does the event overlap `[from, to)`, the way Google's `timeMin`/`timeMax` select (end after
-/// `from`, start before `to`)? Dates count from UTC midnight.
+/// `from`, start before `to`)? Dates count from UTC midnight; a series when any occurrence does.
 pub fn overlaps(e: &RemoteEvent, w: &Window) -> bool {
+    if !e.recurrence.is_empty() {
+        return crate::providers::recurrence::occurs_in(e, w);
+    }
     let bound = |t: &EventTime| match t {
         EventTime::Date(d) => d.and_hms_opt(0, 0, 0).map(|n| n.and_utc()),
         EventTime::DateTime { utc, .. } => Some(*utc),
@@ -55,8 +64,9 @@ pub fn overlaps(e: &RemoteEvent, w: &Window) -> bool {
 }
 
 enum Fetched {
-    /// Live events, ids of cancelled ones, and the last page's sync token.
-    Done { live: Vec<RemoteEvent>, cancelled: Vec<String>, sync_token: Option<String> },
+    /// Live events, ids of cancelled ones, masters of the exceptions listed (with whether that
+    /// exception is live), and the last page's sync token.
+    Done { live: Vec<RemoteEvent>, cancelled: Vec<String>, masters: Vec<(String, bool)>, sync_token: Option<String> },
     /// The sync token was refused (410 `fullSyncRequired`, or 400 for a token Google cannot read).
     TokenRejected,
 }
@@ -71,6 +81,7 @@ async fn fetch_all(
     let what = format!("listing events in {calendar}");
     let mut live = Vec::new();
     let mut cancelled = Vec::new();
+    let mut masters: Vec<(String, bool)> = Vec::new();
     let mut page_token: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let mut url: Url = p.events_url(calendar)?;
@@ -94,6 +105,14 @@ async fn fetch_all(
         }
         let page: GEvents = parse(&resp, &what)?;
         for g in page.items {
+            if let Some(master) = g.recurring_event_id.clone().filter(|m| !m.is_empty()) {
+                let live_one = !g.is_cancelled();
+                match masters.iter_mut().find(|(m, _)| *m == master) {
+                    Some(entry) => entry.1 |= live_one,
+                    None => masters.push((master, live_one)),
+                }
+                continue;
+            }
             if g.is_cancelled() {
                 if !cancelled.contains(&g.id) {
                     cancelled.push(g.id);
@@ -109,7 +128,8 @@ async fn fetch_all(
         }
         page_token = page.next_page_token.filter(|t| !t.is_empty());
         if page_token.is_none() {
-            return Ok(Fetched::Done { live, cancelled, sync_token: page.next_sync_token.filter(|t| !t.is_empty()) });
+            let sync_token = page.next_sync_token.filter(|t| !t.is_empty());
+            return Ok(Fetched::Done { live, cancelled, masters, sync_token });
         }
     }
     Err(ProviderError::Invalid {
@@ -117,18 +137,43 @@ async fn fetch_all(
     })
 }
 
+/// Add the masters of listed exceptions that the listing did not return itself (an instance
+/// moved into the window; in an incremental listing, a series whose instance changed). `all`:
+/// also for cancelled exceptions (a full listing does not need them: the rest of the series is
+/// listed when it occurs in the window).
+async fn add_masters(
+    p: &GoogleProvider,
+    calendar: &str,
+    live: &mut Vec<RemoteEvent>,
+    cancelled: &[String],
+    masters: &[(String, bool)],
+    all: bool,
+) -> Result<(), ProviderError> {
+    for (id, live_exception) in masters {
+        if !(all || *live_exception) || live.iter().any(|e| &e.id == id) || cancelled.contains(id) {
+            continue;
+        }
+        if let Some(master) = p.fetch(calendar, id).await?.filter(|m| !m.cancelled) {
+            live.push(master);
+        }
+    }
+    Ok(())
+}
+
 async fn full(p: &GoogleProvider, calendar: &str, window: &Window, resync: bool) -> Result<EventPage, ProviderError> {
     let params = [
-        ("singleEvents", "true".to_string()),
+        ("singleEvents", "false".to_string()),
         // timeMin bounds an event's end, timeMax its start: exactly the events overlapping.
         ("timeMin", rfc3339(window.from)),
         ("timeMax", rfc3339(window.to)),
         ("maxResults", PAGE_SIZE.to_string()),
     ];
     // A full listing does not ask for deleted events; any a server sends anyway are ignored.
-    let Fetched::Done { live: events, sync_token, .. } = fetch_all(p, calendar, &params, false).await? else {
+    let Fetched::Done { live: mut events, masters, sync_token, .. } = fetch_all(p, calendar, &params, false).await?
+    else {
         return Err(ProviderError::Transient { message: format!("listing {calendar} was refused; will retry") });
     };
+    add_masters(p, calendar, &mut events, &[], &masters, false).await?;
     tracing::debug!(calendar, events = events.len(), resync, "google window listed");
     Ok(EventPage {
         events,
@@ -151,13 +196,14 @@ pub async fn list(
         tracing::debug!(calendar, "cursor is not a google sync token for this calendar; listing in full");
         return full(p, calendar, &window, true).await;
     };
-    let params = [("singleEvents", "true".to_string()), ("syncToken", token), ("maxResults", PAGE_SIZE.to_string())];
+    let params = [("singleEvents", "false".to_string()), ("syncToken", token), ("maxResults", PAGE_SIZE.to_string())];
     match fetch_all(p, calendar, &params, true).await? {
         Fetched::TokenRejected => {
             tracing::debug!(calendar, "google refused the sync token; listing in full");
             full(p, calendar, &window, true).await
         }
-        Fetched::Done { live, cancelled, sync_token } => {
+        Fetched::Done { mut live, cancelled, masters, sync_token } => {
+            add_masters(p, calendar, &mut live, &cancelled, &masters, true).await?;
             let page = EventPage {
                 events: live.into_iter().filter(|e| overlaps(e, &window)).collect(),
                 removed: cancelled,

@@ -11,11 +11,13 @@
 //!
 //! Files: `client` (HTTP, auth retry, error classification), `wire` (JSON ↔ neutral model),
 //! `events` (create/update/delete), `listing` (window and incremental listing, cursors),
+//! `series` (a recurring event's moved and cancelled instances),
 //! `watch` (push channels: events.watch, channels.stop).
 
 mod client;
 mod events;
 mod listing;
+mod series;
 mod watch;
 mod wire;
 
@@ -234,6 +236,15 @@ impl Provider for GoogleProvider {
 
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         listing::list(self, calendar, window, cursor).await
+    }
+
+    async fn series_exceptions(
+        &self,
+        calendar: &str,
+        event: &RemoteEvent,
+        window: Window,
+    ) -> Result<Vec<super::Exception>, ProviderError> {
+        series::exceptions(self, calendar, event, window).await
     }
 
     fn push_support(&self) -> PushSupport {

@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::providers::recurrence::exdate_line;
 use crate::providers::{EventData, EventTime, Marker, ProviderError, RemoteEvent};
 use crate::resources::CalendarInfo;
 
@@ -64,6 +65,12 @@ pub struct GEvent {
     /// RFC 3339 creation time.
     #[serde(default)]
     pub created: Option<String>,
+    /// On an instance or exception of a recurring event: its master's id.
+    #[serde(default)]
+    pub recurring_event_id: Option<String>,
+    /// On an instance or exception: when it starts by the rule (what identifies it if moved).
+    #[serde(default)]
+    pub original_start_time: Option<GEventDateTime>,
 }
 
 impl GEvent {
@@ -199,6 +206,7 @@ pub fn to_remote(g: GEvent) -> Result<RemoteEvent, ProviderError> {
         marker: private.get(MARKER_KEY).and_then(|m| Marker::decode(m)),
         cancelled,
         created: g.created.as_deref().and_then(|c| DateTime::parse_from_rfc3339(c).ok()).map(|c| c.with_timezone(&Utc)),
+        exceptions: Vec::new(),
     })
 }
 
@@ -290,13 +298,21 @@ pub fn to_body(ev: &EventData, id: Option<&str>, mode: Mode) -> Value {
     let time_zone = if ev.start.is_date() { None } else { zone };
     m.insert("start".into(), write_time(&ev.start, time_zone, mode));
     m.insert("end".into(), write_time(&ev.end, time_zone, mode));
-    let lines: Vec<String> = ev.recurrence.iter().filter_map(|l| recurrence_line(l, time_zone)).collect();
+    let mut lines: Vec<String> = ev.recurrence.iter().filter_map(|l| recurrence_line(l, time_zone)).collect();
+    // Cancelled occurrences are EXDATEs of the series; moved ones are instance patches.
+    lines.extend(ev.exceptions.iter().filter(|x| x.cancelled).map(|x| exdate_line(&x.original_start)));
     set_or_clear(&mut m, mode, "recurrence", (!lines.is_empty()).then(|| json!(lines)));
     let mut private = Map::new();
     private.insert(MARKER_KEY.into(), json!(ev.marker.encode()));
     set_or_clear(&mut private, mode, CATEGORY_KEY, ev.category.clone().filter(|c| !c.is_empty()).map(Value::String));
     m.insert("extendedProperties".into(), json!({ "private": Value::Object(private) }));
     Value::Object(m)
+}
+
+/// The PATCH body that moves one instance of our series `ev` to `start`–`end`.
+pub fn instance_move(ev: &EventData, start: &EventTime, end: &EventTime) -> Value {
+    let zone = if ev.start.is_date() { None } else { write_zone(ev) };
+    json!({ "start": write_time(start, zone, Mode::Patch), "end": write_time(end, zone, Mode::Patch) })
 }
 
 #[cfg(test)]

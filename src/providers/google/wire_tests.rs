@@ -23,6 +23,7 @@ fn data() -> EventData {
         start: zoned(14, "America/New_York"),
         end: zoned(15, "America/New_York"),
         recurrence: vec![],
+        exceptions: Vec::new(),
         marker: marker(),
     }
 }

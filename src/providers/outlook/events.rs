@@ -52,6 +52,12 @@ pub async fn create(
     // (answer lost, process crashed before recording it) is found by our key first.
     if let Some(existing) = find_by_key(p, calendar, key).await? {
         tracing::debug!(calendar, key, id = %existing.id, "outlook event exists already; adopting it");
+        // The same content (a crash after the POST): its occurrences may not have been changed
+        // yet. Other content is the engine's to update, occurrences included.
+        if existing.marker.as_ref().is_some_and(|m| m.hash == event.marker.hash) {
+            let id = existing.id.clone();
+            return Ok(Created::Existing(super::series::apply(p, &id, event, existing).await?));
+        }
         return Ok(Created::Existing(existing));
     }
     let body = wire::create_body(event, key)?;
@@ -65,6 +71,7 @@ pub async fn create(
             let g: GraphEvent = resp.parse(&what)?;
             // The answer has no extended properties unless expanded; they are what we sent.
             let ev = wire::to_remote(&g, Some(&event.marker))?;
+            let ev = super::series::apply(p, &ev.id.clone(), event, ev).await?;
             tracing::debug!(calendar, key, id = %ev.id, "outlook event created");
             Ok(Created::New(ev))
         }
@@ -114,7 +121,10 @@ pub async fn update(
     let resp = p.graph.send(Method::PATCH, &url, &[PREFER, ("if-match", &etag)], Some(&body)).await?;
     let what = format!("updating Outlook event {id}");
     match resp.status.as_u16() {
-        200 => wire::to_remote(&resp.parse::<GraphEvent>(&what)?, Some(&event.marker)),
+        200 => {
+            let ev = wire::to_remote(&resp.parse::<GraphEvent>(&what)?, Some(&event.marker))?;
+            super::series::apply(p, id, event, ev).await
+        }
         412 => Err(ProviderError::Conflict {
             message: format!("Outlook event {id} was changed in the calendar since calsync last saw it (412)"),
         }),

@@ -13,12 +13,13 @@
 //!
 //! Files: `client` (HTTP, auth retry, limits, error mapping), `wire` (event JSON),
 //! `recurrence` (RRULE ↔ patternedRecurrence), `events` (single-event calls), `listing`
-//! (calendarView and delta), `subscriptions` (change notifications: create, PATCH-renew, delete).
+//! (calendarView and delta), `series` (a series' moved and cancelled occurrences), `subscriptions` (change notifications: create, PATCH-renew, delete).
 
 mod client;
 mod events;
 mod listing;
 mod recurrence;
+mod series;
 mod subscriptions;
 mod wire;
 
@@ -250,6 +251,15 @@ impl Provider for OutlookProvider {
 
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         listing::list(self, calendar, window, cursor).await
+    }
+
+    async fn series_exceptions(
+        &self,
+        _calendar: &str,
+        event: &RemoteEvent,
+        window: Window,
+    ) -> Result<Vec<super::Exception>, ProviderError> {
+        series::exceptions(self, event, window).await
     }
 
     fn push_support(&self) -> PushSupport {

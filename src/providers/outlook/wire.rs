@@ -90,6 +90,8 @@ pub struct GraphEvent {
     pub single_value_extended_properties: Option<Vec<ExtProp>>,
     /// ISO 8601 UTC creation time.
     pub created_date_time: Option<String>,
+    /// On an occurrence or exception: when it starts by the series' pattern (ISO 8601).
+    pub original_start: Option<String>,
 }
 
 impl GraphEvent {
@@ -173,6 +175,11 @@ pub fn create_body(ev: &EventData, key: &str) -> Result<Value, ProviderError> {
 /// The PATCH body of an update (`transactionId` cannot change; the key property stays).
 pub fn patch_body(ev: &EventData) -> Result<Value, ProviderError> {
     content(ev).map(Value::Object)
+}
+
+/// The PATCH body that moves one occurrence to `start`–`end`.
+pub fn occurrence_move(start: &EventTime, end: &EventTime) -> Value {
+    json!({ "start": graph_time(start), "end": graph_time(end) })
 }
 
 /// IANA name for a zone Graph reports (IANA as we sent it, or a Windows name from Outlook).
@@ -269,6 +276,7 @@ pub fn to_remote(g: &GraphEvent, marker: Option<&Marker>) -> Result<RemoteEvent,
             .as_deref()
             .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
             .map(|c| c.with_timezone(&Utc)),
+        exceptions: Vec::new(),
     })
 }
 

@@ -19,6 +19,7 @@ fn event() -> EventData {
         start: zoned(9, "Europe/Berlin"),
         end: zoned(10, "Europe/Berlin"),
         recurrence: vec!["RRULE:FREQ=WEEKLY;BYDAY=SU".into()],
+        exceptions: Vec::new(),
         marker: marker(),
     }
 }

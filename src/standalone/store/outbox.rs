@@ -341,6 +341,7 @@ mod tests {
             category: None,
             description: None,
             recurrence: vec![],
+            exceptions: vec![],
             calendar_id: None,
             deletion_policy: DeletionPolicy::Delete,
             conflict_policy: ConflictPolicy::Manual,

@@ -28,6 +28,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/calendar/v3/calendars/{cal}/events/watch", post(push::watch))
         .route("/calendar/v3/channels/stop", post(push::stop))
         .route("/calendar/v3/calendars/{cal}/events/{id}", get(get_one).patch(patch).put(update).delete(delete))
+        .route("/calendar/v3/calendars/{cal}/events/{id}/instances", get(super::series::events_instances))
         .fallback(|| async { GoogleError::not_found() })
         .layer(middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)
@@ -243,6 +244,7 @@ fn write_event(
         return Err(GoogleError::parse_error());
     }
     let i = writable_calendar(s, cal)?;
+    super::series::materialize(s, i, id);
     let stored = s.calendars[i].events.get(id).ok_or_else(GoogleError::not_found)?;
     let current = stored.resource.clone();
     check_if_match(s, &current, if_match, enforce)?;
@@ -270,6 +272,7 @@ fn write_event(
     let seq = s.next_seq();
     let cal_id = s.calendars[i].id.clone();
     stamp(next_map, id, &cal_id, seq, current.get("created").cloned());
+    super::series::keep_series_fields(&current, next_map);
     s.calendars[i].events.insert(id.to_string(), Stored { resource: next.clone(), seq });
     s.notify_change(i);
     Ok(next)
@@ -296,6 +299,7 @@ pub fn delete_event(
     enforce: bool,
 ) -> Result<(), GoogleError> {
     let i = writable_calendar(s, cal)?;
+    super::series::materialize(s, i, id);
     let stored = s.calendars[i].events.get(id).ok_or_else(GoogleError::not_found)?;
     let current = stored.resource.clone();
     if current["status"] == "cancelled" {
@@ -308,6 +312,7 @@ pub fn delete_event(
     let seq = s.next_seq();
     let cal_id = s.calendars[i].id.clone();
     stamp(map, id, &cal_id, seq, current.get("created").cloned());
+    super::series::keep_series_fields(&current, map);
     s.calendars[i].events.insert(id.to_string(), Stored { resource: next, seq });
     s.notify_change(i);
     Ok(())

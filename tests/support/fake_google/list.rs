@@ -184,7 +184,11 @@ fn compute(s: &State, cal: usize, q: &Query1<'_>) -> Result<Vec<Value>, GoogleEr
             continue;
         }
         let cancelled = ev["status"] == "cancelled";
-        if cancelled && !include_cancelled {
+        // Google: "Cancelled instances of recurring events ... will still be included if
+        // showDeleted and singleEvents are both False."
+        let exception = ev.get("recurringEventId").is_some();
+        let listed_anyway = exception && !single;
+        if cancelled && !include_cancelled && !listed_anyway {
             continue;
         }
         if q.one("iCalUID").is_some_and(|u| ev["iCalUID"].as_str() != Some(u))
@@ -197,8 +201,12 @@ fn compute(s: &State, cal: usize, q: &Query1<'_>) -> Result<Vec<Value>, GoogleEr
         let start = parse_when(map.get("start"), "start").map(|w| w.instant(tz)).unwrap_or_default();
         let end = parse_when(map.get("end"), "end").map(|w| w.instant(tz)).unwrap_or_default();
         if is_recurring(map) && !cancelled {
-            let expanded: Vec<_> =
-                instances(map, tz, time_min, time_max).into_iter().filter(|i| in_window(i.start, i.end)).collect();
+            // An instance with an exception of its own is listed as that exception.
+            let expanded: Vec<_> = instances(map, tz, time_min, time_max)
+                .into_iter()
+                .filter(|i| in_window(i.start, i.end))
+                .filter(|i| i.resource["id"].as_str().is_none_or(|id| !calendar.events.contains_key(id)))
+                .collect();
             if single {
                 out.extend(expanded.into_iter().map(|i| (i.start, stored.seq, i.resource)));
             } else if !expanded.is_empty() || (time_min.is_none() && time_max.is_none()) {

@@ -19,6 +19,8 @@
 //! - delta rounds end in `@odata.deltaLink`; later rounds report changes and `@removed`;
 //!   expired tokens are 410 `syncStateNotFound`.
 //!
+//! - single occurrences of a series: read, PATCH (start/end: an `exception`) and DELETE by
+//!   occurrence id, `originalStart` on instances, `GET /me/events/{id}/instances` (`series`);
 //! - change-notification subscriptions (`subscriptions`, `delivery`): a create validates
 //!   `notificationUrl` and `lifecycleNotificationUrl` over real HTTP first (200, `text/plain`,
 //!   the decoded token, within 10 s; else 400 `ValidationError`), only HTTPS or loopback HTTP,
@@ -36,6 +38,7 @@
 mod delivery;
 pub mod odata;
 mod routes;
+mod series;
 mod store;
 mod subscriptions;
 
@@ -112,6 +115,8 @@ pub(crate) struct St {
     pub switches: Switches,
     pub log: Vec<Logged>,
     pub subs: subscriptions::Subs,
+    /// Single occurrences changed or deleted, by occurrence id (`series`).
+    pub occurrences: BTreeMap<String, series::Occurrence>,
 }
 
 pub(crate) struct Shared {
@@ -334,6 +339,7 @@ impl FakeGraph {
             },
             log: vec![],
             subs: subscriptions::Subs::new(outbox, http),
+            occurrences: BTreeMap::new(),
         };
         for (name, default, can_edit) in [("Birthdays", false, false), ("Calendar", true, true), ("Work", false, true)]
         {
@@ -384,6 +390,15 @@ impl FakeGraph {
     /// Every delta token issued so far expires (410 `syncStateNotFound`).
     pub fn expire_delta_tokens(&self) {
         self.st().epoch += 1;
+    }
+
+    /// An event made in Outlook by the user from a whole Graph body (a series, say); panics
+    /// when Graph would refuse the body.
+    pub fn insert_body(&self, calendar: &str, body: Value) -> String {
+        if let Err((status, code, msg)) = store::validate(&body, true) {
+            panic!("insert_body: {status} {code} {msg}");
+        }
+        self.st().insert(calendar, &body)
     }
 
     /// An event made in Outlook by the user: no transactionId, no properties.

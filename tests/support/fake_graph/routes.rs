@@ -32,6 +32,7 @@ pub fn router(s: Arc<Shared>) -> Router {
         .route("/v1.0/me/calendars/{cal}/events", get(list_events).post(create))
         .route("/v1.0/me/calendar/events", get(list_default).post(create_default))
         .route("/v1.0/me/events/{id}", get(get_event).patch(patch_event).delete(delete_event))
+        .route("/v1.0/me/events/{id}/instances", get(super::series::list_instances))
         .route("/v1.0/me/calendars/{cal}/calendarView", get(view))
         .route("/v1.0/me/calendars/{cal}/calendarView/delta", get(delta))
         .route("/v1.0/me/calendar/calendarView", get(view_default))
@@ -229,6 +230,9 @@ async fn create(State(s): S, Path(cal): Path<String>, h: HeaderMap, body: Bytes)
 }
 
 async fn get_event(State(s): S, Path(id): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
+    if let Some(r) = super::series::occurrence_call(&s, "GET", &id, None, None) {
+        return r;
+    }
     let st = s.lock();
     if let Err(r) = only(&q, &["$expand"]).and_then(|_| check_id(&st, &id)) {
         return r;
@@ -247,6 +251,11 @@ fn stale(st: &super::St, id: &str, h: &HeaderMap) -> Option<Response> {
 }
 
 async fn patch_event(State(s): S, Path(id): Path<String>, h: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) =
+        super::series::occurrence_call(&s, "PATCH", &id, Some(&body), h.get("if-match").and_then(|v| v.to_str().ok()))
+    {
+        return r;
+    }
     let tz = match out_zone(&h) {
         Ok(t) => t,
         Err(r) => return r,
@@ -291,6 +300,11 @@ async fn patch_event(State(s): S, Path(id): Path<String>, h: HeaderMap, body: By
 }
 
 async fn delete_event(State(s): S, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if let Some(r) =
+        super::series::occurrence_call(&s, "DELETE", &id, None, h.get("if-match").and_then(|v| v.to_str().ok()))
+    {
+        return r;
+    }
     let mut st = s.lock();
     if let Some(r) = check_id(&st, &id).err().or_else(|| stale(&st, &id, &h)) {
         return r;
@@ -331,10 +345,14 @@ fn instances(
 ) -> Vec<(DateTime<Utc>, Value)> {
     let mut out = Vec::new();
     for ev in st.events.values().filter(|e| e.calendar == cal && pick(e)) {
-        for (occ, a, b) in ev.instances(from, to) {
+        for (occ, a, b, original, exception) in super::series::applied(st, ev, from, to) {
             let mut v = match occ {
                 None => ev.render(tz, if delta { None } else { expand }, delta),
-                Some(oid) => ev.render_occurrence(&oid, a, b, tz, if delta { None } else { expand }),
+                Some(oid) => {
+                    let mut v = ev.render_occurrence(&oid, a, b, tz, if delta { None } else { expand });
+                    super::series::decorate(st, &mut v, original, exception);
+                    v
+                }
             };
             if delta {
                 v["@odata.type"] = json!("#microsoft.graph.event");
