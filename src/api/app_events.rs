@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::resources::condition::find;
-use crate::resources::{CalendarConnection, ConditionStatus, TaskSync};
+use crate::resources::{CalendarConnection, CalendarEdit, ConditionStatus, TaskSync};
 
 /// One event for the app.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +93,38 @@ fn number(events: Vec<(&'static str, Value)>, rv: u64, user: &str, now: DateTime
         .collect()
 }
 
+/// `value` (RFC 3339, local or a date) as a local time in `zone` when it names an instant.
+fn in_zone(value: &str, zone: Option<&str>) -> String {
+    let tz = zone.and_then(|z| z.parse::<chrono_tz::Tz>().ok());
+    match (chrono::DateTime::parse_from_rfc3339(value), tz) {
+        (Ok(t), Some(tz)) => t.with_timezone(&tz).naive_local().format("%Y-%m-%dT%H:%M:%S").to_string(),
+        _ => value.to_string(),
+    }
+}
+
+/// The fields an edit in the calendar app changed: `(field, task's value, calendar's value)`,
+/// times in the task's zone (its `timeZone`; as written when it has none). Shared by
+/// `task.conflict` and `GET /conflicts`.
+pub fn conflict_diff(ts: &TaskSync, edit: &CalendarEdit) -> Vec<(String, Option<String>, Option<String>)> {
+    let spec = &ts.spec;
+    let zone = spec.time_zone.as_deref();
+    let time = |v: Option<&str>| v.map(|v| in_zone(v, zone));
+    edit.changed
+        .iter()
+        .map(|field| {
+            let (task, calendar) = match field.as_str() {
+                "title" => (Some(spec.title.clone()), edit.title.clone()),
+                "start" => (time(Some(&spec.start)), time(edit.start.as_deref())),
+                "end" => (time(spec.end.as_deref()), time(edit.end.as_deref())),
+                "description" => (spec.description.clone(), edit.description.clone()),
+                "category" => (spec.category.clone(), None),
+                _ => (None, None),
+            };
+            (field.clone(), task, calendar)
+        })
+        .collect()
+}
+
 /// Events of a TaskSync that went from `before` to `ts`. `calendar_type` is its connection's
 /// provider.
 pub fn task_events(
@@ -119,24 +151,9 @@ pub fn task_events(
         if edit.deleted {
             out.push(("task.deleted_in_calendar", base(json!({}))));
         } else {
-            let task_value = |f: &str| match f {
-                "title" => json!(ts.spec.title),
-                "start" => json!(ts.spec.start),
-                "description" => json!(ts.spec.description),
-                "category" => json!(ts.spec.category),
-                "end" => json!(ts.spec.end),
-                _ => Value::Null,
-            };
-            let calendar_value = |f: &str| match f {
-                "title" => json!(edit.title),
-                "start" => json!(edit.start),
-                "end" => json!(edit.end),
-                _ => Value::Null,
-            };
-            let diff: Vec<Value> = edit
-                .changed
-                .iter()
-                .map(|f| json!({"field": f, "task": task_value(f), "calendar": calendar_value(f)}))
+            let diff: Vec<Value> = conflict_diff(ts, edit)
+                .into_iter()
+                .map(|(field, task, calendar)| json!({"field": field, "task": task, "calendar": calendar}))
                 .collect();
             out.push(("task.conflict", base(json!({"resolution": edit.resolution, "diff": diff}))));
         }

@@ -41,27 +41,21 @@ pub struct OccurrenceException {
     /// The occurrence's start by the rule (same form as spec.start): which occurrence this is.
     #[schemars(
         length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
+        regex(pattern = TIME_PATTERN)
     )]
     pub original_start: String,
     /// Where the occurrence moves to (same form as spec.start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
+        regex(pattern = TIME_PATTERN)
     )]
     pub start: Option<String>,
     /// End of the moved occurrence; default: its start plus the task's length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
+        regex(pattern = TIME_PATTERN)
     )]
     pub end: Option<String>,
     /// Cancel the occurrence.
@@ -139,28 +133,24 @@ pub struct TaskSyncSpec {
     /// (`2026-03-05T14:00:00`), or a date (`2026-03-05`) for an all-day event.
     #[schemars(
         length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
+        regex(pattern = TIME_PATTERN)
     )]
     pub start: String,
     /// IANA time zone (e.g. `America/New_York`): how local times are read and the zone the event
     /// repeats in (a 09:00 weekly task stays 09:00 across DST).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = TZ_PATTERN))]
     pub time_zone: Option<String>,
     /// Length, Go style (`45m`, `1h30m`; all-day: multiples of `24h`). Default 60 minutes, or
     /// one day for all-day events. Exclusive with end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 20), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(length(min = 2, max = 20), regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
     /// End, same formats as start (exclusive; for all-day events the day after the last day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 10, max = 40),
-        regex(
-            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
-        )
+        regex(pattern = TIME_PATTERN)
     )]
     pub end: Option<String>,
     /// An all-day event (start and end are dates).

@@ -16,6 +16,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::{timestamp, user_connections};
+use crate::api::app_events;
 use crate::api::auth::Caller;
 use crate::api::dto::{
     ConflictField, ConflictInfo, ConflictsResponse, Id, ResolveConflictRequest, ResolveConflictResponse, ResolvedTask,
@@ -35,33 +36,13 @@ fn held(ts: &TaskSync) -> Option<&CalendarEdit> {
     ts.status.as_ref()?.calendar_edit.as_ref().filter(|e| e.deleted || e.resolution == ConflictPolicy::Manual)
 }
 
-/// `value` (RFC 3339, local or a date) as a local time in `zone` when it names an instant.
-fn in_zone(value: &str, zone: Option<&str>) -> String {
-    let tz = zone.and_then(|z| z.parse::<chrono_tz::Tz>().ok());
-    match (chrono::DateTime::parse_from_rfc3339(value), tz) {
-        (Ok(t), Some(tz)) => t.with_timezone(&tz).naive_local().format("%Y-%m-%dT%H:%M:%S").to_string(),
-        _ => value.to_string(),
-    }
-}
-
 /// The conflict as the app shows it.
 fn info(ts: &TaskSync, edit: &CalendarEdit, calendar_type: &str) -> ConflictInfo {
     let spec = &ts.spec;
     let zone = spec.time_zone.as_deref();
-    let diff = edit
-        .changed
-        .iter()
-        .map(|field| {
-            let (task, calendar) = match field.as_str() {
-                "title" => (Some(spec.title.clone()), edit.title.clone()),
-                "start" => (Some(in_zone(&spec.start, zone)), edit.start.as_deref().map(|s| in_zone(s, zone))),
-                "end" => (spec.end.as_deref().map(|e| in_zone(e, zone)), edit.end.as_deref().map(|e| in_zone(e, zone))),
-                "description" => (spec.description.clone(), edit.description.clone()),
-                "category" => (spec.category.clone(), None),
-                _ => (None, None),
-            };
-            ConflictField { field: field.clone(), task, calendar }
-        })
+    let diff = app_events::conflict_diff(ts, edit)
+        .into_iter()
+        .map(|(field, task, calendar)| ConflictField { field, task, calendar })
         .collect();
     ConflictInfo {
         task_id: spec.task_id.clone(),
