@@ -152,6 +152,7 @@ fn connection(name: &str, secret: &str) -> CalendarConnection {
             calendar_id: None,
             server_url: None,
             category_calendars: BTreeMap::new(),
+            user_default: false,
             import: None,
             active: true,
         },

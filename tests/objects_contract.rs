@@ -113,6 +113,7 @@ fn conn(name: &str) -> CalendarConnection {
             calendar_id: None,
             server_url: None,
             category_calendars: BTreeMap::new(),
+            user_default: false,
             import: None,
             active: true,
         },

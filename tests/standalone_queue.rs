@@ -28,6 +28,7 @@ fn connection() -> CalendarConnection {
             calendar_id: None,
             server_url: None,
             category_calendars: BTreeMap::new(),
+            user_default: false,
             import: None,
             active: true,
         },

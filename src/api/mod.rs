@@ -19,6 +19,7 @@ pub mod ics;
 pub mod mapping;
 pub mod metrics;
 pub mod openapi;
+pub mod routing;
 pub mod state;
 pub mod stream;
 pub mod webhooks;
@@ -72,7 +73,9 @@ pub use errors::ApiError;
 pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
-use handlers::{batch, conflicts, connect, events, feeds, health, import, status, tasks, webhooks as hooks};
+use handlers::{
+    batch, conflicts, connect, events, feeds, health, import, preferences, status, tasks, webhooks as hooks,
+};
 
 /// Every route of the API with its layers.
 pub fn router(state: AppState) -> Router {
@@ -89,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/disconnect/{user_id}", post(status::disconnect))
         .route("/sync-history/{user_id}", get(status::sync_history))
         .route("/conflicts/{user_id}", get(conflicts::list))
+        .route("/preferences/{user_id}", get(preferences::get).put(preferences::put))
         .route("/resolve-conflict", post(conflicts::resolve))
         .route("/stream/{user_id}", get(events::stream))
         // One path with the GET below (axum needs one parameter name): here it is the user id.

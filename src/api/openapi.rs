@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::errors::ErrorBody;
-use super::handlers::{batch, conflicts, connect, feeds, import, status, tasks};
+use super::handlers::{batch, conflicts, connect, feeds, import, preferences, status, tasks};
 
 struct BearerAuth;
 
@@ -43,6 +43,8 @@ impl Modify for BearerAuth {
         batch::tasks_to_calendar,
         conflicts::list,
         conflicts::resolve,
+        preferences::get,
+        preferences::put,
     ),
     components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::OccurrenceException, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
     modifiers(&BearerAuth)

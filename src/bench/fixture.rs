@@ -35,6 +35,7 @@ pub fn connection(c: usize, provider: ProviderKind, server_url: Option<String>) 
             calendar_id: None,
             server_url,
             category_calendars: BTreeMap::new(),
+            user_default: false,
             import: None,
             active: true,
         },

@@ -16,6 +16,9 @@ pub mod live;
 #[cfg(test)]
 mod live_tests;
 pub mod memory;
+mod moves;
+#[cfg(test)]
+mod moves_tests;
 pub mod objects;
 pub mod plan;
 mod remote;

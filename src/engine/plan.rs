@@ -45,6 +45,9 @@ pub struct PlanInput<'a> {
     pub desired: Result<&'a str, &'a str>,
     pub generation: i64,
     pub status: &'a TaskSyncStatus,
+    /// The recorded event lives in another calendar or connection than the spec now routes
+    /// the task to (category, calendarId or connectionRef changed).
+    pub elsewhere: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -92,6 +95,14 @@ pub enum Step {
         event_id: Option<String>,
         etag: Option<String>,
     },
+    /// The event must live in another calendar: create it there (under the same key, so a
+    /// crash before the status write adopts it), then delete the old copy (`FinishMove`).
+    Move {
+        event_id: String,
+        etag: Option<String>,
+    },
+    /// A moved event's old copy (`status.movingFrom`) is still to be deleted.
+    FinishMove,
     /// The calendar already holds what the spec says.
     InSync,
 }
@@ -104,10 +115,18 @@ fn backoff_remaining(status: &TaskSyncStatus, now: DateTime<Utc>) -> Option<Dura
 /// Decide the next step. Rules are checked top to bottom; the first that applies wins.
 pub fn plan(i: &PlanInput<'_>) -> Step {
     let st = i.status;
-    if i.deleting {
-        if !i.has_finalizer {
-            return Step::Nothing;
+    if i.deleting && !i.has_finalizer {
+        return Step::Nothing;
+    }
+    // A half-done move first: the new copy is recorded, the old one must go before anything
+    // else (also when deleting: otherwise the old copy would outlive the TaskSync).
+    if st.moving_from.is_some() {
+        if let Some(left) = backoff_remaining(st, i.now) {
+            return Step::Backoff(left);
         }
+        return Step::FinishMove;
+    }
+    if i.deleting {
         if i.deletion_policy == DeletionPolicy::Orphan {
             return Step::RemoveFinalizer(Release::Orphaned);
         }
@@ -179,6 +198,13 @@ pub fn plan(i: &PlanInput<'_>) -> Step {
         }
     }
     let Some(event_id) = st.event_id.clone() else { return Step::Create };
+    if i.elsewhere {
+        let etag = match pending_edit {
+            Some(edit) => Some(edit.etag.clone()),
+            None => st.etag.clone(),
+        };
+        return Step::Move { event_id, etag };
+    }
     if st.applied_hash.as_deref() != Some(hash) {
         let etag = match pending_edit {
             Some(edit) => Some(edit.etag.clone()),

@@ -27,6 +27,8 @@ pub(super) struct Ctx<'a> {
     pub(super) calendar: String,
     pub(super) desired: Result<(EventData, String), String>,
     pub(super) status: TaskSyncStatus,
+    /// Set by a move: the old copy, recorded with the new event (see `moves`).
+    pub(super) move_from: Option<crate::resources::MovingFrom>,
 }
 
 pub(super) fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
@@ -74,13 +76,22 @@ impl Engine {
         if super::feed_only::applies(&ts) {
             return self.reconcile_feed_only(&ts).await;
         }
-        let conn = self.objects.get_connection(namespace, &ts.spec.connection_ref.name).await?;
+        let deleting = ts.meta().deletion_timestamp.is_some();
+        // A deleted TaskSync's event is where the status says, even if the spec was routed
+        // elsewhere before the move happened.
+        let holder = ts
+            .status
+            .as_ref()
+            .and_then(|s| s.connection.as_deref())
+            .filter(|_| deleting)
+            .unwrap_or(&ts.spec.connection_ref.name);
+        let conn = self.objects.get_connection(namespace, holder).await?;
         let uid = ts.uid().unwrap_or_default();
         let calendar = ts
             .status
             .as_ref()
             .and_then(|s| s.calendar_id.clone())
-            .filter(|_| ts.meta().deletion_timestamp.is_some())
+            .filter(|_| deleting)
             .or_else(|| target_calendar(&ts, conn.as_ref()));
         let conn_ready = conn_state(conn.as_ref()) == ConnState::Ready;
         let desired = desired_event(&ts.spec, &uid, &self.config.owner).and_then(|mut ev| {
@@ -102,6 +113,7 @@ impl Engine {
             calendar: calendar.unwrap_or_default(),
             desired,
             status: ts.status.clone().unwrap_or_default(),
+            move_from: None,
         };
         if ts.meta().deletion_timestamp.is_none()
             && let Some(c) = &conn
@@ -138,6 +150,7 @@ impl Engine {
                 desired: ctx.desired.as_ref().map(|(_, h)| h.as_str()).map_err(|e| e.as_str()),
                 generation: ctx.generation,
                 status: &ctx.status,
+                elsewhere: !deleting && super::moves::elsewhere(&ctx),
                 now: self.now(),
             });
             tracing::debug!(object = %ctx.key, ?step, "planned");
@@ -189,7 +202,8 @@ impl Engine {
                     }
                     return self.finish(&ctx, self.config.resync).await;
                 }
-                Step::Create | Step::Update { .. } | Step::Delete { .. } => {
+                Step::FinishMove => return self.finish_move(&mut ctx).await,
+                Step::Create | Step::Update { .. } | Step::Delete { .. } | Step::Move { .. } => {
                     let provider = match self.provider(&ctx).await? {
                         Ok(p) => p,
                         Err(e) => {
@@ -211,6 +225,9 @@ impl Engine {
                         Step::Delete { event_id, etag } => {
                             return self.delete(&mut ctx, provider.as_ref(), event_id, etag).await;
                         }
+                        Step::Move { event_id, etag } => {
+                            return self.move_event(&mut ctx, provider.as_ref(), event_id, etag).await;
+                        }
                         _ => unreachable!("only calendar steps reach here"),
                     }
                 }
@@ -226,7 +243,16 @@ impl Engine {
         let Some(conn) = ctx.conn else {
             return Ok(Err(ProviderError::Invalid { message: "the CalendarConnection is gone".into() }));
         };
-        let creds = match self.objects.read_credentials(&ctx.key.namespace, &conn.spec.credentials_secret_ref).await {
+        self.provider_of(&ctx.key.namespace, conn).await
+    }
+
+    /// A client for `conn` (in `namespace`).
+    pub(super) async fn provider_of(
+        &self,
+        namespace: &str,
+        conn: &CalendarConnection,
+    ) -> Result<Result<Arc<dyn Provider>, ProviderError>, EngineError> {
+        let creds = match self.objects.read_credentials(namespace, &conn.spec.credentials_secret_ref).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return Ok(Err(ProviderError::Revoked {
@@ -241,7 +267,7 @@ impl Engine {
         let target = Target {
             provider: conn.spec.provider,
             server_url: conn.spec.server_url.clone(),
-            connection: format!("{}/{}", ctx.key.namespace, conn.name_any()),
+            connection: format!("{namespace}/{}", conn.name_any()),
         };
         Ok(self.connector.connect(&target, &creds).await)
     }
@@ -252,7 +278,7 @@ impl Engine {
     }
 
     /// Create (or adopt after a crash). `None` means: plan again (the event was recreated).
-    async fn create(&self, ctx: &mut Ctx<'_>, p: &dyn Provider) -> Result<Option<Outcome>, EngineError> {
+    pub(super) async fn create(&self, ctx: &mut Ctx<'_>, p: &dyn Provider) -> Result<Option<Outcome>, EngineError> {
         let (data, hash) = Self::desired(ctx);
         let key = event_key(&ctx.uid);
         match p.create(&ctx.calendar, &key, &data).await {
@@ -437,6 +463,11 @@ impl Engine {
         s.etag = ev.etag.clone();
         s.event_link = ev.link.clone();
         s.calendar_id = Some(ctx.calendar.clone());
+        s.connection = Some(ctx.ts.spec.connection_ref.name.clone());
+        if let Some(from) = ctx.move_from.take() {
+            // Same status write as the new event: after a crash the old copy is still known.
+            s.moving_from = Some(from);
+        }
         s.applied_hash = Some(hash.to_string());
         s.last_sync_time = Some(now);
         s.failed_attempts = 0;

@@ -63,6 +63,7 @@ impl World {
                 calendar_id: None,
                 server_url: Some("http://127.0.0.1:1/".into()),
                 category_calendars: BTreeMap::new(),
+                user_default: false,
                 import: None,
                 active: true,
             },

@@ -122,6 +122,12 @@ impl MemoryCalendar {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Offer another calendar (to every account: the service is shared).
+    pub fn add_calendar(&self, id: &str, writable: bool) {
+        let info = CalendarInfo { id: id.into(), name: id.into(), primary: false, writable };
+        self.lock().calendars.push(info);
+    }
+
     /// Accept another account.
     pub fn add_account(&self, user: &str, secret: &str) {
         self.lock().accounts.insert(user.into(), secret.into());

@@ -139,8 +139,14 @@ pub struct CalendarConnectionSpec {
     #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
     pub server_url: Option<String>,
     /// Calendar id per task category, e.g. `{Work: work-calendar-id}`; falls back to calendarId.
+    /// Across a user's connections this also routes: a task whose category one connection
+    /// names goes to that connection (REST `task-to-calendar`, `PUT /preferences`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub category_calendars: BTreeMap<String, String>,
+    /// The user's default connection: tasks whose category no connection routes go here when
+    /// the app names no calendar. Unset on every connection: the newest connected one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_default: bool,
     /// Import settings for calendar-to-tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportSpec>,

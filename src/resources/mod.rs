@@ -23,8 +23,8 @@ pub use connection::{
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
 pub use push::{PushMode, PushStatus, WatchedCalendar};
 pub use tasksync::{
-    CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, OccurrenceException, TaskSync, TaskSyncSpec,
-    TaskSyncStatus,
+    CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, MovingFrom, OccurrenceException, TaskSync,
+    TaskSyncSpec, TaskSyncStatus,
 };
 
 /// API group of both kinds.

@@ -218,6 +218,21 @@ pub struct CalendarEdit {
     pub resolution: ConflictPolicy,
 }
 
+/// Where an event was before it moved; deleted once the copy in the new calendar is recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MovingFrom {
+    /// CalendarConnection that held the event.
+    pub connection: String,
+    /// Calendar that held the event.
+    pub calendar_id: String,
+    /// The old event's provider id.
+    pub event_id: String,
+    /// The old event's version when it was last written or seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
 /// Observed state of a TaskSync.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -238,6 +253,15 @@ pub struct TaskSyncStatus {
     /// Calendar that holds the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calendar_id: Option<String>,
+    /// CalendarConnection whose calendar holds the event (differs from spec.connectionRef
+    /// while the event moves to another connection). Unset in status written before moves
+    /// existed: the event is on spec.connectionRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// An event copied to its new calendar whose old copy is still to be deleted (a move
+    /// between calendars or connections survives a crash through this record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_from: Option<MovingFrom>,
     /// Provider version (etag) of the event as calsync last wrote or saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,

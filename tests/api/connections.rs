@@ -40,6 +40,7 @@ async fn yaml_caldav_connection_with(h: &Harness, user: &str, password: &str) {
             calendar_id: None,
             server_url: Some("https://dav.example.org/".into()),
             category_calendars: Default::default(),
+            user_default: false,
             import: None,
             active: true,
         },

@@ -10,6 +10,7 @@ mod edges;
 mod events;
 mod feeds;
 mod flow;
+mod preferences;
 mod recurring;
 mod support;
 mod webhooks;

@@ -34,6 +34,7 @@ async fn watched(h: &Harness, name: &str, watch_id: &str) {
             calendar_id: None,
             server_url: None,
             category_calendars: Default::default(),
+            user_default: false,
             import: None,
             active: true,
         },

@@ -65,6 +65,7 @@ async fn world(objects: &MemoryObjects, synced_at: chrono::DateTime<Utc>) {
         calendar_id: None,
         server_url: None,
         category_calendars: Default::default(),
+        user_default: false,
         import: None,
         active: true,
     };

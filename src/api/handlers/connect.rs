@@ -215,6 +215,7 @@ pub async fn apple_connect(
         calendar_id: None,
         server_url: None,
         category_calendars: Default::default(),
+        user_default: false,
         import: None,
         active: true,
     });

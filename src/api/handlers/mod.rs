@@ -13,6 +13,7 @@ pub mod feeds;
 pub mod health;
 pub mod import;
 pub mod oauth;
+pub mod preferences;
 pub mod status;
 pub mod tasks;
 pub mod webhooks;

@@ -178,6 +178,7 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
         calendar_id: None,
         server_url: None,
         category_calendars: Default::default(),
+        user_default: false,
         import: None,
         active: true,
     });
@@ -305,6 +306,7 @@ mod tests {
                 calendar_id: None,
                 server_url: None,
                 category_calendars: Default::default(),
+                user_default: false,
                 import: None,
                 active: true,
             },

@@ -17,8 +17,8 @@ use crate::api::dto::{
 };
 use crate::api::errors::{ApiError, ErrorBody};
 use crate::api::extract::ApiJson;
-use crate::api::mapping;
 use crate::api::state::AppState;
+use crate::api::{mapping, routing};
 use crate::engine::{ObjectKey, wait_for};
 use crate::resources::{
     FEED_ONLY_CONNECTION, FEED_ONLY_LABEL, TaskSync, USER_LABEL, is_feed_only, task_sync_labels, task_sync_name,
@@ -98,15 +98,17 @@ pub(super) async fn declare(
     }
     let active: Vec<_> = user_connections(state, user).await?.into_iter().filter(|c| c.spec.active).collect();
     let mut feed_only = false;
-    let connection = match (&existing, wanted) {
-        // Same task again: keep its calendar unless the request names another one.
-        (Some(ts), None) if active.iter().any(|c| c.name_any() == ts.spec.connection_ref.name) => {
-            ts.spec.connection_ref.name.clone()
-        }
-        (_, Some(kind)) => {
+    let connection = match wanted {
+        Some(kind) => {
             active.iter().find(|c| c.spec.provider == kind).map(|c| c.name_any()).ok_or_else(ApiError::not_connected)?
         }
-        (_, None) => match active.first() {
+        // The user's routing rules; a task whose category now routes to another connection
+        // moves there (the engine moves its event, crash-safe: engine::moves).
+        None => match routing::route(
+            &active,
+            task_data.category.as_deref(),
+            existing.as_ref().map(|t| t.spec.connection_ref.name.as_str()),
+        ) {
             Some(c) => c.name_any(),
             // No calendar, but an ICS feed: the task is declared for the feed alone (and moves
             // to a calendar at the next call after the user connects one).
@@ -117,15 +119,6 @@ pub(super) async fn declare(
             None => return Err(ApiError::not_connected()),
         },
     };
-    if let Some(ts) = &existing
-        && ts.spec.connection_ref.name != connection
-        && ts.status.as_ref().is_some_and(|s| s.event_id.is_some())
-    {
-        return Err(ApiError::conflict(
-            "task_on_other_calendar",
-            "this task's event lives in another connected calendar; delete it there first (delete-event)",
-        ));
-    }
     let mut spec = mapping::spec_from_task(existing.as_ref().map(|t| &t.spec), &connection, task_data)?;
     spec.connection_ref.name = connection.clone();
     let mut labels = existing.as_ref().map(|t| t.labels().clone()).unwrap_or_default();
@@ -194,9 +187,20 @@ pub async fn update_event(
     let user = mapping::user_id(&req.user_id)?.to_string();
     caller.authorize(&state, &user)?;
     let ts = target(&state, &user, req.event_id.as_deref(), req.task_id.as_ref()).await?;
-    let spec = mapping::spec_with_patch(&ts.spec, &req.task_data)?;
+    let mut spec = mapping::spec_with_patch(&ts.spec, &req.task_data)?;
+    if spec.category != ts.spec.category && !is_feed_only(&ts) {
+        // A new category may route the task to another of the user's connections.
+        let active: Vec<_> = user_connections(&state, &user).await?.into_iter().filter(|c| c.spec.active).collect();
+        if let Some(c) = routing::route(&active, spec.category.as_deref(), Some(&ts.spec.connection_ref.name)) {
+            spec.connection_ref.name = c.name_any();
+        }
+    }
     let name = ts.name_any();
     let mut object = ts.clone();
+    if spec.connection_ref.name != ts.spec.connection_ref.name {
+        let labels = object.metadata.labels.get_or_insert_with(Default::default);
+        labels.extend(task_sync_labels(&user, &spec.connection_ref.name, &spec.task_id));
+    }
     object.spec = spec;
     object.status = None;
     // Optimistic concurrency: a concurrent change makes this a 409 the client can retry.

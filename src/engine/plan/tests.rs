@@ -43,6 +43,7 @@ struct Row {
     desired: Result<&'static str, &'static str>,
     generation: i64,
     status: TaskSyncStatus,
+    elsewhere: bool,
     want: Step,
 }
 
@@ -56,7 +57,20 @@ fn row(name: &'static str, status: TaskSyncStatus, want: Step) -> Row {
         desired: Ok("h1"),
         generation: 1,
         status,
+        elsewhere: false,
         want,
+    }
+}
+
+fn moving() -> TaskSyncStatus {
+    TaskSyncStatus {
+        moving_from: Some(crate::resources::MovingFrom {
+            connection: "old".into(),
+            calendar_id: "cal-old".into(),
+            event_id: "ev0".into(),
+            etag: Some("\"e0\"".into()),
+        }),
+        ..synced("h1", 1)
     }
 }
 
@@ -210,6 +224,49 @@ fn plan_table() {
                 Step::Create,
             )
         },
+        Row {
+            elsewhere: true,
+            generation: 2,
+            desired: Ok("h2"),
+            ..row(
+                "routed to another calendar: move (create there first)",
+                synced("h1", 1),
+                Step::Move { event_id: "ev1".into(), etag: Some("\"e1\"".into()) },
+            )
+        },
+        Row {
+            elsewhere: true,
+            ..row(
+                "routed elsewhere while a Manual conflict is held: keep holding",
+                TaskSyncStatus { calendar_edit: Some(edit(1, false, ConflictPolicy::Manual)), ..synced("h1", 1) },
+                Step::HoldConflict,
+            )
+        },
+        Row {
+            elsewhere: true,
+            generation: 2,
+            ..row(
+                "routed elsewhere after the event was deleted in the calendar: create in the new place",
+                TaskSyncStatus { calendar_edit: Some(edit(1, true, ConflictPolicy::Manual)), ..synced("h1", 1) },
+                Step::Create,
+            )
+        },
+        row("a half-done move: delete the old copy first", moving(), Step::FinishMove),
+        Row { deleting: true, ..row("deleted during a move: old copy first", moving(), Step::FinishMove) },
+        Row {
+            deleting: true,
+            finalizer: false,
+            ..row("deleted during a move, not ours to finalize", moving(), Step::Nothing)
+        },
+        row(
+            "a half-done move in backoff: wait",
+            TaskSyncStatus {
+                failed_attempts: 1,
+                next_attempt_time: Some(now() + chrono::Duration::seconds(30)),
+                ..moving()
+            },
+            Step::Backoff(std::time::Duration::from_secs(30)),
+        ),
         row(
             "edited in calendar, CalendarWins already resolved: in sync",
             TaskSyncStatus { calendar_edit: Some(edit(1, false, ConflictPolicy::CalendarWins)), ..synced("h1", 1) },
@@ -226,6 +283,7 @@ fn plan_table() {
             desired: r.desired,
             generation: r.generation,
             status: &r.status,
+            elsewhere: r.elsewhere,
             now: now(),
         });
         // Wait messages are prose; compare the reason only.

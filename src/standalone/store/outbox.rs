@@ -325,6 +325,7 @@ mod tests {
             calendar_id: None,
             server_url: None,
             category_calendars: Default::default(),
+            user_default: false,
             import: None,
             active: true,
         };
