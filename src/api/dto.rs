@@ -456,8 +456,11 @@ pub struct SyncRecord {
     pub sync_status: String,
     pub error_message: Option<String>,
     pub created_at: String,
-    /// What was done: create, adopt, update, delete, orphan, conflict, import.
+    /// What was done: create, adopt, update, delete, orphan, conflict, import, resolve.
     pub operation: String,
+    /// What was decided and by whom (a resolved conflict), or where an event moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Answer of sync-history.

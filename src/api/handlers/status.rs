@@ -164,6 +164,7 @@ pub async fn sync_history(
                         .ok()
                         .and_then(|v| v.as_str().map(String::from))
                         .unwrap_or_default(),
+                    note: e.note.clone(),
                 },
             ));
         }
