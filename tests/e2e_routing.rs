@@ -305,3 +305,45 @@ async fn conflicts_on_google_and_outlook_are_shown_and_resolved_both_ways() {
     let notes: Vec<&str> = v["syncs"].as_array().unwrap().iter().filter_map(|e| e["note"].as_str()).collect();
     assert!(notes.iter().filter(|n| n.contains("calendar")).count() >= 2, "who chose what is recorded: {notes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_300_task_batch_gives_300_events_split_by_category_across_both_accounts() {
+    let w = world_with(&[("CALSYNC_GOOGLE_RATE_PER_SECOND", "off".to_string())]).await;
+    w.connect("google").await;
+    w.connect("outlook").await;
+    eventually("both accounts ready", || async {
+        let p = w.preferences().await;
+        p["connections"].as_array().is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["connected"] == true))
+    })
+    .await;
+    let body = json!({"default_calendar_type": "google", "categories": {"Work": {"calendar_type": "outlook"}}});
+    let (s, v) = w.cs.call("PUT", &format!("/preferences/{USER}"), Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    let tasks: Vec<Value> = (0..300)
+        .map(|i| {
+            let category = if i % 2 == 0 { "Work" } else { "Personal" };
+            json!({"id": format!("b-{i:03}"), "name": format!("{category} b-{i:03}"), "category": category,
+                "scheduled_time": format!("2031-06-{:02}T{:02}:00:00", 1 + i % 28, 8 + i % 10), "timezone": "Europe/Berlin"})
+        })
+        .collect();
+    let started = Instant::now();
+    let (s, v) = w.cs.call("POST", "/tasks-to-calendar", Some(json!({"user_id": USER, "tasks": tasks}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["count"], 300, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 300);
+    assert!(results.iter().enumerate().all(|(i, r)| r["task_id"] == format!("b-{i:03}")), "in request order");
+    eventually("300 events", || async {
+        let (google, outlook) = w.titles();
+        google.len() == 150 && outlook.len() == 150
+    })
+    .await;
+    let (google, outlook) = w.titles();
+    assert!(google.iter().all(|t| t.starts_with("Personal")) && outlook.iter().all(|t| t.starts_with("Work")));
+    let mut all: Vec<String> = google.into_iter().chain(outlook).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 300, "no duplicates");
+    eprintln!("300-task batch: all events in {:?}", started.elapsed());
+}
