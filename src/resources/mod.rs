@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub use condition::{Condition, ConditionStatus};
 pub use connection::{
-    CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec, ProviderKind,
+    AUTO_CALENDAR, CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec, ProviderKind,
     SecretRef,
 };
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
