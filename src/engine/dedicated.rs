@@ -61,3 +61,7 @@ impl Engine {
         Ok(id)
     }
 }
+
+#[cfg(test)]
+#[path = "dedicated_tests.rs"]
+mod tests;
