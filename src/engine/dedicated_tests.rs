@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::DEDICATED_FAILED;
 use crate::engine::memory::{MemoryObjects, StoreOp};
-use crate::engine::tests::{World, spec};
 use crate::engine::objects::Objects;
+use crate::engine::tests::{World, spec};
 use crate::engine::{Engine, EngineConfig, StoreError};
 use crate::providers::dedicated::DEDICATED_NAME;
 use crate::providers::memory::{MemoryCalendar, MemoryConnector, Op};

@@ -86,9 +86,9 @@ pub fn parse_marker(text: &str) -> Option<Option<String>> {
 /// The calendar every racer keeps: the oldest stamp, then the smallest id. A calendar without
 /// a stamp sorts after stamped ones (it was not made by this version's create).
 fn winner(found: &[DedicatedCalendar]) -> Option<&DedicatedCalendar> {
-    found.iter().min_by(|a, b| {
-        (a.stamp.is_none(), &a.stamp, &a.info.id).cmp(&(b.stamp.is_none(), &b.stamp, &b.info.id))
-    })
+    found
+        .iter()
+        .min_by(|a, b| (a.stamp.is_none(), &a.stamp, &a.info.id).cmp(&(b.stamp.is_none(), &b.stamp, &b.info.id)))
 }
 
 /// Find the account's calendar of ours, creating it when there is none. `recorded` is the id
@@ -136,7 +136,9 @@ pub async fn ensure(
 /// Keep the winner, delete the other calendars of ours.
 async fn converge(p: &dyn Provider, found: Vec<DedicatedCalendar>) -> Result<Ensured, ProviderError> {
     let Some(keep) = winner(&found).cloned() else {
-        return Err(ProviderError::Transient { message: "no calendar of calsync's own is listed yet; will retry".into() });
+        return Err(ProviderError::Transient {
+            message: "no calendar of calsync's own is listed yet; will retry".into(),
+        });
     };
     let mut removed = Vec::new();
     for extra in found.iter().filter(|c| c.info.id != keep.info.id) {
