@@ -39,6 +39,10 @@ pub struct StateClaims {
     /// Random, unique per authorization attempt: the callback records it to refuse replays.
     #[serde(rename = "n")]
     pub nonce: String,
+    /// The user asked for a calendar of calsync's own (`dedicated_calendar: true`): the
+    /// callback then stores the connection with `calendarId: auto`. Absent in older states.
+    #[serde(rename = "d", default, skip_serializing_if = "std::ops::Not::not")]
+    pub dedicated: bool,
 }
 
 impl std::fmt::Debug for StateClaims {
@@ -117,6 +121,7 @@ impl StateSealer {
             verifier,
             expires_at: now + STATE_TTL,
             nonce: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
+            dedicated: false,
         }
     }
 

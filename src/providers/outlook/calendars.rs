@@ -30,7 +30,10 @@ struct GraphCal {
 
 fn ours(c: GraphCal) -> Option<DedicatedCalendar> {
     // Exchange compares folder names case-insensitively.
-    (c.name.trim().eq_ignore_ascii_case(DEDICATED_NAME) && c.can_edit).then(|| DedicatedCalendar {
+    if !(c.name.trim().eq_ignore_ascii_case(DEDICATED_NAME) && c.can_edit) {
+        return None;
+    }
+    Some(DedicatedCalendar {
         info: CalendarInfo { id: c.id, name: c.name, primary: false, writable: true },
         stamp: None,
     })
