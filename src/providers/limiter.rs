@@ -396,6 +396,21 @@ impl Provider for LimitedProvider {
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         self.run(self.inner.probe(calendar)).await
     }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<crate::providers::DedicatedCalendar>, ProviderError> {
+        self.run(self.inner.dedicated_calendars()).await
+    }
+
+    async fn create_dedicated_calendar(
+        &self,
+        description: &str,
+    ) -> Result<crate::providers::MadeCalendar, ProviderError> {
+        self.run(self.inner.create_dedicated_calendar(description)).await
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        self.run(self.inner.delete_dedicated_calendar(id)).await
+    }
 }
 
 #[cfg(test)]
