@@ -65,6 +65,15 @@ async fn standalone_apple_connect_with_dedicated_calendar_puts_events_there() {
         body
     };
 
+    // The OpenAPI document describes the new request field on both connect calls.
+    let (s, doc) = cs.call("GET", "/openapi.json", None).await;
+    assert_eq!(s, 200);
+    for schema in ["AppleConnectRequest", "ConnectRequest"] {
+        let field = &doc["components"]["schemas"][schema]["properties"]["dedicated_calendar"];
+        assert_eq!(field["type"], "boolean", "{schema}: {field}");
+        assert!(field["description"].as_str().is_some_and(|d| d.contains("Get It Done!")), "{schema}: {field}");
+    }
+
     // Bad input first: nothing is created.
     let (s, body) = cs.call("POST", "/apple/connect", Some(connect(json!({"dedicated_calendar": "yes"})))).await;
     assert_eq!((s, body["code"].as_str()), (422, Some("invalid_field")), "{body}");
