@@ -115,18 +115,19 @@ pub async fn ensure(
     };
     // Listed again even after our own create: another creator may have raced us.
     let mut found = p.dedicated_calendars().await?;
-    if found.is_empty() {
-        match &created {
-            // Listings can lag a create a little; our answer is the calendar.
-            Some(c) => found.push(c.clone()),
-            None => {
-                return Err(ProviderError::Transient {
-                    message: format!(
-                        "the calendar provider says calsync's calendar {DEDICATED_NAME:?} exists but does not list it yet; will retry"
-                    ),
-                });
-            }
+    match &created {
+        // A listing can lag a create: the one we made takes part in the convergence anyway, so
+        // it is deleted if a racer's is older, rather than left behind unlisted.
+        Some(c) if !found.iter().any(|f| f.info.id == c.info.id) => found.push(c.clone()),
+        Some(_) => {}
+        None if found.is_empty() => {
+            return Err(ProviderError::Transient {
+                message: format!(
+                    "the calendar provider says calsync's calendar {DEDICATED_NAME:?} exists but does not list it yet; will retry"
+                ),
+            });
         }
+        None => {}
     }
     let mut out = converge(p, found).await?;
     out.created = created.is_some_and(|c| c.info.id == out.calendar.id);
@@ -181,6 +182,90 @@ mod tests {
         assert_eq!(parse_marker(&format!("{MARKER_PREFIX} created=yesterday")), Some(None));
         let later = marker(t + chrono::Duration::nanoseconds(1));
         assert!(marker(t) < later, "text order is time order");
+    }
+
+    /// A provider whose listing is scripted and whose creates are recorded.
+    struct Scripted {
+        listings: std::sync::Mutex<Vec<Vec<DedicatedCalendar>>>,
+        made: Option<MadeCalendar>,
+        deleted: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Scripted {
+        async fn account(&self) -> Result<crate::providers::AccountInfo, ProviderError> {
+            unimplemented!()
+        }
+        async fn create(
+            &self,
+            _: &str,
+            _: &str,
+            _: &crate::providers::EventData,
+        ) -> Result<crate::providers::Created, ProviderError> {
+            unimplemented!()
+        }
+        async fn update(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: &crate::providers::EventData,
+        ) -> Result<crate::providers::RemoteEvent, ProviderError> {
+            unimplemented!()
+        }
+        async fn delete(&self, _: &str, _: &str, _: Option<&str>) -> Result<(), ProviderError> {
+            unimplemented!()
+        }
+        async fn get(&self, _: &str, _: &str) -> Result<Option<crate::providers::RemoteEvent>, ProviderError> {
+            unimplemented!()
+        }
+        async fn find_by_key(&self, _: &str, _: &str) -> Result<Option<crate::providers::RemoteEvent>, ProviderError> {
+            unimplemented!()
+        }
+        async fn list(
+            &self,
+            _: &str,
+            _: crate::providers::Window,
+            _: Option<&str>,
+        ) -> Result<crate::providers::EventPage, ProviderError> {
+            unimplemented!()
+        }
+        async fn dedicated_calendars(&self) -> Result<Vec<DedicatedCalendar>, ProviderError> {
+            Ok(self.listings.lock().unwrap().remove(0))
+        }
+        async fn create_dedicated_calendar(&self, _: &str) -> Result<MadeCalendar, ProviderError> {
+            Ok(self.made.clone().unwrap())
+        }
+        async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+            self.deleted.lock().unwrap().push(id.to_string());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_listing_still_converges_our_own_create() {
+        // We made "mine" (newer); the listing after it shows only a racer's older one.
+        let racer = cal("racer", Some("2026-01-01T00:00:00.000000000Z"));
+        let mine = cal("mine", Some("2026-01-01T00:00:01.000000000Z"));
+        let p = Scripted {
+            listings: std::sync::Mutex::new(vec![vec![], vec![racer.clone()]]),
+            made: Some(MadeCalendar::New(mine)),
+            deleted: Default::default(),
+        };
+        let got = ensure(&p, None, &[]).await.unwrap();
+        assert_eq!((got.calendar.id.as_str(), got.created), ("racer", false));
+        assert_eq!(*p.deleted.lock().unwrap(), vec!["mine".to_string()], "ours is not left behind");
+    }
+
+    #[tokio::test]
+    async fn exists_but_unlisted_is_retried_not_recreated() {
+        let p = Scripted {
+            listings: std::sync::Mutex::new(vec![vec![], vec![]]),
+            made: Some(MadeCalendar::Exists),
+            deleted: Default::default(),
+        };
+        let err = ensure(&p, None, &[]).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
     }
 
     #[test]
