@@ -73,6 +73,11 @@ pub async fn delete(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Res
 }
 
 impl FakeGraph {
+    /// The calendar holding event `id`.
+    pub fn event_calendar(&self, id: &str) -> Option<String> {
+        self.shared.lock().events.get(id).map(|e| e.calendar.clone())
+    }
+
     /// Ids of the calendars named `name` (case-insensitively).
     pub fn calendars_named(&self, name: &str) -> Vec<String> {
         self.shared
