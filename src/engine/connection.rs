@@ -112,11 +112,10 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return self.connection_error(&key, &old, st, e).await,
         };
-        let info = match provider.account().await {
+        let mut info = match provider.account().await {
             Ok(info) => info,
             Err(e) => return self.connection_error(&key, &old, st, e).await,
         };
-        let mut info = info;
         let default = match &conn.spec.calendar_id {
             Some(_) if conn.spec.wants_dedicated_calendar() => {
                 match self.dedicated_calendar(&key, &old, &mut st, provider.as_ref(), &mut info.calendars).await {

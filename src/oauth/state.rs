@@ -185,6 +185,10 @@ mod tests {
         assert_eq!(back.provider, ProviderKind::Google);
         assert_eq!(back.verifier.expose_secret(), "verifier-1");
         assert_eq!(back.nonce, claims.nonce);
+        assert!(!back.dedicated, "no dedicated calendar unless asked");
+        let mut asked = claims.clone();
+        asked.dedicated = true;
+        assert!(s.open(&s.seal(&asked), now).unwrap().dedicated, "the flag survives the round trip");
 
         // Expired, other key, tampered, garbage.
         assert_eq!(s.open(&text, now + STATE_TTL + chrono::Duration::seconds(1)).unwrap_err(), StateError::Expired);
