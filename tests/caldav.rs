@@ -105,6 +105,19 @@ impl ContractPeer for RadicalePeer {
         let r = self.raw.put(&path, &edited, ("If-Match", &etag)).await;
         assert!(matches!(r.status, 200 | 201 | 204), "raw edit: {} {}", r.status, r.body);
     }
+
+    async fn raw_own_calendars(&self) -> Vec<String> {
+        const OWN: &str = "/alice/getitdone-calsync/";
+        let r = self.raw.request("PROPFIND", OWN, &[("Depth", "0")], None).await;
+        match r.status {
+            207 => {
+                assert!(r.body.contains("calendar"), "our collection is a calendar: {}", r.body);
+                vec![OWN.to_string()]
+            }
+            404 => vec![],
+            s => panic!("raw PROPFIND {OWN}: {s} {}", r.body),
+        }
+    }
 }
 
 #[tokio::test]

@@ -79,6 +79,10 @@ impl ContractPeer for MemoryPeer {
     async fn raw_edit_title(&self, calendar: &str, id: &str, title: &str) {
         assert!(self.service.edit_external(calendar, id, |e| e.title = title.to_string()), "edit {id}");
     }
+
+    async fn raw_own_calendars(&self) -> Vec<String> {
+        self.service.made_calendars()
+    }
 }
 
 #[tokio::test]

@@ -394,3 +394,28 @@ async fn outlook_changes_reach_the_app_by_subscription_then_by_cursor() {
     assert_eq!(changes, vec![], "{body}");
     assert!(w.graph.requests().is_empty(), "an unchanged calendar cost requests: {:#?}", w.graph.requests());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dedicated_calendar_survives_the_oauth_round_trip_and_gets_the_events() {
+    let w = world().await;
+    let user = "dedicated_outlook";
+    let (s, body) =
+        w.cs.call("POST", "/connect/outlook", Some(json!({"user_id": user, "dedicated_calendar": true}))).await;
+    assert_eq!(s, 200, "{body}");
+    let callback = w.oidc.follow_authorization(body["authorization_url"].as_str().expect("url")).await;
+    let r = w.browser.get(&callback).send().await.expect("callback");
+    let location = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(location, format!("{FRONTEND}/calendar-connected?type=outlook&status=success"));
+    eventually("ready", || async { w.status(user).await["ready"] == json!(true) }).await;
+    let own = w.graph.calendars_named(calsync::providers::dedicated::DEDICATED_NAME);
+    assert_eq!(own.len(), 1, "one calendar of ours in the mailbox: {own:?}");
+
+    let task = json!({"user_id": user, "task_data": {"id": "t1", "name": "Lab report",
+        "scheduled_time": "2031-05-14T14:00:00", "timezone": "Europe/Berlin"}});
+    let (s, body) = w.cs.call("POST", "/task-to-calendar", Some(task)).await;
+    assert_eq!(s, 200, "{body}");
+    let event_id = body["event_id"].as_str().expect("event_id");
+    assert_eq!(w.graph.event_calendar(event_id).as_deref(), Some(own[0].as_str()), "the event is in our calendar");
+    let creates = w.graph.requests().iter().filter(|l| l.method == "POST" && l.uri.ends_with("/me/calendars")).count();
+    assert_eq!(creates, 1, "POST /me/calendars once");
+}

@@ -21,8 +21,8 @@ use support::contract::{self, ContractPeer, RawEvent};
 use support::fake_google::{Failure, FakeGoogle, FakeGoogleOptions};
 use support::oidc::{OidcOptions, OidcServer};
 
-const SCOPES: &str =
-    "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.calendarlist.readonly";
+// `calendar.app.created` is what the OAuth start adds for `dedicated_calendar: true`.
+const SCOPES: &str = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.calendarlist.readonly https://www.googleapis.com/auth/calendar.app.created";
 
 /// One stored credential with a version: what a Secret is to the token manager.
 struct OneSecret(Mutex<Option<(Credentials, u64)>>);
@@ -150,6 +150,18 @@ impl ContractPeer for GooglePeer {
     async fn raw_edit_title(&self, calendar: &str, id: &str, title: &str) {
         self.fake.edit_title(calendar, id, title);
     }
+
+    async fn raw_own_calendars(&self) -> Vec<String> {
+        own_calendars(&self.fake)
+    }
+}
+
+fn own_calendars(fake: &FakeGoogle) -> Vec<String> {
+    fake.raw_calendars()
+        .into_iter()
+        .filter(|c| c["description"].as_str().is_some_and(|d| d.contains(calsync::providers::dedicated::MARKER_PREFIX)))
+        .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,10 @@ impl ContractPeer for GraphPeer {
     async fn raw_edit_title(&self, _calendar: &str, id: &str, title: &str) {
         self.fake.edit_title(id, title);
     }
+
+    async fn raw_own_calendars(&self) -> Vec<String> {
+        self.fake.calendars_named(calsync::providers::dedicated::DEDICATED_NAME)
+    }
 }
 
 fn at(h: u32) -> DateTime<Utc> {

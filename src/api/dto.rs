@@ -44,6 +44,11 @@ pub struct ConnectRequest {
     /// The app's user id (string or integer).
     #[schema(value_type = String, min_length = 1, max_length = 200, example = "user123")]
     pub user_id: Id,
+    /// Google/Outlook: put events into a calendar of calsync's own, "Get It Done!", created in
+    /// the account once (the connection gets `calendarId: auto`). Google asks the user for the
+    /// extra permission to create calendars. Default false.
+    #[serde(default)]
+    pub dedicated_calendar: bool,
 }
 
 /// Apple answer of `POST /connect/apple`.
@@ -84,6 +89,10 @@ pub struct AppleConnectRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 1024)]
     pub calendar_id: Option<String>,
+    /// Put events into a calendar of calsync's own, "Get It Done!", created in the account once
+    /// (MKCALENDAR) before this call answers. Not together with `calendar_id`. Default false.
+    #[serde(default)]
+    pub dedicated_calendar: bool,
 }
 
 /// Answer of `POST /apple/connect`.

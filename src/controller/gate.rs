@@ -112,6 +112,18 @@ impl Provider for GatedProvider {
         self.count("list", r)
     }
 
+    // A read: followers may make it. Forwarded, never left to the trait's default, which would
+    // answer for the inner provider without asking it.
+    async fn series_exceptions(
+        &self,
+        calendar: &str,
+        event: &RemoteEvent,
+        window: Window,
+    ) -> Result<Vec<crate::providers::Exception>, ProviderError> {
+        let r = self.inner.series_exceptions(calendar, event, window).await;
+        self.count("series_exceptions", r)
+    }
+
     fn push_support(&self) -> crate::providers::PushSupport {
         self.inner.push_support()
     }
@@ -148,6 +160,27 @@ impl Provider for GatedProvider {
         let r = self.inner.probe(calendar).await;
         self.count("probe", r)
     }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<crate::providers::DedicatedCalendar>, ProviderError> {
+        let r = self.inner.dedicated_calendars().await;
+        self.count("dedicated_calendars", r)
+    }
+
+    // Calendars are provider-side state like events: only the leader makes or deletes them.
+    async fn create_dedicated_calendar(
+        &self,
+        description: &str,
+    ) -> Result<crate::providers::MadeCalendar, ProviderError> {
+        self.gate("create_calendar")?;
+        let r = self.inner.create_dedicated_calendar(description).await;
+        self.count("create_calendar", r)
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        self.gate("delete_calendar")?;
+        let r = self.inner.delete_dedicated_calendar(id).await;
+        self.count("delete_calendar", r)
+    }
 }
 
 #[cfg(test)]
@@ -182,5 +215,9 @@ mod tests {
         assert!(matches!(err, ProviderError::Transient { .. }));
         assert_eq!(service.count(Op::Delete), 0, "the write never reached the calendar");
         assert!(gated_follower.get("calendar", "x").await.is_ok(), "reads are fine");
+        let made = gated_follower.create_dedicated_calendar("d").await;
+        assert!(matches!(made, Err(ProviderError::Transient { .. })), "a follower makes no calendar: {made:?}");
+        assert_eq!(service.count(Op::CreateCalendar), 0);
+        assert!(gated_follower.dedicated_calendars().await.is_ok(), "looking for one is a read");
     }
 }

@@ -1,5 +1,6 @@
 //! Reconcile of one CalendarConnection: check the credentials, list the calendars, pick the
-//! default calendar, report `Authenticated` and `Ready`.
+//! default calendar (with `calendarId: auto`, calsync's own, see `dedicated`), report
+//! `Authenticated` and `Ready`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use kube::{Resource, ResourceExt};
 
 use super::backoff::jitter;
+use super::dedicated::{DEDICATED_FAILED, DedicatedFailure};
 use super::live;
 use super::{Engine, EngineError, EventType, ObjectKey, Outcome, StoreError};
 use crate::error::ErrorClass;
@@ -110,11 +112,22 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return self.connection_error(&key, &old, st, e).await,
         };
-        let info = match provider.account().await {
+        let mut info = match provider.account().await {
             Ok(info) => info,
             Err(e) => return self.connection_error(&key, &old, st, e).await,
         };
         let default = match &conn.spec.calendar_id {
+            Some(_) if conn.spec.wants_dedicated_calendar() => {
+                match self.dedicated_calendar(&key, &old, &mut st, provider.as_ref(), &mut info.calendars).await {
+                    Ok(id) => Some(id),
+                    Err(DedicatedFailure::Retry(e)) => return self.connection_error(&key, &old, st, e).await,
+                    Err(DedicatedFailure::Failed(msg)) => {
+                        return self
+                            .connection_failed(&key, &old, st, DEDICATED_FAILED, &msg, self.config.resync)
+                            .await;
+                    }
+                }
+            }
             Some(id) => match info.calendars.iter().find(|c| &c.id == id) {
                 Some(c) if c.writable => Some(c.id.clone()),
                 Some(_) => {
@@ -314,7 +327,8 @@ impl Engine {
         let now = self.now();
         let g = st.observed_generation;
         if reason != "ReconnectRequired" && !condition::is_true(&st.conditions, "Authenticated") {
-            let auth_ok = matches!(reason, "CalendarNotFound" | "CalendarNotWritable" | "NoWritableCalendar");
+            let auth_ok =
+                matches!(reason, "CalendarNotFound" | "CalendarNotWritable" | "NoWritableCalendar" | DEDICATED_FAILED);
             set_condition(&mut st.conditions, cond("Authenticated", auth_ok, reason, msg), g, now);
         }
         set_condition(&mut st.conditions, cond("Ready", false, reason, msg), g, now);

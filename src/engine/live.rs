@@ -175,7 +175,7 @@ pub(super) fn watched_calendars(conn: &CalendarConnection, st: &CalendarConnecti
             out.push(c.to_string());
         }
     };
-    if let Some(c) = conn.spec.calendar_id.as_deref().or(st.default_calendar_id.as_deref()) {
+    if let Some(c) = conn.spec.chosen_calendar().map(String::as_str).or(st.default_calendar_id.as_deref()) {
         add(c);
     }
     for c in conn.spec.category_calendars.values() {

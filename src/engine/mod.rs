@@ -10,6 +10,7 @@ pub mod backoff;
 mod changes;
 mod conflict;
 mod connection;
+mod dedicated;
 pub mod desired;
 mod feed_only;
 pub mod live;

@@ -56,7 +56,7 @@ fn target_calendar(ts: &TaskSync, conn: Option<&CalendarConnection>) -> Option<S
         .category
         .as_ref()
         .and_then(|cat| conn.spec.category_calendars.get(cat))
-        .or(conn.spec.calendar_id.as_ref())
+        .or(conn.spec.chosen_calendar())
         .or(conn.status.as_ref().and_then(|s| s.default_calendar_id.as_ref()))
         .cloned()
 }

@@ -179,6 +179,12 @@ impl OAuthClient {
     /// The authorization URL carrying `state`, our scopes, the S256 challenge of `verifier` and
     /// the provider's extra parameters.
     pub fn authorization_url(&self, state: &str, verifier: &SecretString) -> String {
+        self.authorization_url_with(state, verifier, &[])
+    }
+
+    /// `authorization_url` asking for `extra_scopes` on top of the configured ones (Google's
+    /// `calendar.app.created` for a calendar of calsync's own).
+    pub fn authorization_url_with(&self, state: &str, verifier: &SecretString, extra_scopes: &[&str]) -> String {
         let challenge =
             PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.expose_secret().to_string()));
         let state = state.to_string();
@@ -186,6 +192,12 @@ impl OAuthClient {
             .client
             .authorize_url(move || CsrfToken::new(state))
             .add_scopes(self.settings.scopes.iter().map(|s| Scope::new(s.clone())))
+            .add_scopes(
+                extra_scopes
+                    .iter()
+                    .filter(|e| !self.settings.scopes.iter().any(|s| s == *e))
+                    .map(|e| Scope::new(e.to_string())),
+            )
             .set_pkce_challenge(challenge);
         for (k, v) in &self.settings.extra_auth_params {
             request = request.add_extra_param(k.clone(), v.clone());

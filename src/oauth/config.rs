@@ -32,6 +32,10 @@ pub const GOOGLE_SCOPES: [&str; 2] = [
     "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
 ];
 
+/// The Google scope added for `dedicated_calendar: true`: create secondary calendars and manage
+/// the events in them (`calendars.insert` needs it; `calendar.events` does not cover it).
+pub const GOOGLE_DEDICATED_SCOPE: &str = "https://www.googleapis.com/auth/calendar.app.created";
+
 /// Microsoft scopes: a refresh token needs `offline_access`; events need `Calendars.ReadWrite`.
 pub const MICROSOFT_SCOPES: [&str; 2] = ["offline_access", "Calendars.ReadWrite"];
 

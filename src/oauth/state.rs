@@ -39,6 +39,10 @@ pub struct StateClaims {
     /// Random, unique per authorization attempt: the callback records it to refuse replays.
     #[serde(rename = "n")]
     pub nonce: String,
+    /// The user asked for a calendar of calsync's own (`dedicated_calendar: true`): the
+    /// callback then stores the connection with `calendarId: auto`. Absent in older states.
+    #[serde(rename = "d", default, skip_serializing_if = "std::ops::Not::not")]
+    pub dedicated: bool,
 }
 
 impl std::fmt::Debug for StateClaims {
@@ -117,6 +121,7 @@ impl StateSealer {
             verifier,
             expires_at: now + STATE_TTL,
             nonce: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
+            dedicated: false,
         }
     }
 
@@ -180,6 +185,10 @@ mod tests {
         assert_eq!(back.provider, ProviderKind::Google);
         assert_eq!(back.verifier.expose_secret(), "verifier-1");
         assert_eq!(back.nonce, claims.nonce);
+        assert!(!back.dedicated, "no dedicated calendar unless asked");
+        let mut asked = claims.clone();
+        asked.dedicated = true;
+        assert!(s.open(&s.seal(&asked), now).unwrap().dedicated, "the flag survives the round trip");
 
         // Expired, other key, tampered, garbage.
         assert_eq!(s.open(&text, now + STATE_TTL + chrono::Duration::seconds(1)).unwrap_err(), StateError::Expired);

@@ -369,6 +369,17 @@ impl Provider for LimitedProvider {
         self.run(self.inner.list(calendar, window, cursor)).await
     }
 
+    // Every trait method must be forwarded: a default here would silently answer for the inner
+    // provider (the series' moved and cancelled occurrences were once lost that way).
+    async fn series_exceptions(
+        &self,
+        calendar: &str,
+        event: &RemoteEvent,
+        window: Window,
+    ) -> Result<Vec<crate::providers::Exception>, ProviderError> {
+        self.run(self.inner.series_exceptions(calendar, event, window)).await
+    }
+
     fn push_support(&self) -> crate::providers::PushSupport {
         self.inner.push_support()
     }
@@ -395,6 +406,21 @@ impl Provider for LimitedProvider {
 
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         self.run(self.inner.probe(calendar)).await
+    }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<crate::providers::DedicatedCalendar>, ProviderError> {
+        self.run(self.inner.dedicated_calendars()).await
+    }
+
+    async fn create_dedicated_calendar(
+        &self,
+        description: &str,
+    ) -> Result<crate::providers::MadeCalendar, ProviderError> {
+        self.run(self.inner.create_dedicated_calendar(description)).await
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        self.run(self.inner.delete_dedicated_calendar(id)).await
     }
 }
 

@@ -77,6 +77,15 @@ impl Provider for ProbeProvider {
     async fn list(&self, _: &str, _: Window, _: Option<&str>) -> Result<EventPage, ProviderError> {
         unreachable!("the tests only call get")
     }
+    async fn series_exceptions(
+        &self,
+        _: &str,
+        _: &RemoteEvent,
+        _: Window,
+    ) -> Result<Vec<crate::providers::Exception>, ProviderError> {
+        self.call().await?;
+        Ok(vec![crate::providers::Exception::cancelled(crate::providers::EventTime::Date(chrono::NaiveDate::MIN))])
+    }
 }
 
 struct ProbeConnector(Arc<Probe>);
@@ -266,4 +275,32 @@ fn rates_parse_with_clear_errors() {
             other => panic!("{bad:?}: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn series_exceptions_reach_the_inner_provider_and_are_paced() {
+    let probe = Arc::new(Probe::default());
+    let l = limited(&probe, Policy::per_second(100.0));
+    let p = connect(&l, "ns/series").await;
+    let window = Window { from: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, to: chrono::Utc::now() };
+    let day = crate::providers::EventTime::Date(chrono::NaiveDate::MIN);
+    let event = RemoteEvent {
+        id: "e".into(),
+        etag: None,
+        link: None,
+        title: "series".into(),
+        description: None,
+        category: None,
+        start: day.clone(),
+        end: day,
+        zone: None,
+        recurrence: vec!["RRULE:FREQ=WEEKLY".into()],
+        marker: None,
+        cancelled: false,
+        created: None,
+        exceptions: Vec::new(),
+    };
+    let found = p.series_exceptions("c", &event, window).await.expect("forwarded");
+    assert_eq!(found.len(), 1, "the inner provider's answer, not the trait default (the listing's empty list)");
+    assert_eq!(probe.starts("ns/series").len(), 1, "counted like every call");
 }

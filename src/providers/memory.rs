@@ -20,6 +20,10 @@ use crate::credentials::Credentials;
 use crate::providers::event::EventTime;
 use crate::resources::CalendarInfo;
 
+// Calendar creation (`calendarId: auto`) lives apart to keep this file short.
+#[path = "memory_dedicated.rs"]
+mod dedicated;
+
 /// Which provider operation a call or an injected fault concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -32,6 +36,10 @@ pub enum Op {
     List,
     Watch,
     StopWatch,
+    /// Listing the calendars carrying calsync's own-calendar marker.
+    ListDedicated,
+    CreateCalendar,
+    DeleteCalendar,
 }
 
 /// One recorded call.
@@ -60,6 +68,12 @@ struct State {
     /// Off by default, so callers that never asked for push see a poll-only provider.
     push: bool,
     watches: Vec<MemoryWatch>,
+    /// Calendars made through the API: id → description (where the marker lives).
+    descriptions: BTreeMap<String, String>,
+    /// Calendars made so far (their ids count up, so id order is creation order).
+    made_calendars: u64,
+    /// The account may not create calendars (a read-only grant).
+    calendars_read_only: bool,
 }
 
 /// A watch the double holds, as the provider would (Google channel).
@@ -391,6 +405,18 @@ impl Provider for MemoryProvider {
             }
         }
         Ok(page)
+    }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<super::DedicatedCalendar>, ProviderError> {
+        self.service.dedicated_calendars().await
+    }
+
+    async fn create_dedicated_calendar(&self, description: &str) -> Result<super::MadeCalendar, ProviderError> {
+        self.service.create_calendar(description).await
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        self.service.delete_calendar(id)
     }
 
     fn push_support(&self) -> PushSupport {

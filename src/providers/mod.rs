@@ -5,6 +5,7 @@
 //! stores or reconcile decisions; a provider only talks to its calendar service.
 
 pub mod caldav;
+pub mod dedicated;
 pub mod error;
 pub mod event;
 pub mod google;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use dedicated::{DedicatedCalendar, MadeCalendar};
 pub use error::ProviderError;
 pub use event::{EventData, EventPage, EventTime, Exception, Marker, RemoteEvent, event_key};
 pub use push::{PushSupport, Watch, WatchRequest};
@@ -131,6 +133,26 @@ pub trait Provider: Send + Sync {
     async fn stop_watch(&self, calendar: &str, watch: &Watch) -> Result<(), ProviderError> {
         let _ = (calendar, watch);
         Ok(())
+    }
+
+    /// The account's calendars that carry calsync's own-calendar marker (see `dedicated`),
+    /// normally none or one. Default: calendar creation is not supported.
+    async fn dedicated_calendars(&self) -> Result<Vec<DedicatedCalendar>, ProviderError> {
+        Err(dedicated::unsupported())
+    }
+
+    /// Create calsync's own calendar (`dedicated::DEDICATED_NAME`) with `description` (which
+    /// holds the marker; providers that cannot store it mark the calendar by name or path).
+    /// `MadeCalendar::Exists` when the provider refuses because it exists already.
+    async fn create_dedicated_calendar(&self, description: &str) -> Result<MadeCalendar, ProviderError> {
+        let _ = description;
+        Err(dedicated::unsupported())
+    }
+
+    /// Delete a calendar of ours left over by a creation race. Already gone is success.
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        let _ = id;
+        Err(dedicated::unsupported())
     }
 
     /// A cheap fingerprint of the calendar's current state (CalDAV `DAV:sync-token`, else

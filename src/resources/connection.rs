@@ -90,6 +90,9 @@ impl Default for ImportSpec {
     }
 }
 
+/// `spec.calendarId` value asking for a calendar of calsync's own (see `providers::dedicated`).
+pub const AUTO_CALENDAR: &str = "auto";
+
 fn default_window_days() -> u32 {
     7
 }
@@ -130,7 +133,9 @@ pub struct CalendarConnectionSpec {
     /// Secret in the same namespace that holds the credentials.
     pub credentials_secret_ref: SecretRef,
     /// Default calendar for new events. Unset: Google `primary`, Outlook the default calendar,
-    /// CalDAV the first writable calendar that accepts events.
+    /// CalDAV the first writable calendar that accepts events. `auto`: calsync creates a
+    /// calendar of its own named "Get It Done!" in the account (once; its id is recorded in
+    /// status.dedicatedCalendarId) and uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub calendar_id: Option<String>,
@@ -153,6 +158,20 @@ pub struct CalendarConnectionSpec {
     /// False after the user disconnected: nothing is written, the object and its history stay.
     #[serde(default = "default_true")]
     pub active: bool,
+}
+
+impl CalendarConnectionSpec {
+    /// The calendar `calendarId` names, if it names one: unset and `auto` (a calendar calsync
+    /// creates, whose id lives in status) give `None`, so callers fall back to
+    /// status.defaultCalendarId.
+    pub fn chosen_calendar(&self) -> Option<&String> {
+        self.calendar_id.as_ref().filter(|c| c.as_str() != AUTO_CALENDAR)
+    }
+
+    /// `calendarId: auto`: the user asked for a calendar of calsync's own.
+    pub fn wants_dedicated_calendar(&self) -> bool {
+        self.calendar_id.as_deref() == Some(AUTO_CALENDAR)
+    }
 }
 
 /// A calendar of the account, as the provider lists it.
@@ -194,6 +213,10 @@ pub struct CalendarConnectionStatus {
     /// The calendar new events go to: spec.calendarId, else the provider's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_calendar_id: Option<String>,
+    /// With spec.calendarId `auto`: the id of the "Get It Done!" calendar calsync created (or
+    /// found) in the account. Kept when calendarId changes, so going back to `auto` reuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_calendar_id: Option<String>,
     /// The account's e-mail address, where the provider tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_email: Option<String>,

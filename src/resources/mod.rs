@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 pub use condition::{Condition, ConditionStatus};
 pub use connection::{
-    CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec, ProviderKind,
-    SecretRef,
+    AUTO_CALENDAR, CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec,
+    ProviderKind, SecretRef,
 };
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
 pub use push::{PushMode, PushStatus, WatchedCalendar};

@@ -454,11 +454,12 @@ async fn unknown_fields_are_named_on_every_endpoint() {
         (Method::DELETE, "/api/calendar/delete-event", json!({"user_id": "u", "event_id": "e"})),
         (Method::POST, "/api/calendar/resolve-conflict", json!({"user_id": "u", "task_id": "t", "keep": "task"})),
     ] {
-        body["dedicated_calendar"] = json!(true);
+        // (`dedicated_calendar`, the example, is a field of /apple/connect now.)
+        body["dedicated_calendars"] = json!(true);
         let (s, v) = h.call(method.clone(), uri, Some(body)).await;
         assert!(s.is_client_error(), "{uri}: {s}");
         let msg = v["error"].as_str().unwrap_or_default();
-        assert!(msg.contains("unknown field `dedicated_calendar`"), "{uri}: {v}");
+        assert!(msg.contains("unknown field `dedicated_calendars`"), "{uri}: {v}");
         assert!(!msg.contains("p-secret-1"), "{uri}: {v}");
     }
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use calsync::providers::dedicated::ensure;
 use calsync::providers::recurrence::with_exceptions;
 use calsync::providers::{
     Created, EventData, EventTime, Exception, Marker, Provider, ProviderError, RemoteEvent, Window, event_key,
@@ -43,6 +44,9 @@ pub trait ContractPeer: Send + Sync {
     ) -> String;
     /// Change an event's title as the user's calendar app would (gives it a new version).
     async fn raw_edit_title(&self, calendar: &str, id: &str, title: &str);
+    /// Ids of the calendars that carry calsync's own-calendar marker, read straight from the
+    /// peer (Google: the description; Graph: the name; CalDAV: the fixed collection path).
+    async fn raw_own_calendars(&self) -> Vec<String>;
 }
 
 fn at(h: u32) -> DateTime<Utc> {
@@ -104,7 +108,50 @@ pub async fn run_all(peer: &dyn ContractPeer, run: &str) {
     incremental_listing_and_bad_cursor(peer, run).await;
     all_day_and_zones_round_trip(peer, run).await;
     series_lists_once_with_its_exceptions(peer, run).await;
+    dedicated_calendar_is_made_once(peer, run).await;
     wrong_credentials_are_an_auth_error(peer).await;
+}
+
+/// `calendarId: auto` at the provider: made once, found again when its id was never recorded
+/// (a crash between create and status write), one calendar when three fresh clients race, and
+/// events can be written to it.
+pub async fn dedicated_calendar_is_made_once(peer: &dyn ContractPeer, run: &str) {
+    let p = peer.provider().await;
+    let before = peer.raw_own_calendars().await;
+    assert!(before.len() <= 1, "at most one calendar of ours to begin with: {before:?}");
+    let listed = p.account().await.expect("account").calendars;
+    let first = ensure(p.as_ref(), None, &listed).await.expect("find or create our calendar");
+    assert_eq!(first.created, before.is_empty(), "created only when none existed");
+    assert_eq!(peer.raw_own_calendars().await, vec![first.calendar.id.clone()], "really in the account, once");
+    // The id was never recorded: found, not made again.
+    let again = ensure(p.as_ref(), None, &listed).await.expect("find again");
+    assert!(!again.created, "a repeat must adopt, not create");
+    assert_eq!(again.calendar.id, first.calendar.id);
+    let listed = p.account().await.expect("account").calendars;
+    let info = listed.iter().find(|c| c.id == first.calendar.id).expect("the account lists it");
+    assert!(info.writable, "our calendar is writable: {info:?}");
+    let kept = ensure(p.as_ref(), Some(&first.calendar.id), &listed).await.expect("recorded and listed");
+    assert_eq!((kept.calendar.id.as_str(), kept.created), (first.calendar.id.as_str(), false));
+
+    // Three replicas with no recorded id race for it.
+    p.delete_dedicated_calendar(&first.calendar.id).await.expect("delete ours");
+    p.delete_dedicated_calendar(&first.calendar.id).await.expect("deleting it again is success");
+    assert!(peer.raw_own_calendars().await.is_empty());
+    let (a, b, c) = (peer.provider().await, peer.provider().await, peer.provider().await);
+    let (ra, rb, rc) =
+        tokio::join!(ensure(a.as_ref(), None, &[]), ensure(b.as_ref(), None, &[]), ensure(c.as_ref(), None, &[]));
+    let ids: Vec<String> =
+        [ra, rb, rc].into_iter().map(|r| r.expect("each racer ends with a calendar").calendar.id).collect();
+    let own = peer.raw_own_calendars().await;
+    assert_eq!(own.len(), 1, "exactly one calendar after the race: {own:?}");
+    assert!(ids.iter().all(|id| *id == own[0]), "every racer keeps the same one: {ids:?} vs {own:?}");
+
+    let uid = format!("{run}-own-calendar");
+    let (new, ev) =
+        created(p.create(&own[0], &event_key(&uid), &event(&uid, "in our own calendar")).await.expect("create"));
+    assert!(new);
+    let raw = peer.raw_get(&own[0], &ev.id).await.expect("the event is in our calendar");
+    assert_eq!(raw, RawEvent { title: "in our own calendar".into(), has_marker: true });
 }
 
 pub async fn create_is_stored_and_idempotent(peer: &dyn ContractPeer, run: &str) {

@@ -10,13 +10,13 @@
 //! each live channel's address (`sync` right after the watch, `exists` on every change of an event
 //! in the watched calendar, through the API or the raw helpers), retried on 500/502/503/504.
 //! Single instances of a recurring event can be changed or deleted (stored as exceptions), and
-//! `events.instances` lists a series with them (`series.rs`).
+//! `events.instances` lists a series with them (`series.rs`). Secondary calendars can be
+//! created and deleted (`calendars.rs`; calendarList entries carry their `description`).
 //!
 //! Deliberately stricter than Google where Google is lenient, so calsync cannot rely on leniency:
 //! unknown query parameters are 400, and a `require_if_match` switch refuses unconditional writes.
 //! Not modelled: partial responses (`fields` is accepted and ignored), attendees, reminders logic,
-//! batch, `not_exists` notifications (calendars
-//! cannot be deleted here), watching anything but events, and channels that keep delivering
+//! batch, `not_exists` notifications (a deleted calendar's channels just stop), watching anything but events, and channels that keep delivering
 //! after `channels.stop` (Google's may; a receiver must drop unknown channel ids anyway).
 //!
 //! Owns an in-process axum server on its own thread and runtime (so it serves whatever runtime the
@@ -25,6 +25,7 @@
 
 #![allow(dead_code)]
 
+mod calendars;
 mod deliver;
 pub mod errors;
 mod event;
@@ -140,6 +141,7 @@ struct Stored {
 struct Calendar {
     id: String,
     summary: String,
+    description: Option<String>,
     access_role: &'static str,
     primary: bool,
     time_zone: String,
@@ -215,6 +217,7 @@ impl FakeGoogle {
         let cal = |id: &str, summary: &str, role, primary| Calendar {
             id: id.to_string(),
             summary: summary.to_string(),
+            description: None,
             access_role: role,
             primary,
             time_zone: tz.clone(),

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -21,7 +22,8 @@ use crate::api::mapping;
 use crate::api::state::AppState;
 use crate::credentials::Credentials;
 use crate::engine::{ObjectKey, wait_for};
-use crate::providers::{ProviderError, Target};
+use crate::error::ErrorClass;
+use crate::providers::{ProviderError, Target, dedicated};
 use crate::resources::{
     CalendarConnection, CalendarConnectionSpec, ProviderKind, SecretRef, USER_LABEL, connection_name, user_label_value,
 };
@@ -48,7 +50,7 @@ pub async fn connect(
         })
         .into_response()),
         kind @ (ProviderKind::Google | ProviderKind::Outlook) => {
-            Ok(axum::Json(super::oauth::start(&state, user, kind)?).into_response())
+            Ok(axum::Json(super::oauth::start(&state, user, kind, req.dedicated_calendar)?).into_response())
         }
         ProviderKind::Caldav => Err(ApiError::bad_request(
             "unknown_calendar_type",
@@ -161,6 +163,11 @@ pub async fn apple_connect(
     {
         return Err(ApiError::invalid_field("calendar_id must be 1-1024 characters"));
     }
+    if req.dedicated_calendar && req.calendar_id.is_some() {
+        return Err(ApiError::invalid_field(
+            "give calendar_id (an existing calendar) or dedicated_calendar: true (a calendar of calsync's own), not both",
+        ));
+    }
 
     let name = connection_name(&user, ProviderKind::Apple);
     let account_user = apple_id.clone();
@@ -180,8 +187,26 @@ pub async fn apple_connect(
         other => errors::from_provider(&other),
     };
     let provider = state.connector.connect(&target, &credentials).await.map_err(connect_error)?;
-    let account = provider.account().await.map_err(connect_error)?;
-    if let Some(id) = &req.calendar_id {
+    let mut account = provider.account().await.map_err(connect_error)?;
+    if req.dedicated_calendar {
+        // Made now, so a read-only account is this call's 422 and nothing is stored; the engine
+        // then finds it by its fixed path (providers::dedicated).
+        let own = dedicated::ensure(provider.as_ref(), None, &account.calendars).await.map_err(|e| match e.class() {
+            ErrorClass::Retry { .. } => connect_error(e),
+            _ => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "calendar_not_creatable",
+                format!(
+                    "calsync could not create its own calendar {:?} in this account ({}); connect without dedicated_calendar and pick a calendar_id instead",
+                    dedicated::DEDICATED_NAME,
+                    e.reason()
+                ),
+            ),
+        })?;
+        if !account.calendars.iter().any(|c| c.id == own.calendar.id) {
+            account.calendars.push(own.calendar);
+        }
+    } else if let Some(id) = &req.calendar_id {
         match account.calendars.iter().find(|c| &c.id == id) {
             Some(c) if c.writable => {}
             Some(_) => {
@@ -221,7 +246,11 @@ pub async fn apple_connect(
     });
     spec.credentials_secret_ref = secret.clone();
     spec.server_url = Some(server_url);
-    spec.calendar_id = req.calendar_id.clone();
+    spec.calendar_id = if req.dedicated_calendar {
+        Some(crate::resources::AUTO_CALENDAR.to_string())
+    } else {
+        req.calendar_id.clone()
+    };
     spec.active = true;
     let mut labels = existing.as_ref().map(|c| c.labels().clone()).unwrap_or_default();
     labels.insert(USER_LABEL.to_string(), user_label_value(&user));

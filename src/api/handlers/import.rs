@@ -27,8 +27,11 @@ use crate::resources::{CalendarConnection, ProviderKind, task_sync_name};
 /// Calendars read for a connection: where its tasks go (default, explicit, per category).
 pub(super) fn calendars_of(conn: &CalendarConnection) -> Vec<String> {
     let mut out = BTreeSet::new();
-    if let Some(c) =
-        conn.spec.calendar_id.clone().or_else(|| conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()))
+    if let Some(c) = conn
+        .spec
+        .chosen_calendar()
+        .cloned()
+        .or_else(|| conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()))
     {
         out.insert(c);
     }

@@ -180,7 +180,7 @@ pub async fn owned_task_sync(state: &AppState, user: &str, event_id: &str) -> Re
     }
     for conn in user_connections(state, user).await?.iter().filter(|c| c.spec.active) {
         let Some(calendar) =
-            conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()).or(conn.spec.calendar_id.clone())
+            conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()).or(conn.spec.chosen_calendar().cloned())
         else {
             continue;
         };

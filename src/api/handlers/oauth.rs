@@ -39,14 +39,30 @@ fn not_configured(kind: ProviderKind) -> ApiError {
     )
 }
 
+/// Scopes beyond the configured ones that a connection asking for its own calendar needs:
+/// Graph's `Calendars.ReadWrite` already covers `POST /me/calendars`; Google's grant does not.
+fn dedicated_scopes(kind: ProviderKind, dedicated: bool) -> &'static [&'static str] {
+    match (kind, dedicated) {
+        (ProviderKind::Google, true) => &[crate::oauth::config::GOOGLE_DEDICATED_SCOPE],
+        _ => &[],
+    }
+}
+
 /// The answer to `POST /connect/{google|outlook}` for an authorized caller acting for `user`.
-pub fn start(state: &AppState, user: &str, kind: ProviderKind) -> Result<OAuthConnectResponse, ApiError> {
+/// `dedicated`: the user wants a calendar of calsync's own; the flag rides in the sealed state.
+pub fn start(
+    state: &AppState,
+    user: &str,
+    kind: ProviderKind,
+    dedicated: bool,
+) -> Result<OAuthConnectResponse, ApiError> {
     let runtime = state.oauth.as_ref().ok_or_else(|| not_configured(kind))?;
     let client = runtime.tokens.client(kind).ok_or_else(|| not_configured(kind))?;
     // The sealed state carries the PKCE verifier to the callback (any replica can open it).
-    let claims = StateSealer::claims(user, kind, OAuthClient::new_verifier(), Utc::now());
+    let mut claims = StateSealer::claims(user, kind, OAuthClient::new_verifier(), Utc::now());
+    claims.dedicated = dedicated;
     let sealed = runtime.sealer.seal(&claims);
-    let url = client.authorization_url(&sealed, &claims.verifier);
+    let url = client.authorization_url_with(&sealed, &claims.verifier, dedicated_scopes(kind, dedicated));
     tracing::info!(user_label = %user_label_value(user), provider = %kind, "authorization started");
     Ok(OAuthConnectResponse { authorization_url: url, state: sealed, calendar_type: kind.as_str().to_string() })
 }
@@ -133,8 +149,9 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
     };
     if let Some(granted) = &tokens.scopes {
         // Granular consent: the user may untick calendar access.
-        let needed = client.settings().scopes.iter().filter(|s| !matches!(s.as_str(), "offline_access" | "openid"));
-        if needed.clone().any(|s| !granted.iter().any(|g| g == s)) {
+        let extra = dedicated_scopes(kind, claims.dedicated).iter().map(|s| s.to_string());
+        let mut needed = client.settings().scopes.iter().cloned().chain(extra);
+        if needed.any(|s| !matches!(s.as_str(), "offline_access" | "openid") && !granted.contains(&s)) {
             return Err("insufficient_scope");
         }
     }
@@ -155,7 +172,8 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
         tracing::warn!(connection = %key, error = %e, "the new connection's calendar check failed");
         "calendar_check_failed"
     })?;
-    if account.default_calendar().is_none() && kind != ProviderKind::Google {
+    // With a calendar of its own to come, the account needs no writable one now.
+    if account.default_calendar().is_none() && kind != ProviderKind::Google && !claims.dedicated {
         return Err("no_writable_calendar");
     }
 
@@ -184,6 +202,10 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
     });
     spec.credentials_secret_ref = secret.clone();
     spec.active = true;
+    if claims.dedicated {
+        // The engine finds or creates the calendar and records it (engine::dedicated).
+        spec.calendar_id = Some(crate::resources::AUTO_CALENDAR.to_string());
+    }
     let object = CalendarConnection {
         metadata: ObjectMeta {
             name: Some(name.clone()),

@@ -12,8 +12,9 @@
 //!
 //! Files: `http` (requests, auth, limits, error mapping), `xml` (WebDAV bodies), `discovery`,
 //! `ical` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (window
-//! and incremental listing).
+//! and incremental listing), `calendars` (calsync's own calendar: MKCALENDAR).
 
+mod calendars;
 mod discovery;
 mod events;
 mod http;
@@ -292,6 +293,18 @@ impl Provider for CaldavProvider {
 
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         listing::probe(self, calendar).await
+    }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<super::DedicatedCalendar>, ProviderError> {
+        calendars::dedicated(self).await
+    }
+
+    async fn create_dedicated_calendar(&self, description: &str) -> Result<super::MadeCalendar, ProviderError> {
+        calendars::create(self, description).await
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        calendars::delete(self, id).await
     }
 }
 

@@ -11,9 +11,11 @@
 //!
 //! Files: `client` (HTTP, auth retry, error classification), `wire` (JSON ↔ neutral model),
 //! `events` (create/update/delete), `listing` (window and incremental listing, cursors),
-//! `series` (a recurring event's moved and cancelled instances),
+//! `series` (a recurring event's moved and cancelled instances), `calendars` (calsync's own
+//! calendar: calendars.insert/delete),
 //! `watch` (push channels: events.watch, channels.stop).
 
+mod calendars;
 mod client;
 mod events;
 mod listing;
@@ -245,6 +247,18 @@ impl Provider for GoogleProvider {
         window: Window,
     ) -> Result<Vec<super::Exception>, ProviderError> {
         series::exceptions(self, calendar, event, window).await
+    }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<super::DedicatedCalendar>, ProviderError> {
+        calendars::dedicated(self).await
+    }
+
+    async fn create_dedicated_calendar(&self, description: &str) -> Result<super::MadeCalendar, ProviderError> {
+        calendars::create(self, description).await
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        calendars::delete(self, id).await
     }
 
     fn push_support(&self) -> PushSupport {

@@ -13,8 +13,9 @@
 //!
 //! Files: `client` (HTTP, auth retry, limits, error mapping), `wire` (event JSON),
 //! `recurrence` (RRULE ↔ patternedRecurrence), `events` (single-event calls), `listing`
-//! (calendarView and delta), `series` (a series' moved and cancelled occurrences), `subscriptions` (change notifications: create, PATCH-renew, delete).
+//! (calendarView and delta), `calendars` (calsync's own calendar), `series` (a series' moved and cancelled occurrences), `subscriptions` (change notifications: create, PATCH-renew, delete).
 
+mod calendars;
 mod client;
 mod events;
 mod listing;
@@ -243,6 +244,18 @@ impl Provider for OutlookProvider {
 
     async fn get(&self, _calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
         events::get(self, id).await
+    }
+
+    async fn dedicated_calendars(&self) -> Result<Vec<super::DedicatedCalendar>, ProviderError> {
+        calendars::dedicated(self).await
+    }
+
+    async fn create_dedicated_calendar(&self, _description: &str) -> Result<super::MadeCalendar, ProviderError> {
+        calendars::create(self).await
+    }
+
+    async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
+        calendars::delete(self, id).await
     }
 
     async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {

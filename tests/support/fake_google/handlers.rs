@@ -24,6 +24,8 @@ pub type Params = Vec<(String, String)>;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/calendar/v3/users/me/calendarList", get(calendar_list))
+        .route("/calendar/v3/calendars", post(super::calendars::insert))
+        .route("/calendar/v3/calendars/{cal}", get(super::calendars::get_one).delete(super::calendars::delete))
         .route("/calendar/v3/calendars/{cal}/events", get(list::events_list).post(insert))
         .route("/calendar/v3/calendars/{cal}/events/watch", post(push::watch))
         .route("/calendar/v3/channels/stop", post(push::stop))
@@ -50,6 +52,8 @@ pub enum Need {
     EventsRead,
     EventsWrite,
     CalendarList,
+    /// calendars.insert / calendars.delete.
+    CalendarsWrite,
 }
 
 impl Need {
@@ -60,6 +64,7 @@ impl Need {
             Need::CalendarList => {
                 &["calendar", "calendar.readonly", "calendar.calendarlist", "calendar.calendarlist.readonly"]
             }
+            Need::CalendarsWrite => &["calendar", "calendar.calendars", "calendar.app.created"],
         }
     }
 }
@@ -122,7 +127,7 @@ pub fn check_params(params: &Params, allowed: &[&str]) -> Result<(), GoogleError
     }
 }
 
-fn json_response(v: &Value) -> Response {
+pub fn json_response(v: &Value) -> Response {
     let mut resp = ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], v.to_string()).into_response();
     if let Some(etag) = v["etag"].as_str().and_then(|e| e.parse().ok()) {
         resp.headers_mut().insert(header::ETAG, etag);
@@ -169,8 +174,12 @@ async fn calendar_list(
             if c.primary {
                 e["primary"] = json!(true);
             }
+            if let Some(d) = &c.description {
+                e["description"] = json!(d);
+            }
             e
         })
+        .filter(|e| role_rank(e["accessRole"].as_str()) >= role_rank(param("minAccessRole")))
         .collect();
     let page: Vec<Value> = entries.iter().skip(offset).take(max).cloned().collect();
     let mut body = json!({ "kind": "calendar#calendarList", "etag": "\"p33c\"", "items": page });
@@ -180,6 +189,18 @@ async fn calendar_list(
         body["nextSyncToken"] = json!("cl-sync-1");
     }
     Ok(json_response(&body))
+}
+
+/// calendarList `minAccessRole` order (no parameter: every entry).
+fn role_rank(role: Option<&str>) -> u8 {
+    match role {
+        None => 0,
+        Some("freeBusyReader") => 1,
+        Some("reader") => 2,
+        Some("writer") => 3,
+        Some("owner") => 4,
+        Some(_) => 0,
+    }
 }
 
 pub fn parse_body(body: &Bytes) -> Result<Map<String, Value>, GoogleError> {

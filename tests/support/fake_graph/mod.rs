@@ -19,6 +19,8 @@
 //! - delta rounds end in `@odata.deltaLink`; later rounds report changes and `@removed`;
 //!   expired tokens are 410 `syncStateNotFound`.
 //!
+//! - calendars: `POST /me/calendars` (a name the mailbox has is 409 `ErrorFolderExists`),
+//!   `GET`/`DELETE /me/calendars/{id}` (`calendars`);
 //! - single occurrences of a series: read, PATCH (start/end: an `exception`) and DELETE by
 //!   occurrence id, `originalStart` on instances, `GET /me/events/{id}/instances` (`series`);
 //! - change-notification subscriptions (`subscriptions`, `delivery`): a create validates
@@ -35,6 +37,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+mod calendars;
 mod delivery;
 pub mod odata;
 mod routes;

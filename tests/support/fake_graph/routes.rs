@@ -28,7 +28,8 @@ type S = State<Arc<Shared>>;
 
 pub fn router(s: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1.0/me/calendars", get(calendars))
+        .route("/v1.0/me/calendars", get(calendars).post(super::calendars::create))
+        .route("/v1.0/me/calendars/{cal}", get(super::calendars::get_one).delete(super::calendars::delete))
         .route("/v1.0/me/calendars/{cal}/events", get(list_events).post(create))
         .route("/v1.0/me/calendar/events", get(list_default).post(create_default))
         .route("/v1.0/me/events/{id}", get(get_event).patch(patch_event).delete(delete_event))
@@ -125,16 +126,7 @@ async fn calendars(State(s): S, Query(q): Q) -> Response {
     if let Err(r) = only(&q, &["$skip"]) {
         return r;
     }
-    let items: Vec<Value> = s
-        .lock()
-        .calendars
-        .iter()
-        .map(|c| {
-            json!({"id": c.id, "name": c.name, "color": "auto", "isDefaultCalendar": c.default, "canEdit": c.can_edit,
-            "canShare": c.can_edit, "canViewPrivateItems": true, "changeKey": "fJKVL07sbkmIfHqjbDnRgQAAAAAA",
-            "owner": {"name": "Alex Wilber", "address": "alexw@contoso.example"}})
-        })
-        .collect();
+    let items: Vec<Value> = s.lock().calendars.iter().map(super::calendars::render).collect();
     let size = s.lock().switches.page_size.min(10);
     axum::Json(page(&s, "/me/calendars", &q, items, size)).into_response()
 }

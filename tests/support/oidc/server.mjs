@@ -27,6 +27,7 @@ const RESOURCE_SCOPES = [
   'https://www.googleapis.com/auth/calendar.events',
   'https://www.googleapis.com/auth/calendar.calendarlist.readonly',
   'https://www.googleapis.com/auth/calendar',
+  'https://www.googleapis.com/auth/calendar.app.created',
   'Calendars.ReadWrite',
 ];
 const RESOURCE = 'https://calendar.test/';
