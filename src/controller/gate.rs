@@ -148,6 +148,11 @@ impl Provider for GatedProvider {
         let r = self.inner.probe(calendar).await;
         self.count("probe", r)
     }
+
+    async fn busy(&self, query: &crate::providers::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        let r = self.inner.busy(query).await;
+        self.count("busy", r)
+    }
 }
 
 #[cfg(test)]

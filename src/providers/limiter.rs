@@ -396,6 +396,10 @@ impl Provider for LimitedProvider {
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         self.run(self.inner.probe(calendar)).await
     }
+
+    async fn busy(&self, query: &crate::providers::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        self.run(self.inner.busy(query)).await
+    }
 }
 
 #[cfg(test)]

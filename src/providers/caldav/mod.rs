@@ -14,6 +14,7 @@
 //! `ical` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (window
 //! and incremental listing).
 
+mod busy;
 mod discovery;
 mod events;
 mod http;
@@ -292,6 +293,10 @@ impl Provider for CaldavProvider {
 
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         listing::probe(self, calendar).await
+    }
+
+    async fn busy(&self, query: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        busy::busy(self, query).await
     }
 }
 

@@ -11,9 +11,10 @@
 //!
 //! Files: `client` (HTTP, auth retry, error classification), `wire` (JSON ↔ neutral model),
 //! `events` (create/update/delete), `listing` (window and incremental listing, cursors),
-//! `series` (a recurring event's moved and cancelled instances),
+//! `series` (a recurring event's moved and cancelled instances), `busy` (freeBusy.query),
 //! `watch` (push channels: events.watch, channels.stop).
 
+mod busy;
 mod client;
 mod events;
 mod listing;
@@ -245,6 +246,10 @@ impl Provider for GoogleProvider {
         window: Window,
     ) -> Result<Vec<super::Exception>, ProviderError> {
         series::exceptions(self, calendar, event, window).await
+    }
+
+    async fn busy(&self, query: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        busy::busy(self, query).await
     }
 
     fn push_support(&self) -> PushSupport {
