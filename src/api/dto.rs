@@ -510,3 +510,7 @@ pub use conflicts::*;
 #[path = "dto_batch.rs"]
 mod batch;
 pub use batch::*;
+
+#[path = "dto_scheduling.rs"]
+mod scheduling;
+pub use scheduling::*;

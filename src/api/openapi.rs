@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::errors::ErrorBody;
-use super::handlers::{batch, conflicts, connect, feeds, import, status, tasks};
+use super::handlers::{batch, conflicts, connect, feeds, import, scheduling, status, tasks};
 
 struct BearerAuth;
 
@@ -43,6 +43,7 @@ impl Modify for BearerAuth {
         batch::tasks_to_calendar,
         conflicts::list,
         conflicts::resolve,
+        scheduling::suggest_times,
     ),
     components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::OccurrenceException, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
     modifiers(&BearerAuth)

@@ -5,6 +5,7 @@
 //! engine writes to them); credentials beyond checking them once at connect.
 
 pub mod batch;
+pub mod busy;
 pub mod changes;
 pub mod conflicts;
 pub mod connect;
@@ -13,6 +14,7 @@ pub mod feeds;
 pub mod health;
 pub mod import;
 pub mod oauth;
+pub mod scheduling;
 pub mod status;
 pub mod tasks;
 pub mod webhooks;
