@@ -11,5 +11,6 @@ mod events;
 mod feeds;
 mod flow;
 mod recurring;
+mod scheduling;
 mod support;
 mod webhooks;
