@@ -9,6 +9,7 @@
 //! capped by `FakeGoogleOptions::max_channel_lifetime`, and notifications POSTed over real HTTP to
 //! each live channel's address (`sync` right after the watch, `exists` on every change of an event
 //! in the watched calendar, through the API or the raw helpers), retried on 500/502/503/504.
+//! `freeBusy.query` (`freebusy.rs`) answers from the same events.
 //! Single instances of a recurring event can be changed or deleted (stored as exceptions), and
 //! `events.instances` lists a series with them (`series.rs`).
 //!
@@ -29,6 +30,7 @@ mod deliver;
 pub mod errors;
 mod event;
 mod expand;
+mod freebusy;
 mod handlers;
 mod list;
 mod push;
