@@ -209,3 +209,27 @@ fn the_same_input_gives_the_same_answer() {
     assert_eq!(suggest(&r, &busy).unwrap(), suggest(&r, &busy).unwrap());
     let _ = Utc.timestamp_opt(0, 0);
 }
+
+#[test]
+fn ten_thousand_busy_intervals_over_ninety_days() {
+    // The benchmark size: the whole search stays linear in the busy list (merge, widen,
+    // subtract) plus the candidate grid; printed for the record, bounded loosely for debug builds.
+    let mut r = req(ny(), "2026-01-05T00:00:00Z", "2026-04-05T00:00:00Z", 15);
+    r.count = 10;
+    r.buffer = Duration::minutes(1);
+    let start = t("2026-01-05T00:00:00Z");
+    // Fixed: 10,000 short, overlapping meetings crowding every day's 09:00–13:00 (14:00–18:00Z),
+    // afternoons free.
+    let busy: Vec<Interval> = (0..10_000i64)
+        .map(|i| {
+            let at = start + Duration::days(i % 90) + Duration::minutes(14 * 60 + (i * 37) % 235);
+            Interval::new(at, at + Duration::minutes(1 + (i * 31) % 5))
+        })
+        .collect();
+    let began = std::time::Instant::now();
+    let out = suggest(&r, &busy).unwrap();
+    let took = began.elapsed();
+    eprintln!("10,000 busy intervals, 90 days: {took:?}");
+    assert!(matches!(&out, Outcome::Slots(s) if s.len() == 10), "{out:?}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+}

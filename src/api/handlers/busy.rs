@@ -30,7 +30,8 @@ const READ_AHEAD: Duration = Duration::hours(1);
 /// colleagues') are left out: they are not the user's commitments.
 pub fn busy_calendars(conn: &CalendarConnection) -> Vec<String> {
     let mut out: BTreeSet<String> = calendars_of(conn).into_iter().collect();
-    if let Some(st) = &conn.status {
+    // `primary` already names it on Google and Outlook: reading its id too would read it twice.
+    if let Some(st) = conn.status.as_ref().filter(|_| !out.contains("primary")) {
         out.extend(st.calendars.iter().filter(|c| c.primary).map(|c| c.id.clone()));
     }
     out.into_iter().collect()
