@@ -176,9 +176,8 @@ async fn radicale_busy_time_expands_series_and_skips_free_events() {
     // The series as Radicale expands it itself must give the same instances. (Without the
     // VTIMEZONE, Radicale 3.9's expand ignores the EXDATE, the override and the DST change: one
     // more reason calsync expands on the client.)
-    let body = format!(
-        r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-data><C:expand start="20260301T000000Z" end="20260401T000000Z"/></C:calendar-data></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:prop-filter name="UID"><C:text-match collation="i;octet">weekly@test</C:text-match></C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
-    );
+    let body = r#"<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><C:calendar-data><C:expand start="20260301T000000Z" end="20260401T000000Z"/></C:calendar-data></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:prop-filter name="UID"><C:text-match collation="i;octet">weekly@test</C:text-match></C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#
+        .to_string();
     let r = raw.request("REPORT", cal, &[("depth", "1"), ("content-type", "application/xml")], Some(body)).await;
     assert_eq!(r.status, 207, "{}", r.body);
     let series_only = BusyQuery { account: None, ..query };
