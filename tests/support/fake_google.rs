@@ -15,7 +15,8 @@
 //!
 //! Deliberately stricter than Google where Google is lenient, so calsync cannot rely on leniency:
 //! unknown query parameters are 400, and a `require_if_match` switch refuses unconditional writes.
-//! Not modelled: partial responses (`fields` is accepted and ignored), attendees, reminders logic,
+//! Not modelled: partial responses (`fields` is accepted and ignored), attendees (beyond freeBusy reading the
+//! `self` attendee's `responseStatus`), reminders logic,
 //! batch, `not_exists` notifications (calendars
 //! cannot be deleted here), watching anything but events, and channels that keep delivering
 //! after `channels.stop` (Google's may; a receiver must drop unknown channel ids anyway).
