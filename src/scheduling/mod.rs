@@ -2,13 +2,14 @@
 //! request in, ranked free slots (or an explicit "no room") out.
 //!
 //! Owns: the slot search (working hours in an IANA zone through DST, buffers around busy time,
-//! earliest start, deadline, duration, count), scoring and the human "why", and validation of
-//! the request. Must not touch I/O, providers, stores or the clock: `now` is a parameter, so the
+//! earliest start, deadline, duration, count), scoring and the human "why", validation of the
+//! request, and placing auto-scheduled tasks (`place`: keep, move, pack). Must not touch I/O, providers, stores or the clock: `now` is a parameter, so the
 //! same input always gives the same answer. Busy time comes from `providers` (see
 //! `providers::busy`); the REST handler (`api::handlers::scheduling`) only translates.
 
 pub mod hours;
 pub mod interval;
+pub mod place;
 mod slots;
 
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 pub use hours::{DayRange, WorkingHours};
 pub use interval::{Interval, merge};
+pub use place::{AutoTask, Placement, pack, replan};
 
 /// The longest window one request may search (Google freeBusy's practical limit, and enough
 /// for any "place this task" question).
@@ -124,6 +126,8 @@ pub fn suggest(req: &Request, busy: &[Interval]) -> Result<Outcome, ScheduleErro
     Ok(slots::search(req, busy))
 }
 
+#[cfg(test)]
+mod place_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

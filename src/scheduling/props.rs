@@ -116,3 +116,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Three auto tasks of one user with the same request: every placement is clear of busy time
+    /// plus buffer, inside working hours, and no two share time; packing twice gives the same.
+    #[test]
+    fn packed_tasks_never_share_time((req, busy) in request()) {
+        let tasks: Vec<place::AutoTask> = ["x", "y", "z"]
+            .iter()
+            .map(|id| place::AutoTask { id: (*id).to_string(), request: req.clone(), current: None })
+            .collect();
+        let out = pack(&tasks, &busy);
+        prop_assert_eq!(&out, &pack(&tasks, &busy));
+        let placed: Vec<Interval> = out
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Ok(Placement::Move(s)) => Some(Interval::new(s.start, s.end)),
+                _ => None,
+            })
+            .collect();
+        for (i, a) in placed.iter().enumerate() {
+            prop_assert!(place::still_fits(&req, &busy, *a), "{:?}", a);
+            for b in &placed[i + 1..] {
+                prop_assert!(!a.overlaps(b), "{:?} and {:?} share time", a, b);
+            }
+        }
+    }
+}

@@ -4,18 +4,19 @@
 //! Owns: candidate enumeration, the score and the explanation. Must not touch validation (done
 //! by `Request::validate` before this runs) or anything outside the request.
 //!
-//! The score (0..=1) is `0.7 × earliness + 0.3 × snugness`: earlier is better (a task placed
+//! The score (0..=1) is `0.85 × earliness + 0.15 × snugness`: earlier is better (a task placed
 //! sooner leaves room to move it before its deadline), and a slot that starts or ends against
-//! busy time or the edge of working hours does not cut free time into unusable pieces. Ties go
-//! to the earlier start, so the order is total and the answer deterministic.
+//! busy time or the edge of working hours (to the grid) does not cut free time into unusable
+//! pieces; earliness dominates, so snugness only reorders slots about a sixth of the window
+//! apart. Ties go to the earlier start, so the order is total and the answer deterministic.
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::interval::{Interval, merge, subtract, widen};
 use super::{Outcome, Request, Slot};
 
-const EARLY_WEIGHT: f64 = 0.7;
-const SNUG_WEIGHT: f64 = 0.3;
+const EARLY_WEIGHT: f64 = 0.85;
+const SNUG_WEIGHT: f64 = 0.15;
 
 fn ceil_to(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
     let (secs, step_s) = (t.timestamp(), step.num_seconds().max(1));
@@ -51,7 +52,8 @@ pub(super) fn search(req: &Request, busy: &[Interval]) -> Outcome {
         while s + req.duration <= f.end {
             let slot = Interval::new(s, s + req.duration);
             let earliness = 1.0 - ((s - from).num_seconds() as f64 / room).clamp(0.0, 1.0);
-            let snug = if s == f.start || slot.end == f.end { 1.0 } else { 0.0 };
+            // The first grid start of a free stretch counts as against its edge.
+            let snug = if s == ceil_to(f.start, req.step) || slot.end == f.end { 1.0 } else { 0.0 };
             let score = ((EARLY_WEIGHT * earliness + SNUG_WEIGHT * snug) * 1000.0).round() / 1000.0;
             candidates.push(Candidate { slot, free: *f, score });
             s += req.step;
@@ -124,7 +126,7 @@ fn why(req: &Request, c: &Candidate, blocked: &[Interval], earliest: bool) -> St
     } else {
         String::new()
     };
-    if c.slot.start == c.free.start {
+    if c.slot.start == ceil_to(c.free.start, req.step) {
         reasons.push(if after_busy {
             format!("right after busy time{buffer}")
         } else {
