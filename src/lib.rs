@@ -15,5 +15,6 @@ pub mod error;
 pub mod oauth;
 pub mod providers;
 pub mod resources;
+pub mod scheduling;
 pub mod standalone;
 pub mod telemetry;

@@ -526,3 +526,6 @@ pub use batch::*;
 #[path = "dto_preferences.rs"]
 mod preferences;
 pub use preferences::*;
+#[path = "dto_scheduling.rs"]
+mod scheduling;
+pub use scheduling::*;

@@ -9,6 +9,7 @@
 pub mod app_events;
 pub mod app_webhooks;
 pub mod auth;
+pub mod busy_cache;
 pub mod config;
 pub mod cursor;
 pub mod dto;
@@ -74,7 +75,7 @@ pub use metrics::Metrics;
 pub use state::{AppState, OAuthRuntime};
 
 use handlers::{
-    batch, conflicts, connect, events, feeds, health, import, preferences, status, tasks, webhooks as hooks,
+    batch, conflicts, connect, events, feeds, health, import, preferences, scheduling, status, tasks, webhooks as hooks,
 };
 
 /// Every route of the API with its layers.
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         // Up to 500 tasks: a larger body limit than the other endpoints.
         .route("/tasks-to-calendar", post(batch::tasks_to_calendar).layer(DefaultBodyLimit::max(dto::MAX_BATCH_BYTES)))
         .route("/calendar-to-tasks", post(import::calendar_to_tasks))
+        .route("/suggest-times", post(scheduling::suggest_times))
         .route("/update-event", put(tasks::update_event))
         .route("/delete-event", delete(tasks::delete_event))
         .route("/connection-status/{user_id}", get(status::connection_status))

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::errors::ErrorBody;
-use super::handlers::{batch, conflicts, connect, feeds, import, preferences, status, tasks};
+use super::handlers::{batch, conflicts, connect, feeds, import, preferences, scheduling, status, tasks};
 
 struct BearerAuth;
 
@@ -45,6 +45,7 @@ impl Modify for BearerAuth {
         conflicts::resolve,
         preferences::get,
         preferences::put,
+        scheduling::suggest_times,
     ),
     components(schemas(ErrorBody, dto::ConnectResponse, dto::OAuthConnectResponse, dto::TaskData, dto::TaskPatch, dto::ImportedTask, dto::OccurrenceException, dto::UpdatedTask, dto::ConnectionInfo, dto::SyncRecord)),
     modifiers(&BearerAuth)

@@ -55,13 +55,19 @@ impl ImportCache {
 /// In-process caches and limiters.
 pub struct Caches {
     pub import: ImportCache,
+    /// Busy time per connection for suggest-times (`busy_cache::BUSY_TTL`).
+    pub busy: super::busy_cache::BusyCache,
     limiter: DefaultKeyedRateLimiter<String>,
 }
 
 impl Caches {
     fn new(per_minute: u32) -> Self {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        Caches { import: ImportCache::default(), limiter: RateLimiter::keyed(Quota::per_minute(per_minute)) }
+        Caches {
+            import: ImportCache::default(),
+            busy: Default::default(),
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+        }
     }
 
     /// Count one request of `user`; 429 with `Retry-After` beyond the quota.

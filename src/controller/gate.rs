@@ -181,6 +181,11 @@ impl Provider for GatedProvider {
         let r = self.inner.delete_dedicated_calendar(id).await;
         self.count("delete_calendar", r)
     }
+
+    async fn busy(&self, query: &crate::providers::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        let r = self.inner.busy(query).await;
+        self.count("busy", r)
+    }
 }
 
 #[cfg(test)]

@@ -422,6 +422,10 @@ impl Provider for LimitedProvider {
     async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
         self.run(self.inner.delete_dedicated_calendar(id)).await
     }
+
+    async fn busy(&self, query: &crate::providers::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        self.run(self.inner.busy(query)).await
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Owns: the `Provider` and `Connector` ports the engine calls. Must not touch: resources,
 //! stores or reconcile decisions; a provider only talks to its calendar service.
 
+pub mod busy;
 pub mod caldav;
 pub mod dedicated;
 pub mod error;
@@ -161,6 +162,13 @@ pub trait Provider: Send + Sync {
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         let _ = calendar;
         Ok(None)
+    }
+
+    /// Busy time of `query.calendars` in `query.window`, unmerged, as `[from, to)` spans (what
+    /// counts: see `busy`). Default: a listing, every live event busy; Google (freeBusy), Graph
+    /// (calendarView `showAs`) and CalDAV (TRANSP, STATUS, PARTSTAT) read the real flags.
+    async fn busy(&self, query: &busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        busy::from_listing(self, query).await
     }
 }
 

@@ -111,6 +111,7 @@ async fn health_and_metrics_need_no_token_openapi_lists_every_path() {
             "/api/calendar/outlook/callback",
             "/api/calendar/preferences/{user_id}",
             "/api/calendar/resolve-conflict",
+            "/api/calendar/suggest-times",
             "/api/calendar/sync-history/{user_id}",
             "/api/calendar/task-to-calendar",
             "/api/calendar/tasks-to-calendar",

@@ -12,5 +12,6 @@ mod feeds;
 mod flow;
 mod preferences;
 mod recurring;
+mod scheduling;
 mod support;
 mod webhooks;

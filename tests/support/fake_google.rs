@@ -9,13 +9,15 @@
 //! capped by `FakeGoogleOptions::max_channel_lifetime`, and notifications POSTed over real HTTP to
 //! each live channel's address (`sync` right after the watch, `exists` on every change of an event
 //! in the watched calendar, through the API or the raw helpers), retried on 500/502/503/504.
+//! `freeBusy.query` (`freebusy.rs`) answers from the same events.
 //! Single instances of a recurring event can be changed or deleted (stored as exceptions), and
 //! `events.instances` lists a series with them (`series.rs`). Secondary calendars can be
 //! created and deleted (`calendars.rs`; calendarList entries carry their `description`).
 //!
 //! Deliberately stricter than Google where Google is lenient, so calsync cannot rely on leniency:
 //! unknown query parameters are 400, and a `require_if_match` switch refuses unconditional writes.
-//! Not modelled: partial responses (`fields` is accepted and ignored), attendees, reminders logic,
+//! Not modelled: partial responses (`fields` is accepted and ignored), attendees (beyond freeBusy reading the
+//! `self` attendee's `responseStatus`), reminders logic,
 //! batch, `not_exists` notifications (a deleted calendar's channels just stop), watching anything but events, and channels that keep delivering
 //! after `channels.stop` (Google's may; a receiver must drop unknown channel ids anyway).
 //!
@@ -30,6 +32,7 @@ mod deliver;
 pub mod errors;
 mod event;
 mod expand;
+mod freebusy;
 mod handlers;
 mod list;
 mod push;

@@ -5,6 +5,7 @@
 //! engine writes to them); credentials beyond checking them once at connect.
 
 pub mod batch;
+pub mod busy;
 pub mod changes;
 pub mod conflicts;
 pub mod connect;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod import;
 pub mod oauth;
 pub mod preferences;
+pub mod scheduling;
 pub mod status;
 pub mod tasks;
 pub mod webhooks;

@@ -264,7 +264,7 @@ pub fn to_ics(ev: &EventData, now: DateTime<Utc>) -> String {
     cal.to_string()
 }
 
-fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(p: &'a Property<'_>, key: &str) -> Option<&'a str> {
     p.params.iter().find(|x| x.key.as_str().eq_ignore_ascii_case(key)).and_then(|x| x.val.as_ref()).map(|v| v.as_str())
 }
 
@@ -332,7 +332,7 @@ fn fixed_offset_from_vtimezone(cal: &Calendar<'_>, tzid: &str) -> Option<chrono:
     chrono::FixedOffset::east_opt(sign * (n(0..2) * 3600 + n(2..4) * 60 + n(4..6)))
 }
 
-fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String> {
+pub(super) fn parse_time(p: &Property<'_>, cal: &Calendar<'_>) -> Result<EventTime, String> {
     let v = p.val.as_str().trim();
     let is_date = param(p, "VALUE").is_some_and(|x| x.eq_ignore_ascii_case("DATE")) || v.len() == 8;
     if is_date {

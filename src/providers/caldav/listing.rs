@@ -30,7 +30,7 @@ fn report() -> Result<Method, ProviderError> {
     Method::from_bytes(b"REPORT").map_err(|_| ProviderError::Invalid { message: "REPORT".into() })
 }
 
-fn ical_utc(t: DateTime<Utc>) -> String {
+pub(super) fn ical_utc(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
@@ -58,7 +58,7 @@ fn events_of(ms: &Multistatus, base: &Url) -> Vec<RemoteEvent> {
     out
 }
 
-async fn report_ms(
+pub(super) async fn report_ms(
     p: &CaldavProvider,
     url: &Url,
     depth: &str,

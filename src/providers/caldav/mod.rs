@@ -14,6 +14,7 @@
 //! `ical` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (window
 //! and incremental listing), `calendars` (calsync's own calendar: MKCALENDAR).
 
+mod busy;
 mod calendars;
 mod discovery;
 mod events;
@@ -305,6 +306,10 @@ impl Provider for CaldavProvider {
 
     async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
         calendars::delete(self, id).await
+    }
+
+    async fn busy(&self, query: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        busy::busy(self, query).await
     }
 }
 

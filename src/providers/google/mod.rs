@@ -12,9 +12,10 @@
 //! Files: `client` (HTTP, auth retry, error classification), `wire` (JSON ↔ neutral model),
 //! `events` (create/update/delete), `listing` (window and incremental listing, cursors),
 //! `series` (a recurring event's moved and cancelled instances), `calendars` (calsync's own
-//! calendar: calendars.insert/delete),
+//! calendar: calendars.insert/delete), `busy` (freeBusy.query),
 //! `watch` (push channels: events.watch, channels.stop).
 
+mod busy;
 mod calendars;
 mod client;
 mod events;
@@ -259,6 +260,10 @@ impl Provider for GoogleProvider {
 
     async fn delete_dedicated_calendar(&self, id: &str) -> Result<(), ProviderError> {
         calendars::delete(self, id).await
+    }
+
+    async fn busy(&self, query: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        busy::busy(self, query).await
     }
 
     fn push_support(&self) -> PushSupport {

@@ -15,6 +15,7 @@
 //! `recurrence` (RRULE ↔ patternedRecurrence), `events` (single-event calls), `listing`
 //! (calendarView and delta), `calendars` (calsync's own calendar), `series` (a series' moved and cancelled occurrences), `subscriptions` (change notifications: create, PATCH-renew, delete).
 
+mod busy;
 mod calendars;
 mod client;
 mod events;
@@ -273,6 +274,10 @@ impl Provider for OutlookProvider {
         window: Window,
     ) -> Result<Vec<super::Exception>, ProviderError> {
         series::exceptions(self, event, window).await
+    }
+
+    async fn busy(&self, query: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        busy::busy(self, query).await
     }
 
     fn push_support(&self) -> PushSupport {

@@ -226,7 +226,7 @@ fn instant(t: &DateTimeTimeZone) -> Result<DateTime<Utc>, ProviderError> {
         .ok_or_else(|| invalid(format!("{} does not exist in {}", t.date_time, t.time_zone)))
 }
 
-fn event_time(t: &DateTimeTimeZone, all_day: bool, zone: Option<&str>) -> Result<EventTime, ProviderError> {
+pub(super) fn event_time(t: &DateTimeTimeZone, all_day: bool, zone: Option<&str>) -> Result<EventTime, ProviderError> {
     if all_day {
         // All-day boundaries are floating midnights; the date is what they mean.
         let d: NaiveDate = parse_local(&t.date_time)?.date();

@@ -29,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/calendar/v3/calendars/{cal}/events", get(list::events_list).post(insert))
         .route("/calendar/v3/calendars/{cal}/events/watch", post(push::watch))
         .route("/calendar/v3/channels/stop", post(push::stop))
+        .route("/calendar/v3/freeBusy", post(super::freebusy::query))
         .route("/calendar/v3/calendars/{cal}/events/{id}", get(get_one).patch(patch).put(update).delete(delete))
         .route("/calendar/v3/calendars/{cal}/events/{id}/instances", get(super::series::events_instances))
         .fallback(|| async { GoogleError::not_found() })
@@ -54,6 +55,7 @@ pub enum Need {
     CalendarList,
     /// calendars.insert / calendars.delete.
     CalendarsWrite,
+    FreeBusy,
 }
 
 impl Need {
@@ -61,6 +63,7 @@ impl Need {
         match self {
             Need::EventsRead => &["calendar", "calendar.readonly", "calendar.events", "calendar.events.readonly"],
             Need::EventsWrite => &["calendar", "calendar.events"],
+            Need::FreeBusy => &["calendar", "calendar.readonly", "calendar.freebusy", "calendar.events.freebusy"],
             Need::CalendarList => {
                 &["calendar", "calendar.readonly", "calendar.calendarlist", "calendar.calendarlist.readonly"]
             }

@@ -226,6 +226,15 @@ fn compute(s: &State, cal: usize, q: &Query1<'_>) -> Result<Vec<Value>, GoogleEr
     Ok(out.into_iter().map(|(_, _, v)| v).collect())
 }
 
+/// The live events and instances of calendar `cal` overlapping `[from, to)`, as `events.list`
+/// with `singleEvents=true` returns them (freeBusy reads the same view).
+pub fn single_events(s: &State, cal: usize, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Value>, GoogleError> {
+    let t = |x: DateTime<Utc>| x.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let params: Params =
+        vec![("singleEvents".into(), "true".into()), ("timeMin".into(), t(from)), ("timeMax".into(), t(to))];
+    compute(s, cal, &Query1(&params))
+}
+
 fn signature(params: &Params) -> String {
     let mut p: Vec<String> =
         params.iter().filter(|(k, _)| k != "pageToken" && k != "maxResults").map(|(k, v)| format!("{k}={v}")).collect();

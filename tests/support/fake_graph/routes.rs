@@ -360,7 +360,7 @@ fn instances(
 }
 
 async fn view(State(s): S, Path(cal): Path<String>, Query(q): Q, h: HeaderMap) -> Response {
-    if let Err(r) = only(&q, &["startDateTime", "endDateTime", "$expand", "$top", "$skip"])
+    if let Err(r) = only(&q, &["startDateTime", "endDateTime", "$expand", "$top", "$skip", "$select"])
         .and_then(|_| resolve_calendar(&s.lock(), &cal))
     {
         return r;
@@ -369,8 +369,19 @@ async fn view(State(s): S, Path(cal): Path<String>, Query(q): Q, h: HeaderMap) -
         (Ok(w), Ok(e), Ok(t)) => (w, e, t),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
-    let items =
-        instances(&s.lock(), &cal, from, to, tz, expand.as_deref(), false, |_| true).into_iter().map(|x| x.1).collect();
+    // `$select`: only the named properties, plus `id` and `@odata.etag`, which Graph always sends.
+    let select: Option<Vec<String>> =
+        param(&q, "$select").map(|v| v.split(',').map(|f| f.trim().to_string()).collect());
+    let items = instances(&s.lock(), &cal, from, to, tz, expand.as_deref(), false, |_| true)
+        .into_iter()
+        .map(|x| match (&select, x.1) {
+            (Some(keep), Value::Object(mut o)) => {
+                o.retain(|k, _| k == "id" || k == "@odata.etag" || keep.iter().any(|f| f == k));
+                Value::Object(o)
+            }
+            (_, v) => v,
+        })
+        .collect();
     let size = page_size(&s, &q, &h);
     axum::Json(page(&s, &format!("/me/calendars/{cal}/calendarView"), &q, items, size)).into_response()
 }
