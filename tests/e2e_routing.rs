@@ -347,3 +347,41 @@ async fn a_300_task_batch_gives_300_events_split_by_category_across_both_account
     assert_eq!(all.len(), 300, "no duplicates");
     eprintln!("300-task batch: all events in {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_google_series_with_a_moved_and_a_cancelled_occurrence_reaches_the_app_as_one_task() {
+    let w = world().await;
+    w.connect("google").await;
+    eventually("google ready", || async {
+        let p = w.preferences().await;
+        p["connections"].as_array().is_some_and(|c| c.len() == 1 && c[0]["connected"] == true)
+    })
+    .await;
+    let cal = w.google.account();
+    let day = (chrono::Utc::now() + chrono::Duration::days(2)).date_naive();
+    let at = |d: i64| day + chrono::Duration::days(d);
+    let utc = |d: i64, h: u32| json!({"dateTime": format!("{}T{h:02}:00:00Z", at(d)), "timeZone": "UTC"});
+    let master = w.google.insert_external(
+        &cal,
+        json!({"summary": "Standup", "start": utc(0, 9), "end": utc(0, 10), "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}),
+    );
+    let id = master["id"].as_str().expect("id").to_string();
+    let instance = |d: i64| format!("{id}_{}T090000Z", at(d).format("%Y%m%d"));
+    // The user's calendar app cancels the second occurrence and moves the third.
+    w.google.user_delete(&cal, &instance(7));
+    w.google.edit(&cal, &instance(14), json!({"start": utc(15, 11), "end": utc(15, 12)}));
+
+    let (s, v) = w.cs.call("POST", "/calendar-to-tasks", Some(json!({"user_id": USER, "window_days": 30}))).await;
+    assert_eq!(s, 200, "{v}");
+    let series: Vec<&Value> = v["tasks"].as_array().expect("tasks").iter().filter(|t| t["name"] == "Standup").collect();
+    assert_eq!(series.len(), 1, "one task for the whole series: {v}");
+    let task = series[0];
+    assert_eq!(task["recurrence"], json!(["RRULE:FREQ=WEEKLY;COUNT=4"]), "{task}");
+    let exceptions = task["exceptions"].as_array().expect("exceptions");
+    assert_eq!(exceptions.len(), 2, "the moved and the cancelled occurrence (behind the client limiter too): {task}");
+    let cancelled = exceptions.iter().find(|e| e["cancelled"] == true).expect("a cancelled occurrence");
+    assert!(cancelled["original_start"].as_str().unwrap_or_default().starts_with(&at(7).to_string()), "{task}");
+    let moved = exceptions.iter().find(|e| e["cancelled"] == false).expect("a moved occurrence");
+    assert!(moved["original_start"].as_str().unwrap_or_default().starts_with(&at(14).to_string()), "{task}");
+    assert!(moved["start"].as_str().unwrap_or_default().starts_with(&format!("{}T11:00", at(15))), "{task}");
+}
