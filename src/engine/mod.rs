@@ -22,6 +22,7 @@ mod moves;
 mod moves_tests;
 pub mod objects;
 pub mod plan;
+mod record;
 mod remote;
 pub mod resolve;
 mod tasksync;
