@@ -148,6 +148,27 @@ impl<T: Transport> Lane<T> {
         out
     }
 
+    /// Wait for a free slot, then for as many as a batch of what waits by then occupies
+    /// (counted again after each wait: the queue grows meanwhile). Only the gate's holder calls
+    /// this, so waiting for several slots cannot deadlock. `None`: the semaphore was closed
+    /// (never done); go on unthrottled.
+    async fn hold(&self, transport: &T) -> (Option<OwnedSemaphorePermit>, usize) {
+        let Ok(mut permits) = self.slots.clone().acquire_many_owned(1).await else {
+            return (None, self.capacity);
+        };
+        loop {
+            let want = transport.slots(self.waiting().min(transport.max_parts())).clamp(1, self.capacity);
+            let held = permits.num_permits();
+            if held >= want {
+                return (Some(permits), held);
+            }
+            match self.slots.clone().acquire_many_owned((want - held) as u32).await {
+                Ok(more) => permits.merge(more),
+                Err(_) => return (Some(permits), held),
+            }
+        }
+    }
+
     /// Send `req` through `transport`, alone or in a batch with the requests that wait beside it.
     pub async fn call(&self, transport: &Arc<T>, req: T::Req) -> Result<T::Resp, ProviderError> {
         if !self.enabled {
@@ -169,9 +190,8 @@ impl<T: Transport> Lane<T> {
             if !self.queued(id) {
                 break;
             }
-            let want = transport.slots(self.waiting().min(transport.max_parts())).clamp(1, self.capacity);
-            let permits = self.slots.clone().acquire_many_owned(want as u32).await.ok();
-            let parts = self.take(transport, want);
+            let (permits, held) = self.hold(transport).await;
+            let parts = self.take(transport, held);
             drop(gate);
             if !parts.is_empty() {
                 // Its own task: the parts belong to several callers, and this caller going away

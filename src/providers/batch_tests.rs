@@ -143,7 +143,7 @@ async fn a_part_error_reaches_only_its_caller_and_a_batch_error_reaches_all() {
 async fn graph_like_batches_hold_as_many_slots_as_the_provider_runs_at_once() {
     let t = Arc::new(Echo { graph_like: true, ..Echo::new(30, 20) });
     let l = lane(4, Batching::default());
-    let out = burst(&l, &t, 0..60).await;
+    let out = burst(&l, &t, 100..160).await;
     assert!(out.iter().all(Result::is_ok));
     assert!(t.most_busy.load(Ordering::SeqCst) <= 4, "never more than four slots in use");
     assert!(!t.batches.lock().unwrap().is_empty());
@@ -153,7 +153,7 @@ async fn graph_like_batches_hold_as_many_slots_as_the_provider_runs_at_once() {
 async fn switched_off_everything_goes_alone() {
     let t = Arc::new(Echo::new(20, 50));
     let l = lane(2, Batching::OFF);
-    let out = burst(&l, &t, 0..8).await;
+    let out = burst(&l, &t, 100..108).await;
     assert!(out.iter().all(Result::is_ok));
     assert_eq!(t.singles.load(Ordering::SeqCst), 8);
     assert!(t.batches.lock().unwrap().is_empty());
