@@ -148,8 +148,8 @@ async fn google_part_errors_reach_only_their_callers_with_their_own_classificati
     fake.edit_title("primary", &stale.id, "edited in Google");
     let mut calls = vec![];
     // Four plain requests take every slot; what follows queues and goes out as one batch.
-    for i in 4..12 {
-        let (p, e) = (ps[i].clone(), ev(i));
+    for (i, p) in ps.iter().enumerate().take(12).skip(4) {
+        let (p, e) = (p.clone(), ev(i));
         calls.push(tokio::spawn(async move { p.delete("primary", &e.id, e.etag.as_deref()).await.map(|_| "deleted") }));
     }
     tokio::time::sleep(Duration::from_millis(10)).await;

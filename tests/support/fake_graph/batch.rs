@@ -39,31 +39,31 @@ fn bad(msg: &str) -> Response {
     graph_error(400, "BadRequest", msg)
 }
 
-fn parse(body: &[u8]) -> Result<Vec<Part>, Response> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| bad("Invalid batch payload format."))?;
-    let reqs = v["requests"].as_array().ok_or_else(|| bad("Invalid batch payload format."))?;
+fn parse(body: &[u8]) -> Result<Vec<Part>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "Invalid batch payload format.".to_string())?;
+    let reqs = v["requests"].as_array().ok_or("Invalid batch payload format.")?;
     if reqs.is_empty() || reqs.len() > MAX_PARTS {
-        return Err(bad(&format!("Batch request must have between 1 and {MAX_PARTS} requests.")));
+        return Err(format!("Batch request must have between 1 and {MAX_PARTS} requests."));
     }
     let mut parts: Vec<Part> = vec![];
     for r in reqs {
         let text = |k: &str| r[k].as_str().map(str::to_string);
         let (Some(id), Some(method), Some(url)) = (text("id"), text("method"), text("url")) else {
-            return Err(bad("Each request needs an id, a method and a url."));
+            return Err("Each request needs an id, a method and a url.".into());
         };
         if r.get("dependsOn").is_some() {
-            return Err(bad("dependsOn is not supported by this fake."));
+            return Err("dependsOn is not supported by this fake.".into());
         }
         if parts.iter().any(|p| p.id.eq_ignore_ascii_case(&id)) {
-            return Err(bad("Request ids must be unique in a batch."));
+            return Err("Request ids must be unique in a batch.".into());
         }
         let headers = r.get("headers").and_then(Value::as_object).cloned().unwrap_or_default();
         let body = r.get("body").cloned().filter(|b| !b.is_null());
         if body.is_some() && !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
-            return Err(bad("Content-Type header is required when a request has a body."));
+            return Err("Content-Type header is required when a request has a body.".into());
         }
         if url.starts_with("http:") || url.starts_with("https:") {
-            return Err(bad("Request urls in a batch must be relative."));
+            return Err("Request urls in a batch must be relative.".into());
         }
         parts.push(Part { id, method, url, headers, body });
     }
@@ -104,7 +104,7 @@ async fn run(api: Router, outer: &HeaderMap, part: Part) -> Value {
 async fn serve(api: Router, headers: HeaderMap, body: Bytes) -> Response {
     let parts = match parse(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return bad(&why),
     };
     // Graph dispatches up to four requests of a batch at once.
     let mut responses: Vec<Value> =
