@@ -231,6 +231,11 @@ async fn graph_concurrent_creates_batch_by_twenty_within_four_in_flight() {
     assert!(fake.max_in_flight() <= 4);
     let http = log.iter().filter(|r| !r.in_batch).count();
     assert!(http < 50, "50 creates (100 requests) took {http} HTTP requests");
+
+    // Idempotent inside a batch: the lookups by key find them all; nothing is created twice.
+    let again = create_all(&ps, &cal, &uids).await;
+    assert!(again.iter().all(|r| matches!(r, Ok(Created::Existing(_)))), "{again:?}");
+    assert_eq!(fake.all().len(), 50);
 }
 
 #[tokio::test]
