@@ -6,6 +6,7 @@
 //! Owns: the `bench` subcommand, its provider, scenarios and output. Must not touch: engine,
 //! stores, providers or API code; it only drives them through their public interfaces.
 
+pub mod batch_http;
 pub mod counting;
 pub mod fixture;
 pub mod http;
@@ -17,7 +18,7 @@ pub mod scenarios;
 
 use anyhow::Context;
 
-use scenarios::{bulk, crash, cursor, live, memory, rest, steady, webhooks};
+use scenarios::{batch, bulk, crash, cursor, live, memory, rest, steady, webhooks};
 
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
@@ -52,6 +53,9 @@ pub enum BenchCommand {
     /// Scenario 8: app webhooks. Throughput and record→2xx latency (p50/p99) of 10,000 events
     /// from the durable outbox to a local receiver, and what a dead receiver costs the writers.
     Webhooks(webhooks::WebhooksArgs),
+    /// Scenario 10: provider batch APIs. N creates on one connection through the real Google
+    /// and Outlook clients, batching off vs on: time, HTTP requests, Graph 429s.
+    Batch(batch::BatchArgs),
     /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
     #[command(hide = true)]
     ProviderServer {
@@ -91,6 +95,7 @@ async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Live(args) => live::run(&args).await?,
         BenchCommand::Cursor(args) => cursor::run(&args).await?,
         BenchCommand::Webhooks(args) => webhooks::run(&args).await?,
+        BenchCommand::Batch(args) => batch::run(&args).await?,
         BenchCommand::Memory(args) => {
             memory::run(&args).await?;
             0

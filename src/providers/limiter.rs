@@ -11,6 +11,9 @@
 //!
 //! One provider call is paced as one request. A call that makes several HTTP requests (a token
 //! refresh, a 409 followed by a read) spends one cell only, so quotas should leave headroom.
+//! Calls that the Google and Graph clients then coalesce into one batch request
+//! (`providers::batch`) were each admitted here, so every part spends its cell, as the
+//! providers count parts, not batches.
 
 use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroUsize};

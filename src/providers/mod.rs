@@ -4,6 +4,7 @@
 //! Owns: the `Provider` and `Connector` ports the engine calls. Must not touch: resources,
 //! stores or reconcile decisions; a provider only talks to its calendar service.
 
+pub mod batch;
 pub mod busy;
 pub mod caldav;
 pub mod dedicated;

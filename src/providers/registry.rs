@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::batch::{BATCH_ENV, Batching};
 use super::limiter::{Limited, Policy, parse_rate};
 use super::{Connector, Provider, ProviderError, Target};
 use crate::credentials::Credentials;
@@ -29,21 +30,28 @@ pub const GOOGLE_DEFAULT_RATE: f64 = 10.0;
 /// servers, which have none; a Retry-After from any server still pauses its connection.
 pub const CALDAV_DEFAULT_RATE: f64 = 0.0;
 
-/// Requests per second per connection for each provider kind (0: no pacing).
+/// Requests per second per connection for each provider kind (0: no pacing), and whether the
+/// Google and Graph clients batch concurrent event requests (`CALSYNC_PROVIDER_BATCH`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     pub google_per_second: f64,
     pub caldav_per_second: f64,
+    pub batching: Batching,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { google_per_second: GOOGLE_DEFAULT_RATE, caldav_per_second: CALDAV_DEFAULT_RATE }
+        Limits {
+            google_per_second: GOOGLE_DEFAULT_RATE,
+            caldav_per_second: CALDAV_DEFAULT_RATE,
+            batching: Batching::default(),
+        }
     }
 }
 
 impl Limits {
-    /// From `CALSYNC_GOOGLE_RATE_PER_SECOND` and `CALSYNC_CALDAV_RATE_PER_SECOND`.
+    /// From `CALSYNC_GOOGLE_RATE_PER_SECOND`, `CALSYNC_CALDAV_RATE_PER_SECOND` and
+    /// `CALSYNC_PROVIDER_BATCH`.
     pub fn from_env() -> Result<Self, ProviderError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -54,6 +62,7 @@ impl Limits {
         Ok(Limits {
             google_per_second: rate(GOOGLE_RATE_ENV, GOOGLE_DEFAULT_RATE)?,
             caldav_per_second: rate(CALDAV_RATE_ENV, CALDAV_DEFAULT_RATE)?,
+            batching: Batching::parse(var(BATCH_ENV).as_deref())?,
         })
     }
 
@@ -114,12 +123,14 @@ impl Registry {
         let broker: Arc<dyn crate::oauth::TokenBroker> = Arc::new(tokens);
         if let Some(google) = &oauth.google {
             let config = super::google::GoogleConfig { api_url: google.api_url.clone(), ..Default::default() };
-            let google = Arc::new(super::google::GoogleConnector::new(config, broker.clone())?);
+            let google =
+                Arc::new(super::google::GoogleConnector::new(config, broker.clone())?.with_batching(limits.batching));
             registry = registry.with(ProviderKind::Google, Arc::new(Limited::new(google, limits.google())));
         }
         if let Some(microsoft) = &oauth.microsoft {
             let config = super::outlook::OutlookConfig { api_url: microsoft.api_url.clone(), ..Default::default() };
-            let outlook = Arc::new(super::outlook::OutlookConnector::new(config, broker)?);
+            let outlook =
+                Arc::new(super::outlook::OutlookConnector::new(config, broker)?.with_batching(limits.batching));
             registry = registry.with(ProviderKind::Outlook, Arc::new(Limited::new(outlook, limits.outlook())));
         }
         Ok(registry)
@@ -174,7 +185,7 @@ mod tests {
     #[test]
     fn limits_default_and_read_the_environment() {
         let none = Limits::from_lookup(|_| None).expect("defaults");
-        assert_eq!(none, Limits { google_per_second: 10.0, caldav_per_second: 0.0 });
+        assert_eq!(none, Limits { google_per_second: 10.0, caldav_per_second: 0.0, batching: Batching::default() });
         let q = none.google().quota.expect("google is paced");
         assert_eq!((q.burst_size().get(), q.replenish_interval()), (10, std::time::Duration::from_millis(100)));
         assert_eq!(none.caldav().quota, None);
@@ -184,9 +195,14 @@ mod tests {
         let env = |name: &str| match name {
             GOOGLE_RATE_ENV => Some("off".to_string()),
             CALDAV_RATE_ENV => Some("2.5".to_string()),
+            BATCH_ENV => Some("off".to_string()),
             _ => None,
         };
-        assert_eq!(Limits::from_lookup(env).expect("valid"), Limits { google_per_second: 0.0, caldav_per_second: 2.5 });
+        assert_eq!(
+            Limits::from_lookup(env).expect("valid"),
+            Limits { google_per_second: 0.0, caldav_per_second: 2.5, batching: Batching::OFF }
+        );
+        assert!(Limits::from_lookup(|n| (n == BATCH_ENV).then(|| "sometimes".to_string())).is_err());
         match Limits::from_lookup(|n| (n == CALDAV_RATE_ENV).then(|| "lots".to_string())) {
             Err(ProviderError::Invalid { message }) => assert!(message.contains(CALDAV_RATE_ENV), "{message}"),
             other => panic!("{other:?}"),

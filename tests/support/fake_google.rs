@@ -16,9 +16,10 @@
 //!
 //! Deliberately stricter than Google where Google is lenient, so calsync cannot rely on leniency:
 //! unknown query parameters are 400, and a `require_if_match` switch refuses unconditional writes.
+//! Batch requests (`POST /batch/calendar/v3`, `batch.rs`) serve each part through the same routes.
 //! Not modelled: partial responses (`fields` is accepted and ignored), attendees (beyond freeBusy reading the
 //! `self` attendee's `responseStatus`), reminders logic,
-//! batch, `not_exists` notifications (a deleted calendar's channels just stop), watching anything but events, and channels that keep delivering
+//! `not_exists` notifications (a deleted calendar's channels just stop), watching anything but events, and channels that keep delivering
 //! after `channels.stop` (Google's may; a receiver must drop unknown channel ids anyway).
 //!
 //! Owns an in-process axum server on its own thread and runtime (so it serves whatever runtime the
@@ -27,6 +28,7 @@
 
 #![allow(dead_code)]
 
+mod batch;
 mod calendars;
 mod deliver;
 pub mod errors;
@@ -133,6 +135,8 @@ pub struct RecordedRequest {
     /// The `If-Match` value when one was sent.
     pub if_match: Option<String>,
     pub status: u16,
+    /// Served as a part of a batch request (the batch itself is logged too, with its path).
+    pub in_batch: bool,
 }
 
 struct Stored {
@@ -173,6 +177,8 @@ struct State {
     require_if_match: bool,
     page_size: Option<usize>,
     failures: VecDeque<(Failure, Option<u64>)>,
+    /// Time every authorized request spends before it is served (makes overlap certain).
+    delay: Duration,
     static_tokens: HashMap<String, Vec<String>>,
     requests: Vec<RecordedRequest>,
     pages: HashMap<String, PageCursor>,
@@ -248,6 +254,7 @@ impl FakeGoogle {
             require_if_match: false,
             page_size: None,
             failures: VecDeque::new(),
+            delay: Duration::ZERO,
             static_tokens,
             requests: Vec::new(),
             pages: HashMap::new(),
@@ -296,6 +303,10 @@ impl FakeGoogle {
     /// Caps every list page at `n` items (forces paging); `None` honours `maxResults` alone.
     pub fn set_page_size(&self, n: Option<usize>) {
         self.shared.lock().page_size = n;
+    }
+    /// Every authorized request waits `delay` before it is served (after its failure check).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
     }
     /// The next `n` authenticated requests answer `failure` (with `Retry-After` when given).
     pub fn fail_next(&self, n: usize, failure: Failure, retry_after_secs: Option<u64>) {

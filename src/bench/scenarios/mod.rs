@@ -2,6 +2,7 @@
 //!
 //! Owns: nothing but the list. Must not touch: anything outside `bench`.
 
+pub mod batch;
 pub mod bulk;
 pub mod crash;
 pub mod cursor;

@@ -14,7 +14,9 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::batch::GRequest;
 use crate::oauth::AccessTokens;
+use crate::providers::batch::{Batching, Lane};
 use crate::providers::{ProviderError, http};
 
 /// Largest response body we read (a 2500-event page stays far below).
@@ -74,15 +76,31 @@ impl GResponse {
 /// One connection's client. Tokens are fetched per request and only ever put into a header
 /// value marked sensitive; they are never formatted anywhere.
 pub struct GoogleClient {
+    wire: Arc<Wire>,
+    limiter: Arc<tokio::sync::Semaphore>,
+    /// Event requests go through the connection's lane, which batches concurrent ones.
+    lane: Arc<Lane<Wire>>,
+}
+
+/// What sends requests: the HTTP client, the connection's tokens and the batch endpoint. The
+/// lane's dispatcher uses the `Wire` of whichever client takes a batch (all of one connection).
+pub struct Wire {
     http: reqwest::Client,
     tokens: Arc<dyn AccessTokens>,
-    limiter: Arc<tokio::sync::Semaphore>,
     max_body: usize,
+    /// `…/batch/calendar/v3`: Google's batch path for this API root.
+    pub(super) batch_url: Url,
 }
 
 impl std::fmt::Debug for GoogleClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GoogleClient").field("tokens", &"[redacted]").finish()
+    }
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").field("tokens", &"[redacted]").finish()
     }
 }
 
@@ -112,13 +130,30 @@ fn bearer(token: &SecretString) -> Result<HeaderValue, ProviderError> {
 }
 
 impl GoogleClient {
-    pub fn new(http: reqwest::Client, tokens: Arc<dyn AccessTokens>, limiter: Arc<tokio::sync::Semaphore>) -> Self {
-        GoogleClient { http, tokens, limiter, max_body: MAX_BODY }
+    /// A client with a lane of its own (one `MAX_IN_FLIGHT` semaphore per connection is the
+    /// connector's job: see `with_lane`).
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Arc<dyn AccessTokens>,
+        limiter: Arc<tokio::sync::Semaphore>,
+        batch_url: Url,
+        batching: Batching,
+    ) -> Self {
+        let lane = Arc::new(Lane::new(limiter.clone(), MAX_IN_FLIGHT, batching));
+        GoogleClient { wire: Arc::new(Wire { http, tokens, max_body: MAX_BODY, batch_url }), limiter, lane }
+    }
+
+    /// Use the connection's shared lane (so concurrent reconciles batch together).
+    pub fn with_lane(mut self, lane: Arc<Lane<Wire>>) -> Self {
+        self.lane = lane;
+        self
     }
 
     #[cfg(test)]
     pub fn with_max_body(mut self, max: usize) -> Self {
-        self.max_body = max;
+        if let Some(w) = Arc::get_mut(&mut self.wire) {
+            w.max_body = max;
+        }
         self
     }
 
@@ -132,51 +167,76 @@ impl GoogleClient {
         if_match: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> Result<GResponse, ProviderError> {
+        let req = GRequest::new(method, url, if_match, body)?;
         // The semaphore is never closed, so acquiring only fails if it were; then go unthrottled.
         let _permit = self.limiter.acquire().await.ok();
-        let body =
-            match body {
-                Some(b) => Some(serde_json::to_vec(b).map_err(|e| ProviderError::Invalid {
-                    message: format!("could not encode the request body: {e}"),
-                })?),
-                None => None,
-            };
-        let token = self.tokens.access_token().await?;
-        let first = self.attempt(&method, url, if_match, body.as_deref(), &token).await?;
+        self.wire.send(&req).await
+    }
+
+    /// `send` for a single-event request (insert, get, patch, delete): it may travel inside a
+    /// batch with other requests of this connection. The answer, and so its judgement, is the
+    /// same either way.
+    pub async fn send_event(
+        &self,
+        method: Method,
+        url: &Url,
+        if_match: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<GResponse, ProviderError> {
+        let req = GRequest::new(method, url, if_match, body)?;
+        self.lane.call(&self.wire, req).await
+    }
+}
+
+impl Wire {
+    pub(super) async fn token(&self) -> Result<SecretString, ProviderError> {
+        self.tokens.access_token().await
+    }
+
+    pub(super) async fn refreshed(&self, rejected: &SecretString) -> Result<SecretString, ProviderError> {
+        self.tokens.refresh_after_rejection(rejected).await
+    }
+
+    /// One request, refreshing a rejected token once.
+    pub(super) async fn send(&self, req: &GRequest) -> Result<GResponse, ProviderError> {
+        let token = self.token().await?;
+        let first = self.attempt(req, &token).await?;
         if first.status != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
-        tracing::debug!(method = %method, url = %url, "google answered 401; refreshing the access token once");
-        let fresh = self.tokens.refresh_after_rejection(&token).await?;
-        let second = self.attempt(&method, url, if_match, body.as_deref(), &fresh).await?;
+        tracing::debug!(method = %req.method, url = %req.url, "google answered 401; refreshing the access token once");
+        let fresh = self.refreshed(&token).await?;
+        let second = self.attempt(req, &fresh).await?;
         if second.status == StatusCode::UNAUTHORIZED {
-            let (reason, message) = second.error_reason();
-            return Err(ProviderError::Unauthorized {
-                message: format!(
-                    "Google rejected a freshly refreshed access token (401{}){}",
-                    reason.map(|r| format!(" {r}")).unwrap_or_default(),
-                    message.map(|m| format!(": {}", short(&m))).unwrap_or_default()
-                ),
-            });
+            return Err(still_unauthorized(&second));
         }
         Ok(second)
     }
 
-    async fn attempt(
+    pub(super) async fn attempt(&self, req: &GRequest, token: &SecretString) -> Result<GResponse, ProviderError> {
+        let (method, url) = (&req.method, &req.url);
+        let mut headers = HeaderMap::new();
+        if let Some(e) = &req.if_match {
+            headers.insert(IF_MATCH, e.clone());
+        }
+        let body = req.body.as_ref().map(|b| ("application/json", b.clone()));
+        self.exchange(method, url, headers, body, token).await
+    }
+
+    /// One HTTP exchange with `token`; the body is read (bounded) whatever the status.
+    pub(super) async fn exchange(
         &self,
         method: &Method,
         url: &Url,
-        if_match: Option<&str>,
-        body: Option<&[u8]>,
+        headers: HeaderMap,
+        body: Option<(&str, Vec<u8>)>,
         token: &SecretString,
     ) -> Result<GResponse, ProviderError> {
         let started = Instant::now();
-        let mut req = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, bearer(token)?);
-        if let Some(e) = if_match {
-            req = req.header(IF_MATCH, e);
-        }
-        if let Some(b) = body {
-            req = req.header(CONTENT_TYPE, "application/json").body(b.to_vec());
+        let mut req =
+            self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, bearer(token)?).headers(headers);
+        if let Some((kind, b)) = body {
+            req = req.header(CONTENT_TYPE, kind).body(b);
         }
         let resp = req.send().await.map_err(|e| http::transport_error(url.path(), &e))?;
         let status = resp.status();
@@ -187,8 +247,20 @@ impl GoogleClient {
     }
 }
 
+/// The error for a 401 to a freshly refreshed token.
+pub(super) fn still_unauthorized(resp: &GResponse) -> ProviderError {
+    let (reason, message) = resp.error_reason();
+    ProviderError::Unauthorized {
+        message: format!(
+            "Google rejected a freshly refreshed access token (401{}){}",
+            reason.map(|r| format!(" {r}")).unwrap_or_default(),
+            message.map(|m| format!(": {}", short(&m))).unwrap_or_default()
+        ),
+    }
+}
+
 /// Google's messages are one sentence; cap them anyway so a proxy's HTML page stays out.
-fn short(s: &str) -> String {
+pub(super) fn short(s: &str) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     flat.chars().take(200).collect()
 }

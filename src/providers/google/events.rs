@@ -24,7 +24,7 @@ pub async fn create(
 ) -> Result<Created, ProviderError> {
     let url = p.events_url(calendar)?;
     let body = to_body(event, Some(key), Mode::Insert);
-    let resp = p.client().send(Method::POST, &url, None, Some(&body)).await?;
+    let resp = p.client().send_event(Method::POST, &url, None, Some(&body)).await?;
     let what = || format!("creating event {key} in {calendar}");
     match resp.status.as_u16() {
         200 | 201 => {
@@ -68,7 +68,7 @@ async fn restore(
     if let Value::Object(m) = &mut body {
         m.insert("status".into(), json!("confirmed"));
     }
-    let resp = p.client().send(Method::PATCH, &url, etag, Some(&body)).await?;
+    let resp = p.client().send_event(Method::PATCH, &url, etag, Some(&body)).await?;
     let what = || format!("restoring deleted event {id} in {calendar}");
     match resp.status.as_u16() {
         200 => to_remote(parse::<GEvent>(&resp, &what())?),
@@ -106,7 +106,7 @@ pub async fn update(
         }
     };
     let body = to_body(event, None, Mode::Patch);
-    let resp = p.client().send(Method::PATCH, &url, etag.as_deref(), Some(&body)).await?;
+    let resp = p.client().send_event(Method::PATCH, &url, etag.as_deref(), Some(&body)).await?;
     let what = || format!("updating event {id} in {calendar}");
     match resp.status.as_u16() {
         200 => {
@@ -134,7 +134,7 @@ pub async fn update(
 
 pub async fn delete(p: &GoogleProvider, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
     let url = p.event_url(calendar, id)?;
-    let resp = p.client().send(Method::DELETE, &url, etag, None).await?;
+    let resp = p.client().send_event(Method::DELETE, &url, etag, None).await?;
     match resp.status.as_u16() {
         200 | 202 | 204 => {
             tracing::debug!(calendar, id, "google event deleted");

@@ -9,12 +9,14 @@
 //! `...@group.calendar.google.com`); an event id is Google's, and for our events the
 //! deterministic key (base32hex), so `find_by_key` is a plain GET.
 //!
-//! Files: `client` (HTTP, auth retry, error classification), `wire` (JSON ↔ neutral model),
+//! Files: `client` (HTTP, auth retry, error classification), `batch` (concurrent event requests
+//! of a connection coalesced into Google batch requests), `wire` (JSON ↔ neutral model),
 //! `events` (create/update/delete), `listing` (window and incremental listing, cursors),
 //! `series` (a recurring event's moved and cancelled instances), `calendars` (calsync's own
 //! calendar: calendars.insert/delete), `busy` (freeBusy.query),
 //! `watch` (push channels: events.watch, channels.stop).
 
+mod batch;
 mod busy;
 mod calendars;
 mod client;
@@ -34,6 +36,7 @@ pub use client::{MAX_BODY, MAX_IN_FLIGHT};
 pub use listing::{decode_cursor, encode_cursor};
 pub use wire::{CATEGORY_KEY, MARKER_KEY};
 
+use super::batch::{Batching, Lanes};
 use super::{
     AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, PushSupport, RemoteEvent, Target,
     Watch, WatchRequest, Window,
@@ -99,20 +102,41 @@ pub fn api_url(base: &Url, segments: &[&str]) -> Result<Url, ProviderError> {
     Ok(url)
 }
 
+/// Google's batch path for an API root: `https://host/calendar/v3/` → `https://host/batch/calendar/v3`.
+fn batch_url(base: &Url) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!("/batch{}", base.path().trim_end_matches('/')));
+    url
+}
+
 /// Connects `google` connections. One `reqwest::Client` (connection pool) serves them all; each
-/// connection gets its own in-flight limiter, kept across reconciles.
+/// connection gets its own in-flight limiter and batching lane, kept across reconciles.
 pub struct GoogleConnector {
     base: Url,
     http: reqwest::Client,
     broker: Arc<dyn TokenBroker>,
     in_flight: super::http::InFlight,
+    lanes: Lanes<client::Wire>,
 }
 
 impl GoogleConnector {
     pub fn new(config: GoogleConfig, broker: Arc<dyn TokenBroker>) -> Result<Self, ProviderError> {
         let base = api_base(&config.api_url)?;
         let http = client::build_http(config.timeout)?;
-        Ok(GoogleConnector { base, http, broker, in_flight: super::http::InFlight::new(MAX_IN_FLIGHT) })
+        Ok(GoogleConnector {
+            base,
+            http,
+            broker,
+            in_flight: super::http::InFlight::new(MAX_IN_FLIGHT),
+            lanes: Lanes::new(MAX_IN_FLIGHT, Batching::default()),
+        })
+    }
+
+    /// Whether concurrent event requests of a connection are sent as Google batch requests
+    /// (default: on; `CALSYNC_PROVIDER_BATCH`).
+    pub fn with_batching(mut self, batching: Batching) -> Self {
+        self.lanes = Lanes::new(MAX_IN_FLIGHT, batching);
+        self
     }
 }
 
@@ -130,7 +154,10 @@ impl Connector for GoogleConnector {
             });
         }
         let tokens = self.broker.tokens(target, credentials).await?;
-        let client = GoogleClient::new(self.http.clone(), tokens, self.in_flight.for_connection(&target.connection));
+        let slots = self.in_flight.for_connection(&target.connection);
+        let lane = self.lanes.for_connection(&target.connection, slots.clone());
+        let client = GoogleClient::new(self.http.clone(), tokens, slots, batch_url(&self.base), self.lanes.batching())
+            .with_lane(lane);
         Ok(Arc::new(GoogleProvider { base: self.base.clone(), client }))
     }
 }
@@ -143,11 +170,21 @@ pub struct GoogleProvider {
 }
 
 impl GoogleProvider {
-    /// A provider without the connector (tests, benchmarks).
+    /// A provider without the connector (tests, benchmarks), batching on.
     pub fn new(config: &GoogleConfig, tokens: Arc<dyn AccessTokens>) -> Result<Self, ProviderError> {
+        Self::with_batching(config, tokens, Batching::default())
+    }
+
+    /// `new` with batching on or off.
+    pub fn with_batching(
+        config: &GoogleConfig,
+        tokens: Arc<dyn AccessTokens>,
+        batching: Batching,
+    ) -> Result<Self, ProviderError> {
         let base = api_base(&config.api_url)?;
         let http = client::build_http(config.timeout)?;
-        let client = GoogleClient::new(http, tokens, Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)));
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let client = GoogleClient::new(http, tokens, slots, batch_url(&base), batching);
         Ok(GoogleProvider { base, client })
     }
 
@@ -170,7 +207,7 @@ impl GoogleProvider {
     /// `None` when Google does not know it.
     async fn fetch(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
         let url = self.event_url(calendar, id)?;
-        let resp = self.client().send(Method::GET, &url, None, None).await?;
+        let resp = self.client().send_event(Method::GET, &url, None, None).await?;
         let what = || format!("reading event {id} in {calendar}");
         match resp.status.as_u16() {
             200 => Ok(Some(to_remote(parse::<GEvent>(&resp, &what())?)?)),

@@ -346,7 +346,13 @@ async fn oversized_bodies_are_refused() {
 
 fn dummy_client() -> client::GoogleClient {
     let tokens = Arc::new(Tokens { refreshed: AtomicUsize::new(0), rejected: Mutex::default() });
-    client::GoogleClient::new(reqwest::Client::new(), tokens, Arc::new(tokio::sync::Semaphore::new(1)))
+    client::GoogleClient::new(
+        reqwest::Client::new(),
+        tokens,
+        Arc::new(tokio::sync::Semaphore::new(1)),
+        Url::parse("http://127.0.0.1:9/batch/calendar/v3").unwrap(),
+        crate::providers::batch::Batching::OFF,
+    )
 }
 
 struct Broker;

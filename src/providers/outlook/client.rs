@@ -2,8 +2,8 @@
 //! per-mailbox concurrency limit, timeouts, size-capped bodies, and the mapping of Graph's
 //! error answers onto `ProviderError`.
 //!
-//! Owns: `Graph` (one per connection, sharing the connector's `reqwest::Client` and the
-//! connection's semaphore), URL building and `classify`. Must not touch event JSON or what a
+//! Owns: `Graph` (one per connection, sharing the connector's `reqwest::Client`, the
+//! connection's semaphore and its batching lane), URL building and `classify`. Must not touch event JSON or what a
 //! request means; callers decide which statuses they expect. Tokens never reach a message or
 //! a log line: they live in a sensitive header value only.
 
@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::oauth::AccessTokens;
+use crate::providers::batch::{Batching, Lane};
 use crate::providers::{ProviderError, http};
 
 /// Largest response body we read (a calendarView page is far smaller).
@@ -53,25 +54,50 @@ impl GraphResponse {
 
 /// One connection's view of Graph.
 pub struct Graph {
-    http: reqwest::Client,
-    base: Url,
-    tokens: Arc<dyn AccessTokens>,
+    wire: Arc<GraphWire>,
     limiter: Arc<tokio::sync::Semaphore>,
+    /// Event requests go through the connection's lane, which batches concurrent ones.
+    lane: Arc<Lane<GraphWire>>,
+}
+
+/// What sends requests: the HTTP client, Graph's base URL and the connection's tokens. The
+/// lane's dispatcher uses the `GraphWire` of whichever client takes a batch.
+pub struct GraphWire {
+    http: reqwest::Client,
+    pub(super) base: Url,
+    tokens: Arc<dyn AccessTokens>,
+}
+
+/// One request to Graph, ready to go alone or inside a `$batch`.
+#[derive(Clone, Debug)]
+pub struct GraphRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
 }
 
 impl Graph {
+    /// A client with a lane of its own (see `with_lane` for the connection's shared one).
     pub fn new(
         http: reqwest::Client,
         base: Url,
         tokens: Arc<dyn AccessTokens>,
         limiter: Arc<tokio::sync::Semaphore>,
     ) -> Self {
-        Graph { http, base, tokens, limiter }
+        let lane = Arc::new(Lane::new(limiter.clone(), MAX_IN_FLIGHT, Batching::default()));
+        Graph { wire: Arc::new(GraphWire { http, base, tokens }), limiter, lane }
+    }
+
+    /// Use the connection's shared lane (so concurrent reconciles batch together).
+    pub fn with_lane(mut self, lane: Arc<Lane<GraphWire>>) -> Self {
+        self.lane = lane;
+        self
     }
 
     /// `base/segments...?query`, every segment and value percent-encoded.
     pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.base.clone();
+        let mut url = self.wire.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
         }
@@ -85,8 +111,9 @@ impl Graph {
     /// A link Graph gave us (`@odata.nextLink`, `@odata.deltaLink`, a stored cursor), if it points
     /// at our Graph endpoint: the bearer token must never go anywhere else.
     pub fn own_link(&self, link: &str) -> Option<Url> {
+        let base = &self.wire.base;
         let url = Url::parse(link).ok()?;
-        (url.origin() == self.base.origin() && url.path().starts_with(self.base.path())).then_some(url)
+        (url.origin() == base.origin() && url.path().starts_with(base.path())).then_some(url)
     }
 
     /// Send one request with the connection's token; after a 401, refresh once and retry. Every
@@ -98,41 +125,76 @@ impl Graph {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<GraphResponse, ProviderError> {
-        let token = self.tokens.access_token().await?;
-        let first = self.once(&method, url, headers, body, &token).await?;
-        if first.status != StatusCode::UNAUTHORIZED {
-            return Ok(first);
-        }
-        tracing::debug!(url = %redacted(url), "graph rejected the access token; refreshing once");
-        let fresh = self.tokens.refresh_after_rejection(&token).await?;
-        self.once(&method, url, headers, body, &fresh).await
+        let req = GraphRequest::new(method, url, headers, body);
+        // Held until the body is read: a request is in flight until its answer is complete.
+        // The semaphore is never closed, so acquiring cannot fail; if it ever were, go on unthrottled.
+        let _permit = self.limiter.acquire().await.ok();
+        self.wire.send(&req).await
     }
 
-    async fn once(
+    /// `send` for a single-event request (get, lookup by key, create, patch, delete): it may
+    /// travel inside a `$batch` with other requests of this mailbox. The answer, and so its
+    /// judgement, is the same either way.
+    pub async fn send_event(
         &self,
-        method: &Method,
+        method: Method,
         url: &Url,
         headers: &[(&str, &str)],
         body: Option<&Value>,
-        token: &SecretString,
     ) -> Result<GraphResponse, ProviderError> {
+        self.lane.call(&self.wire, GraphRequest::new(method, url, headers, body)).await
+    }
+}
+
+impl GraphRequest {
+    pub fn new(method: Method, url: &Url, headers: &[(&str, &str)], body: Option<&Value>) -> Self {
+        GraphRequest {
+            method,
+            url: url.clone(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.cloned(),
+        }
+    }
+}
+
+impl GraphWire {
+    pub(super) async fn token(&self) -> Result<SecretString, ProviderError> {
+        self.tokens.access_token().await
+    }
+
+    pub(super) async fn refreshed(&self, rejected: &SecretString) -> Result<SecretString, ProviderError> {
+        self.tokens.refresh_after_rejection(rejected).await
+    }
+
+    /// One request, refreshing a rejected token once.
+    pub(super) async fn send(&self, req: &GraphRequest) -> Result<GraphResponse, ProviderError> {
+        let token = self.token().await?;
+        let first = self.once(req, &token).await?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        tracing::debug!(url = %redacted(&req.url), "graph rejected the access token; refreshing once");
+        let fresh = self.refreshed(&token).await?;
+        self.once(req, &fresh).await
+    }
+
+    /// One HTTP exchange with `token`; the body is read (bounded) whatever the status.
+    pub(super) async fn once(&self, req: &GraphRequest, token: &SecretString) -> Result<GraphResponse, ProviderError> {
+        let (method, url) = (&req.method, &req.url);
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| {
             ProviderError::Unauthorized { message: "the access token contains characters HTTP cannot carry".into() }
         })?;
         auth.set_sensitive(true);
-        let mut req = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, auth);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+        let mut builder = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, auth);
+        for (k, v) in &req.headers {
+            builder = builder.header(k.as_str(), v.as_str());
         }
-        if let Some(b) = body {
+        if let Some(b) = &req.body {
             let bytes = serde_json::to_vec(b).unwrap_or_default();
-            req = req.header("content-type", "application/json").body(bytes);
+            builder = builder.header("content-type", "application/json").body(bytes);
         }
-        // Held until the body is read: a request is in flight until its answer is complete.
-        // The semaphore is never closed, so acquiring cannot fail; if it ever were, go on unthrottled.
-        let _permit = self.limiter.acquire().await.ok();
         let started = Instant::now();
-        let resp = req.send().await.map_err(|e| http::transport_error(&redacted(url), &e))?;
+        let resp = builder.send().await.map_err(|e| http::transport_error(&redacted(url), &e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = http::read_capped(resp, MAX_BODY, "Microsoft Graph", &redacted(url)).await?;
@@ -142,7 +204,7 @@ impl Graph {
 }
 
 /// The URL without its query (delta and skip tokens are opaque and long; not for logs).
-fn redacted(url: &Url) -> String {
+pub(super) fn redacted(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     u.to_string()

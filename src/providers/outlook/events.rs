@@ -13,7 +13,7 @@ use crate::providers::{Created, EventData, ProviderError, RemoteEvent};
 
 pub async fn get(p: &OutlookProvider, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
     let url = p.graph.url(&["me", "events", id], &[("$expand", &wire::expand())]);
-    let resp = p.graph.send(Method::GET, &url, &[PREFER], None).await?;
+    let resp = p.graph.send_event(Method::GET, &url, &[PREFER], None).await?;
     match resp.status.as_u16() {
         200 => wire::to_remote(&resp.parse::<GraphEvent>("reading an event")?, None).map(Some),
         _ => match classify(&resp, &format!("reading event {id}")) {
@@ -29,7 +29,7 @@ pub async fn find_by_key(p: &OutlookProvider, calendar: &str, key: &str) -> Resu
     let filter = wire::key_filter(key);
     let url = p.graph.url(&path, &[("$filter", &filter), ("$expand", &wire::expand())]);
     let what = format!("looking up event {key} in calendar {calendar}");
-    let resp = p.graph.send(Method::GET, &url, &[PREFER], None).await?;
+    let resp = p.graph.send_event(Method::GET, &url, &[PREFER], None).await?;
     if resp.status.as_u16() != 200 {
         return Err(classify(&resp, &what));
     }
@@ -64,7 +64,7 @@ pub async fn create(
     let mut path = OutlookProvider::calendar_path(calendar);
     path.push("events");
     let url = p.graph.url(&path, &[]);
-    let resp = p.graph.send(Method::POST, &url, &[PREFER], Some(&body)).await?;
+    let resp = p.graph.send_event(Method::POST, &url, &[PREFER], Some(&body)).await?;
     let what = format!("creating event {key} in calendar {calendar}");
     match resp.status.as_u16() {
         200 | 201 => {
@@ -118,7 +118,7 @@ pub async fn update(
     };
     let body = wire::patch_body(event)?;
     let url = p.graph.url(&["me", "events", id], &[]);
-    let resp = p.graph.send(Method::PATCH, &url, &[PREFER, ("if-match", &etag)], Some(&body)).await?;
+    let resp = p.graph.send_event(Method::PATCH, &url, &[PREFER, ("if-match", &etag)], Some(&body)).await?;
     let what = format!("updating Outlook event {id}");
     match resp.status.as_u16() {
         200 => {
@@ -138,7 +138,7 @@ pub async fn delete(p: &OutlookProvider, id: &str, etag: Option<&str>) -> Result
     if let Some(e) = etag {
         headers.push(("if-match", e));
     }
-    let resp = p.graph.send(Method::DELETE, &url, &headers, None).await?;
+    let resp = p.graph.send_event(Method::DELETE, &url, &headers, None).await?;
     match resp.status.as_u16() {
         200 | 202 | 204 => Ok(()),
         412 => Err(ProviderError::Conflict {

@@ -11,10 +11,12 @@
 //! does with a repeated `transactionId` (undocumented). Event ids are mailbox-wide, so get,
 //! update and delete address `/me/events/{id}`.
 //!
-//! Files: `client` (HTTP, auth retry, limits, error mapping), `wire` (event JSON),
+//! Files: `client` (HTTP, auth retry, limits, error mapping), `batch` (concurrent event
+//! requests of a mailbox coalesced into `$batch` requests), `wire` (event JSON),
 //! `recurrence` (RRULE ↔ patternedRecurrence), `events` (single-event calls), `listing`
 //! (calendarView and delta), `calendars` (calsync's own calendar), `series` (a series' moved and cancelled occurrences), `subscriptions` (change notifications: create, PATCH-renew, delete).
 
+mod batch;
 mod busy;
 mod calendars;
 mod client;
@@ -36,6 +38,7 @@ pub use client::{MAX_BODY, MAX_IN_FLIGHT};
 pub use recurrence::PatternedRecurrence;
 pub use wire::{key_prop, marker_prop};
 
+use super::batch::{Batching, Lanes};
 use super::{
     AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, PushSupport, RemoteEvent, Target,
     Watch, WatchRequest, Window,
@@ -68,9 +71,17 @@ pub struct OutlookConnector {
     /// One limiter per connection (`Target::connection`), so every client of a mailbox,
     /// however many reconciles made one, shares Graph's four-request budget.
     in_flight: super::http::InFlight,
+    lanes: Lanes<client::GraphWire>,
 }
 
 impl OutlookConnector {
+    /// Whether concurrent event requests of a mailbox are sent as `$batch` requests (default:
+    /// on; `CALSYNC_PROVIDER_BATCH`).
+    pub fn with_batching(mut self, batching: Batching) -> Self {
+        self.lanes = Lanes::new(MAX_IN_FLIGHT, batching);
+        self
+    }
+
     pub fn new(config: OutlookConfig, broker: Arc<dyn TokenBroker>) -> Result<Self, ProviderError> {
         let mut base = Url::parse(config.api_url.trim()).map_err(|e| ProviderError::Invalid {
             message: format!("MICROSOFT_GRAPH_URL {:?} is not a URL: {e}", config.api_url),
@@ -94,7 +105,13 @@ impl OutlookConnector {
             .user_agent(concat!("calsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::Transient { message: format!("could not build the HTTP client: {e}") })?;
-        Ok(OutlookConnector { http, base, broker, in_flight: super::http::InFlight::new(MAX_IN_FLIGHT) })
+        Ok(OutlookConnector {
+            http,
+            base,
+            broker,
+            in_flight: super::http::InFlight::new(MAX_IN_FLIGHT),
+            lanes: Lanes::new(MAX_IN_FLIGHT, Batching::default()),
+        })
     }
 }
 
@@ -112,8 +129,9 @@ impl Connector for OutlookConnector {
             });
         }
         let tokens = self.broker.tokens(target, credentials).await?;
-        let graph =
-            Graph::new(self.http.clone(), self.base.clone(), tokens, self.in_flight.for_connection(&target.connection));
+        let slots = self.in_flight.for_connection(&target.connection);
+        let lane = self.lanes.for_connection(&target.connection, slots.clone());
+        let graph = Graph::new(self.http.clone(), self.base.clone(), tokens, slots).with_lane(lane);
         Ok(Arc::new(OutlookProvider { graph }))
     }
 }

@@ -22,6 +22,11 @@ use super::{Failure, RecordedRequest, SCOPE_PREFIX, Shared, State, Stored, list,
 pub type Params = Vec<(String, String)>;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let api = routes(shared.clone());
+    super::batch::router(api.clone()).layer(middleware::from_fn_with_state(shared, record)).merge(api)
+}
+
+fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/calendar/v3/users/me/calendarList", get(calendar_list))
         .route("/calendar/v3/calendars", post(super::calendars::insert))
@@ -42,9 +47,10 @@ async fn record(AxState(shared): AxState<Arc<Shared>>, req: Request, next: Next)
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     let if_match = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let in_batch = req.headers().contains_key(super::batch::PART_HEADER);
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
-    shared.lock().requests.push(RecordedRequest { method, path, query, if_match, status });
+    shared.lock().requests.push(RecordedRequest { method, path, query, if_match, status, in_batch });
     resp
 }
 
@@ -117,6 +123,10 @@ pub async fn guard(shared: &Shared, headers: &HeaderMap, need: Need) -> Result<(
         };
         e.retry_after = retry_after;
         return Err(e);
+    }
+    let delay = shared.lock().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     Ok(())
 }
