@@ -8,9 +8,11 @@
 
 pub mod cli;
 pub mod db;
+pub mod pg;
 pub mod queue;
 mod rows;
 pub mod secrets;
+mod semantics;
 pub mod store;
 pub mod table;
 pub mod validate;

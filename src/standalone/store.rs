@@ -25,7 +25,7 @@ use super::watch::spawn_watcher;
 
 mod feeds;
 mod outbox;
-mod secrets;
+pub(super) mod secrets;
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
 use crate::credentials::feed::FeedRecord;
