@@ -21,7 +21,7 @@ pub const CHANNEL: &str = "calsync_changes";
 /// and the resourceVersion is drawn only after the lock, so it grows in commit order per object.
 pub async fn lock_key(tx: &mut PgConnection, kind: &str, namespace: &str, name: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("{kind}\u{0}{namespace}\u{0}{name}"))
+        .bind(format!("{kind}/{namespace}/{name}"))
         .execute(tx)
         .await
         .map_err(db_err)?;
