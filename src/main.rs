@@ -34,10 +34,11 @@ enum Command {
     Get(GetArgs),
     /// Delete objects from the standalone database (a running standalone finalizes them).
     Delete(DeleteArgs),
-    /// Run the engine and the REST API without a cluster, on the SQLite database (DATABASE_URL).
+    /// Run the engine and the REST API without a cluster, on SQLite or PostgreSQL (DATABASE_URL).
     Standalone {
-        /// SQLite database: sqlite://PATH or sqlite::memory:.
-        #[arg(long, env = "DATABASE_URL", default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
+        /// sqlite://PATH, sqlite::memory: or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]
+        /// (the value is never shown in --help: it may hold a password).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
         database_url: String,
         /// Reconciles running at once.
         #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8)]
@@ -63,8 +64,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RotateArgs {
-    /// Standalone: the SQLite database (sqlite://PATH).
-    #[arg(long, env = "DATABASE_URL")]
+    /// Standalone: the database (sqlite://PATH or postgresql://...).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Kubernetes: rotate the Secrets in this namespace.
     #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
@@ -401,11 +402,11 @@ fn live_config() -> anyhow::Result<calsync::engine::live::LiveConfig> {
 async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
     let report = match (&args.database_url, &args.namespace, args.all_namespaces) {
         (Some(url), None, false) => {
-            let location = calsync::standalone::db::Location::parse(url).map_err(anyhow::Error::msg)?;
+            let path = calsync::standalone::backend::secrets_path(url).map_err(anyhow::Error::msg)?;
             // Never generate a key here: rotating to a fresh random key would lock the data away.
-            let key = calsync::standalone::secrets::existing_encryption_key(location.path())?;
+            let key = calsync::standalone::secrets::existing_encryption_key(path.as_deref())?;
             let keys = calsync::standalone::secrets::keyring(key)?;
-            let store = calsync::standalone::SqliteObjects::open(url, keys).await?;
+            let store = calsync::standalone::Store::open(url, keys).await?;
             store.rotate_keys().await?
         }
         (None, namespace, all) if namespace.is_some() || all => {

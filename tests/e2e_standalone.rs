@@ -65,9 +65,23 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut f: F) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_flow_for_apple_against_radicale() {
+    seed_flow(Vec::new()).await
+}
+
+/// The same seed flow with standalone on PostgreSQL (a fresh database of the test server); its
+/// password is recorded for the CI leak check (never in a log or response).
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_flow_for_apple_against_radicale_on_postgresql() {
+    let pg = tokio::task::spawn_blocking(support::postgres::shared).await.expect("start PostgreSQL");
+    support::calsync_bin::artifacts::record_secret("postgresql-password", pg.password());
+    let url = tokio::task::spawn_blocking(|| support::postgres::shared().database()).await.expect("database");
+    seed_flow(vec![("DATABASE_URL", url)]).await
+}
+
+async fn seed_flow(env: Vec<(&'static str, String)>) {
     let (server, raw) = radicale().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cs = Standalone::start(dir.path()).await;
+    let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
     let user = "test_user_123";
 
     // 1. Connect (the Apple form, pointed at Radicale with server_url).
@@ -160,6 +174,9 @@ async fn seed_flow_for_apple_against_radicale() {
     let (s, body) = cs.call("GET", &format!("/connection-status/{user}"), None).await;
     assert_eq!((s, &body["connected"]), (200, &json!(false)), "{body}");
     assert!(!cs.log().contains(&server.password), "the password reached the log");
+    if env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        assert!(cs.log().contains("opened the PostgreSQL store"), "not on PostgreSQL:\n{}", cs.log());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,11 +1,14 @@
-//! Standalone mode: the engine on an embedded SQLite store, without a Kubernetes cluster.
+//! Standalone mode: the engine on an embedded SQLite store or on PostgreSQL (`DATABASE_URL`
+//! selects, `backend::Store`), without a Kubernetes cluster.
 //!
 //! Owns: the SQLite `Objects` store (`store`, `rows`, `db`, `watch`; credentials are sealed with
-//! `credentials::envelope`), generated secrets (`secrets`), the work-queue driver (`queue`),
+//! `credentials::envelope`), the PostgreSQL one (`pg`), the object semantics both share
+//! (`semantics`), the choice between them (`backend`), generated secrets (`secrets`), the work-queue driver (`queue`),
 //! `run_standalone`, and the `apply`/`get`/`delete` commands (`cli`, `validate`, `table`). Must
 //! not touch: reconcile decisions (engine), provider calls (providers) or HTTP (api, mounted
 //! through `run_standalone`).
 
+pub mod backend;
 pub mod cli;
 pub mod db;
 pub mod pg;
@@ -18,6 +21,7 @@ pub mod table;
 pub mod validate;
 mod watch;
 
+pub use backend::Store;
 pub use rows::StoredEvent;
 pub use store::{SecretName, SqliteObjects};
 
@@ -30,7 +34,7 @@ use crate::providers::Connector;
 /// Configuration of `calsync standalone`.
 #[derive(Clone, Debug)]
 pub struct StandaloneConfig {
-    /// `DATABASE_URL`: `sqlite://PATH` or `sqlite::memory:`.
+    /// `DATABASE_URL`: `sqlite://PATH`, `sqlite::memory:`, or `postgres://`/`postgresql://`.
     pub database_url: String,
     pub engine: EngineConfig,
     pub queue: queue::QueueConfig,
@@ -53,7 +57,7 @@ impl Default for StandaloneConfig {
 /// What a component mounted into standalone mode (the REST API) gets.
 #[derive(Clone)]
 pub struct Services {
-    pub store: SqliteObjects,
+    pub store: Store,
     pub engine: Engine,
     /// The connector the engine uses (the REST API checks and reads calendars with it too).
     pub connector: Arc<dyn Connector>,
@@ -103,13 +107,13 @@ where
     M: FnOnce(Services) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let location = db::Location::parse(&config.database_url).map_err(StandaloneError::Config)?;
-    let secrets = secrets::load_or_generate(location.path())?;
+    let secrets_path = backend::secrets_path(&config.database_url).map_err(StandaloneError::Config)?;
+    let secrets = secrets::load_or_generate(secrets_path.as_deref())?;
     for f in &secrets.files {
         eprintln!("{}", f.notice());
     }
     let keys = secrets::keyring(secrets.encryption_key.clone())?;
-    let store = SqliteObjects::open(&config.database_url, keys.clone()).await?;
+    let store = Store::open(&config.database_url, keys.clone()).await?;
     if let Some(tap) = &config.status_tap {
         store.set_status_tap(tap.0.clone())?;
     }
