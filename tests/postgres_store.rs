@@ -331,3 +331,77 @@ async fn the_outbox_delivers_reschedules_dead_letters_and_disables() {
     store.outbox_disable_endpoint("h", "410").await.unwrap();
     assert_eq!(store.outbox_endpoint_disabled("h").await.unwrap().as_deref(), Some("410"));
 }
+
+/// One message per TaskSync status write naming its owner; panics (inside the transaction)
+/// when told to.
+#[derive(Default)]
+struct TestTap {
+    panic: std::sync::atomic::AtomicBool,
+}
+
+impl calsync::standalone::store::StatusTap for TestTap {
+    fn task_sync(
+        &self,
+        _before: &TaskSync,
+        after: &TaskSync,
+        owner: &dyn Fn(&str) -> Option<(String, String)>,
+    ) -> Vec<OutboxMessage> {
+        assert!(!self.panic.load(std::sync::atomic::Ordering::Relaxed), "tap fails inside the transaction");
+        let (user, provider) = owner(&after.spec.connection_ref.name).unwrap_or_default();
+        vec![OutboxMessage { id: format!("msg_{}", rv(after)), body: format!("{user}/{provider}") }]
+    }
+    fn connection(&self, _: &CalendarConnection, _: &CalendarConnection) -> Vec<OutboxMessage> {
+        Vec::new()
+    }
+    fn recorded(&self, _: usize) {}
+}
+
+#[tokio::test]
+async fn webhook_messages_commit_with_the_status_write_or_not_at_all() {
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let store = PgObjects::open(&url, keyring()).await.unwrap();
+    let tap = Arc::new(TestTap::default());
+    store.set_status_tap(tap.clone()).unwrap();
+    store.apply_connection(&conn("c")).await.unwrap();
+    store.apply_task_sync(&task("ts")).await.unwrap();
+    let status = |e: &str| calsync::resources::TaskSyncStatus { event_id: Some(e.into()), ..Default::default() };
+    let written = store.patch_task_sync_status("default", "ts", &status("e1")).await.unwrap();
+    let due = store.outbox_due(i64::MAX, 10, vec![]).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id.clone(), due[0].body.as_str()), (format!("msg_{}", rv(&written)), "alice/apple"));
+    tap.panic.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(store.patch_task_sync_status("default", "ts", &status("e2")).await.is_err());
+    let ts = store.get_task_sync("default", "ts").await.unwrap().unwrap();
+    assert_eq!(ts.status.unwrap().event_id.as_deref(), Some("e1"), "the status write rolled back with the tap");
+    assert_eq!(store.outbox_depth().await.unwrap().0, 1);
+}
+
+/// The binary: `--help` never shows DATABASE_URL's value, and a wrong password makes a command
+/// exit non-zero within seconds naming the host, never the password.
+#[tokio::test]
+async fn the_binary_never_shows_the_database_password() {
+    let _env = ENV.lock().await;
+    let pg = tokio::task::spawn_blocking(postgres::shared).await.unwrap();
+    let secret = "bin-secret-pw-7d2e";
+    let run = |args: &[&str], url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_calsync"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("ENCRYPTION_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let help = run(&["standalone", "--help"], format!("postgresql://calsync:{secret}@db.example/getitdone"));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("DATABASE_URL") && !text.contains(secret), "{text}");
+    let started = Instant::now();
+    let url = format!("postgresql://postgres:{secret}@127.0.0.1:{}/postgres?sslmode=disable", pg.port);
+    let out = tokio::task::spawn_blocking(move || run(&["get", "tasksyncs"], url)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(err.contains("127.0.0.1") && err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains(secret), "{err}");
+}
