@@ -57,9 +57,23 @@ enum Command {
     /// ENCRYPTION_KEYS_PREVIOUS open the old ones) and report counts. Standalone with
     /// --database-url, Kubernetes with --namespace or -A. Safe to run again.
     RotateKeys(RotateArgs),
+    /// Copy a standalone SQLite database into PostgreSQL (objects with status and history,
+    /// credentials still sealed, Events, the webhook outbox) and print counts. Rows already in
+    /// PostgreSQL are left alone, so it is safe to run again.
+    Migrate(MigrateArgs),
     /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
     #[command(subcommand)]
     Bench(calsync::bench::BenchCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    /// The SQLite database to copy (sqlite://PATH).
+    #[arg(long, default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
+    from: String,
+    /// The PostgreSQL database to copy into (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -223,6 +237,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Api(args) => runtime()?.block_on(kube_api(args))?,
         Command::RotateKeys(args) => runtime()?.block_on(rotate_keys(args))?,
+        Command::Migrate(args) => runtime()?.block_on(async {
+            if !calsync::standalone::pg::is_postgres_url(&args.database_url) {
+                anyhow::bail!(
+                    "--database-url must be a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
+                );
+            }
+            let report = calsync::standalone::pg::import_sqlite(&args.from, &args.database_url).await?;
+            print!("{report}");
+            anyhow::Ok(())
+        })?,
         Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())

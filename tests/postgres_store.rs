@@ -405,3 +405,78 @@ async fn the_binary_never_shows_the_database_password() {
     assert!(err.contains("127.0.0.1") && err.contains("password authentication failed"), "{err}");
     assert!(!err.contains(secret), "{err}");
 }
+
+/// Run the binary with `DATABASE_URL=url` and the test key; its stdout (it must succeed).
+fn cli(args: Vec<String>, url: String) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("ENCRYPTION_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `calsync migrate`: a populated SQLite database copied into PostgreSQL gives the same
+/// `calsync get` output, credentials that open with the same key, and a second run copies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_a_sqlite_database_once_with_counts() {
+    let _env = ENV.lock().await;
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let keys = || Keyring::new(Key::from_base64(KEY).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", dir.path().join("calsync.db").display());
+    let sqlite = calsync::standalone::SqliteObjects::open(&sqlite_url, keys()).await.unwrap();
+    sqlite.apply_connection(&conn("c")).await.unwrap();
+    let creds = Credentials::Basic { username: "u".into(), password: SecretString::from("migrated-pw") };
+    let r = SecretRef { name: "c-creds".into(), key: None };
+    sqlite.write_credentials("default", &r, &creds, &ObjectKey::connection("default", "c")).await.unwrap();
+    for name in ["t1", "t2"] {
+        sqlite.apply_task_sync(&task(name)).await.unwrap();
+        let st = calsync::resources::TaskSyncStatus { event_id: Some(format!("ev-{name}")), ..Default::default() };
+        sqlite.patch_task_sync_status("default", name, &st).await.unwrap();
+    }
+    sqlite.add_finalizer(&ObjectKey::task_sync("default", "t1"), "calendar.getitdone.app/cleanup").await.unwrap();
+    let ev = ObjectEvent {
+        type_: EventType::Normal,
+        reason: "EventCreated".into(),
+        note: "n".into(),
+        action: "Create".into(),
+    };
+    sqlite.publish_event(&ObjectKey::task_sync("default", "t1"), &ev).await.unwrap();
+    sqlite.outbox_push(vec![OutboxMessage { id: "msg_1".into(), body: "{}".into() }]).await.unwrap();
+    let last_rv = rv(&sqlite.get_task_sync("default", "t2").await.unwrap().unwrap());
+    drop(sqlite);
+
+    let (pg_url, _) = fresh_db().await;
+    let migrate = {
+        let (from, to) = (sqlite_url.clone(), pg_url.clone());
+        move || cli(vec!["migrate".into(), "--from".into(), from.clone()], to.clone())
+    };
+    let first = tokio::task::spawn_blocking(migrate.clone()).await.unwrap();
+    assert!(first.contains("objects: 3 copied, 0 already present"), "{first}");
+    assert!(first.contains("secrets: 1 copied") && first.contains("webhook_outbox: 1 copied"), "{first}");
+    let again = tokio::task::spawn_blocking(migrate).await.unwrap();
+    assert!(again.contains("objects: 0 copied, 3 already present"), "{again}");
+    assert!(again.contains("secrets: 0 copied, 1 already present"), "{again}");
+
+    for what in ["tasksyncs", "calendarconnections"] {
+        let args = || vec!["get".to_string(), what.to_string(), "-o".into(), "yaml".into()];
+        let (a, b) = (args(), args());
+        let (s, p) = (sqlite_url.clone(), pg_url.clone());
+        let on_sqlite = tokio::task::spawn_blocking(move || cli(a, s)).await.unwrap();
+        let on_pg = tokio::task::spawn_blocking(move || cli(b, p)).await.unwrap();
+        assert!(on_sqlite.contains("resourceVersion"), "{on_sqlite}");
+        assert_eq!(on_sqlite, on_pg, "calsync get {what} differs");
+    }
+    let pg = PgObjects::open(&pg_url, keys()).await.unwrap();
+    assert_eq!(pg.read_credentials("default", &r).await.unwrap(), Some(creds), "still sealed, same key");
+    assert!(pg.find_task_sync_by_event("default", "ev-t2").await.unwrap().is_some());
+    assert_eq!(pg.events(None, 10).await.unwrap().len(), 1);
+    assert_eq!(pg.outbox_depth().await.unwrap().0, 1);
+    assert!(rv(&pg.apply_task_sync(&task("t3")).await.unwrap()) > last_rv, "resourceVersions continue");
+    pg.outbox_push(vec![OutboxMessage { id: "msg_2".into(), body: "{}".into() }]).await.unwrap();
+    assert_eq!(pg.outbox_depth().await.unwrap().0, 2, "outbox sequence continues after the copied rows");
+}

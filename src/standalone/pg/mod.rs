@@ -16,6 +16,7 @@
 //! must not differ, the object semantics, is shared code; the contract suite runs on both.
 
 mod connect;
+mod import;
 mod listen;
 mod objects;
 mod outbox;
@@ -24,6 +25,7 @@ pub mod schema;
 mod secrets;
 
 pub use connect::{Target, is_postgres_url};
+pub use import::{ImportReport, import_sqlite};
 
 use std::sync::Arc;
 use std::time::Duration;
