@@ -480,3 +480,96 @@ async fn migrate_copies_a_sqlite_database_once_with_counts() {
     pg.outbox_push(vec![OutboxMessage { id: "msg_2".into(), body: "{}".into() }]).await.unwrap();
     assert_eq!(pg.outbox_depth().await.unwrap().0, 2, "outbox sequence continues after the copied rows");
 }
+
+/// Every connection of the store killed by the server (a failover, a restart, an idle reaper):
+/// nothing half-written, the next calls work on new connections, and the LISTEN connection
+/// comes back so other processes' writes are notified again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_recovers_when_the_server_drops_its_connections() {
+    let _env = ENV.lock().await;
+    let (url, db) = fresh_db().await;
+    let a = PgObjects::open(&url, keyring()).await.unwrap();
+    let b = PgObjects::open(&url, keyring()).await.unwrap();
+    a.apply_task_sync(&task("before")).await.unwrap();
+    let sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    );
+    let killed = tokio::task::spawn_blocking(move || postgres::shared().psql("postgres", &sql)).await.unwrap();
+    assert!(killed.parse::<u32>().unwrap() >= 2, "killed {killed} connections");
+    // A call may fail once as Unavailable (the engine retries those); it never half-writes.
+    let mut written = None;
+    for _ in 0..20 {
+        match a.apply_task_sync(&task("after")).await {
+            Ok(t) => {
+                written = Some(t);
+                break;
+            }
+            Err(e) => {
+                assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(written.is_some(), "the store did not recover");
+    assert!(a.get_task_sync("default", "before").await.unwrap().is_some());
+    let mut rx = a.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        b.set_annotations(
+            &ObjectKey::task_sync("default", "after"),
+            &[("n".to_string(), format!("{:?}", Instant::now()))].into(),
+        )
+        .await
+        .unwrap();
+        if let Ok(Ok(key)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            assert_eq!(key, ObjectKey::task_sync("default", "after"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "LISTEN did not come back");
+    }
+}
+
+/// Backups: `pg_dump` of the database restored into another one is a working calsync database
+/// (objects, sealed credentials under the same key, sequences that continue).
+#[tokio::test]
+async fn a_pg_dump_restores_into_a_working_database() {
+    let _env = ENV.lock().await;
+    let (url, db) = fresh_db().await;
+    let keys = keyring();
+    let store = PgObjects::open(&url, keys.clone()).await.unwrap();
+    let c = store.apply_connection(&conn("c")).await.unwrap();
+    let creds = Credentials::Basic { username: "u".into(), password: SecretString::from("backed-up-pw") };
+    let r = SecretRef { name: "c-creds".into(), key: None };
+    store.write_credentials("default", &r, &creds, &ObjectKey::connection("default", "c")).await.unwrap();
+    drop(store);
+    let restored = tokio::task::spawn_blocking(move || {
+        let pg = postgres::shared();
+        let dump = tempfile::NamedTempFile::new().unwrap();
+        let port = pg.port.to_string();
+        let tool = |name: &str| std::process::Command::new(postgres::bin_dir().join(name));
+        let out = tool("pg_dump")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", postgres::USER, "-Fc", "-f"])
+            .arg(dump.path())
+            .arg(&db)
+            .env("PGPASSWORD", pg.password())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        let target = pg.create_database();
+        let out = tool("pg_restore")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", postgres::USER, "--no-owner", "-d", &target])
+            .arg(dump.path())
+            .env("PGPASSWORD", pg.password())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+        pg.url_of(&target)
+    })
+    .await
+    .unwrap();
+    let store = PgObjects::open(&restored, keys).await.unwrap();
+    let back = store.get_connection("default", "c").await.unwrap().unwrap();
+    assert_eq!((&back.metadata.uid, &back.metadata.resource_version), (&c.metadata.uid, &c.metadata.resource_version));
+    assert_eq!(store.read_credentials("default", &r).await.unwrap(), Some(creds));
+    assert!(rv(&store.apply_task_sync(&task("t")).await.unwrap()) > rv(&back), "the sequence was restored too");
+}
