@@ -573,3 +573,48 @@ async fn a_pg_dump_restores_into_a_working_database() {
     assert_eq!(store.read_credentials("default", &r).await.unwrap(), Some(creds));
     assert!(rv(&store.apply_task_sync(&task("t")).await.unwrap()) > rv(&back), "the sequence was restored too");
 }
+
+/// Shard leases: two replicas split the shards without overlap; a replica that cannot renew
+/// (here: the lease tables locked away from it) stops owning anything before its leases may
+/// expire, and owns again once it can renew; a replica that goes away leaves its shards to the
+/// other after the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_split_shards_stop_when_they_cannot_renew_and_take_over() {
+    use calsync::standalone::pg::shards::{SHARDS, TTL, shard_of};
+    let _env = ENV.lock().await;
+    let (url, db) = fresh_db().await;
+    let (a, b) = (PgObjects::open(&url, keyring()).await.unwrap(), PgObjects::open(&url, keyring()).await.unwrap());
+    let sa = a.shards().await.unwrap();
+    assert_eq!(sa.held().len(), SHARDS as usize, "alone, one replica holds every shard");
+    let sb = b.shards().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(sa.held().len() == 32 && sb.held().len() == 32) {
+        assert!(Instant::now() < deadline, "no even split: {} / {}", sa.held().len(), sb.held().len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sa.held().is_disjoint(&sb.held()));
+    let key = ObjectKey::task_sync("default", "t");
+    assert!(sa.owns(&key) != sb.owns(&key), "exactly one replica owns {key} (shard {})", shard_of(&key));
+
+    // Lock the lease tables for 12 s: neither replica can renew.
+    let locker = std::thread::spawn(move || {
+        postgres::shared().psql(&db, "BEGIN; LOCK TABLE replicas, shard_leases; SELECT pg_sleep(12); COMMIT;")
+    });
+    tokio::time::sleep(TTL).await;
+    assert!(!sa.owns(&key) && !sb.owns(&key), "a replica kept writing without its lease");
+    tokio::task::spawn_blocking(move || locker.join().unwrap()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sa.owns(&key) == sb.owns(&key) {
+        assert!(Instant::now() < deadline, "ownership did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    drop(sb);
+    drop(b);
+    let deadline = Instant::now() + TTL * 3;
+    while sa.held().len() < SHARDS as usize {
+        assert!(Instant::now() < deadline, "the other replica's shards were not taken over: {}", sa.held().len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sa.owns(&key));
+}

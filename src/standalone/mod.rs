@@ -127,11 +127,27 @@ where
     engine_config.live.push_keys.get_or_insert_with(|| keys.push_keys());
     let engine = Engine::new(Arc::new(store.clone()), connector.clone(), engine_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let services_store_for_shards = store.clone();
     let services = Services { store, engine: engine.clone(), connector, secrets, shutdown: stop_rx.clone() };
     let mut queue_stop = stop_rx;
     let secret_changes = services.store.subscribe_secrets();
     let mut component = tokio::spawn(mount(services));
-    let queue = tokio::spawn(queue::run_with_secrets(engine, config.queue.clone(), secret_changes, async move {
+    let mut queue_config = config.queue.clone();
+    // On PostgreSQL, several standalone processes may share the database: each reconciles only
+    // the objects of the shards it leases (one writer per object).
+    let _shards = match &services_store_for_shards {
+        Store::Postgres(pg) => {
+            let shards = pg.shards().await?;
+            let owner = shards.clone();
+            queue_config.ownership = Some(queue::Ownership {
+                owns: Arc::new(move |key: &crate::engine::ObjectKey| owner.owns(key)),
+                gained: shards.gained(),
+            });
+            Some(shards)
+        }
+        Store::Sqlite(_) => None,
+    };
+    let queue = tokio::spawn(queue::run_with_secrets(engine, queue_config, secret_changes, async move {
         let _ = queue_stop.wait_for(|s| *s).await;
     }));
     tokio::pin!(shutdown);

@@ -23,6 +23,7 @@ mod outbox;
 mod rows;
 pub mod schema;
 mod secrets;
+pub mod shards;
 
 pub use connect::{Target, is_postgres_url};
 pub use import::{ImportReport, import_sqlite};
@@ -165,6 +166,11 @@ impl PgObjects {
     /// Secrets written or deleted (by any process on this database).
     pub fn subscribe_secrets(&self) -> broadcast::Receiver<SecretName> {
         self.inner.secret_changes.subscribe()
+    }
+
+    /// Start holding shard leases as one of several replicas on this database (`shards`).
+    pub async fn shards(&self) -> Result<shards::Shards, StoreError> {
+        shards::Shards::start(self.inner.pool.clone(), self.inner.origin.clone()).await
     }
 
     /// Raw access for tests (tampering with sealed rows, schema checks).

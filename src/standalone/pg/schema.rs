@@ -91,6 +91,20 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     "#,
+    // 2: shard leases and the replicas that hold them (several `calsync standalone` on one
+    // database share the engine's work: `pg::shards`). 64 shards, free at first.
+    r#"
+    CREATE TABLE shard_leases (
+        shard INTEGER PRIMARY KEY,
+        holder TEXT NOT NULL DEFAULT '',
+        expires_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch'
+    );
+    INSERT INTO shard_leases (shard) SELECT generate_series(0, 63);
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        seen_at TIMESTAMPTZ NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
