@@ -618,3 +618,23 @@ async fn replicas_split_shards_stop_when_they_cannot_renew_and_take_over() {
     }
     assert!(sa.owns(&key));
 }
+
+/// Two processes on one outbox (replicas) never get the same message at once.
+#[tokio::test]
+async fn two_dispatchers_never_fetch_the_same_message() {
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let (a, b) = (PgObjects::open(&url, keyring()).await.unwrap(), PgObjects::open(&url, keyring()).await.unwrap());
+    let msgs = (0..10).map(|i| OutboxMessage { id: format!("m{i}"), body: "{}".into() }).collect();
+    a.outbox_push(msgs).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let first = a.outbox_due(now, 6, vec![]).await.unwrap();
+    let second = b.outbox_due(now, 10, vec![]).await.unwrap();
+    assert_eq!((first.len(), second.len()), (6, 4));
+    assert_eq!(first.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3", "m4", "m5"]);
+    assert!(first.iter().all(|e| second.iter().all(|f| f.seq != e.seq)));
+    assert!(b.outbox_due(now, 10, vec![]).await.unwrap().is_empty(), "claimed messages are not due");
+    // A sender that died: its claims run out and the messages are due again.
+    let later = now + 6 * 60 * 1000;
+    assert_eq!(b.outbox_due(later, 100, vec![]).await.unwrap().len(), 10);
+}

@@ -20,6 +20,9 @@ use crate::standalone::store::{OutboxEntry, OutboxMessage, OutboxSettle, StatusT
 
 /// Dead-lettered messages kept (newest).
 const DEAD_KEPT: i64 = 10_000;
+/// How long a fetched message is reserved for the process that fetched it (longer than a
+/// prefetched batch takes to send; a settle replaces it).
+const CLAIM_MS: i64 = 5 * 60 * 1000;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -84,22 +87,31 @@ impl PgObjects {
         self.commit(w).await
     }
 
-    /// Up to `limit` messages due at `now_ms`, earliest first, skipping `busy` (in flight).
+    /// Up to `limit` messages due at `now_ms`, earliest first, skipping `busy` (in flight), each
+    /// claimed for `CLAIM_MS`: several processes on one database (replicas) never send the same
+    /// message at once, and a message whose sender died is due again when its claim runs out.
     pub async fn outbox_due(&self, now_ms: i64, limit: usize, busy: Vec<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<(i64, String, String, i64, i32)> = sqlx::query_as(
-            "SELECT seq, msg_id, body, created_ms, attempts FROM webhook_outbox
-             WHERE next_ms <= $1 AND NOT (seq = ANY($2)) ORDER BY next_ms, seq LIMIT $3",
+        let mut w = self.begin().await?;
+        let mut rows: Vec<(i64, String, String, i64, i32, i64)> = sqlx::query_as(
+            "WITH due AS (
+                SELECT seq, next_ms AS was FROM webhook_outbox
+                WHERE next_ms <= $1 AND NOT (seq = ANY($2)) ORDER BY next_ms, seq LIMIT $3
+                FOR UPDATE SKIP LOCKED)
+             UPDATE webhook_outbox o SET next_ms = $4 FROM due WHERE o.seq = due.seq
+             RETURNING o.seq, o.msg_id, o.body, o.created_ms, o.attempts, due.was",
         )
         .bind(now_ms)
         .bind(busy)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *conn)
+        .bind(now_ms.saturating_add(CLAIM_MS))
+        .fetch_all(&mut *w.tx)
         .await
         .map_err(db_err)?;
+        self.commit(w).await?;
+        rows.sort_by_key(|r| (r.5, r.0));
         Ok(rows
             .into_iter()
-            .map(|(seq, id, body, created_ms, attempts)| OutboxEntry {
+            .map(|(seq, id, body, created_ms, attempts, _)| OutboxEntry {
                 seq,
                 id,
                 body,
