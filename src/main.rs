@@ -34,10 +34,11 @@ enum Command {
     Get(GetArgs),
     /// Delete objects from the standalone database (a running standalone finalizes them).
     Delete(DeleteArgs),
-    /// Run the engine and the REST API without a cluster, on the SQLite database (DATABASE_URL).
+    /// Run the engine and the REST API without a cluster, on SQLite or PostgreSQL (DATABASE_URL).
     Standalone {
-        /// SQLite database: sqlite://PATH or sqlite::memory:.
-        #[arg(long, env = "DATABASE_URL", default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
+        /// sqlite://PATH, sqlite::memory: or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...]
+        /// (the value is never shown in --help: it may hold a password).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
         database_url: String,
         /// Reconciles running at once.
         #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8)]
@@ -56,15 +57,29 @@ enum Command {
     /// ENCRYPTION_KEYS_PREVIOUS open the old ones) and report counts. Standalone with
     /// --database-url, Kubernetes with --namespace or -A. Safe to run again.
     RotateKeys(RotateArgs),
+    /// Copy a standalone SQLite database into PostgreSQL (objects with status and history,
+    /// credentials still sealed, Events, the webhook outbox) and print counts. Rows already in
+    /// PostgreSQL are left alone, so it is safe to run again.
+    Migrate(MigrateArgs),
     /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
     #[command(subcommand)]
     Bench(calsync::bench::BenchCommand),
 }
 
 #[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    /// The SQLite database to copy (sqlite://PATH).
+    #[arg(long, default_value = calsync::standalone::db::DEFAULT_DATABASE_URL)]
+    from: String,
+    /// The PostgreSQL database to copy into (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct RotateArgs {
-    /// Standalone: the SQLite database (sqlite://PATH).
-    #[arg(long, env = "DATABASE_URL")]
+    /// Standalone: the database (sqlite://PATH or postgresql://...).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Kubernetes: rotate the Secrets in this namespace.
     #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
@@ -222,6 +237,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Api(args) => runtime()?.block_on(kube_api(args))?,
         Command::RotateKeys(args) => runtime()?.block_on(rotate_keys(args))?,
+        Command::Migrate(args) => runtime()?.block_on(async {
+            if !calsync::standalone::pg::is_postgres_url(&args.database_url) {
+                anyhow::bail!(
+                    "--database-url must be a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
+                );
+            }
+            let report = calsync::standalone::pg::import_sqlite(&args.from, &args.database_url).await?;
+            print!("{report}");
+            anyhow::Ok(())
+        })?,
         Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())
@@ -401,11 +426,11 @@ fn live_config() -> anyhow::Result<calsync::engine::live::LiveConfig> {
 async fn rotate_keys(args: RotateArgs) -> anyhow::Result<()> {
     let report = match (&args.database_url, &args.namespace, args.all_namespaces) {
         (Some(url), None, false) => {
-            let location = calsync::standalone::db::Location::parse(url).map_err(anyhow::Error::msg)?;
+            let path = calsync::standalone::backend::secrets_path(url).map_err(anyhow::Error::msg)?;
             // Never generate a key here: rotating to a fresh random key would lock the data away.
-            let key = calsync::standalone::secrets::existing_encryption_key(location.path())?;
+            let key = calsync::standalone::secrets::existing_encryption_key(path.as_deref())?;
             let keys = calsync::standalone::secrets::keyring(key)?;
-            let store = calsync::standalone::SqliteObjects::open(url, keys).await?;
+            let store = calsync::standalone::Store::open(url, keys).await?;
             store.rotate_keys().await?
         }
         (None, namespace, all) if namespace.is_some() || all => {

@@ -65,9 +65,23 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut f: F) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_flow_for_apple_against_radicale() {
+    seed_flow(Vec::new()).await
+}
+
+/// The same seed flow with standalone on PostgreSQL (a fresh database of the test server); its
+/// password is recorded for the CI leak check (never in a log or response).
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_flow_for_apple_against_radicale_on_postgresql() {
+    let pg = tokio::task::spawn_blocking(support::postgres::shared).await.expect("start PostgreSQL");
+    support::calsync_bin::artifacts::record_secret("postgresql-password", pg.password());
+    let url = tokio::task::spawn_blocking(|| support::postgres::shared().database()).await.expect("database");
+    seed_flow(vec![("DATABASE_URL", url)]).await
+}
+
+async fn seed_flow(env: Vec<(&'static str, String)>) {
     let (server, raw) = radicale().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cs = Standalone::start(dir.path()).await;
+    let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
     let user = "test_user_123";
 
     // 1. Connect (the Apple form, pointed at Radicale with server_url).
@@ -160,6 +174,9 @@ async fn seed_flow_for_apple_against_radicale() {
     let (s, body) = cs.call("GET", &format!("/connection-status/{user}"), None).await;
     assert_eq!((s, &body["connected"]), (200, &json!(false)), "{body}");
     assert!(!cs.log().contains(&server.password), "the password reached the log");
+    if env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        assert!(cs.log().contains("opened the PostgreSQL store"), "not on PostgreSQL:\n{}", cs.log());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,4 +335,78 @@ impl<F: std::future::Future, I: Iterator<Item = F>> Buffered<F, I> {
         })
         .await
     }
+}
+
+/// Two `calsync standalone` replicas on one PostgreSQL database share the engine's work through
+/// shard leases: tasks created through either become exactly one event each; a `sync-history`
+/// written through one is read through the other; one replica killed with -9, the other takes
+/// its shards over after the leases expire and nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_postgresql_share_the_work_and_survive_a_kill_9() {
+    let (server, raw) = radicale().await;
+    let pg = tokio::task::spawn_blocking(support::postgres::shared).await.expect("start PostgreSQL");
+    support::calsync_bin::artifacts::record_secret("postgresql-password", pg.password());
+    let db = tokio::task::spawn_blocking(|| support::postgres::shared().create_database()).await.expect("db");
+    let url = pg.url_of(&db);
+    let env = vec![("DATABASE_URL", url), ("CALSYNC_SYNC_WAIT_SECONDS", "30".to_string())];
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let mut a = Standalone::start_with(dir_a.path(), Standalone::pick_port(), &env).await;
+    let b = Standalone::start_with(dir_b.path(), Standalone::pick_port(), &env).await;
+    let holders = move || {
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                support::postgres::shared().psql(
+                    &db,
+                    "SELECT count(DISTINCT holder) FROM shard_leases WHERE holder <> '' AND expires_at > now()",
+                )
+            })
+            .await
+            .expect("psql")
+        }
+    };
+    wait_until("both replicas to hold shards", 30, async || holders().await == "2").await;
+
+    let user = "replica_user";
+    let (s, body) = a
+        .call(
+            "POST",
+            "/apple/connect",
+            Some(json!({"user_id": user, "apple_id": server.user, "app_password": server.password, "server_url": server.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let day = (Utc::now() + chrono::Duration::days(3)).date_naive();
+    let task = |i: usize| {
+        json!({"user_id": user, "task_data": {"id": format!("task_{i:03}"), "name": format!("Replica task {i}"),
+            "scheduled_time": format!("{}-{:02}-{:02}T09:00:00", day.year(), day.month(), day.day()), "timezone": "UTC"}})
+    };
+    for i in 0..20 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let (s, body) = via.call("POST", "/task-to-calendar", Some(task(i))).await;
+        assert!(s == 200 || s == 202, "{s} {body}");
+    }
+    let count_ours = async || ours(&events(&raw).await).len();
+    wait_until("20 events", 60, async || count_ours().await >= 20).await;
+    // The connection's history was written by whichever replica holds its shard; both read it.
+    let (s, via_b) = b.call("GET", &format!("/sync-history/{user}"), None).await;
+    assert_eq!(s, 200, "{via_b}");
+    let (_, via_a) = a.call("GET", &format!("/sync-history/{user}"), None).await;
+    assert!(via_b["syncs"].as_array().is_some_and(|l| l.len() >= 20), "{via_b}");
+    assert_eq!(via_a["syncs"], via_b["syncs"]);
+
+    a.kill9();
+    for i in 20..30 {
+        let (s, body) = b.call("POST", "/task-to-calendar", Some(task(i))).await;
+        assert!(s == 200 || s == 202, "{s} {body}");
+    }
+    wait_until("30 events after the kill", 90, async || count_ours().await >= 30).await;
+    wait_until("one replica left holding every shard", 30, async || holders().await == "1").await;
+    let evs = events(&raw).await;
+    let mut names: Vec<&str> = ours(&evs).iter().filter_map(|l| prop(l, "SUMMARY")).collect();
+    names.sort();
+    let total = names.len();
+    names.dedup();
+    assert_eq!((total, names.len()), (30, 30), "duplicates or losses: {names:?}");
+    assert!(!b.log().contains(pg.password()) && !b.log().contains(&server.password));
 }

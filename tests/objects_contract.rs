@@ -6,6 +6,8 @@
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/versioned_credentials.rs"]
 mod versioned_credentials;
 use versioned_credentials::*;
@@ -24,6 +26,7 @@ use calsync::resources::{
     Operation, ProviderKind, SecretRef, SyncStatus, TaskSync, TaskSyncSpec, TaskSyncStatus,
 };
 use calsync::standalone::SqliteObjects;
+use calsync::standalone::pg::PgObjects;
 use kube::{Resource, ResourceExt};
 use secrecy::SecretString;
 
@@ -63,6 +66,27 @@ impl Harness for Sql {
     async fn secret_data(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         self.0.get_secret(ns, name).await.unwrap()
     }
+}
+
+/// `PgObjects` on a fresh database of the test process's PostgreSQL server.
+struct Pg(PgObjects);
+
+#[async_trait]
+impl Harness for Pg {
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(self.0.clone())
+    }
+    async fn put_secret(&self, ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>) {
+        self.0.put_secret(ns, name, data).await.unwrap();
+    }
+    async fn secret_data(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.0.get_secret(ns, name).await.unwrap()
+    }
+}
+
+async fn pg() -> Pg {
+    let url = tokio::task::spawn_blocking(|| postgres::shared().database()).await.unwrap();
+    Pg(PgObjects::open(&url, keyring()).await.unwrap())
 }
 
 /// `KubeObjects` on the strict fake API server (Secrets as the API server holds them).
@@ -373,6 +397,10 @@ macro_rules! contract {
             use super::*;
             $(#[tokio::test] async fn $name() { super::$name(&sqlite_file().await).await })*
         }
+        mod postgresql {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(&pg().await).await })*
+        }
     };
 }
 
@@ -398,6 +426,11 @@ macro_rules! credentials_contract {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(&sqlite_file().await).await })*
+        }
+        mod credentials_postgresql {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(&pg().await).await })*
         }
         mod credentials_kube {
             use super::*;

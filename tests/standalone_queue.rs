@@ -96,7 +96,7 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
     }
 }
 
-async fn synced(store: &SqliteObjects) -> usize {
+async fn synced(store: &(impl Objects + ?Sized)) -> usize {
     let all = store.list_task_syncs(Some("default"), &Labels::new()).await.unwrap();
     all.iter().filter(|t| t.status.as_ref().and_then(|s| s.event_id.as_ref()).is_some()).count()
 }

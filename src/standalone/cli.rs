@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::db::{DEFAULT_DATABASE_URL, Location};
-use super::store::SqliteObjects;
+use super::backend::{self, Store};
+use super::db::DEFAULT_DATABASE_URL;
 use super::validate::validate;
 use super::{secrets, table};
 use crate::engine::{Deletion, Kind, Labels, ObjectKey, Objects, StoreError};
@@ -26,8 +26,8 @@ const API_VERSION: &str = "calendar.getitdone.app/v1alpha1";
 /// Where the database is (shared by the three commands).
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// SQLite database: sqlite://PATH or sqlite::memory:.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    /// sqlite://PATH, sqlite::memory: or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Namespace to work in (with -f: for documents that name none).
     #[arg(short = 'n', long, default_value = "default")]
@@ -100,13 +100,13 @@ pub enum CliError {
 }
 
 /// Open the database named by `args`, with the configured or generated ENCRYPTION_KEY.
-pub async fn open_store(args: &StoreArgs, err: &mut dyn Write) -> Result<SqliteObjects, CliError> {
-    let location = Location::parse(&args.database_url).map_err(CliError::Usage)?;
-    let (key, file) = secrets::encryption_key(location.path())?;
+pub async fn open_store(args: &StoreArgs, err: &mut dyn Write) -> Result<Store, CliError> {
+    let path = backend::secrets_path(&args.database_url).map_err(CliError::Usage)?;
+    let (key, file) = secrets::encryption_key(path.as_deref())?;
     if let Some(f) = file.filter(|f| f.generated) {
         let _ = writeln!(err, "{}", f.notice());
     }
-    Ok(SqliteObjects::open(&args.database_url, secrets::keyring(key)?).await?)
+    Ok(Store::open(&args.database_url, secrets::keyring(key)?).await?)
 }
 
 fn resource(kind: Kind) -> &'static str {
@@ -189,7 +189,7 @@ fn keep_others_metadata(new: &mut ObjectMeta, old: &ObjectMeta) {
     }
 }
 
-async fn apply_secret(store: &SqliteObjects, doc: &Value, ns: &str, name: &str) -> Result<String, String> {
+async fn apply_secret(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<String, String> {
     let invalid = |cause: String| format!("The Secret {name:?} is invalid: {cause}");
     if name.is_empty() {
         return Err(invalid("metadata.name: Required value".into()));
@@ -221,7 +221,7 @@ async fn apply_secret(store: &SqliteObjects, doc: &Value, ns: &str, name: &str) 
     Ok(format!("secret/{name} {}", if created { "created" } else { "configured" }))
 }
 
-async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file: &str) -> Result<String, String> {
+async fn apply_doc(store: &Store, mut doc: Value, default_ns: &str, file: &str) -> Result<String, String> {
     let (api, kind, ns, name) = ident(&doc, default_ns);
     match (api.as_str(), kind.as_str()) {
         ("v1", "Secret") => return apply_secret(store, &doc, &ns, &name).await,
@@ -286,12 +286,7 @@ async fn apply_doc(store: &SqliteObjects, mut doc: Value, default_ns: &str, file
 
 /// `calsync apply`: every document of every file; failures are reported and counted, the rest
 /// still applied (as kubectl does).
-pub async fn apply(
-    store: &SqliteObjects,
-    args: &ApplyArgs,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
+pub async fn apply(store: &Store, args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
     let mut failed = 0;
     for path in &args.files {
         let file = path.display().to_string();
@@ -318,7 +313,7 @@ pub async fn apply(
     if failed > 0 { Err(CliError::Failed { count: failed }) } else { Ok(()) }
 }
 
-async fn fetch(store: &SqliteObjects, kind: Kind, ns: &str, name: &str) -> Result<Option<Value>, StoreError> {
+async fn fetch(store: &Store, kind: Kind, ns: &str, name: &str) -> Result<Option<Value>, StoreError> {
     Ok(match kind {
         Kind::CalendarConnection => store.get_connection(ns, name).await?.and_then(|o| serde_json::to_value(o).ok()),
         Kind::TaskSync => store.get_task_sync(ns, name).await?.and_then(|o| serde_json::to_value(o).ok()),
@@ -330,12 +325,7 @@ fn not_found(kind: Kind, name: &str) -> String {
 }
 
 /// `calsync get`.
-pub async fn get(
-    store: &SqliteObjects,
-    args: &GetArgs,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), CliError> {
+pub async fn get(store: &Store, args: &GetArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
     let kind = parse_kind(&args.kind)?;
     let ns = args.store.namespace.as_str();
     let mut items = Vec::new();
@@ -399,13 +389,7 @@ pub async fn get(
     if failed > 0 { Err(CliError::Failed { count: failed }) } else { Ok(()) }
 }
 
-async fn delete_one(
-    store: &SqliteObjects,
-    kind: Kind,
-    ns: &str,
-    name: &str,
-    ignore: bool,
-) -> Result<Option<String>, String> {
+async fn delete_one(store: &Store, kind: Kind, ns: &str, name: &str, ignore: bool) -> Result<Option<String>, String> {
     let what = format!("{}.{GROUP} {name:?}", resource(kind));
     let key = ObjectKey { kind, namespace: ns.to_string(), name: name.to_string() };
     match store.delete(&key).await.map_err(|e| format!("error: {what}: {e}"))? {
@@ -423,7 +407,7 @@ type Target = (Option<Kind>, String, String);
 
 /// `calsync delete`.
 pub async fn delete(
-    store: &SqliteObjects,
+    store: &Store,
     args: &DeleteArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,

@@ -38,9 +38,10 @@ impl Location {
             rest
         } else if let Some(rest) = url.strip_prefix("sqlite:") {
             rest
-        } else if url.contains("://") {
+        } else if let Some((scheme, _)) = url.split_once("://") {
+            // Only the scheme: the rest may hold a password.
             return Err(format!(
-                "DATABASE_URL {url:?} is not a SQLite URL: standalone mode supports only sqlite://PATH or sqlite::memory:"
+                "DATABASE_URL scheme {scheme:?} is not supported: use sqlite://PATH, sqlite::memory: or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
             ));
         } else {
             url

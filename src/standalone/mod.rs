@@ -1,21 +1,27 @@
-//! Standalone mode: the engine on an embedded SQLite store, without a Kubernetes cluster.
+//! Standalone mode: the engine on an embedded SQLite store or on PostgreSQL (`DATABASE_URL`
+//! selects, `backend::Store`), without a Kubernetes cluster.
 //!
 //! Owns: the SQLite `Objects` store (`store`, `rows`, `db`, `watch`; credentials are sealed with
-//! `credentials::envelope`), generated secrets (`secrets`), the work-queue driver (`queue`),
+//! `credentials::envelope`), the PostgreSQL one (`pg`), the object semantics both share
+//! (`semantics`), the choice between them (`backend`), generated secrets (`secrets`), the work-queue driver (`queue`),
 //! `run_standalone`, and the `apply`/`get`/`delete` commands (`cli`, `validate`, `table`). Must
 //! not touch: reconcile decisions (engine), provider calls (providers) or HTTP (api, mounted
 //! through `run_standalone`).
 
+pub mod backend;
 pub mod cli;
 pub mod db;
+pub mod pg;
 pub mod queue;
 mod rows;
 pub mod secrets;
+mod semantics;
 pub mod store;
 pub mod table;
 pub mod validate;
 mod watch;
 
+pub use backend::Store;
 pub use rows::StoredEvent;
 pub use store::{SecretName, SqliteObjects};
 
@@ -28,7 +34,7 @@ use crate::providers::Connector;
 /// Configuration of `calsync standalone`.
 #[derive(Clone, Debug)]
 pub struct StandaloneConfig {
-    /// `DATABASE_URL`: `sqlite://PATH` or `sqlite::memory:`.
+    /// `DATABASE_URL`: `sqlite://PATH`, `sqlite::memory:`, or `postgres://`/`postgresql://`.
     pub database_url: String,
     pub engine: EngineConfig,
     pub queue: queue::QueueConfig,
@@ -51,7 +57,7 @@ impl Default for StandaloneConfig {
 /// What a component mounted into standalone mode (the REST API) gets.
 #[derive(Clone)]
 pub struct Services {
-    pub store: SqliteObjects,
+    pub store: Store,
     pub engine: Engine,
     /// The connector the engine uses (the REST API checks and reads calendars with it too).
     pub connector: Arc<dyn Connector>,
@@ -101,13 +107,13 @@ where
     M: FnOnce(Services) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let location = db::Location::parse(&config.database_url).map_err(StandaloneError::Config)?;
-    let secrets = secrets::load_or_generate(location.path())?;
+    let secrets_path = backend::secrets_path(&config.database_url).map_err(StandaloneError::Config)?;
+    let secrets = secrets::load_or_generate(secrets_path.as_deref())?;
     for f in &secrets.files {
         eprintln!("{}", f.notice());
     }
     let keys = secrets::keyring(secrets.encryption_key.clone())?;
-    let store = SqliteObjects::open(&config.database_url, keys.clone()).await?;
+    let store = Store::open(&config.database_url, keys.clone()).await?;
     if let Some(tap) = &config.status_tap {
         store.set_status_tap(tap.0.clone())?;
     }
@@ -121,11 +127,27 @@ where
     engine_config.live.push_keys.get_or_insert_with(|| keys.push_keys());
     let engine = Engine::new(Arc::new(store.clone()), connector.clone(), engine_config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let services_store_for_shards = store.clone();
     let services = Services { store, engine: engine.clone(), connector, secrets, shutdown: stop_rx.clone() };
     let mut queue_stop = stop_rx;
     let secret_changes = services.store.subscribe_secrets();
     let mut component = tokio::spawn(mount(services));
-    let queue = tokio::spawn(queue::run_with_secrets(engine, config.queue.clone(), secret_changes, async move {
+    let mut queue_config = config.queue.clone();
+    // On PostgreSQL, several standalone processes may share the database: each reconciles only
+    // the objects of the shards it leases (one writer per object).
+    let _shards = match &services_store_for_shards {
+        Store::Postgres(pg) => {
+            let shards = pg.shards().await?;
+            let owner = shards.clone();
+            queue_config.ownership = Some(queue::Ownership {
+                owns: Arc::new(move |key: &crate::engine::ObjectKey| owner.owns(key)),
+                gained: shards.gained(),
+            });
+            Some(shards)
+        }
+        Store::Sqlite(_) => None,
+    };
+    let queue = tokio::spawn(queue::run_with_secrets(engine, queue_config, secret_changes, async move {
         let _ = queue_stop.wait_for(|s| *s).await;
     }));
     tokio::pin!(shutdown);

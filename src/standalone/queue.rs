@@ -43,6 +43,22 @@ pub struct QueueConfig {
     pub sweep: Duration,
     /// Backoff after a reconcile failed with a store error.
     pub backoff: Backoff,
+    /// Only the objects this says are ours run (several replicas on one database); `None`: all.
+    pub ownership: Option<Ownership>,
+}
+
+/// Which objects this process reconciles when several share one database (`pg::shards`):
+/// others are dropped from the queue; `gained` ticks when more became ours (all are re-listed).
+#[derive(Clone)]
+pub struct Ownership {
+    pub owns: std::sync::Arc<dyn Fn(&ObjectKey) -> bool + Send + Sync>,
+    pub gained: tokio::sync::watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ownership")
+    }
 }
 
 impl Default for QueueConfig {
@@ -51,6 +67,7 @@ impl Default for QueueConfig {
             concurrency: 8,
             sweep: Duration::from_secs(600),
             backoff: Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(300) },
+            ownership: None,
         }
     }
 }
@@ -304,6 +321,12 @@ impl Scheduler {
                 break;
             };
             self.queued.remove(&key);
+            if let Some(o) = &self.config.ownership
+                && !(o.owns)(&key)
+            {
+                // Another replica's (or none's while we cannot renew our leases): not ours to run.
+                continue;
+            }
             self.running.insert(key.clone());
             let key_for_task = key.clone();
             let engine = self.engine.clone();
@@ -351,6 +374,15 @@ async fn next_secret(rx: &mut Option<broadcast::Receiver<SecretName>>) -> Result
     }
 }
 
+async fn next_gain(
+    rx: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn drive(
     engine: Engine,
     config: QueueConfig,
@@ -364,6 +396,7 @@ async fn drive(
         let _ = requeue_tx.send(key);
     }));
     let sweep_every = config.sweep;
+    let mut gained = config.ownership.as_ref().map(|o| o.gained.clone());
     let mut s = Scheduler::new(engine, config);
     let mut tasks: JoinSet<(ObjectKey, Result<Outcome, String>)> = JoinSet::new();
     let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
@@ -410,6 +443,10 @@ async fn drive(
             },
             _ = tokio::time::sleep_until(next_timer) => {}
             _ = sweep.tick() => s.enqueue_all().await,
+            changed = next_gain(&mut gained) => match changed {
+                Ok(()) => s.enqueue_all().await,
+                Err(_) => gained = None,
+            },
         }
     }
     tracing::info!(running = tasks.len(), "work queue stopping; letting running reconciles finish");

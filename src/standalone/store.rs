@@ -2,7 +2,8 @@
 //! Kubernetes semantics as `engine::memory::MemoryObjects` (the reference) and the Kubernetes
 //! store: a global resourceVersion on every write, `Conflict` on a stale one, generation bumped
 //! only by spec changes, finalizers with deletion marking, status patches that never touch spec,
-//! connection history written only by `append_connection_history`.
+//! connection history written only by `append_connection_history`. Those decisions are
+//! `standalone::semantics`, shared with the PostgreSQL store.
 //!
 //! Owns: object/credential persistence and change notifications for standalone mode. Must not
 //! touch: reconcile decisions or provider calls. All SQLite calls run on the blocking pool behind
@@ -14,18 +15,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::db::{self, Location};
 use super::rows::{self, Row, StoredEvent, db_err};
+use super::semantics::{self, MetaOutcome};
 pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
 
 mod feeds;
 mod outbox;
-mod secrets;
+pub(super) mod secrets;
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
 use crate::credentials::feed::FeedRecord;
@@ -68,14 +70,6 @@ pub struct SqliteObjects {
 impl std::fmt::Debug for SqliteObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteObjects").field("location", &self.inner.location.to_string()).finish_non_exhaustive()
-    }
-}
-
-fn object_key<K: Row>(object: &K) -> ObjectKey {
-    ObjectKey {
-        kind: K::KIND,
-        namespace: object.meta().namespace.clone().unwrap_or_else(|| "default".into()),
-        name: object.meta().name.clone().unwrap_or_default(),
     }
 }
 
@@ -188,46 +182,11 @@ impl SqliteObjects {
     async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
         let object = object.clone();
         self.tx(move |tx, origin, changed| {
-            let what = rows::kind_str(K::KIND);
-            let meta = object.meta();
-            let name =
-                meta.name.clone().ok_or_else(|| StoreError::Invalid(format!("{what}: metadata.name is required")))?;
-            let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+            let (ns, name) = semantics::apply_target(&object)?;
             let rv = rows::next_rv(tx)?;
-            let out = match rows::load::<K>(tx, &ns, &name)? {
-                Some(mut current) => {
-                    if let Some(expected) = &meta.resource_version
-                        && current.meta().resource_version.as_ref() != Some(expected)
-                    {
-                        return Err(StoreError::Conflict(format!("{what} {ns}/{name}")));
-                    }
-                    if !current.same_spec(&object) {
-                        current.take_spec_from(&object);
-                        let generation = current.meta().generation.unwrap_or(1) + 1;
-                        current.meta_mut().generation = Some(generation);
-                    }
-                    current.meta_mut().labels = meta.labels.clone();
-                    current.meta_mut().annotations = meta.annotations.clone();
-                    current.meta_mut().resource_version = Some(rv.to_string());
-                    current
-                }
-                None => {
-                    if meta.resource_version.is_some() {
-                        return Err(StoreError::NotFound(format!("{what} {ns}/{name}")));
-                    }
-                    let mut new = object.clone();
-                    let m = new.meta_mut();
-                    m.namespace = Some(ns);
-                    m.uid = Some(uuid::Uuid::new_v4().to_string());
-                    m.generation = Some(1);
-                    m.resource_version = Some(rv.to_string());
-                    m.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-                    m.deletion_timestamp = None;
-                    new
-                }
-            };
+            let out = semantics::applied(rows::load::<K>(tx, &ns, &name)?, &object, rv)?;
             rows::save(tx, &out, origin)?;
-            changed.push(object_key(&out));
+            changed.push(semantics::object_key(&out));
             Ok(out)
         })
         .await
@@ -306,19 +265,12 @@ fn meta_in<K: Row>(
     let rv = rows::next_rv(tx)?;
     let mut obj =
         rows::load::<K>(tx, &key.namespace, &key.name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-    let changed = f(obj.meta_mut());
-    if changed {
-        obj.meta_mut().resource_version = Some(rv.to_string());
+    match semantics::change_meta(&mut obj, rv, f) {
+        MetaOutcome::Unchanged => return Ok(()),
+        MetaOutcome::Save => rows::save(tx, &obj, origin)?,
+        MetaOutcome::Remove => rows::remove(tx, key, origin)?,
     }
-    let gone = obj.meta().deletion_timestamp.is_some() && obj.meta().finalizers.as_ref().is_none_or(|f| f.is_empty());
-    if gone {
-        rows::remove(tx, key, origin)?;
-    } else if changed {
-        rows::save(tx, &obj, origin)?;
-    }
-    if changed || gone {
-        changed_keys.push(key.clone());
-    }
+    changed_keys.push(key.clone());
     Ok(())
 }
 
@@ -375,10 +327,7 @@ impl Objects for SqliteObjects {
             let marked = Arc::new(AtomicBool::new(false));
             let m2 = marked.clone();
             let f = move |m: &mut ObjectMeta| {
-                if m.deletion_timestamp.is_none() {
-                    m.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-                }
-                m2.store(m.finalizers.as_ref().is_some_and(|f| !f.is_empty()), Ordering::Relaxed);
+                m2.store(semantics::mark_deleted(m), Ordering::Relaxed);
                 true
             };
             match key.kind {
@@ -392,32 +341,12 @@ impl Objects for SqliteObjects {
 
     async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
         let finalizer = finalizer.to_string();
-        self.with_meta(key, move |m| {
-            if m.deletion_timestamp.is_some() {
-                // Kubernetes forbids adding finalizers to an object being deleted.
-                return false;
-            }
-            let list = m.finalizers.get_or_insert_with(Vec::new);
-            if list.contains(&finalizer) {
-                return false;
-            }
-            list.push(finalizer);
-            true
-        })
-        .await
+        self.with_meta(key, move |m| semantics::add_finalizer(m, &finalizer)).await
     }
 
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
         let finalizer = finalizer.to_string();
-        self.with_meta(key, move |m| {
-            let Some(list) = m.finalizers.as_mut() else {
-                return false;
-            };
-            let before = list.len();
-            list.retain(|f| *f != finalizer);
-            list.len() != before
-        })
-        .await
+        self.with_meta(key, move |m| semantics::remove_finalizer(m, &finalizer)).await
     }
 
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {

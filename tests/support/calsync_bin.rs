@@ -68,8 +68,7 @@ impl Standalone {
         let log_path = artifacts::path("calsync-standalone", "log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_calsync"));
-        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        let child = command
+        command
             .arg("standalone")
             .env("DATABASE_URL", Self::database_url(dir))
             .env("CALSYNC_LISTEN", format!("127.0.0.1:{port}"))
@@ -77,6 +76,9 @@ impl Standalone {
             .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
             .env("SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info")
+            // After the defaults, so a test can override them (e.g. DATABASE_URL=postgresql://...).
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

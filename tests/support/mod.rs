@@ -9,4 +9,5 @@ pub mod fake_graph;
 pub mod google_world;
 pub mod live;
 pub mod oidc;
+pub mod postgres;
 pub mod radicale;

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::engine::StoreError;
-use crate::standalone::SqliteObjects;
 pub use crate::standalone::store::{OutboxEntry, OutboxMessage, OutboxSettle};
+use crate::standalone::{SqliteObjects, Store};
 
 /// Where messages wait until the receiver acknowledges them.
 #[async_trait]
@@ -31,6 +31,29 @@ pub trait Outbox: Send + Sync + 'static {
 
 #[async_trait]
 impl Outbox for SqliteObjects {
+    async fn due(&self, now_ms: i64, limit: usize, busy: Vec<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_due(now_ms, limit, busy).await
+    }
+    async fn next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.outbox_next_due(now_ms).await
+    }
+    async fn depth(&self) -> Result<(u64, Option<i64>), StoreError> {
+        self.outbox_depth().await
+    }
+    async fn settle(&self, outcomes: Vec<OutboxSettle>) -> Result<(), StoreError> {
+        self.outbox_settle(outcomes).await
+    }
+    async fn disabled(&self, endpoint: &str) -> Result<Option<String>, StoreError> {
+        self.outbox_endpoint_disabled(endpoint).await
+    }
+    async fn disable(&self, endpoint: &str, reason: &str) -> Result<(), StoreError> {
+        self.outbox_disable_endpoint(endpoint, reason).await
+    }
+}
+
+/// The store standalone chose (SQLite or PostgreSQL): the same durable outbox.
+#[async_trait]
+impl Outbox for Store {
     async fn due(&self, now_ms: i64, limit: usize, busy: Vec<i64>) -> Result<Vec<OutboxEntry>, StoreError> {
         self.outbox_due(now_ms, limit, busy).await
     }

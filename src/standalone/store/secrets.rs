@@ -15,7 +15,7 @@ use crate::engine::{ObjectKey, StoreError};
 use crate::resources::SecretRef;
 
 /// Open a sealed row into the Secret's data map.
-fn open_row(
+pub(in crate::standalone) fn open_row(
     keys: &Keyring,
     namespace: &str,
     name: &str,
@@ -30,7 +30,11 @@ fn open_row(
     rows::decode_secret_data(&plain).ok_or_else(|| unreadable("the decrypted data is not a Secret map".into()))
 }
 
-fn parse(namespace: &str, secret: &SecretRef, data: &BTreeMap<String, Vec<u8>>) -> Result<Credentials, StoreError> {
+pub(in crate::standalone) fn parse(
+    namespace: &str,
+    secret: &SecretRef,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<Credentials, StoreError> {
     credentials::from_secret_data(data, secret.key.as_deref())
         .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
 }

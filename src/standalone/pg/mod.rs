@@ -1,0 +1,182 @@
+//! `PgObjects`: the engine's `Objects` port on PostgreSQL, for standalone mode when
+//! `DATABASE_URL` is `postgres://` or `postgresql://`. Same semantics as the SQLite store and
+//! the in-memory reference (`standalone::semantics` decides them for both SQL stores), the same
+//! sealed credentials, Events, feeds and app-webhook outbox.
+//!
+//! Owns: the pool, write transactions and change notifications: every write is one transaction
+//! that serializes on its key (advisory lock), draws the resourceVersion from one sequence and
+//! `pg_notify`s the changed key at commit; committed keys are broadcast in-process at once and
+//! reach other processes through `LISTEN` (`listen`). Must not touch: reconcile decisions,
+//! provider calls, or the SQLite store's files.
+//!
+//! Why a second store rather than one SQL core: the SQLite store runs synchronous rusqlite
+//! transactions on the blocking pool behind one writer (its throughput work depends on that),
+//! while this one is async with a connection pool and needs cross-process locking SQLite does not
+//! have; the SQL differs in many small places (placeholders, sequences, `UNNEST`, bytea). What
+//! must not differ, the object semantics, is shared code; the contract suite runs on both.
+
+mod connect;
+mod import;
+mod listen;
+mod objects;
+mod outbox;
+mod rows;
+pub mod schema;
+mod secrets;
+pub mod shards;
+
+pub use connect::{Target, is_postgres_url};
+pub use import::{ImportReport, import_sqlite};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::sync::broadcast;
+
+use super::store::StatusTap;
+use super::watch::SecretName;
+use crate::credentials::envelope::Keyring;
+use crate::engine::{ObjectKey, StoreError};
+
+/// Connections kept open to the database by one process.
+const POOL_SIZE: u32 = 8;
+
+/// A PostgreSQL error as a store error (the engine retries these). sqlx's messages never carry
+/// the connection URL.
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => StoreError::Unavailable(format!("PostgreSQL: {}", db.message())),
+        _ => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+    }
+}
+
+struct Inner {
+    pool: PgPool,
+    keys: Keyring,
+    changes: broadcast::Sender<ObjectKey>,
+    secret_changes: broadcast::Sender<SecretName>,
+    /// Identifies this process's notifications.
+    origin: String,
+    target: Target,
+    tap: std::sync::OnceLock<Arc<dyn StatusTap>>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The PostgreSQL store. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PgObjects {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgObjects").field("target", &self.inner.target.to_string()).finish_non_exhaustive()
+    }
+}
+
+/// An open write transaction and the keys to broadcast once it commits.
+pub(super) struct Write {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    changed: Vec<ObjectKey>,
+    secrets: Vec<SecretName>,
+}
+
+impl PgObjects {
+    /// Connect to `url` (`postgres://` or `postgresql://`), migrate the schema (once, whoever
+    /// else starts at the same time), and start listening for other processes' changes. Fails
+    /// within seconds, naming the host and what to check, when the database cannot be reached.
+    pub async fn open(url: &str, keys: Keyring) -> Result<Self, StoreError> {
+        let (options, target) = connect::parse(url)?;
+        let mut first = connect::connect(&options, &target).await?;
+        let applied = schema::migrate(&mut first).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        drop(first);
+        let (changes, _) = broadcast::channel(4096);
+        let (secret_changes, _) = broadcast::channel(256);
+        let origin = uuid::Uuid::new_v4().to_string();
+        let listening = listen::start(&pool).await.map_err(|e| connect::connect_error(&target, &e))?;
+        let listener = listen::spawn(
+            listening,
+            pool.clone(),
+            target.clone(),
+            origin.clone(),
+            (changes.clone(), secret_changes.clone()),
+        );
+        tracing::info!(database = %target, migrations_applied = applied, key_id = %keys.current_id(), "opened the PostgreSQL store");
+        Ok(PgObjects {
+            inner: Arc::new(Inner {
+                pool,
+                keys,
+                changes,
+                secret_changes,
+                origin,
+                target,
+                tap: std::sync::OnceLock::new(),
+                listener,
+            }),
+        })
+    }
+
+    /// Where the database is (no password).
+    pub fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    /// A connection for reads (each statement sees committed data).
+    pub(super) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        self.inner.pool.acquire().await.map_err(db_err)
+    }
+
+    /// Begin a write transaction.
+    pub(super) async fn begin(&self) -> Result<Write, StoreError> {
+        let tx = self.inner.pool.begin().await.map_err(db_err)?;
+        Ok(Write { tx, changed: Vec::new(), secrets: Vec::new() })
+    }
+
+    /// Commit and broadcast what changed. Dropping a `Write` instead rolls it back (also what
+    /// happens when the connection drops mid-transaction: no partial object).
+    pub(super) async fn commit(&self, w: Write) -> Result<(), StoreError> {
+        w.tx.commit().await.map_err(db_err)?;
+        for key in w.changed {
+            // No subscribers is fine.
+            let _ = self.inner.changes.send(key);
+        }
+        for s in w.secrets {
+            let _ = self.inner.secret_changes.send(s);
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` Events (about `key` when given), oldest first.
+    pub async fn events(&self, key: Option<&ObjectKey>, limit: u32) -> Result<Vec<super::StoredEvent>, StoreError> {
+        let mut conn = self.conn().await?;
+        rows::events(&mut conn, key, i64::from(limit)).await
+    }
+
+    /// Secrets written or deleted (by any process on this database).
+    pub fn subscribe_secrets(&self) -> broadcast::Receiver<SecretName> {
+        self.inner.secret_changes.subscribe()
+    }
+
+    /// Start holding shard leases as one of several replicas on this database (`shards`).
+    pub async fn shards(&self) -> Result<shards::Shards, StoreError> {
+        shards::Shards::start(self.inner.pool.clone(), self.inner.origin.clone()).await
+    }
+
+    /// Raw access for tests (tampering with sealed rows, schema checks).
+    #[doc(hidden)]
+    pub async fn raw_execute(&self, sql: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        sqlx::raw_sql(sql).execute(&mut *conn).await.map(|r| r.rows_affected()).map_err(db_err)
+    }
+}

@@ -1,0 +1,307 @@
+//! The `Objects` port on PostgreSQL: each write is one transaction that takes the key's lock,
+//! reads the object, lets `standalone::semantics` decide, saves and notifies.
+//!
+//! Owns: the mapping of port calls onto `PgObjects` transactions. Must not touch: row SQL
+//! (`rows`) or the semantics themselves (`standalone::semantics`).
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::sync::broadcast;
+
+use super::{PgObjects, Write, outbox, rows};
+use crate::credentials::Credentials;
+use crate::credentials::feed::FeedRecord;
+use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
+use crate::resources::{
+    CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
+};
+use crate::standalone::rows::{Row, kind_str};
+use crate::standalone::semantics::{self, MetaOutcome};
+
+/// Events kept (newest), as in the SQLite store.
+const EVENTS_KEPT: i64 = 1000;
+
+impl PgObjects {
+    async fn get<K: Row>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        let mut conn = self.conn().await?;
+        rows::load(&mut conn, namespace, name).await
+    }
+
+    async fn list<K: Row>(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<K>, StoreError> {
+        let raw = {
+            let mut conn = self.conn().await?;
+            rows::list_raw::<K>(&mut conn, namespace, selector).await?
+        };
+        // Decoded after the connection went back to the pool (100,000 TaskSyncs take a while).
+        Ok(crate::standalone::rows::decode_list::<K>(raw))
+    }
+
+    async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
+        let (ns, name) = semantics::apply_target(object)?;
+        let mut w = self.begin().await?;
+        rows::lock_key(&mut w.tx, kind_str(K::KIND), &ns, &name).await?;
+        let current = rows::load::<K>(&mut w.tx, &ns, &name).await?;
+        let rv = rows::next_rv(&mut w.tx).await?;
+        let out = semantics::applied(current, object, rv)?;
+        rows::save(&mut w.tx, &out, &self.inner.origin).await?;
+        w.changed.push(semantics::object_key(&out));
+        self.commit(w).await?;
+        Ok(out)
+    }
+
+    /// Change an object's metadata with `f` in `w`; delete a marked object once no finalizer
+    /// remains. `NotFound` when it does not exist.
+    async fn meta_in<K: Row>(
+        &self,
+        w: &mut Write,
+        key: &ObjectKey,
+        f: impl FnOnce(&mut ObjectMeta) -> bool,
+    ) -> Result<(), StoreError> {
+        rows::lock_key(&mut w.tx, kind_str(K::KIND), &key.namespace, &key.name).await?;
+        let mut obj = rows::load::<K>(&mut w.tx, &key.namespace, &key.name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let rv = rows::next_rv(&mut w.tx).await?;
+        match semantics::change_meta(&mut obj, rv, f) {
+            MetaOutcome::Unchanged => return Ok(()),
+            MetaOutcome::Save => rows::save(&mut w.tx, &obj, &self.inner.origin).await?,
+            MetaOutcome::Remove => rows::remove(&mut w.tx, key, &self.inner.origin).await?,
+        }
+        w.changed.push(key.clone());
+        Ok(())
+    }
+
+    async fn with_meta(&self, key: &ObjectKey, f: impl FnOnce(&mut ObjectMeta) -> bool) -> Result<(), StoreError> {
+        let mut w = self.begin().await?;
+        match key.kind {
+            Kind::CalendarConnection => self.meta_in::<CalendarConnection>(&mut w, key, f).await?,
+            Kind::TaskSync => self.meta_in::<TaskSync>(&mut w, key, f).await?,
+        }
+        self.commit(w).await
+    }
+
+    async fn patch_status<K: Row>(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: impl FnOnce(&mut K),
+    ) -> Result<K, StoreError> {
+        let key = ObjectKey { kind: K::KIND, namespace: namespace.into(), name: name.into() };
+        let tap = self.inner.tap.get().cloned();
+        let mut w = self.begin().await?;
+        rows::lock_key(&mut w.tx, kind_str(K::KIND), namespace, name).await?;
+        let mut obj =
+            rows::load::<K>(&mut w.tx, namespace, name).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let rv = rows::next_rv(&mut w.tx).await?;
+        let before = tap.as_ref().map(|_| obj.clone());
+        patch(&mut obj);
+        obj.meta_mut().resource_version = Some(rv.to_string());
+        rows::save(&mut w.tx, &obj, &self.inner.origin).await?;
+        // The messages a status change owes commit with it, or neither does.
+        let recorded = match (&tap, &before) {
+            (Some(tap), Some(before)) => {
+                let owners = self.owners_of(&mut w, &obj).await?;
+                let messages = outbox::messages(tap, before, &obj, &owners)?;
+                outbox::insert(&mut w.tx, &messages, chrono::Utc::now().timestamp_millis()).await?;
+                messages.len()
+            }
+            _ => 0,
+        };
+        w.changed.push(key);
+        self.commit(w).await?;
+        if let Some(tap) = tap.filter(|_| recorded > 0) {
+            tap.recorded(recorded);
+        }
+        Ok(obj)
+    }
+
+    /// The (user id, provider) of the connection a TaskSync names, read in its transaction,
+    /// for the status tap (which asks synchronously).
+    async fn owners_of<K: Row>(&self, w: &mut Write, obj: &K) -> Result<HashMap<String, (String, String)>, StoreError> {
+        let mut owners = HashMap::new();
+        if let Some(ts) = (obj as &dyn Any).downcast_ref::<TaskSync>() {
+            let ns = ts.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let name = &ts.spec.connection_ref.name;
+            if let Some(c) = rows::load::<CalendarConnection>(&mut w.tx, &ns, name).await? {
+                owners.insert(name.clone(), (c.spec.user_id.clone(), c.spec.provider.as_str().to_string()));
+            }
+        }
+        Ok(owners)
+    }
+}
+
+#[async_trait]
+impl Objects for PgObjects {
+    async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
+        self.get(namespace, name).await
+    }
+
+    async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
+        self.get(namespace, name).await
+    }
+
+    async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
+        self.apply(object).await
+    }
+
+    async fn apply_task_sync(&self, object: &TaskSync) -> Result<TaskSync, StoreError> {
+        self.apply(object).await
+    }
+
+    async fn patch_connection_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &CalendarConnectionStatus,
+    ) -> Result<CalendarConnection, StoreError> {
+        let mut new = status.clone();
+        self.patch_status(namespace, name, move |obj: &mut CalendarConnection| {
+            new.history = obj.status.as_ref().map(|st| st.history.clone()).unwrap_or_default();
+            obj.status = Some(new);
+        })
+        .await
+    }
+
+    async fn patch_task_sync_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &TaskSyncStatus,
+    ) -> Result<TaskSync, StoreError> {
+        let new = status.clone();
+        self.patch_status(namespace, name, move |obj: &mut TaskSync| obj.status = Some(new)).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<Deletion, StoreError> {
+        let mut w = self.begin().await?;
+        let mut marked = false;
+        let f = |m: &mut ObjectMeta| {
+            marked = semantics::mark_deleted(m);
+            true
+        };
+        let found = match key.kind {
+            Kind::CalendarConnection => self.meta_in::<CalendarConnection>(&mut w, key, f).await,
+            Kind::TaskSync => self.meta_in::<TaskSync>(&mut w, key, f).await,
+        };
+        match found {
+            Err(StoreError::NotFound(_)) => return Ok(Deletion::NotFound),
+            other => other?,
+        }
+        self.commit(w).await?;
+        Ok(if marked { Deletion::Marked } else { Deletion::Deleted })
+    }
+
+    async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
+        self.with_meta(key, |m| semantics::add_finalizer(m, finalizer)).await
+    }
+
+    async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError> {
+        self.with_meta(key, |m| semantics::remove_finalizer(m, finalizer)).await
+    }
+
+    async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError> {
+        self.with_meta(key, |m| crate::engine::objects::merge_map(&mut m.labels, labels)).await
+    }
+
+    async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
+        self.with_meta(key, |m| crate::engine::objects::merge_map(&mut m.annotations, annotations)).await
+    }
+
+    async fn list_connections(
+        &self,
+        namespace: Option<&str>,
+        selector: &Labels,
+    ) -> Result<Vec<CalendarConnection>, StoreError> {
+        self.list(namespace, selector).await
+    }
+
+    async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
+        self.list(namespace, selector).await
+    }
+
+    async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
+        let mut conn = self.conn().await?;
+        rows::find_by_event(&mut conn, namespace, event_id).await
+    }
+
+    async fn read_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<Option<Credentials>, StoreError> {
+        Ok(self.read_secret_credentials(namespace, secret).await?.map(|(c, _)| c))
+    }
+
+    async fn write_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        owner: &ObjectKey,
+    ) -> Result<(), StoreError> {
+        self.write_secret_credentials(namespace, secret, credentials, owner).await
+    }
+
+    async fn delete_credentials(&self, namespace: &str, secret: &SecretRef) -> Result<(), StoreError> {
+        self.delete_secret(namespace, &secret.name).await.map(|_| ())
+    }
+
+    async fn read_credentials_versioned(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+    ) -> Result<Option<(Credentials, String)>, StoreError> {
+        self.read_secret_credentials(namespace, secret).await
+    }
+
+    async fn replace_credentials(
+        &self,
+        namespace: &str,
+        secret: &SecretRef,
+        credentials: &Credentials,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        self.replace_secret_credentials(namespace, secret, credentials, expected_version).await
+    }
+
+    async fn append_connection_history(
+        &self,
+        namespace: &str,
+        name: &str,
+        entry: HistoryEntry,
+    ) -> Result<HistoryEntry, StoreError> {
+        let mut pushed = None;
+        self.patch_status(namespace, name, |obj: &mut CalendarConnection| {
+            let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
+            pushed = Some(history::push(&mut status.history, entry, CONNECTION_HISTORY_LIMIT));
+        })
+        .await?;
+        pushed.ok_or_else(|| StoreError::Unavailable("history entry was not recorded".into()))
+    }
+
+    async fn get_feed(&self, namespace: &str, id: &str) -> Result<Option<FeedRecord>, StoreError> {
+        self.get_feed_record(namespace, id).await
+    }
+
+    async fn create_feed(&self, namespace: &str, record: &FeedRecord) -> Result<FeedRecord, StoreError> {
+        self.create_feed_record(namespace, record).await
+    }
+
+    async fn delete_feed(&self, namespace: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete_feed_record(namespace, id).await
+    }
+
+    async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
+        let type_ = match event.type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        let mut w = self.begin().await?;
+        rows::insert_event(&mut w.tx, key, [type_, &event.reason, &event.action, &event.note], EVENTS_KEPT).await?;
+        self.commit(w).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {
+        self.inner.changes.subscribe()
+    }
+}

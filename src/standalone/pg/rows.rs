@@ -1,0 +1,295 @@
+//! Row-level SQL of the PostgreSQL store, run inside one transaction: objects as JSON text with
+//! indexed columns, the label side table, sealed Secret rows, bounded Events, the resourceVersion
+//! sequence, per-key write locks and change notifications (`pg_notify`, delivered at commit).
+//!
+//! Owns: how an object maps onto PostgreSQL rows. Must not touch: Kubernetes semantics decisions
+//! (`standalone::semantics`), connection settings, or secret contents (rows stay sealed here).
+
+use sqlx::Row as _;
+use sqlx::postgres::PgConnection;
+
+use super::db_err;
+use crate::engine::{Kind, Labels, ObjectKey, StoreError};
+use crate::resources::TaskSync;
+use crate::standalone::rows::{self as shared, Row, StoredEvent, kind_from_str, kind_str};
+
+/// The channel other calsync processes LISTEN on for changed keys.
+pub const CHANNEL: &str = "calsync_changes";
+
+/// Serialize writers of one key (an object or a Secret) across every process, until the
+/// transaction ends: creates of the same new key and read-modify-write cycles never interleave,
+/// and the resourceVersion is drawn only after the lock, so it grows in commit order per object.
+pub async fn lock_key(tx: &mut PgConnection, kind: &str, namespace: &str, name: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("{kind}/{namespace}/{name}"))
+        .execute(tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Next value of the global resourceVersion sequence.
+pub async fn next_rv(tx: &mut PgConnection) -> Result<u64, StoreError> {
+    let (v,): (i64,) =
+        sqlx::query_as("SELECT nextval('calsync_resource_version')").fetch_one(tx).await.map_err(db_err)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// Tell other processes (at commit) that `kind`/`namespace`/`name` changed; `origin` lets the
+/// writer skip its own notifications.
+pub async fn notify(
+    tx: &mut PgConnection,
+    origin: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    let payload = serde_json::json!([origin, kind, namespace, name]).to_string();
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(tx).await.map_err(db_err)?;
+    Ok(())
+}
+
+fn decode<K: Row>(body: &str, ns: &str, name: &str) -> Result<K, StoreError> {
+    serde_json::from_str(body).map_err(|e| {
+        StoreError::Invalid(format!(
+            "stored {} {ns}/{name} cannot be read ({e}); delete it with `calsync delete {} {name} -n {ns}` and apply it again",
+            kind_str(K::KIND),
+            kind_str(K::KIND).to_lowercase()
+        ))
+    })
+}
+
+/// The stored object (writers hold its key lock, `lock_key`, before reading it).
+pub async fn load<K: Row>(tx: &mut PgConnection, ns: &str, name: &str) -> Result<Option<K>, StoreError> {
+    let body: Option<(String,)> =
+        sqlx::query_as("SELECT body FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3")
+            .bind(kind_str(K::KIND))
+            .bind(ns)
+            .bind(name)
+            .fetch_optional(tx)
+            .await
+            .map_err(db_err)?;
+    body.map(|(b,)| decode(&b, ns, name)).transpose()
+}
+
+/// Insert or replace the object and its labels (its metadata must be complete).
+pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, origin: &str) -> Result<(), StoreError> {
+    let meta = object.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let kind = kind_str(K::KIND);
+    let body = serde_json::to_string(object)
+        .map_err(|e| StoreError::Invalid(format!("{kind} {ns}/{name} cannot be serialized: {e}")))?;
+    let rv: i64 = meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    sqlx::query(
+        "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, deleting, event_id, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (kind, namespace, name) DO UPDATE SET uid = excluded.uid,
+           resource_version = excluded.resource_version, generation = excluded.generation,
+           deleting = excluded.deleting, event_id = excluded.event_id, body = excluded.body",
+    )
+    .bind(kind)
+    .bind(&ns)
+    .bind(&name)
+    .bind(meta.uid.clone().unwrap_or_default())
+    .bind(rv)
+    .bind(meta.generation.unwrap_or(1))
+    .bind(meta.deletion_timestamp.is_some())
+    .bind(object.event_id())
+    .bind(body)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    sqlx::query("DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3")
+        .bind(kind)
+        .bind(&ns)
+        .bind(&name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if let Some(labels) = meta.labels.as_ref().filter(|l| !l.is_empty()) {
+        let (keys, values): (Vec<&String>, Vec<&String>) = labels.iter().unzip();
+        sqlx::query(
+            "INSERT INTO labels (kind, namespace, name, key, value)
+             SELECT $1, $2, $3, k, v FROM UNNEST($4::text[], $5::text[]) AS l (k, v)",
+        )
+        .bind(kind)
+        .bind(&ns)
+        .bind(&name)
+        .bind(keys)
+        .bind(values)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    }
+    notify(tx, origin, kind, &ns, &name).await
+}
+
+/// Remove the object, its labels, and the credentials it owns (Kubernetes garbage collection of
+/// an owned Secret).
+pub async fn remove(tx: &mut PgConnection, key: &ObjectKey, origin: &str) -> Result<(), StoreError> {
+    let k = kind_str(key.kind);
+    for sql in [
+        "DELETE FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3",
+        "DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3",
+        "DELETE FROM secrets WHERE owner_kind = $1 AND namespace = $2 AND owner_name = $3",
+    ] {
+        sqlx::query(sql).bind(k).bind(&key.namespace).bind(&key.name).execute(&mut *tx).await.map_err(db_err)?;
+    }
+    notify(tx, origin, k, &key.namespace, &key.name).await
+}
+
+/// Rows of the objects of kind `K` in `namespace` (all when `None`) carrying every label of
+/// `selector`, ordered by (namespace, name), undecoded.
+pub async fn list_raw<K: Row>(
+    conn: &mut PgConnection,
+    namespace: Option<&str>,
+    selector: &Labels,
+) -> Result<Vec<shared::RawRow>, StoreError> {
+    let (keys, values): (Vec<&String>, Vec<&String>) = selector.iter().unzip();
+    // Every selector pair must match a label row: count the matches per object.
+    let rows = sqlx::query(
+        "SELECT o.namespace, o.name, o.body FROM objects o
+         WHERE o.kind = $1 AND ($2::text IS NULL OR o.namespace = $2)
+           AND (SELECT COUNT(*) FROM labels l JOIN UNNEST($3::text[], $4::text[]) AS s (k, v)
+                  ON l.key = s.k AND l.value = s.v
+                WHERE l.kind = o.kind AND l.namespace = o.namespace AND l.name = o.name) = $5
+         ORDER BY o.namespace, o.name",
+    )
+    .bind(kind_str(K::KIND))
+    .bind(namespace)
+    .bind(keys)
+    .bind(values)
+    .bind(selector.len() as i64)
+    .fetch_all(conn)
+    .await
+    .map_err(db_err)?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?, r.try_get(2).map_err(db_err)?)))
+        .collect()
+}
+
+/// The TaskSync in `namespace` whose status records `event_id` (first by name).
+pub async fn find_by_event(
+    conn: &mut PgConnection,
+    namespace: &str,
+    event_id: &str,
+) -> Result<Option<TaskSync>, StoreError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT name, body FROM objects WHERE kind = 'TaskSync' AND namespace = $1 AND event_id = $2 ORDER BY name LIMIT 1",
+    )
+    .bind(namespace)
+    .bind(event_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_err)?;
+    row.map(|(name, body)| decode(&body, namespace, &name)).transpose()
+}
+
+/// A Secret's sealed row and its version.
+pub async fn load_secret(tx: &mut PgConnection, ns: &str, name: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+    sqlx::query_as("SELECT sealed, version FROM secrets WHERE namespace = $1 AND name = $2")
+        .bind(ns)
+        .bind(name)
+        .fetch_optional(tx)
+        .await
+        .map_err(db_err)
+}
+
+/// Store a sealed Secret row (the caller holds its key lock); returns whether it was new and
+/// its new version (drawn from the resourceVersion sequence, so a re-created Secret never
+/// repeats one).
+pub async fn save_secret(
+    tx: &mut PgConnection,
+    ns: &str,
+    name: &str,
+    key_id: &str,
+    sealed: &[u8],
+    owner: Option<&ObjectKey>,
+) -> Result<(bool, i64), StoreError> {
+    let version = i64::try_from(next_rv(tx).await?).unwrap_or(i64::MAX);
+    let (inserted,): (bool,) = sqlx::query_as(
+        "INSERT INTO secrets (namespace, name, key_id, sealed, owner_kind, owner_name, updated_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, now(), $7)
+         ON CONFLICT (namespace, name) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed,
+           owner_kind = COALESCE(excluded.owner_kind, secrets.owner_kind),
+           owner_name = COALESCE(excluded.owner_name, secrets.owner_name), updated_at = excluded.updated_at,
+           version = excluded.version
+         RETURNING (xmax = 0)",
+    )
+    .bind(ns)
+    .bind(name)
+    .bind(key_id)
+    .bind(sealed)
+    .bind(owner.map(|o| kind_str(o.kind)))
+    .bind(owner.map(|o| o.name.clone()))
+    .bind(version)
+    .fetch_one(tx)
+    .await
+    .map_err(db_err)?;
+    Ok((inserted, version))
+}
+
+/// Append an Event and keep only the newest `keep`.
+pub async fn insert_event(
+    tx: &mut PgConnection,
+    key: &ObjectKey,
+    fields: [&str; 4],
+    keep: i64,
+) -> Result<(), StoreError> {
+    let [type_, reason, action, note] = fields;
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO events (time, kind, namespace, name, type, reason, action, note)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(chrono::Utc::now().to_rfc3339())
+    .bind(kind_str(key.kind))
+    .bind(&key.namespace)
+    .bind(&key.name)
+    .bind(type_)
+    .bind(reason)
+    .bind(action)
+    .bind(note)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    // Cheap most of the time: the index makes an empty range a lookup.
+    sqlx::query("DELETE FROM events WHERE id <= $1").bind(id - keep).execute(tx).await.map_err(db_err)?;
+    Ok(())
+}
+
+/// The newest `limit` Events (about `key` when given), oldest first.
+pub async fn events(
+    conn: &mut PgConnection,
+    key: Option<&ObjectKey>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT time, kind, namespace, name, type, reason, action, note FROM events
+         WHERE ($1::text IS NULL OR (kind = $1 AND namespace = $2 AND name = $3)) ORDER BY id DESC LIMIT $4",
+    )
+    .bind(key.map(|k| kind_str(k.kind)))
+    .bind(key.map(|k| k.namespace.clone()))
+    .bind(key.map(|k| k.name.clone()))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map_err(db_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows.into_iter().rev() {
+        let kind: String = r.try_get(1).map_err(db_err)?;
+        out.push(StoredEvent {
+            time: r.try_get(0).map_err(db_err)?,
+            key: ObjectKey {
+                kind: kind_from_str(&kind).unwrap_or(Kind::TaskSync),
+                namespace: r.try_get(2).map_err(db_err)?,
+                name: r.try_get(3).map_err(db_err)?,
+            },
+            type_: r.try_get(4).map_err(db_err)?,
+            reason: r.try_get(5).map_err(db_err)?,
+            action: r.try_get(6).map_err(db_err)?,
+            note: r.try_get(7).map_err(db_err)?,
+        });
+    }
+    Ok(out)
+}
