@@ -109,6 +109,21 @@ impl Scheduler {
         }
     }
 
+    /// What decides which replica runs `key` (DESIGN §8): a TaskSync goes with the connection it
+    /// uses, so a connection's TaskSyncs and its rate limiter stay in one process; a TaskSync
+    /// not seen yet (its connection unknown) goes by itself until it is.
+    fn shard_key(&self, key: &ObjectKey) -> ObjectKey {
+        match key.kind {
+            Kind::TaskSync => self
+                .seen
+                .get(key)
+                .and_then(|t| t.uses.as_deref())
+                .map(|c| ObjectKey::connection(&key.namespace, c))
+                .unwrap_or_else(|| key.clone()),
+            Kind::CalendarConnection => key.clone(),
+        }
+    }
+
     /// Record an object's trigger (and which connection it uses); returns the previous one.
     fn remember(&mut self, key: &ObjectKey, trigger: Trigger) -> Option<Trigger> {
         let uses = trigger.uses.clone();
@@ -322,7 +337,7 @@ impl Scheduler {
             };
             self.queued.remove(&key);
             if let Some(o) = &self.config.ownership
-                && !(o.owns)(&key)
+                && !(o.owns)(&self.shard_key(&key))
             {
                 // Another replica's (or none's while we cannot renew our leases): not ours to run.
                 continue;
@@ -495,6 +510,34 @@ mod tests {
 
     fn trigger(uses: &str) -> Trigger {
         Trigger { own: 1, dependents: None, uses: Some(uses.into()) }
+    }
+
+    #[tokio::test]
+    async fn a_replica_runs_the_task_syncs_of_the_connections_it_owns() {
+        let (_tx, gained) = tokio::sync::watch::channel(0);
+        let owns: Arc<dyn Fn(&ObjectKey) -> bool + Send + Sync> =
+            Arc::new(|k: &ObjectKey| *k == ObjectKey::connection("ns", "c1"));
+        let mut s = scheduler();
+        s.config.concurrency = 8;
+        s.config.ownership = Some(Ownership { owns, gained });
+        for (name, uses) in [("a", "c1"), ("b", "c2"), ("c", "c1")] {
+            s.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
+        }
+        for key in [
+            ObjectKey::task_sync("ns", "a"),
+            ObjectKey::task_sync("ns", "b"),
+            ObjectKey::task_sync("ns", "c"),
+            ObjectKey::connection("ns", "c1"),
+            ObjectKey::connection("ns", "c2"),
+        ] {
+            s.enqueue(key);
+        }
+        let mut tasks = JoinSet::new();
+        s.start_ready(&mut tasks);
+        let mut running: Vec<String> = s.running.iter().map(|k| format!("{:?}/{}", k.kind, k.name)).collect();
+        running.sort();
+        assert_eq!(running, ["CalendarConnection/c1", "TaskSync/a", "TaskSync/c"], "c1 and its TaskSyncs, together");
+        tasks.shutdown().await;
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Shard leases: how several `calsync standalone` replicas on one PostgreSQL database share the
-//! engine's work with one writer per object. Every object hashes to one of `SHARDS` shards; a
-//! replica reconciles only objects of shards it holds a lease row for. Each replica heartbeats
+//! engine's work with one writer per object. Every object key hashes to one of `SHARDS` shards
+//! (the queue asks with a TaskSync's connection key, so a connection's TaskSyncs share its
+//! shard); a replica reconciles only objects of shards it holds a lease row for. Each replica heartbeats
 //! every `TICK` (renewing its leases for `TTL`), counts the live replicas and claims free or
 //! expired shards up to its fair share (releasing extras, so a replica that joins gets work);
 //! the shards of a replica that died expire after `TTL` and are taken over.
