@@ -18,6 +18,7 @@ use crate::resources::{
     CalendarConnection, CalendarConnectionSpec, ConnectionRef, ProviderKind, SecretRef, TaskSync, TaskSyncSpec,
 };
 use crate::standalone::SqliteObjects;
+use crate::standalone::backend::Store;
 
 pub const NAMESPACE: &str = "default";
 
@@ -76,8 +77,8 @@ pub async fn open_store(dir: &Path) -> anyhow::Result<SqliteObjects> {
     SqliteObjects::open(&url, Keyring::new(Key::generate().0)).await.context("opening the bench SQLite store")
 }
 
-/// Load `connections` connections (+ Secrets) and `tasks` TaskSyncs.
-pub async fn load(store: &SqliteObjects, connections: usize, tasks: usize) -> anyhow::Result<()> {
+/// Load `connections` connections (+ Secrets) and `tasks` TaskSyncs (into either SQL store).
+pub async fn load(store: &Store, connections: usize, tasks: usize) -> anyhow::Result<()> {
     for c in 0..connections {
         let creds =
             BTreeMap::from([("username".to_string(), b"bench".to_vec()), ("password".to_string(), b"bench".to_vec())]);

@@ -14,7 +14,10 @@ use crate::bench::provider::{BenchConnector, BenchService, Op, Profile, Stats};
 use crate::bench::report;
 use crate::engine::{Backoff, Engine, EngineConfig, Labels, Objects};
 use crate::providers::limiter::{Limited, Policy};
+use crate::standalone::backend::Store;
 use crate::standalone::queue::{self, QueueConfig};
+
+use anyhow::Context;
 
 /// Options of `calsync bench bulk` / `calsync bench faults`.
 #[derive(Clone, Debug, clap::Args)]
@@ -31,6 +34,10 @@ pub struct BulkArgs {
     /// Directory for the SQLite database (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run on this database instead of a fresh SQLite file, e.g. an empty PostgreSQL database
+    /// (`postgres://user@127.0.0.1:5432/bench`), to compare the stores.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Give up waiting for convergence after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
@@ -95,10 +102,18 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
         ),
     );
     let dir = fixture::workdir(args.dir.as_deref())?;
-    let store = fixture::open_store(dir.path()).await?;
+    let (store, kind) = match &args.database_url {
+        Some(url) => {
+            let keys = crate::credentials::envelope::Keyring::new(crate::credentials::envelope::Key::generate().0);
+            let store = Store::open(url, keys).await.context("opening the bench database")?;
+            let kind = if matches!(store, Store::Postgres(_)) { "PostgreSQL" } else { "SQLite" };
+            (store, kind)
+        }
+        None => (Store::Sqlite(fixture::open_store(dir.path()).await?), "SQLite"),
+    };
     let t = Instant::now();
     fixture::load(&store, args.connections, args.tasks).await?;
-    report::info("load into SQLite (not timed below)", format!("{:.1} s", t.elapsed().as_secs_f64()));
+    report::info(&format!("load into {kind} (not timed below)"), format!("{:.1} s", t.elapsed().as_secs_f64()));
 
     let service = BenchService::new(p.clone());
     let backoff =

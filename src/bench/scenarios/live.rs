@@ -226,7 +226,7 @@ async fn notifications(args: &LiveArgs) -> anyhow::Result<u64> {
     let tasks = n * args.tasks_per_connection.max(1);
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
-    fixture::load(&store, n, tasks).await?;
+    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), n, tasks).await?;
     let service = BenchService::new_live(args.profile.clone());
     let counting = Arc::new(CountingObjects::new(Arc::new(store.clone())));
     let engine = Engine::new(counting.clone(), connector(&service)?, EngineConfig::default());
@@ -411,7 +411,7 @@ async fn polling(args: &LiveArgs) -> anyhow::Result<u64> {
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
     let t = Instant::now();
-    fixture::load(&store, n, 0).await?;
+    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), n, 0).await?;
     report::info("load into SQLite (not timed below)", format!("{:.1} s", t.elapsed().as_secs_f64()));
 
     let service = BenchService::new_live(args.profile.clone());

@@ -44,7 +44,7 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<()> {
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
     let t = Instant::now();
-    fixture::load(&store, args.connections, args.tasks).await?;
+    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
     let (rss_loaded, _) = report::rss_of("self");
     report::info("load into SQLite", format!("{:.1} s", t.elapsed().as_secs_f64()));
 

@@ -40,7 +40,7 @@ pub async fn run(args: &SteadyArgs) -> anyhow::Result<u64> {
     );
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
-    fixture::load(&store, args.connections, args.tasks).await?;
+    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
     // Converge quickly first: no latency, no quota, no faults.
     let service =
         BenchService::new(Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() });
