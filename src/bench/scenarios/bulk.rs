@@ -38,6 +38,11 @@ pub struct BulkArgs {
     /// (`postgres://user@127.0.0.1:5432/bench`), to compare the stores.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Replicas on that PostgreSQL database, each with its own store handle, engine, client
+    /// limiter and queue, sharing the work through shard leases as `calsync standalone`
+    /// processes do (on PostgreSQL the leases are used even for one).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Give up waiting for convergence after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
@@ -102,35 +107,62 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
         ),
     );
     let dir = fixture::workdir(args.dir.as_deref())?;
+    let keys = crate::credentials::envelope::Keyring::new(crate::credentials::envelope::Key::generate().0);
     let (store, kind) = match &args.database_url {
         Some(url) => {
-            let keys = crate::credentials::envelope::Keyring::new(crate::credentials::envelope::Key::generate().0);
-            let store = Store::open(url, keys).await.context("opening the bench database")?;
+            let store = Store::open(url, keys.clone()).await.context("opening the bench database")?;
             let kind = if matches!(store, Store::Postgres(_)) { "PostgreSQL" } else { "SQLite" };
             (store, kind)
         }
         None => (Store::Sqlite(fixture::open_store(dir.path()).await?), "SQLite"),
     };
+    if args.replicas > 1 && !matches!(store, Store::Postgres(_)) {
+        anyhow::bail!("--replicas needs --database-url postgres://... (replicas share a PostgreSQL database)");
+    }
     let t = Instant::now();
     fixture::load(&store, args.connections, args.tasks).await?;
     report::info(&format!("load into {kind} (not timed below)"), format!("{:.1} s", t.elapsed().as_secs_f64()));
+    report::info("replicas", args.replicas.max(1));
 
     let service = BenchService::new(p.clone());
     let backoff =
         Backoff { base: Duration::from_millis(args.backoff_base_ms), cap: Duration::from_millis(args.backoff_cap_ms) };
     let engine_config = EngineConfig { backoff, ..EngineConfig::default() };
-    // As deployed: the engine's connector is the provider behind calsync's client-side limiter.
-    let connector = Limited::new(Arc::new(BenchConnector { service: service.clone() }), policy);
-    let engine = Engine::new(Arc::new(store.clone()), Arc::new(connector), engine_config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
     let start = Instant::now();
-    let driver = tokio::spawn(queue::run_with_secrets(engine, config, store.subscribe_secrets(), async move {
-        let _ = stopped.await;
-    }));
+    let (mut stops, mut drivers, mut leases) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..args.replicas.max(1) {
+        let replica = match (&args.database_url, r) {
+            (Some(url), 1..) => Store::open(url, keys.clone()).await.context("opening a replica's store")?,
+            _ => store.clone(),
+        };
+        // As deployed: the engine's connector is the provider behind calsync's client-side
+        // limiter, one per process.
+        let connector = Limited::new(Arc::new(BenchConnector { service: service.clone() }), policy);
+        let engine = Engine::new(Arc::new(replica.clone()), Arc::new(connector), engine_config.clone());
+        let mut config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
+        if let Store::Postgres(pg) = &replica {
+            let shards = pg.shards().await.context("taking shard leases")?;
+            let owner = shards.clone();
+            config.ownership = Some(queue::Ownership {
+                owns: Arc::new(move |key: &crate::engine::ObjectKey| owner.owns(key)),
+                gained: shards.gained(),
+            });
+            leases.push(shards);
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        drivers.push(tokio::spawn(queue::run_with_secrets(engine, config, replica.subscribe_secrets(), async move {
+            let _ = stopped.await;
+        })));
+    }
     let converged = fixture::wait_synced(&store, args.tasks, Duration::from_secs(args.timeout_secs)).await?;
-    let _ = stop.send(());
-    let _ = driver.await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for driver in drivers {
+        let _ = driver.await;
+    }
+    drop(leases);
     let stats = service.stats();
     let tasks = store.list_task_syncs(Some(NAMESPACE), &Labels::new()).await?;
     let audit = fixture::audit(&tasks, &service.events_by_uid());
