@@ -73,19 +73,20 @@ impl Engine {
     pub(super) async fn finish_move(&self, ctx: &mut Ctx<'_>) -> Result<Outcome, EngineError> {
         let Some(from) = ctx.status.moving_from.clone() else { return Ok(Outcome::Done) };
         let ns = ctx.key.namespace.clone();
-        let old = self.objects.get_connection(&ns, &from.connection).await?;
-        let usable = match conn_state(old.as_ref()) {
-            ConnState::Ready | ConnState::NotReady { .. } => old.as_ref(),
-            ConnState::Missing => return self.move_abandoned(ctx, &from, "the old CalendarConnection is gone").await,
+        let Some(old) = self.objects.get_connection(&ns, &from.connection).await? else {
+            return self.move_abandoned(ctx, &from, "the old CalendarConnection is gone").await;
+        };
+        match conn_state(Some(&old)) {
             ConnState::Inactive => {
                 return self.move_abandoned(ctx, &from, "the user disconnected the old calendar").await;
             }
             ConnState::ReconnectRequired => {
                 return self.move_abandoned(ctx, &from, "the old calendar's credentials were revoked").await;
             }
-        };
-        let Some(old) = usable else { return Ok(Outcome::Done) };
-        let provider = match self.provider_of(&ns, old).await? {
+            // Not Ready for another reason (e.g. a failed check) may still delete: try it.
+            ConnState::Ready | ConnState::NotReady { .. } | ConnState::Missing => {}
+        }
+        let provider = match self.provider_of(&ns, &old).await? {
             Ok(p) => p,
             Err(e) => return self.move_failed(ctx, &from, e).await,
         };

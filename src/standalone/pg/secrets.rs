@@ -16,7 +16,7 @@ use crate::credentials::{self, Credentials};
 use crate::engine::{ObjectKey, StoreError};
 use crate::resources::SecretRef;
 use crate::standalone::rows::{SECRET_KIND, encode_secret_data};
-use crate::standalone::store::secrets::{open_row, parse};
+use crate::standalone::store::secrets::{credentials_data, open_row, parse};
 use crate::standalone::watch::SecretName;
 
 impl PgObjects {
@@ -129,10 +129,7 @@ impl PgObjects {
         credentials: &Credentials,
         owner: &ObjectKey,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(credentials)
-            .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
-        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
-        let data = BTreeMap::from([(key, json)]);
+        let data = credentials_data(secret, credentials)?;
         self.put_secret_owned(namespace, &secret.name, &data, Some(owner)).await.map(|_| ())
     }
 

@@ -39,6 +39,17 @@ pub(in crate::standalone) fn parse(
         .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{}: {e}", secret.name)))
 }
 
+/// The Secret data calsync writes for `credentials` (the inverse of `parse`), in either store.
+pub(in crate::standalone) fn credentials_data(
+    secret: &SecretRef,
+    credentials: &Credentials,
+) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+    let json = serde_json::to_vec(credentials)
+        .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
+    let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
+    Ok(BTreeMap::from([(key, json)]))
+}
+
 impl SqliteObjects {
     /// Store a Secret's data (as a platform team writes it), encrypted. Returns whether it was new.
     pub async fn put_secret(
@@ -143,10 +154,7 @@ impl SqliteObjects {
         credentials: &Credentials,
         owner: &ObjectKey,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(credentials)
-            .map_err(|e| StoreError::Invalid(format!("credentials cannot be serialized: {e}")))?;
-        let key = secret.key.clone().unwrap_or_else(|| credentials::CREDENTIALS_KEY.to_string());
-        let data = BTreeMap::from([(key, json)]);
+        let data = credentials_data(secret, credentials)?;
         self.put_secret_owned(namespace, &secret.name, &data, Some(owner.clone())).await.map(|_| ())
     }
 
