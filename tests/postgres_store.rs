@@ -574,9 +574,10 @@ async fn a_pg_dump_restores_into_a_working_database() {
     assert!(rv(&store.apply_task_sync(&task("t")).await.unwrap()) > rv(&back), "the sequence was restored too");
 }
 
-/// Shard leases: two replicas split the shards without overlap; a replica that cannot renew
-/// (here: the lease tables locked away from it) stops owning anything before its leases may
-/// expire, and owns again once it can renew; a replica that goes away leaves its shards to the
+/// Shard leases: two replicas split the shards without overlap (shards given back wait out the
+/// hand-over before the newcomer takes them); a replica that cannot renew (here: the lease
+/// tables locked away from it) stops owning anything, and refuses calendar writes, before its
+/// leases may expire, and owns again once it can renew; a replica that goes away leaves its shards to the
 /// other after the TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_split_shards_stop_when_they_cannot_renew_and_take_over() {
@@ -587,11 +588,23 @@ async fn replicas_split_shards_stop_when_they_cannot_renew_and_take_over() {
     let sa = a.shards().await.unwrap();
     assert_eq!(sa.held().len(), SHARDS as usize, "alone, one replica holds every shard");
     let sb = b.shards().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let (mut overlap, mut given_back, mut taken) = (0, None, None);
     while !(sa.held().len() == 32 && sb.held().len() == 32) {
         assert!(Instant::now() < deadline, "no even split: {} / {}", sa.held().len(), sb.held().len());
+        overlap += sa.held().intersection(&sb.held()).count();
+        if sa.held().len() == 32 {
+            given_back.get_or_insert_with(Instant::now);
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    taken.get_or_insert_with(Instant::now);
+    assert_eq!(overlap, 0, "a shard was held by both replicas during the hand-over");
+    let waited = taken.unwrap() - given_back.expect("replica a gave shards back");
+    assert!(
+        waited + Duration::from_millis(600) >= calsync::standalone::pg::shards::HANDOVER,
+        "the newcomer took the given-back shards after {waited:?}, before the hand-over ended"
+    );
     assert!(sa.held().is_disjoint(&sb.held()));
     let key = ObjectKey::task_sync("default", "t");
     assert!(sa.owns(&key) != sb.owns(&key), "exactly one replica owns {key} (shard {})", shard_of(&key));
@@ -600,8 +613,13 @@ async fn replicas_split_shards_stop_when_they_cannot_renew_and_take_over() {
     let locker = std::thread::spawn(move || {
         postgres::shared().psql(&db, "BEGIN; LOCK TABLE replicas, shard_leases; SELECT pg_sleep(12); COMMIT;")
     });
+    use calsync::providers::gate::WriteGate;
+    assert!(sa.refuse("default/c").is_none(), "calendar writes are allowed while the leases hold");
     tokio::time::sleep(TTL).await;
-    assert!(!sa.owns(&key) && !sb.owns(&key), "a replica kept writing without its lease");
+    assert!(!sa.owns(&key) && !sb.owns(&key), "a replica kept reconciling without its lease");
+    // And a reconcile already under way writes nothing more to calendars.
+    let refused = sa.refuse("default/c").expect("calendar writes refused without the leases");
+    assert_eq!(refused.0, "NoLease");
     tokio::task::spawn_blocking(move || locker.join().unwrap()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while sa.owns(&key) == sb.owns(&key) {

@@ -47,6 +47,14 @@ pub struct Leadership {
     changes: watch::Sender<bool>,
 }
 
+// The controller writes to calendars only as leader, whatever the connection.
+impl crate::providers::gate::WriteGate for Leadership {
+    fn refuse(&self, _connection: &str) -> Option<(&'static str, &'static str)> {
+        (!self.is_leader())
+            .then_some(("NotLeader", "this replica lost the leader lease; the new leader will do the write"))
+    }
+}
+
 impl Leadership {
     /// Always leader (leader election disabled, single replica, tests).
     pub fn always() -> Self {

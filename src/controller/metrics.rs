@@ -284,3 +284,9 @@ mod http_tests {
         assert!(body.contains("calsync_ready 1"), "{body}");
     }
 }
+
+impl crate::providers::gate::CallCounter for Metrics {
+    fn provider_call(&self, provider: &str, operation: &str, outcome: &str) {
+        Metrics::provider_call(self, provider, operation, outcome);
+    }
+}

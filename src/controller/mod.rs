@@ -8,7 +8,6 @@
 pub mod api;
 pub mod feed;
 pub mod feeds;
-pub mod gate;
 pub mod leader;
 pub mod metrics;
 pub mod objects;

@@ -22,12 +22,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use super::gate::GatedConnector;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::objects::KubeObjects;
 use crate::engine::{Backoff, Engine, EngineConfig, EngineError, Kind, ObjectKey, Outcome, StoreError};
 use crate::providers::Connector;
+use crate::providers::gate::GatedConnector;
 use crate::resources::{CalendarConnection, TaskSync, condition};
 
 type GuardedTaskSync = DeserializeGuard<TaskSync>;
@@ -273,8 +273,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let ns = settings.watch_namespace.as_deref();
-    let gated: Arc<dyn Connector> =
-        Arc::new(GatedConnector { inner: connector, leadership: leadership.clone(), metrics: metrics.clone() });
+    let gated: Arc<dyn Connector> = Arc::new(GatedConnector {
+        inner: connector,
+        gate: Arc::new(leadership.clone()),
+        counter: Some(metrics.clone()),
+    });
     let engine = Engine::new(Arc::new(objects.clone()), gated, settings.engine.clone());
     // TaskSyncs whose event a connection's change sync found changed in the calendar.
     let (requeue_tx, requeued) = tokio::sync::mpsc::unbounded_channel::<ObjectKey>();

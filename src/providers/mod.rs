@@ -10,6 +10,7 @@ pub mod caldav;
 pub mod dedicated;
 pub mod error;
 pub mod event;
+pub mod gate;
 pub mod google;
 pub mod http;
 pub mod limiter;

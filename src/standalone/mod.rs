@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use crate::engine::{Engine, EngineConfig, StoreError};
 use crate::providers::Connector;
+use crate::providers::gate::GatedConnector;
 
 /// Configuration of `calsync standalone`.
 #[derive(Clone, Debug)]
@@ -125,17 +126,12 @@ where
     let mut engine_config = config.engine.clone();
     // Push secrets come from the same keys that seal credentials (see credentials::push).
     engine_config.live.push_keys.get_or_insert_with(|| keys.push_keys());
-    let engine = Engine::new(Arc::new(store.clone()), connector.clone(), engine_config);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let services_store_for_shards = store.clone();
-    let services = Services { store, engine: engine.clone(), connector, secrets, shutdown: stop_rx.clone() };
-    let mut queue_stop = stop_rx;
-    let secret_changes = services.store.subscribe_secrets();
-    let mut component = tokio::spawn(mount(services));
-    let mut queue_config = config.queue.clone();
     // On PostgreSQL, several standalone processes may share the database: each reconciles only
-    // the objects of the shards it leases (one writer per object).
-    let _shards = match &services_store_for_shards {
+    // the objects of the shards it leases (one writer per object), and its engine writes to
+    // calendars only while its leases hold. The REST API keeps the ungated connector: it only
+    // reads calendars, and stopping a disconnected account's watches is best effort anyway.
+    let mut queue_config = config.queue.clone();
+    let (shards, engine_connector) = match &store {
         Store::Postgres(pg) => {
             let shards = pg.shards().await?;
             let owner = shards.clone();
@@ -143,10 +139,20 @@ where
                 owns: Arc::new(move |key: &crate::engine::ObjectKey| owner.owns(key)),
                 gained: shards.gained(),
             });
-            Some(shards)
+            let gated: Arc<dyn Connector> =
+                Arc::new(GatedConnector { inner: connector.clone(), gate: Arc::new(shards.clone()), counter: None });
+            (Some(shards), gated)
         }
-        Store::Sqlite(_) => None,
+        Store::Sqlite(_) => (None, connector.clone()),
     };
+    let engine = Engine::new(Arc::new(store.clone()), engine_connector, engine_config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let services = Services { store, engine: engine.clone(), connector, secrets, shutdown: stop_rx.clone() };
+    let mut queue_stop = stop_rx;
+    let secret_changes = services.store.subscribe_secrets();
+    let mut component = tokio::spawn(mount(services));
+    // Held until the end: dropping them stops renewing the leases.
+    let _shards = shards;
     let queue = tokio::spawn(queue::run_with_secrets(engine, queue_config, secret_changes, async move {
         let _ = queue_stop.wait_for(|s| *s).await;
     }));

@@ -6,9 +6,12 @@
 //! expired shards up to its fair share (releasing extras, so a replica that joins gets work);
 //! the shards of a replica that died expire after `TTL` and are taken over.
 //!
-//! A replica that cannot reach the database stops reconciling (so stops writing to calendars)
-//! once its leases may have expired (`TTL` minus a margin after the last successful renewal),
-//! and takes shards again when it has the database back.
+//! A replica that cannot reach the database stops reconciling, and stops every calendar write
+//! even in the middle of a reconcile (`WriteGate`, wrapped around the engine's connector), once
+//! its leases may have expired (`TTL` minus a margin after the last successful renewal), and
+//! takes shards again when it has the database back. A shard given back to make room for a
+//! joining replica stays unclaimable for `HANDOVER`, so reconciles this replica already started
+//! on it finish before the new holder starts its own.
 //!
 //! Owns: the lease rows and this replica's view of them. Must not touch: the queue's scheduling
 //! (it asks `owns`) or objects.
@@ -34,6 +37,10 @@ pub const TICK: Duration = Duration::from_secs(2);
 pub const TTL: Duration = Duration::from_secs(10);
 /// Stop reconciling this long before our leases may have expired (clock skew, slow renewal).
 const MARGIN: Duration = Duration::from_secs(2);
+/// How long a shard given back stays free before another replica may claim it: time for the
+/// reconciles already running on it here to end (most end within a second or two; a longer one
+/// that still writes is covered by the engine's deterministic event keys and If-Match updates).
+pub const HANDOVER: Duration = Duration::from_secs(6);
 
 /// The shard of an object (stable across processes and versions).
 pub fn shard_of(key: &ObjectKey) -> u32 {
@@ -97,6 +104,12 @@ impl Shards {
         view.valid_until.is_some_and(|t| Instant::now() < t) && view.held.contains(&shard_of(key))
     }
 
+    /// Whether this replica's leases are still certainly valid (it has had the database recently).
+    pub fn live(&self) -> bool {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.valid_until.is_some_and(|t| Instant::now() < t)
+    }
+
     /// Ticks when this replica gains shards (their objects need a look).
     pub fn gained(&self) -> watch::Receiver<u64> {
         self.gained.clone()
@@ -105,6 +118,19 @@ impl Shards {
     /// The shards held now.
     pub fn held(&self) -> BTreeSet<u32> {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).held.clone()
+    }
+}
+
+/// Calendar writes stop the moment this replica's leases may have expired, also in the middle of
+/// a reconcile. Not per connection: a TaskSync moving between two connections of its user writes
+/// to both calendars, and its writer is the holder of the TaskSync's shard, whoever holds the
+/// other connection's.
+impl crate::providers::gate::WriteGate for Shards {
+    fn refuse(&self, _connection: &str) -> Option<(&'static str, &'static str)> {
+        (!self.live()).then_some((
+            "NoLease",
+            "this replica cannot renew its shard leases (database unreachable); another replica takes its work over",
+        ))
     }
 }
 
@@ -149,13 +175,16 @@ impl Round {
         let mut held: BTreeSet<u32> = mine.into_iter().filter_map(|(s,)| u32::try_from(s).ok()).collect();
         let count = i64::try_from(held.len()).unwrap_or(i64::MAX);
         if count > target {
-            // Give back the highest ones; free at once (others claim expired or free rows).
+            // Give back the highest ones: no new reconcile starts on them here from now on, and
+            // others may claim them (they claim expired rows) once what runs here has ended.
             let extra: Vec<i32> = held.iter().rev().take((count - target) as usize).map(|s| *s as i32).collect();
             sqlx::query(
-                "UPDATE shard_leases SET holder = '', expires_at = 'epoch' WHERE holder = $1 AND shard = ANY($2)",
+                "UPDATE shard_leases SET holder = '', expires_at = now() + $3::interval
+                 WHERE holder = $1 AND shard = ANY($2)",
             )
             .bind(&self.id)
             .bind(&extra)
+            .bind(format!("{} seconds", HANDOVER.as_secs()))
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;

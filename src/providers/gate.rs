@@ -1,32 +1,47 @@
-//! A `Connector` wrapper for the controller: every calendar write first checks that this replica
-//! still holds the lease (so a replica that lost it starts no new write, even in the middle of a
-//! reconcile), and every provider call is counted for `/metrics`.
+//! A `Connector` wrapper that lets a process write to calendars only while it is the one writer
+//! for the connection: every calendar write (and every watch or calendar made or ended) first asks
+//! the `WriteGate`, so a process that lost its right stops in the middle of a reconcile instead of
+//! racing the process that took over. The controller's gate is its leader lease; a standalone
+//! replica's is the lease of the connection's shard. Reads are never gated. Provider calls are
+//! counted for `/metrics` when a counter is given.
 //!
-//! Owns: the gate and the counting. Must not touch: what the calls do (the wrapped provider).
+//! Owns: the gate and the counting. Must not touch: what the calls do (the wrapped provider), or
+//! how the right to write is held (leases: `controller::leader`, `standalone::pg::shards`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::leader::Leadership;
-use super::metrics::Metrics;
 use crate::credentials::Credentials;
 use crate::providers::{
     AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
 };
 
+/// Whether this process may write to a connection's calendars now.
+pub trait WriteGate: Send + Sync {
+    /// `None` when this process may write for `connection` (`namespace/name`, as in
+    /// `Target::connection`); otherwise the metric outcome label and what the refusal means.
+    fn refuse(&self, connection: &str) -> Option<(&'static str, &'static str)>;
+}
+
+/// Counts provider calls by provider, operation and outcome (the controller's `/metrics`).
+pub trait CallCounter: Send + Sync {
+    fn provider_call(&self, provider: &str, operation: &str, outcome: &str);
+}
+
 /// Wraps the real connector.
 pub struct GatedConnector {
     pub inner: Arc<dyn Connector>,
-    pub leadership: Leadership,
-    pub metrics: Arc<Metrics>,
+    pub gate: Arc<dyn WriteGate>,
+    pub counter: Option<Arc<dyn CallCounter>>,
 }
 
 struct GatedProvider {
     inner: Arc<dyn Provider>,
     provider: String,
-    leadership: Leadership,
-    metrics: Arc<Metrics>,
+    connection: String,
+    gate: Arc<dyn WriteGate>,
+    counter: Option<Arc<dyn CallCounter>>,
 }
 
 fn outcome<T>(r: &Result<T, ProviderError>) -> &'static str {
@@ -38,17 +53,19 @@ fn outcome<T>(r: &Result<T, ProviderError>) -> &'static str {
 
 impl GatedProvider {
     fn gate(&self, op: &str) -> Result<(), ProviderError> {
-        if self.leadership.is_leader() {
+        let Some((label, message)) = self.gate.refuse(&self.connection) else {
             return Ok(());
+        };
+        if let Some(c) = &self.counter {
+            c.provider_call(&self.provider, op, label);
         }
-        self.metrics.provider_call(&self.provider, op, "NotLeader");
-        Err(ProviderError::Transient {
-            message: "this replica lost the leader lease; the new leader will do the write".into(),
-        })
+        Err(ProviderError::Transient { message: message.into() })
     }
 
     fn count<T>(&self, op: &str, r: Result<T, ProviderError>) -> Result<T, ProviderError> {
-        self.metrics.provider_call(&self.provider, op, outcome(&r));
+        if let Some(c) = &self.counter {
+            c.provider_call(&self.provider, op, outcome(&r));
+        }
         r
     }
 }
@@ -60,8 +77,9 @@ impl Connector for GatedConnector {
         Ok(Arc::new(GatedProvider {
             inner,
             provider: target.provider.as_str().to_string(),
-            leadership: self.leadership.clone(),
-            metrics: self.metrics.clone(),
+            connection: target.connection.clone(),
+            gate: self.gate.clone(),
+            counter: self.counter.clone(),
         }))
     }
 }
@@ -112,7 +130,7 @@ impl Provider for GatedProvider {
         self.count("list", r)
     }
 
-    // A read: followers may make it. Forwarded, never left to the trait's default, which would
+    // A read: any process may make it. Forwarded, never left to the trait's default, which would
     // answer for the inner provider without asking it.
     async fn series_exceptions(
         &self,
@@ -128,8 +146,8 @@ impl Provider for GatedProvider {
         self.inner.push_support()
     }
 
-    // Watches are provider-side state like events: only the leader makes or ends them, so two
-    // replicas never both hold a channel for one calendar.
+    // Watches are provider-side state like events: only the writer makes or ends them, so two
+    // processes never both hold a channel for one calendar.
     async fn watch(
         &self,
         calendar: &str,
@@ -166,7 +184,7 @@ impl Provider for GatedProvider {
         self.count("dedicated_calendars", r)
     }
 
-    // Calendars are provider-side state like events: only the leader makes or deletes them.
+    // Calendars are provider-side state like events: only the writer makes or deletes them.
     async fn create_dedicated_calendar(
         &self,
         description: &str,
@@ -190,39 +208,64 @@ impl Provider for GatedProvider {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::providers::memory::{MemoryCalendar, MemoryConnector, Op};
     use crate::resources::ProviderKind;
     use secrecy::SecretString;
 
+    /// Refuses the connections listed, like a replica that holds some shards and not others.
+    #[derive(Default)]
+    struct Refusing(Mutex<Vec<String>>);
+
+    impl WriteGate for Refusing {
+        fn refuse(&self, connection: &str) -> Option<(&'static str, &'static str)> {
+            let refused = self.0.lock().unwrap().iter().any(|c| c == connection);
+            refused.then_some(("NotOwner", "another process writes for this connection now"))
+        }
+    }
+
+    #[derive(Default)]
+    struct Counted(Mutex<Vec<(String, String)>>);
+
+    impl CallCounter for Counted {
+        fn provider_call(&self, _provider: &str, operation: &str, outcome: &str) {
+            self.0.lock().unwrap().push((operation.into(), outcome.into()));
+        }
+    }
+
     #[tokio::test]
-    async fn a_follower_starts_no_write_but_may_read() {
+    async fn a_process_that_lost_the_right_starts_no_write_but_may_read() {
         let service = MemoryCalendar::new();
-        let leadership = Leadership::always();
+        let gate = Arc::new(Refusing::default());
+        let counted = Arc::new(Counted::default());
         let gated = GatedConnector {
             inner: Arc::new(MemoryConnector { service: service.clone() }),
-            leadership: leadership.clone(),
-            metrics: Arc::new(Metrics::default()),
+            gate: gate.clone(),
+            counter: Some(counted.clone()),
         };
-        let target = Target { provider: ProviderKind::Caldav, server_url: None, connection: "c".into() };
         let creds = Credentials::Basic { username: "user".into(), password: SecretString::from("secret") };
-        let provider = gated.connect(&target, &creds).await.unwrap();
-        // Lose the lease mid-reconcile: the provider handle obtained before must refuse writes.
-        let follower = Leadership::follower();
-        let gated_follower = GatedProvider {
-            inner: MemoryConnector { service: service.clone() }.connect(&target, &creds).await.unwrap(),
-            provider: "caldav".into(),
-            leadership: follower,
-            metrics: Arc::new(Metrics::default()),
-        };
-        assert!(provider.account().await.is_ok());
-        let err = gated_follower.delete("calendar", "x", None).await.unwrap_err();
-        assert!(matches!(err, ProviderError::Transient { .. }));
+        let target = |c: &str| Target { provider: ProviderKind::Caldav, server_url: None, connection: c.into() };
+        // Handles obtained while the right was held: losing it mid-reconcile must stop them.
+        let a = gated.connect(&target("ns/a"), &creds).await.unwrap();
+        let b = gated.connect(&target("ns/b"), &creds).await.unwrap();
+        gate.0.lock().unwrap().push("ns/b".into());
+
+        let err = b.delete("calendar", "x", None).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
         assert_eq!(service.count(Op::Delete), 0, "the write never reached the calendar");
-        assert!(gated_follower.get("calendar", "x").await.is_ok(), "reads are fine");
-        let made = gated_follower.create_dedicated_calendar("d").await;
-        assert!(matches!(made, Err(ProviderError::Transient { .. })), "a follower makes no calendar: {made:?}");
+        assert!(b.get("calendar", "x").await.is_ok(), "reads are fine");
+        let made = b.create_dedicated_calendar("d").await;
+        assert!(matches!(made, Err(ProviderError::Transient { .. })), "no calendar made: {made:?}");
         assert_eq!(service.count(Op::CreateCalendar), 0);
-        assert!(gated_follower.dedicated_calendars().await.is_ok(), "looking for one is a read");
+        assert!(b.dedicated_calendars().await.is_ok(), "looking for one is a read");
+
+        // The gate is per connection: the one still held writes.
+        assert!(a.create_dedicated_calendar("d").await.is_ok());
+        assert_eq!(service.count(Op::CreateCalendar), 1);
+        let calls = counted.0.lock().unwrap().clone();
+        assert!(calls.contains(&("delete".into(), "NotOwner".into())), "{calls:?}");
+        assert!(calls.contains(&("create_calendar".into(), "ok".into())), "{calls:?}");
     }
 }
