@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use calsync::oauth::config::OAuthConfig;
 use calsync::providers::Connector;
+use calsync::providers::caldav::guard::AddressPolicy;
 use calsync::standalone::cli::{self, ApplyArgs, DeleteArgs, GetArgs};
 use calsync::telemetry::{self, LogFormat};
 
@@ -181,7 +182,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli::delete(&store, &args, &mut std::io::stdout(), &mut std::io::stderr()).await
         })?,
         Command::Standalone { database_url, concurrency, listen } => {
-            let api_config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+            let mut api_config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+            let addresses = caldav_addresses(AddressPolicy::local())?;
+            api_config.caldav_addresses = addresses.clone();
             let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
@@ -197,7 +200,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let tokens = Arc::new(std::sync::OnceLock::new());
             let made = tokens.clone();
             let connector = move |objects: Arc<dyn calsync::engine::Objects>| {
-                let (connector, manager) = connectors(&oauth_config, objects).map_err(|e| format!("{e:#}"))?;
+                let (connector, manager) =
+                    connectors(&oauth_config, objects, addresses.clone()).map_err(|e| format!("{e:#}"))?;
                 if let Some(m) = manager {
                     let _ = made.set(m);
                 }
@@ -297,7 +301,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         },
     };
     let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
-    let (connector, _) = connectors(&oauth_config, Arc::new(objects.clone()))?;
+    let (connector, _) =
+        connectors(&oauth_config, Arc::new(objects.clone()), caldav_addresses(AddressPolicy::public_only())?)?;
     // Only the leader delivers; what is owed is derived from status (docs/architecture.md).
     let app_webhooks = webhooks.map(|config| {
         tracing::info!(secrets = config.signer.len(), "app webhooks on: the leader delivers what status owes");
@@ -337,7 +342,8 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
 
     // CALSYNC_OWNER is read here as by `calsync controller --owner`: both default to `calsync`,
     // so the API recognises the events the controller marks as its own.
-    let config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+    let mut config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+    config.caldav_addresses = caldav_addresses(AddressPolicy::public_only())?;
     if !config.has_auth() {
         tracing::warn!("neither CALSYNC_API_KEYS nor CALSYNC_JWT_SECRET is set: every API call will answer 401");
     }
@@ -356,7 +362,7 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     // store lives inside `serve`).
     let vault_store =
         calsync::controller::KubeObjects::new(client.clone(), args.pod_name.clone()).with_sealer(sealer.clone());
-    let (connector, tokens) = connectors(&oauth_config, Arc::new(vault_store))?;
+    let (connector, tokens) = connectors(&oauth_config, Arc::new(vault_store), config.caldav_addresses.clone())?;
     let oauth = match tokens {
         None => None,
         Some(t) => {
@@ -390,15 +396,27 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where CalDAV servers may be reached: `default` for this mode (standalone: this machine too;
+/// in a cluster: public addresses only), changed by CALSYNC_CALDAV_ALLOW_PRIVATE and
+/// CALSYNC_CALDAV_ALLOWED_HOSTS.
+fn caldav_addresses(default: AddressPolicy) -> anyhow::Result<AddressPolicy> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    AddressPolicy::from_lookup(default, &env).map_err(anyhow::Error::msg)
+}
+
 /// A process's connector and, when Google/Outlook are configured, its token manager.
 type Connectors = (Arc<dyn Connector>, Option<Arc<calsync::oauth::TokenManager>>);
 
 /// Every provider this deployment has: CalDAV always, Google/Outlook when configured, with the
 /// token manager that refreshes their tokens and writes them back through `objects`.
-fn connectors(oauth: &OAuthConfig, objects: Arc<dyn calsync::engine::Objects>) -> anyhow::Result<Connectors> {
+fn connectors(
+    oauth: &OAuthConfig,
+    objects: Arc<dyn calsync::engine::Objects>,
+    caldav_addresses: AddressPolicy,
+) -> anyhow::Result<Connectors> {
     let vault = Arc::new(calsync::engine::vault::ObjectsVault::new(objects));
     let tokens = calsync::oauth::token_manager(oauth, vault).context("setting up OAuth")?;
-    let registry = calsync::providers::registry::Registry::configured(oauth, tokens.clone())
+    let registry = calsync::providers::registry::Registry::configured(oauth, tokens.clone(), caldav_addresses)
         .context("setting up the calendar providers")?;
     Ok((Arc::new(registry), tokens))
 }

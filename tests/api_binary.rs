@@ -62,7 +62,7 @@ impl Drop for ApiProcess {
 
 /// `calsync api --namespace NS` with a kubeconfig whose default namespace is another one, so
 /// the flag is what decides where objects go.
-fn spawn_api(port: u16) -> ApiProcess {
+fn spawn_api(port: u16, env: &[(&str, &str)]) -> ApiProcess {
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = artifacts::path("calsync-api", "log");
     artifacts::record_secret("api-key", API_KEY);
@@ -78,6 +78,7 @@ fn spawn_api(port: u16) -> ApiProcess {
         .env_remove("POD_NAMESPACE")
         .env_remove("CALSYNC_LISTEN")
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -91,18 +92,8 @@ fn spawn_api(port: u16) -> ApiProcess {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_binary_connects_and_the_controller_writes_to_radicale() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dav = Radicale::start();
-    let raw = dav.raw();
-    raw.mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
-    let server = FakeApiServer::new();
-    let port = serve_http(server.clone()).await;
-    let controller = Harness::start_connector(&server, Arc::new(Registry::builtin()));
-    let mut api = spawn_api(port);
-
-    // Ready once the watches listed the namespace; healthy before that.
+/// Ready once the watches listed the namespace; healthy before that.
+async fn wait_ready(api: &ApiProcess) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = api.http.get(format!("{}/readyz", api.base)).send().await
@@ -113,19 +104,36 @@ async fn api_binary_connects_and_the_controller_writes_to_radicale() {
         assert!(Instant::now() < deadline, "calsync api never became ready:\n{}", api.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_binary_connects_and_the_controller_writes_to_radicale() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dav = Radicale::start();
+    let raw = dav.raw();
+    raw.mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let server = FakeApiServer::new();
+    let port = serve_http(server.clone()).await;
+    let controller = Harness::start_connector(&server, Arc::new(Registry::builtin()));
+    // In a cluster, a CalDAV server on a loopback or private address is refused (SSRF) unless
+    // the operator allows it: by default this Radicale on 127.0.0.1 gets a 400 naming the rule
+    // and nothing is stored.
+    let strict = spawn_api(port, &[]);
+    wait_ready(&strict).await;
+    let connect = json!({"user_id": USER, "apple_id": dav.user, "app_password": dav.password, "server_url": dav.url});
+    let (s, body) = strict.call("POST", "/api/calendar/apple/connect", Some(connect.clone())).await;
+    assert_eq!((s, body["code"].as_str()), (400, Some("server_address_refused")), "{body}");
+    assert!(server.list(&format!("/api/v1/namespaces/{NS}/secrets")).is_empty(), "a refused connect stored a Secret");
+    drop(strict);
+    let mut api = spawn_api(port, &[("CALSYNC_CALDAV_ALLOWED_HOSTS", "127.0.0.1")]);
+    wait_ready(&api).await;
     assert!(server.requests().iter().any(|r| r.is_watch() && r.path.contains(&format!("/namespaces/{NS}/"))));
     let (s, _) = api.call("GET", "/healthz", None).await;
     assert_eq!(s, 200);
 
     // Connect: the credentials are checked against Radicale, then the Secret and the
     // CalendarConnection land in --namespace (and nowhere else).
-    let (s, body) = api
-        .call(
-            "POST",
-            "/api/calendar/apple/connect",
-            Some(json!({"user_id": USER, "apple_id": dav.user, "app_password": dav.password, "server_url": dav.url})),
-        )
-        .await;
+    let (s, body) = api.call("POST", "/api/calendar/apple/connect", Some(connect)).await;
     assert_eq!(s, 200, "{body}\n{}", api.log());
     assert_eq!(body["success"], true, "{body}");
     assert!(!body.to_string().contains(&dav.password), "the password came back in a response");

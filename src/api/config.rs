@@ -52,6 +52,9 @@ pub struct ApiConfig {
     pub apple_server_url: String,
     /// Hosts `server_url` may name (empty: any host but link-local addresses).
     pub caldav_allowed_hosts: Vec<String>,
+    /// Addresses a CalDAV `server_url` may lead to (set per mode by the binary; see
+    /// `providers::caldav::guard`).
+    pub caldav_addresses: crate::providers::caldav::guard::AddressPolicy,
     /// Public base URL (no trailing slash) of ICS feed URLs; `None`: from the request's Host.
     pub public_url: Option<String>,
 }
@@ -71,6 +74,7 @@ impl Default for ApiConfig {
             owner: "calsync".into(),
             apple_server_url: "https://caldav.icloud.com/".into(),
             caldav_allowed_hosts: Vec::new(),
+            caldav_addresses: crate::providers::caldav::guard::AddressPolicy::local(),
             public_url: None,
         }
     }

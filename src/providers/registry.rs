@@ -105,8 +105,9 @@ impl Registry {
     pub fn configured(
         oauth: &crate::oauth::config::OAuthConfig,
         tokens: Option<Arc<crate::oauth::TokenManager>>,
+        caldav_addresses: super::caldav::guard::AddressPolicy,
     ) -> Result<Self, ProviderError> {
-        Self::configured_with(oauth, tokens, &Limits::from_env()?)
+        Self::configured_with(oauth, tokens, &Limits::from_env()?, caldav_addresses)
     }
 
     /// `configured` with explicit limits.
@@ -114,10 +115,13 @@ impl Registry {
         oauth: &crate::oauth::config::OAuthConfig,
         tokens: Option<Arc<crate::oauth::TokenManager>>,
         limits: &Limits,
+        caldav_addresses: super::caldav::guard::AddressPolicy,
     ) -> Result<Self, ProviderError> {
         // One limiter for apple and caldav, as they share one connector (and connection names).
-        let caldav: Arc<dyn Connector> =
-            Arc::new(Limited::new(Arc::new(super::caldav::CaldavConnector::new()), limits.caldav()));
+        let caldav: Arc<dyn Connector> = Arc::new(Limited::new(
+            Arc::new(super::caldav::CaldavConnector::with_policy(caldav_addresses)),
+            limits.caldav(),
+        ));
         let mut registry = Self::new().with(ProviderKind::Apple, caldav.clone()).with(ProviderKind::Caldav, caldav);
         let Some(tokens) = tokens else { return Ok(registry) };
         let broker: Arc<dyn crate::oauth::TokenBroker> = Arc::new(tokens);

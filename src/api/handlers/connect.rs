@@ -102,32 +102,34 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 /// Link-local addresses (cloud metadata services live there) are never a calendar server.
-fn is_link_local(host: &str) -> bool {
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
-        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
-        Err(_) => false,
-    }
-}
-
 /// `server_url` makes this server open connections where the caller says, so it is checked:
-/// http(s) only, no user info, no link-local address, and, when `CALSYNC_CALDAV_ALLOWED_HOSTS`
-/// is set, a host on that list.
-fn check_server_url(url: &str, allowed: &[String]) -> Result<(), ApiError> {
+/// http(s) only, no user info; when `CALSYNC_CALDAV_ALLOWED_HOSTS` is set, a host on that list;
+/// and every address the host resolves to allowed by the address rule (no link-local ever; no
+/// loopback or private range unless the operator allows them: `providers::caldav::guard`). The
+/// client checks addresses again on every request and redirect, so a later DNS answer or a
+/// redirect cannot get around this.
+async fn check_server_url(
+    url: &str,
+    allowed: &[String],
+    addresses: &crate::providers::caldav::guard::AddressPolicy,
+) -> Result<(), ApiError> {
     let shape = (8..=2048).contains(&url.len()) && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    let Some(host) = url_host(url).filter(|_| shape) else {
+    let parsed = reqwest::Url::parse(url).ok();
+    let Some(host) = url_host(url).filter(|_| shape && parsed.is_some()) else {
         return Err(ApiError::invalid_field(
             "server_url must be an http(s) URL such as https://caldav.icloud.com/ (no user name or password in it)",
         ));
     };
-    if is_link_local(&host) {
-        return Err(ApiError::invalid_field("server_url must not point at a link-local address"));
-    }
     if !allowed.is_empty() && !allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(&host)) {
         return Err(ApiError::bad_request(
             "server_not_allowed",
             "this server only connects to the CalDAV hosts its operator allows (CALSYNC_CALDAV_ALLOWED_HOSTS)",
         ));
+    }
+    if let Some(url) = parsed
+        && let Err(crate::providers::caldav::guard::CheckError::Refused(r)) = addresses.check_host(&url).await
+    {
+        return Err(ApiError::bad_request("server_address_refused", format!("server_url: {r}")));
     }
     Ok(())
 }
@@ -157,7 +159,7 @@ pub async fn apple_connect(
         return Err(ApiError::invalid_field("app_password must be a non-empty app-specific password"));
     }
     let server_url = req.server_url.clone().unwrap_or_else(|| state.config.apple_server_url.clone());
-    check_server_url(&server_url, &state.config.caldav_allowed_hosts)?;
+    check_server_url(&server_url, &state.config.caldav_allowed_hosts, &state.config.caldav_addresses).await?;
     if let Some(c) = &req.calendar_id
         && (c.is_empty() || c.len() > 1024)
     {
@@ -308,11 +310,14 @@ pub async fn apple_connect(
 mod tests {
     use super::*;
 
-    #[test]
-    fn server_url_policy() {
+    use crate::providers::caldav::guard::AddressPolicy;
+
+    #[tokio::test]
+    async fn server_url_policy() {
         let none: Vec<String> = vec![];
-        for ok in ["https://caldav.icloud.com/", "http://127.0.0.1:5232/user/", "https://[::1]:8443/dav"] {
-            assert!(check_server_url(ok, &none).is_ok(), "{ok}");
+        let local = AddressPolicy::local();
+        for ok in ["http://127.0.0.1:5232/user/", "https://[::1]:8443/dav"] {
+            assert!(check_server_url(ok, &none, &local).await.is_ok(), "{ok}");
         }
         for bad in [
             "ftp://x.example/",
@@ -322,10 +327,16 @@ mod tests {
             "https://[fe80::1]/",
             "https://a b/",
         ] {
-            assert!(check_server_url(bad, &none).is_err(), "{bad}");
+            assert!(check_server_url(bad, &none, &local).await.is_err(), "{bad}");
         }
-        let allowed = vec!["caldav.icloud.com".to_string()];
-        assert!(check_server_url("https://CalDAV.icloud.com:443/", &allowed).is_ok());
-        assert_eq!(check_server_url("https://evil.example/", &allowed).unwrap_err().code, "server_not_allowed");
+        let refused = check_server_url("http://localhost:5232/", &none, &AddressPolicy::public_only()).await;
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.code, "server_address_refused");
+        let allowed = vec!["127.0.0.1".to_string()];
+        assert!(check_server_url("http://127.0.0.1:443/", &allowed, &local).await.is_ok());
+        assert_eq!(
+            check_server_url("http://127.0.0.2/", &allowed, &local).await.unwrap_err().code,
+            "server_not_allowed"
+        );
     }
 }

@@ -52,6 +52,7 @@ impl DavResponse {
 /// value (marked sensitive, so hyper never logs it) and is never formatted anywhere.
 pub struct DavClient {
     http: reqwest::Client,
+    policy: std::sync::Arc<super::guard::AddressPolicy>,
     auth: HeaderValue,
     username: String,
     max_body: usize,
@@ -87,6 +88,17 @@ impl DavClient {
     }
 
     pub fn with_limit(username: &str, password: &SecretString, max_body: usize) -> Result<Self, ProviderError> {
+        Self::guarded(username, password, max_body, std::sync::Arc::new(super::guard::AddressPolicy::local()))
+    }
+
+    /// A client that reaches only the addresses `policy` allows (checked after DNS resolution,
+    /// on every request and redirect hop).
+    pub fn guarded(
+        username: &str,
+        password: &SecretString,
+        max_body: usize,
+        policy: std::sync::Arc<super::guard::AddressPolicy>,
+    ) -> Result<Self, ProviderError> {
         // reqwest is built without a bundled crypto provider; the binary installs ring at start-up.
         // Library users (tests, benches) may not have, so install it here too: `Err` only means one
         // is already installed, which is what we need.
@@ -97,6 +109,7 @@ impl DavClient {
             // Redirects are followed by hand: method, body and auth must survive them, and a loop
             // must become a classified error rather than a generic one.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(super::guard::GuardedResolver { policy: policy.clone() }))
             .user_agent(concat!("calsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::Transient { message: format!("could not build the HTTP client: {e}") })?;
@@ -109,6 +122,7 @@ impl DavClient {
         auth.set_sensitive(true);
         Ok(DavClient {
             http,
+            policy,
             auth,
             username: username.to_string(),
             max_body,
@@ -137,6 +151,8 @@ impl DavClient {
         let mut with_auth = true;
         loop {
             let started = Instant::now();
+            // A name is checked by the resolver; an address in the URL never reaches it.
+            self.policy.check_literal(&url).map_err(|r| ProviderError::Invalid { message: r.to_string() })?;
             let mut req = self.http.request(method.clone(), url.clone());
             if with_auth {
                 req = req.header(AUTHORIZATION, self.auth.clone());
@@ -147,7 +163,10 @@ impl DavClient {
             if let Some(b) = body {
                 req = req.body(b.to_string());
             }
-            let resp = req.send().await.map_err(|e| crate::providers::http::transport_error(url.as_str(), &e))?;
+            let resp = req.send().await.map_err(|e| match super::guard::refusal_in(&e) {
+                Some(r) => ProviderError::Invalid { message: r.to_string() },
+                None => crate::providers::http::transport_error(url.as_str(), &e),
+            })?;
             let status = resp.status();
             tracing::debug!(method = %method, url = %url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "caldav request");
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {

@@ -18,6 +18,7 @@ mod busy;
 mod calendars;
 mod discovery;
 mod events;
+pub mod guard;
 mod http;
 mod ical;
 mod listing;
@@ -65,14 +66,26 @@ struct Conn {
 
 /// Connects `apple` and `caldav` connections. Clients and discovery results are cached per
 /// connection (`Target::connection`).
-#[derive(Default)]
 pub struct CaldavConnector {
     cache: Mutex<HashMap<String, Arc<Conn>>>,
+    policy: Arc<guard::AddressPolicy>,
+}
+
+// Library users (tests, benches) talk to servers on this machine; the binary chooses per mode.
+impl Default for CaldavConnector {
+    fn default() -> Self {
+        Self::with_policy(guard::AddressPolicy::local())
+    }
 }
 
 impl CaldavConnector {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A connector whose clients reach only the addresses `policy` allows.
+    pub fn with_policy(policy: guard::AddressPolicy) -> Self {
+        CaldavConnector { cache: Mutex::default(), policy: Arc::new(policy) }
     }
 }
 
@@ -132,7 +145,7 @@ impl Connector for CaldavConnector {
         let conn = match cache.get(&target.connection) {
             Some(c) if c.fingerprint == fingerprint => c.clone(),
             _ => {
-                let client = Arc::new(DavClient::new(username, password)?);
+                let client = Arc::new(DavClient::guarded(username, password, http::MAX_BODY, self.policy.clone())?);
                 let c = Arc::new(Conn { fingerprint, base, client, home: Mutex::new(None) });
                 cache.insert(target.connection.clone(), c.clone());
                 c
