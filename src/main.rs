@@ -147,8 +147,19 @@ struct ControllerArgs {
 }
 
 fn main() -> ExitCode {
+    // Keys mounted as files (CALSYNC_SECRETS_DIR), read before anything looks up a variable.
+    let from_files = match calsync::secret_files::load() {
+        Ok(names) => names,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    if !from_files.is_empty() {
+        tracing::info!(variables = %from_files.join(","), "settings read from {}", calsync::secret_files::DIR_VARIABLE);
+    }
     // One process-level rustls crypto provider, before anything opens a TLS connection: kube
     // uses ring and reqwest would pick aws-lc, and with two candidates the first real HTTPS
     // call panics. `Err` means one is already installed, which is all we need.
@@ -188,7 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.engine.live = live_config()?;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
-            let env = |k: &str| std::env::var(k).ok();
+            let env = |k: &str| calsync::secret_files::var(k);
             let webhooks =
                 calsync::api::app_webhooks::standalone_tap(&env).context("reading the app webhook configuration")?;
             config.status_tap = webhooks.clone().map(|t| calsync::standalone::store::TapHandle(t));
@@ -208,7 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = secrecy::SecretString::from(services.secrets.secret_key.clone());
                     Arc::new(calsync::api::OAuthRuntime::new(t.clone(), calsync::oauth::StateSealer::new(&key)))
                 });
-                let env = |k: &str| std::env::var(k).ok();
+                let env = |k: &str| calsync::secret_files::var(k);
                 let delivering = match &webhooks {
                     Some(tap) => calsync::api::app_webhooks::start_standalone(&services, tap, &env)
                         .map(|_| ())
@@ -258,7 +269,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
-    let env = |k: &str| std::env::var(k).ok();
+    let env = |k: &str| calsync::secret_files::var(k);
     let webhooks = calsync::api::app_webhooks::WebhookConfig::from_lookup(&env, None)
         .context("reading the app webhook configuration (CALSYNC_APP_WEBHOOK_*)")?;
     let client =
@@ -360,7 +371,7 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     let oauth = match tokens {
         None => None,
         Some(t) => {
-            let key = std::env::var("SECRET_KEY").ok().filter(|k| !k.trim().is_empty()).context(
+            let key = calsync::secret_files::var("SECRET_KEY").filter(|k| !k.trim().is_empty()).context(
                 "SECRET_KEY must be set when Google or Outlook is configured: it seals the OAuth state (any long random string; the chart generates one)",
             )?;
             let state_sealer = calsync::oauth::StateSealer::new(&secrecy::SecretString::from(key));

@@ -57,7 +57,7 @@ pub fn keyring_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Keyring, 
 
 /// The keyring from the process environment.
 pub fn keyring_from_env() -> Result<Keyring, KeyConfigError> {
-    keyring_from(&|k| std::env::var(k).ok())
+    keyring_from(&crate::secret_files::var)
 }
 
 /// Fail when stored data names key ids the keyring cannot open: a start-up check, so a missing
