@@ -79,6 +79,7 @@ impl Process {
             .env("POD_NAME", format!("calsync-{name}-0"))
             .env("POD_NAMESPACE", NS)
             .env("RUST_LOG", "info")
+            .env("CALSYNC_SYNC_WAIT_SECONDS", "5")
             .env_remove("ENCRYPTION_KEY")
             .env_remove("CALSYNC_API_KEYS")
             .env_remove("SECRET_KEY")
@@ -253,6 +254,7 @@ async fn metrics_named_by_alerts_and_dashboard_exist_and_requests_stay_within_th
         api_kube,
         secrets.path(),
     );
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let controller_base = format!("http://127.0.0.1:{metrics_port}");
     let api_base = format!("http://127.0.0.1:{api_port}");
@@ -277,6 +279,33 @@ async fn metrics_named_by_alerts_and_dashboard_exist_and_requests_stay_within_th
         .status();
     assert_eq!(refused, 401);
 
+    // Traffic that makes the API's families appear (prometheus-client writes a family only once
+    // it has a sample): a provider notification for an unknown channel, and a delete-event whose
+    // bounded wait for the engine is counted. The TaskSync's connection does not exist, so the
+    // controller (once it leads) releases the finalizer with a Warning Event: its
+    // finalizer, status and Event requests are checked against the RBAC table below too.
+    let hook = http
+        .post(format!("{api_base}/api/calendar/webhooks/google"))
+        .header("x-goog-channel-id", "no-such-channel")
+        .header("x-goog-channel-token", "x")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(hook.is_client_error(), "a notification of an unknown channel is refused: {hook}");
+    let (user, task) = ("obs_user", "obs-task-1");
+    let mut labels = serde_json::Map::new();
+    labels.insert(calsync::resources::USER_LABEL.into(), calsync::resources::user_label_value(user).into());
+    create::<calsync::resources::TaskSync>(
+        &server,
+        serde_json::json!({
+            "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync",
+            "metadata": {"name": calsync::resources::task_sync_name(user, task), "namespace": NS, "labels": labels},
+            "spec": {"connectionRef": {"name": "obs-gone"}, "taskId": task, "title": "Observed", "start": "2026-03-05"},
+        }),
+    )
+    .await;
+
     // The controller takes the Lease (it read ENCRYPTION_KEY from the file, or it would not
     // have started).
     let started = Instant::now();
@@ -288,6 +317,22 @@ async fn metrics_named_by_alerts_and_dashboard_exist_and_requests_stay_within_th
         assert!(started.elapsed() < Duration::from_secs(30), "no leadership in 30 s:\n{}", controller.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let ts_path = task_sync_path(NS, &calsync::resources::task_sync_name(user, task));
+    eventually(30, "the controller reconciled the TaskSync", || {
+        server.get(&ts_path).is_some_and(|o| o.get("status").is_some_and(|st| !st.is_null()))
+    })
+    .await;
+    let deleted = http
+        .delete(format!("{api_base}/api/calendar/delete-event"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"user_id": user, "task_id": task}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(deleted == 200 || deleted == 202, "delete-event: {deleted}");
+    // Without its connection the finalizer is released with a Warning Event.
+    eventually(30, "the TaskSync is gone", || server.get(&ts_path).is_none()).await;
     for p in [&controller, &api] {
         let log = p.log();
         assert!(log.contains("settings read from CALSYNC_SECRETS_DIR"), "{}: {log}", p.name);
@@ -326,6 +371,7 @@ async fn metrics_named_by_alerts_and_dashboard_exist_and_requests_stay_within_th
         let requests = log.lock().unwrap().clone();
         assert!(!requests.is_empty(), "{account} made no API request");
         let needed: BTreeSet<(String, String, String)> = requests.iter().map(|(m, p, q)| rbac_of(m, p, q)).collect();
+        eprintln!("{account} made requests needing {needed:?}");
         let denied: Vec<_> = needed.difference(allowed).collect();
         assert!(denied.is_empty(), "{account} needed {denied:?}, which its README RBAC rows do not grant");
     }
