@@ -99,15 +99,24 @@ fi
 grep -q "controller is granted ('', 'secrets', 'list')" "$scratch/rbac-neg" || { cat "$scratch/rbac-neg"; exit 1; }
 
 echo "-- checkov (kubernetes) on the default render"
+# No network: no guideline download (BC_SKIP_MAPPING, --skip-download), no update check.
 # Skipped, with reasons in charts/calsync/README.md ("checkov"):
 #   CKV_K8S_15 pull policy Always, CKV_K8S_43 image by digest (image.digest pins one),
 #   CKV_K8S_38 service-account token (both processes call the Kubernetes API).
 mkdir -p "$scratch/checkov" && cp "$scratch/default.yaml" "$scratch/checkov/"
-BC_SKIP_MAPPING=TRUE "$checkov_venv/bin/checkov" --framework kubernetes -d "$scratch/checkov" --quiet --compact \
+BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE "$checkov_venv/bin/checkov" --framework kubernetes -d "$scratch/checkov" --quiet --compact \
   --skip-download --skip-check CKV_K8S_15,CKV_K8S_43,CKV_K8S_38 > "$scratch/checkov.out" 2>"$scratch/checkov.err" \
   || { cat "$scratch/checkov.out"; echo "checkov found new failures"; exit 1; }
 grep -q "Passed checks: [1-9]" "$scratch/checkov.out" || { cat "$scratch/checkov.out" "$scratch/checkov.err"; echo "checkov checked nothing"; exit 1; }
 echo "   $(grep -o 'Passed checks.*' "$scratch/checkov.out")"
+# The gate works: without the NetworkPolicy checkov must fail (CKV2_K8S_6).
+mkdir -p "$scratch/checkov-neg"
+"$helm" template calsync "$chart" --namespace calsync --set networkPolicy.enabled=false > "$scratch/checkov-neg/nonp.yaml"
+if BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE "$checkov_venv/bin/checkov" --framework kubernetes \
+  -d "$scratch/checkov-neg" --quiet --compact --skip-download --skip-check CKV_K8S_15,CKV_K8S_43,CKV_K8S_38 \
+  > "$scratch/checkov-neg.out" 2>&1 || ! grep -q "CKV2_K8S_6" "$scratch/checkov-neg.out"; then
+  echo "checkov did not fail a render without NetworkPolicy"; exit 1
+fi
 
 echo "-- alerts: promtool check rules and unit tests; dashboard JSON"
 "$helm" template calsync "$chart" --namespace calsync --set prometheusRule.enabled=true \
