@@ -147,15 +147,25 @@ struct ControllerArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     // Keys mounted as files (CALSYNC_SECRETS_DIR), read before anything looks up a variable.
+    // Only the Kubernetes processes read them: standalone keeps its keys in its environment or
+    // beside its database, and must not silently ignore a key it was given in a file.
+    let kube_process = matches!(cli.command, Command::Controller(_) | Command::Api(_));
     let from_files = match calsync::secret_files::load() {
-        Ok(names) => names,
+        Ok(names) if names.is_empty() || kube_process => names,
+        Ok(_) => {
+            eprintln!(
+                "error: {} is read by `calsync controller` and `calsync api` only; set these variables in the environment",
+                calsync::secret_files::DIR_VARIABLE
+            );
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse();
     telemetry::init(cli.log_format);
     if !from_files.is_empty() {
         tracing::info!(variables = %from_files.join(","), "settings read from {}", calsync::secret_files::DIR_VARIABLE);

@@ -407,3 +407,23 @@ fn exposition_names_include_declared_families() {
     }
     assert!(!names.contains("calsync_w"));
 }
+
+#[test]
+fn commands_other_than_controller_and_api_refuse_a_secrets_dir() {
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("ENCRYPTION_KEY"), TEST_ENCRYPTION_KEY).unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .args(["get", "tsync", "-A"])
+        .env("CALSYNC_SECRETS_DIR", secrets.path())
+        .env("DATABASE_URL", format!("sqlite://{}", db.path().join("c.db").display()))
+        .env_remove("ENCRYPTION_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("CALSYNC_SECRETS_DIR is read by `calsync controller` and `calsync api` only"), "{stderr}");
+    assert!(!stderr.contains(TEST_ENCRYPTION_KEY), "{stderr}");
+    assert!(!db.path().join("c.db").exists(), "nothing was created");
+}
