@@ -9,6 +9,7 @@
 //!   one of the two processes (both scrapes are saved as test artifacts).
 //! - Every Kubernetes API request each process made is allowed by its rows of the README's RBAC
 //!   table (the table `scripts/check-chart.sh` holds the chart's rules to).
+//! - Other commands refuse `CALSYNC_SECRETS_DIR` rather than ignore a key given there.
 
 #[path = "support/artifacts.rs"]
 mod artifacts;
