@@ -88,6 +88,12 @@ pdbs() { grep -A2 "^kind: PodDisruptionBudget" "$scratch/$1.yaml" | grep -o 'nam
 [ "$(pdbs default)" = "name: calsync-api " ] || { echo "default render (1 controller, 2 api): PDBs are '$(pdbs default)'"; exit 1; }
 [ -z "$(pdbs single)" ] || { echo "single replicas must not get a PDB (it would block drains): $(pdbs single)"; exit 1; }
 grep -q "kind: NetworkPolicy" "$scratch/default.yaml" || { echo "NetworkPolicy must be on by default"; exit 1; }
+# Upgrade from chart 0.1 (one Deployment "calsync"): the new Deployments must have other names,
+# or `helm upgrade` fails on the immutable selector; the Service keeps its name for clients.
+deployments=$(grep -A2 "^kind: Deployment" "$scratch/default.yaml" | grep -o 'name: .*' | sort | tr '\n' ' ')
+[ "$deployments" = "name: calsync-api name: calsync-controller " ] || { echo "Deployments are '$deployments'"; exit 1; }
+grep -A2 "^kind: Service$" "$scratch/default.yaml" | grep -q "name: calsync$" || { echo "the API Service must keep the name calsync"; exit 1; }
+grep -q '"helm.sh/hook": test' "$scratch/default.yaml" || { echo "no helm test hook"; exit 1; }
 
 echo "-- RBAC is the README's table; every object has a namespace; no Secret as an env var"
 "$venv/bin/python" scripts/check-chart-render.py README.md calsync \
