@@ -133,6 +133,10 @@ mkdir -p "$scratch/prom"
 cp tests/prometheus/alerts.test.yaml "$scratch/prom/"
 promtool check rules "$scratch/prom/alerts.rules.yaml"
 promtool test rules "$scratch/prom/alerts.test.yaml"
+for alert in $(grep -o 'alert: [A-Za-z]*' "$chart/files/alerts.yaml" | cut -d' ' -f2); do
+  grep -q "^## $alert\$" docs/runbook.md || { echo "alert $alert has no section in docs/runbook.md"; exit 1; }
+  grep -q "alertname: $alert\$" tests/prometheus/alerts.test.yaml || { echo "alert $alert has no promtool test"; exit 1; }
+done
 render monitoring --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true --set serviceMonitor.enabled=true
 "$venv/bin/python" - "$scratch/monitoring.yaml" <<'PY'
 import json, sys, yaml
