@@ -209,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.engine.live = live_config()?;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
-            let env = |k: &str| calsync::secret_files::var(k);
+            let env = |k: &str| std::env::var(k).ok();
             let webhooks =
                 calsync::api::app_webhooks::standalone_tap(&env).context("reading the app webhook configuration")?;
             config.status_tap = webhooks.clone().map(|t| calsync::standalone::store::TapHandle(t));
@@ -229,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = secrecy::SecretString::from(services.secrets.secret_key.clone());
                     Arc::new(calsync::api::OAuthRuntime::new(t.clone(), calsync::oauth::StateSealer::new(&key)))
                 });
-                let env = |k: &str| calsync::secret_files::var(k);
+                let env = |k: &str| std::env::var(k).ok();
                 let delivering = match &webhooks {
                     Some(tap) => calsync::api::app_webhooks::start_standalone(&services, tap, &env)
                         .map(|_| ())

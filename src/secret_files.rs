@@ -3,6 +3,9 @@
 //! `CALSYNC_API_KEYS`, ...), give those variables' values. Keys then never sit in the process
 //! environment, where `/proc/<pid>/environ`, crash reports and `kubectl describe` show them.
 //!
+//! `main` loads it for `calsync controller` and `calsync api` only (other commands refuse it, so a
+//! key given in a file is never silently ignored by code that reads the environment directly).
+//!
 //! Owns: reading the directory once at start-up and the [`var`] lookup (environment first, then
 //! the files). Must not touch: what any variable means (each config module parses its own).
 //! Never formats a value: errors name the variable and the path only.
@@ -56,7 +59,7 @@ pub fn read_dir(dir: &Path) -> Result<BTreeMap<String, String>, SecretFilesError
 }
 
 /// Read the directory `lookup(CALSYNC_SECRETS_DIR)` names, if any, refusing a variable set both
-/// ways. Returns the variable names found (safe to log).
+/// ways (in the environment and as a file).
 pub fn read_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<BTreeMap<String, String>, SecretFilesError> {
     let Some(dir) = lookup(DIR_VARIABLE).filter(|d| !d.trim().is_empty()) else {
         return Ok(BTreeMap::new());

@@ -55,7 +55,7 @@ pub fn keyring_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Keyring, 
     keyring_with_previous(current, lookup)
 }
 
-/// The keyring from the process environment.
+/// The keyring from the process environment (and `CALSYNC_SECRETS_DIR`'s files, once loaded).
 pub fn keyring_from_env() -> Result<Keyring, KeyConfigError> {
     keyring_from(&crate::secret_files::var)
 }
