@@ -16,5 +16,6 @@ pub mod oauth;
 pub mod providers;
 pub mod resources;
 pub mod scheduling;
+pub mod secret_files;
 pub mod standalone;
 pub mod telemetry;

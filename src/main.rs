@@ -149,7 +149,28 @@ struct ControllerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Keys mounted as files (CALSYNC_SECRETS_DIR), read before anything looks up a variable.
+    // Only the Kubernetes processes read them: standalone keeps its keys in its environment or
+    // beside its database, and must not silently ignore a key it was given in a file.
+    let kube_process = matches!(cli.command, Command::Controller(_) | Command::Api(_));
+    let from_files = match calsync::secret_files::load() {
+        Ok(names) if names.is_empty() || kube_process => names,
+        Ok(_) => {
+            eprintln!(
+                "error: {} is read by `calsync controller` and `calsync api` only; set these variables in the environment",
+                calsync::secret_files::DIR_VARIABLE
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     telemetry::init(cli.log_format);
+    if !from_files.is_empty() {
+        tracing::info!(variables = %from_files.join(","), "settings read from {}", calsync::secret_files::DIR_VARIABLE);
+    }
     // One process-level rustls crypto provider, before anything opens a TLS connection: kube
     // uses ring and reqwest would pick aws-lc, and with two candidates the first real HTTPS
     // call panics. `Err` means one is already installed, which is all we need.
@@ -262,7 +283,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
-    let env = |k: &str| std::env::var(k).ok();
+    let env = |k: &str| calsync::secret_files::var(k);
     let webhooks = calsync::api::app_webhooks::WebhookConfig::from_lookup(&env, None)
         .context("reading the app webhook configuration (CALSYNC_APP_WEBHOOK_*)")?;
     let client =
@@ -366,7 +387,7 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
     let oauth = match tokens {
         None => None,
         Some(t) => {
-            let key = std::env::var("SECRET_KEY").ok().filter(|k| !k.trim().is_empty()).context(
+            let key = calsync::secret_files::var("SECRET_KEY").filter(|k| !k.trim().is_empty()).context(
                 "SECRET_KEY must be set when Google or Outlook is configured: it seals the OAuth state (any long random string; the chart generates one)",
             )?;
             let state_sealer = calsync::oauth::StateSealer::new(&secrecy::SecretString::from(key));
@@ -400,7 +421,7 @@ async fn kube_api(args: ApiArgs) -> anyhow::Result<()> {
 /// in a cluster: public addresses only), changed by CALSYNC_CALDAV_ALLOW_PRIVATE and
 /// CALSYNC_CALDAV_ALLOWED_HOSTS.
 fn caldav_addresses(default: AddressPolicy) -> anyhow::Result<AddressPolicy> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let env = |k: &str| calsync::secret_files::var(k).filter(|v| !v.trim().is_empty());
     AddressPolicy::from_lookup(default, &env).map_err(anyhow::Error::msg)
 }
 

@@ -128,7 +128,7 @@ fn number<T: std::str::FromStr + PartialOrd>(
 impl ApiConfig {
     /// Read the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        Self::from_lookup(&|name| crate::secret_files::var(name).filter(|v| !v.trim().is_empty()))
     }
 
     /// Read the configuration through `lookup` (tests pass a map).

@@ -55,9 +55,9 @@ pub fn keyring_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Keyring, 
     keyring_with_previous(current, lookup)
 }
 
-/// The keyring from the process environment.
+/// The keyring from the process environment (and `CALSYNC_SECRETS_DIR`'s files, once loaded).
 pub fn keyring_from_env() -> Result<Keyring, KeyConfigError> {
-    keyring_from(&|k| std::env::var(k).ok())
+    keyring_from(&crate::secret_files::var)
 }
 
 /// Fail when stored data names key ids the keyring cannot open: a start-up check, so a missing

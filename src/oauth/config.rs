@@ -61,7 +61,7 @@ pub enum OAuthConfigError {
 
 impl OAuthConfig {
     pub fn from_env() -> Result<Self, OAuthConfigError> {
-        Self::from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        Self::from_lookup(&|name| crate::secret_files::var(name).filter(|v| !v.trim().is_empty()))
     }
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, OAuthConfigError> {

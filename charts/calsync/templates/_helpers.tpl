@@ -19,11 +19,20 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Selector of one component's pods: (dict "root" $ "component" "controller"|"api"). */}}
+{{- define "calsync.componentSelector" -}}
+{{ include "calsync.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* ServiceAccount of one component: (dict "root" $ "component" "controller"|"api"). */}}
 {{- define "calsync.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "calsync.fullname" .) .Values.serviceAccount.name -}}
+{{- $sa := .root.Values.serviceAccount -}}
+{{- $name := ternary $sa.controllerName $sa.apiName (eq .component "controller") -}}
+{{- if $sa.create -}}
+{{- default (printf "%s-%s" (include "calsync.fullname" .root) .component) $name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required (printf "serviceAccount.%sName is required when serviceAccount.create is false" .component) $name -}}
 {{- end -}}
 {{- end -}}
 
@@ -32,10 +41,50 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "calsync.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+{{- end -}}
 
-{{/* Namespaces the controller reads Secrets and resources in: the watched ones, or all. */}}
+{{/* Namespace the API reads and writes CalendarConnections, TaskSyncs and Secrets in. */}}
 {{- define "calsync.apiNamespace" -}}
 {{- default .Release.Namespace .Values.api.namespace -}}
+{{- end -}}
+
+{{/* Where both processes read their keys: files, never environment variables. */}}
+{{- define "calsync.secretsDir" -}}/etc/calsync/secrets{{- end -}}
+
+{{/* Pod-level settings shared by both Deployments. */}}
+{{- define "calsync.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "calsync.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/* Spread one component's replicas over nodes: (dict "root" $ "component" ...). */}}
+{{- define "calsync.topologySpread" -}}
+{{- with .root.Values.topologySpread }}
+{{- if .enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ .maxSkew }}
+    topologyKey: {{ .topologyKey }}
+    whenUnsatisfiable: {{ .whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "calsync.componentSelector" $ | nindent 8 }}
+{{- end }}
+{{- end }}
 {{- end -}}
