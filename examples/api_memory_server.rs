@@ -1,7 +1,7 @@
 //! A throwaway REST API server on the in-memory store and calendar, for fuzzing the API
 //! (`scripts/fuzz-api.sh`) and for trying the endpoints by hand before `calsync standalone`
 //! exists. Not a product: state is lost on exit, the "calendar" is `MemoryCalendar` (it accepts
-//! apple_id `user`, app_password `secret`).
+//! apple_id `user`, app_password `secret`, and the OpenAPI document's example account).
 //!
 //! The loop that reconciles changed objects stands in for the standalone work queue (built
 //! elsewhere); it mirrors the test helper in `tests/api/support.rs`.
@@ -24,7 +24,11 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("set CALSYNC_API_KEYS (and/or CALSYNC_JWT_SECRET): every endpoint needs a token");
     }
     let objects: Arc<dyn Objects> = Arc::new(MemoryObjects::new());
-    let connector = Arc::new(MemoryConnector { service: MemoryCalendar::new() });
+    let calendar = MemoryCalendar::new();
+    // The document's example account, so requests built from its examples reach the sync logic.
+    calendar.add_account("user@icloud.com", "abcd-efgh-ijkl-mnop");
+    calendar.add_calendar("/123456789/calendars/home/", true);
+    let connector = Arc::new(MemoryConnector { service: calendar });
     let engine = Engine::new(objects.clone(), connector.clone(), EngineConfig::default());
     // The same work queue `calsync standalone` drives its engine with.
     tokio::spawn(calsync::standalone::queue::run(engine, std::future::pending()));

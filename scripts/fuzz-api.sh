@@ -8,7 +8,8 @@
 #
 # Environment: BASE (server root, default: start the example server on 127.0.0.1:5055),
 # API_KEY (a key from CALSYNC_API_KEYS), MAX_EXAMPLES (per operation, default 100),
-# FUZZ_VENV (where schemathesis is installed, default ~/.cache/calsync-fuzz/venv).
+# FUZZ_VENV (where schemathesis is installed, default ~/.cache/calsync-fuzz/venv), ST_ARGS (more
+# schemathesis options, e.g. "--report har --report-har-path /tmp/fuzz.har" to see every exchange).
 # Traffic goes only to BASE, which must be a loopback address.
 set -euo pipefail
 
@@ -50,11 +51,23 @@ schema="$(mktemp --suffix=.json)"
 curl -fsS -H "Authorization: Bearer $API_KEY" "$BASE/api/calendar/openapi.json" -o "$schema"
 
 # schemathesis keeps a cache in its working directory: keep it out of the repository.
+hooks_dir="$(pwd)/scripts"
 workdir="$(mktemp -d)"
 cd "$workdir"
-"$VENV/bin/st" run "$schema" --url "$BASE" \
+log="$workdir/st.log"
+set +e
+PYTHONPATH="$hooks_dir" SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/st" --config-file "$hooks_dir/schemathesis.toml" run "$schema" --url "$BASE" \
   -H "Authorization: Bearer $API_KEY" \
   --checks not_a_server_error \
   --max-examples "$MAX_EXAMPLES" \
   --seed 4242 \
-  --request-timeout 15
+  --request-timeout 15 ${ST_ARGS:-} 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+[ "$status" -eq 0 ] || exit "$status"
+# The document must state the constraints the server enforces: schemathesis warns when most
+# data generated from it is refused.
+if grep -q "Schema validation mismatch" "$log"; then
+  echo "the OpenAPI document does not state constraints the API enforces (see the warning above)" >&2
+  exit 1
+fi

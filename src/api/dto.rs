@@ -76,18 +76,18 @@ pub struct AppleConnectRequest {
     #[schema(value_type = String, min_length = 1, max_length = 200, example = "user123")]
     pub user_id: Id,
     /// CalDAV user name: the Apple ID e-mail on iCloud, any user name elsewhere.
-    #[schema(min_length = 1, max_length = 320)]
+    #[schema(min_length = 1, max_length = 320, example = "user@icloud.com")]
     pub apple_id: String,
     /// App-specific password (never stored in clear, logged or returned).
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, example = "abcd-efgh-ijkl-mnop")]
     pub app_password: SecretString,
     /// CalDAV server (default `https://caldav.icloud.com/`).
     #[serde(default)]
-    #[schema(pattern = r"^https?://[^\s/][^\s]*$", max_length = 2048)]
+    #[schema(pattern = r"^https?://[^\s/][^\s]*$", max_length = 2048, example = "https://caldav.icloud.com/")]
     pub server_url: Option<String>,
     /// Calendar for new events (default: the first writable calendar that accepts events).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024, example = "/123456789/calendars/home/")]
     pub calendar_id: Option<String>,
     /// Put events into a calendar of calsync's own, "Get It Done!", created in the account once
     /// (MKCALENDAR) before this call answers. Not together with `calendar_id`. Default false.
@@ -428,6 +428,7 @@ pub struct ConnectionStatusResponse {
 
 /// Query of disconnect.
 #[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectQuery {
     /// Disconnect only this calendar type (default: all).
@@ -443,6 +444,7 @@ pub struct DisconnectResponse {
 
 /// Query of sync-history.
 #[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Entries to return, newest first (default 50, at most 200).

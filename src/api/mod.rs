@@ -20,6 +20,7 @@ pub mod ics;
 pub mod mapping;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_rules;
 pub mod routing;
 pub mod state;
 pub mod stream;

@@ -52,7 +52,16 @@ impl Modify for BearerAuth {
 )]
 struct ApiDoc;
 
-/// The document.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The document as generated from the annotations, before `openapi_rules` states the field rules.
+pub fn raw_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document served: the generated one with the request field rules (`openapi_rules`).
+pub fn document() -> serde_json::Value {
+    // Serializing utoipa's own types cannot fail (plain maps, strings and numbers); an empty
+    // object would still be served as JSON rather than a panic.
+    let mut doc = serde_json::to_value(raw_document()).unwrap_or_default();
+    super::openapi_rules::apply(&mut doc);
+    doc
 }
