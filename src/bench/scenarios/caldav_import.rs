@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use chrono::{TimeZone, Utc};
+use futures::StreamExt;
 use secrecy::SecretString;
 
 use crate::bench::report;
@@ -121,11 +121,13 @@ fn event(i: usize) -> EventData {
     };
     EventData {
         title: format!("Task {i}: review, plan; ship \\ done"),
-        description: (i % 2 == 0).then(|| format!("Notes for task {i}.\n{}", "Long text that folds. ".repeat(8))),
-        category: (i % 3 == 0).then(|| "Work".to_string()),
+        description: i
+            .is_multiple_of(2)
+            .then(|| format!("Notes for task {i}.\n{}", "Long text that folds. ".repeat(8))),
+        category: i.is_multiple_of(3).then(|| "Work".to_string()),
         start: start_t,
         end: end_t,
-        recurrence: if i % 7 == 0 { vec!["RRULE:FREQ=WEEKLY;COUNT=10".into()] } else { vec![] },
+        recurrence: if i.is_multiple_of(7) { vec!["RRULE:FREQ=WEEKLY;COUNT=10".into()] } else { vec![] },
         exceptions: vec![],
         marker: Marker {
             owner: "calsync".into(),
@@ -280,7 +282,10 @@ pub async fn run(args: &CaldavImportArgs) -> anyhow::Result<u64> {
     report::info("  sync-token PROPFIND alone", format!("{:.1} ms", ms(token_m)));
     let (x, p) = (median(xml_only), median(parse_all));
     report::info("  parse, in process: XML pass alone", format!("{:.2} ms", ms(x)));
-    report::info("  parse, in process: XML + iCalendar", format!("{:.2} ms ({:.1} µs per event)", ms(p), ms(p) * 1000.0 / args.events as f64));
+    report::info(
+        "  parse, in process: XML + iCalendar",
+        format!("{:.2} ms ({:.1} µs per event)", ms(p), ms(p) * 1000.0 / args.events as f64),
+    );
     report::info(
         "  rest (client, limiter-free HTTP overhead, noise)",
         format!("{:.1} ms", ms(import_m) - ms(raw_m) - ms(token_m) - ms(p)),

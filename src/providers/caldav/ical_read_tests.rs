@@ -16,7 +16,11 @@ fn owned(p: &Property<'_>) -> Property<'static> {
     Property {
         name: p.name.to_owned(),
         val: p.val.to_owned(),
-        params: p.params.iter().map(|x| Parameter { key: x.key.to_owned(), val: x.val.as_ref().map(|v| v.to_owned()) }).collect(),
+        params: p
+            .params
+            .iter()
+            .map(|x| Parameter { key: x.key.to_owned(), val: x.val.as_ref().map(|v| v.to_owned()) })
+            .collect(),
     }
 }
 
@@ -35,7 +39,8 @@ fn ours(text: &str) -> Result<(Vec<Property<'static>>, Vec<Component<'static>>),
 
 fn event(zone: Option<&str>, description: Option<&str>) -> crate::providers::EventData {
     let t = Utc.with_ymd_and_hms(2026, 3, 2, 14, 0, 0).single().unwrap();
-    let at = |u: chrono::DateTime<Utc>| EventTime::DateTime { utc: u, local: u.naive_utc(), zone: zone.map(str::to_string) };
+    let at =
+        |u: chrono::DateTime<Utc>| EventTime::DateTime { utc: u, local: u.naive_utc(), zone: zone.map(str::to_string) };
     crate::providers::EventData {
         title: "Math, chapter 3; exercises \\ all: \"quoted\"".into(),
         description: description.map(str::to_string),
@@ -58,7 +63,10 @@ const FOREIGN: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Apple Inc.//m
 #[test]
 fn same_tree_as_the_crate_reader() {
     let ours_ics = [
-        crate::providers::caldav::to_ics(&event(Some("America/New_York"), Some(&"Long notes, folded. ".repeat(12))), Utc::now()),
+        crate::providers::caldav::to_ics(
+            &event(Some("America/New_York"), Some(&"Long notes, folded. ".repeat(12))),
+            Utc::now(),
+        ),
         crate::providers::caldav::to_ics(&event(None, None), Utc::now()),
     ];
     let lf = FOREIGN.replace("\r\n", "\n");

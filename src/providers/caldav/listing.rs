@@ -83,7 +83,13 @@ pub(super) async fn report_ms(
 }
 
 /// A REPORT's 207 body, unparsed.
-async fn report_body(p: &CaldavProvider, url: &Url, depth: &str, body: &str, what: &str) -> Result<Vec<u8>, ProviderError> {
+async fn report_body(
+    p: &CaldavProvider,
+    url: &Url,
+    depth: &str,
+    body: &str,
+    what: &str,
+) -> Result<Vec<u8>, ProviderError> {
     let resp = p.client().send(report()?, url, &[("Depth", depth), (CT, XML)], Some(body)).await?;
     if resp.status != StatusCode::MULTI_STATUS {
         return Err(classify(&resp, what, p.client().username()));
