@@ -18,7 +18,7 @@ pub mod scenarios;
 
 use anyhow::Context;
 
-use scenarios::{batch, bulk, crash, cursor, live, memory, rest, steady, webhooks};
+use scenarios::{batch, bulk, caldav_import, crash, cursor, live, memory, rest, steady, webhooks};
 
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
@@ -56,6 +56,9 @@ pub enum BenchCommand {
     /// Scenario 10: provider batch APIs. N creates on one connection through the real Google
     /// and Outlook clients, batching off vs on: time, HTTP requests, Graph 429s.
     Batch(batch::BatchArgs),
+    /// Scenario 11: CalDAV import. N events in a real Radicale listed through calsync's CalDAV
+    /// provider next to the raw REPORT alone, with the parse's breakdown.
+    CaldavImport(caldav_import::CaldavImportArgs),
     /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
     #[command(hide = true)]
     ProviderServer {
@@ -96,6 +99,7 @@ async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Cursor(args) => cursor::run(&args).await?,
         BenchCommand::Webhooks(args) => webhooks::run(&args).await?,
         BenchCommand::Batch(args) => batch::run(&args).await?,
+        BenchCommand::CaldavImport(args) => caldav_import::run(&args).await?,
         BenchCommand::Memory(args) => {
             memory::run(&args).await?;
             0

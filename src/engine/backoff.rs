@@ -1,11 +1,15 @@
 //! Per-object failure backoff, kept in status so it survives restarts (kube-runtime has none,
-//! kube#1916; cert-manager persists it the same way).
+//! kube#1916; cert-manager persists it the same way), and the retry policy that picks a delay
+//! by what failed.
 //!
-//! Owns: the delay arithmetic. Must not touch: status fields themselves.
+//! Owns: the delay arithmetic and which provider errors wait how long (`Wait::of`). Must not
+//! touch: status fields themselves, or when a call is made (`plan`, the drivers).
 
 use std::time::Duration;
 
 use rand::Rng;
+
+use crate::providers::ProviderError;
 
 /// Exponential backoff: `base · 2^(attempts-1)`, capped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,17 +19,105 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
+    /// The long curve: failures not known to pass by themselves.
     fn default() -> Self {
         Backoff { base: Duration::from_secs(5), cap: Duration::from_secs(300) }
     }
 }
 
 impl Backoff {
+    /// The short curve for failures that pass by themselves (5xx, timeouts, dropped
+    /// connections): Google's documented schedule starts at 1 s; the cap is low because the
+    /// per-connection client limiter, not this delay, is what keeps an outage's retries under
+    /// the provider's quota, and a long cap only stretches the tail of a bulk sync (a task
+    /// failing 8 times in a row waited 5 s doubling to 300 s: ~15 minutes).
+    pub const TRANSIENT: Backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(15) };
+
     /// Delay after `attempts` consecutive failures (`attempts` ≥ 1), at least `retry_after`.
     pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = attempts.saturating_sub(1).min(20);
-        let d = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        let d = self.step(attempts);
         retry_after.map_or(d, |r| d.max(r))
+    }
+
+    /// `base · 2^(attempts-1)`, capped; no jitter.
+    fn step(&self, attempts: u32) -> Duration {
+        let exp = attempts.saturating_sub(1).min(20);
+        self.base.saturating_mul(1u32 << exp).min(self.cap)
+    }
+
+    /// The step with "equal jitter": uniformly in `[d/2, d]` for `roll` in `[0, 1]`, so objects
+    /// that failed together spread out without ever waiting longer than the curve says.
+    fn jittered(&self, attempts: u32, roll: f64) -> Duration {
+        let d = self.step(attempts);
+        d / 2 + d.mul_f64(roll.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
+/// What a retried provider failure waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The provider named the time (`Retry-After`, or the client limiter's pause that carries
+    /// it): retry then, never earlier, and not later than the next whole second.
+    Exactly(Duration),
+    /// 5xx, timeouts, dropped connections, throttling without a time: short, jittered, capped
+    /// low.
+    Transient,
+    /// Retried although not known to pass by itself (an access token still refused after a
+    /// refresh): long.
+    Persistent,
+}
+
+impl Wait {
+    /// How long a failure that the engine retries waits. Errors it does not retry (revoked
+    /// credentials, rejected requests, conflicts) never reach here; should one, it waits long.
+    pub fn of(e: &ProviderError) -> Wait {
+        match e {
+            ProviderError::RateLimited { retry_after: Some(d), .. } => Wait::Exactly(*d),
+            // Google's 403/429 rateLimitExceeded carries no time; it documents exponential
+            // backoff from 1 s, the transient curve.
+            ProviderError::RateLimited { retry_after: None, .. } | ProviderError::Transient { .. } => Wait::Transient,
+            ProviderError::Unauthorized { .. }
+            | ProviderError::Revoked { .. }
+            | ProviderError::NotFound { .. }
+            | ProviderError::Conflict { .. }
+            | ProviderError::Invalid { .. } => Wait::Persistent,
+        }
+    }
+
+    /// Whether the delay is a time the provider set (so it must not be shortened or jittered).
+    pub fn is_exact(&self) -> bool {
+        matches!(self, Wait::Exactly(_))
+    }
+}
+
+/// The engine's retry policy: a curve per class, the exact time for a Retry-After.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub transient: Backoff,
+    pub persistent: Backoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { transient: Backoff::TRANSIENT, persistent: Backoff::default() }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay after the `attempts`-th consecutive failure (`attempts` ≥ 1), jittered on the
+    /// curves. `attempts` counts every failure, so a Retry-After among them still grows the
+    /// curve of the next 5xx.
+    pub fn delay(&self, attempts: u32, wait: Wait) -> Duration {
+        self.delay_with(attempts, wait, rand::rng().random())
+    }
+
+    /// `delay` with the jitter's random number given (`roll` in `[0, 1]`).
+    pub fn delay_with(&self, attempts: u32, wait: Wait, roll: f64) -> Duration {
+        match wait {
+            Wait::Exactly(d) => d,
+            Wait::Transient => self.transient.jittered(attempts, roll),
+            Wait::Persistent => self.persistent.jittered(attempts, roll),
+        }
     }
 }
 
@@ -42,6 +134,10 @@ pub fn jitter(d: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn grows_caps_and_honours_retry_after() {
         let b = Backoff::default();
@@ -52,5 +148,70 @@ mod tests {
         assert_eq!(b.delay(1, Some(Duration::from_secs(42))), Duration::from_secs(42));
         let j = jitter(Duration::from_secs(10));
         assert!(j >= Duration::from_secs(10) && j <= Duration::from_secs(11));
+    }
+
+    #[test]
+    fn each_error_has_its_class() {
+        let m = String::new;
+        let cases = [
+            (ProviderError::RateLimited { retry_after: Some(ms(2000)), message: m() }, Wait::Exactly(ms(2000))),
+            (ProviderError::RateLimited { retry_after: Some(ms(0)), message: m() }, Wait::Exactly(ms(0))),
+            (ProviderError::RateLimited { retry_after: None, message: m() }, Wait::Transient),
+            (ProviderError::Transient { message: m() }, Wait::Transient),
+            (ProviderError::Unauthorized { message: m() }, Wait::Persistent),
+            (ProviderError::Invalid { message: m() }, Wait::Persistent),
+        ];
+        for (e, want) in cases {
+            assert_eq!(Wait::of(&e), want, "{e:?}");
+        }
+    }
+
+    /// (class, attempts) → the range the delay must fall in, whatever the jitter.
+    #[test]
+    fn each_class_stays_in_its_range() {
+        let p = RetryPolicy::default();
+        let cases: [(Wait, u32, Duration, Duration); 12] = [
+            (Wait::Exactly(ms(2000)), 1, ms(2000), ms(2000)),
+            (Wait::Exactly(ms(2000)), 9, ms(2000), ms(2000)),
+            (Wait::Exactly(ms(120_000)), 1, ms(120_000), ms(120_000)),
+            (Wait::Transient, 1, ms(500), ms(1000)),
+            (Wait::Transient, 2, ms(1000), ms(2000)),
+            (Wait::Transient, 4, ms(4000), ms(8000)),
+            (Wait::Transient, 5, ms(7500), ms(15_000)),
+            (Wait::Transient, 9, ms(7500), ms(15_000)),
+            (Wait::Transient, u32::MAX, ms(7500), ms(15_000)),
+            (Wait::Persistent, 1, ms(2500), ms(5000)),
+            (Wait::Persistent, 4, ms(20_000), ms(40_000)),
+            (Wait::Persistent, 30, ms(150_000), ms(300_000)),
+        ];
+        for (wait, attempts, lo, hi) in cases {
+            for roll in [0.0, 0.25, 0.5, 0.999, 1.0] {
+                let d = p.delay_with(attempts, wait, roll);
+                assert!(lo <= d && d <= hi, "{wait:?} attempt {attempts} roll {roll}: {d:?} not in {lo:?}..={hi:?}");
+            }
+            let d = p.delay(attempts, wait);
+            assert!(lo <= d && d <= hi, "{wait:?} attempt {attempts}: {d:?} not in {lo:?}..={hi:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_spans_its_bounds_and_retry_after_is_never_jittered() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.delay_with(3, Wait::Transient, 0.0), ms(2000));
+        assert_eq!(p.delay_with(3, Wait::Transient, 1.0), ms(4000));
+        assert_eq!(p.delay_with(3, Wait::Transient, 7.0), ms(4000), "an out-of-range roll is clamped");
+        let many: Vec<Duration> = (0..200).map(|_| p.delay(3, Wait::Transient)).collect();
+        assert!(many.iter().any(|d| *d < ms(2500)) && many.iter().any(|d| *d > ms(3500)), "jitter spreads");
+        assert!((0..200).all(|_| p.delay(7, Wait::Exactly(ms(1234))) == ms(1234)));
+        assert!(Wait::Exactly(ms(1)).is_exact() && !Wait::Transient.is_exact());
+    }
+
+    #[test]
+    fn a_long_failure_streak_stays_short_on_the_transient_curve() {
+        // The bench's tail: 9 transient failures in a row wait at most 1+2+4+8+15·5 = 90 s
+        // (the old single curve: 5+10+...+160+300·3 = 1,215 s).
+        let p = RetryPolicy::default();
+        let worst: Duration = (1..=9).map(|n| p.delay_with(n, Wait::Transient, 1.0)).sum();
+        assert_eq!(worst, Duration::from_secs(90));
     }
 }

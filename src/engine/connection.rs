@@ -293,11 +293,11 @@ impl Engine {
                 );
                 self.connection_failed(key, old, st, "ReconnectRequired", &e.to_string(), self.config.resync).await
             }
-            ErrorClass::Retry { after } => {
+            ErrorClass::Retry { .. } => {
                 st.failed_attempts = st.failed_attempts.saturating_add(1);
                 st.last_failure_time = Some(now);
-                let delay = self.config.backoff.delay(st.failed_attempts, after);
-                st.next_attempt_time = Some(self.not_before(delay));
+                let (at, delay) = self.retry_at(st.failed_attempts, &e);
+                st.next_attempt_time = Some(at);
                 // A passing failure does not un-Ready a working connection; it only delays the
                 // next check. A connection that never worked says why it is not Ready yet.
                 if !condition::is_true(&st.conditions, "Ready") {
@@ -307,7 +307,8 @@ impl Engine {
                 if *old != st {
                     self.objects.patch_connection_status(&key.namespace, &key.name, &st).await?;
                 }
-                Ok(Outcome::Requeue(jitter(delay)))
+                // Jittered already (or a Retry-After, which must not be).
+                Ok(Outcome::Requeue(delay))
             }
             ErrorClass::Permanent => {
                 self.connection_failed(key, old, st, e.reason(), &e.to_string(), self.config.resync).await

@@ -22,7 +22,6 @@ use super::{Engine, EngineError, EventType, ObjectKey};
 mod config;
 mod stats;
 
-use crate::error::ErrorClass;
 use crate::providers::{Provider, PushSupport, RemoteEvent, Watch, WatchRequest};
 use crate::resources::condition::{Condition, ConditionStatus, set_condition};
 use crate::resources::push::{CHANGED_ANNOTATION, PUSH_FINALIZER};
@@ -454,12 +453,7 @@ impl Engine {
                 let msg = e.to_string();
                 tracing::warn!(connection = %key, calendar = %calendar, reason = e.reason(), error = %msg, "push watch failed; polling");
                 w.failures = w.failures.saturating_add(1);
-                let retry_after = match e.class() {
-                    ErrorClass::Retry { after } => after,
-                    _ => None,
-                };
-                let delay = self.config.backoff.delay(w.failures, retry_after);
-                w.next_attempt_time = Some(self.not_before(delay));
+                w.next_attempt_time = Some(self.retry_at(w.failures, &e).0);
                 w.last_error = Some(msg.clone());
                 // Whatever was live stays live until it expires; the calendar is polled meanwhile.
                 if w.expiration.is_none_or(|x| x <= self.now()) {

@@ -35,11 +35,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, RetryPolicy, Wait};
 pub use feed_only::FEED_ONLY_REASON;
 pub use objects::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for};
 
 use crate::providers::Connector;
+
+/// Added to the requeue after a failed call (see `Engine::retry_at`).
+const RETRY_MARGIN: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Source of "now"; tests pin it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -56,8 +59,10 @@ pub struct EngineConfig {
     pub connection_recheck: Duration,
     /// Re-look at a TaskSync waiting for its connection.
     pub wait_requeue: Duration,
-    /// Failure backoff.
+    /// Backoff of store failures (the controller's) and the short wait before looking again.
     pub backoff: Backoff,
+    /// How long a failed provider call waits before it is retried, by what failed.
+    pub retry: RetryPolicy,
     /// Live sync from the calendar: push and polling.
     pub live: live::LiveConfig,
 }
@@ -70,6 +75,7 @@ impl Default for EngineConfig {
             connection_recheck: Duration::from_secs(600),
             wait_requeue: Duration::from_secs(60),
             backoff: Backoff::default(),
+            retry: RetryPolicy::default(),
             live: live::LiveConfig::default(),
         }
     }
@@ -141,6 +147,18 @@ impl Engine {
         let at = (self.clock)() + chrono::Duration::from_std(delay).unwrap_or_default();
         let whole = DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
         if whole < at { whole + chrono::Duration::seconds(1) } else { whole }
+    }
+
+    /// When a provider call that failed for the `attempts`-th time in a row may be retried:
+    /// the time for `nextAttemptTime` (rounded up to the status' whole second, so a restart
+    /// never retries early) and the requeue delay, which lands just after that time, unjittered:
+    /// a curve's delay is jittered already and a Retry-After must not be.
+    fn retry_at(&self, attempts: u32, e: &crate::providers::ProviderError) -> (DateTime<Utc>, std::time::Duration) {
+        let at = self.not_before(self.config.retry.delay(attempts, Wait::of(e)));
+        let left = (at - (self.clock)()).to_std().unwrap_or_default();
+        // The queue's timer (monotonic) and the plan's check (wall clock, whole seconds) can
+        // disagree by a little: waking a hair early would cost a second hop.
+        (at, left + RETRY_MARGIN)
     }
 
     async fn publish(&self, key: &ObjectKey, type_: EventType, reason: &str, action: &str, note: String) {

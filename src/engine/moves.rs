@@ -125,16 +125,16 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         tracing::info!(object = %ctx.key, reason = e.reason(), error = %e, "deleting a moved event's old copy failed");
         match e.class() {
-            ErrorClass::Retry { after } => {
+            ErrorClass::Retry { .. } => {
                 let now = self.now();
                 ctx.status.failed_attempts = ctx.status.failed_attempts.saturating_add(1);
                 ctx.status.last_failure_time = Some(now);
-                let delay = self.config.backoff.delay(ctx.status.failed_attempts, after);
-                ctx.status.next_attempt_time = Some(self.not_before(delay));
+                let (at, delay) = self.retry_at(ctx.status.failed_attempts, &e);
+                ctx.status.next_attempt_time = Some(at);
                 if ctx.status.failed_attempts >= super::plan::MAX_CLEANUP_ATTEMPTS {
                     return self.move_abandoned(ctx, from, &e.to_string()).await;
                 }
-                self.finish(ctx, delay).await
+                self.finish_exactly(ctx, delay).await
             }
             ErrorClass::Reauthenticate | ErrorClass::Permanent => self.move_abandoned(ctx, from, &e.to_string()).await,
         }

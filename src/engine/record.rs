@@ -53,19 +53,15 @@ impl Engine {
                 let first = ctx.status.failed_attempts == 0;
                 ctx.status.failed_attempts = ctx.status.failed_attempts.saturating_add(1);
                 ctx.status.last_failure_time = Some(now);
-                let retry_after = match &e {
-                    ProviderError::RateLimited { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let delay = self.config.backoff.delay(ctx.status.failed_attempts, retry_after);
-                ctx.status.next_attempt_time = Some(self.not_before(delay));
+                let (at, delay) = self.retry_at(ctx.status.failed_attempts, &e);
+                ctx.status.next_attempt_time = Some(at);
                 self.set_failed(ctx, e.reason(), &e.to_string());
                 ctx.status.observed_generation = Some(ctx.generation);
                 if first {
                     self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string())).await?;
                     self.publish(&ctx.key, EventType::Warning, e.reason(), action_of(call), e.to_string()).await;
                 }
-                self.finish(ctx, delay).await
+                self.finish_exactly(ctx, delay).await
             }
         }
     }
@@ -178,6 +174,12 @@ impl Engine {
 
     /// Write the status if it changed, then requeue after `after` (with jitter).
     pub(super) async fn finish(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
+        self.finish_exactly(ctx, jitter(after)).await
+    }
+
+    /// Write the status if it changed, then requeue after exactly `after` (a retry delay that
+    /// is jittered already, or a Retry-After that must not be).
+    pub(super) async fn finish_exactly(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
         if ctx.ts.status.as_ref() != Some(&ctx.status) {
             match self.objects.patch_task_sync_status(&ctx.key.namespace, &ctx.key.name, &ctx.status).await {
                 Ok(_) => {}
@@ -186,7 +188,7 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Outcome::Requeue(jitter(after)))
+        Ok(Outcome::Requeue(after))
     }
 
     /// The provider says the credentials are dead: the connection must say so too, so the REST

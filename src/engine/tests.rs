@@ -239,6 +239,61 @@ async fn retry_after_is_honoured_to_the_millisecond_with_second_precision_status
     assert!(w.calendar.calls().is_empty(), "called the provider 6.5 s into a 7 s Retry-After");
 }
 
+/// Seconds from now to the status' `nextAttemptTime`, and the requeue delay.
+async fn retry_wait(w: &World, name: &str, out: Outcome) -> (f64, std::time::Duration) {
+    let st = w.status(name).await;
+    let next = st.next_attempt_time.expect("a failure sets nextAttemptTime");
+    let Outcome::Requeue(d) = out else { panic!("a failure requeues: {out:?}") };
+    let now = *w.now.lock().unwrap();
+    ((next - now).num_milliseconds() as f64 / 1000.0, d)
+}
+
+#[tokio::test]
+async fn each_failure_class_waits_its_own_time() {
+    let w = World::new();
+    *w.now.lock().unwrap() += chrono::Duration::milliseconds(300);
+    w.connection().await;
+    w.task("t1", spec("t")).await;
+    // 5xx, timeouts, drops: 1 s doubling to 15 s, jittered down to half, status rounded up to
+    // the whole second; the requeue lands just after the status time, not 10% later.
+    for (attempt, lo, hi) in [(1, 0.5, 2.0), (2, 1.0, 3.0), (3, 2.0, 5.0), (6, 7.5, 16.0), (9, 7.5, 16.0)] {
+        while w.status("t1").await.failed_attempts < attempt {
+            w.calendar.inject(Op::Create, ProviderError::Transient { message: "503".into() });
+            let out = w.reconcile("t1").await;
+            let (left, requeue) = retry_wait(&w, "t1", out).await;
+            assert!(requeue.as_secs_f64() - left < 0.05 && requeue.as_secs_f64() >= left, "{left} {requeue:?}");
+            let n = w.status("t1").await.failed_attempts;
+            if n == attempt {
+                assert!((lo..=hi).contains(&left), "transient failure {n}: {left} s not in {lo}..={hi}");
+            }
+            w.calendar.clear_calls();
+            w.advance((left.ceil() as i64) - 1);
+            w.reconcile("t1").await;
+            assert!(w.calendar.calls().is_empty(), "retried a second before nextAttemptTime");
+            w.advance(1);
+        }
+    }
+    // A Retry-After after nine failures is the provider's time, not the curve's (and not the
+    // longer of the two): 3 s from 12:0x:xx.300 is the whole second after 3.3 s.
+    w.calendar.inject(
+        Op::Create,
+        ProviderError::RateLimited { retry_after: Some(std::time::Duration::from_secs(3)), message: "429".into() },
+    );
+    let out = w.reconcile("t1").await;
+    let (left, requeue) = retry_wait(&w, "t1", out).await;
+    assert_eq!((w.status("t1").await.failed_attempts, left), (10, 3.7));
+    assert_eq!(requeue, std::time::Duration::from_millis(3720), "exact, plus the timer margin, no jitter");
+    // An access token still refused after a refresh is not known to pass: the long curve.
+    w.advance(4);
+    w.calendar.inject(Op::Create, ProviderError::Unauthorized { message: "401".into() });
+    let out = w.reconcile("t1").await;
+    let (left, _) = retry_wait(&w, "t1", out).await;
+    assert!(left >= 150.0, "Unauthorized after 11 failures waits on the long curve: {left} s");
+    w.advance(301);
+    w.reconcile("t1").await;
+    assert_eq!(reason(&w.status("t1").await, "Synced"), "True/EventCreated");
+}
+
 #[tokio::test]
 async fn rate_limit_backs_off_in_status_and_honours_retry_after() {
     let w = World::new();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::bench::fixture::{self, NAMESPACE};
 use crate::bench::provider::{BenchConnector, BenchService, Op, Profile, Stats};
 use crate::bench::report;
-use crate::engine::{Backoff, Engine, EngineConfig, Labels, Objects};
+use crate::engine::{Backoff, Engine, EngineConfig, Labels, Objects, RetryPolicy};
 use crate::providers::limiter::{Limited, Policy};
 use crate::standalone::backend::Store;
 use crate::standalone::queue::{self, QueueConfig};
@@ -46,12 +46,13 @@ pub struct BulkArgs {
     /// Give up waiting for convergence after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
-    /// The engine's failure backoff base (its default: 5000). Smaller values scale the retry
-    /// tail down for CI; a 429's Retry-After still wins when longer.
-    #[arg(long, default_value_t = 5000)]
+    /// The engine's retry backoff for passing failures (5xx, timeouts, dropped connections):
+    /// base in ms, doubling per failure, jittered down to half (engine default: 1000). A 429's
+    /// Retry-After is kept exactly whatever this says.
+    #[arg(long, default_value_t = 1000)]
     pub backoff_base_ms: u64,
-    /// The engine's failure backoff cap (its default: 300000).
-    #[arg(long, default_value_t = 300_000)]
+    /// The cap of that backoff, in ms (engine default: 15000).
+    #[arg(long, default_value_t = 15_000)]
     pub backoff_cap_ms: u64,
     /// calsync's client-side limiter, requests/s per connection (default: `--quota-rps`; 0 = off,
     /// to measure calsync without it). It also caps calls in flight at `--quota-concurrency`.
@@ -87,7 +88,7 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     report::heading(
         title,
         &format!(
-            "{} TaskSyncs over {} connections, queue concurrency {}, engine backoff {}..{} ms, client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
+            "{} TaskSyncs over {} connections, queue concurrency {}, engine retry backoff {}..{} ms (Retry-After exact), client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
             args.tasks,
             args.connections,
             args.concurrency,
@@ -125,9 +126,10 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     report::info("replicas", args.replicas.max(1));
 
     let service = BenchService::new(p.clone());
-    let backoff =
+    let transient =
         Backoff { base: Duration::from_millis(args.backoff_base_ms), cap: Duration::from_millis(args.backoff_cap_ms) };
-    let engine_config = EngineConfig { backoff, ..EngineConfig::default() };
+    let engine_config =
+        EngineConfig { retry: RetryPolicy { transient, ..RetryPolicy::default() }, ..EngineConfig::default() };
     let start = Instant::now();
     let (mut stops, mut drivers, mut leases) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..args.replicas.max(1) {

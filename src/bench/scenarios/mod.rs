@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod bulk;
+pub mod caldav_import;
 pub mod crash;
 pub mod cursor;
 pub mod live;

@@ -10,7 +10,9 @@
 //! Owns: that reading (`resource_busy` is pure, for tests). Must not touch writes or cursors.
 
 use chrono_tz::Tz;
-use icalendar::parser::{Component, read_calendar, unfold};
+use icalendar::parser::Component;
+
+use super::ical_read::read_calendar;
 
 use super::CaldavProvider;
 use super::ical::{param, parse_ics, parse_time};
@@ -44,8 +46,7 @@ pub fn resource_busy(text: &str, account: Option<&str>, window: &Window, zone: T
             return Vec::new();
         }
     };
-    let unfolded = unfold(text);
-    let Ok(cal) = read_calendar(&unfolded) else { return Vec::new() };
+    let Ok(cal) = read_calendar(text) else { return Vec::new() };
     let events: Vec<&Component<'_>> = cal.components.iter().filter(|c| c.name == "VEVENT").collect();
     let master = events.iter().find(|c| c.find_prop("RECURRENCE-ID").is_none()).or_else(|| events.first());
     if master.is_none_or(|m| is_free(m, account)) {

@@ -1,8 +1,8 @@
 //! iCalendar (RFC 5545) for CalDAV resources: writing our events and reading anyone's.
 //!
 //! Built on the `icalendar` crate's parser tree (`icalendar::parser::{Calendar, Component,
-//! Property}`), used for both directions: its reader unfolds lines and keeps parameters, and its
-//! writer folds lines and prints exactly the components given (the high-level builder would add
+//! Property}`), used for both directions: `ical_read` reads text into it (borrowing from the
+//! text; it replaced the crate's slower reader, same tree), and the crate's writer folds lines and prints exactly the components given (the high-level builder would add
 //! a UID and DTSTAMP to every component, VTIMEZONE included, which RFC 5545 forbids). Text
 //! values are escaped here.
 //!
@@ -13,7 +13,9 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use icalendar::parser::{Calendar, Component, Parameter, Property, read_calendar, unfold};
+use icalendar::parser::{Calendar, Component, Parameter, Property};
+
+use super::ical_read::read_calendar;
 
 use super::vtimezone::vtimezone;
 use crate::providers::{EventData, EventTime, Exception, Marker, ProviderError, event_key};
@@ -435,8 +437,7 @@ fn line_of(p: &Property<'_>) -> String {
 /// share the UID and carry RECURRENCE-ID); the master is reported.
 pub fn parse_ics(text: &str) -> Result<ParsedEvent, ProviderError> {
     let invalid = |m: String| ProviderError::Invalid { message: format!("unreadable iCalendar resource: {m}") };
-    let unfolded = unfold(text);
-    let cal = read_calendar(&unfolded).map_err(|e| invalid(e.lines().take(3).collect::<Vec<_>>().join(" ")))?;
+    let cal = read_calendar(text).map_err(invalid)?;
     let events: Vec<&Component<'_>> = cal.components.iter().filter(|c| c.name == "VEVENT").collect();
     let ev = events
         .iter()

@@ -16,7 +16,7 @@ use super::events::remote;
 use super::http::{CT, XML, classify};
 use super::ical::parse_ics;
 use super::xml::{
-    CALDAV, DAV, Multistatus, calendar_query, multiget, parse_multistatus, preconditions, sync_collection, uid_query,
+    Multistatus, calendar_query, each_resource, multiget, parse_multistatus, preconditions, sync_collection, uid_query,
 };
 use super::{CaldavProvider, discovery, id_from_href};
 use crate::providers::{EventPage, ProviderError, RemoteEvent, Window};
@@ -34,28 +34,42 @@ pub(super) fn ical_utc(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
-/// Events from a multistatus with calendar-data. Resources we cannot read (a VTODO, broken
-/// data) are skipped and logged, so one bad event does not hide the others.
-fn events_of(ms: &Multistatus, base: &Url) -> Vec<RemoteEvent> {
+/// Events from a multistatus with calendar-data, in one pass over the body: each resource's
+/// iCalendar text is parsed where the XML parser left it. Resources we cannot read (a VTODO,
+/// broken data) are skipped and logged, so one bad event does not hide the others.
+fn events_of(body: &[u8], base: &Url) -> Result<Vec<RemoteEvent>, ProviderError> {
     let mut out = Vec::new();
-    for r in &ms.responses {
-        let Some(data) = r.prop(CALDAV, "calendar-data") else {
-            continue;
+    each_resource(body, |r| {
+        let (Some(id), Ok(url)) = (id_from_href(r.href), base.join(r.href)) else {
+            return;
         };
-        let (Some(id), Ok(url)) = (id_from_href(&r.href), base.join(&r.href)) else {
-            continue;
-        };
-        match parse_ics(&data.text) {
-            Ok(parsed) => {
-                let etag = r.prop(DAV, "getetag").map(|e| e.text.clone()).filter(|e| !e.is_empty());
-                out.push(remote(id, &url, etag, parsed));
-            }
+        match parse_ics(&r.data) {
+            Ok(parsed) => out.push(remote(id, &url, r.etag.map(str::to_string), parsed)),
             Err(e) => {
                 tracing::debug!(href = %r.href, error = %e, "skipping a resource that is not a readable event")
             }
         }
-    }
-    out
+    })?;
+    Ok(out)
+}
+
+/// The events of a `calendar-query`/`calendar-multiget` answer, read as `Provider::list`
+/// reads them (public for `calsync bench caldav-import`, which times the parse alone).
+pub fn parse_report(body: &[u8], base: &Url) -> Result<Vec<RemoteEvent>, ProviderError> {
+    events_of(body, base)
+}
+
+/// The responses with calendar-data in such an answer: the XML pass alone, for the bench's
+/// breakdown.
+pub fn count_calendar_data(body: &[u8]) -> Result<usize, ProviderError> {
+    let mut n = 0;
+    each_resource(body, |_| n += 1)?;
+    Ok(n)
+}
+
+/// The `calendar-query` body `Provider::list` sends for `window` (for the bench's raw REPORT).
+pub fn calendar_query_body(window: Window) -> String {
+    calendar_query(&ical_utc(window.from), &ical_utc(window.to))
 }
 
 pub(super) async fn report_ms(
@@ -65,11 +79,22 @@ pub(super) async fn report_ms(
     body: &str,
     what: &str,
 ) -> Result<Multistatus, ProviderError> {
+    parse_multistatus(&report_body(p, url, depth, body, what).await?)
+}
+
+/// A REPORT's 207 body, unparsed.
+async fn report_body(
+    p: &CaldavProvider,
+    url: &Url,
+    depth: &str,
+    body: &str,
+    what: &str,
+) -> Result<Vec<u8>, ProviderError> {
     let resp = p.client().send(report()?, url, &[("Depth", depth), (CT, XML)], Some(body)).await?;
     if resp.status != StatusCode::MULTI_STATUS {
         return Err(classify(&resp, what, p.client().username()));
     }
-    parse_multistatus(&resp.body)
+    Ok(resp.body)
 }
 
 /// The collection's current sync token, if the server supports RFC 6578.
@@ -87,8 +112,7 @@ async fn full(p: &CaldavProvider, url: &Url, window: &Window, resync: bool) -> R
     // incremental listing instead of being lost.
     let token = current_token(p, url).await?;
     let body = calendar_query(&ical_utc(window.from), &ical_utc(window.to));
-    let ms = report_ms(p, url, "1", &body, &format!("listing events in {url}")).await?;
-    let events = events_of(&ms, url);
+    let events = events_of(&report_body(p, url, "1", &body, &format!("listing events in {url}")).await?, url)?;
     tracing::debug!(events = events.len(), resync, "caldav window listed");
     Ok(EventPage { events, removed: Vec::new(), next_cursor: token, full_resync: resync })
 }
@@ -187,8 +211,8 @@ pub async fn list(
     };
     let mut events = Vec::new();
     for batch in changed.chunks(MULTIGET_BATCH) {
-        let ms = report_ms(p, &url, "1", &multiget(batch), &format!("reading changed events in {url}")).await?;
-        events.extend(events_of(&ms, &url).into_iter().filter(|e| e.in_window(&window)));
+        let ms = report_body(p, &url, "1", &multiget(batch), &format!("reading changed events in {url}")).await?;
+        events.extend(events_of(&ms, &url)?.into_iter().filter(|e| e.in_window(&window)));
     }
     let mut removed: Vec<String> = removed.iter().filter_map(|h| id_from_href(h)).collect();
     removed.dedup();
@@ -198,21 +222,18 @@ pub async fn list(
 /// The event with exactly this UID in the collection, wherever it is stored (servers that
 /// report a `no-uid-conflict` without saying where, as Radicale does).
 pub async fn find_uid(p: &CaldavProvider, collection: &Url, uid: &str) -> Result<Option<RemoteEvent>, ProviderError> {
-    let ms = report_ms(p, collection, "1", &uid_query(uid), &format!("looking up UID {uid}")).await?;
-    let mut found = Vec::new();
-    for r in &ms.responses {
-        let Some(data) = r.prop(CALDAV, "calendar-data") else {
-            continue;
+    let body = report_body(p, collection, "1", &uid_query(uid), &format!("looking up UID {uid}")).await?;
+    let mut found = None;
+    each_resource(&body, |r| {
+        let (Some(id), Ok(url)) = (id_from_href(r.href), collection.join(r.href)) else {
+            return;
         };
-        let (Some(id), Ok(url)) = (id_from_href(&r.href), collection.join(&r.href)) else {
-            continue;
-        };
-        if let Ok(parsed) = parse_ics(&data.text)
+        if found.is_none()
+            && let Ok(parsed) = parse_ics(&r.data)
             && parsed.uid.as_deref() == Some(uid)
         {
-            let etag = r.prop(DAV, "getetag").map(|e| e.text.clone()).filter(|e| !e.is_empty());
-            found.push(remote(id, &url, etag, parsed));
+            found = Some(remote(id, &url, r.etag.map(str::to_string), parsed));
         }
-    }
-    Ok(found.into_iter().next())
+    })?;
+    Ok(found)
 }

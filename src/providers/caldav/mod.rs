@@ -11,7 +11,7 @@
 //! events that is the deterministic key, so `find_by_key` is a plain GET.
 //!
 //! Files: `http` (requests, auth, limits, error mapping), `xml` (WebDAV bodies), `discovery`,
-//! `ical` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (window
+//! `ical` + `ical_read` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (window
 //! and incremental listing), `calendars` (calsync's own calendar: MKCALENDAR).
 
 mod busy;
@@ -21,6 +21,7 @@ mod events;
 pub mod guard;
 mod http;
 mod ical;
+mod ical_read;
 mod listing;
 mod vtimezone;
 mod xml;
@@ -36,6 +37,7 @@ use sha2::{Digest, Sha256};
 pub use discovery::Collection;
 pub use http::{MAX_BODY, MAX_REDIRECTS};
 pub use ical::{MARKER_PROP, parse_ics, to_ics, uid_for};
+pub use listing::{calendar_query_body, count_calendar_data, parse_report};
 /// iCalendar writing shared with the ICS feed (`api::ics`).
 pub mod ics {
     pub use super::ical::{

@@ -5,6 +5,8 @@
 //! a default namespace, so every lookup is by (namespace URI, local name). Must not touch HTTP or
 //! iCalendar content (calendar-data is returned as text).
 
+use std::borrow::Cow;
+
 use crate::providers::ProviderError;
 
 pub const DAV: &str = "DAV:";
@@ -143,6 +145,75 @@ pub fn parse_multistatus(body: &[u8]) -> Result<Multistatus, ProviderError> {
     // `sync-token` inside a response's props is the collection's property, same meaning.
     ms.sync_token = root.descendants().find(|n| is(n, DAV, "sync-token")).map(text_of).filter(|t| !t.is_empty());
     Ok(ms)
+}
+
+/// One member of a `calendar-query`/`calendar-multiget` answer, borrowed from the parsed body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resource<'a> {
+    pub href: &'a str,
+    /// `DAV:getetag`, when non-empty.
+    pub etag: Option<&'a str>,
+    /// `CALDAV:calendar-data`, trimmed.
+    pub data: Cow<'a, str>,
+}
+
+/// The text inside `node`, trimmed, as `text_of` reads it, without a copy when it is one text
+/// node (the usual case; CDATA next to text is merged into one by the parser).
+fn text_ref<'a>(node: roxmltree::Node<'a, '_>) -> Cow<'a, str> {
+    match (node.first_child(), node.children().nth(1)) {
+        (None, _) => Cow::Borrowed(""),
+        (Some(only), None) if only.is_text() => Cow::Borrowed(only.text().unwrap_or("").trim()),
+        _ => Cow::Owned(text_of(node)),
+    }
+}
+
+/// Call `each` for every member of a `DAV:multistatus` that carries calendar-data in a 2xx
+/// propstat: the one pass the listings make over a REPORT body. Reads what `parse_multistatus`
+/// reads (same namespaces, first non-empty href, 2xx propstats only) but builds no property
+/// lists and copies no text: the iCalendar data is handed out where the parser left it.
+pub fn each_resource(body: &[u8], mut each: impl FnMut(Resource<'_>)) -> Result<(), ProviderError> {
+    let doc = parse_doc(body)?;
+    let root = doc.root_element();
+    if !is(&root, DAV, "multistatus") {
+        return Err(ProviderError::Invalid {
+            message: format!(
+                "the CalDAV server answered with <{}> instead of a WebDAV multistatus; is the URL a CalDAV server?",
+                root.tag_name().name()
+            ),
+        });
+    }
+    for resp in root.children().filter(|n| is(n, DAV, "response")) {
+        let mut href: Option<Cow<'_, str>> = None;
+        let (mut etag, mut data) = (None, None);
+        for child in resp.children().filter(|n| n.is_element()) {
+            if is(&child, DAV, "href") && href.as_ref().is_none_or(|h| h.is_empty()) {
+                href = Some(text_ref(child));
+            } else if is(&child, DAV, "propstat") {
+                let ok = child
+                    .children()
+                    .find(|n| is(n, DAV, "status"))
+                    .and_then(|s| status_code(&text_ref(s)))
+                    .is_some_and(|c| (200..300).contains(&c));
+                if !ok {
+                    continue;
+                }
+                for p in child.children().filter(|n| is(n, DAV, "prop")).flat_map(|n| n.children()) {
+                    if is(&p, DAV, "getetag") && etag.is_none() {
+                        etag = Some(text_ref(p)).filter(|e| !e.is_empty());
+                    } else if is(&p, CALDAV, "calendar-data") && data.is_none() {
+                        data = Some(text_ref(p));
+                    }
+                }
+            }
+        }
+        // hrefs and etags are plain text in practice; an entity in one (rare) is copied once.
+        if let (Some(href), Some(data)) = (href.filter(|h| !h.is_empty()), data) {
+            let href_s: &str = &href;
+            let etag_s = etag.as_deref();
+            each(Resource { href: href_s, etag: etag_s, data });
+        }
+    }
+    Ok(())
 }
 
 /// The preconditions named in a `DAV:error` body (`valid-sync-token`, `no-uid-conflict`, ...),
