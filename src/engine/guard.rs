@@ -18,7 +18,7 @@
 
 mod config;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -39,13 +39,20 @@ pub const CONDITION: &str = "DeletionGuard";
 /// Reason of the TaskSync's `Synced=False` while its deletion is held.
 pub const HELD_REASON: &str = "DeletionHeld";
 
-/// One async lock per connection (`namespace/name`). Entries stay for the life of the process:
-/// one small entry per connection this process reconciles.
+/// TaskSyncs of one connection whose deletion this process let through and counted. Until they
+/// are gone they still record an event; counted among the connection's events as well, they
+/// would count twice in the total and let a deletion past the threshold. A retry of one of them
+/// is not counted again. Lost on a restart, which can only count a deletion twice (toward
+/// holding).
+type Passed = HashSet<String>;
+
+/// One async lock per connection (`namespace/name`), guarding its `Passed`. Entries stay for the
+/// life of the process: one small entry per connection this process reconciles.
 #[derive(Default)]
-pub(super) struct GuardLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub(super) struct GuardLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Passed>>>>);
 
 impl GuardLocks {
-    async fn lock(&self, namespace: &str, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    async fn lock(&self, namespace: &str, name: &str) -> tokio::sync::OwnedMutexGuard<Passed> {
         let lock = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(format!("{namespace}/{name}")).or_default().clone()
@@ -122,9 +129,9 @@ impl Engine {
             return Ok(None);
         }
         let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
-        let _lock = self.guards.lock(&ns, &name).await;
+        let mut passed = self.guards.lock(&ns, &name).await;
         let Some(fresh) = self.objects.get_connection(&ns, &name).await? else { return Ok(None) };
-        self.decide(fresh).await.map(Some)
+        self.decide(fresh, &mut passed).await.map(Some)
     }
 
     /// The TaskSync reconcile's part, before it deletes its calendar event: `None` lets the
@@ -134,16 +141,19 @@ impl Engine {
         let cfg = &self.config.deletion_guard;
         let Some(conn) = ctx.conn.filter(|_| cfg.enabled()) else { return Ok(None) };
         let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
-        let lock = self.guards.lock(&ns, &name).await;
+        let mut passed = self.guards.lock(&ns, &name).await;
+        if passed.contains(&ctx.key.name) {
+            return Ok(None);
+        }
         let Some(mut fresh) = self.objects.get_connection(&ns, &name).await? else { return Ok(None) };
         if fresh.annotations().contains_key(CONFIRM_DELETIONS_ANNOTATION) {
-            fresh = self.decide(fresh).await?;
+            fresh = self.decide(fresh, &mut passed).await?;
         }
         let mut g = guard_of(&fresh);
         match covered(g.decision.as_ref(), ctx.ts) {
             Some(GuardAction::Confirm) => return Ok(None),
             Some(GuardAction::Cancel) => {
-                drop(lock);
+                drop(passed);
                 return self.orphan_cancelled(ctx).await.map(Some);
             }
             None => {}
@@ -153,10 +163,11 @@ impl Engine {
         if !g.holding() && g.window_start.is_none_or(|start| now >= start + window) {
             g.window_start = Some(now);
             g.deleted_in_window = 0;
+            passed.clear();
         }
         let next = g.deleted_in_window.saturating_add(1);
         if g.holding() || next > cfg.max {
-            let counts = self.guard_counts(&fresh).await?;
+            let counts = self.guard_counts(&fresh, &mut passed).await?;
             let total = counts.events.saturating_add(g.deleted_in_window);
             if g.holding() || cfg.trips(next, total) {
                 let tripped = !g.holding();
@@ -165,7 +176,7 @@ impl Engine {
                 g.total = total;
                 let msg = held_message(&g, counts.events);
                 self.write_guard(&fresh, g, Some(cond(CONDITION, true, "DeletionsHeld", msg.clone()))).await?;
-                drop(lock);
+                drop(passed);
                 if tripped {
                     let key = ObjectKey::connection(&ns, &name);
                     self.publish(&key, EventType::Warning, "DeletionsHeld", "Delete", msg).await;
@@ -179,18 +190,19 @@ impl Engine {
         }
         g.deleted_in_window = next;
         self.write_guard(&fresh, g, None).await?;
+        passed.insert(ctx.key.name.clone());
         Ok(None)
     }
 
     /// Act on the decision annotation of `conn` (the caller holds its lock); the connection
     /// afterwards. The annotation is removed whatever it said, so it is acted on once.
-    async fn decide(&self, conn: CalendarConnection) -> Result<CalendarConnection, EngineError> {
+    async fn decide(&self, conn: CalendarConnection, passed: &mut Passed) -> Result<CalendarConnection, EngineError> {
         let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
         let key = ObjectKey::connection(&ns, &name);
         let value =
             conn.annotations().get(CONFIRM_DELETIONS_ANNOTATION).map(|v| v.trim().to_string()).unwrap_or_default();
         let mut g = guard_of(&conn);
-        let counts = if g.holding() { Some(self.guard_counts(&conn).await?) } else { None };
+        let counts = if g.holding() { Some(self.guard_counts(&conn, passed).await?) } else { None };
         let now = self.now();
         let action = counts.as_ref().and_then(|c| match value.as_str() {
             "cancel" => Some(GuardAction::Cancel),
@@ -270,13 +282,19 @@ impl Engine {
         Ok(self.objects.patch_connection_status(&ns, &name, &st).await?)
     }
 
-    /// Count the connection's TaskSyncs: held deletions and events still in the calendar.
-    async fn guard_counts(&self, conn: &CalendarConnection) -> Result<Counts, EngineError> {
+    /// Count the connection's TaskSyncs: held deletions and events still in the calendar (not
+    /// those of deletions already counted); forget passed TaskSyncs that are gone.
+    async fn guard_counts(&self, conn: &CalendarConnection, passed: &mut Passed) -> Result<Counts, EngineError> {
         let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
         let selector = Labels::from([(CONNECTION_LABEL.to_string(), name.clone())]);
         let decision = guard_of(conn).decision;
         let mut counts = Counts { held: 0, events: 0, latest_mark: None };
-        for ts in self.objects.list_task_syncs(Some(&ns), &selector).await? {
+        let list = self.objects.list_task_syncs(Some(&ns), &selector).await?;
+        passed.retain(|p| list.iter().any(|ts| ts.name_any() == *p));
+        for ts in list {
+            if passed.contains(&ts.name_any()) {
+                continue;
+            }
             let st = ts.status.as_ref();
             // A deleted TaskSync's event stays with the connection its status names.
             let holder = st.and_then(|s| s.connection.as_deref()).unwrap_or(&ts.spec.connection_ref.name);

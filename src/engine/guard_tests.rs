@@ -5,6 +5,8 @@ use std::time::Duration;
 use super::guard::{CONDITION, GuardConfig, HELD_REASON};
 use super::tests::{World, reason, spec};
 use super::*;
+use crate::providers::ProviderError;
+use crate::providers::memory::Op;
 use crate::resources::condition::find;
 use crate::resources::*;
 
@@ -224,4 +226,24 @@ async fn other_status_writers_keep_the_count() {
     // A connection reconcile that read the status before the deletions writes it back.
     w.engine.save_connection_status(NS, "conn", &stale).await.unwrap();
     assert_eq!(guard(&w).await.0.deleted_in_window, 3);
+}
+
+#[tokio::test]
+async fn a_counted_deletion_still_in_flight_is_not_an_event_too() {
+    // 11 events, max 5, ratio 0.5. t0's deletion is counted, then its calendar call fails, so
+    // t0 still records its event: counted among the events as well, the total would be 12 and
+    // the 6th deletion (6 > 5.5 of 11, but not > 6 of 12) would slip through.
+    let w = world(5, 0.5, 600);
+    synced(&w, 11).await;
+    w.calendar.inject(Op::Delete, ProviderError::Transient { message: "503".into() });
+    delete(&w, 0..6).await;
+    assert_eq!(remaining(&w, 0..1).await, 1, "t0's call failed");
+    assert_eq!(events(&w), 7, "t1..t4 deleted, t5 held");
+    assert_eq!(reason(&w.status("t5").await, "Synced"), format!("False/{HELD_REASON}"));
+    // t0's retry is the deletion already counted: it proceeds, uncounted.
+    w.advance(60);
+    w.reconcile("t0").await;
+    assert_eq!(remaining(&w, 0..1).await, 0);
+    let (g, _) = guard(&w).await;
+    assert_eq!((g.deleted_in_window, g.held), (5, 1));
 }
