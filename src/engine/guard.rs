@@ -171,11 +171,15 @@ impl Engine {
             let total = counts.events.saturating_add(g.deleted_in_window);
             if g.holding() || cfg.trips(next, total) {
                 let tripped = !g.holding();
+                let before = g.clone();
                 g.since.get_or_insert(now);
                 g.held = counts.held;
                 g.total = total;
                 let msg = held_message(&g, counts.events);
-                self.write_guard(&fresh, g, Some(cond(CONDITION, true, "DeletionsHeld", msg.clone()))).await?;
+                // Unchanged counts keep the condition as it is (a refused confirm stays visible).
+                if tripped || g != before {
+                    self.write_guard(&fresh, g, Some(cond(CONDITION, true, "DeletionsHeld", msg.clone()))).await?;
+                }
                 drop(passed);
                 if tripped {
                     let key = ObjectKey::connection(&ns, &name);
