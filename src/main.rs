@@ -210,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
             config.engine.live = live_config()?;
+            config.engine.deletion_guard = deletion_guard_config()?;
             // The engine and the API must agree on the ownership marker.
             config.engine.owner = api_config.owner.clone();
             let env = |k: &str| std::env::var(k).ok();
@@ -318,6 +319,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         engine: calsync::engine::EngineConfig {
             owner: args.owner.clone(),
             live: calsync::engine::live::LiveConfig { push_keys: Some(keys.push_keys()), ..live_config()? },
+            deletion_guard: deletion_guard_config()?,
             ..Default::default()
         },
     };
@@ -458,6 +460,10 @@ fn envelope_sealer(
 }
 
 /// Live sync settings (CALSYNC_PUBLIC_URL, CALSYNC_*_POLL_SECONDS, ...).
+fn deletion_guard_config() -> anyhow::Result<calsync::engine::guard::GuardConfig> {
+    calsync::engine::guard::GuardConfig::from_lookup(&|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)
+}
+
 fn live_config() -> anyhow::Result<calsync::engine::live::LiveConfig> {
     calsync::engine::live::LiveConfig::from_lookup(&|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)
 }

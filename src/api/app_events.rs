@@ -1,6 +1,6 @@
 //! The events the app hears about (`task.synced`, `task.failed`, `task.conflict`,
 //! `task.deleted_in_calendar`, `connection.connected`, `connection.disconnected`,
-//! `connection.reconnect_required`, `calendar.changed`), derived from what changed in a
+//! `connection.reconnect_required`, `connection.deletions_held`, `calendar.changed`), derived from what changed in a
 //! TaskSync's or CalendarConnection's status. Every REST replica derives the same events from
 //! its own watches, with the same ids (the object's resourceVersion), so a stream can resume on
 //! another replica.
@@ -50,6 +50,8 @@ pub struct Snapshot {
     ready: Option<(ConditionStatus, String)>,
     /// Per watched calendar: (id, lastChangeTime, changeCount).
     changes: Vec<(String, Option<DateTime<Utc>>, u64)>,
+    /// The connection's `DeletionGuard` condition.
+    guard: Option<(ConditionStatus, String)>,
 }
 
 fn cond(conds: &[crate::resources::Condition], t: &str) -> Option<(ConditionStatus, String)> {
@@ -72,7 +74,12 @@ pub fn connection_snapshot(c: &CalendarConnection) -> Snapshot {
         .push
         .map(|p| p.calendars.into_iter().map(|w| (w.calendar_id, w.last_change_time, w.change_count)).collect())
         .unwrap_or_default();
-    Snapshot { ready: cond(&st.conditions, "Ready"), changes, ..Snapshot::default() }
+    Snapshot {
+        ready: cond(&st.conditions, "Ready"),
+        changes,
+        guard: cond(&st.conditions, crate::engine::guard::CONDITION),
+        ..Snapshot::default()
+    }
 }
 
 fn rv(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
@@ -164,7 +171,9 @@ pub fn task_events(
     }
     if let Some((ConditionStatus::False, reason)) = &after.synced
         && after.synced != before.synced
-        && !matches!(reason.as_str(), "ConflictDetected" | "DeletedInCalendar")
+        // A held deletion is the connection's news (`connection.deletions_held`), once, not
+        // one `task.failed` per deleted task.
+        && !matches!(reason.as_str(), "ConflictDetected" | "DeletedInCalendar" | crate::engine::guard::HELD_REASON)
     {
         let message = find(&st.conditions, "Synced").map(|c| c.message.clone()).unwrap_or_default();
         out.push(("task.failed", base(json!({"reason": reason, "message": message}))));
@@ -189,6 +198,18 @@ pub fn connection_events(before: &Snapshot, c: &CalendarConnection, now: DateTim
             }
             _ => {}
         }
+    }
+    let held = |s: &Snapshot| s.guard.as_ref().is_some_and(|(s, _)| *s == ConditionStatus::True);
+    if held(&after) && !held(before) {
+        let g = c.status.as_ref().and_then(|s| s.deletion_guard.clone()).unwrap_or_default();
+        let mut d = data.clone();
+        if let Some(m) = d.as_object_mut() {
+            m.insert("held".into(), json!(g.held));
+            m.insert("deleted_in_window".into(), json!(g.deleted_in_window));
+            m.insert("total".into(), json!(g.total));
+            m.insert("window_start".into(), json!(g.window_start));
+        }
+        out.push(("connection.deletions_held", d));
     }
     for (calendar, at, count) in &after.changes {
         let was = before.changes.iter().find(|(c, _, _)| c == calendar).map(|(_, t, n)| (*t, *n));
@@ -315,6 +336,16 @@ mod tests {
         );
         let gone = conn("Disconnected", false, None);
         assert_eq!(kinds(&connection_events(&connection_snapshot(&ready), &gone, now)), ["connection.disconnected"]);
+        let mut held = conn("Connected", true, None);
+        if let Some(st) = held.status.as_mut() {
+            st.conditions.extend(with("DeletionGuard", true, "DeletionsHeld"));
+            st.deletion_guard =
+                Some(DeletionGuardStatus { held: 100, deleted_in_window: 100, total: 200, ..Default::default() });
+        }
+        let e = connection_events(&connection_snapshot(&ready), &held, now);
+        assert_eq!(kinds(&e), ["connection.deletions_held"]);
+        assert_eq!((e[0].data["held"].as_u64(), e[0].data["total"].as_u64()), (Some(100), Some(200)));
+        assert!(connection_events(&connection_snapshot(&held), &held, now).is_empty(), "once per hold");
         let changed = conn("Connected", true, Some(now));
         let e = connection_events(&connection_snapshot(&ready), &changed, now);
         assert_eq!(kinds(&e), ["calendar.changed"]);

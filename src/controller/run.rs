@@ -123,13 +123,26 @@ fn connection_readiness(c: &GuardedConnection) -> Option<u64> {
         .and_then(|s| condition::find(&s.conditions, "Ready"))
         .map(|c| (c.status == condition::ConditionStatus::True, c.reason.clone()));
     let default_calendar = status.and_then(|s| s.default_calendar_id.clone());
-    Some(hash_of(&(conn.metadata.generation, ready, default_calendar, conn.metadata.deletion_timestamp.is_some())))
+    // Held deletions wait for the guard to let go (a decision), not for the next resync.
+    let guard = status.and_then(|s| s.deletion_guard.as_ref()).map(|g| (g.holding(), g.decision.clone()));
+    Some(hash_of(&(
+        conn.metadata.generation,
+        ready,
+        default_calendar,
+        conn.metadata.deletion_timestamp.is_some(),
+        guard,
+    )))
 }
 
 /// The live-sync signal a REST replica wrote after a provider notification (an annotation: the
 /// API server carries it to whichever replica leads, so no side channel is needed).
 fn changed_signal(c: &GuardedConnection) -> Option<u64> {
-    Some(hash_of(&c.meta().annotations.as_ref().and_then(|a| a.get(crate::resources::push::CHANGED_ANNOTATION))))
+    let annotations = c.meta().annotations.as_ref();
+    // The user's decision about held deletions is metadata only too.
+    Some(hash_of(&(
+        annotations.and_then(|a| a.get(crate::resources::push::CHANGED_ANNOTATION)),
+        annotations.and_then(|a| a.get(crate::resources::CONFIRM_DELETIONS_ANNOTATION)),
+    )))
 }
 
 /// A user's choice in a held conflict (`calendar.getitdone.app/resolve`): metadata only, so the

@@ -28,6 +28,11 @@ impl Engine {
         if conn.meta().deletion_timestamp.is_some() {
             return self.connection_deleted(&conn).await;
         }
+        // The user's decision about held deletions comes first: the rest works on what it left.
+        let conn = match self.guard_on_connection(&conn).await? {
+            Some(after) => after,
+            None => conn,
+        };
         let key = ObjectKey::connection(namespace, name);
         // The REST API finds a user's connections by this label; YAML written by hand lacks it.
         let user_label = crate::resources::user_label_value(&conn.spec.user_id);
@@ -50,7 +55,7 @@ impl Engine {
             set_condition(&mut st.conditions, cond("Ready", false, "Disconnected", msg), generation, now);
             st.observed_generation = generation;
             if write(&st) {
-                self.objects.patch_connection_status(namespace, name, &st).await?;
+                self.save_connection_status(namespace, name, &st).await?;
             }
             return Ok(Outcome::Done);
         }
@@ -178,7 +183,7 @@ impl Engine {
         );
         let live_in = self.live_sync(&conn, &mut st, provider.as_ref()).await?;
         if write(&st) {
-            self.objects.patch_connection_status(namespace, name, &st).await?;
+            self.save_connection_status(namespace, name, &st).await?;
             if !ready {
                 self.publish(&key, EventType::Normal, "Connected", "Check", "calendar connected".into()).await;
             }
@@ -200,7 +205,7 @@ impl Engine {
         };
         let live_in = self.live_sync(conn, &mut st, p.as_ref()).await?;
         if *old != st {
-            self.objects.patch_connection_status(&ns, &conn.name_any(), &st).await?;
+            self.save_connection_status(&ns, &conn.name_any(), &st).await?;
         }
         Ok(Outcome::Requeue(jitter(check_in).min(live_in)))
     }
@@ -305,7 +310,7 @@ impl Engine {
                     set_condition(&mut st.conditions, cond("Ready", false, e.reason(), e.to_string()), g, now);
                 }
                 if *old != st {
-                    self.objects.patch_connection_status(&key.namespace, &key.name, &st).await?;
+                    self.save_connection_status(&key.namespace, &key.name, &st).await?;
                 }
                 // Jittered already (or a Retry-After, which must not be).
                 Ok(Outcome::Requeue(delay))
@@ -335,7 +340,7 @@ impl Engine {
         set_condition(&mut st.conditions, cond("Ready", false, reason, msg), g, now);
         st.last_check_time = Some(now);
         if *old != st {
-            self.objects.patch_connection_status(&key.namespace, &key.name, &st).await?;
+            self.save_connection_status(&key.namespace, &key.name, &st).await?;
             self.publish(key, EventType::Warning, reason, "Check", msg.to_string()).await;
         }
         Ok(Outcome::Requeue(jitter(requeue)))

@@ -422,7 +422,7 @@ impl Engine {
             push.calendars[i].pending_watch_id = Some(id.clone());
             let mut pending = st.clone();
             pending.push = Some(push.clone());
-            self.objects.patch_connection_status(&key.namespace, &key.name, &pending).await?;
+            self.save_connection_status(&key.namespace, &key.name, &pending).await?;
             result = p.watch(&calendar, &request).await;
             if result.is_ok() {
                 LiveStats::bump(&stats().watches_created);

@@ -13,6 +13,9 @@ mod connection;
 mod dedicated;
 pub mod desired;
 mod feed_only;
+pub mod guard;
+#[cfg(test)]
+mod guard_tests;
 pub mod live;
 #[cfg(test)]
 mod live_tests;
@@ -65,6 +68,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Live sync from the calendar: push and polling.
     pub live: live::LiveConfig,
+    /// When mass deletions are held for the user's confirmation.
+    pub deletion_guard: guard::GuardConfig,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +82,7 @@ impl Default for EngineConfig {
             backoff: Backoff::default(),
             retry: RetryPolicy::default(),
             live: live::LiveConfig::default(),
+            deletion_guard: guard::GuardConfig::default(),
         }
     }
 }
@@ -106,11 +112,19 @@ pub struct Engine {
     config: EngineConfig,
     clock: Clock,
     live: Arc<live::LiveState>,
+    guards: Arc<guard::GuardLocks>,
 }
 
 impl Engine {
     pub fn new(objects: Arc<dyn Objects>, connector: Arc<dyn Connector>, config: EngineConfig) -> Self {
-        Engine { objects, connector, config, clock: Arc::new(Utc::now), live: Arc::new(live::LiveState::default()) }
+        Engine {
+            objects,
+            connector,
+            config,
+            clock: Arc::new(Utc::now),
+            live: Arc::new(live::LiveState::default()),
+            guards: Arc::default(),
+        }
     }
 
     /// Replace the clock (tests).

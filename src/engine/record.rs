@@ -205,7 +205,7 @@ impl Engine {
         set_condition(&mut status.conditions, cond("Authenticated", false, "ReconnectRequired", message), g, now);
         set_condition(&mut status.conditions, cond("Ready", false, "ReconnectRequired", message), g, now);
         if conn.status.as_ref() != Some(&status) {
-            match self.objects.patch_connection_status(namespace, &conn.name_any(), &status).await {
+            match self.save_connection_status(namespace, &conn.name_any(), &status).await {
                 Ok(_) | Err(crate::engine::StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }

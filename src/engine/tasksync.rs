@@ -202,6 +202,11 @@ impl Engine {
                 }
                 Step::FinishMove => return self.finish_move(&mut ctx).await,
                 Step::Create | Step::Update { .. } | Step::Delete { .. } | Step::Move { .. } => {
+                    if matches!(step, Step::Delete { .. })
+                        && let Some(out) = self.guard_deletion(&mut ctx).await?
+                    {
+                        return Ok(out);
+                    }
                     let provider = match self.provider(&ctx).await? {
                         Ok(p) => p,
                         Err(e) => {

@@ -39,6 +39,16 @@ impl World {
         World { objects, calendar, engine, now }
     }
 
+    /// A new engine over the same store, calendar and clock: what a restart sees.
+    pub(super) fn restart(w: &World, config: EngineConfig) -> Self {
+        let now = w.now.clone();
+        let clock_now = now.clone();
+        let engine =
+            Engine::new(Arc::new(w.objects.clone()), Arc::new(MemoryConnector { service: w.calendar.clone() }), config)
+                .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
+        World { objects: w.objects.clone(), calendar: w.calendar.clone(), engine, now }
+    }
+
     pub(super) fn advance(&self, secs: i64) {
         *self.now.lock().unwrap() += chrono::Duration::seconds(secs);
     }

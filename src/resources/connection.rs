@@ -235,6 +235,9 @@ pub struct CalendarConnectionStatus {
     /// Live sync: how changes made in each watched calendar reach calsync (push or poll).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<super::push::PushStatus>,
+    /// The mass-deletion guard: deletions counted in the current window, and what it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_guard: Option<super::guard::DeletionGuardStatus>,
     /// The user's sync history across all TaskSyncs of this connection (newest last, bounded).
     #[serde(default)]
     #[schemars(length(max = 200))]

@@ -6,6 +6,7 @@
 
 pub mod condition;
 pub mod connection;
+pub mod guard;
 pub mod history;
 pub mod push;
 pub mod tasksync;
@@ -20,6 +21,7 @@ pub use connection::{
     AUTO_CALENDAR, CalendarConnection, CalendarConnectionSpec, CalendarConnectionStatus, CalendarInfo, ImportSpec,
     ProviderKind, SecretRef,
 };
+pub use guard::{CONFIRM_DELETIONS_ANNOTATION, DeletionGuardStatus, GuardAction, GuardDecision};
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
 pub use push::{PushMode, PushStatus, WatchedCalendar};
 pub use tasksync::{

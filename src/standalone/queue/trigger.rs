@@ -47,6 +47,8 @@ pub(super) fn connection_trigger(c: &CalendarConnection) -> Trigger {
         ready,
         st.and_then(|s| s.default_calendar_id.as_deref()),
         c.spec.active,
+        // Held deletions wait for the guard to let go (a decision), not for the next sweep.
+        st.and_then(|s| s.deletion_guard.as_ref()).map(|g| (g.holding(), g.decision.clone())),
     ));
     Trigger { own: meta_trigger(c.meta()), dependents: Some(dependents), uses: None }
 }
