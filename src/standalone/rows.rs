@@ -38,7 +38,7 @@ pub fn kind_from_str(s: &str) -> Option<Kind> {
 }
 
 /// What the store needs to know about each kind.
-pub trait Row: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + 'static {
+pub trait Row: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: Kind;
     fn same_spec(&self, other: &Self) -> bool;
     fn take_spec_from(&mut self, other: &Self);

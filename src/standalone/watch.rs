@@ -3,6 +3,7 @@
 //! running `calsync standalone`) and broadcasts their keys, as in-process writes are.
 //!
 //! Owns: the polling thread. Must not touch: writes (the store logs changes in its transactions).
+//! It drops each changed key from the store's object cache before broadcasting it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use tokio::sync::broadcast;
 
 use super::db;
 use super::rows;
+use super::store::cache::Cache;
 use crate::engine::ObjectKey;
 
 /// How often the reader thread looks for other processes' writes.
@@ -31,6 +33,7 @@ pub(super) fn spawn_watcher(
     origin: String,
     mut last: i64,
     (changes, secret_changes): (broadcast::Sender<ObjectKey>, broadcast::Sender<SecretName>),
+    cache: Arc<Cache>,
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new().name("calsync-store-watch".into()).spawn(move || {
@@ -52,6 +55,8 @@ pub(super) fn spawn_watcher(
                         // No subscribers is fine.
                         match key {
                             Changed::Object(k) => {
+                                // Dropped before it is announced: whoever reacts reads the new row.
+                                cache.invalidate(&k);
                                 let _ = changes.send(k);
                             }
                             Changed::Secret(s) => {
