@@ -45,6 +45,17 @@ use crate::resources::{
 };
 pub use outbox::{OutboxEntry, OutboxMessage, OutboxSettle, StatusTap, TapHandle};
 
+/// Counters of the SQLite store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Writes committed or failed so far.
+    pub writes: u64,
+    /// Transactions they took (group commit: fewer than `writes` under load).
+    pub commits: u64,
+    /// Decoded objects held by the cache now.
+    pub cached_objects: usize,
+}
+
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
 
@@ -144,6 +155,12 @@ impl SqliteObjects {
     /// Where the database lives.
     pub fn location(&self) -> &Location {
         &self.inner.location
+    }
+
+    /// What group commit and the cache did so far (benches print it).
+    pub fn stats(&self) -> StoreStats {
+        let (writes, commits) = self.inner.committer.counts();
+        StoreStats { writes, commits, cached_objects: self.inner.cache.len() }
     }
 
     /// Run the read-only `f` in one DEFERRED transaction (a consistent snapshot that does not

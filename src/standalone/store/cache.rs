@@ -133,7 +133,7 @@ impl Cache {
         st.epoch += 1;
     }
 
-    /// Objects held now (for tests and the memory bench's account).
+    /// Objects held now (`SqliteObjects::stats`).
     pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }

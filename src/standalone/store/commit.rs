@@ -17,6 +17,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -52,6 +53,14 @@ struct Job {
 /// The sending side of the writer thread's queue; dropping it stops the thread.
 pub(crate) struct Committer {
     jobs: mpsc::Sender<Job>,
+    counts: Arc<Counts>,
+}
+
+/// Writes and COMMITs so far (writes per commit is the batching achieved).
+#[derive(Default)]
+struct Counts {
+    writes: AtomicU64,
+    commits: AtomicU64,
 }
 
 impl Committer {
@@ -63,6 +72,8 @@ impl Committer {
         cache: Arc<Cache>,
     ) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let counts = Arc::new(Counts::default());
+        let counted = counts.clone();
         std::thread::Builder::new()
             .name("calsync-store-commit".into())
             .spawn(move || {
@@ -75,11 +86,18 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
+                    counted.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    counted.commits.fetch_add(1, Ordering::Relaxed);
                     commit_batch(&conn, &origin, batch, &changes, &cache);
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store's writer thread: {e}")))?;
-        Ok(Committer { jobs })
+        Ok(Committer { jobs, counts })
+    }
+
+    /// (writes, transactions) handed to SQLite so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.counts.writes.load(Ordering::Relaxed), self.counts.commits.load(Ordering::Relaxed))
     }
 
     /// Queue `work` and wait until it is committed (or failed).
@@ -204,5 +222,77 @@ fn run_one(tx: &Transaction, origin: &str, work: Work) -> Step {
                 Err(e) => Step::Broken(Err(err), db_err(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::credentials::envelope::{Key, Keyring};
+    use crate::engine::{ObjectKey, Objects, StoreError};
+    use crate::resources::TaskSync;
+    use crate::standalone::store::SqliteObjects;
+
+    fn task(name: &str, rv: Option<&str>) -> TaskSync {
+        let mut t: TaskSync = serde_json::from_value(serde_json::json!({
+            "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"connectionRef": {"name": "c"}, "taskId": name, "title": "T", "start": "2026-03-05T14:00:00Z"}
+        }))
+        .unwrap();
+        t.metadata.resource_version = rv.map(str::to_string);
+        t
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let key = Key::generate().0;
+        let store = SqliteObjects::open(&url, Keyring::new(key.clone())).await.unwrap();
+        let mut writers = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                // Every fourth write is stale (a resourceVersion for an object that is not
+                // there): NotFound for it, nothing for its neighbours.
+                let stale = i % 4 == 3;
+                let result = store.apply_task_sync(&task(&format!("t{i}"), stale.then_some("1"))).await;
+                (stale, result)
+            }));
+        }
+        let mut stored = 0;
+        for w in writers {
+            match w.await.unwrap() {
+                (false, Ok(_)) => stored += 1,
+                (true, Err(StoreError::NotFound(_))) => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        assert_eq!(stored, 150);
+        let (writes, commits) = store.inner.committer.counts();
+        assert_eq!(writes, 200);
+        assert!(commits < writes, "200 concurrent writes took {commits} commits: none shared");
+
+        // A conflict inside a batch leaves the rest of the batch and the object as it was.
+        let t0 = store.get_task_sync("default", "t0").await.unwrap().unwrap();
+        let stale_t0 = task("t0", Some("999999"));
+        let ok = store.apply_task_sync(&t0);
+        let stale = store.apply_task_sync(&stale_t0);
+        let (ok, stale) = tokio::join!(ok, stale);
+        assert!(ok.is_ok());
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+
+        // Acknowledged means on disk: a fresh process (no cache) sees every acknowledged write.
+        drop(store);
+        let reopened = SqliteObjects::open(&url, Keyring::new(key)).await.unwrap();
+        let all = reopened.list_task_syncs(None, &BTreeMap::new()).await.unwrap();
+        assert_eq!(all.len(), 150);
+        assert!(reopened.get_task_sync("default", "t3").await.unwrap().is_none());
+        let key = ObjectKey::task_sync("default", "t0");
+        reopened.add_finalizer(&key, "f").await.unwrap();
+        let t0 = reopened.get_task_sync("default", "t0").await.unwrap().unwrap();
+        assert_eq!(t0.metadata.finalizers, Some(vec!["f".to_string()]), "the cache serves the write just made");
     }
 }
