@@ -37,7 +37,9 @@ use chrono::{DateTime, Utc};
 
 pub use backoff::Backoff;
 pub use feed_only::FEED_ONLY_REASON;
-pub use objects::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for};
+pub use objects::{
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for, wait_for_key,
+};
 
 use crate::providers::Connector;
 

@@ -264,3 +264,34 @@ where
         let _ = tokio::time::timeout_at(tick, changes.recv()).await;
     }
 }
+
+/// `wait_for` about one object: re-checks only on notifications of `key` (or a lagged
+/// channel, or every 500 ms), so a waiter is not woken by every other object's writes (16
+/// requests in flight each wrote 4–5 times per task: every waiter re-read on all of them).
+pub async fn wait_for_key<T, F, Fut>(
+    objects: &dyn Objects,
+    key: &ObjectKey,
+    timeout: Duration,
+    mut check: F,
+) -> Result<(bool, T), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,
+{
+    let mut changes = objects.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (done, value) = check().await?;
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok((done, value));
+        }
+        let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
+        loop {
+            match tokio::time::timeout_at(tick, changes.recv()).await {
+                Ok(Ok(changed)) if &changed != key => continue,
+                // Ours, a lag (it may have been ours), a closed channel or the timer: look again.
+                _ => break,
+            }
+        }
+    }
+}

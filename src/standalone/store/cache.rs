@@ -29,7 +29,11 @@ pub(crate) const DEFAULT_CAPACITY: usize = 20_000;
 
 /// What a committed write did to one object.
 pub(crate) enum Written {
-    Saved { key: ObjectKey, rv: u64, object: Arc<dyn Any + Send + Sync> },
+    Saved {
+        key: ObjectKey,
+        rv: u64,
+        object: Arc<dyn Any + Send + Sync>,
+    },
     Removed(ObjectKey),
     /// Rows changed behind the store's back (tests' raw SQL): forget everything.
     Everything,
