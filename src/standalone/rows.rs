@@ -72,6 +72,14 @@ impl Row for TaskSync {
     }
 }
 
+/// The global resourceVersion counter's value (the newest version written).
+pub fn current_rv(tx: &Transaction) -> Result<u64, StoreError> {
+    let v: i64 = tx
+        .query_row("SELECT value FROM counters WHERE name = 'resource_version'", [], |r| r.get(0))
+        .map_err(db_err)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
 /// Next value of the global resourceVersion counter.
 pub fn next_rv(tx: &Transaction) -> Result<u64, StoreError> {
     let v: i64 = tx

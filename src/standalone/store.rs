@@ -32,6 +32,7 @@ use commit::{Committer, Effects, Output};
 
 pub(super) mod cache;
 mod commit;
+mod connections;
 mod feeds;
 mod outbox;
 pub(super) mod secrets;
@@ -83,6 +84,12 @@ impl Inner {
     }
 }
 
+fn load_connections(conn: &mut Connection, cache: &Cache) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+    cache.connections.load(&tx)?;
+    tx.commit().map_err(db_err)
+}
+
 /// Objects the cache holds: `CALSYNC_STORE_CACHE_OBJECTS` (0 turns it off), else the default.
 fn cache_capacity() -> usize {
     std::env::var("CALSYNC_STORE_CACHE_OBJECTS")
@@ -126,12 +133,17 @@ impl SqliteObjects {
         let origin = uuid::Uuid::new_v4().to_string();
         let cache = Arc::new(Cache::new(cache_capacity()));
         let mut reader = None;
+        let mut conn = conn;
         if let Some(path) = location.path() {
             let start: i64 =
                 conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM changelog", [], |r| r.get(0)).map_err(db_err)?;
+            // After `start`: whatever another process writes from now on, the watcher re-reads.
+            load_connections(&mut conn, &cache)?;
             let senders = (changes.clone(), secret_changes.clone());
             spawn_watcher(path.to_path_buf(), origin.clone(), start, senders, cache.clone(), stop.clone());
             reader = Some(Mutex::new(db::open_reader(path).map_err(db_err)?));
+        } else {
+            load_connections(&mut conn, &cache)?;
         }
         let conn = Arc::new(Mutex::new(conn));
         let committer = Committer::start(conn.clone(), origin.clone(), changes.clone(), cache.clone())?;
@@ -307,9 +319,12 @@ impl SqliteObjects {
     /// Raw access for tests (tampering with sealed rows).
     #[doc(hidden)]
     pub async fn raw_execute(&self, sql: &'static str) -> Result<usize, StoreError> {
+        let cache = self.inner.cache.clone();
         self.tx(move |tx, _, fx| {
             fx.written.push(Written::Everything);
-            tx.execute(sql, []).map_err(db_err)
+            let n = tx.execute(sql, []).map_err(db_err)?;
+            cache.connections.load(tx)?;
+            Ok(n)
         })
         .await
     }
@@ -428,7 +443,7 @@ impl Objects for SqliteObjects {
         namespace: Option<&str>,
         selector: &Labels,
     ) -> Result<Vec<CalendarConnection>, StoreError> {
-        self.list(namespace, selector).await
+        Ok(self.inner.cache.connections.list(namespace, selector))
     }
 
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {

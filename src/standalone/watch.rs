@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use super::db;
 use super::rows;
 use super::store::cache::Cache;
-use crate::engine::ObjectKey;
+use crate::engine::{Kind, ObjectKey};
 
 /// How often the reader thread looks for other processes' writes.
 const POLL: Duration = Duration::from_millis(200);
@@ -48,7 +48,10 @@ pub(super) fn spawn_watcher(
             let Some(conn) = reader.as_ref() else {
                 continue;
             };
-            match read_changes(conn, &origin, last) {
+            match read_changes(conn, &origin, last).map_err(|e| e.to_string()).and_then(|(seq, keys)| {
+                refresh_connections(conn, &cache, &keys)?;
+                Ok((seq, keys))
+            }) {
                 Ok((seq, keys)) => {
                     last = seq;
                     for key in keys {
@@ -75,6 +78,26 @@ pub(super) fn spawn_watcher(
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the change-log watcher; writes by other processes are seen only at the periodic re-check");
     }
+}
+
+/// Re-read the connections another process changed, in one snapshot, before their keys are
+/// broadcast (`list_connections` is answered from memory).
+fn refresh_connections(conn: &Connection, cache: &Cache, keys: &[Changed]) -> Result<(), String> {
+    let mut connections = keys
+        .iter()
+        .filter_map(|k| match k {
+            Changed::Object(k) if k.kind == Kind::CalendarConnection => Some(k),
+            _ => None,
+        })
+        .peekable();
+    if connections.peek().is_none() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    for key in connections {
+        cache.connections.refresh(&tx, key).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 enum Changed {

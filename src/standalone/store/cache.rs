@@ -20,7 +20,9 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::engine::ObjectKey;
+use super::connections::ConnectionSet;
+use crate::engine::{Kind, ObjectKey};
+use crate::resources::CalendarConnection;
 use crate::standalone::rows::Row;
 use crate::standalone::semantics;
 
@@ -35,7 +37,8 @@ pub(crate) enum Written {
         object: Arc<dyn Any + Send + Sync>,
     },
     Removed(ObjectKey),
-    /// Rows changed behind the store's back (tests' raw SQL): forget everything.
+    /// Rows changed behind the store's back (tests' raw SQL): forget every TaskSync (the
+    /// writer reloads the connections in that transaction).
     Everything,
 }
 
@@ -66,11 +69,13 @@ struct State {
 pub(crate) struct Cache {
     state: Mutex<State>,
     capacity: usize,
+    /// All connections (unbounded: they are few), kept by the same writes.
+    pub(crate) connections: ConnectionSet,
 }
 
 impl Cache {
     pub(crate) fn new(capacity: usize) -> Self {
-        Cache { state: Mutex::new(State::default()), capacity }
+        Cache { state: Mutex::new(State::default()), capacity, connections: ConnectionSet::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -113,11 +118,19 @@ impl Cache {
         for w in written {
             match w {
                 Written::Saved { key, rv, object } => {
+                    if key.kind == Kind::CalendarConnection
+                        && let Ok(c) = object.clone().downcast::<CalendarConnection>()
+                    {
+                        self.connections.saved(c);
+                    }
                     if self.capacity > 0 {
                         self.insert(&mut st, key.clone(), Entry { rv: *rv, object: object.clone() });
                     }
                 }
                 Written::Removed(key) => {
+                    if key.kind == Kind::CalendarConnection {
+                        self.connections.removed(key);
+                    }
                     st.map.remove(key);
                     st.epoch += 1;
                 }
