@@ -74,9 +74,8 @@ impl Row for TaskSync {
 
 /// The global resourceVersion counter's value (the newest version written).
 pub fn current_rv(tx: &Transaction) -> Result<u64, StoreError> {
-    let v: i64 = tx
-        .query_row("SELECT value FROM counters WHERE name = 'resource_version'", [], |r| r.get(0))
-        .map_err(db_err)?;
+    let v: i64 =
+        tx.query_row("SELECT value FROM counters WHERE name = 'resource_version'", [], |r| r.get(0)).map_err(db_err)?;
     Ok(u64::try_from(v).unwrap_or(0))
 }
 

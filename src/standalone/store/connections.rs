@@ -52,7 +52,8 @@ impl ConnectionSet {
 
     /// Load them all afresh (the store's opening; tests' raw SQL).
     pub(crate) fn load(&self, tx: &Transaction) -> Result<(), StoreError> {
-        let all = rows::decode_list::<CalendarConnection>(rows::list_raw::<CalendarConnection>(tx, None, &Labels::new())?);
+        let all =
+            rows::decode_list::<CalendarConnection>(rows::list_raw::<CalendarConnection>(tx, None, &Labels::new())?);
         let mut st = self.lock();
         *st = State::default();
         for c in all {
@@ -161,6 +162,49 @@ mod tests {
 
     fn names(list: Vec<CalendarConnection>) -> Vec<String> {
         list.into_iter().filter_map(|c| c.metadata.name).collect()
+    }
+
+    /// Two store handles on one file stand for two processes (each its own origin, cache and
+    /// watcher): what one writes, the other lists once its watcher has polled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_processs_writes_reach_the_listing() {
+        use crate::credentials::envelope::{Key, Keyring};
+        use crate::engine::Objects;
+        use crate::standalone::store::SqliteObjects;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let keys = Keyring::new(Key::generate().0);
+        let (a, b) =
+            (SqliteObjects::open(&url, keys.clone()).await.unwrap(), SqliteObjects::open(&url, keys).await.unwrap());
+        let u1 = Labels::from([("user".to_string(), "u1".to_string())]);
+        let listed =
+            |s: SqliteObjects, sel: Labels| async move { names(s.list_connections(None, &sel).await.unwrap()) };
+        let mut c = CalendarConnection::clone(&conn("x", 0, "u1"));
+        c.metadata.resource_version = None;
+        b.apply_connection(&c).await.unwrap();
+        assert_eq!(listed(b.clone(), u1.clone()).await, ["x"], "the writer lists its own write at once");
+        let until = |want: Vec<&'static str>, sel: Labels| {
+            let a = a.clone();
+            async move {
+                for _ in 0..50 {
+                    if listed(a.clone(), sel.clone()).await == want {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                panic!("the other handle never listed {want:?}");
+            }
+        };
+        until(vec!["x"], u1.clone()).await;
+        // Relabelled, then deleted, by the other process.
+        let mut moved = b.get_connection("default", "x").await.unwrap().unwrap();
+        moved.metadata.labels = Some([("user".to_string(), "u2".to_string())].into());
+        b.apply_connection(&moved).await.unwrap();
+        until(vec![], u1).await;
+        until(vec!["x"], Labels::from([("user".to_string(), "u2".to_string())])).await;
+        b.delete(&ObjectKey::connection("default", "x")).await.unwrap();
+        until(vec![], Labels::new()).await;
     }
 
     #[test]
