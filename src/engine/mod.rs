@@ -40,7 +40,9 @@ use chrono::{DateTime, Utc};
 
 pub use backoff::{Backoff, RetryPolicy, Wait};
 pub use feed_only::FEED_ONLY_REASON;
-pub use objects::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for};
+pub use objects::{
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for, wait_for_key,
+};
 
 use crate::providers::Connector;
 

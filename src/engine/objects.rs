@@ -264,3 +264,87 @@ where
         let _ = tokio::time::timeout_at(tick, changes.recv()).await;
     }
 }
+
+/// `wait_for` about one object: re-checks only on notifications of `key` (or a lagged
+/// channel, or every 500 ms), so a waiter is not woken by every other object's writes (16
+/// requests in flight each wrote 4–5 times per task: every waiter re-read on all of them).
+pub async fn wait_for_key<T, F, Fut>(
+    objects: &dyn Objects,
+    key: &ObjectKey,
+    timeout: Duration,
+    mut check: F,
+) -> Result<(bool, T), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,
+{
+    let mut changes = objects.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (done, value) = check().await?;
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok((done, value));
+        }
+        let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
+        loop {
+            match tokio::time::timeout_at(tick, changes.recv()).await {
+                Ok(Ok(changed)) if &changed != key => continue,
+                // Ours, a lag (it may have been ours), a closed channel or the timer: look again.
+                _ => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::engine::memory::MemoryObjects;
+
+    fn annotate(n: usize) -> Labels {
+        Labels::from([("n".to_string(), n.to_string())])
+    }
+
+    #[tokio::test]
+    async fn wait_for_key_is_not_woken_by_other_objects() {
+        let objects = Arc::new(MemoryObjects::new());
+        let task = |name: &str| -> crate::resources::TaskSync {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"connectionRef": {"name": "c"}, "taskId": name, "title": "T", "start": "2026-03-05T14:00:00Z"}
+            }))
+            .unwrap()
+        };
+        objects.apply_task_sync(&task("mine")).await.unwrap();
+        objects.apply_task_sync(&task("other")).await.unwrap();
+        let (mine, other) = (ObjectKey::task_sync("default", "mine"), ObjectKey::task_sync("default", "other"));
+        let checks = Arc::new(AtomicUsize::new(0));
+        let waiter = {
+            let (objects, checks, mine) = (objects.clone(), checks.clone(), mine.clone());
+            tokio::spawn(async move {
+                wait_for_key(objects.as_ref(), &mine, Duration::from_secs(5), || {
+                    let (objects, checks) = (objects.clone(), checks.clone());
+                    async move {
+                        checks.fetch_add(1, Ordering::SeqCst);
+                        let ts = objects.get_task_sync("default", "mine").await?;
+                        Ok((ts.is_some_and(|t| t.metadata.annotations.is_some_and(|a| a.contains_key("n"))), ()))
+                    }
+                })
+                .await
+            })
+        };
+        tokio::task::yield_now().await;
+        for n in 0..50 {
+            objects.set_annotations(&other, &annotate(n)).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        objects.set_annotations(&mine, &annotate(1)).await.unwrap();
+        let (done, ()) = waiter.await.unwrap().unwrap();
+        assert!(done);
+        assert!(checks.load(Ordering::SeqCst) <= 3, "woken {} times", checks.load(Ordering::SeqCst));
+    }
+}

@@ -38,7 +38,7 @@ pub fn kind_from_str(s: &str) -> Option<Kind> {
 }
 
 /// What the store needs to know about each kind.
-pub trait Row: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + 'static {
+pub trait Row: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: Kind;
     fn same_spec(&self, other: &Self) -> bool;
     fn take_spec_from(&mut self, other: &Self);
@@ -70,6 +70,13 @@ impl Row for TaskSync {
     fn event_id(&self) -> Option<String> {
         self.status.as_ref().and_then(|s| s.event_id.clone())
     }
+}
+
+/// The global resourceVersion counter's value (the newest version written).
+pub fn current_rv(tx: &Transaction) -> Result<u64, StoreError> {
+    let v: i64 =
+        tx.query_row("SELECT value FROM counters WHERE name = 'resource_version'", [], |r| r.get(0)).map_err(db_err)?;
+    Ok(u64::try_from(v).unwrap_or(0))
 }
 
 /// Next value of the global resourceVersion counter.

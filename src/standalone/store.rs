@@ -6,10 +6,13 @@
 //! `standalone::semantics`, shared with the PostgreSQL store.
 //!
 //! Owns: object/credential persistence and change notifications for standalone mode. Must not
-//! touch: reconcile decisions or provider calls. All SQLite calls run on the blocking pool behind
-//! one writer connection; every write is one transaction, committed durably before it returns.
-//! Other processes on the same database (e.g. `calsync apply` next to `calsync standalone`) are
-//! noticed through the change log, polled by a reader thread.
+//! touch: reconcile decisions or provider calls. Writes go to one writer thread (`commit`), which
+//! commits the writes that arrived together in one durable transaction (group commit), each in a
+//! savepoint of its own, and answers each caller after the COMMIT: acknowledged means durable.
+//! Reads run on the blocking pool, on a read connection of their own for file databases (WAL
+//! readers do not wait for the writer's fsync); `get` is answered from the decoded-object
+//! `cache` when it holds the object. Other processes on the same database (e.g. `calsync apply`
+//! next to `calsync standalone`) are noticed through the change log, polled by a reader thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +27,12 @@ use super::rows::{self, Row, StoredEvent, db_err};
 use super::semantics::{self, MetaOutcome};
 pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
+use cache::{Cache, Written};
+use commit::{Committer, Effects, Output};
 
+pub(super) mod cache;
+mod commit;
+mod connections;
 mod feeds;
 mod outbox;
 pub(super) mod secrets;
@@ -38,21 +46,56 @@ use crate::resources::{
 };
 pub use outbox::{OutboxEntry, OutboxMessage, OutboxSettle, StatusTap, TapHandle};
 
+/// Counters of the SQLite store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Writes committed or failed so far.
+    pub writes: u64,
+    /// Transactions they took (group commit: fewer than `writes` under load).
+    pub commits: u64,
+    /// Decoded objects held by the cache now.
+    pub cached_objects: usize,
+}
+
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
 
 struct Inner {
-    conn: Mutex<Connection>,
+    /// The writer's connection; also the readers' for `sqlite::memory:` (private to it).
+    conn: Arc<Mutex<Connection>>,
+    /// Readers' connection of a file database.
+    reader: Option<Mutex<Connection>>,
+    committer: Committer,
+    cache: Arc<Cache>,
     keys: Keyring,
     changes: broadcast::Sender<ObjectKey>,
     /// Secrets (namespace, name) written or deleted, by this or another process.
     secret_changes: broadcast::Sender<SecretName>,
-    /// Identifies this process's writes in the change log.
-    origin: String,
     location: Location,
     stop: Arc<AtomicBool>,
     /// Records app webhook messages with status writes (only when webhooks are configured).
     tap: std::sync::OnceLock<Arc<dyn StatusTap>>,
+}
+
+impl Inner {
+    fn read_conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // Reads leave nothing half done on a panic, so a poisoned lock is still safe to use.
+        self.reader.as_ref().unwrap_or(self.conn.as_ref()).lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn load_connections(conn: &mut Connection, cache: &Cache) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+    cache.connections.load(&tx)?;
+    tx.commit().map_err(db_err)
+}
+
+/// Objects the cache holds: `CALSYNC_STORE_CACHE_OBJECTS` (0 turns it off), else the default.
+fn cache_capacity() -> usize {
+    std::env::var("CALSYNC_STORE_CACHE_OBJECTS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(cache::DEFAULT_CAPACITY)
 }
 
 impl Drop for Inner {
@@ -88,20 +131,32 @@ impl SqliteObjects {
         let (secret_changes, _) = broadcast::channel(256);
         let stop = Arc::new(AtomicBool::new(false));
         let origin = uuid::Uuid::new_v4().to_string();
+        let cache = Arc::new(Cache::new(cache_capacity()));
+        let mut reader = None;
+        let mut conn = conn;
         if let Some(path) = location.path() {
             let start: i64 =
                 conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM changelog", [], |r| r.get(0)).map_err(db_err)?;
+            // After `start`: whatever another process writes from now on, the watcher re-reads.
+            load_connections(&mut conn, &cache)?;
             let senders = (changes.clone(), secret_changes.clone());
-            spawn_watcher(path.to_path_buf(), origin.clone(), start, senders, stop.clone());
+            spawn_watcher(path.to_path_buf(), origin.clone(), start, senders, cache.clone(), stop.clone());
+            reader = Some(Mutex::new(db::open_reader(path).map_err(db_err)?));
+        } else {
+            load_connections(&mut conn, &cache)?;
         }
+        let conn = Arc::new(Mutex::new(conn));
+        let committer = Committer::start(conn.clone(), origin.clone(), changes.clone(), cache.clone())?;
         tracing::debug!(database = %location, key_id = %keys.current_id(), "opened the standalone store");
         Ok(SqliteObjects {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                conn,
+                reader,
+                committer,
+                cache,
                 keys,
                 changes,
                 secret_changes,
-                origin,
                 location,
                 stop,
                 tap: std::sync::OnceLock::new(),
@@ -114,6 +169,12 @@ impl SqliteObjects {
         &self.inner.location
     }
 
+    /// What group commit and the cache did so far (benches print it).
+    pub fn stats(&self) -> StoreStats {
+        let (writes, commits) = self.inner.committer.counts();
+        StoreStats { writes, commits, cached_objects: self.inner.cache.len() }
+    }
+
     /// Run the read-only `f` in one DEFERRED transaction (a consistent snapshot that does not
     /// take the write lock) on the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -123,7 +184,7 @@ impl SqliteObjects {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conn = inner.read_conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
             let out = f(&tx)?;
             tx.commit().map_err(db_err)?;
@@ -140,7 +201,7 @@ impl SqliteObjects {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let rows = {
-                let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+                let mut conn = inner.read_conn();
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
                 let rows = rows::list_raw::<K>(&tx, ns.as_deref(), &selector)?;
                 tx.commit().map_err(db_err)?;
@@ -152,41 +213,47 @@ impl SqliteObjects {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
-    /// Run `f` in one IMMEDIATE transaction on the blocking pool; notify the keys it reports
-    /// after the commit.
+    /// Run `f` as one write of the next group commit (its own savepoint); the keys and objects
+    /// it reports in its `Effects` are broadcast and cached after the durable COMMIT, before
+    /// this returns.
     async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction, &str, &mut Vec<ObjectKey>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Transaction, &str, &mut Effects) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let (out, changed) = tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave a half transaction (SQLite rolls it
-            // back), so a poisoned lock is still safe to use.
-            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-            let mut changed = Vec::new();
-            let out = f(&tx, &inner.origin, &mut changed)?;
-            tx.commit().map_err(db_err)?;
-            Ok::<_, StoreError>((out, changed))
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
-        for key in changed {
-            // No subscribers is fine.
-            let _ = self.inner.changes.send(key);
+        let work = Box::new(move |tx: &Transaction, origin: &str, fx: &mut Effects| {
+            f(tx, origin, fx).map(|out| Box::new(out) as Output)
+        });
+        let out = self.inner.committer.submit(work).await?;
+        // The writer hands back what `work` returned, so the type always matches.
+        out.downcast::<T>()
+            .map(|out| *out)
+            .map_err(|_| StoreError::Unavailable("a store write returned an unexpected value".into()))
+    }
+
+    /// `get` by key: from the cache, else read (and cached when nothing newer landed meanwhile).
+    async fn get<K: Row>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        let key = ObjectKey { kind: K::KIND, namespace: namespace.to_string(), name: name.to_string() };
+        if let Some(hit) = self.inner.cache.get::<K>(&key) {
+            return Ok(Some(hit));
         }
-        Ok(out)
+        let epoch = self.inner.cache.epoch();
+        let found: Option<K> = self.read(move |tx| rows::load(tx, &key.namespace, &key.name)).await?;
+        if let Some(object) = &found {
+            self.inner.cache.fill(epoch, object);
+        }
+        Ok(found)
     }
 
     async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
         let object = object.clone();
-        self.tx(move |tx, origin, changed| {
+        self.tx(move |tx, origin, fx| {
             let (ns, name) = semantics::apply_target(&object)?;
             let rv = rows::next_rv(tx)?;
             let out = semantics::applied(rows::load::<K>(tx, &ns, &name)?, &object, rv)?;
             rows::save(tx, &out, origin)?;
-            changed.push(semantics::object_key(&out));
+            fx.keys.push(semantics::object_key(&out));
+            fx.written.push(Written::saved(&out));
             Ok(out)
         })
         .await
@@ -200,9 +267,9 @@ impl SqliteObjects {
         f: impl FnOnce(&mut ObjectMeta) -> bool + Send + 'static,
     ) -> Result<(), StoreError> {
         let key = key.clone();
-        self.tx(move |tx, origin, changed| match key.kind {
-            Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, changed),
-            Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, changed),
+        self.tx(move |tx, origin, fx| match key.kind {
+            Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, fx),
+            Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, fx),
         })
         .await
     }
@@ -217,7 +284,7 @@ impl SqliteObjects {
         let tap = self.inner.tap.get().cloned();
         let tap_in = tap.clone();
         let (obj, recorded) = self
-            .tx(move |tx, origin, changed| {
+            .tx(move |tx, origin, fx| {
                 let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
                 let rv = rows::next_rv(tx)?;
                 let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
@@ -232,7 +299,8 @@ impl SqliteObjects {
                     }
                     _ => 0,
                 };
-                changed.push(key);
+                fx.keys.push(key);
+                fx.written.push(Written::saved(&obj));
                 Ok((obj, recorded))
             })
             .await?;
@@ -251,7 +319,14 @@ impl SqliteObjects {
     /// Raw access for tests (tampering with sealed rows).
     #[doc(hidden)]
     pub async fn raw_execute(&self, sql: &'static str) -> Result<usize, StoreError> {
-        self.tx(move |tx, _, _| tx.execute(sql, []).map_err(db_err)).await
+        let cache = self.inner.cache.clone();
+        self.tx(move |tx, _, fx| {
+            fx.written.push(Written::Everything);
+            let n = tx.execute(sql, []).map_err(db_err)?;
+            cache.connections.load(tx)?;
+            Ok(n)
+        })
+        .await
     }
 }
 
@@ -260,30 +335,34 @@ fn meta_in<K: Row>(
     origin: &str,
     key: &ObjectKey,
     f: impl FnOnce(&mut ObjectMeta) -> bool,
-    changed_keys: &mut Vec<ObjectKey>,
+    fx: &mut Effects,
 ) -> Result<(), StoreError> {
     let rv = rows::next_rv(tx)?;
     let mut obj =
         rows::load::<K>(tx, &key.namespace, &key.name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
     match semantics::change_meta(&mut obj, rv, f) {
         MetaOutcome::Unchanged => return Ok(()),
-        MetaOutcome::Save => rows::save(tx, &obj, origin)?,
-        MetaOutcome::Remove => rows::remove(tx, key, origin)?,
+        MetaOutcome::Save => {
+            rows::save(tx, &obj, origin)?;
+            fx.written.push(Written::saved(&obj));
+        }
+        MetaOutcome::Remove => {
+            rows::remove(tx, key, origin)?;
+            fx.written.push(Written::Removed(key.clone()));
+        }
     }
-    changed_keys.push(key.clone());
+    fx.keys.push(key.clone());
     Ok(())
 }
 
 #[async_trait]
 impl Objects for SqliteObjects {
     async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
-        self.read(move |tx| rows::load(tx, &ns, &name)).await
+        self.get(namespace, name).await
     }
 
     async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
-        self.read(move |tx| rows::load(tx, &ns, &name)).await
+        self.get(namespace, name).await
     }
 
     async fn apply_connection(&self, object: &CalendarConnection) -> Result<CalendarConnection, StoreError> {
@@ -320,7 +399,7 @@ impl Objects for SqliteObjects {
 
     async fn delete(&self, key: &ObjectKey) -> Result<Deletion, StoreError> {
         let key = key.clone();
-        self.tx(move |tx, origin, changed| {
+        self.tx(move |tx, origin, fx| {
             if !rows::exists(tx, &key)? {
                 return Ok(Deletion::NotFound);
             }
@@ -331,8 +410,8 @@ impl Objects for SqliteObjects {
                 true
             };
             match key.kind {
-                Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, changed)?,
-                Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, changed)?,
+                Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, fx)?,
+                Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, fx)?,
             }
             Ok(if marked.load(Ordering::Relaxed) { Deletion::Marked } else { Deletion::Deleted })
         })
@@ -364,7 +443,7 @@ impl Objects for SqliteObjects {
         namespace: Option<&str>,
         selector: &Labels,
     ) -> Result<Vec<CalendarConnection>, StoreError> {
-        self.list(namespace, selector).await
+        Ok(self.inner.cache.connections.list(namespace, selector))
     }
 
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {

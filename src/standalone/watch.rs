@@ -3,6 +3,7 @@
 //! running `calsync standalone`) and broadcasts their keys, as in-process writes are.
 //!
 //! Owns: the polling thread. Must not touch: writes (the store logs changes in its transactions).
+//! It drops each changed key from the store's object cache before broadcasting it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,8 @@ use tokio::sync::broadcast;
 
 use super::db;
 use super::rows;
-use crate::engine::ObjectKey;
+use super::store::cache::Cache;
+use crate::engine::{Kind, ObjectKey};
 
 /// How often the reader thread looks for other processes' writes.
 const POLL: Duration = Duration::from_millis(200);
@@ -31,6 +33,7 @@ pub(super) fn spawn_watcher(
     origin: String,
     mut last: i64,
     (changes, secret_changes): (broadcast::Sender<ObjectKey>, broadcast::Sender<SecretName>),
+    cache: Arc<Cache>,
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new().name("calsync-store-watch".into()).spawn(move || {
@@ -45,13 +48,18 @@ pub(super) fn spawn_watcher(
             let Some(conn) = reader.as_ref() else {
                 continue;
             };
-            match read_changes(conn, &origin, last) {
+            match read_changes(conn, &origin, last).map_err(|e| e.to_string()).and_then(|(seq, keys)| {
+                refresh_connections(conn, &cache, &keys)?;
+                Ok((seq, keys))
+            }) {
                 Ok((seq, keys)) => {
                     last = seq;
                     for key in keys {
                         // No subscribers is fine.
                         match key {
                             Changed::Object(k) => {
+                                // Dropped before it is announced: whoever reacts reads the new row.
+                                cache.invalidate(&k);
                                 let _ = changes.send(k);
                             }
                             Changed::Secret(s) => {
@@ -70,6 +78,26 @@ pub(super) fn spawn_watcher(
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the change-log watcher; writes by other processes are seen only at the periodic re-check");
     }
+}
+
+/// Re-read the connections another process changed, in one snapshot, before their keys are
+/// broadcast (`list_connections` is answered from memory).
+fn refresh_connections(conn: &Connection, cache: &Cache, keys: &[Changed]) -> Result<(), String> {
+    let mut connections = keys
+        .iter()
+        .filter_map(|k| match k {
+            Changed::Object(k) if k.kind == Kind::CalendarConnection => Some(k),
+            _ => None,
+        })
+        .peekable();
+    if connections.peek().is_none() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    for key in connections {
+        cache.connections.refresh(&tx, key).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 enum Changed {

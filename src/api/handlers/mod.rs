@@ -28,7 +28,7 @@ use kube::ResourceExt;
 
 use super::errors::{self, ApiError};
 use super::state::AppState;
-use crate::engine::{Labels, wait_for};
+use crate::engine::{Labels, ObjectKey, wait_for_key};
 use crate::providers::{Provider, Target};
 use crate::resources::condition::{self, ConditionStatus};
 use crate::resources::{CalendarConnection, TaskSync, USER_LABEL, user_label_value};
@@ -125,7 +125,8 @@ fn permanent_failure(reason: &str, message: &str) -> Option<ApiError> {
 pub async fn wait_synced(state: &AppState, name: &str, generation: i64) -> Result<Waited, ApiError> {
     let objects = state.objects.as_ref();
     let ns = state.namespace.as_str();
-    let (done, value) = wait_for(objects, state.config.sync_wait, || async move {
+    let key = ObjectKey::task_sync(ns, name);
+    let (done, value) = wait_for_key(objects, &key, state.config.sync_wait, || async move {
         let ts = objects.get_task_sync(ns, name).await?;
         let Some(ts) = ts else {
             return Ok((true, None));

@@ -216,6 +216,18 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     report::info("max calls in flight on one connection", stats.max_in_flight);
     report::soft_count("429s provoked (quota exceeded)", stats.quota_429, 0);
     report::count("retries before Retry-After", stats.early_retries, 0);
+    if let Store::Sqlite(s) = &store {
+        let st = s.stats();
+        report::info(
+            "SQLite writes / commits (group commit)",
+            format!(
+                "{} / {} ({:.1} writes per commit)",
+                st.writes,
+                st.commits,
+                st.writes as f64 / st.commits.max(1) as f64
+            ),
+        );
+    }
     report::count("duplicate events", audit.duplicates, 0);
     report::count("lost tasks (no event)", audit.lost, 0);
     Ok(BulkResult { converged, stats, audit })

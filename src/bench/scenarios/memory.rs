@@ -86,6 +86,11 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<()> {
     report::figure("RSS with the queue holding all (peak sample)", mib(peak_running), mib(bytes as u64), "MiB");
     report::figure("RSS above start", mib(peak_running.saturating_sub(rss0)), mib(bytes as u64), "MiB");
     report::info("RSS at the end / high-water mark", format!("{:.1} / {:.1} MiB", mib(rss_end), mib(hwm)));
+    let st = store.stats();
+    report::info(
+        "store: decoded objects cached / writes / commits",
+        format!("{} / {} / {}", st.cached_objects, st.writes, st.commits),
+    );
     report::info(
         "per TaskSync above start",
         format!(

@@ -1,0 +1,240 @@
+//! The SQLite store's object cache: decoded objects by key, so `get` of an object this process
+//! wrote or read before touches no SQL and decodes no JSON (the role the reflector's cache plays
+//! on Kubernetes).
+//!
+//! Coherence: every write of this process goes through the writer thread, which updates the
+//! cache after its COMMIT and before it broadcasts or acknowledges, so a caller always reads its
+//! own writes. A read miss fills the cache only when nothing newer landed meanwhile (a higher
+//! resourceVersion wins; a removal or invalidation during the read discards the fill). Writes by
+//! other processes on the same file are seen by the change-log watcher, which drops their keys
+//! here before it broadcasts them: until that poll (≤ 200 ms) a `get` may return the previous
+//! version, as an informer lags the API server. Writes never use the cache: they read the row in
+//! their transaction.
+//!
+//! Bounded: at most `capacity` objects, the oldest inserted evicted first, so 100,000 TaskSyncs
+//! do not all sit decoded in memory (a decoded TaskSync is several times its JSON).
+//!
+//! Owns: the map and its bound. Must not touch: SQL or the write path's decisions.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::connections::ConnectionSet;
+use crate::engine::{Kind, ObjectKey};
+use crate::resources::CalendarConnection;
+use crate::standalone::rows::Row;
+use crate::standalone::semantics;
+
+/// Objects kept by default: the steady state of a few thousand TaskSyncs fits, and it costs ~15
+/// MiB (a decoded TaskSync with status is ~4 KiB; 20,000 cost 76 MiB in the memory bench).
+pub(crate) const DEFAULT_CAPACITY: usize = 5_000;
+
+/// What a committed write did to one object.
+pub(crate) enum Written {
+    Saved {
+        key: ObjectKey,
+        rv: u64,
+        object: Arc<dyn Any + Send + Sync>,
+    },
+    Removed(ObjectKey),
+    /// Rows changed behind the store's back (tests' raw SQL): forget every TaskSync (the
+    /// writer reloads the connections in that transaction).
+    Everything,
+}
+
+impl Written {
+    pub(crate) fn saved<K: Row>(object: &K) -> Self {
+        Written::Saved { key: semantics::object_key(object), rv: rv_of(object), object: Arc::new(object.clone()) }
+    }
+}
+
+fn rv_of<K: Row>(object: &K) -> u64 {
+    object.meta().resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+struct Entry {
+    rv: u64,
+    object: Arc<dyn Any + Send + Sync>,
+}
+
+#[derive(Default)]
+struct State {
+    map: HashMap<ObjectKey, Entry>,
+    /// Insertion order for eviction; may hold keys already gone from `map`.
+    order: VecDeque<ObjectKey>,
+    /// Bumped by every removal and invalidation: a fill read before it may be stale.
+    epoch: u64,
+}
+
+pub(crate) struct Cache {
+    state: Mutex<State>,
+    capacity: usize,
+    /// All connections (unbounded: they are few), kept by the same writes.
+    pub(crate) connections: ConnectionSet,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Cache { state: Mutex::new(State::default()), capacity, connections: ConnectionSet::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Updates below cannot panic half-way, so a poisoned lock is still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the cached object, if any.
+    pub(crate) fn get<K: Row>(&self, key: &ObjectKey) -> Option<K> {
+        let object = self.lock().map.get(key).map(|e| e.object.clone())?;
+        // Cloned outside the lock: readers do not serialise on each other's clones.
+        object.downcast_ref::<K>().cloned()
+    }
+
+    /// Take before reading a row that may `fill` the cache.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Keep `object`, read from the database after `epoch` was taken, unless something newer
+    /// was committed or removed meanwhile.
+    pub(crate) fn fill<K: Row>(&self, epoch: u64, object: &K) {
+        if self.capacity == 0 {
+            return;
+        }
+        let (key, rv) = (semantics::object_key(object), rv_of(object));
+        let mut st = self.lock();
+        if st.epoch != epoch || st.map.get(&key).is_some_and(|e| e.rv >= rv) {
+            return;
+        }
+        self.insert(&mut st, key, Entry { rv, object: Arc::new(object.clone()) });
+    }
+
+    /// The writes of one committed transaction, in order.
+    pub(crate) fn committed(&self, written: &[Written]) {
+        if written.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        for w in written {
+            match w {
+                Written::Saved { key, rv, object } => {
+                    if key.kind == Kind::CalendarConnection
+                        && let Ok(c) = object.clone().downcast::<CalendarConnection>()
+                    {
+                        self.connections.saved(c);
+                    }
+                    if self.capacity > 0 {
+                        self.insert(&mut st, key.clone(), Entry { rv: *rv, object: object.clone() });
+                    }
+                }
+                Written::Removed(key) => {
+                    if key.kind == Kind::CalendarConnection {
+                        self.connections.removed(key);
+                    }
+                    st.map.remove(key);
+                    st.epoch += 1;
+                }
+                Written::Everything => {
+                    st.map.clear();
+                    st.order.clear();
+                    st.epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Another process changed `key`.
+    pub(crate) fn invalidate(&self, key: &ObjectKey) {
+        let mut st = self.lock();
+        st.map.remove(key);
+        st.epoch += 1;
+    }
+
+    /// Objects held now (`SqliteObjects::stats`).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    fn insert(&self, st: &mut State, key: ObjectKey, entry: Entry) {
+        if st.map.insert(key.clone(), entry).is_some() {
+            return;
+        }
+        st.order.push_back(key);
+        while st.map.len() > self.capacity {
+            let Some(oldest) = st.order.pop_front() else { break };
+            st.map.remove(&oldest);
+        }
+        // Keys removed by deletions stay in `order`; drop them before they outnumber the map.
+        if st.order.len() > 2 * self.capacity.max(16) {
+            let State { map, order, .. } = st;
+            order.retain(|k| map.contains_key(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::TaskSync;
+
+    fn ts(name: &str, rv: u64) -> TaskSync {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rv.to_string()},
+            "spec": {"connectionRef": {"name": "c"}, "taskId": name, "title": "T", "start": "2026-03-05T14:00:00Z"}
+        }))
+        .unwrap()
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::task_sync("default", name)
+    }
+
+    #[test]
+    fn a_fill_never_replaces_a_newer_write_nor_survives_a_removal() {
+        let cache = Cache::new(10);
+        let epoch = cache.epoch();
+        cache.committed(&[Written::saved(&ts("a", 5))]);
+        cache.fill(epoch, &ts("a", 4));
+        assert_eq!(cache.get::<TaskSync>(&key("a")).unwrap().metadata.resource_version.as_deref(), Some("5"));
+
+        let epoch = cache.epoch();
+        cache.committed(&[Written::Removed(key("a"))]);
+        cache.fill(epoch, &ts("a", 5));
+        assert!(cache.get::<TaskSync>(&key("a")).is_none(), "a read from before the removal is stale");
+
+        let epoch = cache.epoch();
+        cache.fill(epoch, &ts("b", 7));
+        assert!(cache.get::<TaskSync>(&key("b")).is_some());
+        cache.invalidate(&key("b"));
+        assert!(cache.get::<TaskSync>(&key("b")).is_none());
+    }
+
+    #[test]
+    fn holds_at_most_its_capacity_oldest_out_first() {
+        let cache = Cache::new(3);
+        for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            cache.committed(&[Written::saved(&ts(n, i as u64 + 1))]);
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get::<TaskSync>(&key("a")).is_none());
+        assert!(cache.get::<TaskSync>(&key("d")).is_some());
+        // Rewriting a held key does not grow it.
+        cache.committed(&[Written::saved(&ts("d", 9))]);
+        assert_eq!(cache.len(), 3);
+        cache.committed(&[Written::Everything]);
+        assert_eq!(cache.len(), 0);
+        assert!(Cache::new(0).get::<TaskSync>(&key("d")).is_none());
+    }
+
+    #[test]
+    fn a_key_of_another_kind_is_a_miss() {
+        let cache = Cache::new(3);
+        cache.committed(&[Written::saved(&ts("a", 1))]);
+        let k = ObjectKey { kind: crate::engine::Kind::CalendarConnection, ..key("a") };
+        assert!(cache.get::<crate::resources::CalendarConnection>(&k).is_none());
+        // Same key, wrong type asked: a miss, not a panic.
+        assert!(cache.get::<crate::resources::CalendarConnection>(&key("a")).is_none());
+    }
+}
