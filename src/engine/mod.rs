@@ -7,6 +7,7 @@
 //! returned `Outcome`.
 
 pub mod backoff;
+pub mod busy;
 mod changes;
 mod conflict;
 mod connection;
@@ -21,10 +22,14 @@ mod moves;
 #[cfg(test)]
 mod moves_tests;
 pub mod objects;
+mod placed;
 pub mod plan;
 mod record;
 mod remote;
 pub mod resolve;
+pub mod schedule;
+#[cfg(test)]
+mod schedule_tests;
 mod tasksync;
 #[cfg(test)]
 mod tests;
@@ -100,11 +105,20 @@ pub struct Engine {
     config: EngineConfig,
     clock: Clock,
     live: Arc<live::LiveState>,
+    /// Placement of `spec.schedule` tasks: busy cache, per-user locks.
+    sched: Arc<schedule::SchedState>,
 }
 
 impl Engine {
     pub fn new(objects: Arc<dyn Objects>, connector: Arc<dyn Connector>, config: EngineConfig) -> Self {
-        Engine { objects, connector, config, clock: Arc::new(Utc::now), live: Arc::new(live::LiveState::default()) }
+        Engine {
+            objects,
+            connector,
+            config,
+            clock: Arc::new(Utc::now),
+            live: Arc::new(live::LiveState::default()),
+            sched: Arc::new(schedule::SchedState::default()),
+        }
     }
 
     /// Replace the clock (tests).

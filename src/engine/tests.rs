@@ -119,6 +119,7 @@ pub(super) fn spec(task: &str) -> TaskSyncSpec {
         calendar_id: None,
         deletion_policy: DeletionPolicy::Delete,
         conflict_policy: ConflictPolicy::Manual,
+        schedule: None,
     }
 }
 
