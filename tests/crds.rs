@@ -130,10 +130,7 @@ fn cel_rules_accept_good_and_refuse_bad_task_syncs() {
         ),
         (serde_json::json!({"timeZone": "UTC"}), "exactly one of start"),
         (serde_json::json!({"schedule": {"durationMinutes": 30}}), "schedule needs timeZone"),
-        (
-            serde_json::json!({"timeZone": "UTC", "duration": "30m", "schedule": {"durationMinutes": 30}}),
-            "one block",
-        ),
+        (serde_json::json!({"timeZone": "UTC", "duration": "30m", "schedule": {"durationMinutes": 30}}), "one block"),
         (
             serde_json::json!({"timeZone": "UTC", "recurrence": ["RRULE:FREQ=DAILY"], "schedule": {"durationMinutes": 30}}),
             "one block",

@@ -18,7 +18,7 @@ pub mod scenarios;
 
 use anyhow::Context;
 
-use scenarios::{batch, bulk, crash, cursor, live, memory, rest, steady, webhooks};
+use scenarios::{batch, bulk, crash, cursor, live, memory, rest, schedule, steady, webhooks};
 
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
@@ -56,6 +56,10 @@ pub enum BenchCommand {
     /// Scenario 10: provider batch APIs. N creates on one connection through the real Google
     /// and Outlook clients, batching off vs on: time, HTTP requests, Graph 429s.
     Batch(batch::BatchArgs),
+    /// Scenario 11: suggest-times for a user with 3 connections and 2,000 events: latency with
+    /// the busy cache warm and cold, provider requests per answer; the scheduling core's time on
+    /// 10,000 busy intervals.
+    Schedule(schedule::ScheduleArgs),
     /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
     #[command(hide = true)]
     ProviderServer {
@@ -96,6 +100,7 @@ async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Cursor(args) => cursor::run(&args).await?,
         BenchCommand::Webhooks(args) => webhooks::run(&args).await?,
         BenchCommand::Batch(args) => batch::run(&args).await?,
+        BenchCommand::Schedule(args) => schedule::run(&args).await?,
         BenchCommand::Memory(args) => {
             memory::run(&args).await?;
             0
