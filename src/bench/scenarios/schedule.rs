@@ -87,7 +87,7 @@ fn event(i: usize, rng: &mut StdRng) -> EventData {
         start: at(s),
         end: at(e),
         transparent: false,
-        recurrence: if i % 10 == 0 { vec!["RRULE:FREQ=WEEKLY;COUNT=4".into()] } else { vec![] },
+        recurrence: if i.is_multiple_of(10) { vec!["RRULE:FREQ=WEEKLY;COUNT=4".into()] } else { vec![] },
         exceptions: vec![],
         marker: Marker {
             owner: "bench".into(),
