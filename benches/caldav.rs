@@ -36,6 +36,7 @@ fn event(i: usize) -> EventData {
         category: Some("Bench".into()),
         start: t(start),
         end: t(end),
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker {

@@ -55,6 +55,7 @@ fn event(i: usize) -> EventData {
         category: Some("Bench".into()),
         start: t(start),
         end: t(start + chrono::Duration::minutes(30)),
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker {

@@ -140,6 +140,7 @@ fn event(uid: &str, title: &str) -> EventData {
         category: None,
         start: zoned(2031, 5, 14, 9, "Europe/Berlin"),
         end: zoned(2031, 5, 14, 10, "Europe/Berlin"),
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: format!("task-{uid}"), hash: "h".into() },

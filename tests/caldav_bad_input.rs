@@ -272,6 +272,7 @@ async fn icloud_shaped_discovery_remembers_the_partition_host() {
         category: None,
         start: EventTime::Date(chrono::NaiveDate::from_ymd_opt(2031, 1, 1).unwrap()),
         end: EventTime::Date(chrono::NaiveDate::from_ymd_opt(2031, 1, 2).unwrap()),
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: "u".into(), task_id: "t".into(), hash: "h".into() },

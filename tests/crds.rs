@@ -105,6 +105,9 @@ fn cel_rules_accept_good_and_refuse_bad_task_syncs() {
         serde_json::json!({"start": "2026-03-05T14:00:00", "timeZone": "Europe/Berlin", "end": "2026-03-05T15:00:00"}),
         serde_json::json!({"start": "2026-03-05", "allDay": true}),
         serde_json::json!({"start": "2026-03-05T14:00:00+01:00", "end": "2026-03-05T15:00:00+01:00"}),
+        // A task calsync places: no start, a schedule and a zone.
+        serde_json::json!({"timeZone": "America/New_York", "schedule": {"durationMinutes": 60,
+            "deadline": "2027-03-12T17:00:00", "workingHours": {"monday": [{"start": "09:00", "end": "12:00"}]}}}),
     ];
     for g in good {
         let ts = with(g.clone());
@@ -120,6 +123,17 @@ fn cel_rules_accept_good_and_refuse_bad_task_syncs() {
         (
             serde_json::json!({"start": "2026-03-05T14:00:00Z", "end": "2026-03-05T13:00:00Z"}),
             "end must be after start",
+        ),
+        (
+            serde_json::json!({"start": "2026-03-05T14:00:00Z", "timeZone": "UTC", "schedule": {"durationMinutes": 30}}),
+            "exactly one of start",
+        ),
+        (serde_json::json!({"timeZone": "UTC"}), "exactly one of start"),
+        (serde_json::json!({"schedule": {"durationMinutes": 30}}), "schedule needs timeZone"),
+        (serde_json::json!({"timeZone": "UTC", "duration": "30m", "schedule": {"durationMinutes": 30}}), "one block"),
+        (
+            serde_json::json!({"timeZone": "UTC", "recurrence": ["RRULE:FREQ=DAILY"], "schedule": {"durationMinutes": 30}}),
+            "one block",
         ),
     ];
     for (b, want) in bad {

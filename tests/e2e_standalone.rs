@@ -198,12 +198,15 @@ async fn examples_applied_with_the_cli_converge() {
         let (ok, out, err) = Standalone::cli(dir.path(), &["apply", "-f", f]);
         assert!(ok, "apply -f {f}: {out}{err}");
     }
-    wait_until("four events in Radicale", 60, async || ours(&events(&raw).await).len() == 4).await;
+    wait_until("five events in Radicale", 60, async || ours(&events(&raw).await).len() == 5).await;
     let (ok, out, _) = Standalone::cli(dir.path(), &["get", "tasksyncs", "-o", "json"]);
     assert!(ok);
     let list: Value = serde_json::from_str(&out).expect("json");
     let items = list["items"].as_array().expect("items");
-    assert_eq!(items.len(), 4);
+    assert_eq!(items.len(), 5);
+    // The task that places itself: Monday 18 October 2027, 09:00 New York (EDT), free.
+    let essay = items.iter().find(|i| i["metadata"]["name"] == "alice-essay").expect("alice-essay");
+    assert_eq!(essay["status"]["scheduledStart"], "2027-10-18T13:00:00Z", "{essay}");
     for item in items {
         let synced =
             item["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Synced")).cloned();

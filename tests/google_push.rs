@@ -129,6 +129,7 @@ fn data(title: &str) -> EventData {
         category: None,
         start: EventTime::DateTime { utc, local: utc.naive_utc(), zone: None },
         end: EventTime::DateTime { utc: end, local: end.naive_utc(), zone: None },
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: "u1".into(), task_id: "t1".into(), hash: "h".into() },

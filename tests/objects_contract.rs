@@ -165,6 +165,7 @@ fn task(ns: &str, name: &str, labels: &[(&str, &str)]) -> TaskSync {
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         },
     );
     t.metadata.namespace = Some(ns.into());

@@ -76,6 +76,7 @@ fn task(name: &str) -> TaskSync {
             calendar_id: None,
             deletion_policy: DeletionPolicy::Delete,
             conflict_policy: ConflictPolicy::Manual,
+            schedule: None,
         },
     )
 }

@@ -97,6 +97,7 @@ fn our_series(uid: &str) -> EventData {
         category: None,
         start: ny(2, 24, 9),
         end: ny(2, 24, 10),
+        transparent: false,
         recurrence: vec!["RRULE:FREQ=WEEKLY;BYDAY=WE;COUNT=8".into()],
         exceptions: expected_exceptions(),
         marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: "t1".into(), hash: "h".into() },

@@ -56,6 +56,7 @@ fn task(i: usize) -> TaskSync {
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         },
     );
     t.metadata.namespace = Some("default".into());

@@ -1,5 +1,5 @@
 //! The events the app hears about (`task.synced`, `task.failed`, `task.conflict`,
-//! `task.deleted_in_calendar`, `connection.connected`, `connection.disconnected`,
+//! `task.deleted_in_calendar`, `task.unschedulable`, `connection.connected`, `connection.disconnected`,
 //! `connection.reconnect_required`, `connection.deletions_held`, `calendar.changed`), derived from what changed in a
 //! TaskSync's or CalendarConnection's status. Every REST replica derives the same events from
 //! its own watches, with the same ids (the object's resourceVersion), so a stream can resume on
@@ -48,6 +48,8 @@ pub struct Snapshot {
     last_sync: Option<DateTime<Utc>>,
     edit: Option<(String, bool)>,
     ready: Option<(ConditionStatus, String)>,
+    /// The `Scheduled` condition of a task that places itself.
+    scheduled: Option<(ConditionStatus, String)>,
     /// Per watched calendar: (id, lastChangeTime, changeCount).
     changes: Vec<(String, Option<DateTime<Utc>>, u64)>,
     /// The connection's `DeletionGuard` condition.
@@ -64,6 +66,7 @@ pub fn task_snapshot(ts: &TaskSync) -> Snapshot {
         synced: cond(&st.conditions, "Synced"),
         last_sync: st.last_sync_time,
         edit: st.calendar_edit.as_ref().map(|e| (e.etag.clone(), e.deleted)),
+        scheduled: cond(&st.conditions, "Scheduled"),
         ..Snapshot::default()
     }
 }
@@ -169,11 +172,23 @@ pub fn task_events(
     if synced_now && after.last_sync != before.last_sync && after.last_sync.is_some() {
         out.push(("task.synced", base(json!({"event_link": st.event_link}))));
     }
+    if let Some((ConditionStatus::False, reason)) = &after.scheduled
+        && after.scheduled != before.scheduled
+        && reason == "NoRoom"
+    {
+        let message = find(&st.conditions, "Scheduled").map(|c| c.message.clone()).unwrap_or_default();
+        let deadline = ts.spec.schedule.as_ref().and_then(|s| s.deadline.clone());
+        out.push((
+            "task.unschedulable",
+            base(json!({"reason": "no_room", "message": message, "deadline": deadline,
+                "scheduled_start": st.scheduled_start, "scheduled_end": st.scheduled_end})),
+        ));
+    }
     if let Some((ConditionStatus::False, reason)) = &after.synced
         && after.synced != before.synced
         // A held deletion is the connection's news (`connection.deletions_held`), once, not
-        // one `task.failed` per deleted task.
-        && !matches!(reason.as_str(), "ConflictDetected" | "DeletedInCalendar" | crate::engine::guard::HELD_REASON)
+        // one `task.failed` per deleted task; no room is `task.unschedulable`'s.
+        && !matches!(reason.as_str(), "ConflictDetected" | "DeletedInCalendar" | "NoRoom" | crate::engine::guard::HELD_REASON)
     {
         let message = find(&st.conditions, "Synced").map(|c| c.message.clone()).unwrap_or_default();
         out.push(("task.failed", base(json!({"reason": reason, "message": message}))));
@@ -247,6 +262,7 @@ mod tests {
             calendar_id: None,
             deletion_policy: DeletionPolicy::Delete,
             conflict_policy: ConflictPolicy::Manual,
+            schedule: None,
         };
         let mut t = TaskSync::new("ts", spec);
         t.metadata.resource_version = Some(rv.into());

@@ -115,11 +115,17 @@ pub struct TaskData {
     #[schema(min_length = 1, max_length = 1024, example = "Complete assignment")]
     pub name: String,
     /// RFC 3339 with offset, a local date-time read in `timezone`, or a date (all-day).
+    /// Required unless `auto_schedule` is given (exactly one of them).
+    #[serde(default)]
     #[schema(
         example = "2025-10-17T14:00:00",
         pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
     )]
-    pub scheduled_time: String,
+    pub scheduled_time: Option<String>,
+    /// Instead of `scheduled_time`: calsync places the task in free time and moves it when a
+    /// meeting lands on it (see "Tasks that place themselves").
+    #[serde(default)]
+    pub auto_schedule: Option<AutoSchedule>,
     #[serde(default)]
     #[schema(max_length = 200)]
     pub category: Option<String>,
@@ -163,7 +169,7 @@ pub struct TaskToCalendarRequest {
 /// Answer of task-to-calendar (200 synced; 202 `pending: true` with null ids when the engine
 /// has not finished within the wait; 200 `feed: true` with null ids when the user has no
 /// connected calendar but an ICS feed, which now lists the task).
-#[derive(Serialize, ToSchema, Debug)]
+#[derive(Serialize, ToSchema, Debug, Default)]
 pub struct TaskToCalendarResponse {
     pub success: bool,
     pub event_id: Option<String>,
@@ -173,6 +179,20 @@ pub struct TaskToCalendarResponse {
     /// The task is served by the user's ICS feed only (no calendar is connected).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub feed: bool,
+    /// `auto_schedule`: where calsync placed the block (RFC 3339 in the task's zone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_end: Option<String>,
+    /// `auto_schedule`: why the block is there, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// `auto_schedule`: `no_room` when nothing fits before the deadline (no event is written;
+    /// `message` says which bounds were searched; the app also hears `task.unschedulable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `POST /calendar-to-tasks`.
@@ -333,6 +353,9 @@ pub struct TaskPatch {
         pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|z|[+-][0-9]{2}:[0-9]{2})?)?$"
     )]
     pub scheduled_time: Option<String>,
+    /// Let calsync place the task instead (replaces its time; `scheduled_time` pins it again).
+    #[serde(default)]
+    pub auto_schedule: Option<AutoSchedule>,
     #[serde(default)]
     #[schema(max_length = 200)]
     pub category: Option<String>,

@@ -130,3 +130,36 @@ pub struct SuggestTimesResponse {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<UnavailableCalendar>,
 }
+
+/// `task_data.auto_schedule`: calsync finds the time instead of `scheduled_time` (time
+/// blocking). The task's block goes into free time of every connected calendar, inside working
+/// hours, clear of busy time plus the buffer, and moves when a meeting lands on it, within the
+/// deadline.
+#[derive(Deserialize, ToSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AutoSchedule {
+    #[schema(minimum = 1, maximum = 1440)]
+    pub duration_minutes: i64,
+    /// Not before this: RFC 3339, or a local date-time read in `timezone` (default: now).
+    #[serde(default)]
+    #[schema(example = "2027-03-08T09:00:00")]
+    pub earliest_start: Option<String>,
+    /// The block ends by then (default: the next 14 days are searched).
+    #[serde(default)]
+    #[schema(example = "2027-03-12T17:00:00")]
+    pub deadline: Option<String>,
+    #[serde(default)]
+    pub working_hours: Option<WeekHours>,
+    /// Clearance kept before and after every busy interval (0–240, default 0).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 240)]
+    pub buffer_minutes: Option<i64>,
+    /// IANA zone of the working hours and local times (default: `task_data.timezone`; one of
+    /// them is required).
+    #[serde(default)]
+    #[schema(example = "America/New_York")]
+    pub timezone: Option<String>,
+    /// `true`: the block shows as busy to other people's scheduling tools (default: free).
+    #[serde(default)]
+    pub busy: Option<bool>,
+}

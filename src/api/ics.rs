@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use crate::engine::desired::desired_event;
+use crate::engine::desired::event_of;
 use crate::providers::caldav::ics::{
     Calendar, Component, PRODID, escape_text, override_events, property, property_with, start_year, timezone, vevent,
 };
@@ -63,7 +63,7 @@ pub fn render(tasks: &[TaskSync], owner: &str) -> Feed {
     let mut zones: BTreeMap<String, (Tz, i32)> = BTreeMap::new();
     for ts in tasks {
         let uid = ts.uid().unwrap_or_else(|| ts.name_any());
-        let ev = match desired_event(&ts.spec, &uid, owner) {
+        let ev = match event_of(ts, &uid, owner) {
             Ok(ev) => ev,
             Err(why) => {
                 tracing::debug!(task_sync = %ts.name_any(), %why, "left out of the feed: invalid spec");

@@ -32,6 +32,7 @@ fn task(name: &str, start: &str, zone: Option<&str>) -> TaskSync {
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         },
         status: None,
     }

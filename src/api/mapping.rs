@@ -10,15 +10,22 @@ use std::sync::LazyLock;
 use chrono::NaiveDate;
 use regex::Regex;
 
-use super::dto::{Id, ImportedTask, OccurrenceException, TaskData, TaskPatch};
+use super::dto::{AutoSchedule, HoursRange, Id, ImportedTask, OccurrenceException, TaskData, TaskPatch, WeekHours};
 use super::errors::ApiError;
 use crate::engine::desired::{TimeValue, desired_event, parse_time, parse_zone};
 use crate::providers::{EventTime, RemoteEvent, Window, recurrence};
-use crate::resources::tasksync::{OccurrenceException as SpecException, RECURRENCE_PATTERN, TIME_PATTERN, TZ_PATTERN};
-use crate::resources::{ConnectionRef, ProviderKind, TaskSyncSpec};
+use crate::resources::tasksync::{
+    HHMM_PATTERN, OccurrenceException as SpecException, RECURRENCE_PATTERN, TIME_PATTERN, TZ_PATTERN,
+};
+use crate::resources::{
+    ConnectionRef, HoursRange as SpecHoursRange, ProviderKind, TaskSchedule, TaskSyncSpec, Transparency,
+    WorkingHoursSpec,
+};
+use crate::scheduling::DayRange;
 
 static TIME_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TIME_PATTERN).ok());
 static TZ_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TZ_PATTERN).ok());
+static HHMM_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(HHMM_PATTERN).ok());
 
 /// Longest event the API accepts: one leap year, in minutes.
 pub const MAX_DURATION_MINUTES: u32 = 366 * 24 * 60;
@@ -200,6 +207,98 @@ fn set_recurrence(
     Ok(())
 }
 
+fn auto_field(name: &str) -> String {
+    format!("task_data.auto_schedule.{name}")
+}
+
+fn hours_range(field: &str, r: &HoursRange) -> Result<SpecHoursRange, ApiError> {
+    let ok = [&r.start, &r.end].iter().all(|v| HHMM_RE.as_ref().is_some_and(|re| re.is_match(v)))
+        && DayRange::parse(&r.start, &r.end).is_some();
+    if !ok {
+        return Err(ApiError::invalid_field(format!(
+            "{field}: start and end must be HH:MM (end may be 24:00) with start before end; split a range that crosses midnight"
+        )));
+    }
+    Ok(SpecHoursRange { start: r.start.clone(), end: r.end.clone() })
+}
+
+fn week_hours(w: &WeekHours) -> Result<WorkingHoursSpec, ApiError> {
+    let day = |name: &str, ranges: &[HoursRange]| -> Result<Vec<SpecHoursRange>, ApiError> {
+        if ranges.len() > 8 {
+            return Err(ApiError::invalid_field(format!(
+                "{} takes at most 8 ranges",
+                auto_field(&format!("working_hours.{name}"))
+            )));
+        }
+        ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| hours_range(&auto_field(&format!("working_hours.{name}[{i}]")), r))
+            .collect()
+    };
+    Ok(WorkingHoursSpec {
+        monday: day("monday", &w.monday)?,
+        tuesday: day("tuesday", &w.tuesday)?,
+        wednesday: day("wednesday", &w.wednesday)?,
+        thursday: day("thursday", &w.thursday)?,
+        friday: day("friday", &w.friday)?,
+        saturday: day("saturday", &w.saturday)?,
+        sunday: day("sunday", &w.sunday)?,
+    })
+}
+
+fn auto_time(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value.map(str::trim) else { return Ok(None) };
+    let shape = TIME_RE.as_ref().is_some_and(|re| re.is_match(v)) && v.len() >= 16 && v.len() <= 40;
+    if !shape || !matches!(parse_time(name, v), Ok(TimeValue::Absolute(_) | TimeValue::Local(_))) {
+        return Err(ApiError::invalid_field(format!(
+            "{}: must be RFC 3339 (2027-03-08T09:00:00-05:00) or a local date-time read in the timezone (2027-03-08T09:00:00)",
+            auto_field(name)
+        )));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// Make `spec` a task calsync places (`spec.schedule`) from `auto_schedule`; `timezone` is
+/// `task_data.timezone`. Checked field by field (400 naming it) before the engine's own check.
+fn set_auto(spec: &mut TaskSyncSpec, a: &AutoSchedule, timezone: Option<&str>) -> Result<(), ApiError> {
+    let zone = a.timezone.as_deref().or(timezone).map(str::to_string).or_else(|| spec.time_zone.clone());
+    let Some(zone) = zone else {
+        return Err(ApiError::invalid_field(format!(
+            "{} is required (or task_data.timezone): working hours and local times are read in it",
+            auto_field("timezone")
+        )));
+    };
+    if zone.len() > 64 || !TZ_RE.as_ref().is_some_and(|re| re.is_match(&zone)) || parse_zone(&zone).is_err() {
+        return Err(ApiError::invalid_field(format!(
+            "{}: {zone:?} is not a known IANA time zone (e.g. America/New_York)",
+            auto_field("timezone")
+        )));
+    }
+    if !(1..=1440).contains(&a.duration_minutes) {
+        return Err(ApiError::invalid_field(format!("{} must be between 1 and 1440", auto_field("duration_minutes"))));
+    }
+    let buffer = a.buffer_minutes.unwrap_or(0);
+    if !(0..=240).contains(&buffer) {
+        return Err(ApiError::invalid_field(format!("{} must be between 0 and 240", auto_field("buffer_minutes"))));
+    }
+    let working_hours = a.working_hours.as_ref().map(week_hours).transpose()?;
+    spec.time_zone = Some(zone);
+    spec.start = String::new();
+    spec.all_day = None;
+    spec.duration = None;
+    spec.end = None;
+    spec.schedule = Some(TaskSchedule {
+        duration_minutes: a.duration_minutes as u32,
+        earliest_start: auto_time("earliest_start", a.earliest_start.as_deref())?,
+        deadline: auto_time("deadline", a.deadline.as_deref())?,
+        working_hours,
+        buffer_minutes: a.buffer_minutes.map(|b| b as u32),
+        transparency: if a.busy == Some(true) { Transparency::Opaque } else { Transparency::Transparent },
+    });
+    Ok(())
+}
+
 /// Final check: the engine's own interpretation must accept the spec (DST gaps, end > start...).
 fn check_spec(spec: &TaskSyncSpec) -> Result<(), ApiError> {
     text("task_data.name", &spec.title, 1, 1024)?;
@@ -208,6 +307,23 @@ fn check_spec(spec: &TaskSyncSpec) -> Result<(), ApiError> {
     }
     if let Some(d) = &spec.description {
         text("task_data.description", d, 0, 8192)?;
+    }
+    if spec.schedule.is_some() {
+        if !spec.recurrence.is_empty() || !spec.exceptions.is_empty() {
+            return Err(ApiError::invalid_field(
+                "task_data.recurrence: a task calsync places (auto_schedule) is one block; it cannot repeat",
+            ));
+        }
+        return crate::engine::schedule::parse(spec).map(|_| ()).map_err(|m| {
+            let m = m
+                .replace("schedule.", "task_data.auto_schedule.")
+                .replace("durationMinutes", "duration_minutes")
+                .replace("earliestStart", "earliest_start")
+                .replace("workingHours", "working_hours")
+                .replace("bufferMinutes", "buffer_minutes")
+                .replace("timeZone", "timezone");
+            ApiError::invalid_field(m)
+        });
     }
     desired_event(spec, "validation", "calsync").map(|_| ()).map_err(|m| {
         let m = m.replace("timeZone", "timezone").replace("start ", "scheduled_time ");
@@ -242,6 +358,7 @@ pub fn spec_from_task(
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         },
     };
     spec.title = data.name.clone();
@@ -252,7 +369,36 @@ pub fn spec_from_task(
     // Force the "form changed" path so the duration is decided afresh.
     spec.start = String::new();
     spec.all_day = None;
-    set_time(&mut spec, Some(&data.scheduled_time), data.timezone.as_deref(), data.duration_minutes)?;
+    match (&data.scheduled_time, &data.auto_schedule) {
+        (Some(t), None) => {
+            spec.schedule = None;
+            set_time(&mut spec, Some(t), data.timezone.as_deref(), data.duration_minutes)?;
+        }
+        (None, Some(a)) => {
+            if data.duration_minutes.is_some() {
+                return Err(ApiError::invalid_field(
+                    "task_data.duration_minutes: with auto_schedule the length is auto_schedule.duration_minutes",
+                ));
+            }
+            if let Some(tz) = data.timezone.as_deref() {
+                check_zone(tz)?;
+            }
+            set_auto(&mut spec, a, data.timezone.as_deref())?;
+            // A task that was recurring becomes one block unless the request says otherwise.
+            spec.recurrence.clear();
+            spec.exceptions.clear();
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "task_data.auto_schedule: give scheduled_time (a fixed time) or auto_schedule (calsync finds the time), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "task_data.scheduled_time is required (or auto_schedule, to let calsync find the time)",
+            ));
+        }
+    }
     set_recurrence(&mut spec, data.recurrence.as_deref(), data.exceptions.as_deref())?;
     check_spec(&spec)?;
     Ok(spec)
@@ -270,7 +416,43 @@ pub fn spec_with_patch(existing: &TaskSyncSpec, patch: &TaskPatch) -> Result<Tas
     if let Some(d) = &patch.description {
         spec.description = Some(d.clone());
     }
-    set_time(&mut spec, patch.scheduled_time.as_deref(), patch.timezone.as_deref(), patch.duration_minutes)?;
+    match (&patch.scheduled_time, &patch.auto_schedule) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "task_data.auto_schedule: give scheduled_time (a fixed time) or auto_schedule (calsync finds the time), not both",
+            ));
+        }
+        (None, Some(a)) => {
+            if let Some(tz) = patch.timezone.as_deref() {
+                check_zone(tz)?;
+            }
+            set_auto(&mut spec, a, patch.timezone.as_deref())?;
+            spec.recurrence.clear();
+            spec.exceptions.clear();
+        }
+        (None, None) if spec.schedule.is_some() => {
+            // A placed task: a new length or zone goes into its schedule.
+            if let Some(tz) = patch.timezone.as_deref() {
+                check_zone(tz)?;
+                spec.time_zone = Some(tz.to_string());
+            }
+            if let (Some(m), Some(s)) = (patch.duration_minutes, spec.schedule.as_mut()) {
+                if !(1..=1440).contains(&m) {
+                    return Err(ApiError::invalid_field(
+                        "task_data.duration_minutes of a placed task must be between 1 and 1440",
+                    ));
+                }
+                s.duration_minutes = m;
+            }
+        }
+        (t, None) => {
+            if t.is_some() {
+                // Pinned to a time: no longer placed by calsync.
+                spec.schedule = None;
+            }
+            set_time(&mut spec, t.as_deref(), patch.timezone.as_deref(), patch.duration_minutes)?;
+        }
+    }
     set_recurrence(&mut spec, patch.recurrence.as_deref(), patch.exceptions.as_deref())?;
     check_spec(&spec)?;
     Ok(spec)
@@ -378,7 +560,8 @@ mod tests {
         TaskData {
             id: Id("t1".into()),
             name: "Homework".into(),
-            scheduled_time: start.into(),
+            scheduled_time: Some(start.into()),
+            auto_schedule: None,
             category: Some("School".into()),
             timezone: tz.map(String::from),
             duration_minutes: None,

@@ -65,6 +65,7 @@ pub fn task(i: usize, connections: usize) -> TaskSync {
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         },
     );
     t.metadata.namespace = Some(NAMESPACE.into());

@@ -405,6 +405,7 @@ mod tests {
             category: None,
             start: at(t),
             end: at(t + chrono::Duration::hours(1)),
+            transparent: false,
             recurrence: vec![],
             exceptions: Vec::new(),
             marker: Marker { owner: "calsync".into(), uid: "u1".into(), task_id: "1".into(), hash: "h".into() },

@@ -18,7 +18,7 @@ pub mod scenarios;
 
 use anyhow::Context;
 
-use scenarios::{batch, bulk, caldav_import, crash, cursor, live, memory, rest, steady, webhooks};
+use scenarios::{batch, bulk, caldav_import, crash, cursor, live, memory, rest, schedule, steady, webhooks};
 
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
@@ -59,6 +59,10 @@ pub enum BenchCommand {
     /// Scenario 11: CalDAV import. N events in a real Radicale listed through calsync's CalDAV
     /// provider next to the raw REPORT alone, with the parse's breakdown.
     CaldavImport(caldav_import::CaldavImportArgs),
+    /// Scenario 12: suggest-times for a user with 3 connections and 2,000 events: latency with
+    /// the busy cache warm and cold, provider requests per answer; the scheduling core's time on
+    /// 10,000 busy intervals.
+    Schedule(schedule::ScheduleArgs),
     /// Helper: serve the bench calendar service over HTTP (prints `listening URL` first).
     #[command(hide = true)]
     ProviderServer {
@@ -100,6 +104,7 @@ async fn dispatch(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Webhooks(args) => webhooks::run(&args).await?,
         BenchCommand::Batch(args) => batch::run(&args).await?,
         BenchCommand::CaldavImport(args) => caldav_import::run(&args).await?,
+        BenchCommand::Schedule(args) => schedule::run(&args).await?,
         BenchCommand::Memory(args) => {
             memory::run(&args).await?;
             0

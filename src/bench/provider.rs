@@ -601,6 +601,7 @@ mod tests {
             category: None,
             start: at(t),
             end: at(t + chrono::Duration::hours(1)),
+            transparent: false,
             recurrence: vec![],
             exceptions: Vec::new(),
             marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: "1".into(), hash: "h".into() },

@@ -214,7 +214,7 @@ impl Engine {
             if st.calendar_edit.as_ref().is_some_and(|e| e.deleted) || !ts.spec.recurrence.is_empty() {
                 continue;
             }
-            let inside = super::desired::desired_event(&ts.spec, "", &self.config.owner).ok().is_some_and(|ev| {
+            let inside = super::desired::event_of(&ts, "", &self.config.owner).ok().is_some_and(|ev| {
                 let start = match ev.start {
                     crate::providers::EventTime::DateTime { utc, .. } => Some(utc),
                     crate::providers::EventTime::Date(d) => d.and_hms_opt(12, 0, 0).map(|t| t.and_utc()),

@@ -219,7 +219,18 @@ impl Engine {
         let signal = live::pending_signal(conn, st);
         let action = signal.as_deref().map(live::signal_action).unwrap_or(live::SignalAction::Look);
         let renew_in = self.reconcile_watches(conn, st, p, &action).await?;
+        let changes = |st: &CalendarConnectionStatus| -> u64 {
+            st.push.as_ref().map_or(0, |p| p.calendars.iter().map(|w| w.change_count).sum())
+        };
+        let before = changes(st);
         let poll_in = self.sync_changes(conn, st, p, signal.as_deref()).await?;
+        if changes(st) != before {
+            // A meeting may have landed on a placed block: the user's auto-scheduled tasks look
+            // again, with this connection's busy time read afresh.
+            let ns = conn.namespace().unwrap_or_default();
+            self.sched.busy.invalidate(&format!("{ns}/{}", conn.name_any()));
+            self.wake_scheduled(&ns, &conn.spec.user_id, None).await;
+        }
         // Jitter below only lengthens; keep the earliest due time.
         Ok(renew_in.min(poll_in).max(Duration::from_millis(100)))
     }

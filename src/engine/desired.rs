@@ -9,7 +9,8 @@ use chrono_tz::Tz;
 
 use crate::providers::recurrence::{self, instant};
 use crate::providers::{EventData, EventTime, Exception, Marker, Window};
-use crate::resources::TaskSyncSpec;
+use crate::resources::{TaskSync, TaskSyncSpec, Transparency};
+use crate::scheduling::Interval;
 
 /// Default event length when neither duration nor end is given (DESIGN §6).
 pub const DEFAULT_DURATION_MINUTES: i64 = 60;
@@ -75,7 +76,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(Duration::seconds(total))
 }
 
-fn resolve_local(t: NaiveDateTime, tz: Tz, field: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn resolve_local(t: NaiveDateTime, tz: Tz, field: &str) -> Result<DateTime<Utc>, String> {
     match tz.from_local_datetime(&t) {
         chrono::LocalResult::Single(d) => Ok(d.with_timezone(&Utc)),
         // The repeated hour when clocks go back: the first occurrence, as calendar apps do.
@@ -103,8 +104,12 @@ fn timed(t: TimeValue, zone: Option<Tz>, field: &str) -> Result<EventTime, Strin
     Ok(EventTime::DateTime { utc, local, zone: zone.map(|z| z.name().to_string()) })
 }
 
-/// The event a TaskSync describes. `uid` and `owner` go into the ownership marker.
+/// The event a TaskSync describes. `uid` and `owner` go into the ownership marker. A task with
+/// `spec.schedule` has no time of its own: see `placed_event` and `event_of`.
 pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<EventData, String> {
+    if spec.schedule.is_some() {
+        return Err("the task asks calsync to find its time (schedule) and has not been placed yet".into());
+    }
     let zone = spec.time_zone.as_deref().map(parse_zone).transpose()?;
     let start = parse_time("start", &spec.start)?;
     let all_day = matches!(start, TimeValue::Date(_));
@@ -183,6 +188,7 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
         category: spec.category.clone(),
         start,
         end,
+        transparent: false,
         recurrence: spec.recurrence.clone(),
         exceptions,
         marker: Marker {
@@ -192,6 +198,56 @@ pub fn desired_event(spec: &TaskSyncSpec, uid: &str, owner: &str) -> Result<Even
             hash: String::new(),
         },
     })
+}
+
+/// The event of a `spec.schedule` task placed at `block`, shown in the spec's zone; free
+/// (transparent) unless the schedule says Opaque.
+pub fn placed_event(spec: &TaskSyncSpec, uid: &str, owner: &str, block: Interval) -> Result<EventData, String> {
+    let Some(schedule) = spec.schedule.as_ref() else { return desired_event(spec, uid, owner) };
+    let zone = spec
+        .time_zone
+        .as_deref()
+        .map(parse_zone)
+        .transpose()?
+        .ok_or("schedule needs timeZone: working hours, earliestStart and deadline are read in it")?;
+    let at = |t: DateTime<Utc>| EventTime::DateTime {
+        utc: t,
+        local: t.with_timezone(&zone).naive_local(),
+        zone: Some(zone.name().to_string()),
+    };
+    Ok(EventData {
+        title: spec.title.clone(),
+        description: spec.description.clone(),
+        category: spec.category.clone(),
+        start: at(block.start),
+        end: at(block.end),
+        transparent: schedule.transparency == Transparency::Transparent,
+        recurrence: Vec::new(),
+        exceptions: Vec::new(),
+        marker: Marker {
+            owner: owner.to_string(),
+            uid: uid.to_string(),
+            task_id: spec.task_id.clone(),
+            hash: String::new(),
+        },
+    })
+}
+
+/// Where a `spec.schedule` task's block is, as its status records it (its event is there).
+pub fn placed_block(ts: &TaskSync) -> Option<Interval> {
+    let st = ts.status.as_ref()?;
+    st.event_id.as_ref()?;
+    Some(Interval::new(st.scheduled_start?, st.scheduled_end?)).filter(|b| !b.is_empty())
+}
+
+/// The event a TaskSync is now: its spec's, or for a `spec.schedule` task the block its status
+/// records (an error while it has none).
+pub fn event_of(ts: &TaskSync, uid: &str, owner: &str) -> Result<EventData, String> {
+    match (&ts.spec.schedule, placed_block(ts)) {
+        (None, _) => desired_event(&ts.spec, uid, owner),
+        (Some(_), Some(block)) => placed_event(&ts.spec, uid, owner, block),
+        (Some(_), None) => desired_event(&ts.spec, uid, owner),
+    }
 }
 
 /// The spec's exceptions, times read like `start` (in timeZone, DST-correct), each checked to
@@ -283,6 +339,7 @@ mod tests {
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         }
     }
 

@@ -30,7 +30,12 @@ impl Engine {
         let key = ObjectKey::task_sync(&ts.namespace().unwrap_or_default(), &ts.name_any());
         let generation = ts.meta().generation.unwrap_or(1);
         let mut status = ts.status.clone().unwrap_or_default();
-        let (ok, reason, message) = match desired_event(&ts.spec, "", &self.config.owner) {
+        let checked = if ts.spec.schedule.is_some() {
+            Err("a task that asks calsync to find its time (schedule) needs a connected calendar to read busy time from".to_string())
+        } else {
+            desired_event(&ts.spec, "", &self.config.owner)
+        };
+        let (ok, reason, message) = match checked {
             Ok(_) => (
                 true,
                 FEED_ONLY_REASON,

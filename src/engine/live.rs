@@ -80,6 +80,13 @@ impl LiveState {
         }
     }
 
+    /// Re-queue `key` without a hint (its reconcile looks again: a scheduled task re-places).
+    pub(super) fn wake(&self, key: ObjectKey) {
+        if let Some(r) = self.requeue.get() {
+            r(key);
+        }
+    }
+
     pub(super) fn take_hint(&self, key: &ObjectKey) -> Option<Hint> {
         lock(&self.hints).remove(key)
     }

@@ -7,6 +7,7 @@
 //! returned `Outcome`.
 
 pub mod backoff;
+pub mod busy;
 mod changes;
 mod conflict;
 mod connection;
@@ -24,10 +25,14 @@ mod moves;
 #[cfg(test)]
 mod moves_tests;
 pub mod objects;
+mod placed;
 pub mod plan;
 mod record;
 mod remote;
 pub mod resolve;
+pub mod schedule;
+#[cfg(test)]
+mod schedule_tests;
 mod tasksync;
 #[cfg(test)]
 mod tests;
@@ -115,6 +120,8 @@ pub struct Engine {
     clock: Clock,
     live: Arc<live::LiveState>,
     guards: Arc<guard::GuardLocks>,
+    /// Placement of `spec.schedule` tasks: busy cache, per-user locks.
+    sched: Arc<schedule::SchedState>,
 }
 
 impl Engine {
@@ -126,6 +133,7 @@ impl Engine {
             clock: Arc::new(Utc::now),
             live: Arc::new(live::LiveState::default()),
             guards: Arc::default(),
+            sched: Arc::new(schedule::SchedState::default()),
         }
     }
 

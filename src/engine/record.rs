@@ -98,6 +98,7 @@ impl Engine {
         };
         let msg = format!("calendar event {} {verb}", ev.id);
         self.set_in_sync(ctx, reason, &msg);
+        self.note_placed(ctx);
         self.history(ctx, op, SyncStatus::Success, None).await?;
         self.publish(
             &ctx.key,
@@ -107,7 +108,9 @@ impl Engine {
             msg,
         )
         .await;
-        self.finish(ctx, self.config.resync).await
+        let out = self.finish(ctx, self.config.resync).await?;
+        self.after_placed(ctx).await;
+        Ok(out)
     }
 
     /// Append to the TaskSync's ring and the connection's (the user's history).

@@ -28,6 +28,8 @@ use crate::resources::{
 /// description and times (in the task's own zone when it has one), the rest unchanged.
 pub fn spec_from_event(spec: &TaskSyncSpec, ev: &RemoteEvent) -> TaskSyncSpec {
     let mut out = spec.clone();
+    // A placed block the user moved by hand is pinned there: the task keeps that time.
+    out.schedule = None;
     out.title = ev.title.clone();
     out.description = ev.description.clone();
     out.duration = None;
@@ -196,6 +198,13 @@ impl Engine {
         };
         ctx.generation = generation;
         let s = &mut ctx.status;
+        if ctx.ts.spec.schedule.is_some() {
+            // Pinned by the user: no longer placed by calsync.
+            s.scheduled_start = None;
+            s.scheduled_end = None;
+            s.scheduled_reason = None;
+            s.conditions.retain(|c| c.type_ != "Scheduled");
+        }
         s.etag = remote.etag.clone();
         s.applied_hash = Some(hash);
         s.calendar_edit = None;
@@ -245,6 +254,7 @@ mod tests {
             calendar_id: None,
             deletion_policy: Default::default(),
             conflict_policy: Default::default(),
+            schedule: None,
         }
     }
 

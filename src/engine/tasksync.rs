@@ -6,8 +6,8 @@ use std::time::Duration;
 use kube::{Resource, ResourceExt};
 
 use super::backoff::jitter;
-use super::desired::desired_event;
 use super::plan::{self, Adopt, Call, ConnState, OnError, PlanInput, Release, Step};
+use super::schedule::Placed;
 use super::{Engine, EngineError, EventType, ObjectKey, Outcome};
 use crate::providers::{Created, EventData, Provider, ProviderError, Target, event_key};
 use crate::resources::condition::{self, Condition, ConditionStatus};
@@ -27,6 +27,8 @@ pub(super) struct Ctx<'a> {
     pub(super) status: TaskSyncStatus,
     /// Set by a move: the old copy, recorded with the new event (see `moves`).
     pub(super) move_from: Option<crate::resources::MovingFrom>,
+    /// `spec.schedule`: where this reconcile placed the task (recorded once the event is there).
+    pub(super) placed: Option<Placed>,
 }
 
 pub(super) fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
@@ -92,7 +94,28 @@ impl Engine {
             .filter(|_| deleting)
             .or_else(|| target_calendar(&ts, conn.as_ref()));
         let conn_ready = conn_state(conn.as_ref()) == ConnState::Ready;
-        let desired = desired_event(&ts.spec, &uid, &self.config.owner).and_then(|mut ev| {
+        if ts.meta().deletion_timestamp.is_none()
+            && let Some(c) = &conn
+        {
+            // Before any placement: the user's other auto tasks find this one by its labels.
+            let want = task_sync_labels(&c.spec.user_id, &ts.spec.connection_ref.name, &ts.spec.task_id);
+            let have = ts.labels();
+            if want.iter().any(|(k, v)| have.get(k) != Some(v)) {
+                self.objects.set_labels(&ObjectKey::task_sync(namespace, name), &want).await?;
+            }
+        }
+        // A task that places itself: one placement at a time per user (the lock is held until
+        // this reconcile has written the block and recorded it).
+        let mut _user_lock = None;
+        let mut placed = None;
+        if ts.spec.schedule.is_some()
+            && !deleting
+            && let Some(c) = conn.as_ref().filter(|_| conn_ready)
+        {
+            _user_lock = Some(self.sched.user_lock(namespace, &c.spec.user_id).lock_owned().await);
+            placed = Some(self.place(namespace, &ts, c).await?);
+        }
+        let desired = self.desired_of(&ts, &uid, placed.as_ref()).and_then(|mut ev| {
             let cal = match &calendar {
                 Some(c) => c.as_str(),
                 None if conn_ready => return Err("the connection has no writable calendar to use: set calendarId on the TaskSync or the CalendarConnection".into()),
@@ -112,15 +135,11 @@ impl Engine {
             desired,
             status: ts.status.clone().unwrap_or_default(),
             move_from: None,
+            placed,
         };
-        if ts.meta().deletion_timestamp.is_none()
-            && let Some(c) = &conn
-        {
-            let want = task_sync_labels(&c.spec.user_id, &ts.spec.connection_ref.name, &ts.spec.task_id);
-            let have = ts.labels();
-            if want.iter().any(|(k, v)| have.get(k) != Some(v)) {
-                self.objects.set_labels(&ctx.key, &want).await?;
-            }
+        // Nothing to write: never placed, and nothing fits (or the busy time is unknown).
+        if let Some(out) = self.unplaced(&mut ctx).await? {
+            return Ok(out);
         }
         // The connection's change sync found this event changed or gone in the calendar.
         if let Some(hint) = self.live.take_hint(&ctx.key)
@@ -198,6 +217,7 @@ impl Engine {
                     if !settled {
                         self.set_in_sync(&mut ctx, "InSync", "the calendar event matches the task");
                     }
+                    self.note_placed(&mut ctx);
                     return self.finish(&ctx, self.config.resync).await;
                 }
                 Step::FinishMove => return self.finish_move(&mut ctx).await,

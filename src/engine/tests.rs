@@ -129,6 +129,7 @@ pub(super) fn spec(task: &str) -> TaskSyncSpec {
         calendar_id: None,
         deletion_policy: DeletionPolicy::Delete,
         conflict_policy: ConflictPolicy::Manual,
+        schedule: None,
     }
 }
 

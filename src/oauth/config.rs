@@ -24,13 +24,20 @@ use secrecy::SecretString;
 use super::client::OAuthSettings;
 use crate::resources::ProviderKind;
 
-/// Google scopes: the narrowest pair that lets calsync write events (`calendar.events`: events on
-/// the user's calendars, not calendar ACLs or settings) and list the user's calendars to pick and
-/// check the default (`calendar.calendarlist.readonly`). The full `calendar` scope is not needed.
-pub const GOOGLE_SCOPES: [&str; 2] = [
+/// Google scopes: the narrowest that let calsync write events (`calendar.events`: events on the
+/// user's calendars, not calendar ACLs or settings), list the user's calendars to pick and check
+/// the default (`calendar.calendarlist.readonly`), and read their free/busy time for scheduling
+/// (`calendar.freebusy`: `freeBusy.query` accepts no narrower one, and `calendar.events` is not
+/// among those it accepts). The full `calendar` scope is not needed.
+pub const GOOGLE_SCOPES: [&str; 3] = [
     "https://www.googleapis.com/auth/calendar.events",
     "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
+    GOOGLE_FREEBUSY_SCOPE,
 ];
+
+/// Asked for, not required: a user who unticks it in Google's granular consent still connects;
+/// suggest-times and auto-scheduling then name that calendar as unavailable instead.
+pub const GOOGLE_FREEBUSY_SCOPE: &str = "https://www.googleapis.com/auth/calendar.freebusy";
 
 /// The Google scope added for `dedicated_calendar: true`: create secondary calendars and manage
 /// the events in them (`calendars.insert` needs it; `calendar.events` does not cover it).

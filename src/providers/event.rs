@@ -76,6 +76,11 @@ pub struct EventData {
     pub category: Option<String>,
     pub start: EventTime,
     pub end: EventTime,
+    /// Shown as free to free/busy readers (Google `transparency: transparent`, Outlook `showAs:
+    /// free`, iCalendar `TRANSP:TRANSPARENT`); false: busy, each provider's default. Blocks
+    /// calsync places itself (`spec.schedule`) are free unless asked otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transparent: bool,
     /// RFC 5545 RRULE/EXDATE/RDATE lines.
     pub recurrence: Vec<String>,
     /// Occurrences of a recurring event to cancel or move (empty for single events).
@@ -101,6 +106,9 @@ impl EventData {
             #[serde(skip_serializing_if = "<[Exception]>::is_empty")]
             exceptions: &'a [Exception],
             task_id: &'a str,
+            // Left out when false, so busy events keep the hash they had.
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            transparent: bool,
         }
         let canonical = Canonical {
             calendar,
@@ -112,6 +120,7 @@ impl EventData {
             recurrence: &self.recurrence,
             exceptions: &self.exceptions,
             task_id: &self.marker.task_id,
+            transparent: self.transparent,
         };
         // Serializing a struct of strings and chrono values cannot fail.
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();

@@ -74,6 +74,8 @@ struct State {
     made_calendars: u64,
     /// The account may not create calendars (a read-only grant).
     calendars_read_only: bool,
+    /// (calendar, id) of events written free (`EventData::transparent`): not busy.
+    transparent: std::collections::BTreeSet<(String, String)>,
 }
 
 /// A watch the double holds, as the provider would (Google channel).
@@ -278,6 +280,12 @@ impl State {
         };
         self.changes.push((version, calendar.to_string(), id.to_string()));
         self.events.entry(calendar.to_string()).or_default().insert(id.to_string(), ev.clone());
+        let key = (calendar.to_string(), id.to_string());
+        if data.transparent {
+            self.transparent.insert(key);
+        } else {
+            self.transparent.remove(&key);
+        }
         ev
     }
 
@@ -405,6 +413,27 @@ impl Provider for MemoryProvider {
             }
         }
         Ok(page)
+    }
+
+    /// As the listing default, except that events written free (transparent) are not busy, as
+    /// on the real providers.
+    async fn busy(&self, q: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
+        let mut out = Vec::new();
+        for calendar in &q.calendars {
+            let page = self.list(calendar, q.window, None).await?;
+            let transparent = self.service.lock().transparent.clone();
+            for mut ev in page.events.into_iter().filter(|e| !e.cancelled) {
+                if transparent.contains(&(calendar.clone(), ev.id.clone())) {
+                    continue;
+                }
+                if !ev.recurrence.is_empty() {
+                    ev.exceptions =
+                        super::recurrence::merge_exceptions(&ev.start, &ev.recurrence, ev.exceptions.clone());
+                }
+                out.extend(super::busy::event_spans(&ev, &q.window, q.zone));
+            }
+        }
+        Ok(out)
     }
 
     async fn dedicated_calendars(&self) -> Result<Vec<super::DedicatedCalendar>, ProviderError> {

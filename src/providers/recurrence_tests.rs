@@ -23,6 +23,7 @@ fn series(lines: &[&str]) -> RemoteEvent {
         category: None,
         start: ny(2027, 2, 24, 9),
         end: ny(2027, 2, 24, 10),
+        transparent: false,
         recurrence: lines.iter().map(|l| l.to_string()).collect(),
         exceptions: Vec::new(),
         marker: crate::providers::Marker { owner: "o".into(), uid: "u".into(), task_id: "t".into(), hash: "h".into() },

@@ -25,8 +25,8 @@ pub use guard::{CONFIRM_DELETIONS_ANNOTATION, DeletionGuardStatus, GuardAction, 
 pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
 pub use push::{PushMode, PushStatus, WatchedCalendar};
 pub use tasksync::{
-    CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, MovingFrom, OccurrenceException, TaskSync,
-    TaskSyncSpec, TaskSyncStatus,
+    CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, HoursRange, MovingFrom, OccurrenceException,
+    TaskSchedule, TaskSync, TaskSyncSpec, TaskSyncStatus, Transparency, WorkingHoursSpec,
 };
 
 /// API group of both kinds.

@@ -114,9 +114,12 @@ pub enum ConflictPolicy {
     cel
 )]
 #[x_kube(validation = Rule::new("!(has(self.duration) && has(self.end))").message("set either duration or end, not both"))]
-#[x_kube(validation = Rule::new("!has(self.allDay) || !self.allDay || self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')").message("allDay needs start as a date (YYYY-MM-DD)"))]
-#[x_kube(validation = Rule::new("self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$') || has(self.timeZone)").message("start without an offset needs timeZone (an IANA name such as America/New_York)"))]
-#[x_kube(validation = Rule::new("!has(self.end) || !self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || !self.end.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || timestamp(self.end) > timestamp(self.start)").message("end must be after start"))]
+#[x_kube(validation = Rule::new("has(self.start) != has(self.schedule)").message("set exactly one of start (a fixed time) and schedule (calsync finds the time)"))]
+#[x_kube(validation = Rule::new("!has(self.allDay) || !self.allDay || (has(self.start) && self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$'))").message("allDay needs start as a date (YYYY-MM-DD)"))]
+#[x_kube(validation = Rule::new("!has(self.start) || self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || self.start.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$') || has(self.timeZone)").message("start without an offset needs timeZone (an IANA name such as America/New_York)"))]
+#[x_kube(validation = Rule::new("!has(self.end) || !has(self.start) || !self.start.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || !self.end.matches('(Z|z|[+-][0-9]{2}:[0-9]{2})$') || timestamp(self.end) > timestamp(self.start)").message("end must be after start"))]
+#[x_kube(validation = Rule::new("!has(self.schedule) || has(self.timeZone)").message("schedule needs timeZone: working hours, earliestStart and deadline are read in it"))]
+#[x_kube(validation = Rule::new("!has(self.schedule) || (!has(self.end) && !has(self.duration) && !has(self.allDay) && (!has(self.recurrence) || size(self.recurrence) == 0) && (!has(self.exceptions) || size(self.exceptions) == 0))").message("a scheduled task takes its length from schedule.durationMinutes and is one block: no end, duration, allDay, recurrence or exceptions"))]
 #[x_kube(validation = Rule::new("self.taskId == oldSelf.taskId").message("taskId is immutable"))]
 #[x_kube(validation = Rule::new("!has(self.exceptions) || size(self.exceptions) == 0 || has(self.recurrence)").message("exceptions need recurrence: only a recurring task has occurrences to cancel or move"))]
 #[serde(rename_all = "camelCase")]
@@ -131,6 +134,8 @@ pub struct TaskSyncSpec {
     pub title: String,
     /// Start: RFC 3339 with offset (`2026-03-05T14:00:00Z`), a local date-time read in timeZone
     /// (`2026-03-05T14:00:00`), or a date (`2026-03-05`) for an all-day event.
+    /// Absent when `schedule` asks calsync to find the time instead.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(
         length(min = 10, max = 40),
         regex(pattern = TIME_PATTERN)
@@ -183,6 +188,97 @@ pub struct TaskSyncSpec {
     /// calendar app.
     #[serde(default)]
     pub conflict_policy: ConflictPolicy,
+    /// Instead of `start`: calsync places the task in free time of every calendar the user
+    /// connected (time blocking), records where in `status.scheduledStart`, and moves the block
+    /// when a meeting lands on it, within the deadline. Needs `timeZone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<TaskSchedule>,
+}
+
+/// One wall-clock range of a working day, `HH:MM` (`end` may be `24:00`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct HoursRange {
+    /// Start, `HH:MM` wall clock in timeZone.
+    #[schemars(regex(pattern = HHMM_PATTERN))]
+    pub start: String,
+    /// End (exclusive), `HH:MM`; `24:00` for midnight.
+    #[schemars(regex(pattern = HHMM_PATTERN))]
+    pub end: String,
+}
+
+/// `HH:MM`, 00:00 to 24:00.
+pub const HHMM_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$";
+
+/// Working ranges per weekday; a day left out has none.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+pub struct WorkingHoursSpec {
+    /// Monday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub monday: Vec<HoursRange>,
+    /// Tuesday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub tuesday: Vec<HoursRange>,
+    /// Wednesday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub wednesday: Vec<HoursRange>,
+    /// Thursday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub thursday: Vec<HoursRange>,
+    /// Friday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub friday: Vec<HoursRange>,
+    /// Saturday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub saturday: Vec<HoursRange>,
+    /// Sunday's working ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub sunday: Vec<HoursRange>,
+}
+
+/// How a placed block shows to free/busy readers (other people's scheduling tools, and
+/// calsync's own suggest-times).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Transparency {
+    /// Free (default): the block does not make the user look busy (Google `transparency:
+    /// transparent`, Outlook `showAs: free`, iCalendar `TRANSP:TRANSPARENT`).
+    #[default]
+    Transparent,
+    /// Busy, like a meeting.
+    Opaque,
+}
+
+/// What calsync needs to place a task itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSchedule {
+    /// Length of the block in minutes (1 to 1440).
+    #[schemars(range(min = 1, max = 1440))]
+    pub duration_minutes: u32,
+    /// Not before this time (same forms as start, no date-only); default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 16, max = 40), regex(pattern = TIME_PATTERN))]
+    pub earliest_start: Option<String>,
+    /// The block ends by then; default: the search looks 14 days ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 16, max = 40), regex(pattern = TIME_PATTERN))]
+    pub deadline: Option<String>,
+    /// When the block may be, per weekday in timeZone; default Monday to Friday 09:00-17:00.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_hours: Option<WorkingHoursSpec>,
+    /// Minutes kept clear before and after every busy interval (0 to 240, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 240))]
+    pub buffer_minutes: Option<u32>,
+    /// Transparent (default): the block reads as free to free/busy; Opaque: busy.
+    #[serde(default)]
+    pub transparency: Transparency,
 }
 
 /// What calsync saw when the event was changed in the calendar app.
@@ -287,4 +383,13 @@ pub struct TaskSyncStatus {
     #[serde(default)]
     #[schemars(length(max = 20))]
     pub history: Vec<HistoryEntry>,
+    /// spec.schedule: where calsync placed the block (its event is there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_start: Option<DateTime<Utc>>,
+    /// spec.schedule: the end of the placed block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_end: Option<DateTime<Utc>>,
+    /// spec.schedule: why the block is where it is, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_reason: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! Placing tasks that ask for a place instead of a time (issue 17, part 3's core): keep a placed
 //! block while it still fits, move it to the best slot when busy time lands on it, and pack
 //! several such tasks of one user so no two take the same time. Pure, like the rest of the core;
-//! the engine (not built yet) supplies busy time, current blocks and `now`, and writes the result.
+//! the engine (`engine::schedule`) supplies busy time, current blocks and `now`, and writes the
+//! result.
 //!
 //! Owns: `replan` (one task) and `pack` (a user's tasks, deterministic order). Must not touch
 //! the slot search itself (`slots`) or anything outside the request.
@@ -60,10 +61,11 @@ pub struct AutoTask {
     pub current: Option<Interval>,
 }
 
-/// Place all of a user's auto tasks at once, so none takes another's time: tasks with the
-/// earliest deadline go first (no deadline last), then by id; each one sees the busy time plus
-/// the blocks placed before it. Blocks that still fit are kept, so a new meeting moves only the
-/// blocks it hits (and, at most, the later ones those displace). Answers in the input's order.
+/// Place all of a user's auto tasks at once, so none takes another's time. Blocks that still
+/// fit are kept first (in the order below), so a new task or a new meeting moves only the blocks
+/// it hits and never displaces one that is fine; then the others are placed one by one: the
+/// earliest deadline first (no deadline last), then by id, each seeing the busy time plus every
+/// block placed before it. Answers in the input's order; the same input gives the same answer.
 pub fn pack(tasks: &[AutoTask], busy: &[Interval]) -> Vec<(String, Result<Placement, ScheduleError>)> {
     let mut order: Vec<usize> = (0..tasks.len()).collect();
     order.sort_by(|&a, &b| {
@@ -72,7 +74,20 @@ pub fn pack(tasks: &[AutoTask], busy: &[Interval]) -> Vec<(String, Result<Placem
     });
     let mut taken: Vec<Interval> = busy.to_vec();
     let mut out: Vec<Option<Result<Placement, ScheduleError>>> = vec![None; tasks.len()];
-    for i in order {
+    for &i in &order {
+        let t = &tasks[i];
+        if let Some(block) = t.current
+            && t.request.validate().is_ok()
+            && (block.start <= t.request.now || still_fits(&t.request, &taken, block))
+        {
+            taken.push(block);
+            out[i] = Some(Ok(Placement::Keep(block)));
+        }
+    }
+    for &i in &order {
+        if out[i].is_some() {
+            continue;
+        }
         let t = &tasks[i];
         let placed = replan(&t.request, &taken, t.current);
         match &placed {

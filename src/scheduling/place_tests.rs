@@ -89,3 +89,37 @@ fn packing_gives_each_task_its_own_time_by_deadline_then_id() {
     assert_eq!(slot("c-no-deadline").start, t("2026-03-02T16:30:00Z"));
     assert_eq!(pack(&tasks, &[]), out, "deterministic");
 }
+
+#[test]
+fn a_new_task_never_displaces_a_placed_block_and_a_meeting_moves_only_what_it_hits() {
+    // "b" holds Monday 09:00; "a" (first by id, same deadline) is new: it goes elsewhere.
+    let monday9 = iv("2026-03-02T14:00:00Z", "2026-03-02T15:00:00Z");
+    let tasks = vec![
+        AutoTask { id: "a".into(), request: req(), current: None },
+        AutoTask { id: "b".into(), request: req(), current: Some(monday9) },
+    ];
+    let out = pack(&tasks, &[]);
+    assert_eq!(out[1].1, Ok(Placement::Keep(monday9)));
+    let a = moved(out[0].1.clone().unwrap());
+    assert!(!a.overlaps(&monday9) && a.start >= monday9.end + Duration::minutes(10), "{a:?}");
+
+    // Two placed blocks; a meeting lands on the second: only that one moves.
+    let tuesday = iv("2026-03-03T16:00:00Z", "2026-03-03T17:00:00Z");
+    let tasks = vec![
+        AutoTask { id: "a".into(), request: req(), current: Some(monday9) },
+        AutoTask { id: "b".into(), request: req(), current: Some(tuesday) },
+    ];
+    let meeting = iv("2026-03-03T16:30:00Z", "2026-03-03T17:30:00Z");
+    let out = pack(&tasks, &[meeting]);
+    assert_eq!(out[0].1, Ok(Placement::Keep(monday9)));
+    let b = moved(out[1].1.clone().unwrap());
+    assert!(!b.overlaps(&meeting) && !b.overlaps(&monday9), "{b:?}");
+    // Two blocks on the same time (two replicas raced): the first by order keeps it.
+    let tasks = vec![
+        AutoTask { id: "a".into(), request: req(), current: Some(tuesday) },
+        AutoTask { id: "b".into(), request: req(), current: Some(tuesday) },
+    ];
+    let out = pack(&tasks, &[]);
+    assert_eq!(out[0].1, Ok(Placement::Keep(tuesday)));
+    assert!(!moved(out[1].1.clone().unwrap()).overlaps(&tuesday));
+}

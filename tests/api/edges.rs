@@ -119,4 +119,10 @@ async fn health_and_metrics_need_no_token_openapi_lists_every_path() {
         ]
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every schema a path refers to is in the document (e.g. task_data.auto_schedule's).
+    let text = doc.to_string();
+    for name in text.split("\"#/components/schemas/").skip(1).filter_map(|r| r.split('"').next()) {
+        assert!(doc["components"]["schemas"][name].is_object(), "{name} is referred to but not defined");
+    }
+    assert!(doc["components"]["schemas"]["AutoSchedule"]["properties"]["deadline"].is_object());
 }

@@ -233,3 +233,81 @@ async fn bad_input_names_the_field() {
         assert!(v["code"].is_string(), "{v}");
     }
 }
+
+async fn task(h: &Harness, body: Value) -> (StatusCode, Value) {
+    h.call(Method::POST, "/api/calendar/task-to-calendar", Some(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_can_ask_for_a_place_instead_of_a_time() {
+    let user = "auto";
+    let h = connected(user).await;
+    // Monday 11 March 2030 (EDT since the day before): a meeting 09:00–11:00.
+    h.calendar
+        .insert_external("calendar", meeting("m1", "2030-03-11T09:00:00-04:00", "2030-03-11T11:00:00-04:00", None));
+    let auto = |id: &str, extra: Value| {
+        let mut a = json!({"duration_minutes": 60, "earliest_start": "2030-03-11T09:00:00",
+            "deadline": "2030-03-12T17:00:00", "buffer_minutes": 15, "timezone": "America/New_York"});
+        if let (Some(a), Some(e)) = (a.as_object_mut(), extra.as_object()) {
+            a.extend(e.clone());
+        }
+        json!({"user_id": user, "task_data": {"id": id, "name": "Essay", "auto_schedule": a}})
+    };
+    let (s, v) = task(&h, auto("a1", json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["scheduled_start"], "2030-03-11T11:15:00-04:00", "after the meeting and its buffer: {v}");
+    assert_eq!(v["scheduled_end"], "2030-03-11T12:15:00-04:00", "{v}");
+    assert!(v["event_id"].is_string() && v["reason"].is_null(), "{v}");
+    // The block is written free: suggest-times does not count it.
+    let (_, free) = suggest(
+        &h,
+        json!({"user_id": user, "duration_minutes": 60, "timezone": "America/New_York", "buffer_minutes": 15,
+               "window": {"start": "2030-03-11T11:00:00-04:00", "end": "2030-03-11T12:30:00-04:00"}}),
+    )
+    .await;
+    assert_eq!(free["slots"][0]["start"], "2030-03-11T11:15:00-04:00", "{free}");
+    // A second task never takes the first one's time.
+    let (s, v) = task(&h, auto("a2", json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["scheduled_start"], "2030-03-11T12:30:00-04:00", "{v}");
+
+    // Nothing fits between 09:00 and 11:00 (the meeting): no_room, no event, a 200.
+    let (s, v) = task(&h, auto("a3", json!({"deadline": "2030-03-11T11:00:00"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["reason"], "no_room", "{v}");
+    assert!(v["event_id"].is_null() && v["message"].as_str().is_some_and(|m| m.contains("deadline")), "{v}");
+
+    // Bad input: 400 naming the field.
+    let with_time = json!({"user_id": user, "task_data": {"id": "b", "name": "B", "scheduled_time": "2030-03-11T09:00:00",
+        "timezone": "America/New_York", "auto_schedule": {"duration_minutes": 30}}});
+    let neither = json!({"user_id": user, "task_data": {"id": "b", "name": "B"}});
+    let cases = [
+        (with_time, "auto_schedule"),
+        (neither, "scheduled_time"),
+        (auto("b", json!({"duration_minutes": 0})), "auto_schedule.duration_minutes"),
+        (auto("b", json!({"buffer_minutes": 300})), "auto_schedule.buffer_minutes"),
+        (auto("b", json!({"timezone": "Mars/Olympus"})), "auto_schedule.timezone"),
+        (auto("b", json!({"deadline": "2030-03-10T17:00:00"})), "auto_schedule.deadline"),
+        (auto("b", json!({"deadline": "2030-03-12"})), "auto_schedule.deadline"),
+        (auto("b", json!({"earliest_start": "2030-03-10T02:30:00"})), "auto_schedule.earliest_start"),
+        (
+            auto(
+                "b",
+                json!({"working_hours": {"monday": [{"start": "09:00", "end": "12:00"}, {"start": "11:00", "end": "13:00"}]}}),
+            ),
+            "auto_schedule.working_hours",
+        ),
+        (auto("b", json!({"working_hours": {}})), "auto_schedule.working_hours"),
+        (
+            auto("b", json!({"working_hours": {"friday": [{"start": "9", "end": "17:00"}]}})),
+            "auto_schedule.working_hours.friday[0]",
+        ),
+    ];
+    for (body, field) in cases {
+        let (s, v) = task(&h, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body} → {v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains(field)), "{field}: {v}");
+    }
+    let (s, v) = task(&h, auto("b", json!({"colour": "red"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "an unknown field: {v}");
+}

@@ -68,6 +68,7 @@ pub fn event(uid: &str, title: &str) -> EventData {
         category: Some("Homework".into()),
         start: timed(14, "America/New_York"),
         end: timed(15, "America/New_York"),
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker {

@@ -30,7 +30,8 @@ const SERVER_MJS: &str = include_str!("oidc/server.mjs");
 
 /// The scopes calsync asks Google for.
 pub const GOOGLE_SCOPES: &str = "openid email https://www.googleapis.com/auth/calendar.events \
-                                 https://www.googleapis.com/auth/calendar.calendarlist.readonly";
+                                 https://www.googleapis.com/auth/calendar.calendarlist.readonly \
+                                 https://www.googleapis.com/auth/calendar.freebusy";
 /// The scopes calsync asks Microsoft for.
 pub const OUTLOOK_SCOPES: &str = "openid email offline_access Calendars.ReadWrite";
 

@@ -93,6 +93,7 @@ async fn world(objects: &MemoryObjects, synced_at: chrono::DateTime<Utc>) {
         calendar_id: None,
         deletion_policy: DeletionPolicy::Delete,
         conflict_policy: ConflictPolicy::Manual,
+        schedule: None,
     };
     let mut t = TaskSync::new("ts", spec);
     t.metadata.namespace = Some("ns".into());

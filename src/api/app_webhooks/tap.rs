@@ -42,6 +42,10 @@ pub fn task_transition(kind: &str, ts: &TaskSync) -> String {
             time(synced.map(|c| c.last_transition_time)),
             st.failed_attempts
         ),
+        "task.unschedulable" => {
+            let c = find(&st.conditions, "Scheduled");
+            format!("{}|{}", c.map(|c| c.reason.as_str()).unwrap_or_default(), time(c.map(|c| c.last_transition_time)))
+        }
         _ => st
             .calendar_edit
             .map(|e| format!("{}|{}|{}", time(Some(e.detected_at)), e.etag, e.deleted))
@@ -75,6 +79,7 @@ pub fn task_transition_time(kind: &str, ts: &TaskSync) -> Option<chrono::DateTim
     match kind {
         "task.synced" => st.last_sync_time,
         "task.failed" => find(&st.conditions, "Synced").map(|c| c.last_transition_time),
+        "task.unschedulable" => find(&st.conditions, "Scheduled").map(|c| c.last_transition_time),
         _ => st.calendar_edit.as_ref().map(|e| e.detected_at),
     }
 }
@@ -189,6 +194,7 @@ mod tests {
             calendar_id: None,
             deletion_policy: DeletionPolicy::Delete,
             conflict_policy: ConflictPolicy::Manual,
+            schedule: None,
         };
         let mut t = TaskSync::new("ts", spec);
         t.metadata.uid = Some("uid-1".into());

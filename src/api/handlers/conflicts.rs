@@ -61,7 +61,11 @@ fn resolved(ts: &TaskSync) -> ResolvedTask {
     ResolvedTask {
         task_id: s.task_id.clone(),
         name: s.title.clone(),
-        scheduled_time: s.start.clone(),
+        // A task calsync places: where its block is.
+        scheduled_time: match (&s.schedule, ts.status.as_ref().and_then(|st| st.scheduled_start)) {
+            (Some(_), Some(t)) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            _ => s.start.clone(),
+        },
         end: s.end.clone(),
         timezone: s.time_zone.clone(),
         all_day: s.all_day == Some(true) || s.start.len() == 10,

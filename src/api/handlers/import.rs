@@ -6,8 +6,6 @@
 //! Owns: the import read, its cache, and the pieces the change pull shares with it. Must not
 //! touch: objects or calendars (read only).
 
-use std::collections::BTreeSet;
-
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
@@ -26,17 +24,7 @@ use crate::resources::{CalendarConnection, ProviderKind, task_sync_name};
 
 /// Calendars read for a connection: where its tasks go (default, explicit, per category).
 pub(super) fn calendars_of(conn: &CalendarConnection) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    if let Some(c) = conn
-        .spec
-        .chosen_calendar()
-        .cloned()
-        .or_else(|| conn.status.as_ref().and_then(|s| s.default_calendar_id.clone()))
-    {
-        out.insert(c);
-    }
-    out.extend(conn.spec.category_calendars.values().cloned());
-    out.into_iter().collect()
+    crate::engine::busy::task_calendars(conn)
 }
 
 /// The window a connection is read in: the request's days, else the connection's, else 7.

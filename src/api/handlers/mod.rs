@@ -135,12 +135,17 @@ pub async fn wait_synced(state: &AppState, name: &str, generation: i64) -> Resul
         let synced = condition::find(&st.conditions, "Synced")
             .filter(|c| c.observed_generation == Some(generation) && st.observed_generation == Some(generation))
             .cloned();
-        let done = match &synced {
-            Some(c) if c.status == ConditionStatus::True => st.event_id.is_some(),
-            Some(c) => permanent_failure(&c.reason, &c.message).is_some(),
-            None => false,
-        };
-        Ok((done, Some((ts, synced))))
+        // A task that places itself and found no room: an answer, not a failure.
+        let no_room = condition::find(&st.conditions, "Scheduled").is_some_and(|c| {
+            c.status == ConditionStatus::False && c.reason == "NoRoom" && c.observed_generation == Some(generation)
+        });
+        let done = no_room
+            || match &synced {
+                Some(c) if c.status == ConditionStatus::True => st.event_id.is_some(),
+                Some(c) => permanent_failure(&c.reason, &c.message).is_some(),
+                None => false,
+            };
+        Ok((done, Some((ts, synced, no_room))))
     })
     .await?;
     let result = match value {
@@ -148,11 +153,12 @@ pub async fn wait_synced(state: &AppState, name: &str, generation: i64) -> Resul
             Err(ApiError::conflict("task_deleted", "the task's calendar event was deleted meanwhile; send it again"))
         }
         Some(_) if !done => Ok(Waited::Pending),
-        Some((_, Some(c))) if c.status != ConditionStatus::True => {
+        Some((ts, _, true)) => Ok(Waited::Synced(Box::new(ts))),
+        Some((_, Some(c), _)) if c.status != ConditionStatus::True => {
             Err(permanent_failure(&c.reason, &c.message)
                 .unwrap_or_else(|| ApiError::conflict("sync_failed", c.message)))
         }
-        Some((ts, _)) => Ok(Waited::Synced(Box::new(ts))),
+        Some((ts, _, _)) => Ok(Waited::Synced(Box::new(ts))),
     };
     state.metrics.record_sync_wait(match &result {
         Ok(Waited::Synced(_)) => "synced",

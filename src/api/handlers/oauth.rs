@@ -151,7 +151,8 @@ async fn finish(state: &AppState, kind: ProviderKind, query: &HashMap<String, St
         // Granular consent: the user may untick calendar access.
         let extra = dedicated_scopes(kind, claims.dedicated).iter().map(|s| s.to_string());
         let mut needed = client.settings().scopes.iter().cloned().chain(extra);
-        if needed.any(|s| !matches!(s.as_str(), "offline_access" | "openid") && !granted.contains(&s)) {
+        let optional = |s: &str| matches!(s, "offline_access" | "openid" | crate::oauth::config::GOOGLE_FREEBUSY_SCOPE);
+        if needed.any(|s| !optional(&s) && !granted.contains(&s)) {
             return Err("insufficient_scope");
         }
     }

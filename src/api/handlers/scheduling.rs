@@ -135,7 +135,8 @@ pub async fn suggest_times(
     if active.is_empty() {
         return Err(ApiError::not_connected());
     }
-    let searched = Window { from: request.window.start, to: request.window.end };
+    // Busy time just outside the window still keeps its buffer clear inside it.
+    let searched = Window { from: request.window.start - request.buffer, to: request.window.end + request.buffer };
     let got = gather(&state, &active, searched, request.zone).await;
     if got.unavailable.len() == active.len()
         && let Some(e) = got.first_error

@@ -20,13 +20,14 @@ use crate::api::extract::ApiJson;
 use crate::api::state::AppState;
 use crate::api::{mapping, routing};
 use crate::engine::{ObjectKey, wait_for};
+use crate::resources::condition::{self, ConditionStatus};
 use crate::resources::{
     FEED_ONLY_CONNECTION, FEED_ONLY_LABEL, TaskSync, USER_LABEL, is_feed_only, task_sync_labels, task_sync_name,
     user_label_value,
 };
 
 fn pending_task() -> Response {
-    let body = TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: true, feed: false };
+    let body = TaskToCalendarResponse { success: true, pending: true, ..Default::default() };
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
@@ -51,24 +52,42 @@ pub async fn task_to_calendar(
     let declared = declare(&state, &user, wanted, &req.task_data).await?;
     if declared.feed_only {
         // Nothing to wait for: the feed renders the stored spec, which `mapping` checked.
-        let body =
-            TaskToCalendarResponse { success: true, event_id: None, event_link: None, pending: false, feed: true };
+        let body = TaskToCalendarResponse { success: true, feed: true, ..Default::default() };
         return Ok(axum::Json(body).into_response());
     }
     match wait_synced(&state, &declared.name, declared.generation).await? {
-        Waited::Synced(ts) => {
-            let st = ts.status.unwrap_or_default();
-            Ok(axum::Json(TaskToCalendarResponse {
-                success: true,
-                event_id: st.event_id,
-                event_link: st.event_link,
-                pending: false,
-                feed: false,
-            })
-            .into_response())
-        }
+        Waited::Synced(ts) => Ok(axum::Json(answer(&ts)).into_response()),
         Waited::Pending => Ok(pending_task()),
     }
+}
+
+/// What task-to-calendar answers for a TaskSync the engine has acted on: its event, and for a
+/// task calsync places, where (or `no_room`).
+pub(super) fn answer(ts: &TaskSync) -> TaskToCalendarResponse {
+    let st = ts.status.clone().unwrap_or_default();
+    let mut body = TaskToCalendarResponse {
+        success: true,
+        event_id: st.event_id.clone(),
+        event_link: st.event_link.clone(),
+        ..Default::default()
+    };
+    if ts.spec.schedule.is_none() {
+        return body;
+    }
+    let zone = ts.spec.time_zone.as_deref().and_then(|z| z.parse::<chrono_tz::Tz>().ok()).unwrap_or(chrono_tz::UTC);
+    let local =
+        |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&zone).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let scheduled = condition::find(&st.conditions, "Scheduled");
+    if st.event_id.is_some() {
+        body.scheduled_start = st.scheduled_start.map(local);
+        body.scheduled_end = st.scheduled_end.map(local);
+        body.why = st.scheduled_reason.clone();
+    }
+    if let Some(c) = scheduled.filter(|c| c.status == ConditionStatus::False && c.reason == "NoRoom") {
+        body.reason = Some("no_room".into());
+        body.message = Some(c.message.clone());
+    }
+    body
 }
 
 /// A TaskSync declared for a task: its name and the generation to wait for.
@@ -112,6 +131,8 @@ pub(super) async fn declare(
             Some(c) => c.name_any(),
             // No calendar, but an ICS feed: the task is declared for the feed alone (and moves
             // to a calendar at the next call after the user connects one).
+            // A task calsync places needs a calendar to read busy time from.
+            None if task_data.auto_schedule.is_some() => return Err(ApiError::not_connected()),
             None if feeds::has_feed(state, user).await? => {
                 feed_only = true;
                 FEED_ONLY_CONNECTION.to_string()

@@ -76,6 +76,7 @@ fn event(i: usize) -> EventData {
         category: None,
         start: at(start),
         end: at(end),
+        transparent: false,
         recurrence: vec![],
         exceptions: vec![],
         marker: Marker { owner: "bench".into(), uid: format!("uid-{i}"), task_id: format!("t{i}"), hash: "h".into() },

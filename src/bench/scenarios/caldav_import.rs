@@ -129,6 +129,7 @@ fn event(i: usize) -> EventData {
         end: end_t,
         recurrence: if i.is_multiple_of(7) { vec!["RRULE:FREQ=WEEKLY;COUNT=10".into()] } else { vec![] },
         exceptions: vec![],
+        transparent: false,
         marker: Marker {
             owner: "calsync".into(),
             uid: format!("bench-{i}"),

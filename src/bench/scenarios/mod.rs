@@ -10,5 +10,6 @@ pub mod cursor;
 pub mod live;
 pub mod memory;
 pub mod rest;
+pub mod schedule;
 pub mod steady;
 pub mod webhooks;

@@ -181,6 +181,9 @@ pub fn vevent(ev: &EventData, dtstamp: DateTime<Utc>) -> (Component<'static>, Op
     if let Some(c) = ev.category.as_deref().filter(|c| !c.is_empty()) {
         props.push(prop("CATEGORIES", escape_text(c)));
     }
+    if ev.transparent {
+        props.push(prop("TRANSP", "TRANSPARENT".into()));
+    }
     props.extend(ev.recurrence.iter().filter_map(|l| recurrence_prop(l, zone)));
     // A cancelled occurrence is an EXDATE; a moved one an override VEVENT (`overrides`).
     props.extend(ev.exceptions.iter().filter(|x| x.cancelled).map(|x| time_prop("EXDATE", &x.original_start, zone)));

@@ -49,6 +49,7 @@ fn event(zone: Option<&str>, description: Option<&str>) -> crate::providers::Eve
         end: at(t + chrono::Duration::hours(1)),
         recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T140000".into()],
         exceptions: vec![],
+        transparent: false,
         marker: crate::providers::Marker {
             owner: "calsync".into(),
             uid: "uid-1".into(),

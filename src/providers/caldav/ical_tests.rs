@@ -16,6 +16,7 @@ fn data() -> EventData {
         category: Some("Home,work".into()),
         start: dt(2026, 3, 2, 9, "America/New_York"),
         end: dt(2026, 3, 2, 10, "America/New_York"),
+        transparent: false,
         recurrence: vec!["RRULE:FREQ=WEEKLY;COUNT=4".into(), "EXDATE:20260316T090000".into()],
         exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: "uid-1".into(), task_id: "t;1,x".into(), hash: "abc".into() },
@@ -147,4 +148,13 @@ fn written_exceptions_read_back_as_exdate_and_override() {
     assert_eq!(p.title, ev.title);
     let all = crate::providers::recurrence::merge_exceptions(&p.start, &p.recurrence, p.exceptions);
     assert_eq!(all, ev.exceptions);
+}
+
+#[test]
+fn a_free_block_is_transp_transparent() {
+    let mut d = data();
+    assert!(!to_ics(&d, Utc::now()).contains("TRANSP"));
+    d.transparent = true;
+    assert!(to_ics(&d, Utc::now()).contains("TRANSP:TRANSPARENT"));
+    assert_ne!(d.content_hash("c"), data().content_hash("c"), "a change of transparency is a change");
 }

@@ -185,6 +185,7 @@ fn data() -> EventData {
         category: None,
         start: EventTime::DateTime { utc, local: utc.naive_utc(), zone: None },
         end: EventTime::DateTime { utc: utc + chrono::Duration::hours(1), local: utc.naive_utc(), zone: None },
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: Marker { owner: "calsync".into(), uid: "u".into(), task_id: "t".into(), hash: "h".into() },

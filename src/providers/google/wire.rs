@@ -302,6 +302,8 @@ pub fn to_body(ev: &EventData, id: Option<&str>, mode: Mode) -> Value {
     // Cancelled occurrences are EXDATEs of the series; moved ones are instance patches.
     lines.extend(ev.exceptions.iter().filter(|x| x.cancelled).map(|x| exdate_line(&x.original_start)));
     set_or_clear(&mut m, mode, "recurrence", (!lines.is_empty()).then(|| json!(lines)));
+    // Absent (or null on a patch) is Google's default, opaque: busy.
+    set_or_clear(&mut m, mode, "transparency", ev.transparent.then(|| json!("transparent")));
     let mut private = Map::new();
     private.insert(MARKER_KEY.into(), json!(ev.marker.encode()));
     set_or_clear(&mut private, mode, CATEGORY_KEY, ev.category.clone().filter(|c| !c.is_empty()).map(Value::String));

@@ -22,6 +22,7 @@ fn data() -> EventData {
         category: Some("Homework".into()),
         start: zoned(14, "America/New_York"),
         end: zoned(15, "America/New_York"),
+        transparent: false,
         recurrence: vec![],
         exceptions: Vec::new(),
         marker: marker(),
@@ -213,4 +214,14 @@ fn calendar_list_entries_map_to_calendar_info() {
             ("busy@example.com", false, false)
         ]
     );
+}
+
+#[test]
+fn a_free_block_is_transparent_and_a_patch_back_to_busy_clears_it() {
+    let mut ev = data();
+    assert!(to_body(&ev, Some("abc"), Mode::Insert).get("transparency").is_none(), "busy: Google's default");
+    ev.transparent = true;
+    assert_eq!(to_body(&ev, Some("abc"), Mode::Insert)["transparency"], "transparent");
+    ev.transparent = false;
+    assert!(to_body(&ev, None, Mode::Patch)["transparency"].is_null());
 }

@@ -156,6 +156,9 @@ fn content(ev: &EventData) -> Result<serde_json::Map<String, Value>, ProviderErr
     m.insert("start".into(), graph_time(&ev.start));
     m.insert("end".into(), graph_time(&ev.end));
     m.insert("recurrence".into(), serde_json::to_value(recurrence).unwrap_or(Value::Null));
+    // Graph's default for a new event is busy; a patch says it explicitly so a block that
+    // becomes opaque (or free) follows.
+    m.insert("showAs".into(), json!(if ev.transparent { "free" } else { "busy" }));
     m.insert("singleValueExtendedProperties".into(), json!([{"id": marker_prop(), "value": ev.marker.encode()}]));
     Ok(m)
 }

@@ -18,6 +18,7 @@ fn event() -> EventData {
         category: Some("Health".into()),
         start: zoned(9, "Europe/Berlin"),
         end: zoned(10, "Europe/Berlin"),
+        transparent: false,
         recurrence: vec!["RRULE:FREQ=WEEKLY;BYDAY=SU".into()],
         exceptions: Vec::new(),
         marker: marker(),
@@ -147,4 +148,13 @@ fn windows_zone_names_and_partial_items() {
     let occ: GraphEvent =
         serde_json::from_value(json!({"id": "o1", "type": "occurrence", "seriesMasterId": "m1"})).unwrap();
     assert_eq!(occ.series(), Some("m1"));
+}
+
+#[test]
+fn a_free_block_shows_as_free() {
+    let mut ev = event();
+    assert_eq!(create_body(&ev, "k").unwrap()["showAs"], "busy");
+    ev.transparent = true;
+    assert_eq!(create_body(&ev, "k").unwrap()["showAs"], "free");
+    assert_eq!(patch_body(&ev).unwrap()["showAs"], "free");
 }

@@ -346,6 +346,7 @@ mod tests {
             calendar_id: None,
             deletion_policy: DeletionPolicy::Delete,
             conflict_policy: ConflictPolicy::Manual,
+            schedule: None,
         };
         store.apply_task_sync(&TaskSync::new("ts", spec)).await.unwrap();
         store

@@ -26,6 +26,7 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const RESOURCE_SCOPES = [
   'https://www.googleapis.com/auth/calendar.events',
   'https://www.googleapis.com/auth/calendar.calendarlist.readonly',
+  'https://www.googleapis.com/auth/calendar.freebusy',
   'https://www.googleapis.com/auth/calendar',
   'https://www.googleapis.com/auth/calendar.app.created',
   'Calendars.ReadWrite',
