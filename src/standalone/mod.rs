@@ -128,8 +128,9 @@ where
     engine_config.live.push_keys.get_or_insert_with(|| keys.push_keys());
     // On PostgreSQL, several standalone processes may share the database: each reconciles only
     // the objects of the shards it leases (one writer per object), and its engine writes to
-    // calendars only while its leases hold. The REST API keeps the ungated connector: it only
-    // reads calendars, and stopping a disconnected account's watches is best effort anyway.
+    // calendars only while its leases hold. The REST API keeps the ungated connector: its
+    // calendar calls belong to the request in hand (checking credentials, reading, making a
+    // dedicated calendar before a connection exists), not to a shard's reconciles.
     let mut queue_config = config.queue.clone();
     let (shards, engine_connector) = match &store {
         Store::Postgres(pg) => {
