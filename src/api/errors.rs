@@ -170,6 +170,12 @@ pub fn from_provider(e: &ProviderError) -> ApiError {
             format!("{RATE_LIMITED} at the calendar provider; retry later"),
         )
         .with_retry_after(Some(retry_after.unwrap_or(Duration::from_secs(30)))),
+        ProviderError::Held { retry_after, .. } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "provider_rate_limited",
+            format!("{RATE_LIMITED} at the calendar provider; retry later"),
+        )
+        .with_retry_after(Some(*retry_after)),
         ProviderError::NotFound { message } => ApiError::bad_request(
             "calendar_not_found",
             format!(

@@ -72,7 +72,9 @@ impl Wait {
     /// credentials, rejected requests, conflicts) never reach here; should one, it waits long.
     pub fn of(e: &ProviderError) -> Wait {
         match e {
-            ProviderError::RateLimited { retry_after: Some(d), .. } => Wait::Exactly(*d),
+            ProviderError::RateLimited { retry_after: Some(d), .. } | ProviderError::Held { retry_after: d, .. } => {
+                Wait::Exactly(*d)
+            }
             // Google's 403/429 rateLimitExceeded carries no time; it documents exponential
             // backoff from 1 s, the transient curve.
             ProviderError::RateLimited { retry_after: None, .. } | ProviderError::Transient { .. } => Wait::Transient,

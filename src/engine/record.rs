@@ -24,6 +24,9 @@ impl Engine {
         call: Call,
         e: ProviderError,
     ) -> Result<Outcome, EngineError> {
+        if let ProviderError::Held { retry_after, .. } = &e {
+            return self.held(ctx, *retry_after).await;
+        }
         let now = self.now();
         tracing::info!(object = %ctx.key, reason = e.reason(), error = %e, "calendar call failed");
         match plan::on_error(call, &e, ctx.ts.spec.conflict_policy) {
@@ -64,6 +67,25 @@ impl Engine {
                 self.finish_exactly(ctx, delay).await
             }
         }
+    }
+
+    /// The client limiter holds the connection's calls (a provider's Retry-After on an earlier
+    /// call): nothing was sent, so nothing failed — no attempt counted, no history, no Event.
+    /// The condition says why the task waits, in words that do not change from one hold to the
+    /// next, so a task held again and again is written once; the queue brings it back when the
+    /// hold ends, on its own timer (the hold is this process's memory, not status).
+    async fn held(&self, ctx: &mut Ctx<'_>, retry_after: Duration) -> Result<Outcome, EngineError> {
+        tracing::debug!(
+            object = %ctx.key,
+            wait_ms = retry_after.as_millis() as u64,
+            "connection held by its provider's Retry-After; requeued"
+        );
+        self.set_failed(
+            ctx,
+            "RateLimited",
+            "the calendar provider asked calsync to slow down (Retry-After); calsync holds this connection's calls until then and retries by itself",
+        );
+        self.finish_exactly(ctx, retry_after + super::RETRY_MARGIN).await
     }
 
     /// A successful write: the event now matches the spec.

@@ -332,6 +332,35 @@ async fn rate_limit_backs_off_in_status_and_honours_retry_after() {
 }
 
 #[tokio::test]
+async fn a_held_connection_requeues_at_the_hold_end_without_counting_a_failure() {
+    let w = World::new();
+    w.connection().await;
+    w.task("t1", spec("t")).await;
+    let held = |s| ProviderError::Held { retry_after: std::time::Duration::from_millis(s), message: "held".into() };
+    w.calendar.inject(Op::Create, held(1500));
+    w.objects.clear_writes();
+    let out = w.reconcile("t1").await;
+    assert_eq!(out, Outcome::Requeue(std::time::Duration::from_millis(1520)), "the hold's end, exactly");
+    let st = w.status("t1").await;
+    assert_eq!(reason(&st, "Synced"), "False/RateLimited");
+    assert_eq!((st.failed_attempts, st.next_attempt_time, st.history.len()), (0, None, 0), "nothing failed");
+    assert!(
+        !w.objects.events().iter().any(|(k, e)| k.name == "t1" && e.type_ == EventType::Warning),
+        "no Warning for a call never sent: {:?}",
+        w.objects.events()
+    );
+    let first = w.objects.writes().len();
+    assert!(first >= 1, "the condition says why the task waits");
+    // Held again: the status already says so, so nothing is written.
+    w.calendar.inject(Op::Create, held(700));
+    assert_eq!(w.reconcile("t1").await, Outcome::Requeue(std::time::Duration::from_millis(720)));
+    assert_eq!(w.objects.writes().len(), first, "a second hold wrote the status again");
+    w.reconcile("t1").await;
+    let st = w.status("t1").await;
+    assert_eq!((reason(&st, "Synced").as_str(), st.failed_attempts), ("True/EventCreated", 0));
+}
+
+#[tokio::test]
 async fn revoked_credentials_mark_task_and_connection() {
     let w = World::new();
     w.connection().await;

@@ -12,6 +12,11 @@ use crate::error::ErrorClass;
 pub enum ProviderError {
     #[error("rate limit exceeded at the calendar provider: {message}")]
     RateLimited { retry_after: Option<Duration>, message: String },
+    /// Not sent: calsync's own limiter holds the connection's calls until a provider's
+    /// Retry-After runs out (`providers::limiter`). The engine reschedules the object for
+    /// `retry_after` instead of parking a worker, and counts no failed attempt: nothing failed.
+    #[error("calsync holds this connection's calendar calls for now: {message}")]
+    Held { retry_after: Duration, message: String },
     #[error("the calendar provider rejected the access token: {message}")]
     Unauthorized { message: String },
     #[error("the calendar credentials were revoked or are wrong ({message}); the user must reconnect the calendar")]
@@ -38,6 +43,7 @@ impl ProviderError {
             ProviderError::RateLimited { retry_after, message } => {
                 ProviderError::RateLimited { retry_after, message: clean(message) }
             }
+            ProviderError::Held { retry_after, message } => ProviderError::Held { retry_after, message: clean(message) },
             ProviderError::Unauthorized { message } => ProviderError::Unauthorized { message: clean(message) },
             ProviderError::Revoked { message } => ProviderError::Revoked { message: clean(message) },
             ProviderError::NotFound { message } => ProviderError::NotFound { message: clean(message) },
@@ -50,6 +56,7 @@ impl ProviderError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ProviderError::RateLimited { retry_after, .. } => ErrorClass::Retry { after: *retry_after },
+            ProviderError::Held { retry_after, .. } => ErrorClass::Retry { after: Some(*retry_after) },
             // Reaching the engine means the provider already refreshed once and retried.
             ProviderError::Unauthorized { .. } | ProviderError::Transient { .. } => ErrorClass::Retry { after: None },
             ProviderError::Revoked { .. } => ErrorClass::Reauthenticate,
@@ -62,7 +69,8 @@ impl ProviderError {
     /// PascalCase reason for conditions, Events and metric labels (bounded cardinality).
     pub fn reason(&self) -> &'static str {
         match self {
-            ProviderError::RateLimited { .. } => "RateLimited",
+            // The same reason as the 429 that began the hold: one condition, one metric label.
+            ProviderError::RateLimited { .. } | ProviderError::Held { .. } => "RateLimited",
             ProviderError::Unauthorized { .. } => "Unauthorized",
             ProviderError::Revoked { .. } => "ReconnectRequired",
             ProviderError::NotFound { .. } => "NotFound",

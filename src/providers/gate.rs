@@ -47,6 +47,9 @@ struct GatedProvider {
 fn outcome<T>(r: &Result<T, ProviderError>) -> &'static str {
     match r {
         Ok(_) => "ok",
+        // Not a provider answer: a call calsync's limiter did not send. Its own label keeps the
+        // calendar-429 alert (outcome="RateLimited") to what providers said.
+        Err(ProviderError::Held { .. }) => "Held",
         Err(e) => e.reason(),
     }
 }

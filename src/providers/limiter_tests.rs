@@ -180,18 +180,35 @@ async fn rate_limited_with_retry_after_pauses_the_connection() {
     probe
         .lock()
         .errors
-        .push_back(ProviderError::RateLimited { retry_after: Some(Duration::from_secs(2)), message: "429".into() });
+        .push_back(ProviderError::RateLimited { retry_after: Some(Duration::from_millis(200)), message: "429".into() });
     let l = limited(&probe, Policy::default());
     let p = connect(&l, "ns/a").await;
     let t0 = Instant::now();
     assert!(matches!(p.get("c", "e").await, Err(ProviderError::RateLimited { .. })));
-    // Another provider of the same connection waits out the Retry-After; another connection not.
+    // Another provider of the same connection waits out a Retry-After within `max_wait`;
+    // another connection not.
     let other = connect(&l, "ns/b").await;
     let same = connect(&l, "ns/a").await;
     let (b, a) = tokio::join!(other.get("c", "e"), same.get("c", "e"));
     assert!(a.is_ok() && b.is_ok());
     assert_eq!(probe.starts("ns/b"), vec![t0]);
-    assert_eq!(probe.starts("ns/a"), vec![t0, t0 + Duration::from_secs(2)]);
+    assert_eq!(probe.starts("ns/a"), vec![t0, t0 + Duration::from_millis(200)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_of_seconds_is_not_waited_out_inside_a_call() {
+    // Bench and Graph send Retry-After in whole seconds; the default `max_wait` must not park
+    // a caller (a queue worker) for one.
+    let probe = Arc::new(Probe::default());
+    probe
+        .lock()
+        .errors
+        .push_back(ProviderError::RateLimited { retry_after: Some(Duration::from_secs(1)), message: "429".into() });
+    let p = connect(&limited(&probe, Policy::default()), "ns/a").await;
+    let _ = p.get("c", "e").await;
+    let t0 = Instant::now();
+    assert!(matches!(p.get("c", "e").await, Err(ProviderError::Held { retry_after, .. }) if retry_after == Duration::from_secs(1)));
+    assert_eq!(t0.elapsed(), Duration::ZERO, "answered at once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,7 +223,7 @@ async fn a_pause_longer_than_max_wait_fails_at_once_without_calling() {
     let _ = p.get("c", "e").await;
     tokio::time::advance(Duration::from_secs(10)).await;
     match p.get("c", "e").await {
-        Err(ProviderError::RateLimited { retry_after: Some(d), message }) => {
+        Err(ProviderError::Held { retry_after: d, message }) => {
             assert_eq!(d, Duration::from_secs(50));
             assert!(message.contains("retries by itself"), "{message}");
         }
