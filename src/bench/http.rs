@@ -128,7 +128,9 @@ struct WireError {
 
 fn error_response(e: &ProviderError) -> Response {
     let (status, kind) = match e {
-        ProviderError::RateLimited { .. } | ProviderError::Held { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ProviderError::RateLimited { .. } | ProviderError::Held { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        }
         ProviderError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ProviderError::Revoked { .. } => (StatusCode::FORBIDDEN, "revoked"),
         ProviderError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),

@@ -243,26 +243,12 @@ pub fn merge_map(current: &mut Option<std::collections::BTreeMap<String, String>
 
 /// Wait until `check` says the object is as wanted, re-checking on every change notification and
 /// at least every 500 ms. Returns the last value seen when `timeout` passes first.
-pub async fn wait_for<T, F, Fut>(
-    objects: &dyn Objects,
-    timeout: Duration,
-    mut check: F,
-) -> Result<(bool, T), StoreError>
+pub async fn wait_for<T, F, Fut>(objects: &dyn Objects, timeout: Duration, check: F) -> Result<(bool, T), StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,
 {
-    let mut changes = objects.subscribe();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (done, value) = check().await?;
-        if done || tokio::time::Instant::now() >= deadline {
-            return Ok((done, value));
-        }
-        let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
-        // Any outcome (a change, lag, the timer) means: look again.
-        let _ = tokio::time::timeout_at(tick, changes.recv()).await;
-    }
+    wait_on(objects, None, timeout, check).await
 }
 
 /// `wait_for` about one object: re-checks only on notifications of `key` (or a lagged
@@ -271,6 +257,20 @@ where
 pub async fn wait_for_key<T, F, Fut>(
     objects: &dyn Objects,
     key: &ObjectKey,
+    timeout: Duration,
+    check: F,
+) -> Result<(bool, T), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(bool, T), StoreError>>,
+{
+    wait_on(objects, Some(key), timeout, check).await
+}
+
+/// The loop of both: `key` None means any notification wakes the check.
+async fn wait_on<T, F, Fut>(
+    objects: &dyn Objects,
+    key: Option<&ObjectKey>,
     timeout: Duration,
     mut check: F,
 ) -> Result<(bool, T), StoreError>
@@ -288,8 +288,9 @@ where
         let tick = deadline.min(tokio::time::Instant::now() + Duration::from_millis(500));
         loop {
             match tokio::time::timeout_at(tick, changes.recv()).await {
-                Ok(Ok(changed)) if &changed != key => continue,
-                // Ours, a lag (it may have been ours), a closed channel or the timer: look again.
+                Ok(Ok(changed)) if key.is_some_and(|k| k != &changed) => continue,
+                // Ours (or any, without a key), a lag (it may have been ours), a closed channel or
+                // the timer: look again.
                 _ => break,
             }
         }

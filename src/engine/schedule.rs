@@ -37,7 +37,7 @@ use crate::providers::Window;
 use crate::resources::{
     CalendarConnection, HoursRange, TaskSync, TaskSyncSpec, Transparency, USER_LABEL, is_feed_only, user_label_value,
 };
-use crate::scheduling::{self, AutoTask, DayRange, Interval, Placement, Request, WorkingHours};
+use crate::scheduling::{self, AutoTask, Interval, Placement, Request, WorkingHours};
 
 /// How far ahead a task without a deadline is placed.
 pub const DEFAULT_HORIZON_DAYS: i64 = 14;
@@ -54,16 +54,10 @@ pub struct Schedule {
     pub transparent: bool,
 }
 
-fn day(name: &str, ranges: &[HoursRange]) -> Result<Vec<DayRange>, String> {
-    ranges
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            DayRange::parse(&r.start, &r.end).ok_or_else(|| {
-                format!("schedule.workingHours.{name}[{i}]: start and end must be HH:MM (end may be 24:00) with start before end")
-            })
-        })
-        .collect()
+impl scheduling::TextRange for HoursRange {
+    fn bounds(&self) -> (&str, &str) {
+        (&self.start, &self.end)
+    }
 }
 
 fn instant(field: &str, value: &str, zone: Tz) -> Result<DateTime<Utc>, String> {
@@ -91,15 +85,21 @@ pub fn parse(spec: &TaskSyncSpec) -> Result<Schedule, String> {
     }
     let working_hours = match &s.working_hours {
         None => WorkingHours::office(),
-        Some(w) => WorkingHours::new([
-            day("monday", &w.monday)?,
-            day("tuesday", &w.tuesday)?,
-            day("wednesday", &w.wednesday)?,
-            day("thursday", &w.thursday)?,
-            day("friday", &w.friday)?,
-            day("saturday", &w.saturday)?,
-            day("sunday", &w.sunday)?,
+        Some(w) => WorkingHours::parse([
+            &w.monday,
+            &w.tuesday,
+            &w.wednesday,
+            &w.thursday,
+            &w.friday,
+            &w.saturday,
+            &w.sunday,
         ])
+        .map_err(|b| {
+            format!(
+                "schedule.workingHours.{}[{}]: start and end must be HH:MM (end may be 24:00) with start before end",
+                b.day, b.index
+            )
+        })?
         .map_err(|e| format!("schedule.workingHours: {}", e.message))?,
     };
     let earliest_start = s.earliest_start.as_deref().map(|v| instant("schedule.earliestStart", v, zone)).transpose()?;

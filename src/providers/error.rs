@@ -43,7 +43,9 @@ impl ProviderError {
             ProviderError::RateLimited { retry_after, message } => {
                 ProviderError::RateLimited { retry_after, message: clean(message) }
             }
-            ProviderError::Held { retry_after, message } => ProviderError::Held { retry_after, message: clean(message) },
+            ProviderError::Held { retry_after, message } => {
+                ProviderError::Held { retry_after, message: clean(message) }
+            }
             ProviderError::Unauthorized { message } => ProviderError::Unauthorized { message: clean(message) },
             ProviderError::Revoked { message } => ProviderError::Revoked { message: clean(message) },
             ProviderError::NotFound { message } => ProviderError::NotFound { message: clean(message) },

@@ -90,6 +90,12 @@ impl Policy {
         self.pause_on_rate_limited = pause;
         self
     }
+
+    /// The longest pause a call waits out before it is `Held` (see `DEFAULT_MAX_WAIT`).
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
 }
 
 fn quota(per_second: f64, burst: u32) -> Option<Quota> {

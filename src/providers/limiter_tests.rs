@@ -207,7 +207,9 @@ async fn a_pause_of_seconds_is_not_waited_out_inside_a_call() {
     let p = connect(&limited(&probe, Policy::default()), "ns/a").await;
     let _ = p.get("c", "e").await;
     let t0 = Instant::now();
-    assert!(matches!(p.get("c", "e").await, Err(ProviderError::Held { retry_after, .. }) if retry_after == Duration::from_secs(1)));
+    assert!(
+        matches!(p.get("c", "e").await, Err(ProviderError::Held { retry_after, .. }) if retry_after == Duration::from_secs(1))
+    );
     assert_eq!(t0.elapsed(), Duration::ZERO, "answered at once");
 }
 

@@ -56,7 +56,37 @@ pub struct WorkingHours {
     days: [Vec<DayRange>; 7],
 }
 
+/// Day names as the REST body and the TaskSync spec spell them, Monday first.
+pub const DAY_NAMES: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+
+/// A range as text (`"09:00"`, `"17:00"`): the REST body and the resource each have their own
+/// type for it.
+pub trait TextRange {
+    fn bounds(&self) -> (&str, &str);
+}
+
+/// The first range of a week that is not `HH:MM` with start before end: its day (a
+/// `DAY_NAMES` entry) and index, for the caller to name the field in its own terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadRange {
+    pub day: &'static str,
+    pub index: usize,
+}
+
 impl WorkingHours {
+    /// The week from text ranges per day, Monday first, then `new`'s checks. Both the REST
+    /// `working_hours` and `spec.schedule.workingHours` come through here, so they agree.
+    pub fn parse<R: TextRange>(week: [&[R]; 7]) -> Result<Result<WorkingHours, ScheduleError>, BadRange> {
+        let mut days: [Vec<DayRange>; 7] = Default::default();
+        for ((out, ranges), day) in days.iter_mut().zip(week).zip(DAY_NAMES) {
+            for (index, r) in ranges.iter().enumerate() {
+                let (start, end) = r.bounds();
+                out.push(DayRange::parse(start, end).ok_or(BadRange { day, index })?);
+            }
+        }
+        Ok(WorkingHours::new(days))
+    }
+
     /// Mon–Fri 09:00–17:00 (the default).
     pub fn office() -> WorkingHours {
         let day = vec![DayRange { start_min: 9 * 60, end_min: 17 * 60 }];

@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-pub use hours::{DayRange, WorkingHours};
+pub use hours::{BadRange, DAY_NAMES, DayRange, TextRange, WorkingHours};
 pub use interval::{Interval, merge};
 pub use place::{AutoTask, Placement, pack, replan};
 

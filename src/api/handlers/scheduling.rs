@@ -19,7 +19,7 @@ use crate::api::extract::ApiJson;
 use crate::api::mapping;
 use crate::api::state::AppState;
 use crate::providers::Window;
-use crate::scheduling::{self, DayRange, Interval, Outcome, WorkingHours};
+use crate::scheduling::{self, Interval, Outcome, WorkingHours};
 
 /// Days searched when the request names no window.
 const DEFAULT_WINDOW_DAYS: i64 = 7;
@@ -37,33 +37,22 @@ fn instant(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|_| bad(field, "must be an RFC 3339 date-time with an offset, e.g. 2026-03-02T09:00:00-05:00"))
 }
 
-fn day(field: &str, ranges: &[HoursRange]) -> Result<Vec<DayRange>, ApiError> {
-    ranges
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            DayRange::parse(&r.start, &r.end).ok_or_else(|| {
-                bad(
-                    &format!("working_hours.{field}[{i}]"),
-                    "start and end must be HH:MM (end may be 24:00) with start before end; split a range that crosses midnight",
-                )
-            })
-        })
-        .collect()
+impl scheduling::TextRange for HoursRange {
+    fn bounds(&self) -> (&str, &str) {
+        (&self.start, &self.end)
+    }
 }
 
 fn working_hours(w: Option<&WeekHours>) -> Result<WorkingHours, ApiError> {
     let Some(w) = w else { return Ok(WorkingHours::office()) };
-    let days = [
-        day("monday", &w.monday)?,
-        day("tuesday", &w.tuesday)?,
-        day("wednesday", &w.wednesday)?,
-        day("thursday", &w.thursday)?,
-        day("friday", &w.friday)?,
-        day("saturday", &w.saturday)?,
-        day("sunday", &w.sunday)?,
-    ];
-    WorkingHours::new(days).map_err(|e| bad(&e.field, &e.message))
+    WorkingHours::parse([&w.monday, &w.tuesday, &w.wednesday, &w.thursday, &w.friday, &w.saturday, &w.sunday])
+        .map_err(|b| {
+            bad(
+                &format!("working_hours.{}[{}]", b.day, b.index),
+                "start and end must be HH:MM (end may be 24:00) with start before end; split a range that crosses midnight",
+            )
+        })?
+        .map_err(|e| bad(&e.field, &e.message))
 }
 
 fn window(req: &SuggestTimesRequest, now: DateTime<Utc>) -> Result<Interval, ApiError> {

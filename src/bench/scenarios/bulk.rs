@@ -58,6 +58,10 @@ pub struct BulkArgs {
     /// to measure calsync without it). It also caps calls in flight at `--quota-concurrency`.
     #[arg(long)]
     pub client_rps: Option<f64>,
+    /// The longest provider pause (Retry-After) a call waits out inside the limiter before the
+    /// engine requeues it instead (calsync's default: 250; 5000 was the default before).
+    #[arg(long, default_value_t = crate::providers::limiter::DEFAULT_MAX_WAIT.as_millis() as u64)]
+    pub limiter_max_wait_ms: u64,
     #[command(flatten)]
     pub profile: Profile,
 }
@@ -80,7 +84,7 @@ pub struct BulkResult {
 /// Run a bulk sync and print its figures. `title` names the scenario.
 pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     let p = &args.profile;
-    let policy = client_policy(p, args.client_rps);
+    let policy = client_policy(p, args.client_rps).with_max_wait(Duration::from_millis(args.limiter_max_wait_ms));
     let client = match policy.quota {
         Some(q) => format!("{:.1} req/s", 1.0 / q.replenish_interval().as_secs_f64()),
         None => "off".to_string(),
