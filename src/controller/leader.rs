@@ -84,7 +84,7 @@ impl Leadership {
         self.changes.subscribe()
     }
 
-    fn set(&self, valid_until: Option<Instant>) {
+    pub(super) fn set(&self, valid_until: Option<Instant>) {
         let was = self.is_leader();
         self.local.lock().unwrap_or_else(|e| e.into_inner()).valid_until = valid_until;
         let now = self.is_leader();
