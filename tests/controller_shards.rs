@@ -240,3 +240,95 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
     }
     assert!(holders(&server).is_empty(), "all Leases released: {:?}", holders(&server));
 }
+
+/// `VmHWM` (peak RSS) and `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Memory of one replica holding all 12 shards of 100,000 TaskSyncs (100 connections, one
+/// Radicale calendar each): prints its peak RSS next to the objects' JSON size.
+/// `scripts/bench-shard-memory.sh` runs it (TASKS and SAMPLE_SECS override the size and window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: minutes of CPU; run by scripts/bench-shard-memory.sh"]
+async fn memory_of_one_replica_with_100k_task_syncs() {
+    let tasks: usize = std::env::var("TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let sample_secs: u64 = std::env::var("SAMPLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let connections = 100;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dav = Radicale::start();
+    let raw = dav.raw();
+    let server = FakeApiServer::new();
+    create::<Secret>(
+        &server,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "dav-creds", "namespace": NS},
+            "data": {"username": b64(&dav.user), "password": b64(&dav.password)},
+        }),
+    )
+    .await;
+    for c in 0..connections {
+        let path = format!("/{}/cal-{c}/", dav.user);
+        raw.mkcalendar(&path, &format!("Calendar {c}"), &["VEVENT"]).await;
+        create::<CalendarConnection>(
+            &server,
+            json!({
+                "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection",
+                "metadata": {"name": format!("conn-{c}"), "namespace": NS},
+                "spec": {"userId": format!("user-{c}"), "provider": "caldav", "serverUrl": dav.url,
+                         "calendarId": path, "credentialsSecretRef": {"name": "dav-creds"}},
+            }),
+        )
+        .await;
+    }
+    // Stored directly (as the API would, minus admission): 100,000 creates over HTTP would
+    // dominate the run without changing what the controller holds.
+    let list_path = format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs");
+    for t in 0..tasks {
+        let mut fixture = task_sync(&format!("t-{t}"), &format!("conn-{}", t % connections), &format!("Task {t}"));
+        fixture["spec"]["start"] = json!(format!("2026-03-{:02}T{:02}:00:00Z", 1 + (t / 24) % 28, t % 24));
+        server.insert_raw(&format!("{list_path}/t-{t}"), fixture);
+    }
+    let port = serve_http(server.clone()).await;
+    let logs = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let mut child = spawn_controller(port, "calsync-memory-0", metrics, &logs.path().join("memory.log"));
+    let pid = child.id();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
+    while holders(&server).get("calsync-memory-0").map(Vec::len) != Some(SHARDS as usize) {
+        assert!(Instant::now() < deadline, "never held all shards: {:?}", holders(&server));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let held_at = started.elapsed();
+    let window = Instant::now() + Duration::from_secs(sample_secs);
+    let mut peak_rss = 0;
+    while Instant::now() < window {
+        if let Some((_, rss)) = rss_kib(pid) {
+            peak_rss = peak_rss.max(rss);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (hwm, rss) = rss_kib(pid).expect("the controller still runs");
+    let objects = server.list(&list_path);
+    let json_bytes: usize = objects.iter().map(|o| serde_json::to_vec(o).map(|v| v.len()).unwrap_or(0)).sum();
+    let synced = objects.iter().filter(|t| is_synced(Some(t))).count();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "controller, {tasks} TaskSyncs / {connections} connections, all {SHARDS} shards held after {held_at:?}; \
+         sampled {sample_secs} s: peak RSS {:.1} MiB (VmHWM {:.1} MiB, RSS at end {:.1} MiB); \
+         objects' JSON {:.1} MiB; {synced} synced",
+        mib(peak_rss),
+        mib(hwm),
+        mib(rss),
+        json_bytes as f64 / (1024.0 * 1024.0)
+    );
+    assert_eq!(objects.len(), tasks);
+}
