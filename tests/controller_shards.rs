@@ -84,7 +84,11 @@ fn holders(server: &FakeApiServer) -> BTreeMap<String, Vec<u32>> {
 }
 
 fn synced(server: &FakeApiServer) -> usize {
-    server.list(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs")).iter().filter(|t| is_synced(Some(t))).count()
+    server
+        .list(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"))
+        .iter()
+        .filter(|t| is_synced(Some(t)))
+        .count()
 }
 
 /// SUMMARY → how many events carry it, read from Radicale's own storage (every `.ics` of every
@@ -160,7 +164,9 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
 
     // Fair spread: every process holds 4 shards, all 12 are held.
     let fair = |h: &BTreeMap<String, Vec<u32>>, n: usize, each: usize| {
-        h.len() == n && h.values().all(|s| s.len() == each) && h.values().map(Vec::len).sum::<usize>() == SHARDS as usize
+        h.len() == n
+            && h.values().all(|s| s.len() == each)
+            && h.values().map(Vec::len).sum::<usize>() == SHARDS as usize
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !fair(&holders(&server), PROCESSES, 4) {
@@ -244,9 +250,8 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
 /// `VmHWM` (peak RSS) and `VmRSS` of a process, in KiB.
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok()
-    };
+    let field =
+        |name: &str| status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok();
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 

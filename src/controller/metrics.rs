@@ -196,13 +196,19 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE calsync_reconciles_in_flight gauge");
         let _ = writeln!(out, "calsync_reconciles_in_flight {}", self.in_flight.load(Ordering::Relaxed));
         let (held, count) = *self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "# HELP calsync_shards_held Shards whose Lease this replica holds (it reconciles their objects).");
+        let _ = writeln!(
+            out,
+            "# HELP calsync_shards_held Shards whose Lease this replica holds (it reconciles their objects)."
+        );
         let _ = writeln!(out, "# TYPE calsync_shards_held gauge");
         let _ = writeln!(out, "calsync_shards_held {held}");
         let _ = writeln!(out, "# HELP calsync_shards Shards configured (CALSYNC_SHARDS).");
         let _ = writeln!(out, "# TYPE calsync_shards gauge");
         let _ = writeln!(out, "calsync_shards {count}");
-        let _ = writeln!(out, "# HELP calsync_leader 1 when this replica holds shard 0's lease (with one shard: the lease); it also sends app webhooks.");
+        let _ = writeln!(
+            out,
+            "# HELP calsync_leader 1 when this replica holds shard 0's lease (with one shard: the lease); it also sends app webhooks."
+        );
         let _ = writeln!(out, "# TYPE calsync_leader gauge");
         let _ = writeln!(out, "calsync_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
         let _ = writeln!(out, "# HELP calsync_ready 1 once the watch caches are synced.");

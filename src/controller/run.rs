@@ -23,9 +23,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use super::shards::Shards;
 use super::metrics::Metrics;
 use super::objects::KubeObjects;
+use super::shards::Shards;
 use crate::engine::{Backoff, Engine, EngineConfig, EngineError, Kind, ObjectKey, Outcome, StoreError};
 use crate::providers::Connector;
 use crate::providers::gate::GatedConnector;
@@ -284,11 +284,8 @@ pub async fn run(
 ) {
     let shards: Shards = shards.into();
     let ns = settings.watch_namespace.as_deref();
-    let gated: Arc<dyn Connector> = Arc::new(GatedConnector {
-        inner: connector,
-        gate: Arc::new(shards.clone()),
-        counter: Some(metrics.clone()),
-    });
+    let gated: Arc<dyn Connector> =
+        Arc::new(GatedConnector { inner: connector, gate: Arc::new(shards.clone()), counter: Some(metrics.clone()) });
     let engine = Engine::new(Arc::new(objects.clone()), gated, settings.engine.clone());
     // TaskSyncs whose event a connection's change sync found changed in the calendar.
     let (requeue_tx, requeued) = tokio::sync::mpsc::unbounded_channel::<ObjectKey>();

@@ -271,10 +271,11 @@ impl ShardElector {
         let started = Instant::now();
         let count = self.count();
         let me = self.config.identity.as_str();
-        let list = self.api.list(&ListParams::default()).await.map_err(|source| RoundError {
-            namespace: self.config.namespace.clone(),
-            source,
-        })?;
+        let list = self
+            .api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| RoundError { namespace: self.config.namespace.clone(), source })?;
         let now = Timestamp::now();
         let mut by_name: BTreeMap<String, Lease> = BTreeMap::new();
         let mut live = BTreeSet::from([me.to_string()]);
