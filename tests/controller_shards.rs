@@ -31,7 +31,7 @@ const LEASE_SECONDS: u64 = 4;
 const LEASE: &str = "calsync-controller";
 
 /// One controller replica. The only place the binary is named.
-fn spawn_controller(api_port: u16, id: &str, metrics_port: u16, log: &std::path::Path) -> Child {
+fn spawn_controller(api_port: u16, id: &str, metrics_port: u16, lease_seconds: u64, log: &std::path::Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_calsync"))
         .args(["controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
@@ -40,7 +40,7 @@ fn spawn_controller(api_port: u16, id: &str, metrics_port: u16, log: &std::path:
         .env("POD_NAMESPACE", NS)
         .env("ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
         .env("CALSYNC_SHARDS", SHARDS.to_string())
-        .env("CALSYNC_LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
+        .env("CALSYNC_LEASE_DURATION_SECONDS", lease_seconds.to_string())
         .env("CALSYNC_CONCURRENCY", "16")
         .env("CALSYNC_CALDAV_ALLOW_PRIVATE", "true")
         .env("RUST_LOG", "info")
@@ -156,7 +156,7 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
         .map(|i| {
             let id = format!("calsync-shard-{i}");
             let metrics = free_port();
-            let child = spawn_controller(port, &id, metrics, &logs.path().join(format!("{id}.log")));
+            let child = spawn_controller(port, &id, metrics, LEASE_SECONDS, &logs.path().join(format!("{id}.log")));
             (id, metrics, child)
         })
         .collect();
@@ -302,7 +302,8 @@ async fn memory_of_one_replica_with_100k_task_syncs() {
     let port = serve_http(server.clone()).await;
     let logs = tempfile::tempdir().unwrap();
     let metrics = free_port();
-    let mut child = spawn_controller(port, "calsync-memory-0", metrics, &logs.path().join("memory.log"));
+    // The default lease duration: a replica this busy must not lose its shards to a late renewal.
+    let mut child = spawn_controller(port, "calsync-memory-0", metrics, 15, &logs.path().join("memory.log"));
     let pid = child.id();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
