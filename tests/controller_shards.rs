@@ -338,3 +338,21 @@ async fn memory_of_one_replica_with_100k_task_syncs() {
     );
     assert_eq!(objects.len(), tasks);
 }
+
+#[test]
+fn a_bad_shard_count_stops_start_up_naming_the_variable() {
+    for bad in ["0", "257", "twelve"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_calsync"))
+            .args(["controller", "--metrics-addr", "127.0.0.1:0"])
+            .env("CALSYNC_SHARDS", bad)
+            .env("ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+            .env("KUBECONFIG", "/nonexistent")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {stderr}");
+        assert!(stderr.contains("CALSYNC_SHARDS") && stderr.contains("1 to 256"), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
