@@ -356,3 +356,66 @@ fn a_bad_shard_count_stops_start_up_naming_the_variable() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// The election rounds one by one, in process against the strict fake API server: fair share,
+/// the hand-over delay of a given-back shard, fencing against replicas with another shard count,
+/// and release on shutdown.
+#[tokio::test]
+async fn rounds_share_hand_over_and_fence_another_shard_count() {
+    use calsync::controller::{LeaseConfig, ShardElector, Shards};
+    let server = FakeApiServer::new();
+    let elector = |id: &str, count: u32| {
+        let shards = Shards::new(count);
+        let config = LeaseConfig {
+            namespace: NS.into(),
+            name: "lease".into(),
+            identity: id.into(),
+            duration: Duration::from_secs(4),
+        };
+        (ShardElector::new(server.client(), config, shards.clone()), shards)
+    };
+    let set = |v: &[u32]| v.iter().copied().collect::<std::collections::BTreeSet<u32>>();
+    let (a, a_shards) = elector("a", 4);
+    let (b, b_shards) = elector("b", 4);
+
+    // Alone, a takes everything.
+    assert_eq!(a.round().await.unwrap(), set(&[0, 1, 2, 3]));
+    assert_eq!(a_shards.held(), vec![0, 1, 2, 3]);
+    // b is counted (presence Lease) but finds nothing free.
+    assert!(b.round().await.unwrap().is_empty());
+    // a gives back its surplus at once, and stops writing for it.
+    assert_eq!(a.round().await.unwrap(), set(&[0, 1]));
+    assert_eq!(a_shards.held(), vec![0, 1]);
+    // Given back is not yet free: in-flight reconciles on a get the hand-over time.
+    assert!(b.round().await.unwrap().is_empty(), "claimed during the hand-over");
+    let given_back = Instant::now();
+    // Both keep renewing (a replica that stops is dead, and its shards go to the other).
+    while b_shards.held().is_empty() {
+        assert!(given_back.elapsed() < Duration::from_secs(10), "b never took the given-back shards");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        a.round().await.unwrap();
+        b.round().await.unwrap();
+    }
+    let handed_over = given_back.elapsed();
+    assert!(handed_over >= calsync::controller::shards::HANDOVER - Duration::from_millis(200), "{handed_over:?}");
+    assert_eq!(b_shards.held(), vec![2, 3]);
+    assert_eq!(a.round().await.unwrap(), set(&[0, 1]), "a keeps its fair share");
+    let lease = server.get(&format!("{}/lease-shard-2", leases_path(NS))).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["metadata"]["labels"]["calendar.getitdone.app/shards"], "4");
+
+    // A replica with another shard count hashes differently: it claims nothing while they hold.
+    let (c, c_shards) = elector("c", 8);
+    assert!(c.round().await.unwrap().is_empty());
+    assert!(c_shards.held().is_empty());
+    // Shutdown releases at once (no waiting for expiry) and drops the presence Lease.
+    a.release().await;
+    b.release().await;
+    assert!(a_shards.held().is_empty() && b_shards.held().is_empty());
+    assert!(
+        server
+            .get(&format!("{}/lease-replica-{:016x}", leases_path(NS), calsync::controller::shards::fnv1a(b"a")))
+            .is_none()
+    );
+    assert_eq!(c.round().await.unwrap().len(), 8, "free after the release");
+}
