@@ -151,7 +151,7 @@ print(f"   dashboard: {len(dash['panels'])} panels, {len(targets)} queries")
 PY
 
 echo "-- bad values are refused"
-for bad in "controller.replicaCount=0" "api.replicaCount=0" "replicaCount=2" "serviceAccount.name=x" "image.digest=latest" "logFormat=xml" "controller.owner=a;b" "image.pullPolicy=Sometimes" "unknownKey=1"; do
+for bad in "controller.replicaCount=0" "controller.shards=0" "controller.shards=257" "api.replicaCount=0" "replicaCount=2" "serviceAccount.name=x" "image.digest=latest" "logFormat=xml" "controller.owner=a;b" "image.pullPolicy=Sometimes" "unknownKey=1"; do
   if "$helm" template calsync "$chart" --set "$bad" > /dev/null 2>"$scratch/err"; then
     echo "helm accepted bad value $bad"; exit 1
   fi

@@ -133,6 +133,9 @@ struct ControllerArgs {
     /// Lease duration in seconds; the holder renews every third of it.
     #[arg(long, env = "CALSYNC_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Shards the work is split into (1..=256), one Lease each; a replica holds its fair share.
+    #[arg(long, env = "CALSYNC_SHARDS", default_value = "1")]
+    shards: String,
     /// Run without leader election (only safe with exactly one replica).
     #[arg(long, env = "CALSYNC_NO_LEADER_ELECTION")]
     no_leader_election: bool,
@@ -279,11 +282,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
-    use calsync::controller::{self as ctl, Elector, KubeObjects, Leadership, LeaseConfig, Metrics, Settings};
+    use calsync::controller::{self as ctl, KubeObjects, LeaseConfig, Metrics, Settings, ShardElector, Shards};
     use std::sync::Arc;
     use std::time::Duration;
 
     anyhow::ensure!(!args.owner.contains(';'), "--owner must not contain ';'");
+    let shard_count = ctl::shards::parse_shards(&args.shards)?;
     let env = |k: &str| calsync::secret_files::var(k);
     let webhooks = calsync::api::app_webhooks::WebhookConfig::from_lookup(&env, None)
         .context("reading the app webhook configuration (CALSYNC_APP_WEBHOOK_*)")?;
@@ -296,7 +300,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = ctl::shutdown_signal();
 
-    let leadership = if args.no_leader_election { Leadership::always() } else { Leadership::follower() };
+    let shards = if args.no_leader_election { Shards::all(shard_count) } else { Shards::new(shard_count) };
     let elector = (!args.no_leader_election).then(|| {
         let namespace = args.pod_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
         let config = LeaseConfig {
@@ -305,8 +309,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             identity: identity.clone(),
             duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
         };
-        tracing::info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %identity, "leader election on");
-        tokio::spawn(Elector::new(client.clone(), config, leadership.clone()).run(shutdown.clone()))
+        tracing::info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %identity, shards = shard_count, "shard leases on");
+        tokio::spawn(ShardElector::new(client.clone(), config, shards.clone()).run(shutdown.clone()))
     });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -326,11 +330,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
     let (connector, _) =
         connectors(&oauth_config, Arc::new(objects.clone()), caldav_addresses(AddressPolicy::public_only())?)?;
-    // Only the leader delivers; what is owed is derived from status (docs/architecture.md).
+    // Only shard 0's holder delivers (a singleton duty); what is owed is derived from status
+    // (docs/architecture.md).
     let app_webhooks = webhooks.map(|config| {
         tracing::info!(secrets = config.signer.len(), "app webhooks on: the leader delivers what status owes");
         let objects: Arc<dyn calsync::engine::Objects> = Arc::new(objects.clone());
         let namespace = args.watch_namespace.clone();
+        let leadership = shards.shard(0).clone();
         let leader = leadership.clone();
         tokio::spawn(calsync::api::app_webhooks::derived::run(
             objects,
@@ -341,10 +347,10 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    let controllers = tokio::spawn(ctl::run(client, objects, connector, leadership, metrics, settings, shutdown));
+    let controllers = tokio::spawn(ctl::run(client, objects, connector, shards, metrics, settings, shutdown));
 
     shutdown_signal().await;
-    tracing::info!("termination signal: finishing reconciles in flight, releasing the lease");
+    tracing::info!("termination signal: finishing reconciles in flight, releasing the leases");
     let _ = stop.send(());
     let _ = controllers.await;
     if let Some(hooks) = app_webhooks {

@@ -1,5 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease: only the holder reconciles and writes
-//! to calendars.
+//! to calendars. `Leadership` is also the right to one shard in `shards`, whose `ShardElector`
+//! is what `calsync controller` runs (with one shard on this same Lease name); `Elector` stays
+//! for embedding a single-Lease controller (tests).
 //!
 //! Owns: the Lease (acquire, renew every duration/3, release on shutdown) and the local view of
 //! "am I the leader", which turns false the moment a renewal fails or the local deadline passes
@@ -84,7 +86,7 @@ impl Leadership {
         self.changes.subscribe()
     }
 
-    fn set(&self, valid_until: Option<Instant>) {
+    pub(super) fn set(&self, valid_until: Option<Instant>) {
         let was = self.is_leader();
         self.local.lock().unwrap_or_else(|e| e.into_inner()).valid_until = valid_until;
         let now = self.is_leader();

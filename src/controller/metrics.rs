@@ -46,6 +46,8 @@ pub struct Metrics {
     in_flight: AtomicI64,
     leader: AtomicBool,
     ready: AtomicBool,
+    /// (held by this replica, configured).
+    shards: Mutex<(usize, u32)>,
 }
 
 /// Measures one reconcile; records when `finish` is called (or as an error when dropped early,
@@ -120,6 +122,11 @@ impl Metrics {
         self.leader.store(leader, Ordering::Relaxed);
     }
 
+    /// Shards this replica holds now, of `count`.
+    pub fn set_shards(&self, held: usize, count: u32) {
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = (held, count);
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
@@ -188,7 +195,20 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE calsync_reconciles_in_flight gauge");
         let _ = writeln!(out, "calsync_reconciles_in_flight {}", self.in_flight.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP calsync_leader 1 when this replica holds the lease and may write to calendars.");
+        let (held, count) = *self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP calsync_shards_held Shards whose Lease this replica holds (it reconciles their objects)."
+        );
+        let _ = writeln!(out, "# TYPE calsync_shards_held gauge");
+        let _ = writeln!(out, "calsync_shards_held {held}");
+        let _ = writeln!(out, "# HELP calsync_shards Shards configured (CALSYNC_SHARDS).");
+        let _ = writeln!(out, "# TYPE calsync_shards gauge");
+        let _ = writeln!(out, "calsync_shards {count}");
+        let _ = writeln!(
+            out,
+            "# HELP calsync_leader 1 when this replica holds shard 0's lease (with one shard: the lease); it also sends app webhooks."
+        );
         let _ = writeln!(out, "# TYPE calsync_leader gauge");
         let _ = writeln!(out, "calsync_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
         let _ = writeln!(out, "# HELP calsync_ready 1 once the watch caches are synced.");
@@ -246,6 +266,7 @@ mod tests {
         m.start("tasksync").finish(Err("StoreUnavailable"));
         m.provider_call("google", "create", "ok");
         m.set_leader(true);
+        m.set_shards(4, 12);
         let text = m.render();
         assert!(text.contains("calsync_reconciles_total{kind=\"tasksync\",result=\"success\"} 1"), "{text}");
         assert!(text.contains("calsync_reconcile_errors_total{kind=\"tasksync\",reason=\"StoreUnavailable\"} 1"));
@@ -254,6 +275,8 @@ mod tests {
             text.contains("calsync_provider_calls_total{provider=\"google\",operation=\"create\",outcome=\"ok\"} 1")
         );
         assert!(text.contains("calsync_leader 1"));
+        assert!(text.contains("calsync_shards_held 4\n"), "{text}");
+        assert!(text.contains("calsync_shards 12\n"), "{text}");
         assert!(text.contains("calsync_reconciles_in_flight 0"));
     }
 }

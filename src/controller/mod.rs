@@ -15,9 +15,11 @@ pub mod patches;
 pub mod rotate;
 pub mod run;
 pub mod secrets;
+pub mod shards;
 pub mod startup;
 
 pub use leader::{Elector, Leadership, LeaseConfig};
 pub use metrics::Metrics;
 pub use objects::KubeObjects;
 pub use run::{Settings, Shutdown, run, shutdown_signal};
+pub use shards::{ShardElector, Shards};

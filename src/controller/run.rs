@@ -4,7 +4,8 @@
 //!
 //! Owns: triggers (generation + finalizer filtering so our own status writes never re-trigger),
 //! the connection → TaskSync mapping, `Outcome` → `Action`, per-object error backoff and the
-//! leader gate on reconciles. Must not touch: reconcile decisions (engine) or API request shapes
+//! shard gate on reconciles (only the holder of a connection's shard reconciles it and its
+//! TaskSyncs). Must not touch: reconcile decisions (engine) or API request shapes
 //! (objects.rs).
 
 use std::collections::HashMap;
@@ -22,9 +23,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::objects::KubeObjects;
+use super::shards::Shards;
 use crate::engine::{Backoff, Engine, EngineConfig, EngineError, Kind, ObjectKey, Outcome, StoreError};
 use crate::providers::Connector;
 use crate::providers::gate::GatedConnector;
@@ -62,7 +63,7 @@ impl Default for Settings {
 pub struct Context {
     pub engine: Engine,
     pub objects: KubeObjects,
-    pub leadership: Leadership,
+    pub shards: Shards,
     pub metrics: Arc<Metrics>,
     backoff: Backoff,
     /// Consecutive store failures per object (kube-runtime has no per-object backoff, kube#1916;
@@ -151,17 +152,9 @@ fn resolve_choice(t: &GuardedTaskSync) -> Option<u64> {
     Some(hash_of(&t.meta().annotations.as_ref().and_then(|a| a.get(crate::resources::RESOLVE_ANNOTATION))))
 }
 
-fn leader_gains(leadership: &Leadership) -> impl Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(leadership.subscribe(), |mut rx| async move {
-        loop {
-            if rx.changed().await.is_err() {
-                return None;
-            }
-            if *rx.borrow_and_update() {
-                return Some(((), rx));
-            }
-        }
-    })
+/// Fires when this replica gains shards: their objects are reconciled at once.
+fn shard_gains(shards: &Shards) -> impl Stream<Item = ()> + Send + 'static {
+    shards.gains()
 }
 
 async fn reconcile_task_sync(obj: Arc<GuardedTaskSync>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -170,6 +163,11 @@ async fn reconcile_task_sync(obj: Arc<GuardedTaskSync>, ctx: Arc<Context>) -> Re
     let key = ObjectKey::task_sync(&ns, &name);
     if let Err(invalid) = &obj.0 {
         report_invalid(&ctx, &key, &invalid.error).await;
+        return Ok(Action::await_change());
+    }
+    // Other replicas' shards: nothing here, not even a requeue; their holder reconciles them,
+    // and the shard-gain trigger covers this replica taking the shard over.
+    if !obj.0.as_ref().is_ok_and(|t| ctx.shards.owns_connection(&ns, &t.spec.connection_ref.name)) {
         return Ok(Action::await_change());
     }
     reconcile(ctx, key, "tasksync").await
@@ -183,12 +181,16 @@ async fn reconcile_connection(obj: Arc<GuardedConnection>, ctx: Arc<Context>) ->
         report_invalid(&ctx, &key, &invalid.error).await;
         return Ok(Action::await_change());
     }
+    if !ctx.shards.owns_connection(&ns, &name) {
+        return Ok(Action::await_change());
+    }
     reconcile(ctx, key, "calendarconnection").await
 }
 
 async fn report_invalid(ctx: &Context, key: &ObjectKey, error: &str) {
     tracing::warn!(object = %key, error, "object does not match the CRD schema; skipping it");
-    if !ctx.leadership.is_leader() {
+    // An unreadable object has no connection to shard by: shard 0's holder reports it, once.
+    if !ctx.shards.shard(0).is_leader() {
         return;
     }
     let event = crate::engine::ObjectEvent {
@@ -204,11 +206,6 @@ async fn report_invalid(ctx: &Context, key: &ObjectKey, error: &str) {
 }
 
 async fn reconcile(ctx: Arc<Context>, key: ObjectKey, kind: &'static str) -> Result<Action, ReconcileError> {
-    // Followers keep their caches warm but do nothing; the leader-gain trigger reconciles
-    // everything when this replica becomes leader.
-    if !ctx.leadership.is_leader() {
-        return Ok(Action::await_change());
-    }
     let timer = ctx.metrics.start(kind);
     let result = match key.kind {
         Kind::TaskSync => ctx.engine.reconcile_task_sync(&key.namespace, &key.name).await,
@@ -280,17 +277,15 @@ pub async fn run(
     client: Client,
     objects: KubeObjects,
     connector: Arc<dyn Connector>,
-    leadership: Leadership,
+    shards: impl Into<Shards>,
     metrics: Arc<Metrics>,
     settings: Settings,
     shutdown: Shutdown,
 ) {
+    let shards: Shards = shards.into();
     let ns = settings.watch_namespace.as_deref();
-    let gated: Arc<dyn Connector> = Arc::new(GatedConnector {
-        inner: connector,
-        gate: Arc::new(leadership.clone()),
-        counter: Some(metrics.clone()),
-    });
+    let gated: Arc<dyn Connector> =
+        Arc::new(GatedConnector { inner: connector, gate: Arc::new(shards.clone()), counter: Some(metrics.clone()) });
     let engine = Engine::new(Arc::new(objects.clone()), gated, settings.engine.clone());
     // TaskSyncs whose event a connection's change sync found changed in the calendar.
     let (requeue_tx, requeued) = tokio::sync::mpsc::unbounded_channel::<ObjectKey>();
@@ -302,7 +297,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         engine,
         objects: objects.clone(),
-        leadership: leadership.clone(),
+        shards: shards.clone(),
         metrics: metrics.clone(),
         backoff: settings.engine.backoff,
         failures: Mutex::new(HashMap::new()),
@@ -380,12 +375,13 @@ pub async fn run(
             }
         });
     }
-    // Keep the leader gauge current (leadership can also lapse without a renewal attempt).
+    // Keep the shard gauges current (a lease can also lapse without a renewal attempt).
     {
-        let (leadership, metrics, mut stop) = (leadership.clone(), metrics.clone(), shutdown.clone());
+        let (shards, metrics, mut stop) = (shards.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
             loop {
-                metrics.set_leader(leadership.is_leader());
+                metrics.set_leader(shards.shard(0).is_leader());
+                metrics.set_shards(shards.held().len(), shards.count());
                 tokio::select! {
                     _ = &mut stop => break,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -398,7 +394,7 @@ pub async fn run(
     let ts_controller = Controller::for_stream(ts_trigger, ts_reader)
         .watches_stream(conn_for_ts, mapper)
         .reconcile_on(requeued)
-        .reconcile_all_on(leader_gains(&leadership))
+        .reconcile_all_on(shard_gains(&shards))
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -414,7 +410,7 @@ pub async fn run(
             }
         });
     let conn_controller = Controller::for_stream(conn_trigger, conn_reader)
-        .reconcile_all_on(leader_gains(&leadership))
+        .reconcile_all_on(shard_gains(&shards))
         .with_config(cfg)
         .graceful_shutdown_on(shutdown.clone())
         .run(
