@@ -1,0 +1,281 @@
+//! Traces end to end: the built `calsync standalone` exports OTLP/HTTP protobuf to a receiver
+//! in this test (decoded with the official OpenTelemetry protobuf types). A task declared over
+//! REST with a caller's `traceparent` yields one trace: the REST request span, the reconcile it
+//! caused, and the CalDAV PUT to Radicale (which really receives a `traceparent` header, seen
+//! by a recording proxy in front of it). No span attribute holds a secret; a bad OTEL_* setting
+//! stops the binary at start-up naming the variable.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as AnyValue};
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
+use prost::Message as _;
+use serde_json::json;
+use support::calsync_bin::{self, Standalone};
+use support::radicale::Radicale;
+
+const CAL: &str = "/alice/calendar/";
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// Every span received, with its resource's attributes.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>);
+
+impl Received {
+    fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn export(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> (StatusCode, Vec<u8>) {
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-protobuf"));
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+    let mut all = received.0.lock().unwrap();
+    for rs in request.resource_spans {
+        let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
+        for ss in rs.scope_spans {
+            all.extend(ss.spans.into_iter().map(|s| (resource.clone(), s)));
+        }
+    }
+    // An empty ExportTraceServiceResponse: everything accepted.
+    (StatusCode::OK, Vec::new())
+}
+
+async fn otlp_receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(export)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// (method, traceparent) of each request the proxy forwarded to Radicale.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    http: reqwest::Client,
+    seen: Seen,
+}
+
+async fn forward(
+    State(p): State<Proxy>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let tp = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+    p.seen.lock().unwrap().push((method.to_string(), tp));
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut req = p.http.request(method, format!("{}{}", p.upstream.trim_end_matches('/'), path)).body(body);
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let resp = req.send().await.expect("Radicale answers");
+    let mut out = axum::response::Response::builder().status(resp.status().as_u16());
+    for (k, v) in resp.headers() {
+        if k != "content-length" && k != "transfer-encoding" {
+            out = out.header(k, v);
+        }
+    }
+    out.body(axum::body::Body::from(resp.bytes().await.unwrap())).unwrap()
+}
+
+/// A recording reverse proxy in front of Radicale: the only way to see the headers calsync sends.
+async fn recording_proxy(upstream: &str) -> (String, Seen) {
+    let seen = Seen::default();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let state = Proxy { upstream: upstream.to_string(), http, seen: seen.clone() };
+    let app = axum::Router::new().fallback(forward).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+}
+
+fn attr_str<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+    match attr(span, key) {
+        Some(AnyValue::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `child` descends from `ancestor` through spans of the same trace.
+fn descends(spans: &[&Span], child: &Span, ancestor: &Span) -> bool {
+    let mut at = child;
+    for _ in 0..32 {
+        if at.parent_span_id == ancestor.span_id {
+            return true;
+        }
+        match spans.iter().find(|s| s.span_id == at.parent_span_id) {
+            Some(parent) => at = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_from_the_rest_request_to_the_caldav_put() {
+    let radicale = Radicale::start();
+    radicale.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let (proxy_url, seen) = recording_proxy(&radicale.url).await;
+    let (otlp, received) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", otlp), ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string())];
+    let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
+    let user = "otel_user";
+
+    let connect =
+        json!({"user_id": user, "apple_id": radicale.user, "app_password": radicale.password, "server_url": proxy_url});
+    let (s, body) = cs.call("POST", "/apple/connect", Some(connect)).await;
+    assert_eq!(s, 200, "{body}");
+
+    let task = json!({"user_id": user, "task_data": {"id": "task_otel", "name": "Traced task",
+        "scheduled_time": "2030-03-04T14:00:00", "timezone": "Europe/Berlin"}});
+    let incoming = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let resp = cs
+        .http
+        .post(format!("{}/api/calendar/task-to-calendar?trace_me=query-value", cs.base))
+        .bearer_auth(calsync_bin::API_KEY)
+        .header("traceparent", &incoming)
+        .json(&task)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+
+    // The REST span, the TaskSync reconcile and the CalDAV PUT, all exported (batch delay 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let all = received.spans();
+        let ours: Vec<Span> =
+            all.iter().filter(|(_, s)| hex(&s.trace_id) == CALLER_TRACE).map(|(_, s)| s.clone()).collect();
+        let has = |name: &str| ours.iter().any(|s| s.name == name);
+        if has("POST /api/calendar/task-to-calendar") && has("reconcile TaskSync") && has("PUT") {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "spans of the trace never all arrived; got {:#?}\nlog:\n{}", all, cs.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let in_trace: Vec<&Span> = spans.iter().map(|(_, s)| s).filter(|s| hex(&s.trace_id) == CALLER_TRACE).collect();
+    let one = |name: &str| {
+        let found: Vec<&&Span> = in_trace.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one `{name}` span in the trace: {in_trace:#?}");
+        *found[0]
+    };
+    let rest = one("POST /api/calendar/task-to-calendar");
+    assert_eq!(hex(&rest.parent_span_id), CALLER_SPAN, "the REST span is the caller's child");
+    assert_eq!(rest.kind, SpanKind::Server as i32);
+    assert_eq!(attr_str(rest, "http.route"), Some("/api/calendar/task-to-calendar"));
+    assert_eq!(attr_str(rest, "http.request.method"), Some("POST"));
+    assert_eq!(attr(rest, "http.response.status_code"), Some(&AnyValue::IntValue(200)));
+
+    let reconcile = one("reconcile TaskSync");
+    assert!(descends(&in_trace, reconcile, rest), "the reconcile is a child of the request (annotation)");
+    assert!(matches!(attr_str(reconcile, "calsync.outcome"), Some("done" | "requeue")), "{reconcile:?}");
+    assert!(attr_str(reconcile, "calsync.object").is_some_and(|o| o.starts_with("tasksync/")));
+
+    let put = one("PUT");
+    assert!(descends(&in_trace, put, reconcile), "the CalDAV PUT is inside the reconcile");
+    assert_eq!(put.kind, SpanKind::Client as i32);
+    assert_eq!(attr_str(put, "calsync.peer"), Some("caldav"));
+    assert_eq!(attr_str(put, "server.address"), Some("127.0.0.1"));
+    assert!(matches!(attr(put, "http.response.status_code"), Some(AnyValue::IntValue(201 | 204))), "{put:?}");
+    assert!(spans.iter().all(|(r, _)| r.iter().any(|kv| kv.key == "service.name"
+        && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&AnyValue::StringValue("calsync".into())))));
+
+    // One trace: every CalDAV PUT belongs to it, and no other trace holds a TaskSync reconcile
+    // that is not linked to it (a later resync is its own root, linked to the request).
+    for (_, s) in &spans {
+        if s.name == "PUT" {
+            assert_eq!(hex(&s.trace_id), CALLER_TRACE, "a PUT outside the request's trace: {s:?}");
+        }
+        if s.name == "reconcile TaskSync" && hex(&s.trace_id) != CALLER_TRACE {
+            assert!(s.links.iter().any(|l| hex(&l.trace_id) == CALLER_TRACE), "an unlinked TaskSync reconcile: {s:?}");
+        }
+    }
+
+    // Radicale received the PUT's own context as `traceparent`.
+    let expected = format!("00-{CALLER_TRACE}-{}-01", hex(&put.span_id));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(m, tp)| m == "PUT" && tp.as_deref() == Some(expected.as_str())), "{seen:?}");
+
+    // No secret and no query string in any exported attribute; saved for the CI leak check too.
+    let text = format!("{spans:?}");
+    let saved = calsync_bin::artifacts::path("otlp-spans", "txt");
+    std::fs::write(&saved, &text).unwrap();
+    for secret in [&radicale.password, calsync_bin::API_KEY, calsync_bin::ENCRYPTION_KEY, calsync_bin::SECRET_KEY] {
+        assert!(!text.contains(secret), "a secret is in the exported spans");
+    }
+    assert!(!text.contains("query-value") && !text.contains("Basic "), "a query or credentials in the spans");
+}
+
+/// Start `calsync standalone` with `env`; it must exit non-zero at once, naming `variable`.
+fn refuses(env: &[(&str, &str)], variable: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .arg("standalone")
+        .env("DATABASE_URL", Standalone::database_url(dir.path()))
+        .env("CALSYNC_LISTEN", "127.0.0.1:0")
+        .env("ENCRYPTION_KEY", calsync_bin::ENCRYPTION_KEY)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("calsync kept running with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    assert!(!status.success(), "{env:?} was accepted");
+    assert!(stderr.contains(variable), "the error does not name {variable}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_otel_settings_stop_the_binary_naming_the_variable() {
+    refuses(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")], "OTEL_EXPORTER_OTLP_ENDPOINT");
+    let ok = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    refuses(&[ok, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], "OTEL_EXPORTER_OTLP_PROTOCOL");
+    refuses(
+        &[ok, ("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "half")],
+        "OTEL_TRACES_SAMPLER_ARG",
+    );
+    let secret = "hdr-secret-value-123";
+    calsync_bin::artifacts::record_secret("otlp-header", secret);
+    let stderr =
+        refuses(&[ok, ("OTEL_EXPORTER_OTLP_HEADERS", &format!("x-key={secret},oops"))], "OTEL_EXPORTER_OTLP_HEADERS");
+    assert!(!stderr.contains(secret), "the header value is in the error");
+}
