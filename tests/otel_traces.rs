@@ -3,8 +3,16 @@
 //! REST with a caller's `traceparent` yields one trace: the REST request span, the reconcile it
 //! caused, and the CalDAV PUT to Radicale (which really receives a `traceparent` header, seen
 //! by a recording proxy in front of it). No span attribute holds a secret; a bad OTEL_* setting
-//! stops the binary at start-up naming the variable.
+//! stops the binary at start-up naming the variable. On Kubernetes (the strict fake API server),
+//! the trace crosses processes: `calsync api` writes the request's context on the TaskSync and
+//! `calsync controller`'s reconcile is its child.
 
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
+mod kube_harness;
+#[path = "support/otlp.rs"]
+mod otlp;
 mod support;
 
 use std::process::{Command, Stdio};
@@ -13,11 +21,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as AnyValue};
-use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
-use prost::Message as _;
+use axum::http::{HeaderMap, Method, Uri};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use otlp::{attr, attr_str, descends, hex, in_trace, one};
 use serde_json::json;
 use support::calsync_bin::{self, Standalone};
 use support::radicale::Radicale;
@@ -25,39 +32,6 @@ use support::radicale::Radicale;
 const CAL: &str = "/alice/calendar/";
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// Every span received, with its resource's attributes.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>);
-
-impl Received {
-    fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-async fn export(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> (StatusCode, Vec<u8>) {
-    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-protobuf"));
-    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
-    let mut all = received.0.lock().unwrap();
-    for rs in request.resource_spans {
-        let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
-        for ss in rs.scope_spans {
-            all.extend(ss.spans.into_iter().map(|s| (resource.clone(), s)));
-        }
-    }
-    // An empty ExportTraceServiceResponse: everything accepted.
-    (StatusCode::OK, Vec::new())
-}
-
-async fn otlp_receiver() -> (String, Received) {
-    let received = Received::default();
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(export)).with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
-}
 
 /// (method, traceparent) of each request the proxy forwarded to Radicale.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -107,42 +81,12 @@ async fn recording_proxy(upstream: &str) -> (String, Seen) {
     (url, seen)
 }
 
-fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
-}
-
-fn attr_str<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
-    match attr(span, key) {
-        Some(AnyValue::StringValue(s)) => Some(s),
-        _ => None,
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `child` descends from `ancestor` through spans of the same trace.
-fn descends(spans: &[&Span], child: &Span, ancestor: &Span) -> bool {
-    let mut at = child;
-    for _ in 0..32 {
-        if at.parent_span_id == ancestor.span_id {
-            return true;
-        }
-        match spans.iter().find(|s| s.span_id == at.parent_span_id) {
-            Some(parent) => at = parent,
-            None => return false,
-        }
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_from_the_rest_request_to_the_caldav_put() {
     let radicale = Radicale::start();
     radicale.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
     let (proxy_url, seen) = recording_proxy(&radicale.url).await;
-    let (otlp, received) = otlp_receiver().await;
+    let (otlp, received) = otlp::receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", otlp), ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string())];
     let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
@@ -168,24 +112,10 @@ async fn one_trace_from_the_rest_request_to_the_caldav_put() {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
 
     // The REST span, the TaskSync reconcile and the CalDAV PUT, all exported (batch delay 100 ms).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let spans = loop {
-        let all = received.spans();
-        let ours: Vec<Span> =
-            all.iter().filter(|(_, s)| hex(&s.trace_id) == CALLER_TRACE).map(|(_, s)| s.clone()).collect();
-        let has = |name: &str| ours.iter().any(|s| s.name == name);
-        if has("POST /api/calendar/task-to-calendar") && has("reconcile TaskSync") && has("PUT") {
-            break all;
-        }
-        assert!(Instant::now() < deadline, "spans of the trace never all arrived; got {:#?}\nlog:\n{}", all, cs.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let in_trace: Vec<&Span> = spans.iter().map(|(_, s)| s).filter(|s| hex(&s.trace_id) == CALLER_TRACE).collect();
-    let one = |name: &str| {
-        let found: Vec<&&Span> = in_trace.iter().filter(|s| s.name == name).collect();
-        assert_eq!(found.len(), 1, "one `{name}` span in the trace: {in_trace:#?}");
-        *found[0]
-    };
+    let names = ["POST /api/calendar/task-to-calendar", "reconcile TaskSync", "PUT"];
+    let spans = received.wait_for(CALLER_TRACE, &names, 20).await;
+    let in_trace = in_trace(&spans, CALLER_TRACE);
+    let one = |name: &str| one(&in_trace, name);
     let rest = one("POST /api/calendar/task-to-calendar");
     assert_eq!(hex(&rest.parent_span_id), CALLER_SPAN, "the REST span is the caller's child");
     assert_eq!(rest.kind, SpanKind::Server as i32);
@@ -231,6 +161,7 @@ async fn one_trace_from_the_rest_request_to_the_caldav_put() {
         assert!(!text.contains(secret), "a secret is in the exported spans");
     }
     assert!(!text.contains("query-value") && !text.contains("Basic "), "a query or credentials in the spans");
+    assert!(!text.contains("caldav request"), "debug log lines (whole URLs) are not exported as span events");
 }
 
 /// Start `calsync standalone` with `env`; it must exit non-zero at once, naming `variable`.
@@ -278,4 +209,135 @@ fn bad_otel_settings_stop_the_binary_naming_the_variable() {
     let stderr =
         refuses(&[ok, ("OTEL_EXPORTER_OTLP_HEADERS", &format!("x-key={secret},oops"))], "OTEL_EXPORTER_OTLP_HEADERS");
     assert!(!stderr.contains(secret), "the header value is in the error");
+}
+
+/// A spawned `calsync` process, killed when dropped; its output goes to the artifacts directory.
+struct Process(std::process::Child, std::path::PathBuf);
+
+impl Process {
+    fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
+        let log = calsync_bin::artifacts::path("calsync-otel-kube", "log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_calsync"))
+            .args(args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("CALSYNC_NAMESPACE")
+            .env_remove("CALSYNC_LISTEN")
+            .env("ENCRYPTION_KEY", kube_harness::TEST_ENCRYPTION_KEY)
+            .env("CALSYNC_CALDAV_ALLOWED_HOSTS", "127.0.0.1")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Process(child, log)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn service_of(
+    spans: &[(Vec<opentelemetry_proto::tonic::common::v1::KeyValue>, opentelemetry_proto::tonic::trace::v1::Span)],
+    span: &opentelemetry_proto::tonic::trace::v1::Span,
+) -> Option<String> {
+    let (resource, _) = spans.iter().find(|(_, s)| s.span_id == span.span_id)?;
+    resource.iter().find(|kv| kv.key == "service.name").and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_kubernetes_the_controllers_reconcile_joins_the_api_request_trace() {
+    use kube_harness::*;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    calsync_bin::record_test_secrets();
+    let radicale = Radicale::start();
+    radicale.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let server = FakeApiServer::new();
+    let port = serve_http(server.clone()).await;
+    let (otlp, received) = otlp::receiver().await;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (metrics, listen) = (free(), free());
+    let controller = Process::spawn(
+        &["controller", &format!("--metrics-addr=127.0.0.1:{metrics}"), "--no-leader-election"],
+        &[
+            ("KUBECONFIG", kubeconfig(port, NS).display().to_string()),
+            ("POD_NAME", "calsync-controller-0".into()),
+            ("POD_NAMESPACE", NS.into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
+            ("OTEL_SERVICE_NAME", "calsync-controller".into()),
+        ],
+    );
+    let api = Process::spawn(
+        &["api", &format!("--listen=127.0.0.1:{listen}"), &format!("--namespace={NS}")],
+        &[
+            ("KUBECONFIG", kubeconfig(port, NS).display().to_string()),
+            ("POD_NAME", "calsync-api-0".into()),
+            ("CALSYNC_API_KEYS", calsync_bin::API_KEY.into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
+            ("OTEL_SERVICE_NAME", "calsync-api".into()),
+        ],
+    );
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let base = format!("http://127.0.0.1:{listen}/api/calendar");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("http://127.0.0.1:{listen}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "calsync api never became ready:\n{}", api.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connect = json!({"user_id": "kube_user", "apple_id": radicale.user, "app_password": radicale.password, "server_url": radicale.url});
+    let r = http
+        .post(format!("{base}/apple/connect"))
+        .bearer_auth(calsync_bin::API_KEY)
+        .json(&connect)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}\n{}", r.text().await.unwrap_or_default(), api.log());
+    eventually(30, "the controller marks the connection Ready", || {
+        server
+            .list(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/calendarconnections"))
+            .iter()
+            .any(|c| condition(c, "Ready").is_some_and(|r| r["status"] == "True"))
+    })
+    .await;
+
+    let task = json!({"user_id": "kube_user", "task_data": {"id": "task_kube", "name": "Traced across processes",
+        "scheduled_time": "2030-03-05T09:00:00", "timezone": "Europe/Berlin"}});
+    let r = http
+        .post(format!("{base}/task-to-calendar"))
+        .bearer_auth(calsync_bin::API_KEY)
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .json(&task)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}\ncontroller:\n{}", r.text().await.unwrap_or_default(), controller.log());
+
+    let names = ["POST /api/calendar/task-to-calendar", "reconcile TaskSync", "PUT"];
+    let spans = received.wait_for(CALLER_TRACE, &names, 20).await;
+    let trace = in_trace(&spans, CALLER_TRACE);
+    let (rest, reconcile, put) = (one(&trace, names[0]), one(&trace, names[1]), one(&trace, names[2]));
+    assert_eq!(service_of(&spans, rest).as_deref(), Some("calsync-api"));
+    assert_eq!(service_of(&spans, reconcile).as_deref(), Some("calsync-controller"));
+    assert_eq!(hex(&reconcile.parent_span_id), hex(&rest.span_id), "the controller's reconcile is the request's child");
+    assert!(descends(&trace, put, reconcile), "the CalDAV PUT is inside the reconcile");
+    // What carried it: the annotation on the TaskSync names the request span.
+    let syncs = server.list(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs"));
+    let annotation = syncs[0]["metadata"]["annotations"]["calendar.getitdone.app/traceparent"].as_str();
+    assert_eq!(annotation, Some(format!("00-{CALLER_TRACE}-{}-01", hex(&rest.span_id)).as_str()), "{syncs:?}");
+    let text = format!("{spans:?}");
+    assert!(!text.contains(&radicale.password) && !text.contains(calsync_bin::API_KEY), "a secret in the spans");
 }

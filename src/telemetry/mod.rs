@@ -73,9 +73,10 @@ pub fn init(format: LogFormat, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             .with_filter(filter)
             .boxed(),
     };
-    // Only calsync's own spans are exported (RUST_LOG does not decide which): libraries' spans
-    // (kube-runtime's, hyper's) would add noise and could carry URLs with queries.
-    let ours = tracing_subscriber::filter::Targets::new().with_target("calsync", tracing::Level::TRACE);
+    // Only calsync's own spans, and its info-and-above log lines as span events (RUST_LOG does
+    // not decide which): libraries' spans (kube-runtime's, hyper's) would add noise, and debug
+    // lines may name whole URLs, queries included.
+    let ours = tracing_subscriber::filter::Targets::new().with_target("calsync", tracing::Level::INFO);
     let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer("calsync")).with_filter(ours);
     // A second init (tests, embedding) keeps the first subscriber.
     if tracing_subscriber::registry().with(logs).with(traces).try_init().is_ok() {
