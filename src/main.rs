@@ -171,7 +171,7 @@ fn main() -> ExitCode {
     // trace exporter's client included): kube uses ring and reqwest would pick aws-lc, and with
     // two candidates the first real HTTPS call panics. `Err` means one is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let telemetry = match telemetry::init(cli.log_format, &calsync::secret_files::var) {
+    let telemetry = match telemetry::init_with_traces(cli.log_format, &calsync::secret_files::var) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {:#}", anyhow::Error::new(e).context("reading the OpenTelemetry settings"));

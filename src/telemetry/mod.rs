@@ -53,10 +53,18 @@ impl Drop for Telemetry {
     }
 }
 
-/// Install the global subscriber. `RUST_LOG` overrides the default level (`info`); `lookup`
-/// reads the `OTEL_*` variables. A rustls crypto provider must be installed first (an https
-/// collector needs it).
-pub fn init(format: LogFormat, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Telemetry, TelemetryError> {
+/// Install the global subscriber for logs only. `RUST_LOG` overrides the default level (`info`).
+pub fn init(format: LogFormat) {
+    init_logs(format);
+}
+
+/// Install the global subscriber, with trace export when `lookup` (the `OTEL_*` variables)
+/// names an endpoint. A rustls crypto provider must be installed first (an https collector
+/// needs it).
+pub fn init_with_traces(
+    format: LogFormat,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Telemetry, TelemetryError> {
     let Some(otel) = OtelConfig::from_lookup(lookup)? else {
         init_logs(format);
         return Ok(Telemetry { provider: None });
