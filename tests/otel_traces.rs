@@ -247,10 +247,7 @@ impl Drop for Process {
     }
 }
 
-fn service_of(
-    spans: &[(Vec<opentelemetry_proto::tonic::common::v1::KeyValue>, opentelemetry_proto::tonic::trace::v1::Span)],
-    span: &opentelemetry_proto::tonic::trace::v1::Span,
-) -> Option<String> {
+fn service_of(spans: &[otlp::Exported], span: &opentelemetry_proto::tonic::trace::v1::Span) -> Option<String> {
     let (resource, _) = spans.iter().find(|(_, s)| s.span_id == span.span_id)?;
     resource.iter().find(|kv| kv.key == "service.name").and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
         AnyValue::StringValue(s) => Some(s.clone()),

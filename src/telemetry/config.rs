@@ -105,7 +105,7 @@ impl OtelConfig {
         let sampler = sampler(get("OTEL_TRACES_SAMPLER").as_deref(), get("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
         let attributes = get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
         for (i, pair) in attributes.split(',').filter(|p| !p.trim().is_empty()).enumerate() {
-            if !pair.split_once('=').is_some_and(|(k, _)| !k.trim().is_empty()) {
+            if pair.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()) {
                 return Err(invalid("OTEL_RESOURCE_ATTRIBUTES", format!("entry {} is not key=value", i + 1)));
             }
         }

@@ -15,17 +15,20 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as AnyVa
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
-/// Every span received, with its resource's attributes.
+/// A span with its resource's attributes (`service.name`, ...).
+pub type Exported = (Vec<KeyValue>, Span);
+
+/// Every span received.
 #[derive(Clone, Default)]
-pub struct Received(Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>);
+pub struct Received(Arc<Mutex<Vec<Exported>>>);
 
 impl Received {
-    pub fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
+    pub fn spans(&self) -> Vec<Exported> {
         self.0.lock().unwrap().clone()
     }
 
     /// Wait until the trace `trace_id` holds a span of each name; returns every span received.
-    pub async fn wait_for(&self, trace_id: &str, names: &[&str], secs: u64) -> Vec<(Vec<KeyValue>, Span)> {
+    pub async fn wait_for(&self, trace_id: &str, names: &[&str], secs: u64) -> Vec<Exported> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let all = self.spans();
@@ -80,7 +83,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The spans of one trace.
-pub fn in_trace<'a>(spans: &'a [(Vec<KeyValue>, Span)], trace_id: &str) -> Vec<&'a Span> {
+pub fn in_trace<'a>(spans: &'a [Exported], trace_id: &str) -> Vec<&'a Span> {
     spans.iter().map(|(_, s)| s).filter(|s| hex(&s.trace_id) == trace_id).collect()
 }
 
