@@ -69,6 +69,23 @@ async fn forward(
     out.body(axum::body::Body::from(resp.bytes().await.unwrap())).unwrap()
 }
 
+/// The app's webhook endpoint: answers 204 and keeps each delivery's `traceparent`.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: HeaderMap| async move {
+            record.lock().unwrap().push(headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string));
+            axum::http::StatusCode::NO_CONTENT
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
 /// A recording reverse proxy in front of Radicale: the only way to see the headers calsync sends.
 async fn recording_proxy(upstream: &str) -> (String, Seen) {
     let seen = Seen::default();
@@ -88,8 +105,16 @@ async fn one_trace_from_the_rest_request_to_the_caldav_put() {
     let (proxy_url, seen) = recording_proxy(&radicale.url).await;
     let (otlp, received) = otlp::receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", otlp), ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string())];
+    let (hooks_url, hooks_seen) = webhook_receiver().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ("CALSYNC_APP_WEBHOOK_URL", hooks_url),
+    ];
     let cs = Standalone::start_with(dir.path(), Standalone::pick_port(), &env).await;
+    // Generated beside the database; it must not reach a span either.
+    let hook_secret = std::fs::read_to_string(dir.path().join("calsync.db.app-webhook-secret")).unwrap();
+    calsync_bin::artifacts::record_secret("app-webhook-secret", hook_secret.trim());
     let user = "otel_user";
 
     let connect =
@@ -153,11 +178,34 @@ async fn one_trace_from_the_rest_request_to_the_caldav_put() {
     let seen = seen.lock().unwrap().clone();
     assert!(seen.iter().any(|(m, tp)| m == "PUT" && tp.as_deref() == Some(expected.as_str())), "{seen:?}");
 
+    // App webhook deliveries: a client span each, its context sent as `traceparent`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (spans, hook) = loop {
+        let all = received.spans();
+        let hook = all.iter().map(|(_, s)| s).find(|s| attr_str(s, "calsync.peer") == Some("webhook")).cloned();
+        if let Some(h) = hook {
+            break (all, h);
+        }
+        assert!(Instant::now() < deadline, "no webhook delivery span:\n{}", cs.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((hook.name.as_str(), hook.kind), ("POST", SpanKind::Client as i32));
+    assert_eq!(attr(&hook, "http.response.status_code"), Some(&AnyValue::IntValue(204)));
+    let expected = format!("00-{}-{}-01", hex(&hook.trace_id), hex(&hook.span_id));
+    let hooks_seen = hooks_seen.lock().unwrap().clone();
+    assert!(hooks_seen.iter().any(|tp| tp.as_deref() == Some(expected.as_str())), "{hooks_seen:?}");
+
     // No secret and no query string in any exported attribute; saved for the CI leak check too.
     let text = format!("{spans:?}");
     let saved = calsync_bin::artifacts::path("otlp-spans", "txt");
     std::fs::write(&saved, &text).unwrap();
-    for secret in [&radicale.password, calsync_bin::API_KEY, calsync_bin::ENCRYPTION_KEY, calsync_bin::SECRET_KEY] {
+    for secret in [
+        &radicale.password,
+        calsync_bin::API_KEY,
+        calsync_bin::ENCRYPTION_KEY,
+        calsync_bin::SECRET_KEY,
+        hook_secret.trim(),
+    ] {
         assert!(!text.contains(secret), "a secret is in the exported spans");
     }
     assert!(!text.contains("query-value") && !text.contains("Basic "), "a query or credentials in the spans");
