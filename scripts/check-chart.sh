@@ -77,6 +77,8 @@ render namespaced --set controller.watchNamespace=team-a --set api.namespace=tea
   --set existingSecret=calsync-keys --set oauth.existingSecret=calsync-oauth \
   --set-json 'networkPolicy.apiFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}}}]'
 render webhooks --set appWebhooks.url=https://app.example.com/hooks/calsync --set appWebhooks.existingSecret=app-hooks
+render otel --set otel.endpoint=http://otel-collector.observability:4318 --set otel.sampler=parentbased_traceidratio \
+  --set otel.samplerArg=0.25 --set otel.resourceAttributes=deployment.environment=prod --set otel.headersSecret=otel-auth
 render noapi --set api.enabled=false --set networkPolicy.enabled=false --set helmTest.enabled=false
 grep -q "path: CALSYNC_APP_WEBHOOK_SECRET" "$scratch/webhooks.yaml" || { echo "webhooks render has no signing secret file"; exit 1; }
 if grep -q "CALSYNC_APP_WEBHOOK" "$scratch/default.yaml"; then echo "webhooks must be off by default"; exit 1; fi
@@ -151,7 +153,7 @@ print(f"   dashboard: {len(dash['panels'])} panels, {len(targets)} queries")
 PY
 
 echo "-- bad values are refused"
-for bad in "controller.replicaCount=0" "controller.shards=0" "controller.shards=257" "api.replicaCount=0" "replicaCount=2" "serviceAccount.name=x" "image.digest=latest" "logFormat=xml" "controller.owner=a;b" "image.pullPolicy=Sometimes" "unknownKey=1"; do
+for bad in "controller.replicaCount=0" "controller.shards=0" "controller.shards=257" "api.replicaCount=0" "replicaCount=2" "serviceAccount.name=x" "image.digest=latest" "logFormat=xml" "controller.owner=a;b" "image.pullPolicy=Sometimes" "unknownKey=1" "otel.endpoint=collector:4318" "otel.sampler=jaeger_remote" "otel.samplerArg=2"; do
   if "$helm" template calsync "$chart" --set "$bad" > /dev/null 2>"$scratch/err"; then
     echo "helm accepted bad value $bad"; exit 1
   fi

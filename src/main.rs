@@ -170,21 +170,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(cli.log_format);
+    // One process-level rustls crypto provider, before anything opens a TLS connection (the
+    // trace exporter's client included): kube uses ring and reqwest would pick aws-lc, and with
+    // two candidates the first real HTTPS call panics. `Err` means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let telemetry = match telemetry::init_with_traces(cli.log_format, &calsync::secret_files::var) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::new(e).context("reading the OpenTelemetry settings"));
+            return ExitCode::FAILURE;
+        }
+    };
     if !from_files.is_empty() {
         tracing::info!(variables = %from_files.join(","), "settings read from {}", calsync::secret_files::DIR_VARIABLE);
     }
-    // One process-level rustls crypto provider, before anything opens a TLS connection: kube
-    // uses ring and reqwest would pick aws-lc, and with two candidates the first real HTTPS
-    // call panics. `Err` means one is already installed, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // After every runtime is gone: exports the spans still queued.
+    drop(telemetry);
+    code
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

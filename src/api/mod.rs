@@ -113,7 +113,7 @@ pub fn router(state: AppState) -> Router {
         // Calendar apps cannot send a bearer token: the feed token in the path is the credential.
         .route("/feeds/{key}", get(feeds::serve));
     let calendar = protected.merge(open);
-    Router::new()
+    let router = Router::new()
         .nest("/api/calendar", calendar)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -122,8 +122,13 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(cors(&state.config))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), track));
+    // Outermost, so the request log line and everything the handler does are inside the span.
+    let router = match crate::telemetry::traces_on() {
+        true => router.layer(middleware::from_fn(crate::telemetry::spans::server_span)),
+        false => router,
+    };
+    router.with_state(state)
 }
 
 async fn not_found() -> ApiError {

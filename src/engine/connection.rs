@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Resource, ResourceExt};
+use tracing::Instrument as _;
 
 use super::backoff::jitter;
 use super::dedicated::{DEDICATED_FAILED, DedicatedFailure};
@@ -24,6 +25,18 @@ fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Cond
 impl Engine {
     /// Reconcile the CalendarConnection `namespace/name`.
     pub async fn reconcile_connection(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
+        let span = crate::telemetry::spans::reconcile_span(
+            "CalendarConnection",
+            &ObjectKey::connection(namespace, name),
+            None,
+            false,
+        );
+        let result = self.reconcile_connection_traced(namespace, name).instrument(span.clone()).await;
+        crate::telemetry::spans::reconcile_outcome(&span, &result);
+        result
+    }
+
+    async fn reconcile_connection_traced(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
         let Some(conn) = self.objects.get_connection(namespace, name).await? else { return Ok(Outcome::Done) };
         if conn.meta().deletion_timestamp.is_some() {
             return self.connection_deleted(&conn).await;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Resource, ResourceExt};
+use tracing::Instrument as _;
 
 use super::backoff::jitter;
 use super::plan::{self, Adopt, Call, ConnState, OnError, PlanInput, Release, Step};
@@ -73,6 +74,22 @@ impl Engine {
             self.live.take_hint(&ObjectKey::task_sync(namespace, name));
             return Ok(Outcome::Done);
         };
+        // Part of the request's trace while the change it made is not yet observed.
+        let pending = ts.status.as_ref().and_then(|s| s.observed_generation) != ts.meta().generation;
+        let traceparent = ts.annotations().get(crate::telemetry::spans::TRACEPARENT_ANNOTATION).map(String::as_str);
+        let key = ObjectKey::task_sync(namespace, name);
+        let span = crate::telemetry::spans::reconcile_span("TaskSync", &key, traceparent, pending);
+        let result = self.reconcile_task_sync_loaded(ts, namespace, name).instrument(span.clone()).await;
+        crate::telemetry::spans::reconcile_outcome(&span, &result);
+        result
+    }
+
+    async fn reconcile_task_sync_loaded(
+        &self,
+        ts: TaskSync,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Outcome, EngineError> {
         if super::feed_only::applies(&ts) {
             return self.reconcile_feed_only(&ts).await;
         }

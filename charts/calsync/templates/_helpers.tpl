@@ -88,3 +88,34 @@ topologySpreadConstraints:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* OpenTelemetry trace export (README "Traces"); nothing when otel.endpoint is empty. */}}
+{{- define "calsync.otelEnv" -}}
+{{- with .Values.otel }}
+{{- if .endpoint }}
+- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .endpoint | quote }}}
+- {name: OTEL_SERVICE_NAME, value: {{ .serviceName | default "calsync" | quote }}}
+{{- with .sampler }}
+- {name: OTEL_TRACES_SAMPLER, value: {{ . | quote }}}
+{{- end }}
+{{- with .samplerArg }}
+- {name: OTEL_TRACES_SAMPLER_ARG, value: {{ . | quote }}}
+{{- end }}
+{{- with .resourceAttributes }}
+- {name: OTEL_RESOURCE_ATTRIBUTES, value: {{ . | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The collector's headers (OTEL_EXPORTER_OTLP_HEADERS) as a file in the secrets directory. */}}
+{{- define "calsync.otelHeadersSource" -}}
+{{- with .Values.otel }}
+{{- if and .endpoint .headersSecret }}
+- secret:
+    name: {{ .headersSecret | quote }}
+    items:
+      - {key: {{ .headersSecretKey | quote }}, path: OTEL_EXPORTER_OTLP_HEADERS}
+{{- end }}
+{{- end }}
+{{- end }}

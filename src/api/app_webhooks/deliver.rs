@@ -15,6 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use chrono::Utc;
 use rand::Rng;
@@ -89,7 +90,8 @@ pub async fn send(
 ) -> Attempt {
     let timestamp = Utc::now().timestamp();
     let signature = signer.sign(&entry.id, timestamp, entry.body.as_bytes());
-    let request = client
+    let call = crate::telemetry::spans::ClientCall::start("webhook", &reqwest::Method::POST, url);
+    let mut request = client
         .post(url.clone())
         .timeout(timeout)
         .header("content-type", "application/json")
@@ -97,7 +99,15 @@ pub async fn send(
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
         .body(entry.body.clone());
-    match request.send().await {
+    if let Some(tp) = call.traceparent() {
+        request = request.header("traceparent", tp);
+    }
+    let sent = request.send().instrument(call.span().clone()).await;
+    match &sent {
+        Ok(r) => call.status(r.status().as_u16()),
+        Err(e) => call.failed(e),
+    }
+    match sent {
         Ok(r) if r.status().is_success() => Attempt::Delivered,
         Ok(r) if r.status() == reqwest::StatusCode::GONE => Attempt::Gone,
         Ok(r) => {

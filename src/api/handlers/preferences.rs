@@ -257,6 +257,7 @@ async fn reroute(state: &AppState, user: &str, active: &[CalendarConnection]) ->
             &ts.spec.task_id,
         ));
         object.spec.connection_ref.name = target;
+        crate::telemetry::spans::stamp(&mut object.metadata.annotations);
         state.objects.apply_task_sync(&object).await?;
         moved += 1;
     }

@@ -149,7 +149,7 @@ pub(super) async fn declare(
     } else {
         labels.remove(FEED_ONLY_LABEL);
     }
-    let object = TaskSync {
+    let mut object = TaskSync {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(state.namespace.clone()),
@@ -160,6 +160,10 @@ pub(super) async fn declare(
         spec,
         status: None,
     };
+    // Only a change is traced to this request: re-declaring the same task causes no reconcile.
+    if existing.as_ref().is_none_or(|t| t.spec != object.spec) {
+        crate::telemetry::spans::stamp(&mut object.metadata.annotations);
+    }
     let applied = state.objects.apply_task_sync(&object).await?;
     let generation = applied.metadata.generation.unwrap_or(1);
     tracing::info!(task_sync = %name, generation, feed_only, "task declared");
@@ -221,6 +225,9 @@ pub async fn update_event(
     if spec.connection_ref.name != ts.spec.connection_ref.name {
         let labels = object.metadata.labels.get_or_insert_with(Default::default);
         labels.extend(task_sync_labels(&user, &spec.connection_ref.name, &spec.task_id));
+    }
+    if object.spec != spec {
+        crate::telemetry::spans::stamp(&mut object.metadata.annotations);
     }
     object.spec = spec;
     object.status = None;

@@ -5,6 +5,7 @@
 //! iCalendar or what a request means; callers decide which statuses are expected.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode, Url};
@@ -163,11 +164,19 @@ impl DavClient {
             if let Some(b) = body {
                 req = req.body(b.to_string());
             }
-            let resp = req.send().await.map_err(|e| match super::guard::refusal_in(&e) {
-                Some(r) => ProviderError::Invalid { message: r.to_string() },
-                None => crate::providers::http::transport_error(url.as_str(), &e),
+            let call = crate::telemetry::spans::ClientCall::start("caldav", &method, &url);
+            if let Some(tp) = call.traceparent() {
+                req = req.header("traceparent", tp);
+            }
+            let resp = req.send().instrument(call.span().clone()).await.map_err(|e| {
+                call.failed(&e);
+                match super::guard::refusal_in(&e) {
+                    Some(r) => ProviderError::Invalid { message: r.to_string() },
+                    None => crate::providers::http::transport_error(url.as_str(), &e),
+                }
             })?;
             let status = resp.status();
+            call.status(status.as_u16());
             tracing::debug!(method = %method, url = %url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "caldav request");
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let next = resp

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
@@ -238,8 +239,16 @@ impl Wire {
         if let Some((kind, b)) = body {
             req = req.header(CONTENT_TYPE, kind).body(b);
         }
-        let resp = req.send().await.map_err(|e| http::transport_error(url.path(), &e))?;
+        let call = crate::telemetry::spans::ClientCall::start("google", method, url);
+        if let Some(tp) = call.traceparent() {
+            req = req.header("traceparent", tp);
+        }
+        let resp = req.send().instrument(call.span().clone()).await.map_err(|e| {
+            call.failed(&e);
+            http::transport_error(url.path(), &e)
+        })?;
         let status = resp.status();
+        call.status(status.as_u16());
         let headers = resp.headers().clone();
         let body = http::read_capped(resp, self.max_body, "Google Calendar", url.path()).await?;
         tracing::debug!(method = %method, url = %url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "google request");

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -193,9 +194,17 @@ impl GraphWire {
             let bytes = serde_json::to_vec(b).unwrap_or_default();
             builder = builder.header("content-type", "application/json").body(bytes);
         }
+        let call = crate::telemetry::spans::ClientCall::start("graph", method, url);
+        if let Some(tp) = call.traceparent() {
+            builder = builder.header("traceparent", tp);
+        }
         let started = Instant::now();
-        let resp = builder.send().await.map_err(|e| http::transport_error(&redacted(url), &e))?;
+        let resp = builder.send().instrument(call.span().clone()).await.map_err(|e| {
+            call.failed(&e);
+            http::transport_error(&redacted(url), &e)
+        })?;
         let status = resp.status();
+        call.status(status.as_u16());
         let headers = resp.headers().clone();
         let body = http::read_capped(resp, MAX_BODY, "Microsoft Graph", &redacted(url)).await?;
         tracing::debug!(method = %method, url = %redacted(url), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "graph request");
