@@ -15,6 +15,7 @@ mod dedicated;
 pub mod desired;
 mod feed_only;
 pub mod guard;
+pub mod inputs;
 #[cfg(test)]
 mod guard_tests;
 pub mod live;
