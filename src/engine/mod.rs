@@ -15,9 +15,9 @@ mod dedicated;
 pub mod desired;
 mod feed_only;
 pub mod guard;
-pub mod inputs;
 #[cfg(test)]
 mod guard_tests;
+pub mod inputs;
 pub mod live;
 #[cfg(test)]
 mod live_tests;

@@ -136,7 +136,8 @@ impl Planner<'_> {
         let mut out = outcome(Action::Error, "the plan did not settle");
         // The engine's own loop: finalizer steps, then one calendar step.
         for _ in 0..4 {
-            let input = inputs::plan_input(ts, has_finalizer, &connection, &facts.desired, &status, &facts.calendar, self.now);
+            let input =
+                inputs::plan_input(ts, has_finalizer, &connection, &facts.desired, &status, &facts.calendar, self.now);
             out = match plan::plan(&input) {
                 Step::AddFinalizer => {
                     has_finalizer = true;
@@ -148,9 +149,10 @@ impl Planner<'_> {
                     notes.push("removes its finalizer (deletionPolicy Orphan)".into());
                     continue;
                 }
-                Step::RemoveFinalizer(Release::Orphaned) => {
-                    outcome(Action::Nothing, "deleted with deletionPolicy Orphan: the event stays, the TaskSync is released")
-                }
+                Step::RemoveFinalizer(Release::Orphaned) => outcome(
+                    Action::Nothing,
+                    "deleted with deletionPolicy Orphan: the event stays, the TaskSync is released",
+                ),
                 Step::RemoveFinalizer(Release::CleanupImpossible(r)) => outcome(
                     Action::Nothing,
                     format!("{r}: the event cannot be deleted and stays; the TaskSync is released"),
@@ -159,10 +161,9 @@ impl Planner<'_> {
                 Step::Nothing => outcome(Action::Nothing, "marked for deletion and holds no event of ours"),
                 Step::Invalid(m) => outcome(Action::Blocked, format!("InvalidSpec: {m}")),
                 Step::Wait { reason, message } => outcome(Action::Blocked, format!("{reason}: {message}")),
-                Step::Backoff(left) => outcome(
-                    Action::Blocked,
-                    format!("Backoff: a failed call is retried in {}s", left.as_secs().max(1)),
-                ),
+                Step::Backoff(left) => {
+                    outcome(Action::Blocked, format!("Backoff: a failed call is retried in {}s", left.as_secs().max(1)))
+                }
                 Step::HoldDeleted => outcome(
                     Action::Blocked,
                     "DeletedInCalendar: the event was deleted in the calendar app; change the task to create it again",
@@ -247,7 +248,9 @@ impl Planner<'_> {
                 diff::changes(None, &data, (None, &f.calendar)),
             ),
             Ok(Some(ev)) => match plan::adopt(&ev, &f.uid, self.owner, &hash) {
-                Adopt::AsIs => outcome(Action::Adopt, format!("event {} with this TaskSync's key is current: record it", ev.id)),
+                Adopt::AsIs => {
+                    outcome(Action::Adopt, format!("event {} with this TaskSync's key is current: record it", ev.id))
+                }
                 Adopt::Update => (
                     Action::Adopt,
                     format!("event {} with this TaskSync's key is stale: update and record it", ev.id),
@@ -255,7 +258,10 @@ impl Planner<'_> {
                 ),
                 Adopt::NotOurs => outcome(
                     Action::Blocked,
-                    format!("NotOwned: an event with calsync's key {key} exists in calendar {:?} but was not written for this TaskSync", f.calendar),
+                    format!(
+                        "NotOwned: an event with calsync's key {key} exists in calendar {:?} but was not written for this TaskSync",
+                        f.calendar
+                    ),
                 ),
             },
         }
@@ -282,7 +288,9 @@ impl Planner<'_> {
                 OnError::Recreate => None,
                 _ => Some(outcome(
                     Action::Blocked,
-                    format!("DeletedInCalendar: the event was deleted in the calendar app; conflictPolicy {policy:?} does not bring it back"),
+                    format!(
+                        "DeletedInCalendar: the event was deleted in the calendar app; conflictPolicy {policy:?} does not bring it back"
+                    ),
                 )),
             };
         };
@@ -303,7 +311,9 @@ impl Planner<'_> {
             ),
             (true, other) => (
                 Action::Blocked,
-                format!("ConflictDetected: event {id} was edited in the calendar app; conflictPolicy {other:?} keeps the edit"),
+                format!(
+                    "ConflictDetected: event {id} was edited in the calendar app; conflictPolicy {other:?} keeps the edit"
+                ),
                 changes,
             ),
         })
@@ -314,7 +324,10 @@ impl Planner<'_> {
             match guard::stored_verdict(conn, f.ts) {
                 StoredVerdict::Held(msg) => return outcome(Action::Blocked, format!("{}: {msg}", guard::HELD_REASON)),
                 StoredVerdict::Cancelled => {
-                    return outcome(Action::Nothing, "the user cancelled held deletions: the event stays, the TaskSync is released");
+                    return outcome(
+                        Action::Nothing,
+                        "the user cancelled held deletions: the event stays, the TaskSync is released",
+                    );
                 }
                 StoredVerdict::Confirmed | StoredVerdict::Free => {}
             }
@@ -329,12 +342,12 @@ impl Planner<'_> {
         };
         match found {
             Err(e) => read_failed(&e),
-            Ok(Some(ev)) if !ev.cancelled && plan::adopt(&ev, &f.uid, self.owner, "") != Adopt::NotOurs => (
-                Action::Delete,
-                format!("delete event {} from calendar {:?}", ev.id, f.calendar),
-                gone(&ev),
-            ),
-            Ok(_) => outcome(Action::Nothing, "no event of this TaskSync is left in the calendar: the TaskSync is released"),
+            Ok(Some(ev)) if !ev.cancelled && plan::adopt(&ev, &f.uid, self.owner, "") != Adopt::NotOurs => {
+                (Action::Delete, format!("delete event {} from calendar {:?}", ev.id, f.calendar), gone(&ev))
+            }
+            Ok(_) => {
+                outcome(Action::Nothing, "no event of this TaskSync is left in the calendar: the TaskSync is released")
+            }
         }
     }
 

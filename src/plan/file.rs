@@ -45,7 +45,11 @@ pub fn read(files: &[PathBuf], default_ns: &str) -> Result<Overlay, String> {
                     } else {
                         let mut c: CalendarConnection = serde_json::from_value(doc).map_err(typed)?;
                         let label = user_label_value(&c.spec.user_id);
-                        c.metadata.labels.get_or_insert_with(BTreeMap::new).entry(USER_LABEL.to_string()).or_insert(label);
+                        c.metadata
+                            .labels
+                            .get_or_insert_with(BTreeMap::new)
+                            .entry(USER_LABEL.to_string())
+                            .or_insert(label);
                         out.connections.push(c);
                     }
                 }

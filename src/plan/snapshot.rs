@@ -152,7 +152,13 @@ impl Objects for Snapshot {
         }
     }
 
-    async fn write_credentials(&self, _: &str, _: &SecretRef, _: &Credentials, _: &ObjectKey) -> Result<(), StoreError> {
+    async fn write_credentials(
+        &self,
+        _: &str,
+        _: &SecretRef,
+        _: &Credentials,
+        _: &ObjectKey,
+    ) -> Result<(), StoreError> {
         Err(refused("write credentials"))
     }
 
@@ -169,7 +175,13 @@ impl Objects for Snapshot {
         Ok(self.read_credentials(namespace, secret).await?.map(|c| (c, "plan".to_string())))
     }
 
-    async fn replace_credentials(&self, _: &str, _: &SecretRef, _: &Credentials, _: &str) -> Result<String, StoreError> {
+    async fn replace_credentials(
+        &self,
+        _: &str,
+        _: &SecretRef,
+        _: &Credentials,
+        _: &str,
+    ) -> Result<String, StoreError> {
         Err(refused("write refreshed tokens back"))
     }
 

@@ -88,8 +88,7 @@ async fn load_pg(url: &str) -> Result<Rows, StoreError> {
     let pg_err = |e: sqlx::Error| StoreError::Unavailable(format!("PostgreSQL: {e}"));
     sqlx::query("BEGIN TRANSACTION READ ONLY").execute(&mut conn).await.map_err(pg_err)?;
     let none = Labels::new();
-    let connections =
-        rows::decode_list(super::pg::rows::list_raw::<CalendarConnection>(&mut conn, None, &none).await?);
+    let connections = rows::decode_list(super::pg::rows::list_raw::<CalendarConnection>(&mut conn, None, &none).await?);
     let task_syncs = rows::decode_list(super::pg::rows::list_raw::<TaskSync>(&mut conn, None, &none).await?);
     let sealed = sqlx::query("SELECT namespace, name, sealed FROM secrets ORDER BY namespace, name")
         .fetch_all(&mut conn)

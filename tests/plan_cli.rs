@@ -1,0 +1,148 @@
+//! `calsync plan` through the built binary: a dry run over a standalone database synced to a
+//! real Radicale (reached through a recording proxy) and over the fake Kubernetes API server.
+//! Checked: the actions and field diffs it prints, its exit codes (0 nothing, 2 writes due),
+//! that no write reached the calendar (the proxy's log), the database (file hashes) or the API
+//! server (its request log: GET/LIST only).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use calsync::resources::{ProviderKind, connection_name};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::calsync_bin::{ENCRYPTION_KEY, Standalone};
+use support::live::{condition, task_syncs};
+use support::radicale::Radicale;
+use support::recording_proxy::RecordingProxy;
+
+const CAL: &str = "/alice/calendar/";
+const USER: &str = "plan_user";
+
+fn task(name: &str, conn: &str, title: &str, start: &str) -> String {
+    format!(
+        "---\napiVersion: calendar.getitdone.app/v1alpha1\nkind: TaskSync\nmetadata:\n  name: {name}\nspec:\n  connectionRef:\n    name: {conn}\n  taskId: {name}\n  title: {title}\n  start: \"{start}\"\n  timeZone: Europe/Berlin\n  duration: 30m\n"
+    )
+}
+
+fn plan(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .arg("plan")
+        .args(args)
+        .env("DATABASE_URL", Standalone::database_url(dir))
+        .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run calsync plan")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// SHA-256 of the database file and its WAL (what a write would change).
+fn db_hash(dir: &Path) -> String {
+    let mut h = Sha256::new();
+    for f in ["calsync.db", "calsync.db-wal"] {
+        h.update(std::fs::read(dir.join(f)).unwrap_or_default());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn line<'a>(stdout: &'a str, id: &str) -> &'a str {
+    stdout.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no line for {id}:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_the_engines_next_steps_and_never_writes() {
+    let server = Radicale::start();
+    server.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let proxy = RecordingProxy::start(&server.url).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cs = Standalone::start(dir.path()).await;
+    let (s, body) = cs
+        .call(
+            "POST",
+            "/apple/connect",
+            Some(json!({"user_id": USER, "apple_id": server.user, "app_password": server.password, "server_url": proxy.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let conn = connection_name(USER, ProviderKind::Apple);
+    let stored = [
+        task("keep", &conn, "Keep me", "2026-06-01T09:00:00"),
+        task("change", &conn, "Dentist", "2026-06-02T09:00:00"),
+        task("gone", &conn, "Cancelled meeting", "2026-06-03T09:00:00"),
+    ]
+    .concat();
+    let file = dir.path().join("tasks.yaml");
+    std::fs::write(&file, &stored).expect("write");
+    let (ok, out, err) = Standalone::cli(dir.path(), &["apply", "-f", file.to_str().expect("path")]);
+    assert!(ok, "{out}{err}");
+    let started = Instant::now();
+    while !task_syncs(dir.path()).iter().all(|t| condition(t, "Synced").is_some_and(|(s, _)| s == "True")) {
+        assert!(started.elapsed() < Duration::from_secs(60), "not synced: {:#?}", task_syncs(dir.path()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(cs);
+
+    // In sync: nothing to do, exit 0, and only reads.
+    proxy.clear();
+    let before = db_hash(dir.path());
+    let out = plan(dir.path(), &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("default/")).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(rows.iter().all(|l| l.split_whitespace().nth(1) == Some("nothing")), "{stdout}");
+    assert!(stdout.contains("Plan: 0 to create, 0 to update, 0 to delete"), "{stdout}");
+    assert_eq!(db_hash(dir.path()), before, "plan changed the database");
+    assert_eq!(proxy.writes(), vec![], "plan wrote to the calendar");
+
+    // `gone` is deleted while standalone is down (marked: its finalizer waits for the engine).
+    let (ok, out, err) = Standalone::cli(dir.path(), &["delete", "tsync", "gone"]);
+    assert!(ok && out.contains("marked for deletion"), "{out}{err}");
+    let changed = [
+        task("keep", &conn, "Keep me", "2026-06-01T09:00:00"),
+        task("change", &conn, "Dentist (moved)", "2026-06-02T11:00:00"),
+        task("new", &conn, "Gym", "2026-06-04T07:00:00"),
+    ]
+    .concat();
+    let changed_file = dir.path().join("changed.yaml");
+    std::fs::write(&changed_file, changed).expect("write");
+    proxy.clear();
+    let before = db_hash(dir.path());
+    let out = plan(dir.path(), &["-f", changed_file.to_str().expect("path")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(line(&stdout, "default/keep ").contains(" nothing "), "{stdout}");
+    assert!(line(&stdout, "default/change ").contains(" update "), "{stdout}");
+    assert!(stdout.contains(r#"title: "Dentist" → "Dentist (moved)""#), "{stdout}");
+    // 09:00 and 11:00 in Berlin in June (CEST, UTC+2).
+    assert!(stdout.contains(r#"start: "2026-06-02T07:00:00Z" → "2026-06-02T09:00:00Z""#), "{stdout}");
+    assert!(line(&stdout, "default/new ").contains(" create "), "{stdout}");
+    assert!(stdout.contains(r#"title: (none) → "Gym""#), "{stdout}");
+    assert!(line(&stdout, "default/gone ").contains(" delete "), "{stdout}");
+    assert!(stdout.contains("Plan: 1 to create, 1 to update, 1 to delete"), "{stdout}");
+    assert_eq!(db_hash(dir.path()), before, "plan changed the database");
+    let requests = proxy.requests();
+    assert!(!requests.is_empty(), "plan read nothing from the calendar");
+    assert_eq!(proxy.writes(), vec![], "plan wrote to the calendar: {requests:?}");
+
+    // The same as JSON: one object per TaskSync.
+    let out = plan(dir.path(), &["-f", changed_file.to_str().expect("path"), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let items: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let of = |n: &str| items.iter().find(|i| i["name"] == n).cloned().unwrap_or(Value::Null);
+    assert_eq!(of("change")["action"], "update");
+    assert_eq!(of("change")["namespace"], "default");
+    let title = of("change")["diff"].as_array().and_then(|d| d.iter().find(|c| c["field"] == "title").cloned());
+    assert_eq!(title, Some(json!({"field": "title", "old": "Dentist", "new": "Dentist (moved)"})));
+    assert_eq!((of("new")["action"].clone(), of("gone")["action"].clone()), (json!("create"), json!("delete")));
+    assert_eq!(of("keep")["action"], "nothing");
+    assert!(of("keep")["reason"].is_string());
+    assert_eq!(proxy.writes(), vec![]);
+    assert!(!text(&out.stdout).contains(&server.password) && !text(&out.stderr).contains(&server.password));
+}
