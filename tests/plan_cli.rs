@@ -5,6 +5,10 @@
 //! server (its request log: GET/LIST only).
 
 mod support;
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/kube_harness.rs"]
+mod kube_harness;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -145,4 +149,68 @@ async fn plan_shows_the_engines_next_steps_and_never_writes() {
     assert!(of("keep")["reason"].is_string());
     assert_eq!(proxy.writes(), vec![]);
     assert!(!text(&out.stdout).contains(&server.password) && !text(&out.stderr).contains(&server.password));
+}
+
+/// Kubernetes mode against the fake API server over HTTP: the plan of each TaskSync, exit 2 for
+/// the create, and the API server saw only GETs (LIST is a GET on a collection).
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_on_kubernetes_reads_only() {
+    use kube_harness::{FakeApiServer, NS, b64, connection_path, kubeconfig, secret_path, serve_http, task_sync_path};
+
+    let server_cal = Radicale::start();
+    server_cal.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let proxy = RecordingProxy::start(&server_cal.url).await;
+    let api = FakeApiServer::new();
+    api.insert_raw(
+        &secret_path(NS, "creds"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+               "data": {"username": b64(&server_cal.user), "password": b64(&server_cal.password)}}),
+    );
+    let conn = |name: &str, status: Value| {
+        json!({"apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection",
+               "metadata": {"name": name},
+               "spec": {"userId": "user-1", "provider": "caldav", "serverUrl": proxy.url,
+                        "credentialsSecretRef": {"name": "creds"}},
+               "status": status})
+    };
+    let ready = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Connected", "message": "ok",
+                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                       "defaultCalendarId": CAL});
+    api.insert_raw(&connection_path(NS, "ready"), conn("ready", ready));
+    api.insert_raw(&connection_path(NS, "pending"), conn("pending", Value::Null));
+    let ts = |name: &str, connection: &str| {
+        json!({"apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync", "metadata": {"name": name},
+               "spec": {"connectionRef": {"name": connection}, "taskId": name, "title": format!("Task {name}"),
+                        "start": "2026-03-05T14:00:00Z", "duration": "45m"}})
+    };
+    api.insert_raw(&task_sync_path(NS, "t-new"), ts("t-new", "ready"));
+    api.insert_raw(&task_sync_path(NS, "t-wait"), ts("t-wait", "pending"));
+    api.insert_raw(&task_sync_path(NS, "t-lost"), ts("t-lost", "nope"));
+    let port = serve_http(api.clone()).await;
+    api.clear_requests();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .args(["plan", "-n", NS])
+        .env("KUBECONFIG", kubeconfig(port, NS))
+        .env("CALSYNC_CALDAV_ALLOW_PRIVATE", "true")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("DATABASE_URL")
+        .env_remove("ENCRYPTION_KEY")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run calsync plan");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(line(&stdout, &format!("{NS}/t-new ")).contains(" create "), "{stdout}");
+    assert!(stdout.contains(r#"title: (none) → "Task t-new""#), "{stdout}");
+    assert!(line(&stdout, &format!("{NS}/t-wait ")).contains(" blocked  ConnectionNotReady"), "{stdout}");
+    assert!(line(&stdout, &format!("{NS}/t-lost ")).contains(" blocked  ConnectionNotFound"), "{stdout}");
+    let requests = api.requests();
+    assert!(!requests.is_empty(), "plan read nothing from the API server");
+    let not_reads: Vec<_> = requests.iter().filter(|r| r.is_write() || r.is_watch()).collect();
+    assert!(not_reads.is_empty(), "plan made other requests than GET/LIST: {not_reads:?}");
+    assert!(requests.iter().any(|r| r.path.ends_with("/tasksyncs")), "no LIST of TaskSyncs: {requests:?}");
+    assert_eq!(proxy.writes(), vec![], "plan wrote to the calendar");
+    assert!(!proxy.requests().is_empty(), "plan did not look in the calendar");
+    assert!(!stdout.contains(&server_cal.password) && !text(&out.stderr).contains(&server_cal.password));
 }
