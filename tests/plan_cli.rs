@@ -4,11 +4,11 @@
 //! that no write reached the calendar (the proxy's log), the database (file hashes) or the API
 //! server (its request log: GET/LIST only).
 
-mod support;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
 #[path = "support/kube_harness.rs"]
 mod kube_harness;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -82,12 +82,36 @@ fn secret_data(doc: &Value, name: &str) -> Result<BTreeMap<String, Vec<u8>>, Str
     Ok(data)
 }
 
+/// What an apply replaces of each kind.
+pub trait Applied: Resource + Clone + serde::Serialize {
+    const KIND: &'static str;
+    fn same_spec(&self, other: &Self) -> bool;
+    fn take_spec(&mut self, other: &Self);
+}
+
+impl Applied for TaskSync {
+    const KIND: &'static str = "TaskSync";
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn take_spec(&mut self, other: &Self) {
+        self.spec = other.spec.clone();
+    }
+}
+
+impl Applied for CalendarConnection {
+    const KIND: &'static str = "CalendarConnection";
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn take_spec(&mut self, other: &Self) {
+        self.spec = other.spec.clone();
+    }
+}
+
 /// `new` as an apply would leave it over `old` (`None`: a new object). Transition rules
 /// (immutable fields) are checked against the stored object, as `apply` does.
-pub fn merge<K>(new: &K, old: Option<&K>, kind: &str, spec: (fn(&K, &K) -> bool, fn(&mut K, &K))) -> Result<K, String>
-where
-    K: Resource + Clone + serde::Serialize,
-{
+pub fn merge<K: Applied>(new: &K, old: Option<&K>) -> Result<K, String> {
     let Some(old) = old else {
         let mut fresh = new.clone();
         let m = fresh.meta_mut();
@@ -97,14 +121,13 @@ where
         return Ok(fresh);
     };
     let (n, o) = (serde_json::to_value(new).unwrap_or_default(), serde_json::to_value(old).unwrap_or_default());
-    validate(kind, &n, Some(&o)).map_err(|e| e.to_string())?;
+    validate(K::KIND, &n, Some(&o)).map_err(|e| e.to_string())?;
     let mut merged = old.clone();
     let mut meta = new.meta().clone();
     keep_others_metadata(&mut meta, old.meta());
-    let (same_spec, take_spec) = spec;
-    let changed = !same_spec(new, old);
+    let changed = !merged.same_spec(new);
     if changed {
-        take_spec(&mut merged, new);
+        merged.take_spec(new);
     }
     let m = merged.meta_mut();
     m.labels = meta.labels;

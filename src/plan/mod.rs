@@ -27,7 +27,6 @@ use crate::engine::{Labels, Objects, StoreError};
 use crate::providers::Connector;
 use crate::providers::caldav::guard::AddressPolicy;
 use crate::providers::gate::{GatedConnector, WriteGate};
-use crate::resources::{CalendarConnection, TaskSync};
 
 /// Output format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,20 +186,12 @@ async fn standalone_snapshot(args: &PlanArgs) -> Result<Snapshot, PlanError> {
     let mut snap = Snapshot::new(stored.connections, stored.task_syncs);
     for c in overlay.connections {
         let k = Snapshot::key(&c);
-        let spec = (
-            (|a: &CalendarConnection, b: &CalendarConnection| a.spec == b.spec) as fn(&_, &_) -> bool,
-            (|a: &mut CalendarConnection, b: &CalendarConnection| a.spec = b.spec.clone()) as fn(&mut _, &_),
-        );
-        let merged = file::merge(&c, snap.connections.get(&k), "CalendarConnection", spec).map_err(PlanError::Usage)?;
+        let merged = file::merge(&c, snap.connections.get(&k)).map_err(PlanError::Usage)?;
         snap.connections.insert(k, merged);
     }
     for t in overlay.task_syncs {
         let k = Snapshot::key(&t);
-        let spec = (
-            (|a: &TaskSync, b: &TaskSync| a.spec == b.spec) as fn(&_, &_) -> bool,
-            (|a: &mut TaskSync, b: &TaskSync| a.spec = b.spec.clone()) as fn(&mut _, &_),
-        );
-        let merged = file::merge(&t, snap.task_syncs.get(&k), "TaskSync", spec).map_err(PlanError::Usage)?;
+        let merged = file::merge(&t, snap.task_syncs.get(&k)).map_err(PlanError::Usage)?;
         snap.task_syncs.insert(k, merged);
     }
     for (ns, name, data) in overlay.secrets {
