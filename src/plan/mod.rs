@@ -273,3 +273,86 @@ pub fn render(planned: &[Planned], format: Format) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Credentials;
+    use crate::providers::memory::{MemoryCalendar, MemoryConnector};
+    use crate::providers::{EventData, EventTime, Marker, ProviderError, Target};
+    use crate::resources::ProviderKind;
+
+    fn planned(name: &str, action: Action) -> Planned {
+        Planned { namespace: "ns".into(), name: name.into(), action, reason: "why".into(), diff: Vec::new() }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(&[]), 0);
+        assert_eq!(exit_code(&[planned("a", Action::Nothing), planned("b", Action::Blocked)]), 0);
+        for writes in [Action::Create, Action::Update, Action::Delete, Action::Move, Action::Adopt] {
+            assert_eq!(exit_code(&[planned("a", Action::Nothing), planned("b", writes)]), 2, "{writes:?}");
+        }
+        // An error wins: the plan is incomplete.
+        assert_eq!(exit_code(&[planned("a", Action::Create), planned("b", Action::Error)]), 1);
+    }
+
+    #[test]
+    fn text_lines_align_and_carry_the_diff() {
+        let mut p = planned("change", Action::Update);
+        p.diff = vec![diff::Change { field: "title", old: Some("A".into()), new: Some("B".into()) }];
+        let text = render(&[planned("a", Action::Nothing), p], Format::Text);
+        assert_eq!(
+            text,
+            "ns/a       nothing  why\nns/change  update   why\n    title: \"A\" → \"B\"\n\
+             Plan: 0 to create, 1 to update, 0 to delete, 0 to move, 0 to adopt, 1 unchanged, 0 blocked, 0 failed.\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&[planned("a", Action::Blocked)], Format::Json)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"namespace": "ns", "name": "a", "action": "blocked", "reason": "why", "diff": []}])
+        );
+    }
+
+    #[tokio::test]
+    async fn the_gate_refuses_every_calendar_write_and_lets_reads_through() {
+        let service = MemoryCalendar::new();
+        service.add_calendar("cal", true);
+        service.add_account("u", "p");
+        let gated = GatedConnector {
+            inner: Arc::new(MemoryConnector { service: service.clone() }),
+            gate: Arc::new(NeverWrite),
+            counter: None,
+        };
+        let target = Target { provider: ProviderKind::Caldav, server_url: None, connection: "ns/c".into() };
+        let creds = Credentials::Basic { username: "u".into(), password: "p".to_string().into() };
+        let p = gated.connect(&target, &creds).await.unwrap();
+        let at = EventTime::Date(chrono::NaiveDate::from_ymd_opt(2026, 3, 5).unwrap());
+        let data = EventData {
+            title: "t".into(),
+            description: None,
+            category: None,
+            start: at.clone(),
+            end: at,
+            transparent: false,
+            recurrence: vec![],
+            exceptions: vec![],
+            marker: Marker { owner: "o".into(), uid: "u".into(), task_id: "t".into(), hash: String::new() },
+        };
+        assert!(matches!(p.create("cal", "k", &data).await, Err(ProviderError::Transient { .. })));
+        assert!(matches!(p.update("cal", "id", None, &data).await, Err(ProviderError::Transient { .. })));
+        assert!(matches!(p.delete("cal", "id", None).await, Err(ProviderError::Transient { .. })));
+        assert_eq!(p.find_by_key("cal", "k").await.unwrap(), None);
+        assert!(service.events("cal").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_refuses_writes() {
+        let snap = Snapshot::new(Vec::new(), Vec::new());
+        let key = crate::engine::ObjectKey::task_sync("ns", "a");
+        assert!(snap.add_finalizer(&key, "f").await.is_err());
+        assert!(snap.set_labels(&key, &Labels::new()).await.is_err());
+        assert!(snap.delete(&key).await.is_err());
+    }
+}
