@@ -18,7 +18,7 @@ use calsync::resources::{ProviderKind, connection_name};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::calsync_bin::{ENCRYPTION_KEY, Standalone};
-use support::live::{condition, task_syncs};
+use support::live::condition;
 use support::radicale::Radicale;
 use support::recording_proxy::RecordingProxy;
 
@@ -31,15 +31,78 @@ fn task(name: &str, conn: &str, title: &str, start: &str) -> String {
     )
 }
 
-fn plan(dir: &Path, args: &[&str]) -> Output {
+/// `calsync ARGS` on the database `url`, with the test's ENCRYPTION_KEY.
+fn cli(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_calsync"))
-        .arg("plan")
         .args(args)
-        .env("DATABASE_URL", Standalone::database_url(dir))
+        .env("DATABASE_URL", url)
         .env("ENCRYPTION_KEY", ENCRYPTION_KEY)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run calsync plan")
+        .expect("run calsync")
+}
+
+fn plan(url: &str, args: &[&str]) -> Output {
+    cli(url, &[&["plan"], args].concat())
+}
+
+/// Every stored TaskSync as `calsync get` prints it (resourceVersions included).
+fn stored(url: &str) -> Value {
+    let out = cli(url, &["get", "tasksyncs", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Radicale behind a recording proxy, and a stopped standalone on `url` that synced `keep`,
+/// `change` and `gone` to it; the connection's name.
+async fn synced(dir: &Path, url: &str) -> (Radicale, RecordingProxy, String) {
+    let server = Radicale::start();
+    server.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
+    let proxy = RecordingProxy::start(&server.url).await;
+    let cs = Standalone::start_with(dir, Standalone::pick_port(), &[("DATABASE_URL", url.to_string())]).await;
+    let (s, body) = cs
+        .call(
+            "POST",
+            "/apple/connect",
+            Some(json!({"user_id": USER, "apple_id": server.user, "app_password": server.password, "server_url": proxy.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let conn = connection_name(USER, ProviderKind::Apple);
+    let tasks = [
+        task("keep", &conn, "Keep me", "2026-06-01T09:00:00"),
+        task("change", &conn, "Dentist", "2026-06-02T09:00:00"),
+        task("gone", &conn, "Cancelled meeting", "2026-06-03T09:00:00"),
+    ]
+    .concat();
+    let file = dir.join("tasks.yaml");
+    std::fs::write(&file, &tasks).expect("write");
+    let out = cli(url, &["apply", "-f", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = Instant::now();
+    loop {
+        let items = stored(url)["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 3 && items.iter().all(|t| condition(t, "Synced").is_some_and(|(s, _)| s == "True")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not synced: {items:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(cs);
+    (server, proxy, conn)
+}
+
+/// `keep` unchanged, `change` retitled and moved by two hours, `new` added (`gone` is not in it).
+fn changed_file(dir: &Path, conn: &str) -> String {
+    let changed = [
+        task("keep", conn, "Keep me", "2026-06-01T09:00:00"),
+        task("change", conn, "Dentist (moved)", "2026-06-02T11:00:00"),
+        task("new", conn, "Gym", "2026-06-04T07:00:00"),
+    ]
+    .concat();
+    let path = dir.join("changed.yaml");
+    std::fs::write(&path, changed).expect("write");
+    path.to_str().expect("path").to_string()
 }
 
 fn text(b: &[u8]) -> String {
@@ -61,41 +124,14 @@ fn line<'a>(stdout: &'a str, id: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_shows_the_engines_next_steps_and_never_writes() {
-    let server = Radicale::start();
-    server.raw().mkcalendar(CAL, "Calendar", &["VEVENT"]).await;
-    let proxy = RecordingProxy::start(&server.url).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cs = Standalone::start(dir.path()).await;
-    let (s, body) = cs
-        .call(
-            "POST",
-            "/apple/connect",
-            Some(json!({"user_id": USER, "apple_id": server.user, "app_password": server.password, "server_url": proxy.url})),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-    let conn = connection_name(USER, ProviderKind::Apple);
-    let stored = [
-        task("keep", &conn, "Keep me", "2026-06-01T09:00:00"),
-        task("change", &conn, "Dentist", "2026-06-02T09:00:00"),
-        task("gone", &conn, "Cancelled meeting", "2026-06-03T09:00:00"),
-    ]
-    .concat();
-    let file = dir.path().join("tasks.yaml");
-    std::fs::write(&file, &stored).expect("write");
-    let (ok, out, err) = Standalone::cli(dir.path(), &["apply", "-f", file.to_str().expect("path")]);
-    assert!(ok, "{out}{err}");
-    let started = Instant::now();
-    while !task_syncs(dir.path()).iter().all(|t| condition(t, "Synced").is_some_and(|(s, _)| s == "True")) {
-        assert!(started.elapsed() < Duration::from_secs(60), "not synced: {:#?}", task_syncs(dir.path()));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    drop(cs);
+    let url = Standalone::database_url(dir.path());
+    let (server, proxy, conn) = synced(dir.path(), &url).await;
 
     // In sync: nothing to do, exit 0, and only reads.
     proxy.clear();
     let before = db_hash(dir.path());
-    let out = plan(dir.path(), &[]);
+    let out = plan(&url, &[]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("default/")).collect();
@@ -106,19 +142,12 @@ async fn plan_shows_the_engines_next_steps_and_never_writes() {
     assert_eq!(proxy.writes(), vec![], "plan wrote to the calendar");
 
     // `gone` is deleted while standalone is down (marked: its finalizer waits for the engine).
-    let (ok, out, err) = Standalone::cli(dir.path(), &["delete", "tsync", "gone"]);
-    assert!(ok && out.contains("marked for deletion"), "{out}{err}");
-    let changed = [
-        task("keep", &conn, "Keep me", "2026-06-01T09:00:00"),
-        task("change", &conn, "Dentist (moved)", "2026-06-02T11:00:00"),
-        task("new", &conn, "Gym", "2026-06-04T07:00:00"),
-    ]
-    .concat();
-    let changed_file = dir.path().join("changed.yaml");
-    std::fs::write(&changed_file, changed).expect("write");
+    let out = cli(&url, &["delete", "tsync", "gone"]);
+    assert!(text(&out.stdout).contains("marked for deletion"), "{}", text(&out.stderr));
+    let changed = changed_file(dir.path(), &conn);
     proxy.clear();
     let before = db_hash(dir.path());
-    let out = plan(dir.path(), &["-f", changed_file.to_str().expect("path")]);
+    let out = plan(&url, &["-f", &changed]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
     assert!(line(&stdout, "default/keep ").contains(" nothing "), "{stdout}");
@@ -136,7 +165,7 @@ async fn plan_shows_the_engines_next_steps_and_never_writes() {
     assert_eq!(proxy.writes(), vec![], "plan wrote to the calendar: {requests:?}");
 
     // The same as JSON: one object per TaskSync.
-    let out = plan(dir.path(), &["-f", changed_file.to_str().expect("path"), "-o", "json"]);
+    let out = plan(&url, &["-f", &changed, "-o", "json"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let items: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
     let of = |n: &str| items.iter().find(|i| i["name"] == n).cloned().unwrap_or(Value::Null);
@@ -149,6 +178,28 @@ async fn plan_shows_the_engines_next_steps_and_never_writes() {
     assert!(of("keep")["reason"].is_string());
     assert_eq!(proxy.writes(), vec![]);
     assert!(!text(&out.stdout).contains(&server.password) && !text(&out.stderr).contains(&server.password));
+}
+
+/// The same dry run on PostgreSQL: read in a READ ONLY transaction, nothing stored changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_reads_postgresql_without_writing() {
+    let pg = tokio::task::spawn_blocking(support::postgres::shared).await.expect("start PostgreSQL");
+    support::calsync_bin::artifacts::record_secret("postgresql-password", pg.password());
+    let url = tokio::task::spawn_blocking(|| support::postgres::shared().database()).await.expect("database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, proxy, conn) = synced(dir.path(), &url).await;
+    let changed = changed_file(dir.path(), &conn);
+    proxy.clear();
+    let before = stored(&url);
+    let out = plan(&url, &["-f", &changed]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(line(&stdout, "default/change ").contains(" update "), "{stdout}");
+    assert!(line(&stdout, "default/new ").contains(" create "), "{stdout}");
+    assert!(line(&stdout, "default/keep ").contains(" nothing "), "{stdout}");
+    assert_eq!(stored(&url), before, "plan changed stored objects");
+    assert_eq!(proxy.writes(), vec![], "plan wrote to the calendar");
+    assert!(!stdout.contains(pg.password()) && !text(&out.stderr).contains(pg.password()));
 }
 
 /// Kubernetes mode against the fake API server over HTTP: the plan of each TaskSync, exit 2 for
