@@ -27,6 +27,7 @@ mod moves;
 mod moves_tests;
 pub mod objects;
 mod placed;
+pub use placed::unplaced_event;
 pub mod plan;
 mod record;
 mod remote;

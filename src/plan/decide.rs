@@ -129,7 +129,11 @@ impl Planner<'_> {
         if !deleting && ts.annotations().contains_key(RESOLVE_ANNOTATION) {
             notes.push(format!("the engine first acts on the {RESOLVE_ANNOTATION} annotation"));
         }
-        let desired = inputs::with_hash(desired::event_of(ts, &uid, self.owner), calendar.as_deref(), ready);
+        let desired = inputs::with_hash(
+            crate::engine::unplaced_event(ts, &uid, self.owner, self.now),
+            calendar.as_deref(),
+            ready,
+        );
         let facts = Facts { ts, ns: ns.to_string(), conn, uid, calendar: calendar.unwrap_or_default(), desired };
         let mut status = ts.status.clone().unwrap_or_default();
         let mut has_finalizer = inputs::has_finalizer(ts);
