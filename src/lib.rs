@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod engine;
 pub mod error;
 pub mod oauth;
+pub mod plan;
 pub mod providers;
 pub mod resources;
 pub mod scheduling;

@@ -62,6 +62,9 @@ enum Command {
     /// credentials still sealed, Events, the webhook outbox) and print counts. Rows already in
     /// PostgreSQL are left alone, so it is safe to run again.
     Migrate(MigrateArgs),
+    /// Dry run: what the engine would do now for every TaskSync (create, update with the field
+    /// diff, delete, ...), with provider reads only. Exit 0: nothing to write; 2: writes due; 1: error.
+    Plan(calsync::plan::PlanArgs),
     /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
     #[command(subcommand)]
     Bench(calsync::bench::BenchCommand),
@@ -285,6 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{report}");
             anyhow::Ok(())
         })?,
+        Command::Plan(args) => std::process::exit(calsync::plan::main(args)),
         Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())

@@ -19,7 +19,7 @@ use crate::resources::{FINALIZER, TaskSync, is_feed_only};
 pub const FEED_ONLY_REASON: &str = "FeedOnly";
 
 /// Whether `ts` takes the feed-only path: labelled so, and holding no calendar event.
-pub(super) fn applies(ts: &TaskSync) -> bool {
+pub fn applies(ts: &TaskSync) -> bool {
     is_feed_only(ts)
         && !ts.finalizers().iter().any(|f| f == FINALIZER)
         && ts.status.as_ref().is_none_or(|s| s.event_id.is_none())

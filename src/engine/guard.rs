@@ -87,6 +87,26 @@ fn guard_of(conn: &CalendarConnection) -> DeletionGuardStatus {
     conn.status.as_ref().and_then(|s| s.deletion_guard.clone()).unwrap_or_default()
 }
 
+/// What the guard has stored about deleting `ts` (read-only, for `calsync plan`: it neither
+/// counts nor decides): the user's decision that covers it, else `Held` while deletions are held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredVerdict {
+    Free,
+    Held(String),
+    Confirmed,
+    Cancelled,
+}
+
+pub fn stored_verdict(conn: &CalendarConnection, ts: &TaskSync) -> StoredVerdict {
+    let g = guard_of(conn);
+    match covered(g.decision.as_ref(), ts) {
+        Some(GuardAction::Confirm) => StoredVerdict::Confirmed,
+        Some(GuardAction::Cancel) => StoredVerdict::Cancelled,
+        None if g.holding() => StoredVerdict::Held(held_message(&g, g.total.saturating_sub(g.deleted_in_window))),
+        None => StoredVerdict::Free,
+    }
+}
+
 fn held_message(g: &DeletionGuardStatus, events: u32) -> String {
     let since = g.window_start.map(|t| t.to_rfc3339()).unwrap_or_default();
     format!(

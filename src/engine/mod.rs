@@ -17,6 +17,7 @@ mod feed_only;
 pub mod guard;
 #[cfg(test)]
 mod guard_tests;
+pub mod inputs;
 pub mod live;
 #[cfg(test)]
 mod live_tests;
@@ -26,6 +27,7 @@ mod moves;
 mod moves_tests;
 pub mod objects;
 mod placed;
+pub use placed::unplaced_event;
 pub mod plan;
 mod record;
 mod remote;
@@ -44,7 +46,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use backoff::{Backoff, RetryPolicy, Wait};
-pub use feed_only::FEED_ONLY_REASON;
+pub use feed_only::{FEED_ONLY_REASON, applies as feed_only_applies};
 pub use objects::{
     Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for, wait_for_key,
 };

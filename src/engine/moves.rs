@@ -8,7 +8,7 @@
 //! write finishes the move at the next reconcile. The event is never missing from both places
 //! and is in both only between the two steps.
 //!
-//! Owns: the move steps. Must not touch: routing (the REST layer and `target_calendar` decide
+//! Owns: the move steps. Must not touch: routing (the REST layer and `inputs::target_calendar` decide
 //! where a task belongs) or the plan's rules.
 
 use kube::ResourceExt;
@@ -20,20 +20,6 @@ use crate::error::ErrorClass;
 use crate::providers::{Provider, ProviderError};
 use crate::resources::history::{self, TASK_HISTORY_LIMIT};
 use crate::resources::{Direction, HistoryEntry, MovingFrom, Operation, SyncStatus};
-
-/// Whether the recorded event is in another calendar or connection than the spec routes to.
-pub(super) fn elsewhere(ctx: &Ctx<'_>) -> bool {
-    let st = &ctx.status;
-    if st.event_id.is_none() {
-        return false;
-    }
-    let spec_conn = ctx.ts.spec.connection_ref.name.as_str();
-    // Status written before moves existed has no connection: the event is on the spec's.
-    let other_conn = st.connection.as_deref().is_some_and(|c| c != spec_conn);
-    let other_calendar =
-        !ctx.calendar.is_empty() && st.calendar_id.as_deref().is_some_and(|c| c != ctx.calendar.as_str());
-    other_conn || other_calendar
-}
 
 impl Engine {
     /// Step one of a move: the copy in the new place, recorded with the old copy's address.

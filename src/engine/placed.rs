@@ -14,6 +14,27 @@ use crate::resources::TaskSync;
 use crate::resources::condition::{self, set_condition};
 use crate::scheduling::Interval;
 
+/// The event of `ts` when this reconcile placed nothing: its spec's; for a `spec.schedule` task
+/// the block it has, else a stand-in at its earliest start (or `now`) that the plan never writes
+/// (it waits for the connection first). Also what `calsync plan` uses: it never places.
+pub fn unplaced_event(
+    ts: &TaskSync,
+    uid: &str,
+    owner: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<EventData, String> {
+    if ts.spec.schedule.is_none() {
+        return desired_event(&ts.spec, uid, owner);
+    }
+    match placed_block(ts) {
+        Some(b) => placed_event(&ts.spec, uid, owner, b),
+        None => schedule::parse(&ts.spec).and_then(|s| {
+            let at = s.earliest_start.unwrap_or(now);
+            placed_event(&ts.spec, uid, owner, Interval::new(at, at + s.duration))
+        }),
+    }
+}
+
 impl Engine {
     /// The event `ts` should be: its spec's, or for a `spec.schedule` task its block. Without a
     /// placement (connection not ready, deleting) the block it has, else a stand-in that the
@@ -30,13 +51,7 @@ impl Engine {
                 // `unplaced` finishes this reconcile before anything is planned.
                 None => Err("the task has no place: nothing fits".into()),
             },
-            None => match placed_block(ts) {
-                Some(b) => placed_event(&ts.spec, uid, owner, b),
-                None => schedule::parse(&ts.spec).and_then(|s| {
-                    let at = s.earliest_start.unwrap_or_else(|| self.now());
-                    placed_event(&ts.spec, uid, owner, Interval::new(at, at + s.duration))
-                }),
-            },
+            None => unplaced_event(ts, uid, owner, self.now()),
         }
     }
 

@@ -7,7 +7,8 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument as _;
 
 use super::backoff::jitter;
-use super::plan::{self, Adopt, Call, ConnState, OnError, PlanInput, Release, Step};
+use super::inputs;
+use super::plan::{self, Adopt, Call, ConnState, OnError, Release, Step};
 use super::schedule::Placed;
 use super::{Engine, EngineError, EventType, ObjectKey, Outcome};
 use crate::providers::{Created, EventData, Provider, ProviderError, Target, event_key};
@@ -32,35 +33,7 @@ pub(super) struct Ctx<'a> {
     pub(super) placed: Option<Placed>,
 }
 
-pub(super) fn conn_state(conn: Option<&CalendarConnection>) -> ConnState {
-    let Some(c) = conn else { return ConnState::Missing };
-    if !c.spec.active {
-        return ConnState::Inactive;
-    }
-    let conditions = c.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    match condition::find(conditions, "Ready") {
-        Some(r) if r.status == ConditionStatus::True => ConnState::Ready,
-        Some(r) if r.reason == "ReconnectRequired" => ConnState::ReconnectRequired,
-        Some(r) => ConnState::NotReady { reason: r.reason.clone(), message: r.message.clone() },
-        None => {
-            ConnState::NotReady { reason: "Pending".into(), message: "the connection has not been checked yet".into() }
-        }
-    }
-}
-
-fn target_calendar(ts: &TaskSync, conn: Option<&CalendarConnection>) -> Option<String> {
-    if let Some(c) = &ts.spec.calendar_id {
-        return Some(c.clone());
-    }
-    let conn = conn?;
-    ts.spec
-        .category
-        .as_ref()
-        .and_then(|cat| conn.spec.category_calendars.get(cat))
-        .or(conn.spec.chosen_calendar())
-        .or(conn.status.as_ref().and_then(|s| s.default_calendar_id.as_ref()))
-        .cloned()
-}
+pub(super) use super::inputs::conn_state;
 
 pub(super) fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
     Condition::new(type_, if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
@@ -93,23 +66,10 @@ impl Engine {
         if super::feed_only::applies(&ts) {
             return self.reconcile_feed_only(&ts).await;
         }
-        let deleting = ts.meta().deletion_timestamp.is_some();
-        // A deleted TaskSync's event is where the status says, even if the spec was routed
-        // elsewhere before the move happened.
-        let holder = ts
-            .status
-            .as_ref()
-            .and_then(|s| s.connection.as_deref())
-            .filter(|_| deleting)
-            .unwrap_or(&ts.spec.connection_ref.name);
-        let conn = self.objects.get_connection(namespace, holder).await?;
+        let deleting = inputs::deleting(&ts);
+        let conn = self.objects.get_connection(namespace, inputs::holder(&ts)).await?;
         let uid = ts.uid().unwrap_or_default();
-        let calendar = ts
-            .status
-            .as_ref()
-            .and_then(|s| s.calendar_id.clone())
-            .filter(|_| deleting)
-            .or_else(|| target_calendar(&ts, conn.as_ref()));
+        let calendar = inputs::calendar(&ts, conn.as_ref());
         let conn_ready = conn_state(conn.as_ref()) == ConnState::Ready;
         if ts.meta().deletion_timestamp.is_none()
             && let Some(c) = &conn
@@ -132,16 +92,7 @@ impl Engine {
             _user_lock = Some(self.sched.user_lock(namespace, &c.spec.user_id).lock_owned().await);
             placed = Some(self.place(namespace, &ts, c).await?);
         }
-        let desired = self.desired_of(&ts, &uid, placed.as_ref()).and_then(|mut ev| {
-            let cal = match &calendar {
-                Some(c) => c.as_str(),
-                None if conn_ready => return Err("the connection has no writable calendar to use: set calendarId on the TaskSync or the CalendarConnection".into()),
-                None => "",
-            };
-            let hash = ev.content_hash(cal);
-            ev.marker.hash = hash.clone();
-            Ok((ev, hash))
-        });
+        let desired = inputs::with_hash(self.desired_of(&ts, &uid, placed.as_ref()), calendar.as_deref(), conn_ready);
         let mut ctx = Ctx {
             key: ObjectKey::task_sync(namespace, name),
             ts: &ts,
@@ -171,22 +122,20 @@ impl Engine {
         {
             return Ok(out);
         }
-        let mut has_finalizer = ts.finalizers().iter().any(|f| f == crate::resources::FINALIZER);
+        let mut has_finalizer = inputs::has_finalizer(&ts);
         // A reconcile performs at most a few steps (finalizer, then one calendar write, maybe a
         // conflict re-read); the bound guarantees termination whatever the plan says.
         for _ in 0..4 {
-            let step = plan::plan(&PlanInput {
-                deleting: ts.meta().deletion_timestamp.is_some(),
+            let connection = conn_state(ctx.conn);
+            let step = plan::plan(&inputs::plan_input(
+                &ts,
                 has_finalizer,
-                deletion_policy: ts.spec.deletion_policy,
-                conflict_policy: ts.spec.conflict_policy,
-                connection: &conn_state(ctx.conn),
-                desired: ctx.desired.as_ref().map(|(_, h)| h.as_str()).map_err(|e| e.as_str()),
-                generation: ctx.generation,
-                status: &ctx.status,
-                elsewhere: !deleting && super::moves::elsewhere(&ctx),
-                now: self.now(),
-            });
+                &connection,
+                &ctx.desired,
+                &ctx.status,
+                &ctx.calendar,
+                self.now(),
+            ));
             tracing::debug!(object = %ctx.key, ?step, "planned");
             match step {
                 Step::Nothing => return Ok(Outcome::Done),

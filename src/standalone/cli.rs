@@ -21,7 +21,7 @@ use super::{secrets, table};
 use crate::engine::{Deletion, Kind, Labels, ObjectKey, Objects, StoreError};
 use crate::resources::{CalendarConnection, GROUP, TaskSync, USER_LABEL, user_label_value};
 
-const API_VERSION: &str = "calendar.getitdone.app/v1alpha1";
+pub(crate) const API_VERSION: &str = "calendar.getitdone.app/v1alpha1";
 
 /// Where the database is (shared by the three commands).
 #[derive(clap::Args, Debug, Clone)]
@@ -129,7 +129,7 @@ pub fn parse_kind(s: &str) -> Result<Kind, CliError> {
     }
 }
 
-fn read_source(path: &PathBuf) -> Result<String, CliError> {
+pub(crate) fn read_source(path: &PathBuf) -> Result<String, CliError> {
     let shown = path.display().to_string();
     if shown == "-" {
         let mut s = String::new();
@@ -151,20 +151,20 @@ pub fn documents(text: &str, file: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-fn ident(doc: &Value, default_ns: &str) -> (String, String, String, String) {
+pub(crate) fn ident(doc: &Value, default_ns: &str) -> (String, String, String, String) {
     let s = |p: &str| doc.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
     let ns = Some(s("/metadata/namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| default_ns.to_string());
     (s("/apiVersion"), s("/kind"), ns, s("/metadata/name"))
 }
 
-fn unmapped(api: &str, kind: &str, name: &str, file: &str) -> String {
+pub(crate) fn unmapped(api: &str, kind: &str, name: &str, file: &str) -> String {
     format!(
         "error: resource mapping not found for name: {name:?} from {file:?}: no matches for kind {kind:?} in version {api:?}; calsync standalone knows CalendarConnection and TaskSync ({API_VERSION}) and Secret (v1)"
     )
 }
 
 /// Remove what the server sets (Kubernetes ignores these fields in a request too).
-fn strip_server_fields(doc: &mut Value, ns: &str) {
+pub(crate) fn strip_server_fields(doc: &mut Value, ns: &str) {
     if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
         for f in ["uid", "generation", "creationTimestamp", "deletionTimestamp", "managedFields", "finalizers"] {
             meta.remove(f);
@@ -178,7 +178,7 @@ fn strip_server_fields(doc: &mut Value, ns: &str) {
 
 /// Labels and annotations others set (the engine labels TaskSyncs) survive a re-apply, as with
 /// kubectl's merge; the file's values win.
-fn keep_others_metadata(new: &mut ObjectMeta, old: &ObjectMeta) {
+pub(crate) fn keep_others_metadata(new: &mut ObjectMeta, old: &ObjectMeta) {
     for (mine, theirs) in [(&mut new.labels, &old.labels), (&mut new.annotations, &old.annotations)] {
         if let Some(theirs) = theirs {
             let merged = mine.get_or_insert_with(BTreeMap::new);

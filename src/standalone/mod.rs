@@ -13,6 +13,7 @@ pub mod cli;
 pub mod db;
 pub mod pg;
 pub mod queue;
+pub mod readonly;
 mod rows;
 pub mod secrets;
 mod semantics;

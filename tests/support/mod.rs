@@ -11,3 +11,4 @@ pub mod live;
 pub mod oidc;
 pub mod postgres;
 pub mod radicale;
+pub mod recording_proxy;

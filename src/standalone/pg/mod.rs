@@ -15,12 +15,12 @@
 //! have; the SQL differs in many small places (placeholders, sequences, `UNNEST`, bytea). What
 //! must not differ, the object semantics, is shared code; the contract suite runs on both.
 
-mod connect;
+pub(super) mod connect;
 mod import;
 mod listen;
 mod objects;
 mod outbox;
-mod rows;
+pub(super) mod rows;
 pub mod schema;
 mod secrets;
 pub mod shards;
