@@ -1,0 +1,121 @@
+//! Unit tests of the work-queue driver (scheduling, triggers, ownership), on the memory store.
+use std::sync::Arc;
+
+use super::*;
+use crate::engine::EngineConfig;
+use crate::engine::memory::MemoryObjects;
+use crate::providers::memory::{MemoryCalendar, MemoryConnector};
+
+fn scheduler() -> Scheduler {
+    let engine = Engine::new(
+        Arc::new(MemoryObjects::new()),
+        Arc::new(MemoryConnector { service: MemoryCalendar::new() }),
+        EngineConfig::default(),
+    );
+    Scheduler::new(engine, QueueConfig { concurrency: 2, ..Default::default() })
+}
+
+#[tokio::test]
+async fn one_run_per_key_and_bounded_concurrency() {
+    let mut s = scheduler();
+    let a = ObjectKey::task_sync("ns", "a");
+    s.enqueue(a.clone());
+    s.enqueue(a.clone());
+    assert_eq!(s.ready.len(), 1, "a key is queued once");
+    for n in ["b", "c", "d"] {
+        s.enqueue(ObjectKey::task_sync("ns", n));
+    }
+    let mut tasks = JoinSet::new();
+    s.start_ready(&mut tasks);
+    assert_eq!(s.running.len(), 2, "concurrency bound");
+    assert!(s.running.contains(&a));
+    // A change while running marks it dirty instead of starting a second run.
+    s.enqueue(a.clone());
+    assert!(s.dirty.contains(&a) && !s.queued.contains(&a));
+    s.finished(a.clone(), Ok(Outcome::Done));
+    assert!(s.queued.contains(&a), "re-run after the running one finished");
+    tasks.shutdown().await;
+}
+
+fn trigger(uses: &str) -> Trigger {
+    Trigger { own: 1, dependents: None, uses: Some(uses.into()) }
+}
+
+#[tokio::test]
+async fn a_replica_runs_the_task_syncs_of_the_connections_it_owns() {
+    let (_tx, gained) = tokio::sync::watch::channel(0);
+    let owns: Arc<dyn Fn(&ObjectKey) -> bool + Send + Sync> =
+        Arc::new(|k: &ObjectKey| *k == ObjectKey::connection("ns", "c1"));
+    let mut s = scheduler();
+    s.config.concurrency = 8;
+    s.config.ownership = Some(Ownership { owns, gained });
+    for (name, uses) in [("a", "c1"), ("b", "c2"), ("c", "c1")] {
+        s.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
+    }
+    for key in [
+        ObjectKey::task_sync("ns", "a"),
+        ObjectKey::task_sync("ns", "b"),
+        ObjectKey::task_sync("ns", "c"),
+        ObjectKey::connection("ns", "c1"),
+        ObjectKey::connection("ns", "c2"),
+    ] {
+        s.enqueue(key);
+    }
+    let mut tasks = JoinSet::new();
+    s.start_ready(&mut tasks);
+    let mut running: Vec<String> = s.running.iter().map(|k| format!("{:?}/{}", k.kind, k.name)).collect();
+    running.sort();
+    assert_eq!(running, ["CalendarConnection/c1", "TaskSync/a", "TaskSync/c"], "c1 and its TaskSyncs, together");
+    tasks.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_change_requeues_exactly_its_task_syncs_from_the_index() {
+    let mut s = scheduler();
+    let conn = ObjectKey::connection("ns", "c1");
+    for (name, uses) in [("a", "c1"), ("b", "c2"), ("c", "c1")] {
+        s.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
+    }
+    // Same connection name in another namespace is another connection.
+    s.remember(&ObjectKey::task_sync("other", "d"), trigger("c1"));
+    // A TaskSync that moved to another connection leaves the old one's set.
+    s.remember(&ObjectKey::task_sync("ns", "c"), trigger("c2"));
+    s.requeue_dependents(&conn);
+    assert_eq!(s.ready.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a"]);
+    // A deleted one is forgotten, and an emptied set is dropped.
+    s.forget(&ObjectKey::task_sync("ns", "a"));
+    assert!(!s.users.contains_key(&("ns".to_string(), "c1".to_string())));
+    s.ready.clear();
+    s.queued.clear();
+    s.requeue_dependents(&ObjectKey::connection("ns", "c2"));
+    assert_eq!(s.ready.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    // A complete listing prunes what it no longer has.
+    let listed = HashSet::from([ObjectKey::task_sync("ns", "b")]);
+    s.forget_missing(Kind::TaskSync, &listed);
+    assert_eq!(s.seen.len(), 1);
+    assert_eq!(s.users.len(), 1);
+    assert_eq!(s.users[&("ns".to_string(), "c2".to_string())].len(), 1);
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_and_success_resets() {
+    let mut s = scheduler();
+    let a = ObjectKey::task_sync("ns", "a");
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        s.running.insert(a.clone());
+        s.finished(a.clone(), Err("store down".into()));
+        let at = s.timer_of[&a];
+        delays.push(at - Instant::now());
+        s.timers.clear();
+        s.timer_of.clear();
+    }
+    assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+    s.running.insert(a.clone());
+    s.finished(a.clone(), Ok(Outcome::Requeue(Duration::from_secs(30))));
+    assert!(!s.failures.contains_key(&a));
+    // An earlier timer wins over a later one.
+    s.schedule(a.clone(), Duration::from_secs(5));
+    assert_eq!(s.timers.len(), 1);
+    assert!(s.timer_of[&a] <= Instant::now() + Duration::from_secs(5));
+}
