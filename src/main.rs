@@ -62,9 +62,6 @@ enum Command {
     /// credentials still sealed, Events, the webhook outbox) and print counts. Rows already in
     /// PostgreSQL are left alone, so it is safe to run again.
     Migrate(MigrateArgs),
-    /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
-    #[command(subcommand)]
-    Bench(calsync::bench::BenchCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -273,7 +270,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{report}");
             anyhow::Ok(())
         })?,
-        Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())
 }

@@ -23,20 +23,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
 
-use crate::bench::counting::CountingObjects;
-use crate::bench::fixture::{self, NAMESPACE};
-use crate::bench::provider::{BenchConnector, BenchService, ConnCalls, Op, Profile};
-use crate::bench::report;
-use crate::engine::live::{self, LiveConfig};
-use crate::engine::{Engine, EngineConfig, Labels, ObjectKey, Objects};
-use crate::providers::limiter::Limited;
-use crate::providers::registry::Limits;
-use crate::resources::condition;
-use crate::resources::push::CHANGED_ANNOTATION;
-use crate::standalone::SqliteObjects;
-use crate::standalone::queue::{self, QueueConfig};
+use crate::counting::CountingObjects;
+use crate::fixture::{self, NAMESPACE};
+use crate::provider::{BenchConnector, BenchService, ConnCalls, Op, Profile};
+use crate::report;
+use calsync::engine::live::{self, LiveConfig};
+use calsync::engine::{Engine, EngineConfig, Labels, ObjectKey, Objects};
+use calsync::providers::limiter::Limited;
+use calsync::providers::registry::Limits;
+use calsync::resources::condition;
+use calsync::resources::push::CHANGED_ANNOTATION;
+use calsync::standalone::SqliteObjects;
+use calsync::standalone::queue::{self, QueueConfig};
 
-/// Options of `calsync bench live`.
+/// Options of `calsync-bench live`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LiveArgs {
     /// Part 1: connections, each with `--tasks-per-connection` synced TaskSyncs.
@@ -226,7 +226,7 @@ async fn notifications(args: &LiveArgs) -> anyhow::Result<u64> {
     let tasks = n * args.tasks_per_connection.max(1);
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
-    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), n, tasks).await?;
+    fixture::load(&calsync::standalone::backend::Store::Sqlite(store.clone()), n, tasks).await?;
     let service = BenchService::new_live(args.profile.clone());
     let counting = Arc::new(CountingObjects::new(Arc::new(store.clone())));
     let engine = Engine::new(counting.clone(), connector(&service)?, EngineConfig::default());
@@ -411,7 +411,7 @@ async fn polling(args: &LiveArgs) -> anyhow::Result<u64> {
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
     let t = Instant::now();
-    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), n, 0).await?;
+    fixture::load(&calsync::standalone::backend::Store::Sqlite(store.clone()), n, 0).await?;
     report::info("load into SQLite (not timed below)", format!("{:.1} s", t.elapsed().as_secs_f64()));
 
     let service = BenchService::new_live(args.profile.clone());

@@ -24,11 +24,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::Credentials;
-use crate::providers::{
+use calsync::credentials::Credentials;
+use calsync::providers::{
     AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
 };
-use crate::resources::CalendarInfo;
+use calsync::resources::CalendarInfo;
 
 /// The one calendar every bench account has.
 pub const CALENDAR: &str = "calendar";
@@ -250,10 +250,6 @@ impl BenchService {
             early_retries: AtomicU64::new(0),
             creates_existing: AtomicU64::new(0),
         })
-    }
-
-    pub fn profile(&self) -> &Profile {
-        &self.profile
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -584,13 +580,13 @@ impl Connector for BenchConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::Marker;
+    use calsync::providers::Marker;
     use chrono::{TimeZone, Utc};
 
     /// A one-hour event of ours (the live-mode tests use it too).
     pub(super) fn event(uid: &str) -> EventData {
         let t = Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).single().expect("valid date");
-        let at = |u: chrono::DateTime<Utc>| crate::providers::EventTime::DateTime {
+        let at = |u: chrono::DateTime<Utc>| calsync::providers::EventTime::DateTime {
             utc: u,
             local: u.naive_utc(),
             zone: None,
