@@ -162,7 +162,8 @@ impl BenchService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{BenchProvider, CALENDAR};
+    use crate::provider::CALENDAR;
+    use crate::provider::client::BenchProvider;
     use calsync::providers::{Created, Provider, Window};
     use chrono::Utc;
 
