@@ -1,7 +1,7 @@
 //! Scenario 10: provider batch APIs. N event creates on one connection through the real Google
 //! and Outlook clients (behind the client-side limiter, as deployed), `concurrency` at a time
 //! as the engine's workers would issue them, against an in-process HTTP service with a fixed
-//! round trip per HTTP request and a service time per request (`bench::batch_http`); batching
+//! round trip per HTTP request and a service time per request (`crate::batch_http`); batching
 //! off, then on. The figures: time, tasks/s, HTTP requests, the gain, and Graph 429s (the
 //! mailbox's four-at-once limit must hold with batches too).
 //!
