@@ -5,7 +5,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src src
 COPY crds crds
-RUN cargo build --release --locked && cp target/release/calsync /calsync
+RUN cargo build --release --locked --bin calsync && cp target/release/calsync /calsync
 
 # distroless/cc: glibc, CA certificates (for HTTPS to Google, Microsoft and iCloud), no shell,
 # runs as the nonroot user (65532).

@@ -7,7 +7,6 @@
 //! `resources` are the custom resource types; `credentials` the secret material.
 
 pub mod api;
-pub mod bench;
 pub mod controller;
 pub mod credentials;
 pub mod engine;

@@ -65,9 +65,6 @@ enum Command {
     /// Dry run: what the engine would do now for every TaskSync (create, update with the field
     /// diff, delete, ...), with provider reads only. Exit 0: nothing to write; 2: writes due; 1: error.
     Plan(calsync::plan::PlanArgs),
-    /// Benchmarks that print figures next to their ideal, and fault injection (README "Performance").
-    #[command(subcommand)]
-    Bench(calsync::bench::BenchCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -289,7 +286,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::Ok(())
         })?,
         Command::Plan(args) => std::process::exit(calsync::plan::main(args)),
-        Command::Bench(command) => calsync::bench::run(command)?,
     }
     Ok(())
 }

@@ -5,23 +5,24 @@
 //!
 //! Owns: field validation and mapping. Must not touch: I/O.
 
+mod auto;
+mod events;
+
+use auto::set_auto;
+pub use events::{changed_fields, imported_task, imported_task_at, task_time};
+
 use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 use regex::Regex;
 
-use super::dto::{AutoSchedule, HoursRange, Id, ImportedTask, OccurrenceException, TaskData, TaskPatch, WeekHours};
+use super::dto::{Id, OccurrenceException, TaskData, TaskPatch};
 use super::errors::ApiError;
 use crate::engine::desired::{TimeValue, desired_event, parse_time, parse_zone};
-use crate::providers::{EventTime, RemoteEvent, Window, recurrence};
 use crate::resources::tasksync::{
     HHMM_PATTERN, OccurrenceException as SpecException, RECURRENCE_PATTERN, TIME_PATTERN, TZ_PATTERN,
 };
-use crate::resources::{
-    ConnectionRef, HoursRange as SpecHoursRange, ProviderKind, TaskSchedule, TaskSyncSpec, Transparency,
-    WorkingHoursSpec,
-};
-use crate::scheduling::DayRange;
+use crate::resources::{ConnectionRef, ProviderKind, TaskSyncSpec};
 
 static TIME_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TIME_PATTERN).ok());
 static TZ_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(TZ_PATTERN).ok());
@@ -207,98 +208,6 @@ fn set_recurrence(
     Ok(())
 }
 
-fn auto_field(name: &str) -> String {
-    format!("task_data.auto_schedule.{name}")
-}
-
-fn hours_range(field: &str, r: &HoursRange) -> Result<SpecHoursRange, ApiError> {
-    let ok = [&r.start, &r.end].iter().all(|v| HHMM_RE.as_ref().is_some_and(|re| re.is_match(v)))
-        && DayRange::parse(&r.start, &r.end).is_some();
-    if !ok {
-        return Err(ApiError::invalid_field(format!(
-            "{field}: start and end must be HH:MM (end may be 24:00) with start before end; split a range that crosses midnight"
-        )));
-    }
-    Ok(SpecHoursRange { start: r.start.clone(), end: r.end.clone() })
-}
-
-fn week_hours(w: &WeekHours) -> Result<WorkingHoursSpec, ApiError> {
-    let day = |name: &str, ranges: &[HoursRange]| -> Result<Vec<SpecHoursRange>, ApiError> {
-        if ranges.len() > 8 {
-            return Err(ApiError::invalid_field(format!(
-                "{} takes at most 8 ranges",
-                auto_field(&format!("working_hours.{name}"))
-            )));
-        }
-        ranges
-            .iter()
-            .enumerate()
-            .map(|(i, r)| hours_range(&auto_field(&format!("working_hours.{name}[{i}]")), r))
-            .collect()
-    };
-    Ok(WorkingHoursSpec {
-        monday: day("monday", &w.monday)?,
-        tuesday: day("tuesday", &w.tuesday)?,
-        wednesday: day("wednesday", &w.wednesday)?,
-        thursday: day("thursday", &w.thursday)?,
-        friday: day("friday", &w.friday)?,
-        saturday: day("saturday", &w.saturday)?,
-        sunday: day("sunday", &w.sunday)?,
-    })
-}
-
-fn auto_time(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
-    let Some(v) = value.map(str::trim) else { return Ok(None) };
-    let shape = TIME_RE.as_ref().is_some_and(|re| re.is_match(v)) && v.len() >= 16 && v.len() <= 40;
-    if !shape || !matches!(parse_time(name, v), Ok(TimeValue::Absolute(_) | TimeValue::Local(_))) {
-        return Err(ApiError::invalid_field(format!(
-            "{}: must be RFC 3339 (2027-03-08T09:00:00-05:00) or a local date-time read in the timezone (2027-03-08T09:00:00)",
-            auto_field(name)
-        )));
-    }
-    Ok(Some(v.to_string()))
-}
-
-/// Make `spec` a task calsync places (`spec.schedule`) from `auto_schedule`; `timezone` is
-/// `task_data.timezone`. Checked field by field (400 naming it) before the engine's own check.
-fn set_auto(spec: &mut TaskSyncSpec, a: &AutoSchedule, timezone: Option<&str>) -> Result<(), ApiError> {
-    let zone = a.timezone.as_deref().or(timezone).map(str::to_string).or_else(|| spec.time_zone.clone());
-    let Some(zone) = zone else {
-        return Err(ApiError::invalid_field(format!(
-            "{} is required (or task_data.timezone): working hours and local times are read in it",
-            auto_field("timezone")
-        )));
-    };
-    if zone.len() > 64 || !TZ_RE.as_ref().is_some_and(|re| re.is_match(&zone)) || parse_zone(&zone).is_err() {
-        return Err(ApiError::invalid_field(format!(
-            "{}: {zone:?} is not a known IANA time zone (e.g. America/New_York)",
-            auto_field("timezone")
-        )));
-    }
-    if !(1..=1440).contains(&a.duration_minutes) {
-        return Err(ApiError::invalid_field(format!("{} must be between 1 and 1440", auto_field("duration_minutes"))));
-    }
-    let buffer = a.buffer_minutes.unwrap_or(0);
-    if !(0..=240).contains(&buffer) {
-        return Err(ApiError::invalid_field(format!("{} must be between 0 and 240", auto_field("buffer_minutes"))));
-    }
-    let working_hours = a.working_hours.as_ref().map(week_hours).transpose()?;
-    spec.time_zone = Some(zone);
-    spec.start = String::new();
-    spec.all_day = None;
-    spec.duration = None;
-    spec.end = None;
-    spec.schedule = Some(TaskSchedule {
-        duration_minutes: a.duration_minutes as u32,
-        earliest_start: auto_time("earliest_start", a.earliest_start.as_deref())?,
-        deadline: auto_time("deadline", a.deadline.as_deref())?,
-        working_hours,
-        buffer_minutes: a.buffer_minutes.map(|b| b as u32),
-        transparency: if a.busy == Some(true) { Transparency::Opaque } else { Transparency::Transparent },
-    });
-    Ok(())
-}
-
 /// Final check: the engine's own interpretation must accept the spec (DST gaps, end > start...).
 fn check_spec(spec: &TaskSyncSpec) -> Result<(), ApiError> {
     text("task_data.name", &spec.title, 1, 1024)?;
@@ -458,189 +367,5 @@ pub fn spec_with_patch(existing: &TaskSyncSpec, patch: &TaskPatch) -> Result<Tas
     Ok(spec)
 }
 
-/// How an event's time reads in the seed's task shape: (scheduled_time, timezone, all_day).
-pub fn task_time(start: &EventTime, zone: Option<&str>) -> (String, String, bool) {
-    match start {
-        EventTime::Date(d) => (d.format("%Y-%m-%d").to_string(), zone.unwrap_or("UTC").to_string(), true),
-        EventTime::DateTime { utc, zone: own, .. } => {
-            let tz = own.as_deref().or(zone).and_then(|z| parse_zone(z).ok());
-            match tz {
-                Some(tz) => {
-                    (utc.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S").to_string(), tz.name().to_string(), false)
-                }
-                None => (utc.format("%Y-%m-%dT%H:%M:%S").to_string(), "UTC".to_string(), false),
-            }
-        }
-    }
-}
-
-fn minutes_between(start: &EventTime, end: &EventTime) -> i64 {
-    match (start, end) {
-        (EventTime::Date(a), EventTime::Date(b)) => (*b - *a).num_minutes(),
-        (EventTime::DateTime { utc: a, .. }, EventTime::DateTime { utc: b, .. }) => (*b - *a).num_minutes(),
-        _ => 0,
-    }
-}
-
-/// A calendar event in the seed's task shape. A recurring event is one task: its `recurrence`
-/// lines, `series_start`, `exceptions`, and as `scheduled_time` its next occurrence from `now`
-/// (the series' start when none follows within a year).
-pub fn imported_task(ev: &RemoteEvent, provider: ProviderKind) -> ImportedTask {
-    imported_task_at(ev, provider, chrono::Utc::now())
-}
-
-/// `imported_task` with the clock given.
-pub fn imported_task_at(ev: &RemoteEvent, provider: ProviderKind, now: chrono::DateTime<chrono::Utc>) -> ImportedTask {
-    let zone = ev.zone.as_deref();
-    let (series_start, timezone, all_day) = task_time(&ev.start, zone);
-    let recurring = !ev.recurrence.is_empty();
-    let next = recurring
-        .then(|| {
-            let year = Window { from: now, to: now + chrono::Duration::days(366) };
-            recurrence::occurrences(ev, &year).ok().and_then(|o| o.into_iter().next())
-        })
-        .flatten();
-    let (start, end) = next.as_ref().map_or((&ev.start, &ev.end), |(s, e)| (s, e));
-    let local = |t: &EventTime| task_time(t, zone).0;
-    let exceptions = ev
-        .exceptions
-        .iter()
-        .map(|x| OccurrenceException {
-            original_start: local(&x.original_start),
-            start: x.start.as_ref().map(local),
-            end: x.end.as_ref().map(local),
-            cancelled: x.cancelled,
-        })
-        .collect();
-    ImportedTask {
-        name: ev.title.clone(),
-        scheduled_time: local(start),
-        category: ev.category.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "General".to_string()),
-        calendar_event_id: ev.id.clone(),
-        calendar_source: provider.as_str().to_string(),
-        calendar_link: ev.link.clone(),
-        timezone,
-        all_day,
-        duration_minutes: minutes_between(start, end).max(0),
-        recurrence: ev.recurrence.clone(),
-        series_start: recurring.then_some(series_start),
-        exceptions: recurring.then_some(exceptions),
-    }
-}
-
-/// Which of the task's fields the calendar's version of the event differs in (seed names).
-pub fn changed_fields(spec: &TaskSyncSpec, ev: &RemoteEvent) -> Vec<String> {
-    let Ok(want) = desired_event(spec, "", "") else {
-        return vec!["scheduled_time".into()];
-    };
-    let mut changed = Vec::new();
-    if want.title != ev.title {
-        changed.push("name".to_string());
-    }
-    if want.start != ev.start {
-        changed.push("scheduled_time".to_string());
-    }
-    if want.end != ev.end {
-        changed.push("end".to_string());
-    }
-    if want.description != ev.description {
-        changed.push("description".to_string());
-    }
-    if want.category != ev.category {
-        changed.push("category".to_string());
-    }
-    changed
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data(start: &str, tz: Option<&str>) -> TaskData {
-        TaskData {
-            id: Id("t1".into()),
-            name: "Homework".into(),
-            scheduled_time: Some(start.into()),
-            auto_schedule: None,
-            category: Some("School".into()),
-            timezone: tz.map(String::from),
-            duration_minutes: None,
-            description: None,
-            recurrence: None,
-            exceptions: None,
-        }
-    }
-
-    #[test]
-    fn maps_the_three_time_forms() {
-        let s = spec_from_task(None, "c", &data("2025-10-17T14:00:00", Some("America/New_York"))).unwrap();
-        assert_eq!(s.time_zone.as_deref(), Some("America/New_York"));
-        assert_eq!(s.all_day, None);
-        assert_eq!(s.title, "Homework");
-        let s = spec_from_task(None, "c", &data("2025-10-17T14:00:00.5Z", None)).unwrap();
-        assert_eq!(s.start, "2025-10-17T14:00:00.5Z");
-        let mut d = data("2025-10-17", None);
-        d.duration_minutes = Some(2880);
-        let s = spec_from_task(None, "c", &d).unwrap();
-        assert_eq!((s.all_day, s.duration.as_deref()), (Some(true), Some("48h")));
-    }
-
-    #[test]
-    fn refuses_bad_times_and_zones() {
-        let code = |d: TaskData| spec_from_task(None, "c", &d).unwrap_err().code;
-        assert_eq!(code(data("2025-10-17T14:00:00", None)), "timezone_required");
-        assert_eq!(code(data("2025-13-45T14:00:00Z", None)), "invalid_time");
-        assert_eq!(code(data("tomorrow", None)), "invalid_time");
-        assert_eq!(code(data("2025-10-17T14:00:00", Some("Mars/Base"))), "invalid_timezone");
-        assert_eq!(code(data("2026-03-08T02:30:00", Some("America/New_York"))), "invalid_task");
-        let mut d = data("2025-10-17", None);
-        d.duration_minutes = Some(90);
-        assert_eq!(code(d), "invalid_field");
-        let mut d = data("2025-10-17T10:00:00Z", None);
-        d.name = String::new();
-        assert_eq!(code(d), "invalid_field");
-    }
-
-    #[test]
-    fn patch_keeps_zone_and_changes_only_given_fields() {
-        let s = spec_from_task(None, "c", &data("2025-10-17T14:00:00", Some("Europe/Berlin"))).unwrap();
-        let p = TaskPatch { scheduled_time: Some("2025-10-17T15:00:00".into()), ..Default::default() };
-        let s2 = spec_with_patch(&s, &p).unwrap();
-        assert_eq!(s2.time_zone.as_deref(), Some("Europe/Berlin"));
-        assert_eq!(s2.start, "2025-10-17T15:00:00");
-        assert_eq!(s2.title, "Homework");
-        assert_eq!(s2.category.as_deref(), Some("School"));
-    }
-
-    #[test]
-    fn recurrence_and_exceptions_reach_the_spec_and_are_checked() {
-        let mut d = data("2027-02-24T09:00:00", Some("America/New_York"));
-        d.recurrence = Some(vec!["RRULE:FREQ=WEEKLY;BYDAY=WE".into()]);
-        d.exceptions = Some(vec![OccurrenceException {
-            original_start: "2027-03-03T09:00:00".into(),
-            start: None,
-            end: None,
-            cancelled: true,
-        }]);
-        let s = spec_from_task(None, "c", &d).unwrap();
-        assert_eq!(s.recurrence, vec!["RRULE:FREQ=WEEKLY;BYDAY=WE".to_string()]);
-        assert_eq!(s.exceptions.len(), 1);
-        // A later task-to-calendar without the fields keeps them; update-event can clear them.
-        let mut again = data("2027-02-24T09:00:00", Some("America/New_York"));
-        again.name = "Renamed".into();
-        let s2 = spec_from_task(Some(&s), "c", &again).unwrap();
-        assert_eq!((s2.recurrence.len(), s2.exceptions.len()), (1, 1));
-        let p = TaskPatch { exceptions: Some(vec![]), ..Default::default() };
-        assert!(spec_with_patch(&s2, &p).unwrap().exceptions.is_empty());
-        // Bad input: a line that is no recurrence line, an occurrence the rule does not have.
-        let code = |d: &TaskData| spec_from_task(None, "c", d).unwrap_err().code;
-        let mut bad = d.clone();
-        bad.recurrence = Some(vec!["FREQ=WEEKLY".into()]);
-        assert_eq!(code(&bad), "invalid_recurrence");
-        let mut bad = d.clone();
-        bad.exceptions.as_mut().unwrap()[0].original_start = "2027-03-04T09:00:00".into();
-        let e = spec_from_task(None, "c", &bad).unwrap_err();
-        assert_eq!(e.code, "invalid_task");
-        assert!(e.message.contains("not an occurrence"), "{}", e.message);
-    }
-}
+mod tests;

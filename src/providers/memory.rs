@@ -23,6 +23,9 @@ use crate::resources::CalendarInfo;
 // Calendar creation (`calendarId: auto`) lives apart to keep this file short.
 #[path = "memory_dedicated.rs"]
 mod dedicated;
+// What a test does to the calendars behind calsync's back.
+#[path = "memory_external.rs"]
+mod external;
 
 /// Which provider operation a call or an injected fault concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -182,63 +185,6 @@ impl MemoryCalendar {
     /// The watches held now.
     pub fn watches(&self) -> Vec<MemoryWatch> {
         self.lock().watches.clone()
-    }
-
-    /// All events of a calendar, including cancelled ones.
-    pub fn events(&self, calendar: &str) -> Vec<RemoteEvent> {
-        self.lock().events.get(calendar).map(|m| m.values().cloned().collect()).unwrap_or_default()
-    }
-
-    /// Events with our marker for this TaskSync uid (what "no duplicates" is checked against).
-    pub fn events_for_uid(&self, uid: &str) -> Vec<RemoteEvent> {
-        let s = self.lock();
-        s.events
-            .values()
-            .flat_map(|m| m.values())
-            .filter(|e| !e.cancelled && e.marker.as_ref().is_some_and(|m| m.uid == uid))
-            .cloned()
-            .collect()
-    }
-
-    /// Simulate the user editing an event in the calendar app (new etag).
-    pub fn edit_external(&self, calendar: &str, id: &str, edit: impl FnOnce(&mut RemoteEvent)) -> bool {
-        let mut s = self.lock();
-        let version = s.next_version();
-        let Some(ev) = s.events.get_mut(calendar).and_then(|m| m.get_mut(id)) else { return false };
-        edit(ev);
-        ev.etag = Some(format!("\"{version}\""));
-        s.changes.push((version, calendar.to_string(), id.to_string()));
-        true
-    }
-
-    /// Forget the change log, as a server does after a while: every cursor issued so far gets a
-    /// full listing with `full_resync`.
-    pub fn expire_cursors(&self) {
-        let mut s = self.lock();
-        s.changes.clear();
-        s.oldest_cursor = s.next_version();
-    }
-
-    /// Simulate the user deleting an event in the calendar app.
-    pub fn delete_external(&self, calendar: &str, id: &str) -> bool {
-        let mut s = self.lock();
-        let version = s.next_version();
-        let removed = s.events.get_mut(calendar).and_then(|m| m.remove(id)).is_some();
-        s.changes.push((version, calendar.to_string(), id.to_string()));
-        removed
-    }
-
-    /// Put an event the user made (no marker) into a calendar.
-    pub fn insert_external(&self, calendar: &str, mut event: RemoteEvent) {
-        let mut s = self.lock();
-        let version = s.next_version();
-        event.etag = Some(format!("\"{version}\""));
-        event.marker = None;
-        // Like a real calendar: a new event gets a creation time, an edit keeps the first one.
-        let first = s.events.get(calendar).and_then(|evs| evs.get(&event.id)).and_then(|e| e.created);
-        event.created = first.or(event.created).or_else(|| Some(chrono::Utc::now()));
-        s.changes.push((version, calendar.to_string(), event.id.clone()));
-        s.events.entry(calendar.to_string()).or_default().insert(event.id.clone(), event);
     }
 }
 
@@ -503,51 +449,5 @@ impl Connector for MemoryConnector {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn request(id: &str) -> WatchRequest {
-        WatchRequest {
-            id: id.into(),
-            address: "http://calsync.test/api/calendar/webhooks/google".into(),
-            lifecycle_address: None,
-            secret: SecretString::from("s3cret-token"),
-            ttl: Duration::from_secs(3600),
-        }
-    }
-
-    #[tokio::test]
-    async fn push_is_off_until_enabled() {
-        let cal = MemoryCalendar::new();
-        let p = MemoryProvider { service: cal.clone() };
-        assert_eq!(p.push_support(), PushSupport::None);
-        assert!(matches!(p.watch("calendar", &request("w1")).await, Err(ProviderError::Invalid { .. })));
-        assert!(cal.watches().is_empty());
-    }
-
-    #[tokio::test]
-    async fn watches_are_held_until_stopped() {
-        let cal = MemoryCalendar::new();
-        cal.enable_push();
-        let p = MemoryProvider { service: cal.clone() };
-        assert_eq!(p.push_support(), PushSupport::Recreate);
-        let granted = p.watch("calendar", &request("w1")).await.unwrap();
-        assert_eq!(granted.id, "w1");
-        assert_eq!(granted.provider_id, "mem-calendar");
-        let held = cal.watches();
-        assert_eq!(held.len(), 1);
-        assert_eq!(held[0].secret.expose_secret(), "s3cret-token");
-        assert_eq!(held[0].expiration, granted.expiration);
-        assert!(granted.expiration > Utc::now() + chrono::Duration::minutes(59));
-        assert!(!format!("{held:?}").contains("s3cret"), "Debug shows the secret: {held:?}");
-
-        p.stop_watch("calendar", &Watch { id: "unknown".into(), ..granted.clone() }).await.unwrap();
-        assert_eq!(cal.watches().len(), 1, "stopping an unknown watch succeeds and stops nothing");
-        p.stop_watch("calendar", &granted).await.unwrap();
-        assert!(cal.watches().is_empty());
-        assert_eq!(cal.count(Op::Watch), 1);
-        assert_eq!(cal.count(Op::StopWatch), 2);
-    }
-}
+#[path = "memory_tests.rs"]
+mod tests;

@@ -19,17 +19,19 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::db::{self, Location};
-use super::rows::{self, Row, StoredEvent, db_err};
-use super::semantics::{self, MetaOutcome};
+use super::rows::{self, StoredEvent, db_err};
+use super::semantics;
 pub use super::watch::SecretName;
 use super::watch::spawn_watcher;
+use access::meta_in;
 use cache::{Cache, Written};
-use commit::{Committer, Effects, Output};
+use commit::Committer;
 
+mod access;
 pub(super) mod cache;
 mod commit;
 mod connections;
@@ -175,141 +177,6 @@ impl SqliteObjects {
         StoreStats { writes, commits, cached_objects: self.inner.cache.len() }
     }
 
-    /// Run the read-only `f` in one DEFERRED transaction (a consistent snapshot that does not
-    /// take the write lock) on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.read_conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(db_err)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-    }
-
-    /// List objects of kind `K`: rows are read under the connection lock, decoded after it is
-    /// released, so a listing of 100,000 objects does not stall every writer while it decodes.
-    async fn list<K: Row>(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<K>, StoreError> {
-        let (ns, selector) = (namespace.map(str::to_string), selector.clone());
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let rows = {
-                let mut conn = inner.read_conn();
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
-                let rows = rows::list_raw::<K>(&tx, ns.as_deref(), &selector)?;
-                tx.commit().map_err(db_err)?;
-                rows
-            };
-            Ok(rows::decode_list::<K>(rows))
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-    }
-
-    /// Run `f` as one write of the next group commit (its own savepoint); the keys and objects
-    /// it reports in its `Effects` are broadcast and cached after the durable COMMIT, before
-    /// this returns.
-    async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction, &str, &mut Effects) -> Result<T, StoreError> + Send + 'static,
-    {
-        let work = Box::new(move |tx: &Transaction, origin: &str, fx: &mut Effects| {
-            f(tx, origin, fx).map(|out| Box::new(out) as Output)
-        });
-        let out = self.inner.committer.submit(work).await?;
-        // The writer hands back what `work` returned, so the type always matches.
-        out.downcast::<T>()
-            .map(|out| *out)
-            .map_err(|_| StoreError::Unavailable("a store write returned an unexpected value".into()))
-    }
-
-    /// `get` by key: from the cache, else read (and cached when nothing newer landed meanwhile).
-    async fn get<K: Row>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
-        let key = ObjectKey { kind: K::KIND, namespace: namespace.to_string(), name: name.to_string() };
-        if let Some(hit) = self.inner.cache.get::<K>(&key) {
-            return Ok(Some(hit));
-        }
-        let epoch = self.inner.cache.epoch();
-        let found: Option<K> = self.read(move |tx| rows::load(tx, &key.namespace, &key.name)).await?;
-        if let Some(object) = &found {
-            self.inner.cache.fill(epoch, object);
-        }
-        Ok(found)
-    }
-
-    async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
-        let object = object.clone();
-        self.tx(move |tx, origin, fx| {
-            let (ns, name) = semantics::apply_target(&object)?;
-            let rv = rows::next_rv(tx)?;
-            let out = semantics::applied(rows::load::<K>(tx, &ns, &name)?, &object, rv)?;
-            rows::save(tx, &out, origin)?;
-            fx.keys.push(semantics::object_key(&out));
-            fx.written.push(Written::saved(&out));
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Change an object's metadata with `f` (which says whether it changed anything); delete a
-    /// marked object once no finalizer remains. Same rules as the in-memory store.
-    async fn with_meta(
-        &self,
-        key: &ObjectKey,
-        f: impl FnOnce(&mut ObjectMeta) -> bool + Send + 'static,
-    ) -> Result<(), StoreError> {
-        let key = key.clone();
-        self.tx(move |tx, origin, fx| match key.kind {
-            Kind::CalendarConnection => meta_in::<CalendarConnection>(tx, origin, &key, f, fx),
-            Kind::TaskSync => meta_in::<TaskSync>(tx, origin, &key, f, fx),
-        })
-        .await
-    }
-
-    async fn patch_status<K: Row>(
-        &self,
-        namespace: &str,
-        name: &str,
-        patch: impl FnOnce(&mut K) + Send + 'static,
-    ) -> Result<K, StoreError> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
-        let tap = self.inner.tap.get().cloned();
-        let tap_in = tap.clone();
-        let (obj, recorded) = self
-            .tx(move |tx, origin, fx| {
-                let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
-                let rv = rows::next_rv(tx)?;
-                let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-                let before = tap_in.as_ref().map(|_| obj.clone());
-                patch(&mut obj);
-                obj.meta_mut().resource_version = Some(rv.to_string());
-                rows::save(tx, &obj, origin)?;
-                // The messages a status change owes commit with it, or neither does.
-                let recorded = match (&tap_in, &before) {
-                    (Some(tap), Some(before)) => {
-                        outbox::record(tap, tx, before, &obj, chrono::Utc::now().timestamp_millis())?
-                    }
-                    _ => 0,
-                };
-                fx.keys.push(key);
-                fx.written.push(Written::saved(&obj));
-                Ok((obj, recorded))
-            })
-            .await?;
-        if let Some(tap) = tap.filter(|_| recorded > 0) {
-            tap.recorded(recorded);
-        }
-        Ok(obj)
-    }
-
     /// The newest `limit` Events (about `key` when given), oldest first.
     pub async fn events(&self, key: Option<&ObjectKey>, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let key = key.cloned();
@@ -328,31 +195,6 @@ impl SqliteObjects {
         })
         .await
     }
-}
-
-fn meta_in<K: Row>(
-    tx: &Transaction,
-    origin: &str,
-    key: &ObjectKey,
-    f: impl FnOnce(&mut ObjectMeta) -> bool,
-    fx: &mut Effects,
-) -> Result<(), StoreError> {
-    let rv = rows::next_rv(tx)?;
-    let mut obj =
-        rows::load::<K>(tx, &key.namespace, &key.name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-    match semantics::change_meta(&mut obj, rv, f) {
-        MetaOutcome::Unchanged => return Ok(()),
-        MetaOutcome::Save => {
-            rows::save(tx, &obj, origin)?;
-            fx.written.push(Written::saved(&obj));
-        }
-        MetaOutcome::Remove => {
-            rows::remove(tx, key, origin)?;
-            fx.written.push(Written::Removed(key.clone()));
-        }
-    }
-    fx.keys.push(key.clone());
-    Ok(())
 }
 
 #[async_trait]

@@ -1,6 +1,7 @@
 //! Unit tests of `ical`: round trips of our events and reading events other apps wrote.
 
 use super::*;
+use chrono::{NaiveDate, TimeZone};
 
 fn dt(y: i32, mo: u32, d: u32, h: u32, zone: &str) -> EventTime {
     let tz: Tz = zone.parse().unwrap();

@@ -54,7 +54,7 @@ fn events_of(body: &[u8], base: &Url) -> Result<Vec<RemoteEvent>, ProviderError>
 }
 
 /// The events of a `calendar-query`/`calendar-multiget` answer, read as `Provider::list`
-/// reads them (public for `calsync bench caldav-import`, which times the parse alone).
+/// reads them (public for `calsync-bench caldav-import`, which times the parse alone).
 pub fn parse_report(body: &[u8], base: &Url) -> Result<Vec<RemoteEvent>, ProviderError> {
     events_of(body, base)
 }

@@ -10,8 +10,10 @@
 //! `If-Match`, gone-is-success delete). What live sync needs on top (a probe, incremental
 //! listings, edits made by a user, per-connection counts) is in `live`, off unless asked for.
 
+mod client;
 mod live;
 
+pub use client::{BenchConnector, account_info};
 pub use live::ConnCalls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -19,16 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::Credentials;
-use crate::providers::{
-    AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
-};
-use crate::resources::CalendarInfo;
+use calsync::providers::{Created, EventData, ProviderError, RemoteEvent};
 
 /// The one calendar every bench account has.
 pub const CALENDAR: &str = "calendar";
@@ -252,10 +249,6 @@ impl BenchService {
         })
     }
 
-    pub fn profile(&self) -> &Profile {
-        &self.profile
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // Only this module's short critical sections hold the lock and none can panic midway
         // through a change; keep counting with the data as it is rather than abort the bench.
@@ -470,210 +463,5 @@ fn check_etag(cur: &RemoteEvent, etag: Option<&str>) -> Result<(), ProviderError
     }
 }
 
-/// The bench account's calendars.
-pub fn account_info() -> AccountInfo {
-    AccountInfo {
-        email: Some("bench@example.com".into()),
-        calendars: vec![CalendarInfo { id: CALENDAR.into(), name: "Calendar".into(), primary: true, writable: true }],
-    }
-}
-
-fn unknown_calendar(calendar: &str) -> Result<(), ProviderError> {
-    if calendar == CALENDAR {
-        Ok(())
-    } else {
-        Err(ProviderError::NotFound { message: format!("calendar {calendar:?} does not exist") })
-    }
-}
-
-/// Turns an applied-but-unanswered call into the error the caller sees.
-fn answered<T>(r: Result<(T, Option<Fault>), ProviderError>) -> Result<T, ProviderError> {
-    match r? {
-        (_, Some(Fault::Timeout(d))) => Err(ProviderError::Transient {
-            message: format!("no answer within {} ms (injected timeout)", d.as_millis()),
-        }),
-        (_, Some(Fault::Dropped)) => {
-            Err(ProviderError::Transient { message: "connection dropped before the answer (injected)".into() })
-        }
-        (v, _) => Ok(v),
-    }
-}
-
-/// A client of the in-process service for one connection.
-pub struct BenchProvider {
-    service: Arc<BenchService>,
-    conn: String,
-}
-
-#[async_trait]
-impl Provider for BenchProvider {
-    async fn account(&self) -> Result<AccountInfo, ProviderError> {
-        answered(self.service.call(&self.conn, Op::Account, "", |_| Ok(account_info())).await)
-    }
-
-    async fn create(&self, calendar: &str, key: &str, event: &EventData) -> Result<Created, ProviderError> {
-        unknown_calendar(calendar)?;
-        let r = answered(self.service.call(&self.conn, Op::Create, key, |m| Ok(m.create(key, event))).await)?;
-        if matches!(r, Created::Existing(_)) {
-            self.service.count_existing();
-        }
-        Ok(r)
-    }
-
-    async fn update(
-        &self,
-        calendar: &str,
-        id: &str,
-        etag: Option<&str>,
-        event: &EventData,
-    ) -> Result<RemoteEvent, ProviderError> {
-        unknown_calendar(calendar)?;
-        answered(self.service.call(&self.conn, Op::Update, id, |m| m.update(id, etag, event)).await)
-    }
-
-    async fn delete(&self, calendar: &str, id: &str, etag: Option<&str>) -> Result<(), ProviderError> {
-        unknown_calendar(calendar)?;
-        answered(self.service.call(&self.conn, Op::Delete, id, |m| m.delete(id, etag)).await)
-    }
-
-    async fn get(&self, calendar: &str, id: &str) -> Result<Option<RemoteEvent>, ProviderError> {
-        unknown_calendar(calendar)?;
-        answered(self.service.call(&self.conn, Op::Get, id, |m| Ok(m.get(id))).await)
-    }
-
-    async fn find_by_key(&self, calendar: &str, key: &str) -> Result<Option<RemoteEvent>, ProviderError> {
-        unknown_calendar(calendar)?;
-        answered(self.service.call(&self.conn, Op::FindByKey, key, |m| Ok(m.get(key))).await)
-    }
-
-    async fn list(&self, calendar: &str, _window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
-        unknown_calendar(calendar)?;
-        if self.service.live {
-            return answered(self.service.call(&self.conn, Op::List, "", |m| Ok(m.changes_since(cursor))).await);
-        }
-        // A full listing without a cursor: these benchmarks measure writes, not incremental import.
-        let events = answered(self.service.call(&self.conn, Op::List, "", |m| Ok(m.all())).await)?;
-        Ok(EventPage { events, removed: vec![], next_cursor: None, full_resync: false })
-    }
-
-    async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
-        if !self.service.live {
-            return Ok(None);
-        }
-        unknown_calendar(calendar)?;
-        answered(self.service.call(&self.conn, Op::Probe, "", |m| Ok(Some(m.probe()))).await)
-    }
-}
-
-/// Connects every connection to the one in-process service (any Basic credentials).
-#[derive(Clone)]
-pub struct BenchConnector {
-    pub service: Arc<BenchService>,
-}
-
-#[async_trait]
-impl Connector for BenchConnector {
-    async fn connect(&self, target: &Target, credentials: &Credentials) -> Result<Arc<dyn Provider>, ProviderError> {
-        if !matches!(credentials, Credentials::Basic { .. }) {
-            return Err(ProviderError::Revoked { message: "the bench service takes username/password only".into() });
-        }
-        Ok(Arc::new(BenchProvider { service: self.service.clone(), conn: target.connection.clone() }))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::providers::Marker;
-    use chrono::{TimeZone, Utc};
-
-    /// A one-hour event of ours (the live-mode tests use it too).
-    pub(super) fn event(uid: &str) -> EventData {
-        let t = Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).single().expect("valid date");
-        let at = |u: chrono::DateTime<Utc>| crate::providers::EventTime::DateTime {
-            utc: u,
-            local: u.naive_utc(),
-            zone: None,
-        };
-        EventData {
-            title: "t".into(),
-            description: None,
-            category: None,
-            start: at(t),
-            end: at(t + chrono::Duration::hours(1)),
-            transparent: false,
-            recurrence: vec![],
-            exceptions: Vec::new(),
-            marker: Marker { owner: "calsync".into(), uid: uid.into(), task_id: "1".into(), hash: "h".into() },
-        }
-    }
-
-    fn provider(service: &Arc<BenchService>, conn: &str) -> BenchProvider {
-        BenchProvider { service: service.clone(), conn: conn.into() }
-    }
-
-    #[tokio::test]
-    async fn quota_answers_429_with_retry_after_and_counts_early_retries() {
-        let s = BenchService::new(Profile { latency_ms: 0, quota_rps: 2, quota_concurrency: 0, ..Profile::default() });
-        let p = provider(&s, "ns/a");
-        p.get(CALENDAR, "x").await.expect("first");
-        p.get(CALENDAR, "y").await.expect("second");
-        match p.get(CALENDAR, "z").await {
-            Err(ProviderError::RateLimited { retry_after: Some(ra), .. }) => assert_eq!(ra, Duration::from_secs(1)),
-            other => panic!("expected 429, got {other:?}"),
-        }
-        // Another connection has its own quota.
-        provider(&s, "ns/b").get(CALENDAR, "z").await.expect("other connection");
-        // Retrying z at once ignores the Retry-After.
-        let _ = p.get(CALENDAR, "z").await;
-        let st = s.stats();
-        assert_eq!((st.quota_429, st.early_retries), (2, 1));
-        assert_eq!(st.calls_of(Op::Get), 5);
-    }
-
-    #[tokio::test]
-    async fn concurrency_quota_counts_in_flight_calls() {
-        let s = BenchService::new(Profile { latency_ms: 50, quota_rps: 0, quota_concurrency: 1, ..Profile::default() });
-        let (a, b) = (provider(&s, "ns/a"), provider(&s, "ns/a"));
-        let (ra, rb) = tokio::join!(a.get(CALENDAR, "x"), b.get(CALENDAR, "y"));
-        assert!(ra.is_ok() != rb.is_ok(), "exactly one of two concurrent calls is refused: {ra:?} {rb:?}");
-        assert_eq!(s.stats().quota_429, 1);
-    }
-
-    #[tokio::test]
-    async fn lost_answers_still_apply_and_create_stays_idempotent() {
-        let s = BenchService::new(
-            Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() }.with_faults(0.0),
-        );
-        let mut p = Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() };
-        p.fault_drop = 1.0;
-        let dropping = BenchService::new(p);
-        let d = provider(&dropping, "ns/a");
-        assert!(matches!(d.create(CALENDAR, "k1", &event("u1")).await, Err(ProviderError::Transient { .. })));
-        assert_eq!(dropping.stats().events, 1, "the create was applied although its answer was lost");
-        let ok = provider(&s, "ns/a");
-        assert!(matches!(ok.create(CALENDAR, "k1", &event("u1")).await, Ok(Created::New(_))));
-        assert!(matches!(ok.create(CALENDAR, "k1", &event("u1")).await, Ok(Created::Existing(_))));
-        ok.create(CALENDAR, "k2", &event("u1")).await.expect("second key, same uid");
-        let st = s.stats();
-        assert_eq!((st.events, st.duplicate_uids, st.creates_existing), (2, 1, 1));
-    }
-
-    #[tokio::test]
-    async fn injected_faults_follow_the_rates() {
-        let p = Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, timeout_ms: 0, ..Profile::default() };
-        let s = BenchService::new(p.with_faults(0.4));
-        let c = provider(&s, "ns/a");
-        let mut failed = 0;
-        for i in 0..2000 {
-            if c.get(CALENDAR, &format!("e{i}")).await.is_err() {
-                failed += 1;
-            }
-        }
-        assert!((700..900).contains(&failed), "{failed} of 2000 failed at a 40% fault rate");
-        let st = s.stats();
-        for n in [st.injected_5xx, st.injected_429, st.injected_timeout, st.injected_drop] {
-            assert!((150..250).contains(&n), "{st:?}");
-        }
-    }
-}
+mod tests;

@@ -17,12 +17,12 @@ use axum::Router;
 use axum::routing::post;
 use tokio::sync::{Notify, watch};
 
-use crate::api::app_webhooks::{Dispatcher, Secret, Signer, WebhookConfig};
-use crate::bench::fixture;
-use crate::bench::report::{self, percentile};
-use crate::credentials::envelope::{Key, Keyring};
-use crate::standalone::SqliteObjects;
-use crate::standalone::store::OutboxMessage;
+use crate::fixture;
+use crate::report::{self, percentile};
+use calsync::api::app_webhooks::{Dispatcher, Secret, Signer, WebhookConfig};
+use calsync::credentials::envelope::{Key, Keyring};
+use calsync::standalone::SqliteObjects;
+use calsync::standalone::store::OutboxMessage;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct WebhooksArgs {

@@ -1,7 +1,7 @@
 //! The bench service across a process boundary, for scenarios where calsync is killed and must
-//! find the calendar as it left it: `calsync bench provider-server` serves a `BenchService` over
+//! find the calendar as it left it: `calsync-bench provider-server` serves a `BenchService` over
 //! a minimal JSON-over-HTTP protocol, and `HttpConnector` is the thin client provider a
-//! `calsync bench node` uses. Faults travel as real HTTP: 5xx, 429 with a `Retry-After` header,
+//! `calsync-bench node` uses. Faults travel as real HTTP: 5xx, 429 with a `Retry-After` header,
 //! a late 504 after the write was applied (timeout), and a connection reset in the middle of the
 //! response after the write was applied (dropped connection).
 //!
@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::provider::{self, BenchService, Fault, Op, Stats};
-use crate::credentials::Credentials;
-use crate::providers::{
+use calsync::credentials::Credentials;
+use calsync::providers::{
     AccountInfo, Connector, Created, EventData, EventPage, EventTime, Marker, Provider, ProviderError, RemoteEvent,
     Target, Window,
 };
@@ -105,7 +105,7 @@ impl From<WireEvent> for RemoteEvent {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Account { email: Option<String>, calendars: Vec<crate::resources::CalendarInfo> },
+    Account { email: Option<String>, calendars: Vec<calsync::resources::CalendarInfo> },
     Created { existing: bool, event: WireEvent },
     Event { event: Option<WireEvent> },
     Done,
@@ -393,8 +393,8 @@ impl Provider for HttpProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::provider::{CALENDAR, Profile};
-    use crate::resources::ProviderKind;
+    use crate::provider::{CALENDAR, Profile};
+    use calsync::resources::ProviderKind;
     use chrono::{TimeZone, Utc};
     use secrecy::SecretString;
 

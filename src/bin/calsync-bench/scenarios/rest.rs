@@ -1,5 +1,5 @@
 //! Scenario 5 (REST): throughput and p50/p99 latency of `connection-status` and
-//! `task-to-calendar` on a spawned `calsync bench node`, loaded from this process over loopback
+//! `task-to-calendar` on a spawned `calsync-bench node`, loaded from this process over loopback
 //! by a tokio + reqwest load generator. The ideal is `/healthz` measured the same way (what the
 //! HTTP stack and this load generator cost on this machine); `task-to-calendar` also waits for
 //! the engine's one provider call, so its ideal latency adds the provider latency.
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::bench::fixture;
-use crate::bench::procs::{Node, NodeEnv, ProviderServer};
-use crate::bench::provider::Profile;
-use crate::bench::report::{self, percentile};
-use crate::credentials::envelope::Key;
+use crate::fixture;
+use crate::procs::{Node, NodeEnv, ProviderServer};
+use crate::provider::Profile;
+use crate::report::{self, percentile};
+use calsync::credentials::envelope::Key;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RestArgs {

@@ -18,16 +18,16 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::api::{ApiConfig, AppState, Metrics, router};
-use crate::bench::fixture::{NAMESPACE, connection, connection_name};
-use crate::bench::provider::{BenchConnector, BenchService, CALENDAR, Profile};
-use crate::bench::report::{self, percentile};
-use crate::credentials::Credentials;
-use crate::engine::Objects;
-use crate::engine::memory::MemoryObjects;
-use crate::providers::{Connector, EventData, EventTime, Marker, Target};
-use crate::resources::{CalendarConnectionStatus, ProviderKind};
-use crate::scheduling::{self, AutoTask, Interval, Request as Ask, WorkingHours};
+use crate::fixture::{NAMESPACE, connection, connection_name};
+use crate::provider::{BenchConnector, BenchService, CALENDAR, Profile};
+use crate::report::{self, percentile};
+use calsync::api::{ApiConfig, AppState, Metrics, router};
+use calsync::credentials::Credentials;
+use calsync::engine::Objects;
+use calsync::engine::memory::MemoryObjects;
+use calsync::providers::{Connector, EventData, EventTime, Marker, Target};
+use calsync::resources::{CalendarConnectionStatus, ProviderKind};
+use calsync::scheduling::{self, AutoTask, Interval, Request as Ask, WorkingHours};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ScheduleArgs {
@@ -208,8 +208,8 @@ pub async fn run(args: &ScheduleArgs) -> anyhow::Result<u64> {
         );
         let mut conn = connection(c, ProviderKind::Caldav, Some("http://127.0.0.1:1/".into()));
         conn.spec.user_id = USER.into();
-        let label = crate::resources::user_label_value(USER);
-        conn.metadata.labels = Some([(crate::resources::USER_LABEL.to_string(), label)].into());
+        let label = calsync::resources::user_label_value(USER);
+        conn.metadata.labels = Some([(calsync::resources::USER_LABEL.to_string(), label)].into());
         store.apply_connection(&conn).await?;
         let st = CalendarConnectionStatus { default_calendar_id: Some(CALENDAR.into()), ..Default::default() };
         store.patch_connection_status(NAMESPACE, &name, &st).await?;

@@ -1,5 +1,5 @@
 //! Scenario 4 (crash): a bench provider server runs in its own process (it outlives every crash);
-//! `calsync bench node` (standalone mode) runs in another. Each round applies a batch of
+//! `calsync-bench node` (standalone mode) runs in another. Each round applies a batch of
 //! TaskSyncs with the real `calsync apply`, kills the node with SIGKILL at a random moment during
 //! the load and sync, restarts it, waits until everything converged, and counts duplicate events
 //! and lost tasks over all rounds so far.
@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::Rng;
 
-use crate::bench::fixture::{self, NAMESPACE};
-use crate::bench::http;
-use crate::bench::procs::{Node, NodeEnv, ProviderServer};
-use crate::bench::provider::Profile;
-use crate::bench::report;
-use crate::credentials::envelope::Key;
-use crate::engine::{Labels, Objects};
-use crate::standalone::SqliteObjects;
+use crate::fixture::{self, NAMESPACE};
+use crate::http;
+use crate::procs::{Node, NodeEnv, ProviderServer};
+use crate::provider::Profile;
+use crate::report;
+use calsync::credentials::envelope::Key;
+use calsync::engine::{Labels, Objects};
+use calsync::standalone::SqliteObjects;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CrashArgs {
@@ -110,7 +110,7 @@ pub async fn run(args: &CrashArgs) -> anyhow::Result<u64> {
     let conns = dir.path().join("connections.yaml");
     std::fs::write(&conns, connections_yaml(args.connections, &server.base))?;
     finish_apply(env.spawn_apply(&conns)?)?;
-    let store = SqliteObjects::open(&env.database_url(), crate::credentials::envelope::Keyring::new(key)).await?;
+    let store = SqliteObjects::open(&env.database_url(), calsync::credentials::envelope::Keyring::new(key)).await?;
     let http_client = reqwest::Client::new();
     let mut node = Node::start(&env).await?;
     let (mut kills, mut total_dup, mut total_lost) = (0u64, 0u64, 0u64);

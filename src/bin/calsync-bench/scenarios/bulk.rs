@@ -9,17 +9,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bench::fixture::{self, NAMESPACE};
-use crate::bench::provider::{BenchConnector, BenchService, Op, Profile, Stats};
-use crate::bench::report;
-use crate::engine::{Backoff, Engine, EngineConfig, Labels, Objects, RetryPolicy};
-use crate::providers::limiter::{Limited, Policy};
-use crate::standalone::backend::Store;
-use crate::standalone::queue::{self, QueueConfig};
+use crate::fixture::{self, NAMESPACE};
+use crate::provider::{BenchConnector, BenchService, Op, Profile, Stats};
+use crate::report;
+use calsync::engine::{Backoff, Engine, EngineConfig, Labels, Objects, RetryPolicy};
+use calsync::providers::limiter::{Limited, Policy};
+use calsync::standalone::backend::Store;
+use calsync::standalone::queue::{self, QueueConfig};
 
 use anyhow::Context;
 
-/// Options of `calsync bench bulk` / `calsync bench faults`.
+/// Options of `calsync-bench bulk` / `calsync-bench faults`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BulkArgs {
     /// TaskSyncs to sync.
@@ -112,7 +112,7 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
         ),
     );
     let dir = fixture::workdir(args.dir.as_deref())?;
-    let keys = crate::credentials::envelope::Keyring::new(crate::credentials::envelope::Key::generate().0);
+    let keys = calsync::credentials::envelope::Keyring::new(calsync::credentials::envelope::Key::generate().0);
     let (store, kind) = match &args.database_url {
         Some(url) => {
             let store = Store::open(url, keys.clone()).await.context("opening the bench database")?;
@@ -150,7 +150,7 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
             let shards = pg.shards().await.context("taking shard leases")?;
             let owner = shards.clone();
             config.ownership = Some(queue::Ownership {
-                owns: Arc::new(move |key: &crate::engine::ObjectKey| owner.owns(key)),
+                owns: Arc::new(move |key: &calsync::engine::ObjectKey| owner.owns(key)),
                 gained: shards.gained(),
             });
             leases.push(shards);

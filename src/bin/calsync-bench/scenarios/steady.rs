@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
-use crate::bench::counting::CountingObjects;
-use crate::bench::fixture::{self, NAMESPACE};
-use crate::bench::provider::{BenchConnector, BenchService, Profile};
-use crate::bench::report;
-use crate::engine::{Engine, EngineConfig, Labels, Objects};
-use crate::standalone::queue::{self, QueueConfig};
+use crate::counting::CountingObjects;
+use crate::fixture::{self, NAMESPACE};
+use crate::provider::{BenchConnector, BenchService, Profile};
+use crate::report;
+use calsync::engine::{Engine, EngineConfig, Labels, Objects};
+use calsync::standalone::queue::{self, QueueConfig};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct SteadyArgs {
@@ -40,7 +40,7 @@ pub async fn run(args: &SteadyArgs) -> anyhow::Result<u64> {
     );
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
-    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
+    fixture::load(&calsync::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
     // Converge quickly first: no latency, no quota, no faults.
     let service =
         BenchService::new(Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() });

@@ -1,28 +1,60 @@
-//! `calsync bench`: benchmarks that print figures next to their physical ideal, and fault
-//! injection. Scenarios run the real engine, SQLite store and work queue (in process), or the
-//! real binary in standalone mode (spawned, for kill -9 and REST load), against the bench
-//! calendar service (`provider`), which enforces per-connection quotas and injects faults.
+//! The `calsync-bench` binary: benchmarks that print figures next to their physical ideal, and
+//! fault injection. Scenarios run the real engine, SQLite store and work queue (in process), or
+//! the `calsync` binary in standalone mode (spawned, for kill -9 and REST load), against the
+//! bench calendar service (`provider`), which enforces per-connection quotas and injects faults.
+//! It is a binary of its own so the product binary `calsync` and the library carry none of it.
 //!
-//! Owns: the `bench` subcommand, its provider, scenarios and output. Must not touch: engine,
-//! stores, providers or API code; it only drives them through their public interfaces.
+//! Owns: the bench command line, its provider, scenarios and output. Must not touch: engine,
+//! stores, providers or API code; it only drives them through the library's public interfaces.
 
-pub mod batch_http;
-pub mod counting;
-pub mod fixture;
-pub mod http;
-pub mod node;
-pub mod procs;
-pub mod provider;
-pub mod report;
-pub mod scenarios;
+mod batch_http;
+mod counting;
+mod fixture;
+mod http;
+mod node;
+mod procs;
+mod provider;
+mod report;
+mod scenarios;
+
+use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Parser;
+
+use calsync::telemetry::{self, LogFormat};
 
 use scenarios::{batch, bulk, caldav_import, crash, cursor, live, memory, rest, schedule, steady, webhooks};
 
+/// calsync-bench: benchmarks of calsync that print figures next to their ideal, and fault
+/// injection (README "Performance").
+#[derive(Parser, Debug)]
+#[command(name = "calsync-bench", version)]
+struct Cli {
+    /// Log format: text for people, json for log pipelines.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "CALSYNC_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    // One process-level rustls crypto provider before any TLS, as in `calsync` (see its main.rs).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The scenarios and the helper processes they spawn.
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
+enum BenchCommand {
     /// Scenario 1: 10,000 TaskSyncs over 100 connections at 50 ms latency and 10 requests/s per
     /// connection; time to converge vs the quota-bound ideal, 429s provoked.
     Bulk(bulk::BulkArgs),
@@ -78,7 +110,7 @@ pub enum BenchCommand {
 
 /// Run one bench command to completion. Fails (non-zero exit) when a scenario's correctness
 /// goal is missed (duplicates, lost tasks, unconverged tasks, failed requests).
-pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+fn run(command: BenchCommand) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(dispatch(command))
 }

@@ -1,4 +1,4 @@
-//! `calsync bench node`: standalone mode exactly as `calsync standalone` runs it (same
+//! `calsync-bench node`: standalone mode exactly as `calsync standalone` runs it (same
 //! `run_standalone`, work queue, SQLite store and REST API), except that `caldav` and `apple`
 //! connections are served by the bench provider server at their `serverUrl`. The crash and REST
 //! scenarios spawn it as a separate process and kill -9 it.
@@ -10,11 +10,11 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::http::HttpConnector;
-use crate::providers::Connector;
-use crate::providers::limiter::Limited;
-use crate::providers::registry::{Limits, Registry};
-use crate::resources::ProviderKind;
-use crate::standalone::{Services, StandaloneConfig};
+use calsync::providers::Connector;
+use calsync::providers::limiter::Limited;
+use calsync::providers::registry::{Limits, Registry};
+use calsync::resources::ProviderKind;
+use calsync::standalone::{Services, StandaloneConfig};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct NodeArgs {
@@ -31,7 +31,7 @@ pub struct NodeArgs {
 
 /// Run until SIGTERM/Ctrl-C (or SIGKILL, which is the point).
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let api_config = crate::api::ApiConfig::from_env().context("reading the REST API configuration")?;
+    let api_config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
     let mut config = StandaloneConfig { database_url: args.database_url, ..Default::default() };
     config.queue.concurrency = args.concurrency;
     config.engine.owner = api_config.owner.clone();
@@ -41,8 +41,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let connector: Arc<dyn Connector> =
         Arc::new(Registry::new().with(ProviderKind::Caldav, bench.clone()).with(ProviderKind::Apple, bench));
     let listen = args.listen;
-    let mount = move |services: Services| crate::api::serve_standalone(services, api_config, None, listen);
-    crate::standalone::run_standalone(config, move |_| Ok(connector), mount, shutdown()).await?;
+    let mount = move |services: Services| calsync::api::serve_standalone(services, api_config, None, listen);
+    calsync::standalone::run_standalone(config, move |_| Ok(connector), mount, shutdown()).await?;
     Ok(())
 }
 

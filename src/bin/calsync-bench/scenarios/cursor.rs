@@ -14,13 +14,13 @@ use axum::http::Request;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::api::{ApiConfig, AppState, Metrics, router};
-use crate::bench::fixture::{self, NAMESPACE, connection, connection_name};
-use crate::bench::provider::{BenchConnector, BenchService, CALENDAR, Profile};
-use crate::bench::report::{self, percentile};
-use crate::credentials::envelope::{Key, Keyring};
-use crate::engine::Objects;
-use crate::resources::{CalendarConnectionStatus, ProviderKind, PushMode, PushStatus, WatchedCalendar};
+use crate::fixture::{self, NAMESPACE, connection, connection_name};
+use crate::provider::{BenchConnector, BenchService, CALENDAR, Profile};
+use crate::report::{self, percentile};
+use calsync::api::{ApiConfig, AppState, Metrics, router};
+use calsync::credentials::envelope::{Key, Keyring};
+use calsync::engine::Objects;
+use calsync::resources::{CalendarConnectionStatus, ProviderKind, PushMode, PushStatus, WatchedCalendar};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CursorArgs {
@@ -123,8 +123,8 @@ pub async fn run(args: &CursorArgs) -> anyhow::Result<u64> {
         let mut conn = connection(c, ProviderKind::Caldav, None);
         // The REST API finds a user's connections by this label (the engine adds it; no engine
         // runs here).
-        let label = crate::resources::user_label_value(&conn.spec.user_id);
-        conn.metadata.labels = Some([(crate::resources::USER_LABEL.to_string(), label)].into());
+        let label = calsync::resources::user_label_value(&conn.spec.user_id);
+        conn.metadata.labels = Some([(calsync::resources::USER_LABEL.to_string(), label)].into());
         store.apply_connection(&conn).await?;
     }
     let objects: Arc<dyn Objects> = Arc::new(store.clone());

@@ -1,6 +1,7 @@
 //! Child processes of the cross-process scenarios: the bench provider server (outlives every
-//! crash of calsync) and `calsync bench node` (standalone mode, killed with SIGKILL), both this
-//! same executable. Children are killed when their handle drops.
+//! crash of calsync) and `calsync-bench node` (standalone mode, killed with SIGKILL), both this
+//! same executable, and `calsync apply`, the product binary found next to it. Children are
+//! killed when their handle drops.
 //!
 //! Owns: spawning, readiness and killing of those children. Must not touch: what they do.
 
@@ -13,8 +14,23 @@ use anyhow::Context;
 
 use super::provider::Profile;
 
+/// This executable: the bench roles (`provider-server`, `node`) live here.
 fn exe() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("finding the calsync executable to spawn")
+    std::env::current_exe().context("finding the calsync-bench executable to spawn")
+}
+
+/// The product binary `calsync` beside this one (cargo builds both into the same directory),
+/// so the scenarios measure exactly what users run.
+fn product_exe() -> anyhow::Result<PathBuf> {
+    let bench = exe()?;
+    let dir = bench.parent().context("the calsync-bench executable has no parent directory")?;
+    let calsync = dir.join(format!("calsync{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        calsync.is_file(),
+        "{} not found: this scenario runs the calsync binary next to calsync-bench; build both with `cargo build --release --bins`",
+        calsync.display()
+    );
+    Ok(calsync)
 }
 
 /// A free loopback port (bound and released; the child binds it right after).
@@ -23,7 +39,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// `calsync bench provider-server` with `profile`.
+/// `calsync-bench provider-server` with `profile`.
 pub struct ProviderServer {
     child: Child,
     pub base: String,
@@ -32,7 +48,7 @@ pub struct ProviderServer {
 impl ProviderServer {
     pub fn start(profile: &Profile) -> anyhow::Result<Self> {
         let mut child = Command::new(exe()?)
-            .args(["bench", "provider-server", "--listen", "127.0.0.1:0"])
+            .args(["provider-server", "--listen", "127.0.0.1:0"])
             .args(profile_args(profile))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -110,14 +126,14 @@ impl NodeEnv {
 
     /// `calsync apply -f file` on this database, as a child to wait for.
     pub fn spawn_apply(&self, file: &Path) -> anyhow::Result<Child> {
-        let mut cmd = Command::new(exe()?);
+        let mut cmd = Command::new(product_exe()?);
         cmd.arg("apply").arg("-f").arg(file).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         self.apply_env(&mut cmd);
         cmd.spawn().context("spawning calsync apply")
     }
 }
 
-/// A running `calsync bench node`.
+/// A running `calsync-bench node`.
 pub struct Node {
     child: Option<Child>,
     pub base: String,
@@ -132,13 +148,13 @@ impl Node {
             .open(env.dir.join("node.log"))
             .context("opening the node log")?;
         let mut cmd = Command::new(exe()?);
-        cmd.args(["bench", "node", "--concurrency", &env.concurrency.to_string()])
+        cmd.args(["node", "--concurrency", &env.concurrency.to_string()])
             .env("CALSYNC_LISTEN", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         env.apply_env(&mut cmd);
-        let child = cmd.spawn().context("spawning calsync bench node")?;
+        let child = cmd.spawn().context("spawning calsync-bench node")?;
         let node = Node { child: Some(child), base: format!("http://127.0.0.1:{port}") };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -150,7 +166,7 @@ impl Node {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "calsync bench node did not become healthy in 60 s; see {}",
+                "calsync-bench node did not become healthy in 60 s; see {}",
                 env.dir.join("node.log").display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kube::ResourceExt;
 
-use crate::credentials::envelope::{Key, Keyring};
-use crate::engine::{Labels, Objects};
-use crate::resources::{
+use calsync::credentials::envelope::{Key, Keyring};
+use calsync::engine::{Labels, Objects};
+use calsync::resources::{
     CalendarConnection, CalendarConnectionSpec, ConnectionRef, ProviderKind, SecretRef, TaskSync, TaskSyncSpec,
 };
-use crate::standalone::SqliteObjects;
-use crate::standalone::backend::Store;
+use calsync::standalone::SqliteObjects;
+use calsync::standalone::backend::Store;
 
 pub const NAMESPACE: &str = "default";
 

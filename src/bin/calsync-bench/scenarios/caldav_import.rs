@@ -17,13 +17,13 @@ use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use secrecy::SecretString;
 
-use crate::bench::report;
-use crate::credentials::Credentials;
-use crate::providers::caldav::{self, CaldavConnector};
-use crate::providers::{Connector, EventData, EventTime, Marker, Provider, Target, Window};
-use crate::resources::ProviderKind;
+use crate::report;
+use calsync::credentials::Credentials;
+use calsync::providers::caldav::{self, CaldavConnector};
+use calsync::providers::{Connector, EventData, EventTime, Marker, Provider, Target, Window};
+use calsync::resources::ProviderKind;
 
-/// Options of `calsync bench caldav-import`.
+/// Options of `calsync-bench caldav-import`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CaldavImportArgs {
     /// Events in the calendar.

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::credentials::Credentials;
-use crate::credentials::feed::FeedRecord;
-use crate::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
-use crate::resources::{
+use calsync::credentials::Credentials;
+use calsync::credentials::feed::FeedRecord;
+use calsync::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use calsync::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
 

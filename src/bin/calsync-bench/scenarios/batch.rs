@@ -1,7 +1,7 @@
 //! Scenario 10: provider batch APIs. N event creates on one connection through the real Google
 //! and Outlook clients (behind the client-side limiter, as deployed), `concurrency` at a time
 //! as the engine's workers would issue them, against an in-process HTTP service with a fixed
-//! round trip per HTTP request and a service time per request (`bench::batch_http`); batching
+//! round trip per HTTP request and a service time per request (`crate::batch_http`); batching
 //! off, then on. The figures: time, tasks/s, HTTP requests, the gain, and Graph 429s (the
 //! mailbox's four-at-once limit must hold with batches too).
 //!
@@ -14,18 +14,18 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use secrecy::SecretString;
 
-use crate::bench::batch_http::{BatchService, Counts};
-use crate::bench::report;
-use crate::credentials::Credentials;
-use crate::oauth::{AccessTokens, TokenBroker};
-use crate::providers::batch::Batching;
-use crate::providers::google::{GoogleConfig, GoogleConnector};
-use crate::providers::limiter::{Limited, Policy};
-use crate::providers::outlook::{OutlookConfig, OutlookConnector};
-use crate::providers::{Connector, EventData, EventTime, Marker, ProviderError, Target, event_key};
-use crate::resources::ProviderKind;
+use crate::batch_http::{BatchService, Counts};
+use crate::report;
+use calsync::credentials::Credentials;
+use calsync::oauth::{AccessTokens, TokenBroker};
+use calsync::providers::batch::Batching;
+use calsync::providers::google::{GoogleConfig, GoogleConnector};
+use calsync::providers::limiter::{Limited, Policy};
+use calsync::providers::outlook::{OutlookConfig, OutlookConnector};
+use calsync::providers::{Connector, EventData, EventTime, Marker, ProviderError, Target, event_key};
+use calsync::resources::ProviderKind;
 
-/// Options of `calsync bench batch`.
+/// Options of `calsync-bench batch`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BatchArgs {
     /// Event creates, all on one connection (a `tasks-to-calendar` import).

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{BenchService, EventMap, Op, Profile};
-use crate::providers::{EventPage, EventTime, RemoteEvent};
+use calsync::providers::{EventPage, EventTime, RemoteEvent};
 
 /// Calls one connection made, by kind (counted whether admitted or refused, like `Stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,11 +162,12 @@ impl BenchService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::provider::{BenchProvider, CALENDAR};
-    use crate::providers::{Created, Provider, Window};
+    use crate::provider::CALENDAR;
+    use crate::provider::client::BenchProvider;
+    use calsync::providers::{Created, Provider, Window};
     use chrono::Utc;
 
-    use crate::bench::provider::tests::event;
+    use crate::provider::tests::event;
 
     fn window() -> Window {
         Window { from: Utc::now() - chrono::Duration::days(1), to: Utc::now() + chrono::Duration::days(3650) }

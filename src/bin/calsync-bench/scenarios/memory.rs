@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bench::fixture::{self, NAMESPACE};
-use crate::bench::provider::{BenchConnector, BenchService, Profile};
-use crate::bench::report::{self, mib};
-use crate::engine::{Engine, EngineConfig, Labels, Objects};
-use crate::standalone::queue::{self, QueueConfig};
+use crate::fixture::{self, NAMESPACE};
+use crate::provider::{BenchConnector, BenchService, Profile};
+use crate::report::{self, mib};
+use calsync::engine::{Engine, EngineConfig, Labels, Objects};
+use calsync::standalone::queue::{self, QueueConfig};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct MemoryArgs {
@@ -44,7 +44,7 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<()> {
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
     let t = Instant::now();
-    fixture::load(&crate::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
+    fixture::load(&calsync::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
     let (rss_loaded, _) = report::rss_of("self");
     report::info("load into SQLite", format!("{:.1} s", t.elapsed().as_secs_f64()));
 
