@@ -2,9 +2,9 @@
 //! request helpers of the parent module. Owns nothing of its own.
 
 use async_trait::async_trait;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
-use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::broadcast;
 

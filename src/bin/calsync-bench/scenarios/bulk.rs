@@ -60,7 +60,7 @@ pub struct BulkArgs {
     pub client_rps: Option<f64>,
     /// The longest provider pause (Retry-After) a call waits out inside the limiter before the
     /// engine requeues it instead (calsync's default: 250; 5000 was the default before).
-    #[arg(long, default_value_t = crate::providers::limiter::DEFAULT_MAX_WAIT.as_millis() as u64)]
+    #[arg(long, default_value_t = calsync::providers::limiter::DEFAULT_MAX_WAIT.as_millis() as u64)]
     pub limiter_max_wait_ms: u64,
     #[command(flatten)]
     pub profile: Profile,
