@@ -269,9 +269,13 @@ async fn graph_a_part_429_reaches_only_its_caller_and_pauses_the_connection() {
     assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 9);
     let log = fake.requests();
     assert!(log.iter().any(|r| r.in_batch && r.status == 429), "the 429 was a part of a batch: {log:?}");
-    // The limiter heard it: the connection's other calls wait out the Retry-After.
+    // The limiter heard it: the connection's other calls are held back (not sent) until the
+    // Retry-After has passed.
     let r = ps[0].get(&cal, "AAMkAGI2").await;
-    assert!(matches!(r, Err(ProviderError::RateLimited { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(ProviderError::Held { retry_after, .. }) if retry_after > Duration::from_secs(8) && retry_after <= Duration::from_secs(9)),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
