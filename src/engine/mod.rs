@@ -32,6 +32,8 @@ pub mod plan;
 mod record;
 mod remote;
 pub mod resolve;
+#[cfg(test)]
+mod retry_tests;
 pub mod schedule;
 #[cfg(test)]
 mod schedule_tests;

@@ -37,6 +37,13 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use serde_json::{Value, json};
 
+#[path = "fake_apiserver_paths.rs"]
+mod paths;
+#[path = "fake_apiserver_writes.rs"]
+mod writes;
+
+use paths::{Parsed, ResourceType, labels_match, parse_path, query_param};
+
 pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// One recorded request.
@@ -56,107 +63,6 @@ impl Recorded {
     pub fn is_watch(&self) -> bool {
         self.query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")
     }
-}
-
-/// Which resource a path names.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct ResourceType {
-    group: String,
-    version: String,
-    plural: String,
-}
-
-impl ResourceType {
-    fn is_custom(&self) -> bool {
-        self.group == "calendar.getitdone.app"
-    }
-    fn kind(&self) -> &'static str {
-        match self.plural.as_str() {
-            "tasksyncs" => "TaskSync",
-            "calendarconnections" => "CalendarConnection",
-            "secrets" => "Secret",
-            "events" => "Event",
-            "leases" => "Lease",
-            _ => "Unknown",
-        }
-    }
-    fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
-    }
-    fn known(&self) -> bool {
-        matches!(
-            (self.group.as_str(), self.plural.as_str()),
-            ("calendar.getitdone.app", "tasksyncs" | "calendarconnections")
-                | ("", "secrets")
-                | ("events.k8s.io", "events")
-                | ("coordination.k8s.io", "leases")
-        )
-    }
-}
-
-struct Parsed {
-    rt: ResourceType,
-    namespace: Option<String>,
-    name: Option<String>,
-    status: bool,
-}
-
-fn parse_path(path: &str) -> Option<Parsed> {
-    let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, rest) = match *seg.first()? {
-        "api" => ("", *seg.get(1)?, &seg[2..]),
-        "apis" => (*seg.get(1)?, *seg.get(2)?, &seg[3..]),
-        _ => return None,
-    };
-    let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
-        (Some(rest[1].to_string()), &rest[2..])
-    } else {
-        (None, rest)
-    };
-    let plural = rest.first()?.to_string();
-    let name = rest.get(1).map(|s| s.to_string());
-    let status = match rest.get(2) {
-        None => false,
-        Some(&"status") => true,
-        Some(_) => return None,
-    };
-    Some(Parsed { rt: ResourceType { group: group.into(), version: version.into(), plural }, namespace, name, status })
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn labels_match(obj: &Value, selector: Option<&str>) -> bool {
-    let Some(sel) = selector.filter(|s| !s.is_empty()) else {
-        return true;
-    };
-    sel.split(',').all(|term| {
-        let (k, v) = term.split_once('=').map(|(k, v)| (k.trim_end_matches('='), v)).unwrap_or((term, ""));
-        obj["metadata"]["labels"][k].as_str() == Some(v)
-    })
 }
 
 struct Watcher {
@@ -527,108 +433,6 @@ impl FakeApiServer {
         s.objects.insert(key, next.clone());
         Self::emit(s, rv, &p.rt, ns, "MODIFIED", next.clone());
         (StatusCode::OK, next)
-    }
-
-    fn patch(s: &mut State, p: &Parsed, ns: &str, name: &str, content_type: &str, body: Value) -> Reply {
-        let key = (p.rt.clone(), ns.to_string(), name.to_string());
-        let apply = content_type.starts_with("application/apply-patch");
-        let current = match s.objects.get(&key) {
-            Some(c) => c.clone(),
-            None if apply && !p.status => {
-                let mut obj = body;
-                obj["metadata"]["name"] = json!(name);
-                return Self::create(s, &p.rt, ns, obj);
-            }
-            None => {
-                return err(404, "NotFound", format!("{} \"{name}\" not found", p.rt.plural));
-            }
-        };
-        let mut doc = current.clone();
-        if content_type.starts_with("application/json-patch+json") {
-            let mut ops: json_patch::Patch = match serde_json::from_value(body) {
-                Ok(ops) => ops,
-                Err(e) => return err(400, "BadRequest", format!("invalid JSON patch: {e}")),
-            };
-            // The API server's JSON patch library (evanphx/json-patch) lets `test` of a missing
-            // member against null pass; kube's finalizer helper relies on that.
-            ops.0.retain(|op| match op {
-                json_patch::PatchOperation::Test(t) => !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none()),
-                _ => true,
-            });
-            if let Err(e) = json_patch::patch(&mut doc, &ops) {
-                return err(422, "Invalid", format!("the JSON patch could not be applied: {e}"));
-            }
-        } else if content_type.starts_with("application/merge-patch+json")
-            || content_type.starts_with("application/strategic-merge-patch+json")
-            || apply
-        {
-            json_patch::merge(&mut doc, &body);
-        } else {
-            return err(415, "UnsupportedMediaType", format!("unsupported patch type {content_type}"));
-        }
-        // A resourceVersion the patch set is a precondition; otherwise the patch applies to
-        // whatever is current.
-        let wanted = doc["metadata"]["resourceVersion"].clone();
-        if wanted != current["metadata"]["resourceVersion"] {
-            if !wanted.is_null() {
-                return err(
-                    409,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                        p.rt.plural
-                    ),
-                );
-            }
-            doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        }
-        Self::update(s, p, ns, name, doc, Some(&current))
-    }
-
-    fn delete(s: &mut State, rt: &ResourceType, ns: &str, name: &str) -> Reply {
-        let key = (rt.clone(), ns.to_string(), name.to_string());
-        let Some(mut obj) = s.objects.get(&key).cloned() else {
-            return err(404, "NotFound", format!("{} \"{name}\" not found", rt.plural));
-        };
-        s.resource_version += 1;
-        let rv = s.resource_version;
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        if finalizers(&obj).is_empty() {
-            s.objects.remove(&key);
-            Self::emit(s, rv, rt, ns, "DELETED", obj.clone());
-            // Owner references: what this object owned goes too (the garbage collector's job).
-            if let Some(uid) = obj["metadata"]["uid"].as_str().map(String::from) {
-                let owned: Vec<_> = s
-                    .objects
-                    .iter()
-                    .filter(|(_, o)| {
-                        o["metadata"]["ownerReferences"]
-                            .as_array()
-                            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in owned {
-                    let (krt, kns, kname) = k.clone();
-                    let _ = Self::delete(s, &krt, &kns, &kname);
-                }
-            }
-            return (
-                StatusCode::OK,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                       "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": obj["metadata"]["uid"]}}),
-            );
-        }
-        if obj["metadata"]["deletionTimestamp"].is_null() {
-            obj["metadata"]["deletionTimestamp"] = json!(now());
-            if rt.is_custom() {
-                let g = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-                obj["metadata"]["generation"] = json!(g + 1);
-            }
-        }
-        s.objects.insert(key, obj.clone());
-        Self::emit(s, rv, rt, ns, "MODIFIED", obj.clone());
-        (StatusCode::OK, obj)
     }
 }
 
