@@ -168,7 +168,10 @@ impl Radicale {
     pub fn raw(&self) -> RawDav {
         let _ = rustls::crypto::ring::default_provider().install_default();
         RawDav {
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("raw client"),
+            // Generous: Radicale serves one request at a time per collection, and a PROPFIND of
+            // a 2,000-event calendar can wait behind many writes from several replicas (a 30 s
+            // limit failed `e2e_replicas` once while three processes were writing).
+            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("raw client"),
             base: self.url.trim_end_matches('/').to_string(),
             user: self.user.clone(),
             password: self.password.clone(),
