@@ -12,8 +12,10 @@
 //! read-modify-write with the resourceVersion as precondition, so two replicas racing for a shard
 //! cannot both win.
 //!
-//! Each shard's right to write is a `Leadership` (valid until the last renewal + duration minus a
-//! margin), so a replica stops writing for a shard before anyone else may take it over.
+//! Each shard's right is a `Leadership` (valid until the last renewal + duration minus a margin).
+//! Reconciles run only for held shards; calendar writes need at least one valid shard (see the
+//! `WriteGate` impl for why not the target connection's), so a replica stops writing before
+//! anyone else may take its shards over.
 //!
 //! Owns: the shard and presence Leases and this replica's view of them. Must not touch:
 //! reconciles (run.rs asks `owns_connection`) or calendar calls (gated through `WriteGate`).
@@ -148,14 +150,19 @@ impl From<Leadership> for Shards {
     }
 }
 
-// Calendar writes for a connection only while its shard's Lease holds, checked before every
-// write, so a replica that lost a shard mid-reconcile stops there.
+// Calendar writes only while this replica holds at least one shard Lease that has not lapsed,
+// checked before every write, so a replica whose renewals fail stops writing mid-reconcile
+// before anyone can take its shards over. Per replica, not per connection (as
+// `standalone::pg::shards`): a TaskSync moving between two connections of its user (routing)
+// deletes its old copy through the other connection, which may hash to another replica's shard,
+// and that delete is part of this TaskSync's reconcile, which only the holder of its own
+// connection's shard runs (`run.rs` checks `owns_connection` before every reconcile). A shard
+// given back while one of its reconciles still runs is covered by `HANDOVER`.
 impl crate::providers::gate::WriteGate for Shards {
-    fn refuse(&self, connection: &str) -> Option<(&'static str, &'static str)> {
-        let (ns, name) = connection.split_once('/').unwrap_or(("", connection));
-        (!self.owns_connection(ns, name)).then_some((
+    fn refuse(&self, _connection: &str) -> Option<(&'static str, &'static str)> {
+        self.held().is_empty().then_some((
             "NotLeader",
-            "this replica does not hold the lease of this connection's shard; its holder does the write",
+            "this replica holds no valid shard lease (renewals failing or none claimed yet); the holders do the writes",
         ))
     }
 }

@@ -46,7 +46,7 @@ fn shard_count_is_validated() {
 }
 
 #[test]
-fn writes_are_gated_per_shard() {
+fn writes_need_a_valid_shard_and_reconciles_the_connections_own() {
     let shards = Shards::new(4);
     assert!(shards.held().is_empty());
     assert!(shards.refuse("ns/alice").is_some(), "nothing held: no write");
@@ -55,7 +55,11 @@ fn writes_are_gated_per_shard() {
     assert!(shards.refuse("ns/alice").is_none());
     assert!(shards.owns_connection("ns", "alice"));
     let other = (0..100).map(|i| format!("c{i}")).find(|c| shard_of("ns", c, 4) != alice).unwrap();
-    assert!(shards.refuse(&format!("ns/{other}")).is_some(), "another shard's connection");
+    assert!(!shards.owns_connection("ns", &other), "another shard's connection is not reconciled here");
+    assert!(
+        shards.refuse(&format!("ns/{other}")).is_none(),
+        "but a TaskSync of a held shard may write through it (moving between its user's connections)"
+    );
     // A lapsed deadline refuses at once, before any renewal attempt notices.
     shards.shard(alice).set(Some(Instant::now()));
     assert!(shards.refuse("ns/alice").is_some());
