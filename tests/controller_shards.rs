@@ -115,8 +115,9 @@ fn events_by_summary(dav: &Radicale) -> BTreeMap<String, usize> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_share_twelve_shards_and_survive_a_kill() {
+/// Radicale with one calendar per connection, and the fake API server holding the credentials
+/// Secret and `connections` CalendarConnections (`conn-<c>` → `/<user>/cal-<c>/`).
+async fn world(connections: usize) -> (Radicale, FakeApiServer) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dav = Radicale::start();
     let raw = dav.raw();
@@ -130,7 +131,7 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
         }),
     )
     .await;
-    for c in 0..CONNECTIONS {
+    for c in 0..connections {
         let path = format!("/{}/cal-{c}/", dav.user);
         raw.mkcalendar(&path, &format!("Calendar {c}"), &["VEVENT"]).await;
         create::<CalendarConnection>(
@@ -144,6 +145,12 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
         )
         .await;
     }
+    (dav, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_twelve_shards_and_survive_a_kill() {
+    let (dav, server) = world(CONNECTIONS).await;
     for t in 0..TASKS {
         let mut fixture = task_sync(&format!("t-{t}"), &format!("conn-{}", t % CONNECTIONS), &format!("Task {t}"));
         fixture["spec"]["start"] = json!(format!("2026-03-{:02}T{:02}:00:00Z", 1 + (t / 24) % 28, t % 24));
@@ -264,33 +271,8 @@ async fn memory_of_one_replica_with_100k_task_syncs() {
     let tasks: usize = std::env::var("TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let sample_secs: u64 = std::env::var("SAMPLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let connections = 100;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dav = Radicale::start();
-    let raw = dav.raw();
-    let server = FakeApiServer::new();
-    create::<Secret>(
-        &server,
-        json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "dav-creds", "namespace": NS},
-            "data": {"username": b64(&dav.user), "password": b64(&dav.password)},
-        }),
-    )
-    .await;
-    for c in 0..connections {
-        let path = format!("/{}/cal-{c}/", dav.user);
-        raw.mkcalendar(&path, &format!("Calendar {c}"), &["VEVENT"]).await;
-        create::<CalendarConnection>(
-            &server,
-            json!({
-                "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection",
-                "metadata": {"name": format!("conn-{c}"), "namespace": NS},
-                "spec": {"userId": format!("user-{c}"), "provider": "caldav", "serverUrl": dav.url,
-                         "calendarId": path, "credentialsSecretRef": {"name": "dav-creds"}},
-            }),
-        )
-        .await;
-    }
+    // Radicale must outlive the run: `_dav` (not `_`) keeps it.
+    let (_dav, server) = world(connections).await;
     // Stored directly (as the API would, minus admission): 100,000 creates over HTTP would
     // dominate the run without changing what the controller holds.
     let list_path = format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs");

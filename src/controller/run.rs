@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -150,11 +150,6 @@ fn changed_signal(c: &GuardedConnection) -> Option<u64> {
 /// generation predicate alone would drop it.
 fn resolve_choice(t: &GuardedTaskSync) -> Option<u64> {
     Some(hash_of(&t.meta().annotations.as_ref().and_then(|a| a.get(crate::resources::RESOLVE_ANNOTATION))))
-}
-
-/// Fires when this replica gains shards: their objects are reconciled at once.
-fn shard_gains(shards: &Shards) -> impl Stream<Item = ()> + Send + 'static {
-    shards.gains()
 }
 
 async fn reconcile_task_sync(obj: Arc<GuardedTaskSync>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -394,7 +389,7 @@ pub async fn run(
     let ts_controller = Controller::for_stream(ts_trigger, ts_reader)
         .watches_stream(conn_for_ts, mapper)
         .reconcile_on(requeued)
-        .reconcile_all_on(shard_gains(&shards))
+        .reconcile_all_on(shards.gains())
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -410,7 +405,7 @@ pub async fn run(
             }
         });
     let conn_controller = Controller::for_stream(conn_trigger, conn_reader)
-        .reconcile_all_on(shard_gains(&shards))
+        .reconcile_all_on(shards.gains())
         .with_config(cfg)
         .graceful_shutdown_on(shutdown.clone())
         .run(
