@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use base64::Engine as _;
 use kube::Resource;
-use serde_json::Value;
 
 use crate::resources::{CalendarConnection, TaskSync, USER_LABEL, user_label_value};
-use crate::standalone::cli::{API_VERSION, ident, keep_others_metadata, read_source, strip_server_fields, unmapped};
+use crate::standalone::cli::{
+    API_VERSION, ident, keep_others_metadata, read_source, secret_data, strip_server_fields, unmapped,
+};
 use crate::standalone::validate::validate;
 
 /// What the files hold.
@@ -58,28 +58,6 @@ pub fn read(files: &[PathBuf], default_ns: &str) -> Result<Overlay, String> {
         }
     }
     Ok(out)
-}
-
-fn secret_data(doc: &Value, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let mut data = BTreeMap::new();
-    if let Some(map) = doc.get("data").and_then(Value::as_object) {
-        for (k, v) in map {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap_or_default().trim())
-                .map_err(|_| format!("The Secret {name:?} is invalid: data[{k}]: illegal base64 data"))?;
-            data.insert(k.clone(), bytes);
-        }
-    }
-    if let Some(map) = doc.get("stringData").and_then(Value::as_object) {
-        for (k, v) in map {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            data.insert(k.clone(), text.into_bytes());
-        }
-    }
-    Ok(data)
 }
 
 /// What an apply replaces of each kind.

@@ -189,11 +189,10 @@ pub(crate) fn keep_others_metadata(new: &mut ObjectMeta, old: &ObjectMeta) {
     }
 }
 
-async fn apply_secret(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<String, String> {
+/// A Secret document's `data` (base64) and `stringData` (text, winning on the same key) as the
+/// API server merges them; `apply` and `plan -f` read Secrets through this.
+pub(crate) fn secret_data(doc: &Value, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let invalid = |cause: String| format!("The Secret {name:?} is invalid: {cause}");
-    if name.is_empty() {
-        return Err(invalid("metadata.name: Required value".into()));
-    }
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     if let Some(map) = doc.get("data").and_then(Value::as_object) {
         for (k, v) in map {
@@ -213,6 +212,15 @@ async fn apply_secret(store: &Store, doc: &Value, ns: &str, name: &str) -> Resul
             data.insert(k.clone(), text.into_bytes());
         }
     }
+    Ok(data)
+}
+
+async fn apply_secret(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<String, String> {
+    let invalid = |cause: String| format!("The Secret {name:?} is invalid: {cause}");
+    if name.is_empty() {
+        return Err(invalid("metadata.name: Required value".into()));
+    }
+    let data = secret_data(doc, name)?;
     let before = store.get_secret(ns, name).await.ok().flatten();
     if before.as_ref() == Some(&data) {
         return Ok(format!("secret/{name} unchanged"));
