@@ -17,9 +17,10 @@
 //! connection come from an in-memory index kept with the triggers, not from listing them all.
 
 mod intake;
+mod ready;
 mod trigger;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::intake::Intake;
+use self::ready::Ready;
 use self::trigger::{Trigger, connection_trigger, task_sync_trigger};
 use super::store::SecretName;
 use crate::engine::backoff::jitter;
@@ -39,6 +41,9 @@ use crate::engine::{Backoff, Engine, EngineError, Kind, Labels, ObjectKey, Outco
 pub struct QueueConfig {
     /// Reconciles running at once (across objects).
     pub concurrency: usize,
+    /// Reconciles of one connection's TaskSyncs running at once (`ready`): more only park
+    /// workers in that connection's client limiter.
+    pub per_connection: usize,
     /// Every object is re-checked at least this often.
     pub sweep: Duration,
     /// Backoff after a reconcile failed with a store error.
@@ -65,6 +70,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             concurrency: 8,
+            per_connection: DEFAULT_PER_CONNECTION,
             sweep: Duration::from_secs(600),
             backoff: Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(300) },
             ownership: None,
@@ -72,13 +78,17 @@ impl Default for QueueConfig {
     }
 }
 
+/// `QueueConfig::per_connection` by default: the in-flight cap calsync's client limiter and
+/// Graph set per connection, so a connection can still fill its own request slots (and batch).
+pub const DEFAULT_PER_CONNECTION: usize = 4;
+
 /// Scheduler state; lives in one task, so no locks.
 struct Scheduler {
     engine: Engine,
     config: QueueConfig,
-    ready: VecDeque<ObjectKey>,
-    queued: HashSet<ObjectKey>,
-    running: HashSet<ObjectKey>,
+    ready: Ready,
+    /// Running objects, with the lane a running TaskSync was taken from.
+    running: HashMap<ObjectKey, Option<ObjectKey>>,
     /// Changed while running: run again when it finishes.
     dirty: HashSet<ObjectKey>,
     timers: BTreeSet<(Instant, ObjectKey)>,
@@ -93,12 +103,12 @@ struct Scheduler {
 
 impl Scheduler {
     fn new(engine: Engine, config: QueueConfig) -> Self {
+        let ready = Ready::new(config.per_connection);
         Scheduler {
             engine,
             config,
-            ready: VecDeque::new(),
-            queued: HashSet::new(),
-            running: HashSet::new(),
+            ready,
+            running: HashMap::new(),
             dirty: HashSet::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
@@ -169,10 +179,11 @@ impl Scheduler {
         if let Some(at) = self.timer_of.remove(&key) {
             self.timers.remove(&(at, key.clone()));
         }
-        if self.running.contains(&key) {
+        if self.running.contains_key(&key) {
             self.dirty.insert(key);
-        } else if self.queued.insert(key.clone()) {
-            self.ready.push_back(key);
+        } else if !self.ready.contains(&key) {
+            let lane = self.shard_key(&key);
+            self.ready.push(key, lane);
         }
     }
 
@@ -309,7 +320,9 @@ impl Scheduler {
     }
 
     fn finished(&mut self, key: ObjectKey, result: Result<Outcome, String>) {
-        self.running.remove(&key);
+        if let Some(Some(lane)) = self.running.remove(&key) {
+            self.ready.done(&lane);
+        }
         match result {
             Ok(outcome) => {
                 self.failures.remove(&key);
@@ -332,17 +345,19 @@ impl Scheduler {
 
     fn start_ready(&mut self, tasks: &mut JoinSet<(ObjectKey, Result<Outcome, String>)>) {
         while self.running.len() < self.config.concurrency.max(1) {
-            let Some(key) = self.ready.pop_front() else {
+            let Some((key, lane)) = self.ready.pop() else {
                 break;
             };
-            self.queued.remove(&key);
             if let Some(o) = &self.config.ownership
                 && !(o.owns)(&self.shard_key(&key))
             {
                 // Another replica's (or none's while we cannot renew our leases): not ours to run.
+                if let Some(lane) = &lane {
+                    self.ready.done(lane);
+                }
                 continue;
             }
-            self.running.insert(key.clone());
+            self.running.insert(key.clone(), lane);
             let key_for_task = key.clone();
             let engine = self.engine.clone();
             let handle = tasks.spawn(async move {
