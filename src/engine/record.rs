@@ -92,7 +92,10 @@ impl Engine {
             ),
         };
         self.set_failed(ctx, reason, message);
-        self.finish_exactly(ctx, retry_after + super::RETRY_MARGIN).await
+        Ok(match self.finish_exactly(ctx, retry_after + super::RETRY_MARGIN).await? {
+            Outcome::Requeue(d) => Outcome::Held(d),
+            other => other,
+        })
     }
 
     /// A successful write: the event now matches the spec.

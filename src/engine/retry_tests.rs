@@ -122,7 +122,7 @@ async fn a_held_connection_requeues_at_the_hold_end_without_counting_a_failure()
     w.calendar.inject(Op::Create, held(1500));
     w.objects.clear_writes();
     let out = w.reconcile("t1").await;
-    assert_eq!(out, Outcome::Requeue(std::time::Duration::from_millis(1520)), "the hold's end, exactly");
+    assert_eq!(out, Outcome::Held(std::time::Duration::from_millis(1520)), "the hold's end, exactly");
     let st = w.status("t1").await;
     assert_eq!(reason(&st, "Synced"), "False/RateLimited");
     assert_eq!((st.failed_attempts, st.next_attempt_time, st.history.len()), (0, None, 0), "nothing failed");
@@ -135,7 +135,7 @@ async fn a_held_connection_requeues_at_the_hold_end_without_counting_a_failure()
     assert!(first >= 1, "the condition says why the task waits");
     // Held again: the status already says so, so nothing is written.
     w.calendar.inject(Op::Create, held(700));
-    assert_eq!(w.reconcile("t1").await, Outcome::Requeue(std::time::Duration::from_millis(720)));
+    assert_eq!(w.reconcile("t1").await, Outcome::Held(std::time::Duration::from_millis(720)));
     assert_eq!(w.objects.writes().len(), first, "a second hold wrote the status again");
     w.reconcile("t1").await;
     let st = w.status("t1").await;

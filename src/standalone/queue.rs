@@ -2,7 +2,8 @@
 //!
 //! Owns: scheduling. Every object is enqueued at start-up and on relevant change notifications;
 //! at most one reconcile per object runs at a time (a change during a run re-runs it after),
-//! with bounded overall concurrency; `Outcome::Requeue(d)` sets a timer; a store failure
+//! with bounded overall concurrency; `Outcome::Requeue(d)` sets a timer (`Held(d)` also holds
+//! the lane of the object's connection until then, `ready`); a store failure
 //! (`EngineError`) backs the object off exponentially (capped); a periodic sweep re-checks
 //! everything. A connection change re-queues the TaskSyncs that use it. Must not touch: calendar
 //! calls or status (the engine does both).
@@ -201,6 +202,7 @@ impl Scheduler {
 
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
+        self.ready.release_due(now);
         while let Some((at, _)) = self.timers.first() {
             if *at > now {
                 break;
@@ -320,14 +322,22 @@ impl Scheduler {
     }
 
     fn finished(&mut self, key: ObjectKey, result: Result<Outcome, String>) {
-        if let Some(Some(lane)) = self.running.remove(&key) {
-            self.ready.done(&lane);
+        let lane = self.running.remove(&key).flatten();
+        if let Some(lane) = &lane {
+            self.ready.done(lane);
         }
         match result {
             Ok(outcome) => {
                 self.failures.remove(&key);
-                if let Outcome::Requeue(d) = outcome {
-                    self.schedule(key.clone(), d);
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::Requeue(d) => self.schedule(key.clone(), d),
+                    Outcome::Held(d) => {
+                        self.schedule(key.clone(), d);
+                        if let Some(lane) = &lane {
+                            self.ready.hold(lane, Instant::now() + d);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -345,7 +355,7 @@ impl Scheduler {
 
     fn start_ready(&mut self, tasks: &mut JoinSet<(ObjectKey, Result<Outcome, String>)>) {
         while self.running.len() < self.config.concurrency.max(1) {
-            let Some((key, lane)) = self.ready.pop() else {
+            let Some((key, lane)) = self.ready.pop(Instant::now()) else {
                 break;
             };
             if let Some(o) = &self.config.ownership
@@ -436,7 +446,11 @@ async fn drive(
     loop {
         s.fire_due_timers();
         s.start_ready(&mut tasks);
-        let next_timer = s.timers.first().map(|(at, _)| *at).unwrap_or_else(|| Instant::now() + sweep_every);
+        let next_timer = [s.timers.first().map(|(at, _)| *at), s.ready.next_release()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + sweep_every);
         tokio::select! {
             biased;
             () = &mut shutdown => break,

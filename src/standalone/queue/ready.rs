@@ -7,9 +7,14 @@
 //! robin, with at most `per_lane` of a lane running at once: a connection's calls are paced by
 //! its client limiter, and workers parked in that pacing are workers other connections lack
 //! (measured: all 20 workers parked behind one connection's 10 requests/s while retries of
-//! other connections waited 25 s). Must not touch: timers, triggers, ownership or the engine.
+//! other connections waited 25 s). A lane whose connection the client limiter holds (a
+//! Retry-After, or its breaker: `Outcome::Held`) waits as a whole until the hold ends:
+//! otherwise its TaskSyncs would each be run into the same hold, written and requeued, and all
+//! come back at once when it ends. Must not touch: timers, triggers, ownership or the engine.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use tokio::time::Instant;
 
 use crate::engine::{Kind, ObjectKey};
 
@@ -25,6 +30,8 @@ pub(super) struct Ready {
     in_turn: HashSet<ObjectKey>,
     /// Running TaskSyncs per lane.
     running: HashMap<ObjectKey, usize>,
+    /// Lanes held until then.
+    held: HashMap<ObjectKey, Instant>,
     queued: HashSet<ObjectKey>,
 }
 
@@ -37,6 +44,7 @@ impl Ready {
             turn: VecDeque::new(),
             in_turn: HashSet::new(),
             running: HashMap::new(),
+            held: HashMap::new(),
             queued: HashSet::new(),
         }
     }
@@ -65,13 +73,17 @@ impl Ready {
 
     /// The next object to run and its lane (`None` for a connection), counted as running in
     /// its lane until `done`.
-    pub fn pop(&mut self) -> Option<(ObjectKey, Option<ObjectKey>)> {
+    pub fn pop(&mut self, now: Instant) -> Option<(ObjectKey, Option<ObjectKey>)> {
         if let Some(key) = self.connections.pop_front() {
             self.queued.remove(&key);
             return Some((key, None));
         }
         while let Some(lane) = self.turn.pop_front() {
             self.in_turn.remove(&lane);
+            if self.held.get(&lane).is_some_and(|until| *until > now) {
+                // Leaves the turn; `release_due` puts it back.
+                continue;
+            }
             let Some(waiting) = self.lanes.get_mut(&lane) else { continue };
             let Some(key) = waiting.pop_front() else {
                 self.lanes.remove(&lane);
@@ -99,8 +111,32 @@ impl Ready {
         self.offer(lane.clone());
     }
 
-    /// Put `lane` in turn if it has waiting TaskSyncs, room to run one and no turn yet.
+    /// Run none of `lane`'s TaskSyncs before `until` (the later of two holds wins).
+    pub fn hold(&mut self, lane: &ObjectKey, until: Instant) {
+        let at = self.held.entry(lane.clone()).or_insert(until);
+        *at = (*at).max(until);
+    }
+
+    /// End the holds due at `now`.
+    pub fn release_due(&mut self, now: Instant) {
+        let due: Vec<ObjectKey> =
+            self.held.iter().filter(|(_, until)| **until <= now).map(|(l, _)| l.clone()).collect();
+        for lane in due {
+            self.held.remove(&lane);
+            self.offer(lane);
+        }
+    }
+
+    /// When the next hold ends.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.held.values().min().copied()
+    }
+
+    /// Put `lane` in turn if it has waiting TaskSyncs, room to run one, no hold and no turn yet.
     fn offer(&mut self, lane: ObjectKey) {
+        if self.held.contains_key(&lane) {
+            return;
+        }
         let room = self.running.get(&lane).copied().unwrap_or(0) < self.per_lane;
         let waiting = self.lanes.get(&lane).is_some_and(|w| !w.is_empty());
         if room && waiting && self.in_turn.insert(lane.clone()) {
@@ -121,7 +157,7 @@ mod tests {
     }
 
     fn names(ready: &mut Ready, n: usize) -> Vec<String> {
-        (0..n).filter_map(|_| ready.pop()).map(|(k, _)| k.name).collect()
+        (0..n).filter_map(|_| ready.pop(Instant::now())).map(|(k, _)| k.name).collect()
     }
 
     #[test]
@@ -131,7 +167,7 @@ mod tests {
         r.push(task("t2"), conn("a"));
         r.push(conn("a"), conn("a"));
         assert_eq!(names(&mut r, 3), ["a", "t1", "t2"]);
-        assert!(r.pop().is_none());
+        assert!(r.pop(Instant::now()).is_none());
     }
 
     #[test]
@@ -143,7 +179,7 @@ mod tests {
         r.push(task("b1"), conn("b"));
         // Round robin across lanes, at most two of lane a at once.
         assert_eq!(names(&mut r, 4), ["a1", "b1", "a2"]);
-        assert!(r.pop().is_none(), "lane a is full, lane b empty");
+        assert!(r.pop(Instant::now()).is_none(), "lane a is full, lane b empty");
         r.done(&conn("a"));
         assert_eq!(names(&mut r, 2), ["a3"]);
         r.done(&conn("a"));
@@ -169,7 +205,33 @@ mod tests {
         r.push(task("t1"), conn("a"));
         assert_eq!(names(&mut r, 1), ["t1"]);
         r.done(&conn("a"));
-        assert!(r.pop().is_none());
+        assert!(r.pop(Instant::now()).is_none());
         assert!(r.running.is_empty() && r.turn.is_empty() && r.lanes.is_empty());
+    }
+
+    #[test]
+    fn a_held_lane_waits_until_its_hold_ends_and_others_go_on() {
+        let mut r = Ready::new(4);
+        let t0 = Instant::now();
+        let secs = std::time::Duration::from_secs;
+        r.push(task("a1"), conn("a"));
+        assert_eq!(names(&mut r, 1), ["a1"]);
+        // a1 came back held for 2 s; a2 and a3 queue meanwhile, b1 too.
+        r.done(&conn("a"));
+        r.hold(&conn("a"), t0 + secs(2));
+        r.hold(&conn("a"), t0 + secs(1));
+        for t in ["a2", "a3"] {
+            r.push(task(t), conn("a"));
+        }
+        r.push(task("b1"), conn("b"));
+        assert_eq!(r.next_release(), Some(t0 + secs(2)), "the later hold wins");
+        let took: Vec<String> = std::iter::from_fn(|| r.pop(t0)).map(|(k, _)| k.name).collect();
+        assert_eq!(took, ["b1"]);
+        r.release_due(t0 + secs(1));
+        assert!(r.pop(t0 + secs(1)).is_none(), "not before the hold ends");
+        r.release_due(t0 + secs(2));
+        assert_eq!(r.next_release(), None);
+        let took: Vec<String> = std::iter::from_fn(|| r.pop(t0 + secs(2))).map(|(k, _)| k.name).collect();
+        assert_eq!(took, ["a2", "a3"]);
     }
 }

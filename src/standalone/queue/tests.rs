@@ -40,7 +40,7 @@ async fn one_run_per_key_and_bounded_concurrency() {
 /// Names of every queued object, in the order workers would take them.
 fn drain(s: &mut Scheduler) -> Vec<String> {
     let mut names = Vec::new();
-    while let Some((key, lane)) = s.ready.pop() {
+    while let Some((key, lane)) = s.ready.pop(Instant::now()) {
         names.push(key.name);
         if let Some(lane) = lane {
             s.ready.done(&lane);
