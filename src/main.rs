@@ -48,8 +48,8 @@ enum Command {
         /// Reconciles running at once.
         #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8)]
         concurrency: usize,
-        /// Reconciles of one connection's TaskSyncs at once (the rest wait their turn, so one
-        /// busy connection cannot take every worker).
+        /// Reconciles of one connection's TaskSyncs at once, 0 for no cap (connections take
+        /// turns either way, so one busy connection cannot starve the others).
         #[arg(long, env = "CALSYNC_CONNECTION_CONCURRENCY", default_value_t = calsync::standalone::queue::DEFAULT_PER_CONNECTION)]
         connection_concurrency: usize,
         /// Address the REST API listens on.

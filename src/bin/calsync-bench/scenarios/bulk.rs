@@ -31,7 +31,7 @@ pub struct BulkArgs {
     /// Work-queue concurrency (`calsync standalone --concurrency`; its default is 8).
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
-    /// Reconciles of one connection's TaskSyncs at once (`CALSYNC_CONNECTION_CONCURRENCY`).
+    /// Reconciles of one connection's TaskSyncs at once, 0: no cap (`CALSYNC_CONNECTION_CONCURRENCY`).
     #[arg(long, default_value_t = calsync::standalone::queue::DEFAULT_PER_CONNECTION)]
     pub per_connection: usize,
     /// Directory for the SQLite database (default: the system temp dir).
