@@ -356,7 +356,11 @@ impl Scheduler {
             }
         }
         if self.dirty.remove(&key) {
-            self.enqueue(key);
+            // Changed while running (most often by its own reconcile: the finalizer it added):
+            // work in progress, so first in its lane. As new work it waited behind the lane's
+            // backlog, and since this drops the retry timer just set, a failed first attempt
+            // was retried only after the whole backlog (measured: 17.8 s at the median).
+            self.enqueue_as(key, true);
         }
     }
 

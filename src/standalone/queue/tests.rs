@@ -75,6 +75,26 @@ async fn connections_first_and_one_connection_cannot_take_every_worker() {
     tasks.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_rerun_after_a_change_while_running_goes_first_in_its_lane() {
+    let mut s = scheduler();
+    s.config.concurrency = 1;
+    let key = |n: &str| ObjectKey::task_sync("ns", n);
+    for n in ["a", "b", "c"] {
+        s.remember(&key(n), trigger("c1"));
+    }
+    s.enqueue(key("a"));
+    let mut tasks = JoinSet::new();
+    s.start_ready(&mut tasks);
+    assert!(s.running.contains_key(&key("a")));
+    s.enqueue(key("b"));
+    s.enqueue(key("c"));
+    s.enqueue(key("a"));
+    s.finished(key("a"), Ok(Outcome::Requeue(Duration::from_secs(5))));
+    assert_eq!(drain(&mut s), ["a", "b", "c"]);
+    tasks.shutdown().await;
+}
+
 fn trigger(uses: &str) -> Trigger {
     Trigger { own: 1, dependents: None, uses: Some(uses.into()) }
 }
