@@ -38,10 +38,13 @@ mod connections;
 mod feeds;
 mod outbox;
 pub(super) mod secrets;
+mod unit;
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
 use crate::credentials::feed::FeedRecord;
-use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::engine::{
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded, StoreError,
+};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
@@ -61,6 +64,15 @@ pub struct StoreStats {
 
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
+
+/// An Event's row fields: type, reason, action, note.
+fn event_fields(event: &ObjectEvent) -> [&str; 4] {
+    let type_ = match event.type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    [type_, &event.reason, &event.action, &event.note]
+}
 
 struct Inner {
     /// The writer's connection; also the readers' for `sqlite::memory:` (private to it).
@@ -366,14 +378,11 @@ impl Objects for SqliteObjects {
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
         let key = key.clone();
         let event = event.clone();
-        self.tx(move |tx, _, _| {
-            let type_ = match event.type_ {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            };
-            rows::insert_event(tx, &key, [type_, &event.reason, &event.action, &event.note], EVENTS_KEPT)
-        })
-        .await
+        self.tx(move |tx, _, _| rows::insert_event(tx, &key, event_fields(&event), EVENTS_KEPT)).await
+    }
+
+    async fn record_outcome(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
+        self.record_unit(key, record).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {
