@@ -83,3 +83,160 @@ fn event_in(tx: &Transaction, key: &ObjectKey, event: &crate::engine::ObjectEven
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use crate::credentials::envelope::{Key, Keyring};
+    use crate::engine::{EventType, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded};
+    use crate::resources::{
+        CalendarConnection, Direction, HistoryEntry, Operation, SyncStatus, TaskSync, TaskSyncStatus,
+    };
+    use crate::standalone::store::SqliteObjects;
+
+    async fn open(dir: &tempfile::TempDir) -> (SqliteObjects, String, Key) {
+        let url = format!("sqlite://{}", dir.path().join("u.db").display());
+        let key = Key::generate().0;
+        (SqliteObjects::open(&url, Keyring::new(key.clone())).await.unwrap(), url, key)
+    }
+
+    async fn seed(store: &SqliteObjects, connection: bool, task: bool) {
+        if connection {
+            let c: CalendarConnection = serde_json::from_value(serde_json::json!({
+                "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection",
+                "metadata": {"name": "c", "namespace": "default"},
+                "spec": {"userId": "u", "provider": "caldav", "credentialsSecretRef": {"name": "s"}}
+            }))
+            .unwrap();
+            store.apply_connection(&c).await.unwrap();
+        }
+        if task {
+            let t: TaskSync = serde_json::from_value(serde_json::json!({
+                "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync",
+                "metadata": {"name": "t", "namespace": "default"},
+                "spec": {"connectionRef": {"name": "c"}, "taskId": "t", "title": "T", "start": "2026-03-05T14:00:00Z"}
+            }))
+            .unwrap();
+            store.apply_task_sync(&t).await.unwrap();
+        }
+    }
+
+    fn outcome(event_id: &str) -> ReconcileRecord {
+        let entry = HistoryEntry {
+            id: 0,
+            time: chrono::Utc::now(),
+            task_id: Some("t".into()),
+            event_id: Some(event_id.into()),
+            direction: Direction::ToCalendar,
+            operation: Operation::Create,
+            status: SyncStatus::Success,
+            error: None,
+            note: None,
+        };
+        let event = ObjectEvent {
+            type_: EventType::Normal,
+            reason: "EventCreated".into(),
+            note: format!("calendar event {event_id} created"),
+            action: "Create".into(),
+        };
+        let status = TaskSyncStatus { event_id: Some(event_id.into()), ..Default::default() };
+        ReconcileRecord { status: Some(status), history: vec![("c".into(), entry)], events: vec![event] }
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::task_sync("default", "t")
+    }
+
+    async fn history_of(store: &SqliteObjects) -> Vec<HistoryEntry> {
+        let c = store.get_connection("default", "c").await.unwrap().unwrap();
+        c.status.map(|s| s.history).unwrap_or_default()
+    }
+
+    async fn events_of(store: &SqliteObjects) -> usize {
+        store.events(Some(&key()), 100).await.unwrap().len()
+    }
+
+    /// Status, connection history and Event are one write (one savepoint of one commit): the
+    /// notifications of both objects are out and the cache holds the new status when the call
+    /// returns, and a fresh process reads all three.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outcome_is_one_durable_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url, k) = open(&dir).await;
+        seed(&store, true, true).await;
+        let mut changes = store.subscribe();
+        let before = store.stats().writes;
+        assert_eq!(store.record_outcome(&key(), &outcome("ev1")).await.unwrap(), Recorded::Stored);
+        assert_eq!(store.stats().writes, before + 1, "one write of the group commit");
+        let mut notified = Vec::new();
+        loop {
+            match changes.try_recv() {
+                Ok(k) => notified.push(k),
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(notified, vec![ObjectKey::connection("default", "c"), key()]);
+        let t = store.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev1"), "the cache has the status");
+        drop(store);
+        let reopened = SqliteObjects::open(&url, Keyring::new(k)).await.unwrap();
+        let t = reopened.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev1"));
+        let h = history_of(&reopened).await;
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].event_id.as_deref(), Some("ev1"));
+        assert_eq!(h[0].id, 1, "the ring assigned the id");
+        assert_eq!(events_of(&reopened).await, 1);
+    }
+
+    /// A TaskSync deleted meanwhile: no status, `Gone`; the calendar write still shows in the
+    /// connection's history and the Events. A connection that is gone never fails the status.
+    #[tokio::test]
+    async fn a_gone_object_skips_only_its_own_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = open(&dir).await;
+        seed(&store, true, false).await;
+        assert_eq!(store.record_outcome(&key(), &outcome("ev1")).await.unwrap(), Recorded::Gone);
+        assert!(store.get_task_sync("default", "t").await.unwrap().is_none());
+        assert_eq!(history_of(&store).await.len(), 1);
+        assert_eq!(events_of(&store).await, 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = open(&dir).await;
+        seed(&store, false, true).await;
+        assert_eq!(store.record_outcome(&key(), &outcome("ev2")).await.unwrap(), Recorded::Stored);
+        let t = store.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev2"));
+        assert!(store.get_connection("default", "c").await.unwrap().is_none());
+    }
+
+    /// An Event the store cannot keep is logged and dropped alone; a status write that fails
+    /// takes the whole unit with it (no history entry without its status).
+    #[tokio::test]
+    async fn an_event_failure_is_alone_a_status_failure_is_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = open(&dir).await;
+        seed(&store, true, true).await;
+        store.raw_execute("ALTER TABLE events RENAME TO events_gone").await.unwrap();
+        assert_eq!(store.record_outcome(&key(), &outcome("ev1")).await.unwrap(), Recorded::Stored);
+        let t = store.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev1"));
+        assert_eq!(history_of(&store).await.len(), 1);
+        store.raw_execute("ALTER TABLE events_gone RENAME TO events").await.unwrap();
+
+        store
+            .raw_execute(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON objects WHEN NEW.kind = 'TaskSync'
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+            )
+            .await
+            .unwrap();
+        store.record_outcome(&key(), &outcome("ev2")).await.unwrap_err();
+        let t = store.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev1"));
+        assert_eq!(history_of(&store).await.len(), 1, "the entry went with its failed status");
+        assert_eq!(events_of(&store).await, 0, "so did the Event");
+    }
+}
