@@ -34,24 +34,25 @@ impl PgObjects {
             let kind = kind_str(crate::engine::Kind::CalendarConnection);
             rows::lock_key(&mut w.tx, kind, &key.namespace, c).await?;
         }
+        let mut recorded = (Recorded::Stored, 0);
         for (connection, entry) in &record.history {
             let push = |obj: &mut CalendarConnection| {
                 let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
                 history::push(&mut status.history, entry.clone(), CONNECTION_HISTORY_LIMIT);
             };
             match self.status_in(&mut w, tap.as_ref(), &key.namespace, connection, push).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Ok((_, n)) => recorded.1 += n,
+                Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
         for event in &record.events {
             event_in(&mut w, key, event).await?;
         }
-        let mut recorded = (Recorded::Stored, 0);
         if let Some(status) = &record.status {
             let set = |obj: &mut TaskSync| obj.status = Some(status.clone());
             match self.status_in(&mut w, tap.as_ref(), &key.namespace, &key.name, set).await {
-                Ok((_, n)) => recorded.1 = n,
+                Ok((_, n)) => recorded.1 += n,
                 Err(StoreError::NotFound(_)) => recorded.0 = Recorded::Gone,
                 Err(e) => return Err(e),
             }
