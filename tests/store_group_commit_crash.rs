@@ -178,7 +178,11 @@ async fn kill_9_during_group_commits_loses_no_acknowledged_write() {
         let ring = c.status.map(|s| s.history).unwrap_or_default();
         assert_eq!(ring.len(), newest.map_or(0, |n| (n + 1).min(limit)), "writer {w}: history and statuses differ");
         let last = ring.last().and_then(|e| e.task_id.clone());
-        assert_eq!(last, newest.map(|n| format!("{prefix}{n}")), "writer {w}: the newest entry is not the newest status's");
+        assert_eq!(
+            last,
+            newest.map(|n| format!("{prefix}{n}")),
+            "writer {w}: the newest entry is not the newest status's"
+        );
     }
     // Whole objects only: every stored row decodes (a listing skips undecodable ones) and
     // carries its labels.

@@ -63,4 +63,3 @@ fn history_entry(event_id: &str) -> calsync::resources::HistoryEntry {
         note: None,
     }
 }
-

@@ -23,8 +23,7 @@ use crate::engine::{ObjectKey, wait_for};
 use crate::resources::condition::{self, ConditionStatus};
 use crate::resources::{
     DeletionPolicy, FEED_ONLY_CONNECTION, FEED_ONLY_LABEL, FINALIZER, TaskSync, USER_LABEL, is_feed_only,
-    task_sync_labels, task_sync_name,
-    user_label_value,
+    task_sync_labels, task_sync_name, user_label_value,
 };
 
 fn pending_task() -> Response {

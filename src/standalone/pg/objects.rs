@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::broadcast;
 
 use super::{PgObjects, Write, outbox, rows};
-use crate::standalone::store::StatusTap;
 use crate::credentials::Credentials;
 use crate::credentials::feed::FeedRecord;
 use crate::engine::{
@@ -25,6 +24,7 @@ use crate::resources::{
 };
 use crate::standalone::rows::{Row, kind_str};
 use crate::standalone::semantics::{self, MetaOutcome};
+use crate::standalone::store::StatusTap;
 
 /// Events kept (newest), as in the SQLite store.
 pub(super) const EVENTS_KEPT: i64 = 1000;

@@ -58,9 +58,10 @@ impl SqliteObjects {
                 if !rows::exists(tx, &key)? {
                     return Ok((Recorded::Gone, owed));
                 }
-                let (_, n) = status_in::<TaskSync>(tx, origin, fx, tap_in.as_ref(), &key.namespace, &key.name, |obj| {
-                    obj.status = Some(status)
-                })?;
+                let (_, n) =
+                    status_in::<TaskSync>(tx, origin, fx, tap_in.as_ref(), &key.namespace, &key.name, |obj| {
+                        obj.status = Some(status)
+                    })?;
                 Ok((Recorded::Stored, owed + n))
             })
             .await?;
