@@ -431,8 +431,10 @@ async fn reconcile_outcome_as_one_unit(h: &dyn Harness) {
     assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev-3"));
     assert_eq!(ring().await.len(), 3);
 
+    // Four at once: Kubernetes appends retry a conflict 5 times (each lost round is another
+    // writer's win), so more writers than that may fail there by design.
     let mut writers = Vec::new();
-    for i in 0..16 {
+    for i in 0..4 {
         let (o, name) = (o.clone(), format!("p{i}"));
         o.apply_task_sync(&task("default", &name, &[])).await.unwrap();
         let r = record(&format!("ev-p{i}"), "c");
@@ -442,7 +444,7 @@ async fn reconcile_outcome_as_one_unit(h: &dyn Harness) {
         assert_eq!(w.await.unwrap().unwrap(), Recorded::Stored);
     }
     let ids: Vec<u64> = ring().await.iter().map(|e| e.id).collect();
-    assert_eq!(ids, (1..=19).collect::<Vec<u64>>(), "every entry, each its own id");
+    assert_eq!(ids, (1..=7).collect::<Vec<u64>>(), "every entry, each its own id");
 }
 
 macro_rules! contract {
