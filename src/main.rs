@@ -48,6 +48,10 @@ enum Command {
         /// Reconciles running at once.
         #[arg(long, env = "CALSYNC_CONCURRENCY", default_value_t = 8)]
         concurrency: usize,
+        /// Reconciles of one connection's TaskSyncs at once (the rest wait their turn, so one
+        /// busy connection cannot take every worker).
+        #[arg(long, env = "CALSYNC_CONNECTION_CONCURRENCY", default_value_t = calsync::standalone::queue::DEFAULT_PER_CONNECTION)]
+        connection_concurrency: usize,
         /// Address the REST API listens on.
         #[arg(long, env = "CALSYNC_LISTEN", default_value = "127.0.0.1:5000")]
         listen: String,
@@ -161,13 +165,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = cli::open_store(&args.store, &mut std::io::stderr()).await?;
             cli::delete(&store, &args, &mut std::io::stdout(), &mut std::io::stderr()).await
         })?,
-        Command::Standalone { database_url, concurrency, listen } => {
+        Command::Standalone { database_url, concurrency, connection_concurrency, listen } => {
             let mut api_config = calsync::api::ApiConfig::from_env().context("reading the REST API configuration")?;
             let addresses = caldav_addresses(AddressPolicy::local())?;
             api_config.caldav_addresses = addresses.clone();
             let oauth_config = OAuthConfig::from_env().context("reading the OAuth configuration")?;
             let mut config = calsync::standalone::StandaloneConfig { database_url, ..Default::default() };
             config.queue.concurrency = concurrency;
+            config.queue.per_connection = connection_concurrency;
             config.engine.live = live_config()?;
             config.engine.deletion_guard = deletion_guard_config()?;
             // The engine and the API must agree on the ownership marker.

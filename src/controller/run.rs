@@ -102,7 +102,7 @@ impl ReconcileError {
 fn to_action(outcome: Outcome) -> Action {
     match outcome {
         Outcome::Done => Action::await_change(),
-        Outcome::Requeue(d) => Action::requeue(d),
+        Outcome::Requeue(d) | Outcome::Held(d) => Action::requeue(d),
     }
 }
 

@@ -106,6 +106,10 @@ pub enum Outcome {
     Done,
     /// Reconcile again after this delay (jitter already applied).
     Requeue(Duration),
+    /// Reconcile again after this delay: the client limiter holds every call of the object's
+    /// connection until then (a Retry-After, or its breaker), so a driver that can should hold
+    /// the connection's other objects too rather than run them into the same hold.
+    Held(Duration),
 }
 
 /// A reconcile could not finish because the store failed; the driver retries with its own

@@ -12,7 +12,7 @@ use super::backoff::jitter;
 use super::plan::{self, Call, OnError, Release};
 use super::tasksync::{Ctx, cond};
 use super::{Engine, EngineError, EventType, ObjectEvent, ObjectKey, Outcome, ReconcileRecord, Recorded};
-use crate::providers::{ProviderError, RemoteEvent};
+use crate::providers::{HoldCause, ProviderError, RemoteEvent};
 use crate::resources::condition::set_condition;
 use crate::resources::history::{self, TASK_HISTORY_LIMIT};
 use crate::resources::{CalendarConnection, Direction, HistoryEntry, Operation, SyncStatus};
@@ -24,8 +24,8 @@ impl Engine {
         call: Call,
         e: ProviderError,
     ) -> Result<Outcome, EngineError> {
-        if let ProviderError::Held { retry_after, .. } = &e {
-            return self.held(ctx, *retry_after).await;
+        if let ProviderError::Held { retry_after, cause, .. } = &e {
+            return self.held(ctx, *retry_after, *cause).await;
         }
         let now = self.now();
         tracing::info!(object = %ctx.key, reason = e.reason(), error = %e, "calendar call failed");
@@ -74,18 +74,28 @@ impl Engine {
     /// The condition says why the task waits, in words that do not change from one hold to the
     /// next, so a task held again and again is written once; the queue brings it back when the
     /// hold ends, on its own timer (the hold is this process's memory, not status).
-    async fn held(&self, ctx: &mut Ctx<'_>, retry_after: Duration) -> Result<Outcome, EngineError> {
+    async fn held(&self, ctx: &mut Ctx<'_>, retry_after: Duration, cause: HoldCause) -> Result<Outcome, EngineError> {
         tracing::debug!(
             object = %ctx.key,
             wait_ms = retry_after.as_millis() as u64,
-            "connection held by its provider's Retry-After; requeued"
+            ?cause,
+            "connection's calls held; requeued"
         );
-        self.set_failed(
-            ctx,
-            "RateLimited",
-            "the calendar provider asked calsync to slow down (Retry-After); calsync holds this connection's calls until then and retries by itself",
-        );
-        self.finish_exactly(ctx, retry_after + super::RETRY_MARGIN).await
+        let (reason, message) = match cause {
+            HoldCause::RetryAfter => (
+                "RateLimited",
+                "the calendar provider asked calsync to slow down (Retry-After); calsync holds this connection's calls until then and retries by itself",
+            ),
+            HoldCause::Failing => (
+                "ProviderUnavailable",
+                "the calendar provider failed several calls of this connection in a row; calsync pauses its calls, longer each time, and retries by itself",
+            ),
+        };
+        self.set_failed(ctx, reason, message);
+        Ok(match self.finish_exactly(ctx, retry_after + super::RETRY_MARGIN).await? {
+            Outcome::Requeue(d) => Outcome::Held(d),
+            other => other,
+        })
     }
 
     /// A successful write: the event now matches the spec.

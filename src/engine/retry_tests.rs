@@ -43,9 +43,9 @@ async fn each_failure_class_waits_its_own_time() {
     *w.now.lock().unwrap() += chrono::Duration::milliseconds(300);
     w.connection().await;
     w.task("t1", spec("t")).await;
-    // 5xx, timeouts, drops: 1 s doubling to 15 s, jittered down to half, status rounded up to
+    // 5xx, timeouts, drops: 1 s doubling to 4 s, jittered down to half, status rounded up to
     // the whole second; the requeue lands just after the status time, not 10% later.
-    for (attempt, lo, hi) in [(1, 0.5, 2.0), (2, 1.0, 3.0), (3, 2.0, 5.0), (6, 7.5, 16.0), (9, 7.5, 16.0)] {
+    for (attempt, lo, hi) in [(1, 0.5, 2.0), (2, 1.0, 3.0), (3, 2.0, 5.0), (6, 2.0, 5.0), (9, 2.0, 5.0)] {
         while w.status("t1").await.failed_attempts < attempt {
             w.calendar.inject(Op::Create, ProviderError::Transient { message: "503".into() });
             let out = w.reconcile("t1").await;
@@ -114,11 +114,15 @@ async fn a_held_connection_requeues_at_the_hold_end_without_counting_a_failure()
     let w = World::new();
     w.connection().await;
     w.task("t1", spec("t")).await;
-    let held = |s| ProviderError::Held { retry_after: std::time::Duration::from_millis(s), message: "held".into() };
+    let held = |s| ProviderError::Held {
+        retry_after: std::time::Duration::from_millis(s),
+        message: "held".into(),
+        cause: crate::providers::HoldCause::RetryAfter,
+    };
     w.calendar.inject(Op::Create, held(1500));
     w.objects.clear_writes();
     let out = w.reconcile("t1").await;
-    assert_eq!(out, Outcome::Requeue(std::time::Duration::from_millis(1520)), "the hold's end, exactly");
+    assert_eq!(out, Outcome::Held(std::time::Duration::from_millis(1520)), "the hold's end, exactly");
     let st = w.status("t1").await;
     assert_eq!(reason(&st, "Synced"), "False/RateLimited");
     assert_eq!((st.failed_attempts, st.next_attempt_time, st.history.len()), (0, None, 0), "nothing failed");
@@ -131,7 +135,7 @@ async fn a_held_connection_requeues_at_the_hold_end_without_counting_a_failure()
     assert!(first >= 1, "the condition says why the task waits");
     // Held again: the status already says so, so nothing is written.
     w.calendar.inject(Op::Create, held(700));
-    assert_eq!(w.reconcile("t1").await, Outcome::Requeue(std::time::Duration::from_millis(720)));
+    assert_eq!(w.reconcile("t1").await, Outcome::Held(std::time::Duration::from_millis(720)));
     assert_eq!(w.objects.writes().len(), first, "a second hold wrote the status again");
     w.reconcile("t1").await;
     let st = w.status("t1").await;

@@ -13,10 +13,11 @@ pub enum ProviderError {
     #[error("rate limit exceeded at the calendar provider: {message}")]
     RateLimited { retry_after: Option<Duration>, message: String },
     /// Not sent: calsync's own limiter holds the connection's calls until a provider's
-    /// Retry-After runs out (`providers::limiter`). The engine reschedules the object for
-    /// `retry_after` instead of parking a worker, and counts no failed attempt: nothing failed.
+    /// Retry-After runs out, or while the provider keeps failing (`providers::limiter`,
+    /// `cause`). The engine reschedules the object for `retry_after` instead of parking a
+    /// worker, and counts no failed attempt: nothing failed.
     #[error("calsync holds this connection's calendar calls for now: {message}")]
-    Held { retry_after: Duration, message: String },
+    Held { retry_after: Duration, message: String, cause: HoldCause },
     #[error("the calendar provider rejected the access token: {message}")]
     Unauthorized { message: String },
     #[error("the calendar credentials were revoked or are wrong ({message}); the user must reconnect the calendar")]
@@ -31,6 +32,15 @@ pub enum ProviderError {
     Invalid { message: String },
 }
 
+/// Why the limiter holds a connection's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCause {
+    /// The provider answered 429 (or 503) with a Retry-After.
+    RetryAfter,
+    /// The provider failed several calls in a row (5xx, timeouts): the connection's breaker.
+    Failing,
+}
+
 impl ProviderError {
     /// The same error with every occurrence of `secret` in its message replaced: provider
     /// answers may echo what was sent (a channel token, a clientState).
@@ -43,8 +53,8 @@ impl ProviderError {
             ProviderError::RateLimited { retry_after, message } => {
                 ProviderError::RateLimited { retry_after, message: clean(message) }
             }
-            ProviderError::Held { retry_after, message } => {
-                ProviderError::Held { retry_after, message: clean(message) }
+            ProviderError::Held { retry_after, message, cause } => {
+                ProviderError::Held { retry_after, message: clean(message), cause }
             }
             ProviderError::Unauthorized { message } => ProviderError::Unauthorized { message: clean(message) },
             ProviderError::Revoked { message } => ProviderError::Revoked { message: clean(message) },

@@ -4,7 +4,8 @@
 //! - paces calls with a GCRA rate limiter (`governor`), waiting rather than failing;
 //! - optionally caps the calls in flight (a FIFO semaphore);
 //! - pauses the connection when the provider answers `RateLimited` with a Retry-After, so the
-//!   connection's other tasks stop hammering a provider that already said "wait".
+//!   connection's other tasks stop hammering a provider that already said "wait";
+//! - pauses it, doubling, while the provider keeps failing (`breaker`).
 //!
 //! Owns: the per-connection limiter state and its bounded map. Must not touch: what a call does,
 //! how errors are classified (the wrapped provider's job) or retries (the engine's backoff).
@@ -28,6 +29,8 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use super::breaker::{Answer, Breaker, BreakerPolicy};
+use super::error::HoldCause;
 use super::{
     AccountInfo, Connector, Created, EventData, EventPage, Provider, ProviderError, RemoteEvent, Target, Window,
 };
@@ -55,11 +58,19 @@ pub struct Policy {
     pub pause_on_rate_limited: bool,
     /// The longest pause a call waits out (see `DEFAULT_MAX_WAIT`).
     pub max_wait: Duration,
+    /// Pause the connection while the provider keeps failing. `None`: never.
+    pub breaker: Option<BreakerPolicy>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { quota: None, max_in_flight: None, pause_on_rate_limited: true, max_wait: DEFAULT_MAX_WAIT }
+        Policy {
+            quota: None,
+            max_in_flight: None,
+            pause_on_rate_limited: true,
+            max_wait: DEFAULT_MAX_WAIT,
+            breaker: Some(BreakerPolicy::default()),
+        }
     }
 }
 
@@ -94,6 +105,12 @@ impl Policy {
     /// The longest pause a call waits out before it is `Held` (see `DEFAULT_MAX_WAIT`).
     pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
+        self
+    }
+
+    /// The connection's circuit breaker (`None`: off).
+    pub fn with_breaker(mut self, breaker: Option<BreakerPolicy>) -> Self {
+        self.breaker = breaker;
         self
     }
 }
@@ -142,8 +159,10 @@ impl Clock for TokioClock {
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
 struct Times {
-    /// No call starts before this (the provider's last Retry-After).
+    /// No call starts before this (the provider's last Retry-After, or the breaker's pause).
     paused_until: Option<Instant>,
+    pause_cause: HoldCause,
+    breaker: Breaker,
     /// When a call last started: the entry is evictable once its budget has refilled since.
     last_used: Instant,
 }
@@ -164,7 +183,12 @@ impl ConnLimiter {
             rate: policy.quota.map(|q| RateLimiter::new(q, InMemoryState::default(), clock)),
             clock,
             slots: policy.max_in_flight.map(|n| Semaphore::new(n.get())),
-            times: Mutex::new(Times { paused_until: None, last_used: now }),
+            times: Mutex::new(Times {
+                paused_until: None,
+                pause_cause: HoldCause::RetryAfter,
+                breaker: Breaker::default(),
+                last_used: now,
+            }),
         }
     }
 
@@ -184,16 +208,24 @@ impl ConnLimiter {
         };
         let mut paced = false;
         loop {
-            let paused_until = self.times().paused_until;
+            let (paused_until, cause) = {
+                let t = self.times();
+                (t.paused_until, t.pause_cause)
+            };
             if let Some(until) = paused_until {
                 let left = until.saturating_duration_since(Instant::now());
                 if left > policy.max_wait {
+                    let why = match cause {
+                        HoldCause::RetryAfter => "the provider asked it to wait",
+                        HoldCause::Failing => "the provider failed several calls in a row",
+                    };
                     return Err(ProviderError::Held {
                         retry_after: left,
                         message: format!(
-                            "calsync holds this connection's calls for another {} s because the provider asked it to wait; it retries by itself",
+                            "calsync holds this connection's calls for another {} s because {why}; it retries by itself",
                             left.as_secs_f64().ceil()
                         ),
+                        cause,
                     });
                 }
                 if !left.is_zero() {
@@ -222,23 +254,37 @@ impl ConnLimiter {
         Ok(permit)
     }
 
-    fn pause(&self, retry_after: Duration, connection: &str) {
+    fn pause(&self, retry_after: Duration, connection: &str, cause: HoldCause) {
         let until = Instant::now() + retry_after;
         let mut t = self.times();
         if t.paused_until.is_none_or(|u| u < until) {
             t.paused_until = Some(until);
-            tracing::info!(
-                connection,
-                retry_after_ms = retry_after.as_millis() as u64,
-                "provider asked to wait: pausing this connection's calls"
-            );
+            t.pause_cause = cause;
+            match cause {
+                HoldCause::RetryAfter => tracing::info!(
+                    connection,
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "provider asked to wait: pausing this connection's calls"
+                ),
+                HoldCause::Failing => tracing::warn!(
+                    connection,
+                    pause_ms = retry_after.as_millis() as u64,
+                    failures = t.breaker.failures() + 1,
+                    "provider keeps failing: pausing this connection's calls"
+                ),
+            }
         }
+    }
+
+    /// Count a call's answer on the breaker; `Some(pause)` when it trips.
+    fn record(&self, policy: &BreakerPolicy, answer: Answer) -> Option<Duration> {
+        self.times().breaker.record(policy, answer)
     }
 
     /// Whether dropping this state changes nothing: no pause pending and the budget refilled.
     fn idle(&self, now: Instant, refill: Duration) -> bool {
         let t = self.times();
-        t.paused_until.is_none_or(|u| u <= now) && t.last_used + refill <= now
+        t.paused_until.is_none_or(|u| u <= now) && t.last_used + refill <= now && t.breaker == Breaker::default()
     }
 }
 
@@ -339,7 +385,12 @@ impl LimitedProvider {
         if self.policy.pause_on_rate_limited
             && let Err(ProviderError::RateLimited { retry_after: Some(d), .. }) = &r
         {
-            self.limiter.pause(*d, &self.connection);
+            self.limiter.pause(*d, &self.connection, HoldCause::RetryAfter);
+        }
+        if let Some(breaker) = &self.policy.breaker
+            && let Some(pause) = self.limiter.record(breaker, Answer::of(&r))
+        {
+            self.limiter.pause(pause, &self.connection, HoldCause::Failing);
         }
         r
     }

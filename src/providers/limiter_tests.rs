@@ -225,7 +225,8 @@ async fn a_pause_longer_than_max_wait_fails_at_once_without_calling() {
     let _ = p.get("c", "e").await;
     tokio::time::advance(Duration::from_secs(10)).await;
     match p.get("c", "e").await {
-        Err(ProviderError::Held { retry_after: d, message }) => {
+        Err(ProviderError::Held { retry_after: d, message, cause }) => {
+            assert_eq!(cause, crate::providers::HoldCause::RetryAfter);
             assert_eq!(d, Duration::from_secs(50));
             assert!(message.contains("retries by itself"), "{message}");
         }
@@ -322,4 +323,56 @@ async fn series_exceptions_reach_the_inner_provider_and_are_paced() {
     let found = p.series_exceptions("c", &event, window).await.expect("forwarded");
     assert_eq!(found.len(), 1, "the inner provider's answer, not the trait default (the listing's empty list)");
     assert_eq!(probe.starts("ns/series").len(), 1, "counted like every call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_failing_calls_in_a_row_trips_the_connections_breaker() {
+    let probe = Arc::new(Probe::default());
+    for _ in 0..6 {
+        probe.lock().errors.push_back(ProviderError::Transient { message: "503".into() });
+    }
+    let l = limited(&probe, Policy::default());
+    let p = connect(&l, "ns/a").await;
+    let other = connect(&l, "ns/b").await;
+    for _ in 0..5 {
+        assert!(matches!(p.get("c", "e").await, Err(ProviderError::Transient { .. })));
+    }
+    // Five in a row: the connection is held for 1 s, without calling; other connections are not.
+    match p.get("c", "e").await {
+        Err(ProviderError::Held { retry_after, cause, message }) => {
+            assert_eq!(cause, crate::providers::HoldCause::Failing);
+            assert_eq!(retry_after, Duration::from_secs(1));
+            assert!(message.contains("failed several calls in a row"), "{message}");
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
+    assert_eq!(probe.starts("ns/a").len(), 5);
+    assert!(other.get("c", "e").await.is_err(), "ns/b is called (and fails with the queued 503)");
+    assert_eq!(probe.starts("ns/b").len(), 1);
+    // Half-open after the pause: the next failure trips it again, for twice as long.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    probe.lock().errors.push_back(ProviderError::Transient { message: "503".into() });
+    assert!(matches!(p.get("c", "e").await, Err(ProviderError::Transient { .. })));
+    assert!(
+        matches!(p.get("c", "e").await, Err(ProviderError::Held { retry_after, .. }) if retry_after == Duration::from_secs(2))
+    );
+    // An answer closes it.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(p.get("c", "e").await.is_ok());
+    probe.lock().errors.push_back(ProviderError::Transient { message: "503".into() });
+    assert!(matches!(p.get("c", "e").await, Err(ProviderError::Transient { .. })));
+    assert!(p.get("c", "e").await.is_ok(), "one failure after a success does not trip it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_can_be_turned_off() {
+    let probe = Arc::new(Probe::default());
+    for _ in 0..8 {
+        probe.lock().errors.push_back(ProviderError::Transient { message: "503".into() });
+    }
+    let p = connect(&limited(&probe, Policy::default().with_breaker(None)), "ns/a").await;
+    for _ in 0..8 {
+        assert!(matches!(p.get("c", "e").await, Err(ProviderError::Transient { .. })));
+    }
+    assert_eq!(probe.starts("ns/a").len(), 8);
 }

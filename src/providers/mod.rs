@@ -5,6 +5,7 @@
 //! stores or reconcile decisions; a provider only talks to its calendar service.
 
 pub mod batch;
+pub mod breaker;
 pub mod busy;
 pub mod caldav;
 pub mod dedicated;
@@ -26,7 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use dedicated::{DedicatedCalendar, MadeCalendar};
-pub use error::ProviderError;
+pub use error::{HoldCause, ProviderError};
 pub use event::{EventData, EventPage, EventTime, Exception, Marker, RemoteEvent, event_key};
 pub use push::{PushSupport, Watch, WatchRequest};
 

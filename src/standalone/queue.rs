@@ -2,7 +2,8 @@
 //!
 //! Owns: scheduling. Every object is enqueued at start-up and on relevant change notifications;
 //! at most one reconcile per object runs at a time (a change during a run re-runs it after),
-//! with bounded overall concurrency; `Outcome::Requeue(d)` sets a timer; a store failure
+//! with bounded overall concurrency; `Outcome::Requeue(d)` sets a timer (`Held(d)` also holds
+//! the lane of the object's connection until then, `ready`); a store failure
 //! (`EngineError`) backs the object off exponentially (capped); a periodic sweep re-checks
 //! everything. A connection change re-queues the TaskSyncs that use it. Must not touch: calendar
 //! calls or status (the engine does both).
@@ -17,9 +18,10 @@
 //! connection come from an in-memory index kept with the triggers, not from listing them all.
 
 mod intake;
+mod ready;
 mod trigger;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::intake::Intake;
+use self::ready::Ready;
 use self::trigger::{Trigger, connection_trigger, task_sync_trigger};
 use super::store::SecretName;
 use crate::engine::backoff::jitter;
@@ -39,6 +42,9 @@ use crate::engine::{Backoff, Engine, EngineError, Kind, Labels, ObjectKey, Outco
 pub struct QueueConfig {
     /// Reconciles running at once (across objects).
     pub concurrency: usize,
+    /// Reconciles of one connection's TaskSyncs running at once (`ready`): more only park
+    /// workers in that connection's client limiter.
+    pub per_connection: usize,
     /// Every object is re-checked at least this often.
     pub sweep: Duration,
     /// Backoff after a reconcile failed with a store error.
@@ -65,6 +71,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             concurrency: 8,
+            per_connection: DEFAULT_PER_CONNECTION,
             sweep: Duration::from_secs(600),
             backoff: Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(300) },
             ownership: None,
@@ -72,13 +79,17 @@ impl Default for QueueConfig {
     }
 }
 
+/// `QueueConfig::per_connection` by default: the in-flight cap calsync's client limiter and
+/// Graph set per connection, so a connection can still fill its own request slots (and batch).
+pub const DEFAULT_PER_CONNECTION: usize = 4;
+
 /// Scheduler state; lives in one task, so no locks.
 struct Scheduler {
     engine: Engine,
     config: QueueConfig,
-    ready: VecDeque<ObjectKey>,
-    queued: HashSet<ObjectKey>,
-    running: HashSet<ObjectKey>,
+    ready: Ready,
+    /// Running objects, with the lane a running TaskSync was taken from.
+    running: HashMap<ObjectKey, Option<ObjectKey>>,
     /// Changed while running: run again when it finishes.
     dirty: HashSet<ObjectKey>,
     timers: BTreeSet<(Instant, ObjectKey)>,
@@ -93,12 +104,12 @@ struct Scheduler {
 
 impl Scheduler {
     fn new(engine: Engine, config: QueueConfig) -> Self {
+        let ready = Ready::new(config.per_connection);
         Scheduler {
             engine,
             config,
-            ready: VecDeque::new(),
-            queued: HashSet::new(),
-            running: HashSet::new(),
+            ready,
+            running: HashMap::new(),
             dirty: HashSet::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
@@ -169,10 +180,11 @@ impl Scheduler {
         if let Some(at) = self.timer_of.remove(&key) {
             self.timers.remove(&(at, key.clone()));
         }
-        if self.running.contains(&key) {
+        if self.running.contains_key(&key) {
             self.dirty.insert(key);
-        } else if self.queued.insert(key.clone()) {
-            self.ready.push_back(key);
+        } else if !self.ready.contains(&key) {
+            let lane = self.shard_key(&key);
+            self.ready.push(key, lane);
         }
     }
 
@@ -190,6 +202,7 @@ impl Scheduler {
 
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
+        self.ready.release_due(now);
         while let Some((at, _)) = self.timers.first() {
             if *at > now {
                 break;
@@ -309,12 +322,22 @@ impl Scheduler {
     }
 
     fn finished(&mut self, key: ObjectKey, result: Result<Outcome, String>) {
-        self.running.remove(&key);
+        let lane = self.running.remove(&key).flatten();
+        if let Some(lane) = &lane {
+            self.ready.done(lane);
+        }
         match result {
             Ok(outcome) => {
                 self.failures.remove(&key);
-                if let Outcome::Requeue(d) = outcome {
-                    self.schedule(key.clone(), d);
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::Requeue(d) => self.schedule(key.clone(), d),
+                    Outcome::Held(d) => {
+                        self.schedule(key.clone(), d);
+                        if let Some(lane) = &lane {
+                            self.ready.hold(lane, Instant::now() + d);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -332,17 +355,19 @@ impl Scheduler {
 
     fn start_ready(&mut self, tasks: &mut JoinSet<(ObjectKey, Result<Outcome, String>)>) {
         while self.running.len() < self.config.concurrency.max(1) {
-            let Some(key) = self.ready.pop_front() else {
+            let Some((key, lane)) = self.ready.pop(Instant::now()) else {
                 break;
             };
-            self.queued.remove(&key);
             if let Some(o) = &self.config.ownership
                 && !(o.owns)(&self.shard_key(&key))
             {
                 // Another replica's (or none's while we cannot renew our leases): not ours to run.
+                if let Some(lane) = &lane {
+                    self.ready.done(lane);
+                }
                 continue;
             }
-            self.running.insert(key.clone());
+            self.running.insert(key.clone(), lane);
             let key_for_task = key.clone();
             let engine = self.engine.clone();
             let handle = tasks.spawn(async move {
@@ -421,7 +446,11 @@ async fn drive(
     loop {
         s.fire_due_timers();
         s.start_ready(&mut tasks);
-        let next_timer = s.timers.first().map(|(at, _)| *at).unwrap_or_else(|| Instant::now() + sweep_every);
+        let next_timer = [s.timers.first().map(|(at, _)| *at), s.ready.next_release()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + sweep_every);
         tokio::select! {
             biased;
             () = &mut shutdown => break,

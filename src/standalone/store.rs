@@ -2,8 +2,9 @@
 //! Kubernetes semantics as `engine::memory::MemoryObjects` (the reference) and the Kubernetes
 //! store: a global resourceVersion on every write, `Conflict` on a stale one, generation bumped
 //! only by spec changes, finalizers with deletion marking, status patches that never touch spec,
-//! connection history written only by `append_connection_history`. Those decisions are
-//! `standalone::semantics`, shared with the PostgreSQL store.
+//! connection history written only by `append_connection_history` (or with a reconcile's status
+//! by `record_outcome`, `unit`). Those decisions are `standalone::semantics`, shared with the
+//! PostgreSQL store.
 //!
 //! Owns: object/credential persistence and change notifications for standalone mode. Must not
 //! touch: reconcile decisions or provider calls. Writes go to one writer thread (`commit`), which

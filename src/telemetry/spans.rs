@@ -136,6 +136,7 @@ pub fn reconcile_outcome<E: std::fmt::Display>(span: &Span, result: &Result<crat
     match result {
         Ok(crate::engine::Outcome::Done) => span.record("calsync.outcome", "done"),
         Ok(crate::engine::Outcome::Requeue(_)) => span.record("calsync.outcome", "requeue"),
+        Ok(crate::engine::Outcome::Held(_)) => span.record("calsync.outcome", "held"),
         Err(_) => span.record("calsync.outcome", "error").record("otel.status_code", "error"),
     };
 }

@@ -201,6 +201,20 @@ pub struct BenchService {
     injected: [AtomicU64; 4],
     early_retries: AtomicU64,
     creates_existing: AtomicU64,
+    /// `CALSYNC_BENCH_TRACE=FILE`: every call's start, end and outcome, written as CSV by
+    /// `write_trace` (a per-task timeline: where a task's time goes between its calls).
+    trace: Option<Mutex<Vec<TraceRow>>>,
+    epoch: Instant,
+}
+
+/// One call in the trace.
+struct TraceRow {
+    start: Duration,
+    end: Duration,
+    conn: String,
+    op: Op,
+    object: String,
+    outcome: &'static str,
 }
 
 /// Releases a connection's in-flight slot when a call ends, however it ends.
@@ -246,6 +260,8 @@ impl BenchService {
             injected: Default::default(),
             early_retries: AtomicU64::new(0),
             creates_existing: AtomicU64::new(0),
+            trace: std::env::var_os("CALSYNC_BENCH_TRACE").map(|_| Mutex::new(Vec::new())),
+            epoch: Instant::now(),
         })
     }
 
@@ -328,6 +344,65 @@ impl BenchService {
     /// `Fault::Dropped` come back to the caller *after* `apply` ran (the HTTP server turns them
     /// into a late 504 and a reset connection); in-process they become `Transient` errors.
     pub async fn call<T>(
+        &self,
+        conn: &str,
+        op: Op,
+        object: &str,
+        apply: impl FnOnce(&mut EventMap<'_>) -> Result<T, ProviderError>,
+    ) -> Result<(T, Option<Fault>), ProviderError> {
+        let Some(trace) = &self.trace else {
+            return self.serve(conn, op, object, apply).await;
+        };
+        let start = self.epoch.elapsed();
+        let out = self.serve(conn, op, object, apply).await;
+        let outcome = match &out {
+            Ok((_, None)) => "ok",
+            Ok((_, Some(Fault::Timeout(_)))) => "timeout",
+            Ok((_, Some(Fault::Dropped))) => "drop",
+            Ok((_, Some(_))) => "fault",
+            Err(ProviderError::Transient { .. }) => "5xx",
+            Err(ProviderError::RateLimited { message, .. }) if message.contains("injected") => "429",
+            Err(ProviderError::RateLimited { .. }) => "quota429",
+            Err(_) => "error",
+        };
+        let row = TraceRow {
+            start,
+            end: self.epoch.elapsed(),
+            conn: conn.to_string(),
+            op,
+            object: object.to_string(),
+            outcome,
+        };
+        trace.lock().unwrap_or_else(|e| e.into_inner()).push(row);
+        out
+    }
+
+    /// Write the call trace (`CALSYNC_BENCH_TRACE`) as CSV: start and end in ms since the
+    /// service was made, connection, operation, object, outcome.
+    pub fn write_trace(&self) -> anyhow::Result<()> {
+        let (Some(trace), Some(path)) = (&self.trace, std::env::var_os("CALSYNC_BENCH_TRACE")) else {
+            return Ok(());
+        };
+        use std::fmt::Write as _;
+        let rows = trace.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::from("start_ms,end_ms,conn,op,object,outcome\n");
+        for r in rows.iter() {
+            let _ = writeln!(
+                out,
+                "{:.1},{:.1},{},{},{},{}",
+                r.start.as_secs_f64() * 1000.0,
+                r.end.as_secs_f64() * 1000.0,
+                r.conn,
+                op_name(r.op),
+                r.object,
+                r.outcome
+            );
+        }
+        std::fs::write(&path, out)?;
+        Ok(())
+    }
+
+    async fn serve<T>(
         &self,
         conn: &str,
         op: Op,

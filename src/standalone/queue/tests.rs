@@ -28,12 +28,50 @@ async fn one_run_per_key_and_bounded_concurrency() {
     let mut tasks = JoinSet::new();
     s.start_ready(&mut tasks);
     assert_eq!(s.running.len(), 2, "concurrency bound");
-    assert!(s.running.contains(&a));
+    assert!(s.running.contains_key(&a));
     // A change while running marks it dirty instead of starting a second run.
     s.enqueue(a.clone());
-    assert!(s.dirty.contains(&a) && !s.queued.contains(&a));
+    assert!(s.dirty.contains(&a) && !s.ready.contains(&a));
     s.finished(a.clone(), Ok(Outcome::Done));
-    assert!(s.queued.contains(&a), "re-run after the running one finished");
+    assert!(s.ready.contains(&a), "re-run after the running one finished");
+    tasks.shutdown().await;
+}
+
+/// Names of every queued object, in the order workers would take them.
+fn drain(s: &mut Scheduler) -> Vec<String> {
+    let mut names = Vec::new();
+    while let Some((key, lane)) = s.ready.pop(Instant::now()) {
+        names.push(key.name);
+        if let Some(lane) = lane {
+            s.ready.done(&lane);
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn connections_first_and_one_connection_cannot_take_every_worker() {
+    let mut s = scheduler();
+    s.config.concurrency = 8;
+    s.config.per_connection = 2;
+    s.ready = ready::Ready::new(2);
+    for n in 0..5 {
+        let key = ObjectKey::task_sync("ns", &format!("a{n}"));
+        s.remember(&key, trigger("c1"));
+        s.enqueue(key);
+    }
+    s.remember(&ObjectKey::task_sync("ns", "b0"), trigger("c2"));
+    s.enqueue(ObjectKey::task_sync("ns", "b0"));
+    s.enqueue(ObjectKey::connection("ns", "c2"));
+    let mut tasks = JoinSet::new();
+    s.start_ready(&mut tasks);
+    let mut running: Vec<String> = s.running.keys().map(|k| k.name.clone()).collect();
+    running.sort();
+    assert_eq!(running, ["a0", "a1", "b0", "c2"], "c1's TaskSyncs are capped at 2, the rest wait");
+    tasks.shutdown().await;
+    s.finished(ObjectKey::task_sync("ns", "a0"), Ok(Outcome::Done));
+    s.start_ready(&mut tasks);
+    assert!(s.running.contains_key(&ObjectKey::task_sync("ns", "a2")), "a finished one makes room in its lane");
     tasks.shutdown().await;
 }
 
@@ -63,7 +101,7 @@ async fn a_replica_runs_the_task_syncs_of_the_connections_it_owns() {
     }
     let mut tasks = JoinSet::new();
     s.start_ready(&mut tasks);
-    let mut running: Vec<String> = s.running.iter().map(|k| format!("{:?}/{}", k.kind, k.name)).collect();
+    let mut running: Vec<String> = s.running.keys().map(|k| format!("{:?}/{}", k.kind, k.name)).collect();
     running.sort();
     assert_eq!(running, ["CalendarConnection/c1", "TaskSync/a", "TaskSync/c"], "c1 and its TaskSyncs, together");
     tasks.shutdown().await;
@@ -81,14 +119,12 @@ async fn a_connection_change_requeues_exactly_its_task_syncs_from_the_index() {
     // A TaskSync that moved to another connection leaves the old one's set.
     s.remember(&ObjectKey::task_sync("ns", "c"), trigger("c2"));
     s.requeue_dependents(&conn);
-    assert_eq!(s.ready.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(drain(&mut s), ["a"]);
     // A deleted one is forgotten, and an emptied set is dropped.
     s.forget(&ObjectKey::task_sync("ns", "a"));
     assert!(!s.users.contains_key(&("ns".to_string(), "c1".to_string())));
-    s.ready.clear();
-    s.queued.clear();
     s.requeue_dependents(&ObjectKey::connection("ns", "c2"));
-    assert_eq!(s.ready.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(drain(&mut s), ["b", "c"]);
     // A complete listing prunes what it no longer has.
     let listed = HashSet::from([ObjectKey::task_sync("ns", "b")]);
     s.forget_missing(Kind::TaskSync, &listed);
@@ -103,7 +139,7 @@ async fn failures_back_off_exponentially_and_success_resets() {
     let a = ObjectKey::task_sync("ns", "a");
     let mut delays = Vec::new();
     for _ in 0..4 {
-        s.running.insert(a.clone());
+        s.running.insert(a.clone(), None);
         s.finished(a.clone(), Err("store down".into()));
         let at = s.timer_of[&a];
         delays.push(at - Instant::now());
@@ -111,7 +147,7 @@ async fn failures_back_off_exponentially_and_success_resets() {
         s.timer_of.clear();
     }
     assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
-    s.running.insert(a.clone());
+    s.running.insert(a.clone(), None);
     s.finished(a.clone(), Ok(Outcome::Requeue(Duration::from_secs(30))));
     assert!(!s.failures.contains_key(&a));
     // An earlier timer wins over a later one.

@@ -31,6 +31,9 @@ pub struct BulkArgs {
     /// Work-queue concurrency (`calsync standalone --concurrency`; its default is 8).
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
+    /// Reconciles of one connection's TaskSyncs at once (`CALSYNC_CONNECTION_CONCURRENCY`).
+    #[arg(long, default_value_t = calsync::standalone::queue::DEFAULT_PER_CONNECTION)]
+    pub per_connection: usize,
     /// Directory for the SQLite database (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -51,8 +54,8 @@ pub struct BulkArgs {
     /// Retry-After is kept exactly whatever this says.
     #[arg(long, default_value_t = 1000)]
     pub backoff_base_ms: u64,
-    /// The cap of that backoff, in ms (engine default: 15000).
-    #[arg(long, default_value_t = 15_000)]
+    /// The cap of that backoff, in ms (engine default: 4000).
+    #[arg(long, default_value_t = 4_000)]
     pub backoff_cap_ms: u64,
     /// calsync's client-side limiter, requests/s per connection (default: `--quota-rps`; 0 = off,
     /// to measure calsync without it). It also caps calls in flight at `--quota-concurrency`.
@@ -92,10 +95,11 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     report::heading(
         title,
         &format!(
-            "{} TaskSyncs over {} connections, queue concurrency {}, engine retry backoff {}..{} ms (Retry-After exact), client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
+            "{} TaskSyncs over {} connections, queue concurrency {} ({} per connection), engine retry backoff {}..{} ms (Retry-After exact), client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
             args.tasks,
             args.connections,
             args.concurrency,
+            args.per_connection,
             args.backoff_base_ms,
             args.backoff_cap_ms,
             client,
@@ -145,7 +149,11 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
         // limiter, one per process.
         let connector = Limited::new(Arc::new(BenchConnector { service: service.clone() }), policy);
         let engine = Engine::new(Arc::new(replica.clone()), Arc::new(connector), engine_config.clone());
-        let mut config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
+        let mut config = QueueConfig {
+            concurrency: args.concurrency,
+            per_connection: args.per_connection,
+            ..QueueConfig::default()
+        };
         if let Store::Postgres(pg) = &replica {
             let shards = pg.shards().await.context("taking shard leases")?;
             let owner = shards.clone();
@@ -170,6 +178,7 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     }
     drop(leases);
     let stats = service.stats();
+    service.write_trace().context("writing CALSYNC_BENCH_TRACE")?;
     let tasks = store.list_task_syncs(Some(NAMESPACE), &Labels::new()).await?;
     let audit = fixture::audit(&tasks, &service.events_by_uid());
 
