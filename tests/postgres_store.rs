@@ -1,8 +1,9 @@
 //! PostgreSQL-only properties of `standalone::pg::PgObjects` on a real server
 //! (`support/postgres.rs`): migrations once under concurrent openers, refusal of a newer
 //! schema, clear connection errors that never show the password, PGPASSWORD, credentials sealed
-//! at rest, cross-process notifications, a shared resourceVersion sequence, bounded Events and
-//! the outbox. The `Objects` contract itself runs in `objects_contract.rs`.
+//! at rest, cross-process notifications, a shared resourceVersion sequence, bounded Events,
+//! the outbox, and `record_outcome` as one transaction. The `Objects` contract itself runs in
+//! `objects_contract.rs`.
 //!
 //! Tests here take `ENV` because one sets PGPASSWORD, which sqlx reads on every URL parse.
 
@@ -12,6 +13,10 @@ mod postgres;
 // The binary, migrate, recovery and backups (tests/postgres_store/operations.rs).
 #[path = "postgres_store/operations.rs"]
 mod operations;
+
+// `record_outcome` as one transaction (tests/postgres_store/outcome.rs).
+#[path = "postgres_store/outcome.rs"]
+mod outcome;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -340,8 +345,8 @@ async fn the_outbox_delivers_reschedules_dead_letters_and_disables() {
 /// One message per TaskSync status write naming its owner; panics (inside the transaction)
 /// when told to.
 #[derive(Default)]
-struct TestTap {
-    panic: std::sync::atomic::AtomicBool,
+pub(crate) struct TestTap {
+    pub(crate) panic: std::sync::atomic::AtomicBool,
 }
 
 impl calsync::standalone::store::StatusTap for TestTap {

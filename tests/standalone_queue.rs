@@ -165,6 +165,32 @@ async fn apply_sync_restart_delete() {
     driver.stop().await;
 }
 
+/// TaskSyncs declared with the engine's finalizer (as the REST API does) and deleted before the
+/// engine ever reconciled them: marked, then released by the engine, whether the driver was
+/// down at the time (start-up enqueues them) or running (the deletion mark triggers them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_with_the_finalizer_and_deleted_before_any_reconcile() {
+    let store = SqliteObjects::open("sqlite::memory:", Keyring::new(Key::generate().0)).await.unwrap();
+    let calendar = MemoryCalendar::new();
+    let creds = BTreeMap::from([("username".into(), b"user".to_vec()), ("password".into(), b"secret".to_vec())]);
+    store.put_secret("default", "conn-creds", creds).await.unwrap();
+    store.apply_connection(&connection()).await.unwrap();
+    let declare = async |i: usize| {
+        let mut t = task(i);
+        t.metadata.finalizers = Some(vec![calsync::resources::FINALIZER.to_string()]);
+        store.apply_task_sync(&t).await.unwrap();
+        let key = ObjectKey::task_sync("default", &t.name_any());
+        assert_eq!(store.delete(&key).await.unwrap(), calsync::engine::Deletion::Marked);
+    };
+    declare(0).await;
+    let driver = start(&store, &calendar);
+    eventually("task-0 released", async || store.get_task_sync("default", "task-0").await.unwrap().is_none()).await;
+    declare(1).await;
+    eventually("task-1 released", async || store.get_task_sync("default", "task-1").await.unwrap().is_none()).await;
+    assert!(calendar.events("calendar").iter().all(|e| e.cancelled), "no event was left behind");
+    driver.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_becoming_ready_requeues_its_task_syncs() {
     let store = SqliteObjects::open("sqlite::memory:", Keyring::new(Key::generate().0)).await.unwrap();

@@ -106,7 +106,7 @@ impl Engine {
             self.set_failed(ctx, reason, &msg);
         }
         self.history(ctx, Operation::Conflict, SyncStatus::Success, None).await?;
-        self.publish(&ctx.key, EventType::Warning, reason, "Update", msg).await;
+        self.event(ctx, EventType::Warning, reason, "Update", msg);
         self.finish(ctx, self.config.resync).await
     }
 }

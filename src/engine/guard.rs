@@ -342,7 +342,8 @@ impl Engine {
         self.history(ctx, Operation::Orphan, SyncStatus::Success, None).await?;
         let note =
             "the deletion was cancelled at the connection's deletion guard: the calendar event was left in place";
-        self.publish(&ctx.key, EventType::Normal, "DeletionCancelled", "Delete", note.into()).await;
+        self.event(ctx, EventType::Normal, "DeletionCancelled", "Delete", note.into());
+        self.flush(ctx).await?;
         match self.objects.remove_finalizer(&ctx.key, FINALIZER).await {
             Ok(()) | Err(StoreError::NotFound(_)) => Ok(Outcome::Done),
             Err(e) => Err(e.into()),

@@ -50,7 +50,8 @@ use chrono::{DateTime, Utc};
 pub use backoff::{Backoff, RetryPolicy, Wait};
 pub use feed_only::{FEED_ONLY_REASON, applies as feed_only_applies};
 pub use objects::{
-    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError, wait_for, wait_for_key,
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded, StoreError,
+    wait_for, wait_for_key,
 };
 
 use crate::providers::Connector;

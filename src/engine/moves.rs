@@ -98,7 +98,7 @@ impl Engine {
             from.calendar_id, from.connection, ctx.calendar, ctx.ts.spec.connection_ref.name
         );
         self.moved(ctx, &from, SyncStatus::Success, None, &msg).await?;
-        self.publish(&ctx.key, EventType::Normal, "EventMoved", "Move", msg).await;
+        self.event(ctx, EventType::Normal, "EventMoved", "Move", msg);
         self.finish(ctx, self.config.resync).await
     }
 
@@ -136,7 +136,7 @@ impl Engine {
         ctx.status.last_failure_time = None;
         ctx.status.next_attempt_time = None;
         self.moved(ctx, from, SyncStatus::Failed, Some(msg.clone()), &msg).await?;
-        self.publish(&ctx.key, EventType::Warning, "MoveIncomplete", "Move", msg).await;
+        self.event(ctx, EventType::Warning, "MoveIncomplete", "Move", msg);
         self.finish(ctx, self.config.resync).await
     }
 
@@ -170,10 +170,8 @@ impl Engine {
         history::push(&mut ctx.status.history, entry.clone(), TASK_HISTORY_LIMIT);
         let here = ctx.conn.map(|c| c.name_any());
         if here.as_deref() != Some(from.connection.as_str()) {
-            match self.objects.append_connection_history(&ctx.key.namespace, &from.connection, entry).await {
-                Ok(_) | Err(crate::engine::StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            // Written with the status (`finish`), as every entry of a reconcile.
+            ctx.pending.history.push((from.connection.clone(), entry));
         }
         Ok(())
     }

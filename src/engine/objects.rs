@@ -110,6 +110,32 @@ pub struct ObjectEvent {
     pub action: String,
 }
 
+/// What one TaskSync reconcile leaves behind, written as one unit by `Objects::record_outcome`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReconcileRecord {
+    /// The TaskSync's new status; `None` when it did not change (no status write).
+    pub status: Option<TaskSyncStatus>,
+    /// Entries for connections' history rings: (connection name, entry).
+    pub history: Vec<(String, HistoryEntry)>,
+    /// Events about the TaskSync.
+    pub events: Vec<ObjectEvent>,
+}
+
+impl ReconcileRecord {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.history.is_empty() && self.events.is_empty()
+    }
+}
+
+/// What `record_outcome` did with the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written (or there was no status to write).
+    Stored,
+    /// The TaskSync is gone (deleted meanwhile): there was no status to write it to.
+    Gone,
+}
+
 /// Label equality selector (`k=v` for every entry).
 pub type Labels = BTreeMap<String, String>;
 
@@ -219,6 +245,38 @@ pub trait Objects: Send + Sync {
 
     /// Publish a Kubernetes-style Event about `key`. Best effort: failures are logged by callers.
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError>;
+
+    /// Write one TaskSync reconcile's outcome: the connections' history entries, the Events and
+    /// the status of `key`. Semantics every store keeps: a connection that is gone skips its
+    /// entry (it never fails the status); an Event that cannot be stored is logged, never an
+    /// error; the TaskSync being gone skips the status and answers `Gone` (history and Events
+    /// still land: the calendar write they record happened). Other errors fail the call.
+    ///
+    /// This default makes the separate calls, history and Events before the status: a crash in
+    /// between leaves the status behind, so the reconcile runs again and records again (an entry
+    /// may appear twice, none is lost). The SQL stores override it to write everything in one
+    /// transaction, so a reconcile waits for one durable commit instead of three.
+    async fn record_outcome(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
+        for (connection, entry) in &record.history {
+            match self.append_connection_history(&key.namespace, connection, entry.clone()).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for event in &record.events {
+            if let Err(e) = self.publish_event(key, event).await {
+                tracing::warn!(object = %key, reason = %event.reason, error = %e, "could not publish event");
+            }
+        }
+        match &record.status {
+            None => Ok(Recorded::Stored),
+            Some(status) => match self.patch_task_sync_status(&key.namespace, &key.name, status).await {
+                Ok(_) => Ok(Recorded::Stored),
+                Err(StoreError::NotFound(_)) => Ok(Recorded::Gone),
+                Err(e) => Err(e),
+            },
+        }
+    }
 
     /// Changes to any object (key of the changed object). Receivers that lag may miss keys and
     /// should re-read what they wait for.

@@ -70,7 +70,7 @@ impl Engine {
         self.set_failed(ctx, reason, &message);
         if was.as_deref() != Some(reason) {
             let note = format!("the task was not placed: {message}");
-            self.publish(&ctx.key, EventType::Warning, reason, "Schedule", note).await;
+            self.event(ctx, EventType::Warning, reason, "Schedule", note);
         }
         self.finish(ctx, after).await.map(Some)
     }

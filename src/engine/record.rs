@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use super::backoff::jitter;
 use super::plan::{self, Call, OnError, Release};
 use super::tasksync::{Ctx, cond};
-use super::{Engine, EngineError, EventType, ObjectKey, Outcome};
+use super::{Engine, EngineError, EventType, ObjectEvent, ObjectKey, Outcome, ReconcileRecord, Recorded};
 use crate::providers::{HoldCause, ProviderError, RemoteEvent};
 use crate::resources::condition::set_condition;
 use crate::resources::history::{self, TASK_HISTORY_LIMIT};
@@ -49,7 +49,7 @@ impl Engine {
                 ctx.status.next_attempt_time =
                     Some(now + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
                 self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string())).await?;
-                self.publish(&ctx.key, EventType::Warning, e.reason(), action_of(call), e.to_string()).await;
+                self.event(ctx, EventType::Warning, e.reason(), action_of(call), e.to_string());
                 self.finish(ctx, self.config.resync).await
             }
             _ => {
@@ -62,7 +62,7 @@ impl Engine {
                 ctx.status.observed_generation = Some(ctx.generation);
                 if first {
                     self.history(ctx, op_of(call), SyncStatus::Failed, Some(e.to_string())).await?;
-                    self.publish(&ctx.key, EventType::Warning, e.reason(), action_of(call), e.to_string()).await;
+                    self.event(ctx, EventType::Warning, e.reason(), action_of(call), e.to_string());
                 }
                 self.finish_exactly(ctx, delay).await
             }
@@ -132,14 +132,7 @@ impl Engine {
         self.set_in_sync(ctx, reason, &msg);
         self.note_placed(ctx);
         self.history(ctx, op, SyncStatus::Success, None).await?;
-        self.publish(
-            &ctx.key,
-            EventType::Normal,
-            reason,
-            if op == Operation::Update { "Update" } else { "Create" },
-            msg,
-        )
-        .await;
+        self.event(ctx, EventType::Normal, reason, if op == Operation::Update { "Update" } else { "Create" }, msg);
         let out = self.finish(ctx, self.config.resync).await?;
         self.after_placed(ctx).await;
         Ok(out)
@@ -167,14 +160,31 @@ impl Engine {
         self.append_history(ctx, entry).await
     }
 
-    /// Record `entry` in the TaskSync's ring (written with the status) and its connection's.
+    /// Record `entry` in the TaskSync's ring and its connection's; both are written with the
+    /// status (`finish`), or by `flush`.
     pub(super) async fn append_history(&self, ctx: &mut Ctx<'_>, entry: HistoryEntry) -> Result<(), EngineError> {
         history::push(&mut ctx.status.history, entry.clone(), TASK_HISTORY_LIMIT);
         if let Some(conn) = ctx.conn {
-            match self.objects.append_connection_history(&ctx.key.namespace, &conn.name_any(), entry).await {
-                Ok(_) | Err(crate::engine::StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            ctx.pending.history.push((conn.name_any(), entry));
+        }
+        Ok(())
+    }
+
+    /// An Event about the TaskSync, published with the status (`finish`) or by `flush`; never
+    /// fails the reconcile (a store that cannot keep it logs a warning).
+    pub(super) fn event(&self, ctx: &mut Ctx<'_>, type_: EventType, reason: &str, action: &str, note: String) {
+        ctx.pending.events.push(ObjectEvent { type_, reason: reason.into(), note, action: action.into() });
+    }
+
+    /// Write what is pending without a status (a released TaskSync's last entries).
+    pub(super) async fn flush(&self, ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
+        let record = ReconcileRecord {
+            status: None,
+            history: std::mem::take(&mut ctx.pending.history),
+            events: std::mem::take(&mut ctx.pending.events),
+        };
+        if !record.is_empty() {
+            self.objects.record_outcome(&ctx.key, &record).await?;
         }
         Ok(())
     }
@@ -208,20 +218,22 @@ impl Engine {
     }
 
     /// Write the status if it changed, then requeue after `after` (with jitter).
-    pub(super) async fn finish(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
+    pub(super) async fn finish(&self, ctx: &mut Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
         self.finish_exactly(ctx, jitter(after)).await
     }
 
-    /// Write the status if it changed, then requeue after exactly `after` (a retry delay that
-    /// is jittered already, or a Retry-After that must not be).
-    pub(super) async fn finish_exactly(&self, ctx: &Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
-        if ctx.ts.status.as_ref() != Some(&ctx.status) {
-            match self.objects.patch_task_sync_status(&ctx.key.namespace, &ctx.key.name, &ctx.status).await {
-                Ok(_) => {}
-                // Deleted meanwhile: nothing left to record.
-                Err(crate::engine::StoreError::NotFound(_)) => return Ok(Outcome::Done),
-                Err(e) => return Err(e.into()),
-            }
+    /// Write the status if it changed, with the pending history entries and Events (one
+    /// `record_outcome`: one durable commit on the SQL stores), then requeue after exactly
+    /// `after` (a retry delay that is jittered already, or a Retry-After that must not be).
+    pub(super) async fn finish_exactly(&self, ctx: &mut Ctx<'_>, after: Duration) -> Result<Outcome, EngineError> {
+        let record = ReconcileRecord {
+            status: (ctx.ts.status.as_ref() != Some(&ctx.status)).then(|| ctx.status.clone()),
+            history: std::mem::take(&mut ctx.pending.history),
+            events: std::mem::take(&mut ctx.pending.events),
+        };
+        if !record.is_empty() && self.objects.record_outcome(&ctx.key, &record).await? == Recorded::Gone {
+            // Deleted meanwhile: nothing left to record.
+            return Ok(Outcome::Done);
         }
         Ok(Outcome::Requeue(after))
     }

@@ -110,7 +110,7 @@ impl Engine {
                     "event {event_id} was edited in the calendar app; the task's version was written back (conflictPolicy TaskWins)"
                 );
                 self.history(ctx, Operation::Conflict, SyncStatus::Success, None).await?;
-                self.publish(&ctx.key, EventType::Normal, "EditOverwritten", "Update", msg).await;
+                self.event(ctx, EventType::Normal, "EditOverwritten", "Update", msg);
                 let (data, hash) = Self::desired(ctx);
                 match p.update(&ctx.calendar, event_id, remote.etag.as_deref(), &data).await {
                     Ok(ev) => self.record(ctx, Operation::Update, &ev, &hash).await.map(Some),

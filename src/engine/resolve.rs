@@ -117,7 +117,7 @@ impl Engine {
             note: Some(note.clone()),
         };
         self.append_history(ctx, entry).await?;
-        self.publish(&ctx.key, EventType::Normal, "ConflictResolved", "Resolve", note).await;
+        self.event(ctx, EventType::Normal, "ConflictResolved", "Resolve", note);
         Ok(())
     }
 

@@ -31,6 +31,16 @@ pub(super) struct Ctx<'a> {
     pub(super) move_from: Option<crate::resources::MovingFrom>,
     /// `spec.schedule`: where this reconcile placed the task (recorded once the event is there).
     pub(super) placed: Option<Placed>,
+    /// History entries and Events of this reconcile not written yet: they go with the status in
+    /// one `Objects::record_outcome` (`finish`), or alone (`flush`) when no status follows.
+    pub(super) pending: Pending,
+}
+
+/// See `Ctx::pending`.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) history: Vec<(String, crate::resources::HistoryEntry)>,
+    pub(super) events: Vec<crate::engine::ObjectEvent>,
 }
 
 pub(super) use super::inputs::conn_state;
@@ -103,6 +113,7 @@ impl Engine {
             desired,
             status: ts.status.clone().unwrap_or_default(),
             move_from: None,
+            pending: Pending::default(),
             placed,
         };
         // Nothing to write: never placed, and nothing fits (or the busy time is unknown).
@@ -150,7 +161,7 @@ impl Engine {
                 Step::RemoveFinalizer(why) => return self.release(&mut ctx, why).await,
                 Step::Invalid(msg) => {
                     self.set_failed(&mut ctx, "InvalidSpec", &msg);
-                    return self.finish(&ctx, self.config.resync).await;
+                    return self.finish(&mut ctx, self.config.resync).await;
                 }
                 Step::Wait { reason, message } => {
                     self.set_failed(&mut ctx, reason, &message);
@@ -159,7 +170,7 @@ impl Engine {
                     let unchecked =
                         matches!(conn_state(ctx.conn), ConnState::NotReady { reason, .. } if reason == "Pending");
                     let after = if unchecked { self.config.backoff.base } else { self.config.wait_requeue };
-                    return self.finish(&ctx, after).await;
+                    return self.finish(&mut ctx, after).await;
                 }
                 Step::Backoff(left) => return Ok(Outcome::Requeue(jitter(left.max(Duration::from_millis(100))))),
                 Step::HoldDeleted => {
@@ -168,11 +179,11 @@ impl Engine {
                         "DeletedInCalendar",
                         "the event was deleted in the calendar app; change the task to create it again",
                     );
-                    return self.finish(&ctx, self.config.resync).await;
+                    return self.finish(&mut ctx, self.config.resync).await;
                 }
                 Step::HoldConflict => {
                     self.set_failed(&mut ctx, "ConflictDetected", "the event was edited in the calendar app; change the task to overwrite the edit, or set conflictPolicy");
-                    return self.finish(&ctx, self.config.resync).await;
+                    return self.finish(&mut ctx, self.config.resync).await;
                 }
                 Step::InSync => {
                     // Keep the reason of the write that got us here (EventCreated, ...): a
@@ -184,7 +195,7 @@ impl Engine {
                         self.set_in_sync(&mut ctx, "InSync", "the calendar event matches the task");
                     }
                     self.note_placed(&mut ctx);
-                    return self.finish(&ctx, self.config.resync).await;
+                    return self.finish(&mut ctx, self.config.resync).await;
                 }
                 Step::FinishMove => return self.finish_move(&mut ctx).await,
                 Step::Create | Step::Update { .. } | Step::Delete { .. } | Step::Move { .. } => {
@@ -286,7 +297,7 @@ impl Engine {
                     self.set_failed(ctx, "NotOwned", &msg);
                     ctx.status.next_attempt_time =
                         Some(self.now() + chrono::Duration::from_std(self.config.resync).unwrap_or_default());
-                    self.publish(&ctx.key, EventType::Warning, "NotOwned", "Create", msg).await;
+                    self.event(ctx, EventType::Warning, "NotOwned", "Create", msg);
                     self.finish(ctx, self.config.resync).await.map(Some)
                 }
             },
@@ -381,7 +392,9 @@ impl Engine {
         let status = if type_ == EventType::Warning { SyncStatus::Failed } else { SyncStatus::Success };
         let error = (type_ == EventType::Warning).then(|| note.clone());
         self.history(ctx, op, status, error).await?;
-        self.publish(&ctx.key, type_, reason, "Delete", note).await;
+        self.event(ctx, type_, reason, "Delete", note);
+        // No status follows: the object goes once the finalizer is removed.
+        self.flush(ctx).await?;
         self.objects.remove_finalizer(&ctx.key, crate::resources::FINALIZER).await?;
         Ok(Outcome::Done)
     }

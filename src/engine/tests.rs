@@ -187,6 +187,39 @@ async fn lifecycle_create_noop_update_delete() {
     assert!(w.get("t1").await.is_none());
 }
 
+/// The REST API declares a TaskSync with the engine's finalizer: the first reconcile makes no
+/// finalizer write, and one deleted before the engine ever saw it still goes, through the
+/// engine's deletion path (the finalizer is the engine's to remove).
+#[tokio::test]
+async fn declared_with_the_finalizer() {
+    let w = World::new();
+    w.connection().await;
+    let declared = |name: &str| TaskSync {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            finalizers: Some(vec![FINALIZER.to_string()]),
+            // As the REST API labels it.
+            labels: Some(task_sync_labels("user123", "conn", name)),
+            ..Default::default()
+        },
+        spec: spec(name),
+        status: None,
+    };
+    w.objects.apply_task_sync(&declared("t1")).await.unwrap();
+    w.objects.clear_writes();
+    w.reconcile("t1").await;
+    assert_eq!(reason(&w.status("t1").await, "Synced"), "True/EventCreated");
+    let ops: Vec<StoreOp> = w.objects.writes().into_iter().map(|(op, _)| op).collect();
+    assert_eq!(ops, [StoreOp::AppendHistory, StoreOp::PatchStatus], "no finalizer write");
+
+    let uid = w.objects.apply_task_sync(&declared("t2")).await.unwrap().metadata.uid.unwrap();
+    assert_eq!(w.objects.delete(&ObjectKey::task_sync(NS, "t2")).await.unwrap(), Deletion::Marked);
+    assert_eq!(w.reconcile("t2").await, Outcome::Done);
+    assert!(w.get("t2").await.is_none(), "released by the engine");
+    assert!(w.calendar.events_for_uid(&uid).is_empty());
+}
+
 fn reason_c(conditions: &[Condition], type_: &str) -> String {
     find(conditions, type_).map(|c| format!("{:?}/{}", c.status, c.reason)).unwrap_or_default()
 }

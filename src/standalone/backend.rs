@@ -20,7 +20,7 @@ use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
 use crate::credentials::feed::FeedRecord;
 use crate::credentials::keys::RotationReport;
-use crate::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded, StoreError};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
@@ -270,6 +270,10 @@ impl Objects for Store {
 
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
         each!(self, s => s.publish_event(key, event).await)
+    }
+
+    async fn record_outcome(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
+        each!(self, s => s.record_outcome(key, record).await)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {

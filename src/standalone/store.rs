@@ -2,8 +2,9 @@
 //! Kubernetes semantics as `engine::memory::MemoryObjects` (the reference) and the Kubernetes
 //! store: a global resourceVersion on every write, `Conflict` on a stale one, generation bumped
 //! only by spec changes, finalizers with deletion marking, status patches that never touch spec,
-//! connection history written only by `append_connection_history`. Those decisions are
-//! `standalone::semantics`, shared with the PostgreSQL store.
+//! connection history written only by `append_connection_history` (or with a reconcile's status
+//! by `record_outcome`, `unit`). Those decisions are `standalone::semantics`, shared with the
+//! PostgreSQL store.
 //!
 //! Owns: object/credential persistence and change notifications for standalone mode. Must not
 //! touch: reconcile decisions or provider calls. Writes go to one writer thread (`commit`), which
@@ -38,10 +39,13 @@ mod connections;
 mod feeds;
 mod outbox;
 pub(super) mod secrets;
+mod unit;
 use crate::credentials::Credentials;
 use crate::credentials::envelope::Keyring;
 use crate::credentials::feed::FeedRecord;
-use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::engine::{
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded, StoreError,
+};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
@@ -61,6 +65,15 @@ pub struct StoreStats {
 
 /// Events kept (newest).
 const EVENTS_KEPT: i64 = 1000;
+
+/// An Event's row fields: type, reason, action, note.
+fn event_fields(event: &ObjectEvent) -> [&str; 4] {
+    let type_ = match event.type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    [type_, &event.reason, &event.action, &event.note]
+}
 
 struct Inner {
     /// The writer's connection; also the readers' for `sqlite::memory:` (private to it).
@@ -366,14 +379,11 @@ impl Objects for SqliteObjects {
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
         let key = key.clone();
         let event = event.clone();
-        self.tx(move |tx, _, _| {
-            let type_ = match event.type_ {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            };
-            rows::insert_event(tx, &key, [type_, &event.reason, &event.action, &event.note], EVENTS_KEPT)
-        })
-        .await
+        self.tx(move |tx, _, _| rows::insert_event(tx, &key, event_fields(&event), EVENTS_KEPT)).await
+    }
+
+    async fn record_outcome(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
+        self.record_unit(key, record).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {

@@ -22,8 +22,8 @@ use crate::api::{mapping, routing};
 use crate::engine::{ObjectKey, wait_for};
 use crate::resources::condition::{self, ConditionStatus};
 use crate::resources::{
-    FEED_ONLY_CONNECTION, FEED_ONLY_LABEL, TaskSync, USER_LABEL, is_feed_only, task_sync_labels, task_sync_name,
-    user_label_value,
+    DeletionPolicy, FEED_ONLY_CONNECTION, FEED_ONLY_LABEL, FINALIZER, TaskSync, USER_LABEL, is_feed_only,
+    task_sync_labels, task_sync_name, user_label_value,
 };
 
 fn pending_task() -> Response {
@@ -155,6 +155,13 @@ pub(super) async fn declare(
             namespace: Some(state.namespace.clone()),
             labels: Some(labels),
             annotations: existing.as_ref().and_then(|t| t.metadata.annotations.clone()),
+            // The engine's finalizer with the declaration (a create keeps it; an update leaves
+            // finalizers alone): the engine's first reconcile finds it and skips a durable write
+            // of its own on this request's critical path. Not for a feed-only task (no event to
+            // clean up; the engine keeps those without one) nor an Orphan one (the engine would
+            // remove it again).
+            finalizers: (!feed_only && spec.deletion_policy == DeletionPolicy::Delete)
+                .then(|| vec![FINALIZER.to_string()]),
             ..ObjectMeta::default()
         },
         spec,

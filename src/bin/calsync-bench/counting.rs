@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use calsync::credentials::Credentials;
 use calsync::credentials::feed::FeedRecord;
-use calsync::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use calsync::engine::{Deletion, Labels, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded, StoreError};
 use calsync::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
@@ -177,6 +177,10 @@ impl Objects for CountingObjects {
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
         self.w();
         self.inner.publish_event(key, event).await
+    }
+    async fn record_outcome(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
+        self.w();
+        self.inner.record_outcome(key, record).await
     }
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {
         self.inner.subscribe()

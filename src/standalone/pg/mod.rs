@@ -24,6 +24,7 @@ pub(super) mod rows;
 pub mod schema;
 mod secrets;
 pub mod shards;
+mod unit;
 
 pub use connect::{Target, is_postgres_url};
 pub use import::{ImportReport, import_sqlite};

@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -14,16 +15,28 @@ use tokio::sync::broadcast;
 use super::{PgObjects, Write, outbox, rows};
 use crate::credentials::Credentials;
 use crate::credentials::feed::FeedRecord;
-use crate::engine::{Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, StoreError};
+use crate::engine::{
+    Deletion, EventType, Kind, Labels, ObjectEvent, ObjectKey, Objects, ReconcileRecord, Recorded, StoreError,
+};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
 use crate::standalone::rows::{Row, kind_str};
 use crate::standalone::semantics::{self, MetaOutcome};
+use crate::standalone::store::StatusTap;
 
 /// Events kept (newest), as in the SQLite store.
-const EVENTS_KEPT: i64 = 1000;
+pub(super) const EVENTS_KEPT: i64 = 1000;
+
+/// An Event's row fields: type, reason, action, note.
+pub(super) fn event_fields(event: &ObjectEvent) -> [&str; 4] {
+    let type_ = match event.type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    [type_, &event.reason, &event.action, &event.note]
+}
 
 impl PgObjects {
     async fn get<K: Row>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
@@ -90,21 +103,40 @@ impl PgObjects {
         name: &str,
         patch: impl FnOnce(&mut K),
     ) -> Result<K, StoreError> {
-        let key = ObjectKey { kind: K::KIND, namespace: namespace.into(), name: name.into() };
         let tap = self.inner.tap.get().cloned();
         let mut w = self.begin().await?;
+        let (obj, recorded) = self.status_in(&mut w, tap.as_ref(), namespace, name, patch).await?;
+        self.commit(w).await?;
+        if let Some(tap) = tap.filter(|_| recorded > 0) {
+            tap.recorded(recorded);
+        }
+        Ok(obj)
+    }
+
+    /// Patch the status of `K` `namespace/name` in `w` (NotFound when absent), with the
+    /// app-webhook messages the change owes; the count is for `StatusTap::recorded` after the
+    /// commit.
+    pub(super) async fn status_in<K: Row>(
+        &self,
+        w: &mut Write,
+        tap: Option<&Arc<dyn StatusTap>>,
+        namespace: &str,
+        name: &str,
+        patch: impl FnOnce(&mut K),
+    ) -> Result<(K, usize), StoreError> {
+        let key = ObjectKey { kind: K::KIND, namespace: namespace.into(), name: name.into() };
         rows::lock_key(&mut w.tx, kind_str(K::KIND), namespace, name).await?;
         let mut obj =
             rows::load::<K>(&mut w.tx, namespace, name).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let rv = rows::next_rv(&mut w.tx).await?;
-        let before = tap.as_ref().map(|_| obj.clone());
+        let before = tap.map(|_| obj.clone());
         patch(&mut obj);
         obj.meta_mut().resource_version = Some(rv.to_string());
         rows::save(&mut w.tx, &obj, &self.inner.origin).await?;
         // The messages a status change owes commit with it, or neither does.
-        let recorded = match (&tap, &before) {
+        let recorded = match (tap, &before) {
             (Some(tap), Some(before)) => {
-                let owners = self.owners_of(&mut w, &obj).await?;
+                let owners = self.owners_of(w, &obj).await?;
                 let messages = outbox::messages(tap, before, &obj, &owners)?;
                 outbox::insert(&mut w.tx, &messages, chrono::Utc::now().timestamp_millis()).await?;
                 messages.len()
@@ -112,11 +144,7 @@ impl PgObjects {
             _ => 0,
         };
         w.changed.push(key);
-        self.commit(w).await?;
-        if let Some(tap) = tap.filter(|_| recorded > 0) {
-            tap.recorded(recorded);
-        }
-        Ok(obj)
+        Ok((obj, recorded))
     }
 
     /// The (user id, provider) of the connection a TaskSync names, read in its transaction,
@@ -292,13 +320,13 @@ impl Objects for PgObjects {
     }
 
     async fn publish_event(&self, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
-        let type_ = match event.type_ {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        };
         let mut w = self.begin().await?;
-        rows::insert_event(&mut w.tx, key, [type_, &event.reason, &event.action, &event.note], EVENTS_KEPT).await?;
+        rows::insert_event(&mut w.tx, key, event_fields(event), EVENTS_KEPT).await?;
         self.commit(w).await
+    }
+
+    async fn record_outcome(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
+        self.record_unit(key, record).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ObjectKey> {

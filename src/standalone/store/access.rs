@@ -6,12 +6,14 @@
 //! Owns: those helpers. Must not touch: the `Objects` contract's choices (the parent's `impl`),
 //! the writer thread (`commit`) or the cache's coherence rules (`cache`).
 
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rusqlite::{Transaction, TransactionBehavior};
 
 use super::cache::Written;
 use super::commit::{Effects, Output};
-use super::{SqliteObjects, outbox, rows, semantics};
+use super::{SqliteObjects, StatusTap, outbox, rows, semantics};
 use crate::engine::{Kind, Labels, ObjectKey, StoreError};
 use crate::resources::{CalendarConnection, TaskSync};
 use crate::standalone::rows::{Row, db_err};
@@ -126,32 +128,41 @@ impl SqliteObjects {
         let (ns, name) = (namespace.to_string(), name.to_string());
         let tap = self.inner.tap.get().cloned();
         let tap_in = tap.clone();
-        let (obj, recorded) = self
-            .tx(move |tx, origin, fx| {
-                let key = ObjectKey { kind: K::KIND, namespace: ns.clone(), name: name.clone() };
-                let rv = rows::next_rv(tx)?;
-                let mut obj = rows::load::<K>(tx, &ns, &name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-                let before = tap_in.as_ref().map(|_| obj.clone());
-                patch(&mut obj);
-                obj.meta_mut().resource_version = Some(rv.to_string());
-                rows::save(tx, &obj, origin)?;
-                // The messages a status change owes commit with it, or neither does.
-                let recorded = match (&tap_in, &before) {
-                    (Some(tap), Some(before)) => {
-                        outbox::record(tap, tx, before, &obj, chrono::Utc::now().timestamp_millis())?
-                    }
-                    _ => 0,
-                };
-                fx.keys.push(key);
-                fx.written.push(Written::saved(&obj));
-                Ok((obj, recorded))
-            })
-            .await?;
+        let (obj, recorded) =
+            self.tx(move |tx, origin, fx| status_in::<K>(tx, origin, fx, tap_in.as_ref(), &ns, &name, patch)).await?;
         if let Some(tap) = tap.filter(|_| recorded > 0) {
             tap.recorded(recorded);
         }
         Ok(obj)
     }
+}
+
+/// Patch the status of `K` `ns/name` in `tx` (NotFound when absent), with the app-webhook
+/// messages the change owes (the count is returned for `StatusTap::recorded` after the commit).
+pub(super) fn status_in<K: Row>(
+    tx: &Transaction,
+    origin: &str,
+    fx: &mut Effects,
+    tap: Option<&Arc<dyn StatusTap>>,
+    ns: &str,
+    name: &str,
+    patch: impl FnOnce(&mut K),
+) -> Result<(K, usize), StoreError> {
+    let key = ObjectKey { kind: K::KIND, namespace: ns.to_string(), name: name.to_string() };
+    let rv = rows::next_rv(tx)?;
+    let mut obj = rows::load::<K>(tx, ns, name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    let before = tap.map(|_| obj.clone());
+    patch(&mut obj);
+    obj.meta_mut().resource_version = Some(rv.to_string());
+    rows::save(tx, &obj, origin)?;
+    // The messages a status change owes commit with it, or neither does.
+    let recorded = match (tap, &before) {
+        (Some(tap), Some(before)) => outbox::record(tap, tx, before, &obj, chrono::Utc::now().timestamp_millis())?,
+        _ => 0,
+    };
+    fx.keys.push(key);
+    fx.written.push(Written::saved(&obj));
+    Ok((obj, recorded))
 }
 
 pub(super) fn meta_in<K: Row>(

@@ -2,9 +2,10 @@
 //! all the writes that queued while the previous commit ran in one transaction (one fsync),
 //! then answers each caller.
 //!
-//! Why: with `synchronous=FULL` each commit costs an fsync, and a synced task makes 4–5 writes
+//! Why: with `synchronous=FULL` each commit costs an fsync, and a synced task made 4–5 writes
 //! (finalizer, status, connection history, Event), so one commit per write made the disk the
-//! limit of bulk syncs and of the REST write path. Writes arriving together now share a commit.
+//! limit of bulk syncs and of the REST write path. Writes arriving together now share a commit
+//! (and a reconcile's status, history and Event are one write: `unit`).
 //!
 //! Each write keeps its own semantics: it runs inside a SAVEPOINT of the shared transaction, so
 //! one that fails (a stale resourceVersion, a missing object, a panic) is rolled back alone and
