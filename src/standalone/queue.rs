@@ -17,6 +17,7 @@
 //! its own task, so the channel does not lag into full re-lists), and the TaskSyncs of a
 //! connection come from an in-memory index kept with the triggers, not from listing them all.
 
+mod config;
 mod intake;
 mod ready;
 mod trigger;
@@ -30,60 +31,13 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use self::config::{DEFAULT_PER_CONNECTION, Ownership, QueueConfig};
 use self::intake::Intake;
 use self::ready::Ready;
 use self::trigger::{Trigger, connection_trigger, task_sync_trigger};
 use super::store::SecretName;
 use crate::engine::backoff::jitter;
-use crate::engine::{Backoff, Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
-
-/// Tunables of the queue.
-#[derive(Clone, Debug)]
-pub struct QueueConfig {
-    /// Reconciles running at once (across objects).
-    pub concurrency: usize,
-    /// Reconciles of one connection's TaskSyncs running at once (`ready`); 0: no cap.
-    pub per_connection: usize,
-    /// Every object is re-checked at least this often.
-    pub sweep: Duration,
-    /// Backoff after a reconcile failed with a store error.
-    pub backoff: Backoff,
-    /// Only the objects this says are ours run (several replicas on one database); `None`: all.
-    pub ownership: Option<Ownership>,
-}
-
-/// Which objects this process reconciles when several share one database (`pg::shards`):
-/// others are dropped from the queue; `gained` ticks when more became ours (all are re-listed).
-#[derive(Clone)]
-pub struct Ownership {
-    pub owns: std::sync::Arc<dyn Fn(&ObjectKey) -> bool + Send + Sync>,
-    pub gained: tokio::sync::watch::Receiver<u64>,
-}
-
-impl std::fmt::Debug for Ownership {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ownership")
-    }
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            concurrency: 8,
-            per_connection: DEFAULT_PER_CONNECTION,
-            sweep: Duration::from_secs(600),
-            backoff: Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(300) },
-            ownership: None,
-        }
-    }
-}
-
-/// `QueueConfig::per_connection` by default: no cap. Round robin across lanes already keeps
-/// one connection from starving the others (a parked worker frees up at the connection's
-/// rate), and Google and Graph batch only what is queued beyond a connection's 4 request slots,
-/// which a cap of 4 would forbid (measured: 4 or none made no difference to `calsync-bench
-/// faults`, 59.1 s vs 59.9 s at 2,000 tasks).
-pub const DEFAULT_PER_CONNECTION: usize = 0;
+use crate::engine::{Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
 
 /// Scheduler state; lives in one task, so no locks.
 struct Scheduler {

@@ -12,6 +12,7 @@
 
 mod client;
 mod live;
+mod trace;
 
 pub use client::{BenchConnector, account_info};
 pub use live::ConnCalls;
@@ -201,20 +202,8 @@ pub struct BenchService {
     injected: [AtomicU64; 4],
     early_retries: AtomicU64,
     creates_existing: AtomicU64,
-    /// `CALSYNC_BENCH_TRACE=FILE`: every call's start, end and outcome, written as CSV by
-    /// `write_trace` (a per-task timeline: where a task's time goes between its calls).
-    trace: Option<Mutex<Vec<TraceRow>>>,
-    epoch: Instant,
-}
-
-/// One call in the trace.
-struct TraceRow {
-    start: Duration,
-    end: Duration,
-    conn: String,
-    op: Op,
-    object: String,
-    outcome: &'static str,
+    /// `CALSYNC_BENCH_TRACE=FILE`: every call, written by `write_trace`.
+    trace: Option<trace::Trace>,
 }
 
 /// Releases a connection's in-flight slot when a call ends, however it ends.
@@ -260,8 +249,7 @@ impl BenchService {
             injected: Default::default(),
             early_retries: AtomicU64::new(0),
             creates_existing: AtomicU64::new(0),
-            trace: std::env::var_os("CALSYNC_BENCH_TRACE").map(|_| Mutex::new(Vec::new())),
-            epoch: Instant::now(),
+            trace: trace::Trace::from_env(),
         })
     }
 
@@ -353,53 +341,15 @@ impl BenchService {
         let Some(trace) = &self.trace else {
             return self.serve(conn, op, object, apply).await;
         };
-        let start = self.epoch.elapsed();
+        let start = trace.now();
         let out = self.serve(conn, op, object, apply).await;
-        let outcome = match &out {
-            Ok((_, None)) => "ok",
-            Ok((_, Some(Fault::Timeout(_)))) => "timeout",
-            Ok((_, Some(Fault::Dropped))) => "drop",
-            Ok((_, Some(_))) => "fault",
-            Err(ProviderError::Transient { .. }) => "5xx",
-            Err(ProviderError::RateLimited { message, .. }) if message.contains("injected") => "429",
-            Err(ProviderError::RateLimited { .. }) => "quota429",
-            Err(_) => "error",
-        };
-        let row = TraceRow {
-            start,
-            end: self.epoch.elapsed(),
-            conn: conn.to_string(),
-            op,
-            object: object.to_string(),
-            outcome,
-        };
-        trace.lock().unwrap_or_else(|e| e.into_inner()).push(row);
+        trace.record(start, conn, op, object, &out);
         out
     }
 
-    /// Write the call trace (`CALSYNC_BENCH_TRACE`) as CSV: start and end in ms since the
-    /// service was made, connection, operation, object, outcome.
+    /// Write the call trace, if `CALSYNC_BENCH_TRACE` asked for one.
     pub fn write_trace(&self) -> anyhow::Result<()> {
-        let (Some(trace), Some(path)) = (&self.trace, std::env::var_os("CALSYNC_BENCH_TRACE")) else {
-            return Ok(());
-        };
-        use std::fmt::Write as _;
-        let rows = trace.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::from("start_ms,end_ms,conn,op,object,outcome\n");
-        for r in rows.iter() {
-            let _ = writeln!(
-                out,
-                "{:.1},{:.1},{},{},{},{}",
-                r.start.as_secs_f64() * 1000.0,
-                r.end.as_secs_f64() * 1000.0,
-                r.conn,
-                op_name(r.op),
-                r.object,
-                r.outcome
-            );
-        }
-        std::fs::write(&path, out)?;
-        Ok(())
+        self.trace.as_ref().map_or(Ok(()), |t| t.write())
     }
 
     async fn serve<T>(
