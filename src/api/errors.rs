@@ -170,10 +170,18 @@ pub fn from_provider(e: &ProviderError) -> ApiError {
             format!("{RATE_LIMITED} at the calendar provider; retry later"),
         )
         .with_retry_after(Some(retry_after.unwrap_or(Duration::from_secs(30)))),
-        ProviderError::Held { retry_after, .. } => ApiError::new(
+        ProviderError::Held { retry_after, cause: crate::providers::HoldCause::RetryAfter, .. } => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "provider_rate_limited",
             format!("{RATE_LIMITED} at the calendar provider; retry later"),
+        )
+        .with_retry_after(Some(*retry_after)),
+        // The connection's breaker: the server failed several calls in a row just now.
+        ProviderError::Held { retry_after, cause: crate::providers::HoldCause::Failing, .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "calendar_unreachable",
+            "the calendar server failed several requests in a row; calsync pauses calls to it for a moment: retry later"
+                .to_string(),
         )
         .with_retry_after(Some(*retry_after)),
         ProviderError::NotFound { message } => ApiError::bad_request(
@@ -190,5 +198,22 @@ pub fn from_provider(e: &ProviderError) -> ApiError {
         ProviderError::Conflict { message } | ProviderError::Invalid { message } => {
             ApiError::bad_request("calendar_rejected", format!("the calendar server rejected the request: {message}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::HoldCause;
+
+    #[test]
+    fn a_hold_says_why_with_its_time() {
+        let held = |cause| ProviderError::Held { retry_after: Duration::from_secs(3), message: "held".into(), cause };
+        let quota = from_provider(&held(HoldCause::RetryAfter));
+        assert_eq!((quota.status, quota.code), (StatusCode::TOO_MANY_REQUESTS, "provider_rate_limited"));
+        assert_eq!(quota.retry_after, Some(Duration::from_secs(3)));
+        let failing = from_provider(&held(HoldCause::Failing));
+        assert_eq!((failing.status, failing.code), (StatusCode::BAD_GATEWAY, "calendar_unreachable"));
+        assert_eq!(failing.retry_after, Some(Duration::from_secs(3)));
     }
 }
