@@ -12,6 +12,15 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::ProviderError;
 
+/// How the error of an oversized body ends (`is_too_large` recognises it).
+const TOO_LARGE: &str = "; refusing to read it";
+
+/// Was this error a body larger than the cap? (A caller with a narrower request to fall back
+/// on, such as a windowed listing instead of a whole calendar, tries that instead.)
+pub fn is_too_large(e: &ProviderError) -> bool {
+    matches!(e, ProviderError::Invalid { message } if message.ends_with(TOO_LARGE))
+}
+
 /// Read a response body, refusing more than `max` bytes (checked against Content-Length first,
 /// then while streaming, so a lying or absent header cannot make us buffer without bound).
 /// `service` and `shown_url` name the peer in the error ("the CalDAV server at https://…").
@@ -23,7 +32,7 @@ pub async fn read_capped(
 ) -> Result<Vec<u8>, ProviderError> {
     let size = if max >= 1 << 20 { format!("{} MiB", max >> 20) } else { format!("{} KiB", max >> 10) };
     let too_big = || ProviderError::Invalid {
-        message: format!("{service} sent a response larger than {size} for {shown_url}; refusing to read it"),
+        message: format!("{service} sent a response larger than {size} for {shown_url}{TOO_LARGE}"),
     };
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(too_big());

@@ -1,5 +1,7 @@
-//! Listing a calendar: a time window with `calendar-query` (full listing) and changes since a
-//! cursor with RFC 6578 `sync-collection` + `calendar-multiget` (incremental listing).
+//! Listing a calendar: everything with its token in one RFC 6578 `sync-collection` answer, or
+//! a time window with `calendar-query` where the server refuses that (full listing; see
+//! `listing_initial`), and changes since a cursor with `sync-collection` + `calendar-multiget`
+//! (incremental listing).
 //!
 //! Recurring events are reported as their master (with RRULE/EXDATE), not expanded: the
 //! server's time-range filter returns a recurring resource when any instance overlaps the
@@ -18,15 +20,15 @@ use super::ical::parse_ics;
 use super::xml::{
     Multistatus, calendar_query, each_resource, multiget, parse_multistatus, preconditions, sync_collection, uid_query,
 };
-use super::{CaldavProvider, discovery, id_from_href};
+use super::{CaldavProvider, discovery, id_from_href, listing_initial as initial};
 use crate::providers::{EventPage, ProviderError, RemoteEvent, Window};
 
 /// hrefs per multiget request.
-const MULTIGET_BATCH: usize = 100;
+pub(super) const MULTIGET_BATCH: usize = 100;
 /// Follow-up requests when the server truncates a sync report (507).
-const MAX_SYNC_ROUNDS: usize = 50;
+pub(super) const MAX_SYNC_ROUNDS: usize = 50;
 
-fn report() -> Result<Method, ProviderError> {
+pub(super) fn report() -> Result<Method, ProviderError> {
     Method::from_bytes(b"REPORT").map_err(|_| ProviderError::Invalid { message: "REPORT".into() })
 }
 
@@ -37,7 +39,7 @@ pub(super) fn ical_utc(t: DateTime<Utc>) -> String {
 /// Events from a multistatus with calendar-data, in one pass over the body: each resource's
 /// iCalendar text is parsed where the XML parser left it. Resources we cannot read (a VTODO,
 /// broken data) are skipped and logged, so one bad event does not hide the others.
-fn events_of(body: &[u8], base: &Url) -> Result<Vec<RemoteEvent>, ProviderError> {
+pub(super) fn events_of(body: &[u8], base: &Url) -> Result<Vec<RemoteEvent>, ProviderError> {
     let mut out = Vec::new();
     each_resource(body, |r| {
         let (Some(id), Ok(url)) = (id_from_href(r.href), base.join(r.href)) else {
@@ -83,7 +85,7 @@ pub(super) async fn report_ms(
 }
 
 /// A REPORT's 207 body, unparsed.
-async fn report_body(
+pub(super) async fn report_body(
     p: &CaldavProvider,
     url: &Url,
     depth: &str,
@@ -107,9 +109,28 @@ async fn current_token(p: &CaldavProvider, url: &Url) -> Result<Option<String>, 
     }
 }
 
+/// A full listing: the whole collection with its token in one `sync-collection` answer
+/// (`initial`), else the token and a time-range `calendar-query` (`windowed`).
 async fn full(p: &CaldavProvider, url: &Url, window: &Window, resync: bool) -> Result<EventPage, ProviderError> {
-    // Token first: a change between the two requests then shows up again in the next
-    // incremental listing instead of being lost.
+    match initial::list(p, url, window).await {
+        Ok(Some((events, token))) => {
+            tracing::debug!(events = events.len(), resync, "caldav calendar listed in one sync-collection");
+            Ok(EventPage { events, removed: Vec::new(), next_cursor: Some(token), full_resync: resync })
+        }
+        Ok(None) => windowed(p, url, window, resync).await,
+        // The whole calendar is more than we read in one answer; the window alone may not be.
+        Err(e) if crate::providers::http::is_too_large(&e) => {
+            tracing::info!(url = %url, "the calendar is too large to list in one answer; listing the window");
+            windowed(p, url, window, resync).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The listing for servers that refuse `sync-collection` with data: the token first (a change
+/// between the two requests then shows up again in the next incremental listing instead of
+/// being lost), then the window's events.
+async fn windowed(p: &CaldavProvider, url: &Url, window: &Window, resync: bool) -> Result<EventPage, ProviderError> {
     let token = current_token(p, url).await?;
     let body = calendar_query(&ical_utc(window.from), &ical_utc(window.to));
     let events = events_of(&report_body(p, url, "1", &body, &format!("listing events in {url}")).await?, url)?;

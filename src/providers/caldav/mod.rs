@@ -11,8 +11,8 @@
 //! events that is the deterministic key, so `find_by_key` is a plain GET.
 //!
 //! Files: `http` (requests, auth, limits, error mapping), `xml` (WebDAV bodies), `discovery`,
-//! `ical` + `ical_read` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (window
-//! and incremental listing), `calendars` (calsync's own calendar: MKCALENDAR).
+//! `ical` + `ical_read` + `vtimezone` (iCalendar), `events` (create/update/delete/get), `listing` (full
+//! and incremental listing; `listing_initial`: the one-answer full listing), `calendars` (calsync's own calendar: MKCALENDAR).
 
 mod busy;
 mod calendars;
@@ -23,6 +23,7 @@ mod http;
 mod ical;
 mod ical_read;
 mod listing;
+mod listing_initial;
 mod vtimezone;
 mod xml;
 

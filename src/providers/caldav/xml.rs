@@ -157,6 +157,20 @@ pub struct Resource<'a> {
     pub data: Cow<'a, str>,
 }
 
+/// One `DAV:response` of a REPORT answer, borrowed from the parsed body: what `each_member`
+/// hands out (a sync-collection answer also has removed members and members without data).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub href: &'a str,
+    /// The response-level `DAV:status` (404 for a removed member, 507 on a truncated
+    /// collection).
+    pub status: Option<u16>,
+    /// `DAV:getetag`, when non-empty.
+    pub etag: Option<&'a str>,
+    /// `CALDAV:calendar-data` from a 2xx propstat, trimmed; `None` when the server sent none.
+    pub data: Option<Cow<'a, str>>,
+}
+
 /// The text inside `node`, trimmed, as `text_of` reads it, without a copy when it is one text
 /// node (the usual case; CDATA next to text is merged into one by the parser).
 fn text_ref<'a>(node: roxmltree::Node<'a, '_>) -> Cow<'a, str> {
@@ -172,6 +186,18 @@ fn text_ref<'a>(node: roxmltree::Node<'a, '_>) -> Cow<'a, str> {
 /// reads (same namespaces, first non-empty href, 2xx propstats only) but builds no property
 /// lists and copies no text: the iCalendar data is handed out where the parser left it.
 pub fn each_resource(body: &[u8], mut each: impl FnMut(Resource<'_>)) -> Result<(), ProviderError> {
+    each_member(body, |m| {
+        if let Some(data) = m.data {
+            each(Resource { href: m.href, etag: m.etag, data });
+        }
+    })?;
+    Ok(())
+}
+
+/// Call `each` for every `DAV:response` with an href, in one pass as `each_resource` does, and
+/// return the multistatus' `DAV:sync-token` (RFC 6578 puts it under the root; anywhere else is
+/// accepted, as `parse_multistatus` does).
+pub fn each_member(body: &[u8], mut each: impl FnMut(Member<'_>)) -> Result<Option<String>, ProviderError> {
     let doc = parse_doc(body)?;
     let root = doc.root_element();
     if !is(&root, DAV, "multistatus") {
@@ -182,12 +208,22 @@ pub fn each_resource(body: &[u8], mut each: impl FnMut(Resource<'_>)) -> Result<
             ),
         });
     }
-    for resp in root.children().filter(|n| is(n, DAV, "response")) {
+    let mut token = None;
+    for node in root.children().filter(|n| n.is_element()) {
+        if is(&node, DAV, "sync-token") {
+            token = token.or_else(|| Some(text_of(node)).filter(|t| !t.is_empty()));
+            continue;
+        }
+        if !is(&node, DAV, "response") {
+            continue;
+        }
         let mut href: Option<Cow<'_, str>> = None;
-        let (mut etag, mut data) = (None, None);
-        for child in resp.children().filter(|n| n.is_element()) {
+        let (mut status, mut etag, mut data) = (None, None, None);
+        for child in node.children().filter(|n| n.is_element()) {
             if is(&child, DAV, "href") && href.as_ref().is_none_or(|h| h.is_empty()) {
                 href = Some(text_ref(child));
+            } else if is(&child, DAV, "status") {
+                status = status_code(&text_ref(child));
             } else if is(&child, DAV, "propstat") {
                 let ok = child
                     .children()
@@ -207,13 +243,15 @@ pub fn each_resource(body: &[u8], mut each: impl FnMut(Resource<'_>)) -> Result<
             }
         }
         // hrefs and etags are plain text in practice; an entity in one (rare) is copied once.
-        if let (Some(href), Some(data)) = (href.filter(|h| !h.is_empty()), data) {
+        if let Some(href) = href.filter(|h| !h.is_empty()) {
             let href_s: &str = &href;
-            let etag_s = etag.as_deref();
-            each(Resource { href: href_s, etag: etag_s, data });
+            each(Member { href: href_s, status, etag: etag.as_deref(), data });
         }
     }
-    Ok(())
+    if token.is_none() {
+        token = root.descendants().find(|n| is(n, DAV, "sync-token")).map(text_of).filter(|t| !t.is_empty());
+    }
+    Ok(token)
 }
 
 /// The preconditions named in a `DAV:error` body (`valid-sync-token`, `no-uid-conflict`, ...),
@@ -293,11 +331,22 @@ pub fn multiget(hrefs: &[String]) -> String {
     )
 }
 
-/// RFC 6578 `sync-collection` from `token` (empty for the initial sync).
+/// RFC 6578 `sync-collection` from `token` (empty for the initial sync), asking for the
+/// members' etags.
 pub fn sync_collection(token: &str) -> String {
+    sync_collection_props(token, "<d:getetag/>")
+}
+
+/// `sync-collection` asking for the members' etags and calendar-data too (RFC 6578 §3.2 lets a
+/// client ask for any properties): a full listing and its token in one answer.
+pub fn sync_collection_with_data(token: &str) -> String {
+    sync_collection_props(token, "<d:getetag/><c:calendar-data/>")
+}
+
+fn sync_collection_props(token: &str, props: &str) -> String {
     format!(
         "{HEAD}<d:sync-collection {NS}><d:sync-token>{}</d:sync-token><d:sync-level>1</d:sync-level>\
-         <d:prop><d:getetag/></d:prop></d:sync-collection>",
+         <d:prop>{props}</d:prop></d:sync-collection>",
         escape(token)
     )
 }
@@ -388,6 +437,7 @@ mod tests {
             calendar_query("20260101T000000Z", "20260201T000000Z"),
             multiget(&["/a&b.ics".into()]),
             sync_collection("tok<>"),
+            sync_collection_with_data(""),
             uid_query("a&b@calsync"),
         ] {
             assert!(roxmltree::Document::parse(&body).is_ok(), "{body}");
