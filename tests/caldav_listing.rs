@@ -58,7 +58,12 @@ async fn fill(raw: &RawDav, extra_inside: usize) {
         let day = 1 + i % 28;
         items.push((
             format!("bulk-{i}"),
-            ics(&format!("bulk-{i}"), &format!(":202106{day:02}T0800{:02}Z", i % 60), &format!(":202106{day:02}T0900{:02}Z", i % 60), ""),
+            ics(
+                &format!("bulk-{i}"),
+                &format!(":202106{day:02}T0800{:02}Z", i % 60),
+                &format!(":202106{day:02}T0900{:02}Z", i % 60),
+                "",
+            ),
         ));
     }
     for (name, text) in items {
@@ -85,7 +90,8 @@ async fn by_query(raw: &RawDav, server: &Radicale) -> BTreeMap<String, Option<St
 }
 
 async fn provider(server: &Radicale, proxy: &RecordingProxy) -> Arc<dyn Provider> {
-    let target = Target { provider: ProviderKind::Caldav, server_url: Some(proxy.url.clone()), connection: "t/c".into() };
+    let target =
+        Target { provider: ProviderKind::Caldav, server_url: Some(proxy.url.clone()), connection: "t/c".into() };
     let creds =
         Credentials::Basic { username: server.user.clone(), password: SecretString::from(server.password.clone()) };
     CaldavConnector::new().connect(&target, &creds).await.expect("connect")
@@ -145,7 +151,8 @@ async fn members_sent_without_calendar_data_are_read_with_multiget_in_batches() 
         for (i, part) in text.split("<C:calendar-data>").enumerate() {
             match part.split_once("</C:calendar-data>") {
                 Some((_, rest)) if i % 2 == 0 => {
-                    let missing = "<C:calendar-data/></prop><status>HTTP/1.1 404 Not Found</status></propstat><propstat><prop>";
+                    let missing =
+                        "<C:calendar-data/></prop><status>HTTP/1.1 404 Not Found</status></propstat><propstat><prop>";
                     out.push_str(missing);
                     out.push_str(rest);
                 }

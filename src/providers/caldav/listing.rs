@@ -69,7 +69,13 @@ pub fn count_calendar_data(body: &[u8]) -> Result<usize, ProviderError> {
     Ok(n)
 }
 
-/// The `calendar-query` body `Provider::list` sends for `window` (for the bench's raw REPORT).
+/// The `sync-collection` body `Provider::list` sends for a full listing (for the bench's raw
+/// request).
+pub fn sync_collection_body() -> String {
+    super::xml::sync_collection_with_data("")
+}
+
+/// The `calendar-query` body `Provider::list` falls back to for `window` (the bench's ideal).
 pub fn calendar_query_body(window: Window) -> String {
     calendar_query(&ical_utc(window.from), &ical_utc(window.to))
 }

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 pub use discovery::Collection;
 pub use http::{MAX_BODY, MAX_REDIRECTS};
 pub use ical::{MARKER_PROP, parse_ics, to_ics, uid_for};
-pub use listing::{calendar_query_body, count_calendar_data, parse_report};
+pub use listing::{calendar_query_body, count_calendar_data, parse_report, sync_collection_body};
 /// iCalendar writing shared with the ICS feed (`api::ics`).
 pub mod ics {
     pub use super::ical::{
