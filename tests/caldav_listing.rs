@@ -131,6 +131,16 @@ async fn one_sync_collection_lists_what_a_window_query_lists_and_its_cursor_work
     let delta = p.list(CAL, window(), Some(&cursor)).await.expect("incremental");
     assert_eq!(delta.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["in"]);
     assert!(delta.removed.is_empty() && !delta.full_resync);
+
+    // Half of what that answer held lay outside the window: this calendar's next full listing
+    // asks for the window instead (token first, then the time-range query).
+    proxy.clear();
+    let again = p.list(CAL, window(), None).await.expect("second full listing");
+    let expected = by_query(&raw, &server).await;
+    let listed: BTreeMap<_, _> = again.events.iter().map(|e| (e.id.clone(), e.etag.clone())).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(reports_and_propfinds(&proxy), vec![format!("PROPFIND {CAL}"), format!("REPORT {CAL}")]);
+    assert!(again.next_cursor.is_some());
 }
 
 #[tokio::test]
@@ -170,6 +180,10 @@ async fn members_sent_without_calendar_data_are_read_with_multiget_in_batches() 
     // 159 members without data (the task too): the sync report, then multigets of 100 and 59.
     assert_eq!(reports_and_propfinds(&proxy), vec![format!("REPORT {CAL}"); 3]);
     assert!(page.next_cursor.is_some_and(|c| c.starts_with("http://radicale.org/ns/sync/")));
+    // Nearly all of it was in the window: the next full listing is one answer again.
+    proxy.clear();
+    assert_eq!(p.list(CAL, window(), None).await.expect("again").events.len(), 154);
+    assert_eq!(reports_and_propfinds(&proxy), vec![format!("REPORT {CAL}"); 3]);
 }
 
 #[tokio::test]
@@ -201,10 +215,11 @@ async fn a_refused_sync_collection_or_one_without_a_token_is_listed_the_old_way(
         }
     });
     let proxy = RecordingProxy::start_rewriting(&server.url, rewrite).await;
-    let p = provider(&server, &proxy).await;
     for status in [403, 501, 207] {
         answer.store(status, Ordering::SeqCst);
         proxy.clear();
+        // A fresh client each time: a client remembers the refusal.
+        let p = provider(&server, &proxy).await;
         let page = p.list(CAL, window(), None).await.unwrap_or_else(|e| panic!("listing after {status}: {e}"));
         let listed: BTreeMap<_, _> = page.events.iter().map(|e| (e.id.clone(), e.etag.clone())).collect();
         assert_eq!(listed, expected, "after {status}");
@@ -217,5 +232,12 @@ async fn a_refused_sync_collection_or_one_without_a_token_is_listed_the_old_way(
         // That cursor drives the (unchanged) incremental listing.
         let same = p.list(CAL, window(), Some(&cursor)).await.expect("incremental");
         assert!(same.events.is_empty() && same.removed.is_empty() && !same.full_resync, "{same:?}");
+        proxy.clear();
+        p.list(CAL, window(), None).await.expect("listing again");
+        assert_eq!(
+            reports_and_propfinds(&proxy),
+            vec![format!("PROPFIND {CAL}"), format!("REPORT {CAL}")],
+            "after {status}: the refusal is remembered"
+        );
     }
 }

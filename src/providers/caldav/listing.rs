@@ -116,17 +116,41 @@ async fn current_token(p: &CaldavProvider, url: &Url) -> Result<Option<String>, 
 }
 
 /// A full listing: the whole collection with its token in one `sync-collection` answer
-/// (`initial`), else the token and a time-range `calendar-query` (`windowed`).
+/// (`initial`), else the token and a time-range `calendar-query` (`windowed`). Which one is
+/// remembered per collection for the connection's client: a server that refused the first, or a
+/// calendar most of whose events lay outside the window (history: the whole calendar costs
+/// more than the window and the extra round trip, by 30% on Radicale with half the events
+/// outside; README Performance, note 11), is listed by the window from then on.
 async fn full(p: &CaldavProvider, url: &Url, window: &Window, resync: bool) -> Result<EventPage, ProviderError> {
+    if p.lists_windowed(url) {
+        return windowed(p, url, window, resync).await;
+    }
     match initial::list(p, url, window).await {
-        Ok(Some((events, token))) => {
-            tracing::debug!(events = events.len(), resync, "caldav calendar listed in one sync-collection");
-            Ok(EventPage { events, removed: Vec::new(), next_cursor: Some(token), full_resync: resync })
+        Ok(Some(listed)) => {
+            tracing::debug!(
+                events = listed.events.len(),
+                read = listed.read,
+                resync,
+                "caldav calendar listed in one sync-collection"
+            );
+            if listed.events.len() * 4 < listed.read * 3 {
+                p.list_windowed_from_now_on(url);
+            }
+            Ok(EventPage {
+                events: listed.events,
+                removed: Vec::new(),
+                next_cursor: Some(listed.token),
+                full_resync: resync,
+            })
         }
-        Ok(None) => windowed(p, url, window, resync).await,
+        Ok(None) => {
+            p.list_windowed_from_now_on(url);
+            windowed(p, url, window, resync).await
+        }
         // The whole calendar is more than we read in one answer; the window alone may not be.
         Err(e) if crate::providers::http::is_too_large(&e) => {
             tracing::info!(url = %url, "the calendar is too large to list in one answer; listing the window");
+            p.list_windowed_from_now_on(url);
             windowed(p, url, window, resync).await
         }
         Err(e) => Err(e),

@@ -21,6 +21,9 @@
 //! times are read as UTC on both sides (RFC 4791 lets a server use the calendar's zone instead;
 //! for such events the window edge may differ by that zone's offset).
 //!
+//! The caller remembers, per collection, when this listing is not worth it (refused, or most
+//! events outside the window) and lists the window from then on.
+//!
 //! Owns: that request, its follow-ups and the window filter. Must not touch the incremental
 //! listing, the fallback or event writes.
 
@@ -88,13 +91,19 @@ impl Gathered {
     }
 }
 
+/// A one-answer listing.
+pub(super) struct Listed {
+    /// The events in the window.
+    pub events: Vec<RemoteEvent>,
+    /// Events read, in the window or not.
+    pub read: usize,
+    /// The token that covers them.
+    pub token: String,
+}
+
 /// The calendar's events in `window` and the token that covers them, or `None` when the server
 /// will not list it this way (see the module doc).
-pub(super) async fn list(
-    p: &CaldavProvider,
-    url: &Url,
-    window: &Window,
-) -> Result<Option<(Vec<RemoteEvent>, String)>, ProviderError> {
+pub(super) async fn list(p: &CaldavProvider, url: &Url, window: &Window) -> Result<Option<Listed>, ProviderError> {
     let what = format!("listing events in {url}");
     let mut got = Gathered::default();
     let mut token = String::new();
@@ -131,8 +140,9 @@ pub(super) async fn list(
         let body = report_body(p, url, "1", &multiget(batch), &format!("reading events in {url}")).await?;
         events.extend(events_of(&body, url)?);
     }
+    let read = events.len();
     events.retain(|e| in_window(e, window));
-    Ok(Some((events, token)))
+    Ok(Some(Listed { events, read, token }))
 }
 
 /// Would a time-range `calendar-query` for `w` return this event? (See the module doc.)

@@ -27,7 +27,7 @@ mod listing_initial;
 mod vtimezone;
 mod xml;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -65,6 +65,10 @@ struct Conn {
     client: Arc<DavClient>,
     /// The calendar home found by discovery (on iCloud, on the partition host).
     home: Mutex<Option<Url>>,
+    /// Collections whose full listing goes straight to the window query (see
+    /// `listing_initial`): the server refused the one-answer listing, or most of what it sent
+    /// lay outside the window.
+    windowed: Mutex<HashSet<String>>,
 }
 
 /// Connects `apple` and `caldav` connections. Clients and discovery results are cached per
@@ -149,7 +153,8 @@ impl Connector for CaldavConnector {
             Some(c) if c.fingerprint == fingerprint => c.clone(),
             _ => {
                 let client = Arc::new(DavClient::guarded(username, password, http::MAX_BODY, self.policy.clone())?);
-                let c = Arc::new(Conn { fingerprint, base, client, home: Mutex::new(None) });
+                let c =
+                    Arc::new(Conn { fingerprint, base, client, home: Mutex::new(None), windowed: Mutex::default() });
                 cache.insert(target.connection.clone(), c.clone());
                 c
             }
@@ -170,11 +175,28 @@ impl CaldavProvider {
             Target { provider: ProviderKind::Caldav, server_url: Some(server.to_string()), connection: String::new() };
         let base = server_url(&target)?;
         let client = Arc::new(DavClient::new(username, password)?);
-        Ok(CaldavProvider { conn: Arc::new(Conn { fingerprint: [0; 32], base, client, home: Mutex::new(None) }) })
+        Ok(CaldavProvider {
+            conn: Arc::new(Conn {
+                fingerprint: [0; 32],
+                base,
+                client,
+                home: Mutex::new(None),
+                windowed: Mutex::default(),
+            }),
+        })
     }
 
     fn client(&self) -> &DavClient {
         &self.conn.client
+    }
+
+    /// Is the full listing of `collection` known to be better served by the window query?
+    fn lists_windowed(&self, collection: &Url) -> bool {
+        self.conn.windowed.lock().unwrap_or_else(|e| e.into_inner()).contains(collection.as_str())
+    }
+
+    fn list_windowed_from_now_on(&self, collection: &Url) {
+        self.conn.windowed.lock().unwrap_or_else(|e| e.into_inner()).insert(collection.to_string());
     }
 
     /// The calendar id for a collection URL (see the module doc).
