@@ -16,7 +16,7 @@
 //! its lane's backlog, so the unluckiest tasks' failure streaks began late and set the end of
 //! the run). Must not touch: timers, triggers, ownership or the engine.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
@@ -34,8 +34,10 @@ pub(super) struct Ready {
     in_turn: HashSet<ObjectKey>,
     /// Running TaskSyncs per lane.
     running: HashMap<ObjectKey, usize>,
-    /// Lanes held until then.
+    /// Lanes held until then; `hold_ends` orders them by that time (an outage can hold
+    /// thousands of connections, and the queue asks for the next end on every turn of its loop).
     held: HashMap<ObjectKey, Instant>,
+    hold_ends: BTreeSet<(Instant, ObjectKey)>,
     queued: HashSet<ObjectKey>,
 }
 
@@ -66,6 +68,7 @@ impl Ready {
             in_turn: HashSet::new(),
             running: HashMap::new(),
             held: HashMap::new(),
+            hold_ends: BTreeSet::new(),
             queued: HashSet::new(),
         }
     }
@@ -139,23 +142,29 @@ impl Ready {
 
     /// Run none of `lane`'s TaskSyncs before `until` (the later of two holds wins).
     pub fn hold(&mut self, lane: &ObjectKey, until: Instant) {
-        let at = self.held.entry(lane.clone()).or_insert(until);
-        *at = (*at).max(until);
+        if let Some(at) = self.held.get(lane).copied() {
+            if at >= until {
+                return;
+            }
+            self.hold_ends.remove(&(at, lane.clone()));
+        }
+        self.held.insert(lane.clone(), until);
+        self.hold_ends.insert((until, lane.clone()));
     }
 
     /// End the holds due at `now`.
     pub fn release_due(&mut self, now: Instant) {
-        let due: Vec<ObjectKey> =
-            self.held.iter().filter(|(_, until)| **until <= now).map(|(l, _)| l.clone()).collect();
-        for lane in due {
-            self.held.remove(&lane);
-            self.offer(lane);
+        while self.hold_ends.first().is_some_and(|(until, _)| *until <= now) {
+            if let Some((_, lane)) = self.hold_ends.pop_first() {
+                self.held.remove(&lane);
+                self.offer(lane);
+            }
         }
     }
 
     /// When the next hold ends.
     pub fn next_release(&self) -> Option<Instant> {
-        self.held.values().min().copied()
+        self.hold_ends.first().map(|(until, _)| *until)
     }
 
     /// Put `lane` in turn if it has waiting TaskSyncs, room to run one, no hold and no turn yet.
@@ -275,6 +284,7 @@ mod tests {
         assert!(r.pop(t0 + secs(1)).is_none(), "not before the hold ends");
         r.release_due(t0 + secs(2));
         assert_eq!(r.next_release(), None);
+        assert!(r.held.is_empty() && r.hold_ends.is_empty());
         let took: Vec<String> = std::iter::from_fn(|| r.pop(t0 + secs(2))).map(|(k, _)| k.name).collect();
         assert_eq!(took, ["a2", "a3"]);
     }

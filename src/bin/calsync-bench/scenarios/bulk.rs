@@ -95,11 +95,11 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     report::heading(
         title,
         &format!(
-            "{} TaskSyncs over {} connections, queue concurrency {} ({} per connection), engine retry backoff {}..{} ms (Retry-After exact), client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
+            "{} TaskSyncs over {} connections, queue concurrency {} (per connection: {}), engine retry backoff {}..{} ms (Retry-After exact), client limiter {} + {} in flight, latency {} ms, quota {} req/s + {} in flight per connection, faults {:.0}% (5xx {:.0}%, 429 {:.0}% Retry-After {} ms, timeout {:.0}%, drop {:.0}%)",
             args.tasks,
             args.connections,
             args.concurrency,
-            args.per_connection,
+            if args.per_connection == 0 { "no cap".to_string() } else { args.per_connection.to_string() },
             args.backoff_base_ms,
             args.backoff_cap_ms,
             client,
