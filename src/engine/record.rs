@@ -246,6 +246,17 @@ impl Engine {
         conn: &CalendarConnection,
         message: &str,
     ) -> Result<(), EngineError> {
+        // The connection as it is now, not the reconcile's earlier copy: writing back that copy
+        // undid a disconnect that happened meanwhile (its grant revoked on purpose, so this
+        // reconcile's refresh was refused), leaving `ReconnectRequired` and a stale push
+        // status on a connection the user had just disconnected.
+        let Some(conn) = self.objects.get_connection(namespace, &conn.name_any()).await? else {
+            return Ok(());
+        };
+        if !conn.spec.active || conn.meta().deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let conn = &conn;
         let mut status = conn.status.clone().unwrap_or_default();
         let now = self.now();
         let g = conn.meta().generation;
