@@ -305,6 +305,20 @@ async fn selectors_and_namespaces(h: &dyn Harness) {
     assert_eq!(names(o.list_task_syncs(None, &sel(&[("conn", "c2")])).await.unwrap()), ["b", "c"]);
     let c = o.get_task_sync("other", "c").await.unwrap().unwrap();
     assert_eq!(c.labels().get("user").map(String::as_str), Some("u1"), "set_labels merges");
+    // A status write leaves the labels selectable (the SQLite store no longer rewrites them
+    // when they did not change), and a re-apply that changes them is seen by selectors.
+    let st = TaskSyncStatus { event_id: Some("ev-a".into()), ..Default::default() };
+    o.patch_task_sync_status("default", "a", &st).await.unwrap();
+    assert_eq!(names(o.list_task_syncs(None, &sel(&[("conn", "c1")])).await.unwrap()), ["a"]);
+    let moved = o.apply_task_sync(&task("default", "a", &[("user", "u1"), ("conn", "c3")])).await.unwrap();
+    let by_c1 = names(o.list_task_syncs(None, &sel(&[("conn", "c1")])).await.unwrap());
+    let by_c3 = names(o.list_task_syncs(None, &sel(&[("conn", "c3")])).await.unwrap());
+    match moved.labels().get("conn").map(String::as_str) {
+        Some("c3") => assert!(by_c1.is_empty() && by_c3 == ["a"], "{by_c1:?} {by_c3:?}"),
+        other => panic!("apply kept the old label: {other:?}"),
+    }
+    o.patch_task_sync_status("default", "a", &st).await.unwrap();
+    assert_eq!(names(o.list_task_syncs(None, &sel(&[("user", "u1"), ("conn", "c3")])).await.unwrap()), ["a"]);
     o.apply_connection(&conn("k")).await.unwrap();
     assert_eq!(o.list_connections(Some("default"), &Labels::new()).await.unwrap().len(), 1);
     assert!(o.list_connections(Some("other"), &Labels::new()).await.unwrap().is_empty());

@@ -164,6 +164,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+
 /// Open (creating if needed) and migrate.
 pub fn open(location: &Location) -> rusqlite::Result<Connection> {
     let conn = match location {
@@ -174,6 +177,8 @@ pub fn open(location: &Location) -> rusqlite::Result<Connection> {
         Location::Memory => Connection::open_in_memory()?,
     };
     conn.busy_timeout(Duration::from_secs(10))?;
+    // Room for every statement a write or read runs (`rows::exec`): rusqlite keeps 16.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if matches!(location, Location::File(_)) {
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -202,6 +207,7 @@ fn create_private(path: &Path) {
 /// A second connection for reading the change log (file databases only).
 pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
 }

@@ -95,8 +95,10 @@ impl SqliteObjects {
         self.tx(move |tx, origin, fx| {
             let (ns, name) = semantics::apply_target(&object)?;
             let rv = rows::next_rv(tx)?;
-            let out = semantics::applied(rows::load::<K>(tx, &ns, &name)?, &object, rv)?;
-            rows::save(tx, &out, origin)?;
+            let stored = rows::load::<K>(tx, &ns, &name)?;
+            let labels = stored.as_ref().and_then(|o| o.meta().labels.clone());
+            let out = semantics::applied(stored, &object, rv)?;
+            rows::save(tx, &out, origin, Some(labels.as_ref()))?;
             fx.keys.push(semantics::object_key(&out));
             fx.written.push(Written::saved(&out));
             Ok(out)
@@ -152,9 +154,10 @@ pub(super) fn status_in<K: Row>(
     let rv = rows::next_rv(tx)?;
     let mut obj = rows::load::<K>(tx, ns, name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
     let before = tap.map(|_| obj.clone());
+    let labels = obj.meta().labels.clone();
     patch(&mut obj);
     obj.meta_mut().resource_version = Some(rv.to_string());
-    rows::save(tx, &obj, origin)?;
+    rows::save(tx, &obj, origin, Some(labels.as_ref()))?;
     // The messages a status change owes commit with it, or neither does.
     let recorded = match (tap, &before) {
         (Some(tap), Some(before)) => outbox::record(tap, tx, before, &obj, chrono::Utc::now().timestamp_millis())?,
@@ -175,10 +178,11 @@ pub(super) fn meta_in<K: Row>(
     let rv = rows::next_rv(tx)?;
     let mut obj =
         rows::load::<K>(tx, &key.namespace, &key.name)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    let labels = obj.meta().labels.clone();
     match semantics::change_meta(&mut obj, rv, f) {
         MetaOutcome::Unchanged => return Ok(()),
         MetaOutcome::Save => {
-            rows::save(tx, &obj, origin)?;
+            rows::save(tx, &obj, origin, Some(labels.as_ref()))?;
             fx.written.push(Written::saved(&obj));
         }
         MetaOutcome::Remove => {

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::cache::{Cache, Written};
 use crate::engine::{ObjectKey, StoreError};
-use crate::standalone::rows::db_err;
+use crate::standalone::rows::{self, db_err};
 
 /// Writes at most in one transaction: bounds how long the connection lock is held (readers of
 /// `sqlite::memory:` share it) and how much one failed COMMIT takes down with it.
@@ -197,7 +197,7 @@ enum Step {
 }
 
 fn run_one(tx: &Transaction, origin: &str, work: Work) -> Step {
-    if let Err(e) = tx.execute_batch("SAVEPOINT w") {
+    if let Err(e) = rows::exec(tx, "SAVEPOINT w", []).map(|_| ()) {
         let err = db_err(e);
         return Step::Broken(Err(err.clone()), err);
     }
@@ -205,7 +205,7 @@ fn run_one(tx: &Transaction, origin: &str, work: Work) -> Step {
     let result = catch_unwind(AssertUnwindSafe(|| work(tx, origin, &mut effects)))
         .unwrap_or_else(|_| Err(StoreError::Unavailable("a store write failed unexpectedly (panic)".into())));
     match result {
-        Ok(out) => match tx.execute_batch("RELEASE w") {
+        Ok(out) => match rows::exec(tx, "RELEASE w", []).map(|_| ()) {
             Ok(()) => Step::Done(Ok((out, effects))),
             Err(e) => {
                 let err = db_err(e);

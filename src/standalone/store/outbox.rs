@@ -102,7 +102,8 @@ pub(super) fn record<K: rows::Row>(
         Vec::new()
     };
     for m in &messages {
-        tx.execute(
+        rows::exec(
+            tx,
             "INSERT INTO webhook_outbox (msg_id, body, created_ms, attempts, next_ms) VALUES (?1, ?2, ?3, 0, ?3)",
             params![m.id, m.body, now_ms],
         )
@@ -126,7 +127,7 @@ impl SqliteObjects {
         let now = now_ms();
         self.tx(move |tx, _, _| {
             for m in &messages {
-                tx.execute(
+                rows::exec(tx,
                     "INSERT INTO webhook_outbox (msg_id, body, created_ms, attempts, next_ms) VALUES (?1, ?2, ?3, 0, ?3)",
                     params![m.id, m.body, now],
                 )
@@ -205,10 +206,10 @@ impl SqliteObjects {
             for o in &outcomes {
                 match o {
                     OutboxSettle::Delivered { seq } => {
-                        tx.execute("DELETE FROM webhook_outbox WHERE seq = ?1", [seq]).map_err(db_err)?;
+                        rows::exec(tx, "DELETE FROM webhook_outbox WHERE seq = ?1", [seq]).map_err(db_err)?;
                     }
                     OutboxSettle::Retry { seq, attempts, next_ms, error } => {
-                        tx.execute(
+                        rows::exec(tx,
                             "UPDATE webhook_outbox SET attempts = ?2, next_ms = ?3, last_error = ?4 WHERE seq = ?1",
                             params![seq, attempts, next_ms, error],
                         )
@@ -216,18 +217,18 @@ impl SqliteObjects {
                     }
                     OutboxSettle::Dead { seq, attempts, reason } => {
                         dead = true;
-                        tx.execute(
+                        rows::exec(tx,
                             "INSERT OR REPLACE INTO webhook_dead (seq, msg_id, body, created_ms, attempts, dead_ms, reason)
                              SELECT seq, msg_id, body, created_ms, ?2, ?3, ?4 FROM webhook_outbox WHERE seq = ?1",
                             params![seq, attempts, now, reason],
                         )
                         .map_err(db_err)?;
-                        tx.execute("DELETE FROM webhook_outbox WHERE seq = ?1", [seq]).map_err(db_err)?;
+                        rows::exec(tx, "DELETE FROM webhook_outbox WHERE seq = ?1", [seq]).map_err(db_err)?;
                     }
                 }
             }
             if dead {
-                tx.execute(
+                rows::exec(tx,
                     "DELETE FROM webhook_dead WHERE seq <= (SELECT seq FROM webhook_dead ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
                     [DEAD_KEPT],
                 )
@@ -253,7 +254,8 @@ impl SqliteObjects {
     pub async fn outbox_disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError> {
         let (endpoint, reason) = (endpoint.to_string(), reason.to_string());
         self.tx(move |tx, _, _| {
-            tx.execute(
+            rows::exec(
+                tx,
                 "INSERT OR REPLACE INTO webhook_endpoints (endpoint, disabled_ms, reason) VALUES (?1, ?2, ?3)",
                 params![endpoint, now_ms(), reason],
             )

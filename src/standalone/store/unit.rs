@@ -76,9 +76,9 @@ impl SqliteObjects {
 /// never costs the status (Events are best effort). Fails only when SQLite rolled back the
 /// whole transaction (disk full, I/O): then nothing of the unit is stored anyway.
 fn event_in(tx: &Transaction, key: &ObjectKey, event: &crate::engine::ObjectEvent) -> Result<(), StoreError> {
-    tx.execute_batch("SAVEPOINT ev").map_err(rows::db_err)?;
+    rows::exec(tx, "SAVEPOINT ev", []).map_err(rows::db_err)?;
     match rows::insert_event(tx, key, event_fields(event), EVENTS_KEPT) {
-        Ok(()) => tx.execute_batch("RELEASE ev").map_err(rows::db_err),
+        Ok(()) => rows::exec(tx, "RELEASE ev", []).map(|_| ()).map_err(rows::db_err),
         Err(e) if tx.is_autocommit() => Err(e),
         Err(e) => {
             tracing::warn!(object = %key, reason = %event.reason, error = %e, "could not publish event");
