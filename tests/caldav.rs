@@ -18,6 +18,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use secrecy::SecretString;
 use support::contract::{self, ContractPeer, RawEvent};
 use support::radicale::{Radicale, RawDav, ics_lines, ics_value};
+use support::recording_proxy::RecordingProxy;
 
 const CAL: &str = "/alice/calendar/";
 
@@ -355,4 +356,47 @@ async fn sync_collection_reports_exact_changes_and_removals() {
     assert_eq!(delta.events.iter().map(|e| e.title.as_str()).collect::<Vec<_>>(), vec!["b"]);
     assert_eq!(delta.removed, vec![a.id.clone()]);
     assert_ne!(delta.next_cursor.as_deref(), Some(cursor.as_str()));
+}
+
+/// `list_window` is the full listing without the sync-token PROPFIND: on the wire one REPORT
+/// where `list` sends a PROPFIND first, and the same events, without a cursor.
+#[tokio::test]
+async fn list_window_lists_the_same_without_asking_for_a_sync_token() {
+    let peer = RadicalePeer::start().await;
+    let proxy = RecordingProxy::start(&peer.server.url).await;
+    let target = Target { server_url: Some(proxy.url.clone()), ..peer.target() };
+    let p = CaldavConnector::new().connect(&target, &peer.creds(&peer.server.password)).await.expect("connect");
+    let w = Window {
+        from: Utc.with_ymd_and_hms(2031, 5, 1, 0, 0, 0).unwrap(),
+        to: Utc.with_ymd_and_hms(2031, 6, 1, 0, 0, 0).unwrap(),
+    };
+    let Created::New(ours) = p.create(CAL, &event_key("uid-w1"), &event("uid-w1", "ours")).await.expect("create")
+    else {
+        panic!("a new event")
+    };
+    let day = w.from + Duration::days(3);
+    let ext = peer.raw_insert_external(CAL, "Dentist", day, day + Duration::hours(1)).await;
+    peer.raw_insert_external(CAL, "Later", w.to + Duration::days(3), w.to + Duration::days(4)).await;
+
+    proxy.clear();
+    let listed = p.list(CAL, w, None).await.expect("list");
+    let sent = |m: &str| (m.to_string(), CAL.to_string());
+    assert_eq!(proxy.requests(), vec![sent("PROPFIND"), sent("REPORT")], "list asks for the token first");
+    assert!(listed.next_cursor.is_some(), "Radicale has sync tokens");
+
+    proxy.clear();
+    let windowed = p.list_window(CAL, w).await.expect("list_window");
+    assert_eq!(proxy.requests(), vec![sent("REPORT")], "no sync-token PROPFIND");
+    assert_eq!(windowed.next_cursor, None);
+    assert!(!windowed.full_resync && windowed.removed.is_empty());
+    let mut ids: Vec<&str> = windowed.events.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected = vec![ext.as_str(), ours.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "ours and the external one, not the later one");
+    let sorted = |mut v: Vec<calsync::providers::RemoteEvent>| {
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    assert_eq!(sorted(windowed.events), sorted(listed.events), "the same events as list(None)");
 }

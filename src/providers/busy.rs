@@ -80,7 +80,7 @@ pub fn event_spans(ev: &RemoteEvent, window: &Window, zone: Tz) -> Vec<Window> {
 pub async fn from_listing<P: Provider + ?Sized>(p: &P, q: &BusyQuery) -> Result<Vec<Window>, ProviderError> {
     let mut out = Vec::new();
     for calendar in &q.calendars {
-        let page = p.list(calendar, q.window, None).await?;
+        let page = p.list_window(calendar, q.window).await?;
         for mut ev in page.events.into_iter().filter(|e| !e.cancelled) {
             // As `recurrence::with_exceptions`, which takes a `dyn Provider` this cannot be.
             if !ev.recurrence.is_empty() {

@@ -432,6 +432,10 @@ impl Provider for LimitedProvider {
         self.run(self.inner.list(calendar, window, cursor)).await
     }
 
+    async fn list_window(&self, calendar: &str, window: Window) -> Result<EventPage, ProviderError> {
+        self.run(self.inner.list_window(calendar, window)).await
+    }
+
     // Every trait method must be forwarded: a default here would silently answer for the inner
     // provider (the series' moved and cancelled occurrences were once lost that way).
     async fn series_exceptions(

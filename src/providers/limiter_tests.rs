@@ -77,6 +77,9 @@ impl Provider for ProbeProvider {
     async fn list(&self, _: &str, _: Window, _: Option<&str>) -> Result<EventPage, ProviderError> {
         unreachable!("the tests only call get")
     }
+    async fn list_window(&self, _: &str, _: Window) -> Result<EventPage, ProviderError> {
+        self.call().await.map(|()| EventPage::default())
+    }
     async fn series_exceptions(
         &self,
         _: &str,
@@ -323,6 +326,22 @@ async fn series_exceptions_reach_the_inner_provider_and_are_paced() {
     let found = p.series_exceptions("c", &event, window).await.expect("forwarded");
     assert_eq!(found.len(), 1, "the inner provider's answer, not the trait default (the listing's empty list)");
     assert_eq!(probe.starts("ns/series").len(), 1, "counted like every call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_window_reaches_the_inner_provider_and_is_admitted_like_list() {
+    let probe = Arc::new(Probe::default());
+    probe
+        .lock()
+        .errors
+        .push_back(ProviderError::RateLimited { retry_after: Some(Duration::from_millis(200)), message: "429".into() });
+    let p = connect(&limited(&probe, Policy::default()), "ns/window").await;
+    let window = Window { from: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, to: chrono::Utc::now() };
+    let t0 = Instant::now();
+    // The probe's `list` is unreachable: the trait default would have called it.
+    assert!(matches!(p.list_window("c", window).await, Err(ProviderError::RateLimited { .. })));
+    assert!(p.list_window("c", window).await.is_ok(), "the Retry-After is waited out within max_wait");
+    assert_eq!(probe.starts("ns/window"), vec![t0, t0 + Duration::from_millis(200)], "paused like every call");
 }
 
 #[tokio::test(start_paused = true)]

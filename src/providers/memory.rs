@@ -366,7 +366,7 @@ impl Provider for MemoryProvider {
     async fn busy(&self, q: &super::busy::BusyQuery) -> Result<Vec<Window>, ProviderError> {
         let mut out = Vec::new();
         for calendar in &q.calendars {
-            let page = self.list(calendar, q.window, None).await?;
+            let page = self.list_window(calendar, q.window).await?;
             let transparent = self.service.lock().transparent.clone();
             for mut ev in page.events.into_iter().filter(|e| !e.cancelled) {
                 if transparent.contains(&(calendar.clone(), ev.id.clone())) {

@@ -99,6 +99,15 @@ pub trait Provider: Send + Sync {
     /// (a rejected cursor gives a full listing with `full_resync`).
     async fn list(&self, calendar: &str, window: Window, cursor: Option<&str>) -> Result<EventPage, ProviderError>;
 
+    /// Events overlapping `window`, for a caller that keeps no cursor (busy reads, an import
+    /// whose app stores no cursor); `next_cursor` may be `None`. It exists because establishing
+    /// a cursor can cost a request of its own: CalDAV asks for the sync token before the
+    /// listing, and Radicale computes it over every item (about a third of a 1,000-event
+    /// listing). Default: `list` without a cursor.
+    async fn list_window(&self, calendar: &str, window: Window) -> Result<EventPage, ProviderError> {
+        self.list(calendar, window, None).await
+    }
+
     /// The moved and cancelled occurrences of the recurring `event` (as `list` returned it) in
     /// `window`, with their original starts. Default: what the listing carried already (CalDAV
     /// resources hold their RECURRENCE-ID overrides); Google and Graph read the series'

@@ -252,6 +252,14 @@ pub async fn window_listing_marks_ours(peer: &dyn ContractPeer, run: &str) {
     assert_eq!(ext_ev.title, format!("Dentist {run}"));
     assert!(by_id(&ours.id).and_then(|e| e.marker.as_ref()).is_some(), "our event is listed with our marker");
     assert!(by_id(&far).is_none(), "events outside the window are not listed");
+    // The listing for callers that keep no cursor lists the same events.
+    let windowed = p.list_window(&cal, window()).await.expect("list_window");
+    assert!(windowed.removed.is_empty() && !windowed.full_resync, "{windowed:?}");
+    let sorted = |mut v: Vec<RemoteEvent>| {
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    assert_eq!(sorted(windowed.events), sorted(page.events.clone()), "list_window lists what list(None) lists");
 }
 
 pub async fn incremental_listing_and_bad_cursor(peer: &dyn ContractPeer, run: &str) {

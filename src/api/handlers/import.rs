@@ -147,7 +147,12 @@ async fn read_connection(
     for calendar in calendars_of(conn) {
         let since = Utc::now();
         let (watch, last_change) = push_state(conn, &calendar);
-        let page = provider.list(&calendar, listed, None).await.map_err(|e| read_failed(conn, &e))?;
+        // Without cursors the marks are dropped, and so would the token be: do not ask for one.
+        let page = match state.cursors {
+            Some(_) => provider.list(&calendar, listed, None).await,
+            None => provider.list_window(&calendar, listed).await,
+        }
+        .map_err(|e| read_failed(conn, &e))?;
         for ev in page.events.iter().filter(|e| !e.cancelled && e.in_window(&window)) {
             match &ev.marker {
                 None => {

@@ -5,9 +5,9 @@
 //! server's time-range filter returns a recurring resource when any instance overlaps the
 //! window, and the engine works on series, not instances.
 //!
-//! Cursors are the server's sync tokens, opaque. A token the server rejects (403/409/412 or a
-//! `valid-sync-token` error) leads to a full listing with `full_resync`. Must not touch single
-//! event writes or discovery.
+//! Cursors are the server's sync tokens, opaque; `list_window` does not ask for one. A token the
+//! server rejects (403/409/412 or a `valid-sync-token` error) leads to a full listing with
+//! `full_resync`. Must not touch single event writes or discovery.
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, Url};
@@ -107,13 +107,32 @@ async fn current_token(p: &CaldavProvider, url: &Url) -> Result<Option<String>, 
     }
 }
 
-async fn full(p: &CaldavProvider, url: &Url, window: &Window, resync: bool) -> Result<EventPage, ProviderError> {
+/// Whether a full listing establishes a cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cursor {
+    /// Ask for the sync token first (`list`): the caller lists incrementally from it.
+    Wanted,
+    /// No token request (`list_window`): the caller keeps no cursor, and Radicale computes the
+    /// token over every item, about a third of a 1,000-event listing.
+    Skipped,
+}
+
+async fn full(
+    p: &CaldavProvider,
+    url: &Url,
+    window: &Window,
+    cursor: Cursor,
+    resync: bool,
+) -> Result<EventPage, ProviderError> {
     // Token first: a change between the two requests then shows up again in the next
     // incremental listing instead of being lost.
-    let token = current_token(p, url).await?;
+    let token = match cursor {
+        Cursor::Wanted => current_token(p, url).await?,
+        Cursor::Skipped => None,
+    };
     let body = calendar_query(&ical_utc(window.from), &ical_utc(window.to));
     let events = events_of(&report_body(p, url, "1", &body, &format!("listing events in {url}")).await?, url)?;
-    tracing::debug!(events = events.len(), resync, "caldav window listed");
+    tracing::debug!(events = events.len(), resync, token = cursor == Cursor::Wanted, "caldav window listed");
     Ok(EventPage { events, removed: Vec::new(), next_cursor: token, full_resync: resync })
 }
 
@@ -200,12 +219,12 @@ pub async fn list(
 ) -> Result<EventPage, ProviderError> {
     let url = p.collection(calendar)?;
     let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
-        return full(p, &url, &window, false).await;
+        return full(p, &url, &window, Cursor::Wanted, false).await;
     };
     let (changed, removed, token) = match sync_since(p, &url, cursor).await? {
         Sync::Rejected => {
             tracing::info!(calendar, "sync token rejected by the server; listing everything");
-            return full(p, &url, &window, true).await;
+            return full(p, &url, &window, Cursor::Wanted, true).await;
         }
         Sync::Changes { changed, removed, token } => (changed, removed, token),
     };
@@ -217,6 +236,12 @@ pub async fn list(
     let mut removed: Vec<String> = removed.iter().filter_map(|h| id_from_href(h)).collect();
     removed.dedup();
     Ok(EventPage { events, removed, next_cursor: token.or_else(|| Some(cursor.to_string())), full_resync: false })
+}
+
+/// `Provider::list_window`: the full listing without the sync-token request; no cursor.
+pub async fn list_window(p: &CaldavProvider, calendar: &str, window: Window) -> Result<EventPage, ProviderError> {
+    let url = p.collection(calendar)?;
+    full(p, &url, &window, Cursor::Skipped, false).await
 }
 
 /// The event with exactly this UID in the collection, wherever it is stored (servers that

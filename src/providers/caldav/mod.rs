@@ -307,6 +307,10 @@ impl Provider for CaldavProvider {
         listing::list(self, calendar, window, cursor).await
     }
 
+    async fn list_window(&self, calendar: &str, window: Window) -> Result<EventPage, ProviderError> {
+        listing::list_window(self, calendar, window).await
+    }
+
     async fn probe(&self, calendar: &str) -> Result<Option<String>, ProviderError> {
         listing::probe(self, calendar).await
     }

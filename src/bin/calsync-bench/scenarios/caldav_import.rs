@@ -1,8 +1,9 @@
 //! Scenario 11: CalDAV import. N events in a real Radicale (started from the test peers'
 //! virtualenv, or any server given with `--url`), listed through calsync's CalDAV provider
-//! (`Provider::list`: sync-token PROPFIND + `calendar-query` REPORT + parsing) next to the raw
-//! REPORT alone (the same request with plain reqwest, body read, nothing parsed), plus an
-//! in-process breakdown of the parse (XML alone, XML + iCalendar) on the captured body.
+//! (`Provider::list`: sync-token PROPFIND + `calendar-query` REPORT + parsing; and
+//! `Provider::list_window`, the same without the PROPFIND) next to the raw REPORT alone (the
+//! same request with plain reqwest, body read, nothing parsed), plus an in-process breakdown of
+//! the parse (XML alone, XML + iCalendar) on the captured body.
 //!
 //! Owns: this scenario and the Radicale process it starts. Must not touch: the provider (it
 //! only calls its public interface).
@@ -253,7 +254,9 @@ pub async fn run(args: &CaldavImportArgs) -> anyhow::Result<u64> {
         listed.events.len(),
         args.events
     );
-    let (mut raws, mut tokens, mut imports) = (Vec::new(), Vec::new(), Vec::new());
+    let windowed = provider.list_window(&path, window).await?;
+    anyhow::ensure!(windowed.events.len() == args.events, "list_window listed {} events", windowed.events.len());
+    let (mut raws, mut tokens, mut imports, mut windows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
         raws.push(dav.report(&collection, &query).await?.0);
         tokens.push(dav.token(&collection).await?);
@@ -261,6 +264,10 @@ pub async fn run(args: &CaldavImportArgs) -> anyhow::Result<u64> {
         let page = provider.list(&path, window, None).await?;
         imports.push(t.elapsed());
         anyhow::ensure!(page.events.len() == args.events, "an import listed {} events", page.events.len());
+        let t = Instant::now();
+        let page = provider.list_window(&path, window).await?;
+        windows.push(t.elapsed());
+        anyhow::ensure!(page.events.len() == args.events, "list_window listed {} events", page.events.len());
     }
     let (mut xml_only, mut parse_all) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
@@ -279,6 +286,7 @@ pub async fn run(args: &CaldavImportArgs) -> anyhow::Result<u64> {
     let (raw_m, token_m, import_m) = (median(raws), median(tokens), median(imports));
     report::info("REPORT body", format!("{} KiB", body.len() / 1024));
     report::figure("import (Provider::list)", ms(import_m), ms(raw_m), "ms");
+    report::figure("cursor-less listing (Provider::list_window)", ms(median(windows)), ms(raw_m), "ms");
     report::info("  of which: raw REPORT alone (the ideal)", format!("{:.1} ms", ms(raw_m)));
     report::info("  sync-token PROPFIND alone", format!("{:.1} ms", ms(token_m)));
     let (x, p) = (median(xml_only), median(parse_all));
