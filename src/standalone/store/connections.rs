@@ -88,6 +88,12 @@ impl ConnectionSet {
         found.iter().map(|c| CalendarConnection::clone(c)).collect()
     }
 
+    /// The connection `namespace/name`, if there is one (deep-copied outside the lock).
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<CalendarConnection> {
+        let found = self.lock().all.get(&(namespace.to_string(), name.to_string())).map(|(_, c)| c.clone());
+        found.map(|c| CalendarConnection::clone(&c))
+    }
+
     /// This process committed `object`.
     pub(crate) fn saved(&self, object: Arc<CalendarConnection>) {
         put(&mut self.lock(), object);
