@@ -6,6 +6,7 @@
 //! (where resources, credentials and history live) and `providers::Provider` (calendar calls).
 //! `resources` are the custom resource types; `credentials` the secret material.
 
+pub mod alloc;
 pub mod api;
 pub mod controller;
 pub mod credentials;

@@ -102,6 +102,7 @@ struct RotateArgs {
 }
 
 fn main() -> ExitCode {
+    calsync::alloc::tune();
     let cli = Cli::parse();
     // Keys mounted as files (CALSYNC_SECRETS_DIR), read before anything looks up a variable.
     // Only the Kubernetes processes read them: standalone keeps its keys in its environment or

@@ -39,6 +39,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    calsync::alloc::tune();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     // One process-level rustls crypto provider before any TLS, as in `calsync` (see its main.rs).
