@@ -324,6 +324,31 @@ async fn selectors_and_namespaces(h: &dyn Harness) {
     assert!(o.list_connections(Some("other"), &Labels::new()).await.unwrap().is_empty());
 }
 
+async fn pages_of_task_syncs(h: &dyn Harness) {
+    let o = h.objects();
+    for (ns, name) in [("default", "b"), ("other", "a"), ("default", "a"), ("default", "c"), ("x", "z")] {
+        o.apply_task_sync(&task(ns, name, &[])).await.unwrap();
+    }
+    let key = |t: &TaskSync| ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
+    let want: Vec<ObjectKey> = o.list_task_syncs(None, &Labels::new()).await.unwrap().iter().map(key).collect();
+    let mut got = Vec::new();
+    let mut after: Option<ObjectKey> = None;
+    for _ in 0..10 {
+        let (page, more) = o.list_task_syncs_page(after.as_ref(), 2).await.unwrap();
+        got.extend(page.iter().map(key));
+        after = page.last().map(key);
+        if !more || after.is_none() {
+            break;
+        }
+    }
+    let mut sorted = want.clone();
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    assert_eq!(got, sorted, "every TaskSync once, in (namespace, name) order");
+    assert_eq!(got.len(), 5);
+    let (rest, _) = o.list_task_syncs_page(Some(&ObjectKey::task_sync("other", "a")), 10).await.unwrap();
+    assert_eq!(rest.iter().map(key).collect::<Vec<_>>(), [ObjectKey::task_sync("x", "z")]);
+}
+
 async fn find_by_event_id(h: &dyn Harness) {
     let o = h.objects();
     o.apply_task_sync(&task("default", "a", &[])).await.unwrap();
@@ -434,6 +459,7 @@ contract!(
     status_never_overwrites_history,
     selectors_and_namespaces,
     find_by_event_id,
+    pages_of_task_syncs,
     credentials_both_forms,
     subscribe_notifies_changes,
     annotations_merge_without_touching_generation,

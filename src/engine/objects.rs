@@ -192,6 +192,26 @@ pub trait Objects: Send + Sync {
     ) -> Result<Vec<CalendarConnection>, StoreError>;
     /// TaskSyncs in `namespace` (all when `None`) carrying every label in `selector`.
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError>;
+    /// A page of every namespace's TaskSyncs: up to `limit` after `after`, in (namespace, name)
+    /// order, and whether more may follow. The standalone work queue's sweep reads them a page
+    /// at a time so that it never holds all of them decoded: at 100,000 the one full listing was
+    /// most of the process's high-water mark and, through allocator slack, of its resident
+    /// memory afterwards. Default: everything after `after` in one page.
+    async fn list_task_syncs_page(
+        &self,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<TaskSync>, bool), StoreError> {
+        let _ = limit;
+        let mut all = self.list_task_syncs(None, &Labels::new()).await?;
+        if let Some(a) = after {
+            all.retain(|t| {
+                (t.metadata.namespace.as_deref().unwrap_or_default(), t.metadata.name.as_deref().unwrap_or_default())
+                    > (a.namespace.as_str(), a.name.as_str())
+            });
+        }
+        Ok((all, false))
+    }
     /// The TaskSync whose status records this provider event id.
     async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError>;
 

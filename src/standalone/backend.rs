@@ -206,6 +206,13 @@ impl Objects for Store {
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
         each!(self, s => s.list_task_syncs(namespace, selector).await)
     }
+    async fn list_task_syncs_page(
+        &self,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<TaskSync>, bool), StoreError> {
+        each!(self, s => s.list_task_syncs_page(after, limit).await)
+    }
 
     async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
         each!(self, s => s.find_task_sync_by_event(namespace, event_id).await)

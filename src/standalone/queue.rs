@@ -39,6 +39,9 @@ use super::store::SecretName;
 use crate::engine::backoff::jitter;
 use crate::engine::{Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
 
+/// TaskSyncs read per page by the sweep.
+const SWEEP_PAGE: usize = 1_000;
+
 /// Scheduler state; lives in one task, so no locks.
 struct Scheduler {
     engine: Engine,
@@ -193,19 +196,31 @@ impl Scheduler {
                 tracing::warn!(error = %e, "cannot list CalendarConnections; will retry at the next sweep")
             }
         }
-        match objects.list_task_syncs(None, &Labels::new()).await {
-            Ok(list) => {
-                let mut listed = HashSet::with_capacity(list.len());
-                for t in list {
-                    let key = ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
-                    self.remember(&key, task_sync_trigger(&t));
-                    listed.insert(key.clone());
-                    self.enqueue(key);
+        // A page at a time (`SWEEP_PAGE`), so the sweep never holds every TaskSync decoded. Pages
+        // are not one snapshot: a TaskSync created or deleted meanwhile is seen by its change
+        // notification, which this loop handles after the sweep.
+        let mut listed = HashSet::new();
+        let mut after: Option<ObjectKey> = None;
+        loop {
+            match objects.list_task_syncs_page(after.as_ref(), SWEEP_PAGE).await {
+                Ok((page, more)) => {
+                    for t in &page {
+                        let key = ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
+                        self.remember(&key, task_sync_trigger(t));
+                        listed.insert(key.clone());
+                        self.enqueue(key);
+                    }
+                    after =
+                        page.last().map(|t| ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any()));
+                    if !more || after.is_none() {
+                        self.forget_missing(Kind::TaskSync, &listed);
+                        return;
+                    }
                 }
-                self.forget_missing(Kind::TaskSync, &listed);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list TaskSyncs; will retry at the next sweep")
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list TaskSyncs; will retry at the next sweep");
+                    return;
+                }
             }
         }
     }

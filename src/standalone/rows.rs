@@ -283,6 +283,26 @@ pub fn list_raw<K: Row>(
     rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
 }
 
+/// Up to `limit` rows of kind `K` after (namespace, name), in that order (the primary key's).
+pub fn page_raw<K: Row>(
+    tx: &Transaction,
+    after: Option<(&str, &str)>,
+    limit: usize,
+) -> Result<Vec<RawRow>, StoreError> {
+    let (ns, name) = after.unwrap_or(("", ""));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = tx.prepare_cached(PAGE).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params![kind_str(K::KIND), ns, name, limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .map_err(db_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+}
+
+const PAGE: &str = "SELECT namespace, name, body FROM objects WHERE kind = ?1 AND (namespace, name) > (?2, ?3) \
+                    ORDER BY namespace, name LIMIT ?4";
+
 /// `list_raw`'s query: `?1` the kind, then the namespace if `namespace`, then each label's key
 /// and value.
 fn list_sql(namespace: bool, labels: usize) -> String {
@@ -531,6 +551,9 @@ mod tests {
             assert!(p.contains("USING COVERING INDEX labels_by_value"), "{p}");
             assert!(p.contains("(kind=? AND namespace=? AND name=?)"), "objects read by key: {p}");
         }
+        let page = plan(PAGE, 4);
+        assert!(page.contains("USING INDEX sqlite_autoindex_objects_1 (kind=? AND (namespace,name)>(?,?))"), "{page}");
+        assert!(!page.contains("TEMP B-TREE"), "the key order needs no sort: {page}");
         let all = plan(&list_sql(true, 0), 2);
         assert!(!all.contains("labels"), "{all}");
     }

@@ -309,6 +309,14 @@ impl Objects for SqliteObjects {
         self.list(namespace, selector).await
     }
 
+    async fn list_task_syncs_page(
+        &self,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<TaskSync>, bool), StoreError> {
+        self.page(after, limit).await
+    }
+
     async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {
         let (ns, id) = (namespace.to_string(), event_id.to_string());
         self.read(move |tx| rows::find_by_event(tx, &ns, &id)).await

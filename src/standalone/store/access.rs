@@ -58,6 +58,29 @@ impl SqliteObjects {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
+    /// Up to `limit` objects of kind `K` after `after`, in key order, and whether more may follow.
+    pub(super) async fn page<K: Row>(
+        &self,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<K>, bool), StoreError> {
+        let after = after.map(|k| (k.namespace.clone(), k.name.clone()));
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let rows = {
+                let mut conn = inner.read_conn();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
+                let rows = rows::page_raw::<K>(&tx, after.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str())), limit)?;
+                tx.commit().map_err(db_err)?;
+                rows
+            };
+            let more = rows.len() >= limit;
+            Ok((rows::decode_list::<K>(rows), more))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
     /// Run `f` as one write of the next group commit (its own savepoint); the keys and objects
     /// it reports in its `Effects` are broadcast and cached after the durable COMMIT, before
     /// this returns.
