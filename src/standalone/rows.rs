@@ -170,15 +170,15 @@ pub fn log_secret_change(tx: &Transaction, origin: &str, ns: &str, name: &str) -
 }
 
 /// Insert or replace the object (its metadata must be complete: namespace, name, uid, rv).
-/// `stored_labels` says which labels the stored rows carry (`Some(None)`: none, or no object
-/// yet; `None`: not known), so that labels left unchanged are not deleted and inserted again: a
+/// `stored_labels` are the labels the stored rows carry (`None`: none, or no object yet), so
+/// that labels left unchanged are not deleted and inserted again: a
 /// status write never changes them, and rewriting them cost a DELETE and one INSERT per label
 /// (three for a TaskSync the REST API declared) on every status write.
 pub fn save<K: Row>(
     tx: &Transaction,
     object: &K,
     origin: &str,
-    stored_labels: Option<Option<&BTreeMap<String, String>>>,
+    stored_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<(), StoreError> {
     let meta = object.meta();
     let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
@@ -207,24 +207,20 @@ pub fn save<K: Row>(
     )
     .map_err(db_err)?;
     let empty = BTreeMap::new();
-    let same =
-        |stored: Option<&BTreeMap<String, String>>| stored.unwrap_or(&empty) == meta.labels.as_ref().unwrap_or(&empty);
-    if stored_labels.is_some_and(same) {
-        return log_change(tx, origin, &ObjectKey { kind: K::KIND, namespace: ns, name });
-    }
-    if stored_labels.is_none_or(|stored| stored.is_some_and(|l| !l.is_empty())) {
-        exec(
-            tx,
-            "DELETE FROM labels WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            params![kind_str(K::KIND), ns, name],
-        )
-        .map_err(db_err)?;
-    }
-    if let Some(labels) = &meta.labels {
+    let (stored, wanted) = (stored_labels.unwrap_or(&empty), meta.labels.as_ref().unwrap_or(&empty));
+    if stored != wanted {
+        if !stored.is_empty() {
+            exec(
+                tx,
+                "DELETE FROM labels WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                params![kind_str(K::KIND), ns, name],
+            )
+            .map_err(db_err)?;
+        }
         let mut stmt = tx
             .prepare_cached("INSERT INTO labels (kind, namespace, name, key, value) VALUES (?1, ?2, ?3, ?4, ?5)")
             .map_err(db_err)?;
-        for (k, v) in labels {
+        for (k, v) in wanted {
             stmt.execute(params![kind_str(K::KIND), ns, name, k, v]).map_err(db_err)?;
         }
     }

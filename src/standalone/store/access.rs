@@ -121,7 +121,7 @@ impl SqliteObjects {
             let stored = rows::load::<K>(tx, &ns, &name)?;
             let labels = stored.as_ref().and_then(|o| o.meta().labels.clone());
             let out = semantics::applied(stored, &object, rv)?;
-            rows::save(tx, &out, origin, Some(labels.as_ref()))?;
+            rows::save(tx, &out, origin, labels.as_ref())?;
             fx.keys.push(semantics::object_key(&out));
             fx.written.push(Written::saved(&out));
             Ok(out)
@@ -180,7 +180,7 @@ pub(super) fn status_in<K: Row>(
     let labels = obj.meta().labels.clone();
     patch(&mut obj);
     obj.meta_mut().resource_version = Some(rv.to_string());
-    rows::save(tx, &obj, origin, Some(labels.as_ref()))?;
+    rows::save(tx, &obj, origin, labels.as_ref())?;
     // The messages a status change owes commit with it, or neither does.
     let recorded = match (tap, &before) {
         (Some(tap), Some(before)) => outbox::record(tap, tx, before, &obj, chrono::Utc::now().timestamp_millis())?,
@@ -205,7 +205,7 @@ pub(super) fn meta_in<K: Row>(
     match semantics::change_meta(&mut obj, rv, f) {
         MetaOutcome::Unchanged => return Ok(()),
         MetaOutcome::Save => {
-            rows::save(tx, &obj, origin, Some(labels.as_ref()))?;
+            rows::save(tx, &obj, origin, labels.as_ref())?;
             fx.written.push(Written::saved(&obj));
         }
         MetaOutcome::Remove => {

@@ -1,6 +1,6 @@
-//! The SQLite store's object cache: decoded objects by key, so `get` of an object this process
+//! The SQLite store's object cache: decoded TaskSyncs by key, so `get` of one this process
 //! wrote or read before touches no SQL and decodes no JSON (the role the reflector's cache plays
-//! on Kubernetes).
+//! on Kubernetes); connections are all kept, in `connections`.
 //!
 //! Coherence: every write of this process goes through the writer thread, which updates the
 //! cache after its COMMIT and before it broadcasts or acknowledges, so a caller always reads its
@@ -118,12 +118,14 @@ impl Cache {
         let mut st = self.lock();
         for w in written {
             match w {
-                Written::Saved { key, rv, object } => {
-                    if key.kind == Kind::CalendarConnection
-                        && let Ok(c) = object.clone().downcast::<CalendarConnection>()
-                    {
+                // Connections live in their complete set only (`get_connection` reads it): a
+                // slot here would be read by no one and would evict a TaskSync.
+                Written::Saved { key, object, .. } if key.kind == Kind::CalendarConnection => {
+                    if let Ok(c) = object.clone().downcast::<CalendarConnection>() {
                         self.connections.saved(c);
                     }
+                }
+                Written::Saved { key, rv, object } => {
                     if self.capacity > 0 {
                         self.insert(&mut st, key.clone(), Entry { rv: *rv, object: object.clone() });
                     }
