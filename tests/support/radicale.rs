@@ -201,6 +201,18 @@ pub struct RawResponse {
     pub body: String,
 }
 
+/// An error with its causes ("error sending request" alone does not say refused, reset or timed out).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 impl RawDav {
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) }
@@ -214,14 +226,32 @@ impl RawDav {
         body: Option<String>,
     ) -> RawResponse {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(m, self.url(path)).basic_auth(&self.user, Some(&self.password));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("raw {method} {path}: {e}"));
+        // Reads are retried on transport errors. Radicale accepts at most 8 connections and
+        // leaves the rest in a listen backlog of 5; while several calsync processes write, a
+        // test's own read can be refused or reset there (CI failed `e2e_replicas` once on
+        // "error sending request"). calsync retries such errors itself; an oracle that polls
+        // must too, or it fails the test for the peer's queue. Writes are sent once: a retried
+        // write could have landed the first time.
+        let retries = if matches!(method, "GET" | "HEAD" | "OPTIONS" | "PROPFIND" | "REPORT") { 5 } else { 0 };
+        let mut attempt = 0;
+        let resp = loop {
+            let mut req = self.http.request(m.clone(), self.url(path)).basic_auth(&self.user, Some(&self.password));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
+            match req.send().await {
+                Ok(resp) => break resp,
+                Err(e) if attempt < retries => {
+                    attempt += 1;
+                    eprintln!("raw {method} {path}: {} (attempt {attempt}; retrying)", chain(&e));
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
+                Err(e) => panic!("raw {method} {path}: {}", chain(&e)),
+            }
+        };
         let status = resp.status().as_u16();
         let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp.text().await.unwrap_or_default();
