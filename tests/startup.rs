@@ -43,10 +43,9 @@ fn run_command(command: &[&str], kubeconfig: &std::path::Path, extra: &[&str]) -
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("calsync-startup-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A temp dir removed when the test ends.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("calsync-startup-{name}-")).tempdir().unwrap()
 }
 
 #[test]
@@ -54,7 +53,7 @@ fn closed_port_fails_fast_with_the_server_named() {
     // Bind then drop: a loopback port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = scratch("closed");
-    let (code, stderr, took) = run(&kubeconfig(&dir, &format!("https://127.0.0.1:{port}")), &[]);
+    let (code, stderr, took) = run(&kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}")), &[]);
     assert_eq!(code, Some(1), "exit code; stderr: {stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "names the server: {stderr}");
@@ -70,7 +69,7 @@ fn silent_server_times_out_within_the_budget() {
     let port = listener.local_addr().unwrap().port();
     let dir = scratch("silent");
     let (code, stderr, took) =
-        run(&kubeconfig(&dir, &format!("https://127.0.0.1:{port}")), &["--startup-timeout-seconds", "3"]);
+        run(&kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}")), &["--startup-timeout-seconds", "3"]);
     drop(listener);
     assert_eq!(code, Some(1), "exit code; stderr: {stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
@@ -80,7 +79,7 @@ fn silent_server_times_out_within_the_budget() {
 #[test]
 fn no_configuration_at_all_says_what_to_set() {
     let dir = scratch("none");
-    let (code, stderr, took) = run(&dir.join("missing-kubeconfig"), &[]);
+    let (code, stderr, took) = run(&dir.path().join("missing-kubeconfig"), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(took < Duration::from_secs(30));
     assert!(stderr.contains("KUBECONFIG") && stderr.contains("service account"), "{stderr}");
@@ -92,7 +91,7 @@ fn api_fails_fast_with_the_same_message() {
     let dir = scratch("api-closed");
     let (code, stderr, took) = run_command(
         &["api", "--listen", "127.0.0.1:0", "--namespace", "team-a"],
-        &kubeconfig(&dir, &format!("https://127.0.0.1:{port}")),
+        &kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}")),
         &[],
     );
     assert_eq!(code, Some(1), "exit code; stderr: {stderr}");

@@ -280,9 +280,12 @@ pub async fn serve_http(server: FakeApiServer) -> u16 {
 
 /// A kubeconfig for the server `serve_http` runs on `port`, defaulting to `namespace`.
 pub fn kubeconfig(port: u16, namespace: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("calsync-e2e-{}-{port}", std::process::id()));
+    // In cargo's scratch dir for integration tests (under the target dir), not /tmp: callers
+    // pass the path to a child and keep no guard that could delete it, so the files stay, and
+    // there they are bounded by `cargo clean` instead of piling up in the system temp dir.
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("kubeconfig");
+    let path = dir.join(format!("{}-{port}-{namespace}", std::process::id()));
     std::fs::write(
         &path,
         format!(
