@@ -80,11 +80,16 @@ pub async fn open_store(dir: &Path) -> anyhow::Result<SqliteObjects> {
 
 /// Load `connections` connections (+ Secrets) and `tasks` TaskSyncs (into either SQL store).
 pub async fn load(store: &Store, connections: usize, tasks: usize) -> anyhow::Result<()> {
+    load_at(store, connections, tasks, None).await
+}
+
+/// `load`, with the connections' `serverUrl` (a bench provider server's address).
+pub async fn load_at(store: &Store, connections: usize, tasks: usize, server_url: Option<&str>) -> anyhow::Result<()> {
     for c in 0..connections {
         let creds =
             BTreeMap::from([("username".to_string(), b"bench".to_vec()), ("password".to_string(), b"bench".to_vec())]);
         store.put_secret(NAMESPACE, &format!("{}-creds", connection_name(c)), creds).await?;
-        store.apply_connection(&connection(c, ProviderKind::Caldav, None)).await?;
+        store.apply_connection(&connection(c, ProviderKind::Caldav, server_url.map(str::to_string))).await?;
     }
     for i in 0..tasks {
         store.apply_task_sync(&task(i, connections)).await?;

@@ -3,6 +3,10 @@
 //! against a zero-latency bench service. The ideal is the size of the objects themselves (their
 //! JSON), the least any process that holds them all could use.
 //!
+//! The bench service runs in its own process (`provider-server`) and calsync reaches it over
+//! HTTP through the client limiter, wired as `calsync-bench node` wires it: the events the fake
+//! calendar stores (~0.9 KiB each) are not calsync's memory, and the HTTP client and limiter are.
+//!
 //! Owns: this scenario. Must not touch: engine, queue or store code.
 
 use std::path::PathBuf;
@@ -10,9 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fixture::{self, NAMESPACE};
-use crate::provider::{BenchConnector, BenchService, Profile};
+use crate::http::{self, HttpConnector};
+use crate::procs::ProviderServer;
+use crate::provider::Profile;
 use crate::report::{self, mib};
 use calsync::engine::{Engine, EngineConfig, Labels, Objects};
+use calsync::providers::Connector;
+use calsync::providers::limiter::Limited;
+use calsync::providers::registry::Limits;
 use calsync::standalone::queue::{self, QueueConfig};
 
 #[derive(Clone, Debug, clap::Args)]
@@ -43,18 +52,18 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<()> {
     let (rss0, _) = report::rss_of("self");
     let dir = fixture::workdir(args.dir.as_deref())?;
     let store = fixture::open_store(dir.path()).await?;
+    let server =
+        ProviderServer::start(&Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() })?;
     let t = Instant::now();
-    fixture::load(&calsync::standalone::backend::Store::Sqlite(store.clone()), args.connections, args.tasks).await?;
+    let sqlite = calsync::standalone::backend::Store::Sqlite(store.clone());
+    fixture::load_at(&sqlite, args.connections, args.tasks, Some(&server.base)).await?;
     let (rss_loaded, _) = report::rss_of("self");
     report::info("load into SQLite", format!("{:.1} s", t.elapsed().as_secs_f64()));
 
-    let service =
-        BenchService::new(Profile { latency_ms: 0, quota_rps: 0, quota_concurrency: 0, ..Profile::default() });
-    let engine = Engine::new(
-        Arc::new(store.clone()),
-        Arc::new(BenchConnector { service: service.clone() }),
-        EngineConfig::default(),
-    );
+    let limits = Limits::from_env()?;
+    let connector: Arc<dyn Connector> = Arc::new(Limited::new(Arc::new(HttpConnector::new()?), limits.caldav()));
+    let engine = Engine::new(Arc::new(store.clone()), connector, EngineConfig::default());
+    let counters = reqwest::Client::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = QueueConfig { concurrency: args.concurrency, ..QueueConfig::default() };
     let driver = tokio::spawn(queue::run_with_secrets(engine, config, store.subscribe_secrets(), async move {
@@ -66,7 +75,7 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<()> {
     while start.elapsed() < Duration::from_secs(args.sample_secs) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         peak_running = peak_running.max(report::rss_of("self").0);
-        synced = service.stats().events as usize;
+        synced = http::counters_of(&counters, &server.base).await?.events as usize;
         if synced >= args.tasks {
             break;
         }
