@@ -19,6 +19,7 @@
 
 mod config;
 mod intake;
+mod known;
 mod ready;
 mod trigger;
 
@@ -33,8 +34,9 @@ use tokio::time::Instant;
 
 pub use self::config::{DEFAULT_PER_CONNECTION, Ownership, QueueConfig};
 use self::intake::Intake;
+use self::known::{Key, Known};
 use self::ready::Ready;
-use self::trigger::{Trigger, connection_trigger, task_sync_trigger};
+use self::trigger::{connection_trigger, task_sync_trigger};
 use super::store::SecretName;
 use crate::engine::backoff::jitter;
 use crate::engine::{Engine, EngineError, Kind, Labels, ObjectKey, Outcome};
@@ -48,17 +50,16 @@ struct Scheduler {
     config: QueueConfig,
     ready: Ready,
     /// Running objects, with the lane a running TaskSync was taken from.
-    running: HashMap<ObjectKey, Option<ObjectKey>>,
+    running: HashMap<Key, Option<Key>>,
     /// Changed while running: run again when it finishes.
-    dirty: HashSet<ObjectKey>,
-    timers: BTreeSet<(Instant, ObjectKey)>,
-    timer_of: HashMap<ObjectKey, Instant>,
-    failures: HashMap<ObjectKey, u32>,
-    seen: HashMap<ObjectKey, Trigger>,
-    /// (namespace, connection) → names of the TaskSyncs that use it, from `seen`.
-    users: HashMap<(String, String), BTreeSet<String>>,
+    dirty: HashSet<Key>,
+    timers: BTreeSet<(Instant, Key)>,
+    timer_of: HashMap<Key, Instant>,
+    failures: HashMap<Key, u32>,
+    /// Triggers, the dependents index and the shared keys.
+    known: Known,
     /// Which object each running task reconciles (to recover from a panic).
-    task_keys: HashMap<tokio::task::Id, ObjectKey>,
+    task_keys: HashMap<tokio::task::Id, Key>,
 }
 
 impl Scheduler {
@@ -73,8 +74,7 @@ impl Scheduler {
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
             failures: HashMap::new(),
-            seen: HashMap::new(),
-            users: HashMap::new(),
+            known: Known::default(),
             task_keys: HashMap::new(),
         }
     }
@@ -82,65 +82,20 @@ impl Scheduler {
     /// What decides which replica runs `key` (DESIGN §8): a TaskSync goes with the connection it
     /// uses, so a connection's TaskSyncs and its rate limiter stay in one process; a TaskSync
     /// not seen yet (its connection unknown) goes by itself until it is.
-    fn shard_key(&self, key: &ObjectKey) -> ObjectKey {
+    fn shard_key(&self, key: &Key) -> Key {
         match key.kind {
-            Kind::TaskSync => self
-                .seen
-                .get(key)
-                .and_then(|t| t.uses.as_deref())
-                .map(|c| ObjectKey::connection(&key.namespace, c))
-                .unwrap_or_else(|| key.clone()),
+            Kind::TaskSync => self.known.uses(key).cloned().unwrap_or_else(|| key.clone()),
             Kind::CalendarConnection => key.clone(),
         }
     }
 
-    /// Record an object's trigger (and which connection it uses); returns the previous one.
-    fn remember(&mut self, key: &ObjectKey, trigger: Trigger) -> Option<Trigger> {
-        let uses = trigger.uses.clone();
-        let before = self.seen.insert(key.clone(), trigger);
-        let used = before.as_ref().and_then(|b| b.uses.clone());
-        if used != uses {
-            self.unlink(key, used);
-            if let Some(conn) = uses {
-                self.users.entry((key.namespace.clone(), conn)).or_default().insert(key.name.clone());
-            }
-        }
-        before
-    }
-
-    fn forget(&mut self, key: &ObjectKey) -> Option<Trigger> {
-        let before = self.seen.remove(key);
-        self.unlink(key, before.as_ref().and_then(|b| b.uses.clone()));
-        before
-    }
-
-    fn unlink(&mut self, key: &ObjectKey, used: Option<String>) {
-        if let Some(conn) = used {
-            let slot = (key.namespace.clone(), conn);
-            if let Some(names) = self.users.get_mut(&slot) {
-                names.remove(&key.name);
-                if names.is_empty() {
-                    self.users.remove(&slot);
-                }
-            }
-        }
-    }
-
-    /// Forget the objects of `kind` that a complete listing no longer has.
-    fn forget_missing(&mut self, kind: Kind, listed: &HashSet<ObjectKey>) {
-        let gone: Vec<ObjectKey> =
-            self.seen.keys().filter(|k| k.kind == kind && !listed.contains(*k)).cloned().collect();
-        for key in gone {
-            self.forget(&key);
-        }
-    }
-
     fn enqueue(&mut self, key: ObjectKey) {
+        let key = self.known.key(&key);
         self.enqueue_as(key, false);
     }
 
     /// `due`: a timer fired for it (a retry, a hold's end, a resync), which goes first in its lane.
-    fn enqueue_as(&mut self, key: ObjectKey, due: bool) {
+    fn enqueue_as(&mut self, key: Key, due: bool) {
         if let Some(at) = self.timer_of.remove(&key) {
             self.timers.remove(&(at, key.clone()));
         }
@@ -152,7 +107,7 @@ impl Scheduler {
         }
     }
 
-    fn schedule(&mut self, key: ObjectKey, after: Duration) {
+    fn schedule(&mut self, key: Key, after: Duration) {
         let at = Instant::now() + after;
         if let Some(old) = self.timer_of.get(&key).copied() {
             if old <= at {
@@ -186,11 +141,11 @@ impl Scheduler {
                 let mut listed = HashSet::with_capacity(list.len());
                 for c in list {
                     let key = ObjectKey::connection(&c.namespace().unwrap_or_default(), &c.name_any());
-                    self.remember(&key, connection_trigger(&c));
+                    let (key, _) = self.known.remember(&key, connection_trigger(&c));
                     listed.insert(key.clone());
-                    self.enqueue(key);
+                    self.enqueue_as(key, false);
                 }
-                self.forget_missing(Kind::CalendarConnection, &listed);
+                self.known.forget_missing(Kind::CalendarConnection, &listed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list CalendarConnections; will retry at the next sweep")
@@ -206,14 +161,14 @@ impl Scheduler {
                 Ok((page, more)) => {
                     for t in &page {
                         let key = ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any());
-                        self.remember(&key, task_sync_trigger(t));
+                        let (key, _) = self.known.remember(&key, task_sync_trigger(t));
                         listed.insert(key.clone());
-                        self.enqueue(key);
+                        self.enqueue_as(key, false);
                     }
                     after =
                         page.last().map(|t| ObjectKey::task_sync(&t.namespace().unwrap_or_default(), &t.name_any()));
                     if !more || after.is_none() {
-                        self.forget_missing(Kind::TaskSync, &listed);
+                        self.known.forget_missing(Kind::TaskSync, &listed);
                         return;
                     }
                 }
@@ -244,17 +199,15 @@ impl Scheduler {
                 return;
             }
         };
-        let before = match &now {
-            Some(t) => self.remember(&key, t.clone()),
-            None => self.forget(&key),
+        let (own, dependents) = (now.as_ref().map(|n| n.own), now.as_ref().and_then(|n| n.dependents));
+        let before = match now {
+            Some(t) => self.known.remember(&key, t).1,
+            None => self.known.forget(&key),
         };
-        let own_changed = before.as_ref().map(|b| &b.own) != now.as_ref().map(|n| &n.own);
-        if own_changed {
+        if before.map(|b| b.own) != own {
             self.enqueue(key.clone());
         }
-        if key.kind == Kind::CalendarConnection
-            && before.as_ref().and_then(|b| b.dependents.as_ref()) != now.as_ref().and_then(|n| n.dependents.as_ref())
-        {
+        if key.kind == Kind::CalendarConnection && before.and_then(|b| b.dependents) != dependents {
             self.requeue_dependents(&key);
         }
     }
@@ -275,14 +228,10 @@ impl Scheduler {
     /// the queue knows of is in it (start-up and sweep listings, and every notification, keep it),
     /// and one it does not know of yet is queued by its own notification.
     fn requeue_dependents(&mut self, conn: &ObjectKey) {
-        let names: Vec<String> = self
-            .users
-            .get(&(conn.namespace.clone(), conn.name.clone()))
-            .map(|n| n.iter().cloned().collect())
-            .unwrap_or_default();
-        tracing::debug!(connection = %conn, task_syncs = names.len(), "connection changed; re-queueing its TaskSyncs");
-        for name in names {
-            self.enqueue(ObjectKey::task_sync(&conn.namespace, &name));
+        let users = self.known.users_of(conn);
+        tracing::debug!(connection = %conn, task_syncs = users.len(), "connection changed; re-queueing its TaskSyncs");
+        for key in users {
+            self.enqueue_as(key, false);
         }
     }
 
@@ -297,7 +246,7 @@ impl Scheduler {
         }
     }
 
-    fn finished(&mut self, key: ObjectKey, result: Result<Outcome, String>) {
+    fn finished(&mut self, key: Key, result: Result<Outcome, String>) {
         let lane = self.running.remove(&key).flatten();
         if let Some(lane) = &lane {
             self.ready.done(lane);
@@ -333,7 +282,7 @@ impl Scheduler {
         }
     }
 
-    fn start_ready(&mut self, tasks: &mut JoinSet<(ObjectKey, Result<Outcome, String>)>) {
+    fn start_ready(&mut self, tasks: &mut JoinSet<(Key, Result<Outcome, String>)>) {
         while self.running.len() < self.config.concurrency.max(1) {
             let Some((key, lane)) = self.ready.pop(Instant::now()) else {
                 break;
@@ -418,7 +367,7 @@ async fn drive(
     let sweep_every = config.sweep;
     let mut gained = config.ownership.as_ref().map(|o| o.gained.clone());
     let mut s = Scheduler::new(engine, config);
-    let mut tasks: JoinSet<(ObjectKey, Result<Outcome, String>)> = JoinSet::new();
+    let mut tasks: JoinSet<(Key, Result<Outcome, String>)> = JoinSet::new();
     let mut sweep = tokio::time::interval_at(Instant::now() + sweep_every, sweep_every);
     tokio::pin!(shutdown);
     s.enqueue_all().await;

@@ -20,36 +20,37 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
+use super::known::Key;
 use crate::engine::{Kind, ObjectKey};
 
 /// Waiting objects, deduplicated, in the order workers take them.
 pub(super) struct Ready {
     per_lane: usize,
-    connections: VecDeque<ObjectKey>,
+    connections: VecDeque<Key>,
     /// Lane (the connection a TaskSync uses, or the TaskSync itself while that is unknown) →
     /// its waiting TaskSyncs.
-    lanes: HashMap<ObjectKey, Lane>,
+    lanes: HashMap<Key, Lane>,
     /// Lanes with waiting TaskSyncs and room to run one, in turn order; `in_turn` mirrors it.
-    turn: VecDeque<ObjectKey>,
-    in_turn: HashSet<ObjectKey>,
+    turn: VecDeque<Key>,
+    in_turn: HashSet<Key>,
     /// Running TaskSyncs per lane.
-    running: HashMap<ObjectKey, usize>,
+    running: HashMap<Key, usize>,
     /// Lanes held until then; `hold_ends` orders them by that time (an outage can hold
     /// thousands of connections, and the queue asks for the next end on every turn of its loop).
-    held: HashMap<ObjectKey, Instant>,
-    hold_ends: BTreeSet<(Instant, ObjectKey)>,
-    queued: HashSet<ObjectKey>,
+    held: HashMap<Key, Instant>,
+    hold_ends: BTreeSet<(Instant, Key)>,
+    queued: HashSet<Key>,
 }
 
 /// One lane's waiting TaskSyncs: those whose timer fired first.
 #[derive(Default)]
 struct Lane {
-    due: VecDeque<ObjectKey>,
-    fresh: VecDeque<ObjectKey>,
+    due: VecDeque<Key>,
+    fresh: VecDeque<Key>,
 }
 
 impl Lane {
-    fn pop(&mut self) -> Option<ObjectKey> {
+    fn pop(&mut self) -> Option<Key> {
         self.due.pop_front().or_else(|| self.fresh.pop_front())
     }
 
@@ -82,7 +83,7 @@ impl Ready {
     }
 
     /// Queue `key` (in `lane`, for a TaskSync; `due`: its timer fired) unless it is queued.
-    pub fn push(&mut self, key: ObjectKey, lane: ObjectKey, due: bool) {
+    pub fn push(&mut self, key: Key, lane: Key, due: bool) {
         if !self.queued.insert(key.clone()) {
             return;
         }
@@ -102,7 +103,7 @@ impl Ready {
 
     /// The next object to run and its lane (`None` for a connection), counted as running in
     /// its lane until `done`.
-    pub fn pop(&mut self, now: Instant) -> Option<(ObjectKey, Option<ObjectKey>)> {
+    pub fn pop(&mut self, now: Instant) -> Option<(Key, Option<Key>)> {
         if let Some(key) = self.connections.pop_front() {
             self.queued.remove(&key);
             return Some((key, None));
@@ -130,7 +131,7 @@ impl Ready {
     }
 
     /// A TaskSync of `lane` stopped running: the lane may take its turn again.
-    pub fn done(&mut self, lane: &ObjectKey) {
+    pub fn done(&mut self, lane: &Key) {
         if let Some(n) = self.running.get_mut(lane) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -141,7 +142,7 @@ impl Ready {
     }
 
     /// Run none of `lane`'s TaskSyncs before `until` (the later of two holds wins).
-    pub fn hold(&mut self, lane: &ObjectKey, until: Instant) {
+    pub fn hold(&mut self, lane: &Key, until: Instant) {
         if let Some(at) = self.held.get(lane).copied() {
             if at >= until {
                 return;
@@ -168,7 +169,7 @@ impl Ready {
     }
 
     /// Put `lane` in turn if it has waiting TaskSyncs, room to run one, no hold and no turn yet.
-    fn offer(&mut self, lane: ObjectKey) {
+    fn offer(&mut self, lane: Key) {
         if self.held.contains_key(&lane) {
             return;
         }
@@ -184,15 +185,15 @@ impl Ready {
 mod tests {
     use super::*;
 
-    fn task(n: &str) -> ObjectKey {
-        ObjectKey::task_sync("ns", n)
+    fn task(n: &str) -> Key {
+        Key::new(ObjectKey::task_sync("ns", n))
     }
-    fn conn(n: &str) -> ObjectKey {
-        ObjectKey::connection("ns", n)
+    fn conn(n: &str) -> Key {
+        Key::new(ObjectKey::connection("ns", n))
     }
 
     fn names(ready: &mut Ready, n: usize) -> Vec<String> {
-        (0..n).filter_map(|_| ready.pop(Instant::now())).map(|(k, _)| k.name).collect()
+        (0..n).filter_map(|_| ready.pop(Instant::now())).map(|(k, _)| k.name.clone()).collect()
     }
 
     #[test]
@@ -278,14 +279,14 @@ mod tests {
         }
         r.push(task("b1"), conn("b"), false);
         assert_eq!(r.next_release(), Some(t0 + secs(2)), "the later hold wins");
-        let took: Vec<String> = std::iter::from_fn(|| r.pop(t0)).map(|(k, _)| k.name).collect();
+        let took: Vec<String> = std::iter::from_fn(|| r.pop(t0)).map(|(k, _)| k.name.clone()).collect();
         assert_eq!(took, ["b1"]);
         r.release_due(t0 + secs(1));
         assert!(r.pop(t0 + secs(1)).is_none(), "not before the hold ends");
         r.release_due(t0 + secs(2));
         assert_eq!(r.next_release(), None);
         assert!(r.held.is_empty() && r.hold_ends.is_empty());
-        let took: Vec<String> = std::iter::from_fn(|| r.pop(t0 + secs(2))).map(|(k, _)| k.name).collect();
+        let took: Vec<String> = std::iter::from_fn(|| r.pop(t0 + secs(2))).map(|(k, _)| k.name.clone()).collect();
         assert_eq!(took, ["a2", "a3"]);
     }
 }

@@ -32,7 +32,7 @@ async fn one_run_per_key_and_bounded_concurrency() {
     // A change while running marks it dirty instead of starting a second run.
     s.enqueue(a.clone());
     assert!(s.dirty.contains(&a) && !s.ready.contains(&a));
-    s.finished(a.clone(), Ok(Outcome::Done));
+    s.finished(s.known.key(&a), Ok(Outcome::Done));
     assert!(s.ready.contains(&a), "re-run after the running one finished");
     tasks.shutdown().await;
 }
@@ -41,7 +41,7 @@ async fn one_run_per_key_and_bounded_concurrency() {
 fn drain(s: &mut Scheduler) -> Vec<String> {
     let mut names = Vec::new();
     while let Some((key, lane)) = s.ready.pop(Instant::now()) {
-        names.push(key.name);
+        names.push(key.name.clone());
         if let Some(lane) = lane {
             s.ready.done(&lane);
         }
@@ -57,10 +57,10 @@ async fn connections_first_and_one_connection_cannot_take_every_worker() {
     s.ready = ready::Ready::new(2);
     for n in 0..5 {
         let key = ObjectKey::task_sync("ns", &format!("a{n}"));
-        s.remember(&key, trigger("c1"));
+        s.known.remember(&key, trigger("c1"));
         s.enqueue(key);
     }
-    s.remember(&ObjectKey::task_sync("ns", "b0"), trigger("c2"));
+    s.known.remember(&ObjectKey::task_sync("ns", "b0"), trigger("c2"));
     s.enqueue(ObjectKey::task_sync("ns", "b0"));
     s.enqueue(ObjectKey::connection("ns", "c2"));
     let mut tasks = JoinSet::new();
@@ -69,7 +69,7 @@ async fn connections_first_and_one_connection_cannot_take_every_worker() {
     running.sort();
     assert_eq!(running, ["a0", "a1", "b0", "c2"], "c1's TaskSyncs are capped at 2, the rest wait");
     tasks.shutdown().await;
-    s.finished(ObjectKey::task_sync("ns", "a0"), Ok(Outcome::Done));
+    s.finished(s.known.key(&ObjectKey::task_sync("ns", "a0")), Ok(Outcome::Done));
     s.start_ready(&mut tasks);
     assert!(s.running.contains_key(&ObjectKey::task_sync("ns", "a2")), "a finished one makes room in its lane");
     tasks.shutdown().await;
@@ -81,7 +81,7 @@ async fn a_rerun_after_a_change_while_running_goes_first_in_its_lane() {
     s.config.concurrency = 1;
     let key = |n: &str| ObjectKey::task_sync("ns", n);
     for n in ["a", "b", "c"] {
-        s.remember(&key(n), trigger("c1"));
+        s.known.remember(&key(n), trigger("c1"));
     }
     s.enqueue(key("a"));
     let mut tasks = JoinSet::new();
@@ -90,13 +90,13 @@ async fn a_rerun_after_a_change_while_running_goes_first_in_its_lane() {
     s.enqueue(key("b"));
     s.enqueue(key("c"));
     s.enqueue(key("a"));
-    s.finished(key("a"), Ok(Outcome::Requeue(Duration::from_secs(5))));
+    s.finished(s.known.key(&key("a")), Ok(Outcome::Requeue(Duration::from_secs(5))));
     assert_eq!(drain(&mut s), ["a", "b", "c"]);
     tasks.shutdown().await;
 }
 
-fn trigger(uses: &str) -> Trigger {
-    Trigger { own: 1, dependents: None, uses: Some(uses.into()) }
+fn trigger(uses: &str) -> trigger::Trigger {
+    trigger::Trigger { own: 1, dependents: None, uses: Some(uses.into()) }
 }
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn a_replica_runs_the_task_syncs_of_the_connections_it_owns() {
     s.config.concurrency = 8;
     s.config.ownership = Some(Ownership { owns, gained });
     for (name, uses) in [("a", "c1"), ("b", "c2"), ("c", "c1")] {
-        s.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
+        s.known.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
     }
     for key in [
         ObjectKey::task_sync("ns", "a"),
@@ -132,31 +132,32 @@ async fn a_connection_change_requeues_exactly_its_task_syncs_from_the_index() {
     let mut s = scheduler();
     let conn = ObjectKey::connection("ns", "c1");
     for (name, uses) in [("a", "c1"), ("b", "c2"), ("c", "c1")] {
-        s.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
+        s.known.remember(&ObjectKey::task_sync("ns", name), trigger(uses));
     }
     // Same connection name in another namespace is another connection.
-    s.remember(&ObjectKey::task_sync("other", "d"), trigger("c1"));
+    s.known.remember(&ObjectKey::task_sync("other", "d"), trigger("c1"));
     // A TaskSync that moved to another connection leaves the old one's set.
-    s.remember(&ObjectKey::task_sync("ns", "c"), trigger("c2"));
+    s.known.remember(&ObjectKey::task_sync("ns", "c"), trigger("c2"));
     s.requeue_dependents(&conn);
     assert_eq!(drain(&mut s), ["a"]);
     // A deleted one is forgotten, and an emptied set is dropped.
-    s.forget(&ObjectKey::task_sync("ns", "a"));
-    assert!(!s.users.contains_key(&("ns".to_string(), "c1".to_string())));
+    s.known.forget(&ObjectKey::task_sync("ns", "a"));
+    assert!(s.known.users_of(&conn).is_empty());
+    assert_eq!(s.known.connections_used(), 2, "ns/c2 and other/c1");
     s.requeue_dependents(&ObjectKey::connection("ns", "c2"));
     assert_eq!(drain(&mut s), ["b", "c"]);
     // A complete listing prunes what it no longer has.
-    let listed = HashSet::from([ObjectKey::task_sync("ns", "b")]);
-    s.forget_missing(Kind::TaskSync, &listed);
-    assert_eq!(s.seen.len(), 1);
-    assert_eq!(s.users.len(), 1);
-    assert_eq!(s.users[&("ns".to_string(), "c2".to_string())].len(), 1);
+    let listed = HashSet::from([s.known.key(&ObjectKey::task_sync("ns", "b"))]);
+    s.known.forget_missing(Kind::TaskSync, &listed);
+    assert_eq!(s.known.len(), 1);
+    assert_eq!(s.known.connections_used(), 1);
+    assert_eq!(s.known.users_of(&ObjectKey::connection("ns", "c2")).len(), 1);
 }
 
 #[tokio::test]
 async fn failures_back_off_exponentially_and_success_resets() {
     let mut s = scheduler();
-    let a = ObjectKey::task_sync("ns", "a");
+    let a = Arc::new(ObjectKey::task_sync("ns", "a"));
     let mut delays = Vec::new();
     for _ in 0..4 {
         s.running.insert(a.clone(), None);
