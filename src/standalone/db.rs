@@ -193,6 +193,10 @@ pub fn open(location: &Location) -> rusqlite::Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Statement journals (each write of a group commit runs in a SAVEPOINT) stay in memory.
+    // With the default, one past 64 KiB spilled to a new temp file: an open, writes and an
+    // unlink inside the commit (perf, REST write path: ~6% of the commit thread).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     migrate(&conn)?;
     Ok(conn)
 }
