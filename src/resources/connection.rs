@@ -14,7 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
-use super::history::HistoryEntry;
+use super::history::History;
 
 /// Which calendar service a connection talks to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -241,7 +241,7 @@ pub struct CalendarConnectionStatus {
     /// The user's sync history across all TaskSyncs of this connection (newest last, bounded).
     #[serde(default)]
     #[schemars(length(max = 200))]
-    pub history: Vec<HistoryEntry>,
+    pub history: History,
 }
 
 pub(crate) fn is_zero(n: &u32) -> bool {

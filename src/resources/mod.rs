@@ -22,7 +22,7 @@ pub use connection::{
     ProviderKind, SecretRef,
 };
 pub use guard::{CONFIRM_DELETIONS_ANNOTATION, DeletionGuardStatus, GuardAction, GuardDecision};
-pub use history::{Direction, HistoryEntry, Operation, SyncStatus};
+pub use history::{Direction, History, HistoryEntry, Operation, SyncStatus};
 pub use push::{PushMode, PushStatus, WatchedCalendar};
 pub use tasksync::{
     CalendarEdit, ConflictPolicy, ConnectionRef, DeletionPolicy, HoursRange, MovingFrom, OccurrenceException,

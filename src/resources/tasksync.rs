@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
 use super::connection::is_zero;
-use super::history::HistoryEntry;
+use super::history::History;
 
 /// RFC 3339 date-time with offset, a local date-time (read in timeZone), or a date (all-day).
 pub const TIME_PATTERN: &str =
@@ -382,7 +382,7 @@ pub struct TaskSyncStatus {
     /// The last operations on this task's event (newest last, bounded).
     #[serde(default)]
     #[schemars(length(max = 20))]
-    pub history: Vec<HistoryEntry>,
+    pub history: History,
     /// spec.schedule: where calsync placed the block (its event is there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_start: Option<DateTime<Utc>>,

@@ -153,7 +153,7 @@ mod tests {
 
     async fn history_of(store: &SqliteObjects) -> Vec<HistoryEntry> {
         let c = store.get_connection("default", "c").await.unwrap().unwrap();
-        c.status.map(|s| s.history).unwrap_or_default()
+        c.status.map(|s| s.history.to_vec()).unwrap_or_default()
     }
 
     async fn events_of(store: &SqliteObjects) -> usize {
