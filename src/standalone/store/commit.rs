@@ -18,8 +18,9 @@
 //! same PASSIVE mode.
 //!
 //! Owns: the writer thread, batching, savepoints, acknowledgements, checkpoints and the
-//! post-commit notifications (cache, then change broadcast). Must not touch: what a write does (`store`,
-//! `rows`, `semantics`) or reads (they take the connection lock, or their own connection).
+//! post-commit notifications (cache, then change broadcast). Must not touch: what a write does
+//! (`store`, `rows`, `semantics`) or reads (they take the connection lock, or their own
+//! connection).
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
