@@ -294,7 +294,8 @@ async fn events_are_bounded() {
     let (url, _) = fresh_db().await;
     let store = PgObjects::open(&url, keyring()).await.unwrap();
     let key = ObjectKey::task_sync("default", "t");
-    for i in 0..1010 {
+    // Pruning runs every 64th id (1088 here); readers never see more than the newest 1000.
+    for i in 0..1100 {
         let ev = ObjectEvent {
             type_: EventType::Normal,
             reason: "EventCreated".into(),
@@ -305,7 +306,12 @@ async fn events_are_bounded() {
     }
     let all = store.events(None, 5000).await.unwrap();
     assert_eq!(all.len(), 1000);
-    assert_eq!(all.last().map(|e| (e.note.as_str(), e.key.clone())), Some(("n1009", key.clone())));
+    assert_eq!(all.first().map(|e| e.note.as_str()), Some("n100"));
+    assert_eq!(all.last().map(|e| (e.note.as_str(), e.key.clone())), Some(("n1099", key.clone())));
+    let stored = store.raw_execute("DELETE FROM events WHERE id <= 88").await.unwrap();
+    assert_eq!(stored, 0, "the prune at id 1088 removed every Event older than the newest 1000 then");
+    let left = store.raw_execute("UPDATE events SET note = note").await.unwrap();
+    assert_eq!(left, 1100 - 88);
     assert_eq!(store.events(Some(&key), 3).await.unwrap().len(), 3);
 }
 

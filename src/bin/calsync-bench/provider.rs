@@ -407,6 +407,11 @@ impl BenchService {
         out
     }
 
+    /// Events held now, over all connections (cheap: no per-event work).
+    pub fn events_held(&self) -> u64 {
+        self.lock().events.values().map(|m| m.len() as u64).sum()
+    }
+
     pub fn stats(&self) -> Stats {
         let by_uid = self.events_by_uid();
         let s = self.lock();

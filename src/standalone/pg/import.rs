@@ -166,6 +166,9 @@ pub async fn import_sqlite(sqlite_url: &str, pg_url: &str) -> Result<ImportRepor
     }
     bump_sequences(&mut tx, rv).await?;
     tx.commit().await.map_err(db_err)?;
+    // Planner statistics for the copied rows now, not at autovacuum's next round: until then
+    // the tables look empty and label-selected lists scan the whole namespace.
+    sqlx::raw_sql(super::ANALYZE).execute(&mut conn).await.map_err(db_err)?;
     Ok(report)
 }
 

@@ -56,11 +56,12 @@ impl PgObjects {
     async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
         let (ns, name) = semantics::apply_target(object)?;
         let mut w = self.begin().await?;
-        rows::lock_key(&mut w.tx, kind_str(K::KIND), &ns, &name).await?;
+        let rv = rows::lock_rv(&mut w.tx, kind_str(K::KIND), &ns, &name).await?;
         let current = rows::load::<K>(&mut w.tx, &ns, &name).await?;
-        let rv = rows::next_rv(&mut w.tx).await?;
+        let before =
+            current.as_ref().map(|c| rows::Stored::Labels(c.meta().labels.clone())).unwrap_or(rows::Stored::New);
         let out = semantics::applied(current, object, rv)?;
-        rows::save(&mut w.tx, &out, &self.inner.origin).await?;
+        rows::save(&mut w.tx, &out, before, &self.inner.origin).await?;
         w.changed.push(semantics::object_key(&out));
         self.commit(w).await?;
         Ok(out)
@@ -74,14 +75,14 @@ impl PgObjects {
         key: &ObjectKey,
         f: impl FnOnce(&mut ObjectMeta) -> bool,
     ) -> Result<(), StoreError> {
-        rows::lock_key(&mut w.tx, kind_str(K::KIND), &key.namespace, &key.name).await?;
+        let rv = rows::lock_rv(&mut w.tx, kind_str(K::KIND), &key.namespace, &key.name).await?;
         let mut obj = rows::load::<K>(&mut w.tx, &key.namespace, &key.name)
             .await?
             .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let rv = rows::next_rv(&mut w.tx).await?;
+        let before = rows::Stored::Labels(obj.meta().labels.clone());
         match semantics::change_meta(&mut obj, rv, f) {
             MetaOutcome::Unchanged => return Ok(()),
-            MetaOutcome::Save => rows::save(&mut w.tx, &obj, &self.inner.origin).await?,
+            MetaOutcome::Save => rows::save(&mut w.tx, &obj, before, &self.inner.origin).await?,
             MetaOutcome::Remove => rows::remove(&mut w.tx, key, &self.inner.origin).await?,
         }
         w.changed.push(key.clone());
@@ -125,14 +126,14 @@ impl PgObjects {
         patch: impl FnOnce(&mut K),
     ) -> Result<(K, usize), StoreError> {
         let key = ObjectKey { kind: K::KIND, namespace: namespace.into(), name: name.into() };
-        rows::lock_key(&mut w.tx, kind_str(K::KIND), namespace, name).await?;
+        let rv = rows::lock_rv(&mut w.tx, kind_str(K::KIND), namespace, name).await?;
         let mut obj =
             rows::load::<K>(&mut w.tx, namespace, name).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let rv = rows::next_rv(&mut w.tx).await?;
         let before = tap.map(|_| obj.clone());
+        let stored = rows::Stored::Labels(obj.meta().labels.clone());
         patch(&mut obj);
         obj.meta_mut().resource_version = Some(rv.to_string());
-        rows::save(&mut w.tx, &obj, &self.inner.origin).await?;
+        rows::save(&mut w.tx, &obj, stored, &self.inner.origin).await?;
         // The messages a status change owes commit with it, or neither does.
         let recorded = match (tap, &before) {
             (Some(tap), Some(before)) => {
@@ -249,6 +250,20 @@ impl Objects for PgObjects {
 
     async fn list_task_syncs(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<TaskSync>, StoreError> {
         self.list(namespace, selector).await
+    }
+
+    async fn list_task_syncs_page(
+        &self,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<(Vec<TaskSync>, bool), StoreError> {
+        let raw = {
+            let mut conn = self.conn().await?;
+            let after = after.map(|k| (k.namespace.as_str(), k.name.as_str()));
+            rows::page_raw::<TaskSync>(&mut conn, after, limit).await?
+        };
+        let more = raw.len() >= limit;
+        Ok((crate::standalone::rows::decode_list::<TaskSync>(raw), more))
     }
 
     async fn find_task_sync_by_event(&self, namespace: &str, event_id: &str) -> Result<Option<TaskSync>, StoreError> {

@@ -24,16 +24,16 @@ impl PgObjects {
         }
         let tap = self.inner.tap.get().cloned();
         let mut w = self.begin().await?;
-        if record.status.is_some() {
-            rows::lock_key(&mut w.tx, kind_str(key.kind), &key.namespace, &key.name).await?;
-        }
         let mut connections: Vec<&str> = record.history.iter().map(|(c, _)| c.as_str()).collect();
         connections.sort_unstable();
         connections.dedup();
-        for c in connections {
-            let kind = kind_str(crate::engine::Kind::CalendarConnection);
-            rows::lock_key(&mut w.tx, kind, &key.namespace, c).await?;
+        let mut locks = Vec::with_capacity(connections.len() + 1);
+        if record.status.is_some() {
+            locks.push(rows::lock_name(kind_str(key.kind), &key.namespace, &key.name));
         }
+        let kind = kind_str(crate::engine::Kind::CalendarConnection);
+        locks.extend(connections.into_iter().map(|c| rows::lock_name(kind, &key.namespace, c)));
+        rows::lock_keys(&mut w.tx, &locks).await?;
         let mut recorded = (Recorded::Stored, 0);
         for (connection, entry) in &record.history {
             let push = |obj: &mut CalendarConnection| {

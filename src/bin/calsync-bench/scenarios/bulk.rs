@@ -130,6 +130,10 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
     }
     let t = Instant::now();
     fixture::load(&store, args.connections, args.tasks).await?;
+    if let Store::Postgres(pg) = &store {
+        // As a database that has been running: autovacuum would have analyzed these tables.
+        pg.analyze().await.context("analyzing the bench database")?;
+    }
     report::info(&format!("load into {kind} (not timed below)"), format!("{:.1} s", t.elapsed().as_secs_f64()));
     report::info("replicas", args.replicas.max(1));
 
@@ -169,7 +173,8 @@ pub async fn run(title: &str, args: &BulkArgs) -> anyhow::Result<BulkResult> {
             let _ = stopped.await;
         })));
     }
-    let converged = fixture::wait_synced(&store, args.tasks, Duration::from_secs(args.timeout_secs)).await?;
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let converged = fixture::wait_synced_after(&store, args.tasks, timeout, || service.events_held()).await?;
     for stop in stops {
         let _ = stop.send(());
     }
