@@ -114,7 +114,7 @@ pub async fn load<K: Row>(tx: &mut PgConnection, ns: &str, name: &str) -> Result
 
 /// What is stored of an object before `save` replaces it.
 pub enum Stored {
-    /// Nothing: a new object (no label rows).
+    /// Nothing: a new object (its label rows, if any were left behind, are cleared).
     New,
     /// An object with these labels (as loaded in the same transaction).
     Labels(Option<std::collections::BTreeMap<String, String>>),
@@ -158,14 +158,16 @@ pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, ori
     .await
     .map_err(db_err)?;
     let labels = meta.labels.as_ref().filter(|l| !l.is_empty());
-    let old = match &stored {
-        Stored::Labels(old) => old.as_ref().filter(|l| !l.is_empty()),
-        Stored::New => None,
+    // A new object has no label rows, unless some were left behind (an import of an older
+    // database): those are cleared so a selector never matches labels it does not carry.
+    let (old, clear) = match &stored {
+        Stored::Labels(old) => (old.as_ref().filter(|l| !l.is_empty()), false),
+        Stored::New => (None, true),
     };
-    if old == labels {
+    if old == labels && !clear {
         return Ok(());
     }
-    if old.is_some() {
+    if old.is_some() || clear {
         sqlx::query("DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3")
             .bind(kind)
             .bind(&ns)
