@@ -28,8 +28,8 @@ pub async fn lock_key(tx: &mut PgConnection, kind: &str, namespace: &str, name: 
     Ok(())
 }
 
-/// `lock_key` for several keys in one round trip, in the order given (callers sort them, so two
-/// transactions never wait on each other in a cycle). A function scan of the array yields its
+/// `lock_key` for several keys in one round trip, in the order given (callers use one fixed
+/// order, so two transactions never wait on each other in a cycle). A function scan of the array yields its
 /// elements in order, and each row's lock is taken as the row is produced.
 pub async fn lock_keys(tx: &mut PgConnection, keys: &[String]) -> Result<(), StoreError> {
     if keys.is_empty() {
