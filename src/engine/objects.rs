@@ -178,6 +178,18 @@ pub trait Objects: Send + Sync {
     async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<(), StoreError>;
     /// Merge labels into `metadata.labels`.
     async fn set_labels(&self, key: &ObjectKey, labels: &Labels) -> Result<(), StoreError>;
+    /// `set_labels` and `add_finalizer` as one write where the store can (a new TaskSync's first
+    /// reconcile needs both: one durable commit instead of two on the SQL stores). Default: the
+    /// two calls, labels first (Kubernetes: two requests, as before).
+    async fn set_labels_and_finalizer(
+        &self,
+        key: &ObjectKey,
+        labels: &Labels,
+        finalizer: &str,
+    ) -> Result<(), StoreError> {
+        self.set_labels(key, labels).await?;
+        self.add_finalizer(key, finalizer).await
+    }
     /// Merge annotations into `metadata.annotations` (no write when nothing changes); an empty
     /// value removes the key. Carries signals between processes through the store, e.g. "this
     /// connection's calendar changed" from the REST process that received a provider

@@ -49,6 +49,17 @@ pub(super) fn cond(type_: &str, ok: bool, reason: &str, message: impl Into<Strin
     Condition::new(type_, if ok { ConditionStatus::True } else { ConditionStatus::False }, reason, message)
 }
 
+/// Whether the plan's first step for this TaskSync (not being deleted) is `AddFinalizer`, so the
+/// finalizer can ride on the labels' write: deletion policy `Delete`, none yet, no half-done
+/// move (`plan::plan` checks that first). Auto-scheduled tasks are left to the plan: one that
+/// finds no slot stays without a finalizer, as before.
+fn finalizer_first(ts: &crate::resources::TaskSync, has_finalizer: bool) -> bool {
+    !has_finalizer
+        && ts.spec.deletion_policy == crate::resources::DeletionPolicy::Delete
+        && ts.spec.schedule.is_none()
+        && ts.status.as_ref().is_none_or(|s| s.moving_from.is_none())
+}
+
 impl Engine {
     /// Reconcile the TaskSync `namespace/name`.
     pub async fn reconcile_task_sync(&self, namespace: &str, name: &str) -> Result<Outcome, EngineError> {
@@ -77,6 +88,7 @@ impl Engine {
             return self.reconcile_feed_only(&ts).await;
         }
         let deleting = inputs::deleting(&ts);
+        let mut has_finalizer = inputs::has_finalizer(&ts);
         let conn = self.objects.get_connection(namespace, inputs::holder(&ts)).await?;
         let uid = ts.uid().unwrap_or_default();
         let calendar = inputs::calendar(&ts, conn.as_ref());
@@ -88,7 +100,15 @@ impl Engine {
             let want = task_sync_labels(&c.spec.user_id, &ts.spec.connection_ref.name, &ts.spec.task_id);
             let have = ts.labels();
             if want.iter().any(|(k, v)| have.get(k) != Some(v)) {
-                self.objects.set_labels(&ObjectKey::task_sync(namespace, name), &want).await?;
+                let key = ObjectKey::task_sync(namespace, name);
+                if finalizer_first(&ts, has_finalizer) {
+                    // A new TaskSync: the finalizer the plan adds first anyway, in the same write.
+                    let finalizer = crate::resources::FINALIZER;
+                    self.objects.set_labels_and_finalizer(&key, &want, finalizer).await?;
+                    has_finalizer = true;
+                } else {
+                    self.objects.set_labels(&key, &want).await?;
+                }
             }
         }
         // A task that places itself: one placement at a time per user (the lock is held until
@@ -133,7 +153,6 @@ impl Engine {
         {
             return Ok(out);
         }
-        let mut has_finalizer = inputs::has_finalizer(&ts);
         // A reconcile performs at most a few steps (finalizer, then one calendar write, maybe a
         // conflict re-read); the bound guarantees termination whatever the plan says.
         for _ in 0..4 {

@@ -191,6 +191,15 @@ impl Objects for Store {
         each!(self, s => s.set_labels(key, labels).await)
     }
 
+    async fn set_labels_and_finalizer(
+        &self,
+        key: &ObjectKey,
+        labels: &Labels,
+        finalizer: &str,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.set_labels_and_finalizer(key, labels, finalizer).await)
+    }
+
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
         each!(self, s => s.set_annotations(key, annotations).await)
     }

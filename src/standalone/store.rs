@@ -292,6 +292,20 @@ impl Objects for SqliteObjects {
         self.with_meta(key, move |m| crate::engine::objects::merge_map(&mut m.labels, &labels)).await
     }
 
+    async fn set_labels_and_finalizer(
+        &self,
+        key: &ObjectKey,
+        labels: &Labels,
+        finalizer: &str,
+    ) -> Result<(), StoreError> {
+        let (labels, finalizer) = (labels.clone(), finalizer.to_string());
+        // `|`, not `||`: both changes apply whatever the first one found.
+        self.with_meta(key, move |m| {
+            crate::engine::objects::merge_map(&mut m.labels, &labels) | semantics::add_finalizer(m, &finalizer)
+        })
+        .await
+    }
+
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
         let annotations = annotations.clone();
         self.with_meta(key, move |m| crate::engine::objects::merge_map(&mut m.annotations, &annotations)).await

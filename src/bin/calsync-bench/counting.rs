@@ -97,6 +97,15 @@ impl Objects for CountingObjects {
         self.w();
         self.inner.set_labels(key, labels).await
     }
+    async fn set_labels_and_finalizer(
+        &self,
+        key: &ObjectKey,
+        labels: &Labels,
+        finalizer: &str,
+    ) -> Result<(), StoreError> {
+        self.w();
+        self.inner.set_labels_and_finalizer(key, labels, finalizer).await
+    }
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
         self.w();
         self.inner.set_annotations(key, annotations).await

@@ -236,6 +236,19 @@ impl Objects for PgObjects {
         self.with_meta(key, |m| crate::engine::objects::merge_map(&mut m.labels, labels)).await
     }
 
+    async fn set_labels_and_finalizer(
+        &self,
+        key: &ObjectKey,
+        labels: &Labels,
+        finalizer: &str,
+    ) -> Result<(), StoreError> {
+        // `|`, not `||`: both changes apply whatever the first one found.
+        self.with_meta(key, |m| {
+            crate::engine::objects::merge_map(&mut m.labels, labels) | semantics::add_finalizer(m, finalizer)
+        })
+        .await
+    }
+
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
         self.with_meta(key, |m| crate::engine::objects::merge_map(&mut m.annotations, annotations)).await
     }
