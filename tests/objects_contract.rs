@@ -429,6 +429,11 @@ async fn annotations_merge_without_touching_generation(h: &dyn Harness) {
 mod outcome;
 use outcome::reconcile_outcome_as_one_unit;
 
+// `set_labels_and_finalizer` (a new TaskSync's first write): tests/objects_contract/meta.rs.
+#[path = "objects_contract/meta.rs"]
+mod meta;
+use meta::labels_and_finalizer_in_one_write;
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -464,6 +469,7 @@ contract!(
     subscribe_notifies_changes,
     annotations_merge_without_touching_generation,
     reconcile_outcome_as_one_unit,
+    labels_and_finalizer_in_one_write,
 );
 
 macro_rules! credentials_contract {
@@ -502,6 +508,12 @@ mod record_kube {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reconcile_outcome_as_one_unit() {
         super::reconcile_outcome_as_one_unit(&Kube(fake_apiserver::FakeApiServer::new())).await
+    }
+
+    /// The trait's default there: two requests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn labels_and_finalizer_in_one_write() {
+        super::labels_and_finalizer_in_one_write(&Kube(fake_apiserver::FakeApiServer::new())).await
     }
 }
 
