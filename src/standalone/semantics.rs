@@ -121,6 +121,12 @@ pub fn add_finalizer(m: &mut ObjectMeta, finalizer: &str) -> bool {
     true
 }
 
+/// `set_labels_and_finalizer`'s change: both apply whatever the other found (`|`, not `||`);
+/// false when neither changed anything.
+pub fn label_and_finalize(m: &mut ObjectMeta, labels: &crate::engine::Labels, finalizer: &str) -> bool {
+    crate::engine::objects::merge_map(&mut m.labels, labels) | add_finalizer(m, finalizer)
+}
+
 /// `remove_finalizer`'s change; false when absent.
 pub fn remove_finalizer(m: &mut ObjectMeta, finalizer: &str) -> bool {
     let Some(list) = m.finalizers.as_mut() else {

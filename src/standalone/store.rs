@@ -299,11 +299,7 @@ impl Objects for SqliteObjects {
         finalizer: &str,
     ) -> Result<(), StoreError> {
         let (labels, finalizer) = (labels.clone(), finalizer.to_string());
-        // `|`, not `||`: both changes apply whatever the first one found.
-        self.with_meta(key, move |m| {
-            crate::engine::objects::merge_map(&mut m.labels, &labels) | semantics::add_finalizer(m, &finalizer)
-        })
-        .await
+        self.with_meta(key, move |m| semantics::label_and_finalize(m, &labels, &finalizer)).await
     }
 
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {

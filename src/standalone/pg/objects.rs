@@ -242,11 +242,7 @@ impl Objects for PgObjects {
         labels: &Labels,
         finalizer: &str,
     ) -> Result<(), StoreError> {
-        // `|`, not `||`: both changes apply whatever the first one found.
-        self.with_meta(key, |m| {
-            crate::engine::objects::merge_map(&mut m.labels, labels) | semantics::add_finalizer(m, finalizer)
-        })
-        .await
+        self.with_meta(key, |m| semantics::label_and_finalize(m, labels, finalizer)).await
     }
 
     async fn set_annotations(&self, key: &ObjectKey, annotations: &Labels) -> Result<(), StoreError> {
