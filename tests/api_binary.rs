@@ -9,6 +9,9 @@
 mod artifacts;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[allow(clippy::duplicate_mod)]
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/radicale.rs"]
 mod radicale;
 #[path = "support/kube_harness.rs"]
@@ -63,7 +66,7 @@ impl Drop for ApiProcess {
 /// `calsync api --namespace NS` with a kubeconfig whose default namespace is another one, so
 /// the flag is what decides where objects go.
 fn spawn_api(port: u16, env: &[(&str, &str)]) -> ApiProcess {
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = ports::free_port();
     let log = artifacts::path("calsync-api", "log");
     artifacts::record_secret("api-key", API_KEY);
     artifacts::record_secret("encryption-key", TEST_ENCRYPTION_KEY);

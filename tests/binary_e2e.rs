@@ -3,6 +3,9 @@
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[allow(clippy::duplicate_mod)]
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/kube_harness.rs"]
 mod support;
 
@@ -30,7 +33,7 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 async fn binary_gets_ready_holds_the_lease_and_shuts_down_on_sigterm() {
     let server = FakeApiServer::new();
     let port = serve_http(server.clone()).await;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_port = ports::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_calsync"))
         .args(["controller", "--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--lease-duration-seconds", "6"])
         .env("KUBECONFIG", kubeconfig(port, NS))

@@ -9,6 +9,9 @@
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[allow(clippy::duplicate_mod)]
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/radicale.rs"]
 mod radicale;
 #[path = "support/kube_harness.rs"]
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use calsync::resources::{CalendarConnection, TaskSync};
 use k8s_openapi::api::core::v1::Secret;
+use ports::free_port;
 use radicale::Radicale;
 use serde_json::{Value, json};
 use support::*;
@@ -52,10 +56,6 @@ fn spawn_controller(api_port: u16, id: &str, metrics_port: u16, lease_seconds: u
         .stderr(log)
         .spawn()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
@@ -181,7 +181,17 @@ async fn three_processes_share_twelve_shards_and_survive_a_kill() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !fair(&holders(&server), PROCESSES, 4) {
-        assert!(Instant::now() < deadline, "shards never spread fairly: {:?}", holders(&server));
+        if Instant::now() >= deadline {
+            // Which process is missing and why: its exit status and the tail of its log.
+            let tails: Vec<String> = procs
+                .iter_mut()
+                .map(|(id, _, child)| {
+                    let tail = log_of(id).lines().rev().take(15).collect::<Vec<_>>().join("\n");
+                    format!("--- {id} ({:?}):\n{tail}", child.try_wait())
+                })
+                .collect();
+            panic!("shards never spread fairly: {:?}\n{}", holders(&server), tails.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("fair spread after {:?}: {:?}", started.elapsed(), holders(&server));

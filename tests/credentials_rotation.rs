@@ -8,6 +8,9 @@
 mod artifacts;
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[allow(clippy::duplicate_mod)]
+#[path = "support/ports.rs"]
+mod ports;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -51,7 +54,7 @@ fn calsync(db: &str, current: &str, previous: Option<&str>, args: &[&str]) -> (b
 
 /// `calsync standalone` until it is healthy (Ok) or exits (Err with its output).
 fn standalone_starts(db: &str, current: &str) -> Result<(), String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = ports::free_port();
     let log_path = artifacts::path("calsync-rotation-standalone", "log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_calsync"))

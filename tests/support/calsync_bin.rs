@@ -13,6 +13,10 @@ use serde_json::Value;
 #[allow(clippy::duplicate_mod)]
 #[path = "artifacts.rs"]
 pub mod artifacts;
+#[allow(clippy::duplicate_mod)]
+#[path = "ports.rs"]
+mod ports;
+use ports::free_port;
 
 pub const API_KEY: &str = "e2e-test-api-key";
 /// 32 zero bytes, base64: a fixed test key.
@@ -39,24 +43,6 @@ pub fn record_test_secrets() {
 }
 
 pub const SECRET_KEY: &str = "e2e-secret-key";
-
-/// A free loopback port BELOW the kernel's ephemeral range (32768–60999 on Linux). The port is
-/// released before calsync binds it; an ephemeral one (what `bind(:0)` gives) can be taken in
-/// that gap by any outgoing connection or `bind(:0)` of the parallel tests (seen in CI: "cannot
-/// listen on 127.0.0.1:33249: Address already in use"). Ports down here are only taken by
-/// explicit binds.
-fn free_port() -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    let seed = RandomState::new();
-    for i in 0u64..500 {
-        let port = 20_000 + (seed.hash_one(i) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("addr").port()
-}
 
 impl Standalone {
     pub fn database_url(dir: &Path) -> String {

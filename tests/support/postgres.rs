@@ -20,7 +20,11 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+#[allow(clippy::duplicate_mod)]
+#[path = "ports.rs"]
+mod ports;
+use ports::free_port;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -86,11 +90,6 @@ fn give_to_server_user(path: &Path) {
     if let Some((uid, gid)) = unprivileged() {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to nobody");
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    l.local_addr().expect("local addr").port()
 }
 
 /// One running server.

@@ -14,8 +14,13 @@
 #[path = "artifacts.rs"]
 mod artifacts;
 
+#[allow(clippy::duplicate_mod)]
+#[path = "ports.rs"]
+mod ports;
+use ports::free_port;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -79,11 +84,6 @@ pub fn python() -> PathBuf {
     }
     // Something else occupies the cache path (an interrupted or foreign install): use ours.
     tmp.join("bin").join("python")
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    l.local_addr().expect("local addr").port()
 }
 
 /// A running Radicale.
