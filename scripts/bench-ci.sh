@@ -18,8 +18,9 @@ bin="$CARGO_TARGET_DIR/debug/calsync-bench"
 
 echo "== bench scenario 3: faults (small)"
 # The engine's default retry policy, as deployed: passing failures back off 1 s doubling to
-# 4 s (jittered), a connection failing 5 calls in a row is held (breaker); injected 429s ask for Retry-After 2 s, kept exactly, so the bench's count of
-# retries made before a Retry-After checks that it is honoured.
+# 2 s (jittered), a connection failing 5 calls in a row is held (breaker); injected 429s ask
+# for Retry-After 2 s, kept exactly, so the bench's count of retries made before a
+# Retry-After checks that it is honoured.
 "$bin" faults --tasks 300 --connections 10 --concurrency 10 --fault-rate 0.3 --timeout-secs 90
 
 echo "== bench scenario 4: crash (small)"

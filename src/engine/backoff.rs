@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use crate::providers::ProviderError;
@@ -29,12 +30,15 @@ impl Backoff {
     /// The short curve for failures that pass by themselves (5xx, timeouts, dropped
     /// connections): Google's documented schedule starts at 1 s. The cap is low because this
     /// curve is per object and suits independent faults, where a retry usually succeeds and a
-    /// long cap only stretches a bulk sync's tail (measured, 2,000 tasks with 30% 5xx: 63 s at a
-    /// 15 s cap, 33 s at 4 s; with 5 s doubling to 300 s a task failing 8 times in a row waited
-    /// ~15 minutes). Outages, where faults come together, are the connection's breaker's
-    /// (`providers::breaker`): it holds all of the connection's calls, doubling up to a minute,
-    /// and the client limiter keeps retries under the provider's quota meanwhile.
-    pub const TRANSIENT: Backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) };
+    /// long cap only stretches a bulk sync's tail: the last task to converge is the one that
+    /// failed most often in a row, 6 to 8 times among 10,000 at 22% faults (measured, 2,000
+    /// tasks with 30% 5xx: 63 s at a 15 s cap, 33 s at 4 s; 10,000 tasks with 22% 5xx, timeouts
+    /// and drops: the 8-failure tail took 20 s at 4 s, see README note 3). Outages, where faults
+    /// come together, are the connection's breaker's (`providers::breaker`): it holds all of
+    /// the connection's calls, doubling up to a minute, and the client limiter keeps retries
+    /// under the provider's quota meanwhile, so a short per-object cap never raises the rate a
+    /// provider sees.
+    pub const TRANSIENT: Backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(2) };
 
     /// Delay after `attempts` consecutive failures (`attempts` ≥ 1), at least `retry_after`.
     pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
@@ -116,6 +120,12 @@ impl RetryPolicy {
         self.delay_with(attempts, wait, rand::rng().random())
     }
 
+    /// The shortest delay `delay` can give: the curve's lower bound (half its step), or the
+    /// exact time.
+    pub fn earliest(&self, attempts: u32, wait: Wait) -> Duration {
+        self.delay_with(attempts, wait, 0.0)
+    }
+
     /// `delay` with the jitter's random number given (`roll` in `[0, 1]`).
     pub fn delay_with(&self, attempts: u32, wait: Wait, roll: f64) -> Duration {
         match wait {
@@ -124,6 +134,21 @@ impl RetryPolicy {
             Wait::Persistent => self.persistent.jittered(attempts, roll),
         }
     }
+}
+
+/// The whole second at which a retry `delay` from `now` is due, never sooner than `earliest`:
+/// status times have second precision (as Kubernetes' own), and the plan compares them with a
+/// `now` rounded down, so `now + delay` as such could let a retry come up to a second before a
+/// provider's Retry-After ran out. A Retry-After (`earliest == delay`) is rounded up. A jittered
+/// delay may be anywhere in `[earliest, delay]`, so it takes the whole second below it when that
+/// is still in the window: rounding every retry up made each one 0.5 s longer than its curve on
+/// average, seconds on the tail of a task that fails several times in a row (`calsync-bench
+/// faults` with its call trace showed those gaps).
+pub fn retry_time(now: DateTime<Utc>, earliest: Duration, delay: Duration) -> DateTime<Utc> {
+    let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let at = now + span(delay);
+    let whole = DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+    if whole == at || whole >= now + span(earliest) { whole } else { whole + chrono::Duration::seconds(1) }
 }
 
 /// `d` plus up to 10% random jitter, so objects that failed together do not retry together.
@@ -181,10 +206,10 @@ mod tests {
             (Wait::Exactly(ms(120_000)), 1, ms(120_000), ms(120_000)),
             (Wait::Transient, 1, ms(500), ms(1000)),
             (Wait::Transient, 2, ms(1000), ms(2000)),
-            (Wait::Transient, 3, ms(2000), ms(4000)),
-            (Wait::Transient, 4, ms(2000), ms(4000)),
-            (Wait::Transient, 9, ms(2000), ms(4000)),
-            (Wait::Transient, u32::MAX, ms(2000), ms(4000)),
+            (Wait::Transient, 3, ms(1000), ms(2000)),
+            (Wait::Transient, 4, ms(1000), ms(2000)),
+            (Wait::Transient, 9, ms(1000), ms(2000)),
+            (Wait::Transient, u32::MAX, ms(1000), ms(2000)),
             (Wait::Persistent, 1, ms(2500), ms(5000)),
             (Wait::Persistent, 4, ms(20_000), ms(40_000)),
             (Wait::Persistent, 30, ms(150_000), ms(300_000)),
@@ -202,21 +227,59 @@ mod tests {
     #[test]
     fn jitter_spans_its_bounds_and_retry_after_is_never_jittered() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay_with(3, Wait::Transient, 0.0), ms(2000));
-        assert_eq!(p.delay_with(3, Wait::Transient, 1.0), ms(4000));
-        assert_eq!(p.delay_with(3, Wait::Transient, 7.0), ms(4000), "an out-of-range roll is clamped");
+        assert_eq!(p.delay_with(3, Wait::Transient, 0.0), ms(1000));
+        assert_eq!(p.delay_with(3, Wait::Transient, 1.0), ms(2000));
+        assert_eq!(p.delay_with(3, Wait::Transient, 7.0), ms(2000), "an out-of-range roll is clamped");
         let many: Vec<Duration> = (0..200).map(|_| p.delay(3, Wait::Transient)).collect();
-        assert!(many.iter().any(|d| *d < ms(2500)) && many.iter().any(|d| *d > ms(3500)), "jitter spreads");
+        assert!(many.iter().any(|d| *d < ms(1250)) && many.iter().any(|d| *d > ms(1750)), "jitter spreads");
         assert!((0..200).all(|_| p.delay(7, Wait::Exactly(ms(1234))) == ms(1234)));
         assert!(Wait::Exactly(ms(1)).is_exact() && !Wait::Transient.is_exact());
     }
 
     #[test]
+    fn earliest_is_the_curve_floor_or_the_exact_time() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.earliest(1, Wait::Transient), ms(500));
+        assert_eq!(p.earliest(3, Wait::Transient), ms(1000));
+        assert_eq!(p.earliest(2, Wait::Persistent), ms(5000));
+        assert_eq!(p.earliest(4, Wait::Exactly(ms(1234))), ms(1234));
+    }
+
+    #[test]
+    fn retry_times_are_whole_seconds_never_before_the_earliest() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let now = t("2026-12-06T10:00:00.300Z");
+        // A Retry-After is rounded up: 2 s from .300 is 02.300, so 03.
+        assert_eq!(retry_time(now, ms(2000), ms(2000)), t("2026-12-06T10:00:03Z"));
+        // Already whole: kept.
+        assert_eq!(retry_time(t("2026-12-06T10:00:00Z"), ms(2000), ms(2000)), t("2026-12-06T10:00:02Z"));
+        // A jittered 3.5 s in [2, 4]: 03.800 → 03, still after the earliest 02.300.
+        assert_eq!(retry_time(now, ms(2000), ms(3500)), t("2026-12-06T10:00:03Z"));
+        // A jittered 0.9 s in [0.5, 1]: 01.200 → 01 would be 0.7 s, fine; 0.6 s → 00.900 → 01.
+        assert_eq!(retry_time(now, ms(500), ms(900)), t("2026-12-06T10:00:01Z"));
+        assert_eq!(retry_time(now, ms(500), ms(600)), t("2026-12-06T10:00:01Z"));
+        // The whole second below is before the earliest: round up instead.
+        assert_eq!(retry_time(t("2026-12-06T10:00:00.800Z"), ms(500), ms(700)), t("2026-12-06T10:00:02Z"));
+        for (earliest, delay) in [(500, 1000), (1000, 2000), (2000, 4000), (4000, 4000), (0, 0)] {
+            for frac in [0, 1, 250, 500, 999] {
+                let now = t("2026-12-06T10:00:00Z") + chrono::Duration::milliseconds(frac);
+                let at = retry_time(now, ms(earliest), ms(delay));
+                assert_eq!(at.timestamp_subsec_nanos(), 0, "whole second");
+                assert!(at >= now + chrono::Duration::milliseconds(earliest as i64), "{now} {earliest} {delay}: {at}");
+                assert!(
+                    at < now + chrono::Duration::milliseconds(delay as i64 + 1000),
+                    "{now} {earliest} {delay}: {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_long_failure_streak_stays_short_on_the_transient_curve() {
-        // The bench's tail: 9 transient failures in a row wait at most 1+2+4·7 = 31 s (a 15 s
-        // cap: 90 s; the old single curve: 5+10+...+160+300·3 = 1,215 s).
+        // The bench's tail: 9 transient failures in a row wait at most 1+2·8 = 17 s (a 4 s cap:
+        // 31 s; 15 s: 90 s; the old single curve: 5+10+...+160+300·3 = 1,215 s).
         let p = RetryPolicy::default();
         let worst: Duration = (1..=9).map(|n| p.delay_with(n, Wait::Transient, 1.0)).sum();
-        assert_eq!(worst, Duration::from_secs(31));
+        assert_eq!(worst, Duration::from_secs(17));
     }
 }

@@ -173,21 +173,15 @@ impl Engine {
         DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
     }
 
-    /// The first whole second at least `delay` from the precise now. Status times have second
-    /// precision and `now()` rounds down, so `now() + delay` could let a retry come up to a
-    /// second before a provider's Retry-After ran out.
-    fn not_before(&self, delay: std::time::Duration) -> DateTime<Utc> {
-        let at = (self.clock)() + chrono::Duration::from_std(delay).unwrap_or_default();
-        let whole = DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
-        if whole < at { whole + chrono::Duration::seconds(1) } else { whole }
-    }
-
     /// When a provider call that failed for the `attempts`-th time in a row may be retried:
-    /// the time for `nextAttemptTime` (rounded up to the status' whole second, so a restart
-    /// never retries early) and the requeue delay, which lands just after that time, unjittered:
-    /// a curve's delay is jittered already and a Retry-After must not be.
+    /// the time for `nextAttemptTime` (a whole second, never before the Retry-After or the
+    /// curve's lower bound, so a restart never retries early) and the requeue delay, which
+    /// lands just after that time, unjittered: a curve's delay is jittered already and a
+    /// Retry-After must not be.
     fn retry_at(&self, attempts: u32, e: &crate::providers::ProviderError) -> (DateTime<Utc>, std::time::Duration) {
-        let at = self.not_before(self.config.retry.delay(attempts, Wait::of(e)));
+        let wait = Wait::of(e);
+        let policy = &self.config.retry;
+        let at = backoff::retry_time((self.clock)(), policy.earliest(attempts, wait), policy.delay(attempts, wait));
         let left = (at - (self.clock)()).to_std().unwrap_or_default();
         // The queue's timer (monotonic) and the plan's check (wall clock, whole seconds) can
         // disagree by a little: waking a hair early would cost a second hop.

@@ -43,9 +43,9 @@ async fn each_failure_class_waits_its_own_time() {
     *w.now.lock().unwrap() += chrono::Duration::milliseconds(300);
     w.connection().await;
     w.task("t1", spec("t")).await;
-    // 5xx, timeouts, drops: 1 s doubling to 4 s, jittered down to half, status rounded up to
-    // the whole second; the requeue lands just after the status time, not 10% later.
-    for (attempt, lo, hi) in [(1, 0.5, 2.0), (2, 1.0, 3.0), (3, 2.0, 5.0), (6, 2.0, 5.0), (9, 2.0, 5.0)] {
+    // 5xx, timeouts, drops: 1 s doubling to 2 s, jittered down to half, status on a whole
+    // second never before the half; the requeue lands just after the status time, not 10% later.
+    for (attempt, lo, hi) in [(1, 0.5, 2.0), (2, 1.0, 3.0), (3, 1.0, 3.0), (6, 1.0, 3.0), (9, 1.0, 3.0)] {
         while w.status("t1").await.failed_attempts < attempt {
             w.calendar.inject(Op::Create, ProviderError::Transient { message: "503".into() });
             let out = w.reconcile("t1").await;

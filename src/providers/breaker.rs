@@ -73,14 +73,23 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// Count `answer`; `Some(pause)` when it trips the breaker.
-    pub fn record(&mut self, policy: &BreakerPolicy, answer: Answer) -> Option<Duration> {
+    /// Count `answer` of a call that went out when the breaker had tripped `sent_after_trips`
+    /// times (`trips()` at admission); `Some(pause)` when it trips the breaker.
+    ///
+    /// A failure of a call sent before the latest trip says nothing new: it was in flight while
+    /// the provider was already known to fail. Counting it made the calls in flight at a trip
+    /// (up to the connection's in-flight cap) re-trip the half-open breaker one after another,
+    /// doubling the pause each time: at 22% independent faults a connection sat out 1+2+4+8 s
+    /// after one unlucky second (seen in `calsync-bench faults`' call trace). Only a call sent
+    /// after the pause can re-trip it. A success of any call closes it.
+    pub fn record(&mut self, policy: &BreakerPolicy, answer: Answer, sent_after_trips: u32) -> Option<Duration> {
         match answer {
             Answer::Alive => {
                 *self = Breaker::default();
                 None
             }
             Answer::Neutral => None,
+            Answer::Failed if sent_after_trips < self.trips => None,
             Answer::Failed => {
                 self.failures = self.failures.saturating_add(1);
                 if self.failures < policy.threshold.max(1) {
@@ -93,6 +102,11 @@ impl Breaker {
                 Some(policy.base.saturating_mul(1u32 << exp).min(policy.cap))
             }
         }
+    }
+
+    /// Times it tripped since the provider last answered.
+    pub fn trips(&self) -> u32 {
+        self.trips
     }
 
     /// Failed calls in a row so far.
@@ -114,17 +128,43 @@ mod tests {
         let p = BreakerPolicy::default();
         let mut b = Breaker::default();
         for _ in 0..4 {
-            assert_eq!(b.record(&p, Answer::of(&transient())), None);
+            assert_eq!(b.record(&p, Answer::of(&transient()), b.trips()), None);
         }
-        assert_eq!(b.record(&p, Answer::Failed), Some(Duration::from_secs(1)));
-        assert_eq!(b.record(&p, Answer::Failed), Some(Duration::from_secs(2)), "half-open: one failure trips again");
-        assert_eq!(b.record(&p, Answer::Failed), Some(Duration::from_secs(4)));
+        assert_eq!(b.record(&p, Answer::Failed, b.trips()), Some(Duration::from_secs(1)));
+        assert_eq!(
+            b.record(&p, Answer::Failed, b.trips()),
+            Some(Duration::from_secs(2)),
+            "half-open: one failure trips again"
+        );
+        assert_eq!(b.record(&p, Answer::Failed, b.trips()), Some(Duration::from_secs(4)));
         for _ in 0..10 {
-            b.record(&p, Answer::Failed);
+            b.record(&p, Answer::Failed, b.trips());
         }
-        assert_eq!(b.record(&p, Answer::Failed), Some(Duration::from_secs(60)), "capped");
-        assert_eq!(b.record(&p, Answer::of(&Ok(()))), None);
+        assert_eq!(b.record(&p, Answer::Failed, b.trips()), Some(Duration::from_secs(60)), "capped");
+        assert_eq!(b.record(&p, Answer::of(&Ok(())), b.trips()), None);
         assert_eq!(b, Breaker::default(), "a success closes it");
+    }
+
+    #[test]
+    fn failures_of_calls_sent_before_a_trip_do_not_trip_it_again() {
+        let p = BreakerPolicy::default();
+        let mut b = Breaker::default();
+        // Four calls in flight together when the fifth failure trips it.
+        let before = b.trips();
+        for _ in 0..4 {
+            b.record(&p, Answer::Failed, before);
+        }
+        assert_eq!(b.record(&p, Answer::Failed, before), Some(Duration::from_secs(1)));
+        for _ in 0..3 {
+            assert_eq!(b.record(&p, Answer::Failed, before), None, "in flight at the trip: already counted");
+        }
+        // The first call after the pause fails: that one re-trips, once, doubled.
+        let after = b.trips();
+        assert_eq!(b.record(&p, Answer::Failed, after), Some(Duration::from_secs(2)));
+        assert_eq!(b.record(&p, Answer::Failed, after), None);
+        // A success of an old call still shows the provider answers.
+        assert_eq!(b.record(&p, Answer::Alive, before), None);
+        assert_eq!(b, Breaker::default());
     }
 
     #[test]
@@ -133,9 +173,9 @@ mod tests {
         let mut b = Breaker::default();
         for _ in 0..3 {
             for _ in 0..4 {
-                assert_eq!(b.record(&p, Answer::Failed), None);
+                assert_eq!(b.record(&p, Answer::Failed, b.trips()), None);
             }
-            b.record(&p, Answer::Alive);
+            b.record(&p, Answer::Alive, b.trips());
         }
         assert_eq!(b.failures(), 0);
     }
@@ -152,9 +192,9 @@ mod tests {
         let p = BreakerPolicy::default();
         let mut b = Breaker::default();
         for _ in 0..4 {
-            b.record(&p, Answer::Failed);
+            b.record(&p, Answer::Failed, b.trips());
         }
-        assert_eq!(b.record(&p, Answer::Neutral), None);
+        assert_eq!(b.record(&p, Answer::Neutral, b.trips()), None);
         assert_eq!(b.failures(), 4, "a Retry-After neither resets nor counts");
     }
 }

@@ -199,8 +199,13 @@ impl ConnLimiter {
     }
 
     /// Wait for a slot, the end of any pause and a rate cell, in that order, so the cell is spent
-    /// right before the call goes out. Fails only when a pause is longer than `max_wait`.
-    async fn admit(&self, policy: &Policy, connection: &str) -> Result<Option<SemaphorePermit<'_>>, ProviderError> {
+    /// right before the call goes out. Fails only when a pause is longer than `max_wait`. Gives
+    /// the slot and the breaker's trips as the call goes out (for `record`).
+    async fn admit(
+        &self,
+        policy: &Policy,
+        connection: &str,
+    ) -> Result<(Option<SemaphorePermit<'_>>, u32), ProviderError> {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, go on uncapped.
         let permit = match &self.slots {
             Some(s) => s.acquire().await.ok(),
@@ -250,8 +255,9 @@ impl ConnLimiter {
             paced = true;
             // A pause may have begun while this call waited for its cell: look again.
         }
-        self.times().last_used = Instant::now();
-        Ok(permit)
+        let mut t = self.times();
+        t.last_used = Instant::now();
+        Ok((permit, t.breaker.trips()))
     }
 
     fn pause(&self, retry_after: Duration, connection: &str, cause: HoldCause) {
@@ -276,9 +282,9 @@ impl ConnLimiter {
         }
     }
 
-    /// Count a call's answer on the breaker; `Some(pause)` when it trips.
-    fn record(&self, policy: &BreakerPolicy, answer: Answer) -> Option<Duration> {
-        self.times().breaker.record(policy, answer)
+    /// Count the answer of a call sent after `trips` trips; `Some(pause)` when it trips.
+    fn record(&self, policy: &BreakerPolicy, answer: Answer, trips: u32) -> Option<Duration> {
+        self.times().breaker.record(policy, answer, trips)
     }
 
     /// Whether dropping this state changes nothing: no pause pending and the budget refilled.
@@ -380,7 +386,7 @@ impl LimitedProvider {
     where
         F: Future<Output = Result<T, ProviderError>> + Send,
     {
-        let _permit = self.limiter.admit(&self.policy, &self.connection).await?;
+        let (_permit, trips) = self.limiter.admit(&self.policy, &self.connection).await?;
         let r = call.await;
         if self.policy.pause_on_rate_limited
             && let Err(ProviderError::RateLimited { retry_after: Some(d), .. }) = &r
@@ -388,7 +394,7 @@ impl LimitedProvider {
             self.limiter.pause(*d, &self.connection, HoldCause::RetryAfter);
         }
         if let Some(breaker) = &self.policy.breaker
-            && let Some(pause) = self.limiter.record(breaker, Answer::of(&r))
+            && let Some(pause) = self.limiter.record(breaker, Answer::of(&r), trips)
         {
             self.limiter.pause(pause, &self.connection, HoldCause::Failing);
         }

@@ -54,8 +54,8 @@ pub struct BulkArgs {
     /// Retry-After is kept exactly whatever this says.
     #[arg(long, default_value_t = 1000)]
     pub backoff_base_ms: u64,
-    /// The cap of that backoff, in ms (engine default: 4000).
-    #[arg(long, default_value_t = 4_000)]
+    /// The cap of that backoff, in ms (engine default: 2000).
+    #[arg(long, default_value_t = 2_000)]
     pub backoff_cap_ms: u64,
     /// calsync's client-side limiter, requests/s per connection (default: `--quota-rps`; 0 = off,
     /// to measure calsync without it). It also caps calls in flight at `--quota-concurrency`.
