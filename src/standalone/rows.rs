@@ -98,11 +98,13 @@ pub fn current_rv(tx: &Transaction) -> Result<u64, StoreError> {
 
 /// Next value of the global resourceVersion counter.
 pub fn next_rv(tx: &Transaction) -> Result<u64, StoreError> {
+    // An UPDATE and a SELECT rather than `UPDATE ... RETURNING`: SQLite buffers RETURNING rows in
+    // an ephemeral table, opening a b-tree and a pager per call: 2.5% of the node's CPU
+    // samples under REST load, 0.7% as two statements (perf, `calsync-bench rest`). The write
+    // lock is held, so nothing runs between the two.
+    exec(tx, "UPDATE counters SET value = value + 1 WHERE name = 'resource_version'", []).map_err(db_err)?;
     let v: i64 =
-        one(tx, "UPDATE counters SET value = value + 1 WHERE name = 'resource_version' RETURNING value", [], |r| {
-            r.get(0)
-        })
-        .map_err(db_err)?;
+        one(tx, "SELECT value FROM counters WHERE name = 'resource_version'", [], |r| r.get(0)).map_err(db_err)?;
     Ok(u64::try_from(v).unwrap_or(0))
 }
 

@@ -194,6 +194,40 @@ mod tests {
         assert_eq!(events_of(&reopened).await, 1);
     }
 
+    /// Writes patch the version their row holds, never this process's cached copy: another
+    /// process changed both objects just before this one's cache could hear of it (its
+    /// change-log poll), and the outcome keeps that process's changes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outcome_patches_the_row_not_a_stale_cached_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, url, k) = open(&dir).await;
+        seed(&a, true, true).await;
+        assert_eq!(a.record_outcome(&key(), &outcome("ev1")).await.unwrap(), Recorded::Stored);
+        let b = SqliteObjects::open(&url, Keyring::new(k.clone())).await.unwrap();
+        let mut c = b.get_connection("default", "c").await.unwrap().unwrap();
+        c.spec.user_id = "changed-by-b".into();
+        b.apply_connection(&c).await.unwrap();
+        let mut t = b.get_task_sync("default", "t").await.unwrap().unwrap();
+        t.spec.title = "changed by b".into();
+        b.apply_task_sync(&t).await.unwrap();
+        // At once, before `a`'s change-log poll (200 ms) drops its cached copies.
+        assert_eq!(a.record_outcome(&key(), &outcome("ev2")).await.unwrap(), Recorded::Stored);
+        let fresh = SqliteObjects::open(&url, Keyring::new(k.clone())).await.unwrap();
+        let c = fresh.get_connection("default", "c").await.unwrap().unwrap();
+        assert_eq!(c.spec.user_id, "changed-by-b");
+        assert_eq!(history_of(&fresh).await.len(), 2, "both entries, on b's version");
+        let t = fresh.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!(t.spec.title, "changed by b");
+        assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev2"));
+        // And the next one builds on that.
+        assert_eq!(a.record_outcome(&key(), &outcome("ev3")).await.unwrap(), Recorded::Stored);
+        drop(fresh);
+        let fresh = SqliteObjects::open(&url, Keyring::new(k)).await.unwrap();
+        let t = fresh.get_task_sync("default", "t").await.unwrap().unwrap();
+        assert_eq!((t.spec.title.as_str(), t.status.and_then(|s| s.event_id)), ("changed by b", Some("ev3".into())));
+        assert_eq!(history_of(&fresh).await.len(), 3);
+    }
+
     /// A TaskSync deleted meanwhile: no status, `Gone`; the calendar write still shows in the
     /// connection's history and the Events. A connection that is gone never fails the status.
     #[tokio::test]
