@@ -18,6 +18,10 @@ mod operations;
 #[path = "postgres_store/outcome.rs"]
 mod outcome;
 
+// The object cache across processes (tests/postgres_store/cache.rs).
+#[path = "postgres_store/cache.rs"]
+mod cache;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

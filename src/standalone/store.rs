@@ -106,7 +106,7 @@ fn load_connections(conn: &mut Connection, cache: &Cache) -> Result<(), StoreErr
 }
 
 /// Objects the cache holds: `CALSYNC_STORE_CACHE_OBJECTS` (0 turns it off), else the default.
-fn cache_capacity() -> usize {
+pub(crate) fn cache_capacity() -> usize {
     std::env::var("CALSYNC_STORE_CACHE_OBJECTS")
         .ok()
         .and_then(|v| v.trim().parse().ok())

@@ -3,11 +3,16 @@
 //! them like in-process writes, so `calsync apply` or another replica's write wakes this
 //! process's engine without polling.
 //!
+//! Each notified key is dropped from the store's cache before it is broadcast, so a receiver
+//! that re-reads it reads the database; when the connection was lost, the whole cache is
+//! dropped (notifications sent meanwhile are gone).
+//!
 //! Owns: the listener task. Must not touch: writes (`rows::notify` sends in the write's
 //! transaction). A notification lost while the connection is down is tolerable: receivers
 //! re-read what they wait for (see `Objects::subscribe`) and the work queue re-checks everything
 //! periodically.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
@@ -17,6 +22,7 @@ use super::Target;
 use super::rows::CHANNEL;
 use crate::engine::ObjectKey;
 use crate::standalone::rows::{SECRET_KIND, kind_from_str};
+use crate::standalone::store::cache::Cache;
 use crate::standalone::watch::SecretName;
 
 /// A listener already LISTENing, so no change committed after `open` returns is missed.
@@ -26,6 +32,13 @@ pub(super) async fn start(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Where other processes' changes go.
+pub(super) struct Receivers {
+    pub changes: broadcast::Sender<ObjectKey>,
+    pub secret_changes: broadcast::Sender<SecretName>,
+    pub cache: Arc<Cache>,
+}
+
 /// Receive on `listener` until aborted (the store aborts it when dropped), re-listening through
 /// the pool when it fails.
 pub(super) fn spawn(
@@ -33,7 +46,7 @@ pub(super) fn spawn(
     pool: PgPool,
     target: Target,
     origin: String,
-    (changes, secret_changes): (broadcast::Sender<ObjectKey>, broadcast::Sender<SecretName>),
+    to: Receivers,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
@@ -42,7 +55,11 @@ pub(super) fn spawn(
             let mut listener = match current.take() {
                 Some(l) => l,
                 None => match start(&pool).await {
-                    Ok(l) => l,
+                    Ok(l) => {
+                        // Listening again: what changed while it was not is unknown.
+                        to.cache.clear();
+                        l
+                    }
                     Err(e) => {
                         tracing::warn!(database = %target, error = %super::db_err(e), "cannot LISTEN for other processes' changes; retrying");
                         tokio::time::sleep(backoff).await;
@@ -54,10 +71,12 @@ pub(super) fn spawn(
             backoff = Duration::from_millis(200);
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => dispatch(n.payload(), &origin, &changes, &secret_changes),
-                    // The connection was lost; sqlx reconnects and re-LISTENs on the next call.
+                    Ok(Some(n)) => dispatch(n.payload(), &origin, &to),
+                    // The connection was lost. A new listener (below) is LISTENing before the
+                    // cache is dropped, so nothing changed in the gap stays cached.
                     Ok(None) => {
-                        tracing::warn!(database = %target, "lost the LISTEN connection; changes made meanwhile by other processes are seen at the next re-check")
+                        tracing::warn!(database = %target, "lost the LISTEN connection; changes made meanwhile by other processes are seen at the next re-check");
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(database = %target, error = %super::db_err(e), "LISTEN failed; reconnecting");
@@ -70,12 +89,7 @@ pub(super) fn spawn(
     })
 }
 
-fn dispatch(
-    payload: &str,
-    origin: &str,
-    changes: &broadcast::Sender<ObjectKey>,
-    secret_changes: &broadcast::Sender<SecretName>,
-) {
+fn dispatch(payload: &str, origin: &str, to: &Receivers) {
     let Ok((from, kind, namespace, name)) = serde_json::from_str::<(String, String, String, String)>(payload) else {
         tracing::debug!("ignoring a malformed change notification");
         return;
@@ -86,8 +100,10 @@ fn dispatch(
     }
     // No subscribers is fine.
     if kind == SECRET_KIND {
-        let _ = secret_changes.send(SecretName { namespace, name });
+        let _ = to.secret_changes.send(SecretName { namespace, name });
     } else if let Some(kind) = kind_from_str(&kind) {
-        let _ = changes.send(ObjectKey { kind, namespace, name });
+        let key = ObjectKey { kind, namespace, name };
+        to.cache.invalidate(&key);
+        let _ = to.changes.send(key);
     }
 }

@@ -36,6 +36,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 
 use super::store::StatusTap;
+use super::store::cache::{Cache, Written};
 use super::watch::SecretName;
 use crate::credentials::envelope::Keyring;
 use crate::engine::{ObjectKey, StoreError};
@@ -65,6 +66,9 @@ struct Inner {
     target: Target,
     tap: std::sync::OnceLock<Arc<dyn StatusTap>>,
     listener: tokio::task::JoinHandle<()>,
+    /// Decoded objects by key (both kinds), kept by this process's commits and dropped on other
+    /// processes' notifications (`listen`), so `get` seldom reaches the database.
+    cache: Arc<Cache>,
 }
 
 impl Drop for Inner {
@@ -85,11 +89,15 @@ impl std::fmt::Debug for PgObjects {
     }
 }
 
-/// An open write transaction and the keys to broadcast once it commits.
+/// An open write transaction, the keys to broadcast once it commits and what it wrote.
 pub(super) struct Write {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
     changed: Vec<ObjectKey>,
     secrets: Vec<SecretName>,
+    /// The objects saved or removed, for the cache after the COMMIT.
+    written: Vec<Written>,
+    /// The cache's epoch when the transaction began (`Cache::committed_since`).
+    epoch: u64,
 }
 
 impl PgObjects {
@@ -108,13 +116,18 @@ impl PgObjects {
         let (changes, _) = broadcast::channel(4096);
         let (secret_changes, _) = broadcast::channel(256);
         let origin = uuid::Uuid::new_v4().to_string();
+        let cache = Arc::new(Cache::for_every_kind(super::store::cache_capacity()));
         let listening = listen::start(&pool).await.map_err(|e| connect::connect_error(&target, &e))?;
         let listener = listen::spawn(
             listening,
             pool.clone(),
             target.clone(),
             origin.clone(),
-            (changes.clone(), secret_changes.clone()),
+            listen::Receivers {
+                changes: changes.clone(),
+                secret_changes: secret_changes.clone(),
+                cache: cache.clone(),
+            },
         );
         tracing::info!(database = %target, migrations_applied = applied, key_id = %keys.current_id(), "opened the PostgreSQL store");
         Ok(PgObjects {
@@ -127,6 +140,7 @@ impl PgObjects {
                 target,
                 tap: std::sync::OnceLock::new(),
                 listener,
+                cache,
             }),
         })
     }
@@ -143,14 +157,24 @@ impl PgObjects {
 
     /// Begin a write transaction.
     pub(super) async fn begin(&self) -> Result<Write, StoreError> {
+        // Taken before the transaction can read anything.
+        let epoch = self.inner.cache.epoch();
         let tx = self.inner.pool.begin().await.map_err(db_err)?;
-        Ok(Write { tx, changed: Vec::new(), secrets: Vec::new() })
+        Ok(Write { tx, changed: Vec::new(), secrets: Vec::new(), written: Vec::new(), epoch })
     }
 
-    /// Commit and broadcast what changed. Dropping a `Write` instead rolls it back (also what
-    /// happens when the connection drops mid-transaction: no partial object).
+    /// Commit, update the cache and broadcast what changed, in that order (a woken reader
+    /// reads this write). Dropping a `Write` instead rolls it back (also what happens when the
+    /// connection drops mid-transaction: no partial object).
     pub(super) async fn commit(&self, w: Write) -> Result<(), StoreError> {
-        w.tx.commit().await.map_err(db_err)?;
+        if let Err(e) = w.tx.commit().await {
+            // Whether a COMMIT whose answer was lost took effect is unknown: read these again.
+            for key in &w.changed {
+                self.inner.cache.invalidate(key);
+            }
+            return Err(db_err(e));
+        }
+        self.inner.cache.committed_since(w.epoch, &w.written);
         for key in w.changed {
             // No subscribers is fine.
             let _ = self.inner.changes.send(key);
@@ -191,6 +215,9 @@ impl PgObjects {
     #[doc(hidden)]
     pub async fn raw_execute(&self, sql: &str) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
-        sqlx::raw_sql(sql).execute(&mut *conn).await.map(|r| r.rows_affected()).map_err(db_err)
+        let done = sqlx::raw_sql(sql).execute(&mut *conn).await.map(|r| r.rows_affected()).map_err(db_err);
+        // Rows changed behind the store's back.
+        self.inner.cache.clear();
+        done
     }
 }

@@ -22,9 +22,10 @@ use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{
     CalendarConnection, CalendarConnectionStatus, HistoryEntry, SecretRef, TaskSync, TaskSyncStatus,
 };
-use crate::standalone::rows::{Row, kind_str};
+use crate::standalone::rows::Row;
 use crate::standalone::semantics::{self, MetaOutcome};
 use crate::standalone::store::StatusTap;
+use crate::standalone::store::cache::Written;
 
 /// Events kept (newest), as in the SQLite store.
 pub(super) const EVENTS_KEPT: i64 = 1000;
@@ -39,9 +40,21 @@ pub(super) fn event_fields(event: &ObjectEvent) -> [&str; 4] {
 }
 
 impl PgObjects {
+    /// From the cache, else read (and cached when nothing newer landed meanwhile).
     async fn get<K: Row>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
-        let mut conn = self.conn().await?;
-        rows::load(&mut conn, namespace, name).await
+        let key = ObjectKey { kind: K::KIND, namespace: namespace.to_string(), name: name.to_string() };
+        if let Some(hit) = self.inner.cache.get::<K>(&key) {
+            return Ok(Some(hit));
+        }
+        let epoch = self.inner.cache.epoch();
+        let found: Option<K> = {
+            let mut conn = self.conn().await?;
+            rows::load(&mut conn, namespace, name).await?
+        };
+        if let Some(object) = &found {
+            self.inner.cache.fill(epoch, object);
+        }
+        Ok(found)
     }
 
     async fn list<K: Row>(&self, namespace: Option<&str>, selector: &Labels) -> Result<Vec<K>, StoreError> {
@@ -56,13 +69,13 @@ impl PgObjects {
     async fn apply<K: Row>(&self, object: &K) -> Result<K, StoreError> {
         let (ns, name) = semantics::apply_target(object)?;
         let mut w = self.begin().await?;
-        let rv = rows::lock_rv(&mut w.tx, kind_str(K::KIND), &ns, &name).await?;
-        let current = rows::load::<K>(&mut w.tx, &ns, &name).await?;
+        let (rv, current) = rows::lock_load::<K>(&mut w.tx, &ns, &name).await?;
         let before =
             current.as_ref().map(|c| rows::Stored::Labels(c.meta().labels.clone())).unwrap_or(rows::Stored::New);
         let out = semantics::applied(current, object, rv)?;
         rows::save(&mut w.tx, &out, before, &self.inner.origin).await?;
         w.changed.push(semantics::object_key(&out));
+        w.written.push(Written::saved(&out));
         self.commit(w).await?;
         Ok(out)
     }
@@ -75,15 +88,19 @@ impl PgObjects {
         key: &ObjectKey,
         f: impl FnOnce(&mut ObjectMeta) -> bool,
     ) -> Result<(), StoreError> {
-        let rv = rows::lock_rv(&mut w.tx, kind_str(K::KIND), &key.namespace, &key.name).await?;
-        let mut obj = rows::load::<K>(&mut w.tx, &key.namespace, &key.name)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let (rv, obj) = rows::lock_load::<K>(&mut w.tx, &key.namespace, &key.name).await?;
+        let mut obj = obj.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         let before = rows::Stored::Labels(obj.meta().labels.clone());
         match semantics::change_meta(&mut obj, rv, f) {
             MetaOutcome::Unchanged => return Ok(()),
-            MetaOutcome::Save => rows::save(&mut w.tx, &obj, before, &self.inner.origin).await?,
-            MetaOutcome::Remove => rows::remove(&mut w.tx, key, &self.inner.origin).await?,
+            MetaOutcome::Save => {
+                rows::save(&mut w.tx, &obj, before, &self.inner.origin).await?;
+                w.written.push(Written::saved(&obj));
+            }
+            MetaOutcome::Remove => {
+                rows::remove(&mut w.tx, key, &self.inner.origin).await?;
+                w.written.push(Written::Removed(key.clone()));
+            }
         }
         w.changed.push(key.clone());
         Ok(())
@@ -125,15 +142,32 @@ impl PgObjects {
         name: &str,
         patch: impl FnOnce(&mut K),
     ) -> Result<(K, usize), StoreError> {
-        let key = ObjectKey { kind: K::KIND, namespace: namespace.into(), name: name.into() };
-        let rv = rows::lock_rv(&mut w.tx, kind_str(K::KIND), namespace, name).await?;
-        let mut obj =
-            rows::load::<K>(&mut w.tx, namespace, name).await?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let (rv, obj) = rows::lock_load::<K>(&mut w.tx, namespace, name).await?;
+        let obj = obj.ok_or_else(|| {
+            StoreError::NotFound(
+                ObjectKey { kind: K::KIND, namespace: namespace.into(), name: name.into() }.to_string(),
+            )
+        })?;
+        self.status_save(w, tap, obj, rv, patch).await
+    }
+
+    /// The second half of `status_in`: patch `obj`, read by `rows::lock_load` in `w` (which
+    /// drew `rv`), and save it.
+    pub(super) async fn status_save<K: Row>(
+        &self,
+        w: &mut Write,
+        tap: Option<&Arc<dyn StatusTap>>,
+        mut obj: K,
+        rv: u64,
+        patch: impl FnOnce(&mut K),
+    ) -> Result<(K, usize), StoreError> {
+        let key = semantics::object_key(&obj);
         let before = tap.map(|_| obj.clone());
         let stored = rows::Stored::Labels(obj.meta().labels.clone());
         patch(&mut obj);
         obj.meta_mut().resource_version = Some(rv.to_string());
         rows::save(&mut w.tx, &obj, stored, &self.inner.origin).await?;
+        w.written.push(Written::saved(&obj));
         // The messages a status change owes commit with it, or neither does.
         let recorded = match (tap, &before) {
             (Some(tap), Some(before)) => {

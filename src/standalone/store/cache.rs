@@ -11,6 +11,13 @@
 //! version, as an informer lags the API server. Writes never use the cache: they read the row in
 //! their transaction.
 //!
+//! The PostgreSQL store uses it too (`Cache::for_every_kind`: connections in the same map),
+//! with several writers on a pool: each write takes the epoch when it begins and hands its
+//! objects over after its COMMIT (`committed_since`); a key another process changed meanwhile
+//! (its `LISTEN` notification drops the key, `invalidate`) is dropped rather than kept, and a
+//! newer resourceVersion already held wins. Removals and invalidations are stamped per key, so a
+//! change of one key never discards the reads and writes of others.
+//!
 //! Bounded: at most `capacity` objects, the oldest inserted evicted first, so 100,000 TaskSyncs
 //! do not all sit decoded in memory (a decoded TaskSync is several times its JSON).
 //!
@@ -58,13 +65,47 @@ struct Entry {
     object: Arc<dyn Any + Send + Sync>,
 }
 
+/// Removals and invalidations remembered by key before they are forgotten wholesale.
+const STAMPS_KEPT: usize = 4096;
+
 #[derive(Default)]
 struct State {
     map: HashMap<ObjectKey, Entry>,
     /// Insertion order for eviction; may hold keys already gone from `map`.
     order: VecDeque<ObjectKey>,
-    /// Bumped by every removal and invalidation: a fill read before it may be stale.
+    /// Bumped by every removal and invalidation: a read taken before it may be stale.
     epoch: u64,
+    /// The epoch each recently removed or invalidated key was dropped at, so that a read of
+    /// another key is not discarded for it (with several writers, or other processes' changes
+    /// streaming in, a global check would discard nearly every fill).
+    stamps: HashMap<ObjectKey, u64>,
+    /// Every key dropped at or before this epoch counts as changed (stamps forgotten).
+    floor: u64,
+}
+
+impl State {
+    /// Whether `key` was removed or invalidated after `epoch` was taken.
+    fn dropped_since(&self, key: &ObjectKey, epoch: u64) -> bool {
+        self.floor > epoch || self.stamps.get(key).is_some_and(|s| *s > epoch)
+    }
+
+    fn drop_key(&mut self, key: &ObjectKey) {
+        self.map.remove(key);
+        self.epoch += 1;
+        if self.stamps.len() >= STAMPS_KEPT {
+            self.stamps.clear();
+            self.floor = self.epoch;
+        }
+        self.stamps.insert(key.clone(), self.epoch);
+    }
+
+    fn drop_all(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.stamps.clear();
+        self.epoch += 1;
+        self.floor = self.epoch;
+    }
 }
 
 pub(crate) struct Cache {
@@ -72,11 +113,23 @@ pub(crate) struct Cache {
     capacity: usize,
     /// All connections (unbounded: they are few), kept by the same writes.
     pub(crate) connections: ConnectionSet,
+    /// Connections go to `connections` (SQLite, which loads them all) rather than the map.
+    connections_apart: bool,
 }
 
 impl Cache {
     pub(crate) fn new(capacity: usize) -> Self {
-        Cache { state: Mutex::new(State::default()), capacity, connections: ConnectionSet::default() }
+        Cache {
+            state: Mutex::new(State::default()),
+            capacity,
+            connections: ConnectionSet::default(),
+            connections_apart: true,
+        }
+    }
+
+    /// A cache whose map holds both kinds (PostgreSQL: no complete connection set is kept).
+    pub(crate) fn for_every_kind(capacity: usize) -> Self {
+        Cache { connections_apart: false, ..Cache::new(capacity) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -104,7 +157,7 @@ impl Cache {
         }
         let (key, rv) = (semantics::object_key(object), rv_of(object));
         let mut st = self.lock();
-        if st.epoch != epoch || st.map.get(&key).is_some_and(|e| e.rv >= rv) {
+        if st.dropped_since(&key, epoch) || st.map.get(&key).is_some_and(|e| e.rv >= rv) {
             return;
         }
         self.insert(&mut st, key, Entry { rv, object: Arc::new(object.clone()) });
@@ -120,7 +173,9 @@ impl Cache {
             match w {
                 // Connections live in their complete set only (`get_connection` reads it): a
                 // slot here would be read by no one and would evict a TaskSync.
-                Written::Saved { key, object, .. } if key.kind == Kind::CalendarConnection => {
+                Written::Saved { key, object, .. }
+                    if self.connections_apart && key.kind == Kind::CalendarConnection =>
+                {
                     if let Ok(c) = object.clone().downcast::<CalendarConnection>() {
                         self.connections.saved(c);
                     }
@@ -134,23 +189,49 @@ impl Cache {
                     if key.kind == Kind::CalendarConnection {
                         self.connections.removed(key);
                     }
-                    st.map.remove(key);
-                    st.epoch += 1;
+                    st.drop_key(key);
                 }
-                Written::Everything => {
-                    st.map.clear();
-                    st.order.clear();
-                    st.epoch += 1;
+                Written::Everything => st.drop_all(),
+            }
+        }
+    }
+
+    /// The writes of one transaction committed by one of several concurrent writers
+    /// (PostgreSQL's pool), which began after `epoch` was taken. Their updates may reach the
+    /// cache in another order than their commits: a newer resourceVersion already held wins,
+    /// and a removal or invalidation since `epoch` may be newer than this write, so the key is
+    /// dropped (the next read goes to the database) rather than kept.
+    pub(crate) fn committed_since(&self, epoch: u64, written: &[Written]) {
+        if written.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        for w in written {
+            match w {
+                Written::Saved { key, rv, object } => {
+                    if st.map.get(key).is_some_and(|e| e.rv >= *rv) {
+                        continue;
+                    }
+                    if st.dropped_since(key, epoch) {
+                        st.drop_key(key);
+                    } else if self.capacity > 0 {
+                        self.insert(&mut st, key.clone(), Entry { rv: *rv, object: object.clone() });
+                    }
                 }
+                Written::Removed(key) => st.drop_key(key),
+                Written::Everything => st.drop_all(),
             }
         }
     }
 
     /// Another process changed `key`.
     pub(crate) fn invalidate(&self, key: &ObjectKey) {
-        let mut st = self.lock();
-        st.map.remove(key);
-        st.epoch += 1;
+        self.lock().drop_key(key);
+    }
+
+    /// Forget every object (changes by other processes may have been missed).
+    pub(crate) fn clear(&self) {
+        self.lock().drop_all();
     }
 
     /// Objects held now (`SqliteObjects::stats`).
@@ -238,5 +319,59 @@ mod tests {
         assert!(cache.get::<crate::resources::CalendarConnection>(&k).is_none());
         // Same key, wrong type asked: a miss, not a panic.
         assert!(cache.get::<crate::resources::CalendarConnection>(&key("a")).is_none());
+    }
+
+    fn rv(t: &TaskSync) -> Option<&str> {
+        t.metadata.resource_version.as_deref()
+    }
+
+    #[test]
+    fn a_concurrent_writers_save_is_dropped_when_its_key_changed_since_the_write_began() {
+        let cache = Cache::for_every_kind(10);
+        let began = cache.epoch();
+        // Another process changed `a` while the write ran: which is newer is unknown.
+        cache.invalidate(&key("a"));
+        cache.committed_since(began, &[Written::saved(&ts("a", 5)), Written::saved(&ts("b", 6))]);
+        assert!(cache.get::<TaskSync>(&key("a")).is_none(), "kept a copy that may be older than the database");
+        assert_eq!(rv(&cache.get::<TaskSync>(&key("b")).unwrap()), Some("6"), "another key's change dropped it");
+
+        // Two writers' updates reaching the cache out of commit order: the newer stays.
+        let began = cache.epoch();
+        cache.committed_since(began, &[Written::saved(&ts("b", 9))]);
+        cache.committed_since(began, &[Written::saved(&ts("b", 7))]);
+        assert_eq!(rv(&cache.get::<TaskSync>(&key("b")).unwrap()), Some("9"));
+
+        // A removal committed after a write began: that write's later update does not revive it.
+        let began = cache.epoch();
+        cache.committed_since(cache.epoch(), &[Written::Removed(key("b"))]);
+        cache.committed_since(began, &[Written::saved(&ts("b", 8))]);
+        assert!(cache.get::<TaskSync>(&key("b")).is_none());
+
+        // Connections share the map here (no complete connection set is kept).
+        let c: CalendarConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "CalendarConnection",
+            "metadata": {"name": "c", "namespace": "default", "resourceVersion": "3"},
+            "spec": {"userId": "u", "provider": "caldav", "credentialsSecretRef": {"name": "s"}}
+        }))
+        .unwrap();
+        cache.committed_since(cache.epoch(), &[Written::saved(&c)]);
+        let k = ObjectKey { kind: Kind::CalendarConnection, ..key("c") };
+        assert!(cache.get::<CalendarConnection>(&k).is_some());
+        cache.clear();
+        assert!(cache.get::<CalendarConnection>(&k).is_none());
+    }
+
+    #[test]
+    fn once_stamps_are_forgotten_every_read_from_before_counts_as_stale() {
+        let cache = Cache::new(10);
+        let began = cache.epoch();
+        for i in 0..=STAMPS_KEPT {
+            cache.invalidate(&key(&format!("x{i}")));
+        }
+        cache.fill(began, &ts("a", 1));
+        assert!(cache.get::<TaskSync>(&key("a")).is_none(), "a's own stamp may have been forgotten");
+        let began = cache.epoch();
+        cache.fill(began, &ts("a", 1));
+        assert!(cache.get::<TaskSync>(&key("a")).is_some());
     }
 }
