@@ -51,6 +51,15 @@ pub(super) async fn reconcile_outcome_as_one_unit(h: &dyn Harness) {
     assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev-3"));
     assert_eq!(ring().await.len(), 3);
 
+    // Several entries for several connections, listed out of name order: each lands once.
+    o.apply_connection(&conn("b")).await.unwrap();
+    let several =
+        ReconcileRecord { history: vec![("c".into(), entry()), ("b".into(), entry()), ("c".into(), entry())], ..only };
+    assert_eq!(o.record_outcome(&key("t"), &several).await.unwrap(), Recorded::Stored);
+    assert_eq!(ring().await.len(), 5);
+    let b = o.get_connection("default", "b").await.unwrap().unwrap();
+    assert_eq!(b.status.unwrap_or_default().history.len(), 1);
+
     // Four at once: Kubernetes appends retry a conflict 5 times (each lost round is another
     // writer's win), so more writers than that may fail there by design.
     let mut writers = Vec::new();
@@ -64,5 +73,5 @@ pub(super) async fn reconcile_outcome_as_one_unit(h: &dyn Harness) {
         assert_eq!(w.await.unwrap().unwrap(), Recorded::Stored);
     }
     let ids: Vec<u64> = ring().await.iter().map(|e| e.id).collect();
-    assert_eq!(ids, (1..=7).collect::<Vec<u64>>(), "every entry, each its own id");
+    assert_eq!(ids, (1..=9).collect::<Vec<u64>>(), "every entry, each its own id");
 }

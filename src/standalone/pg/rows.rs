@@ -56,6 +56,40 @@ pub async fn lock_load<K: Row>(
     Ok((u64::try_from(v).unwrap_or(0), object))
 }
 
+/// `lock_load` for several objects of `namespace`, locked and read in the order given (callers
+/// use one fixed order, so two transactions never wait on each other in a cycle), in one round
+/// trip (`calsync_lock_load_all`, schema migration 3): each one's resourceVersion and stored
+/// body, undecoded (`decode`).
+pub async fn lock_load_all(
+    tx: &mut PgConnection,
+    namespace: &str,
+    keys: &[(Kind, &str)],
+) -> Result<Vec<(u64, Option<String>)>, StoreError> {
+    let locks: Vec<String> = keys.iter().map(|(k, n)| lock_name(kind_str(*k), namespace, n)).collect();
+    let kinds: Vec<&str> = keys.iter().map(|(k, _)| kind_str(*k)).collect();
+    let namespaces: Vec<&str> = keys.iter().map(|_| namespace).collect();
+    let names: Vec<&str> = keys.iter().map(|(_, n)| *n).collect();
+    let rows: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+        "SELECT out_rv, out_body, n FROM calsync_lock_load_all($1, $2, $3, $4) WITH ORDINALITY AS t (out_rv, out_body, n)
+         ORDER BY n",
+    )
+    .bind(locks)
+    .bind(kinds)
+    .bind(namespaces)
+    .bind(names)
+    .fetch_all(tx)
+    .await
+    .map_err(db_err)?;
+    if rows.len() != keys.len() {
+        return Err(StoreError::Unavailable(format!(
+            "PostgreSQL: locking {} objects answered {} rows",
+            keys.len(),
+            rows.len()
+        )));
+    }
+    Ok(rows.into_iter().map(|(rv, body, _)| (u64::try_from(rv).unwrap_or(0), body)).collect())
+}
+
 /// Next value of the global resourceVersion sequence.
 pub async fn next_rv(tx: &mut PgConnection) -> Result<u64, StoreError> {
     let (v,): (i64,) =
@@ -82,7 +116,7 @@ fn notice(origin: &str, kind: &str, namespace: &str, name: &str) -> String {
     serde_json::json!([origin, kind, namespace, name]).to_string()
 }
 
-fn decode<K: Row>(body: &str, ns: &str, name: &str) -> Result<K, StoreError> {
+pub(super) fn decode<K: Row>(body: &str, ns: &str, name: &str) -> Result<K, StoreError> {
     serde_json::from_str(body).map_err(|e| {
         StoreError::Invalid(format!(
             "stored {} {ns}/{name} cannot be read ({e}); delete it with `calsync delete {} {name} -n {ns}` and apply it again",

@@ -109,7 +109,8 @@ pub const MIGRATIONS: &[&str] = &[
     // resourceVersion and the object as stored (`rows::lock_load`); VOLATILE, so each statement
     // inside takes a fresh snapshot and the read after the lock sees what the previous holder
     // of the lock committed (one plain statement would read with the snapshot taken before it
-    // waited for the lock). `calsync_insert_event`: an Event and its periodic prune under a
+    // waited for the lock); `calsync_lock_load_all` the same for several keys in the order
+    // given (a reconcile's unit). `calsync_insert_event`: an Event and its periodic prune under a
     // subtransaction (the EXCEPTION block), answering the error instead of aborting the
     // caller's transaction (`rows::insert_event_or_error`): one round trip instead of
     // SAVEPOINT, INSERT, RELEASE. Bodies compressed with lz4 where the server has it: a
@@ -125,6 +126,21 @@ pub const MIGRATIONS: &[&str] = &[
         out_rv := nextval('calsync_resource_version');
         SELECT o.body INTO out_body FROM objects o
          WHERE o.kind = p_kind AND o.namespace = p_namespace AND o.name = p_name;
+    END
+    $fn$;
+    CREATE FUNCTION calsync_lock_load_all(p_locks TEXT[], p_kinds TEXT[], p_namespaces TEXT[],
+                                          p_names TEXT[])
+    RETURNS TABLE (out_rv BIGINT, out_body TEXT)
+    LANGUAGE plpgsql VOLATILE AS $fn$
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(p_locks, 1), 0) LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended(p_locks[i], 0));
+            out_rv := nextval('calsync_resource_version');
+            out_body := NULL;
+            SELECT o.body INTO out_body FROM objects o
+             WHERE o.kind = p_kinds[i] AND o.namespace = p_namespaces[i] AND o.name = p_names[i];
+            RETURN NEXT;
+        END LOOP;
     END
     $fn$;
     CREATE FUNCTION calsync_insert_event(p_time TEXT, p_kind TEXT, p_namespace TEXT, p_name TEXT,

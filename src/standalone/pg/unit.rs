@@ -5,15 +5,16 @@
 //! entry; an Event that cannot be stored is rolled back alone (a savepoint) and logged; a
 //! TaskSync that is gone skips the status (`Recorded::Gone`) while history and Events still
 //! land. Any other error rolls the whole transaction back. Locks: the TaskSync's key first,
-//! then the connections' in name order, each taken as its object is read, so two units never
-//! wait on each other in a cycle (every other write takes one key lock). Keys are broadcast
+//! then the connections' in name order, all taken and their objects read in one round trip
+//! (`rows::lock_load_all`), so two units never wait on each other in a cycle (every other write
+//! takes one key lock). Keys are broadcast
 //! after the COMMIT (`PgObjects::commit`).
 //!
 //! Owns: that transaction. Must not touch: the status semantics (`objects::status_in`).
 
 use super::objects::{EVENTS_KEPT, event_fields};
 use super::{PgObjects, Write, rows};
-use crate::engine::{ObjectEvent, ObjectKey, ReconcileRecord, Recorded, StoreError};
+use crate::engine::{Kind, ObjectEvent, ObjectKey, ReconcileRecord, Recorded, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
 use crate::resources::{CalendarConnection, CalendarConnectionStatus, HistoryEntry, TaskSync};
 
@@ -24,25 +25,41 @@ impl PgObjects {
         }
         let tap = self.inner.tap.get().cloned();
         let mut w = self.begin().await?;
-        // Each read below takes its key's lock (`rows::lock_load`), in one fixed order: the
-        // TaskSync's, then the connections' by name.
+        // Every object this unit writes is locked and read in one round trip, in one fixed
+        // order: the TaskSync, then the connections by name.
+        let mut connections: Vec<&str> = record.history.iter().map(|(c, _)| c.as_str()).collect();
+        connections.sort_unstable();
+        connections.dedup();
+        let mut keys: Vec<(Kind, &str)> = Vec::with_capacity(connections.len() + 1);
+        if record.status.is_some() {
+            keys.push((Kind::TaskSync, key.name.as_str()));
+        }
+        keys.extend(connections.iter().map(|c| (Kind::CalendarConnection, *c)));
+        let mut loaded = rows::lock_load_all(&mut w.tx, &key.namespace, &keys).await?.into_iter();
         let task = match &record.status {
-            Some(_) => Some(rows::lock_load::<TaskSync>(&mut w.tx, &key.namespace, &key.name).await?),
+            Some(_) => loaded.next(),
             None => None,
         };
-        // Stable: a connection's entries keep their order.
-        let mut entries: Vec<&(String, HistoryEntry)> = record.history.iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut recorded = (Recorded::Stored, 0);
-        for (connection, entry) in entries {
-            let push = |obj: &mut CalendarConnection| {
-                let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
-                history::push(&mut status.history, entry.clone(), CONNECTION_HISTORY_LIMIT);
+        for (connection, (rv, body)) in connections.into_iter().zip(loaded) {
+            // A connection that is gone skips its entries.
+            let Some(body) = body else { continue };
+            let obj: CalendarConnection = rows::decode(&body, &key.namespace, connection)?;
+            let mut entries = record.history.iter().filter(|(c, _)| c == connection).map(|(_, e)| e);
+            let push = |entry: &HistoryEntry| {
+                let entry = entry.clone();
+                move |obj: &mut CalendarConnection| {
+                    let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
+                    history::push(&mut status.history, entry, CONNECTION_HISTORY_LIMIT);
+                }
             };
-            match self.status_in(&mut w, tap.as_ref(), &key.namespace, connection, push).await {
-                Ok((_, n)) => recorded.1 += n,
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+            if let Some(first) = entries.next() {
+                recorded.1 += self.status_save(&mut w, tap.as_ref(), obj, rv, push(first)).await?.1;
+            }
+            // Seldom more than one: each further entry is its own write (its own webhook
+            // message), re-read in this transaction.
+            for entry in entries {
+                recorded.1 += self.status_in(&mut w, tap.as_ref(), &key.namespace, connection, push(entry)).await?.1;
             }
         }
         for event in &record.events {
@@ -50,7 +67,8 @@ impl PgObjects {
         }
         if let (Some(status), Some((rv, found))) = (&record.status, task) {
             match found {
-                Some(obj) => {
+                Some(body) => {
+                    let obj: TaskSync = rows::decode(&body, &key.namespace, &key.name)?;
                     let set = |obj: &mut TaskSync| obj.status = Some(status.clone());
                     recorded.1 += self.status_save(&mut w, tap.as_ref(), obj, rv, set).await?.1;
                 }
