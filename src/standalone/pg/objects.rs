@@ -24,8 +24,8 @@ use crate::resources::{
 };
 use crate::standalone::rows::Row;
 use crate::standalone::semantics::{self, MetaOutcome};
-use crate::standalone::store::StatusTap;
 use crate::standalone::store::cache::Written;
+use crate::standalone::store::{OutboxMessage, StatusTap};
 
 /// Events kept (newest), as in the SQLite store.
 pub(super) const EVENTS_KEPT: i64 = 1000;
@@ -157,29 +157,47 @@ impl PgObjects {
         &self,
         w: &mut Write,
         tap: Option<&Arc<dyn StatusTap>>,
-        mut obj: K,
+        obj: K,
         rv: u64,
         patch: impl FnOnce(&mut K),
     ) -> Result<(K, usize), StoreError> {
-        let key = semantics::object_key(&obj);
-        let before = tap.map(|_| obj.clone());
+        let (obj, messages) = self.status_patch(w, tap, obj, rv, patch).await?;
         let stored = rows::Stored::Labels(obj.meta().labels.clone());
+        rows::save(&mut w.tx, &obj, stored, &self.inner.origin).await?;
+        // The messages a status change owes commit with it, or neither does.
+        outbox::insert(&mut w.tx, &messages, chrono::Utc::now().timestamp_millis()).await?;
+        self.saved(w, &obj);
+        Ok((obj, messages.len()))
+    }
+
+    /// Patch `obj`'s status (read under its lock in `w`, which drew `rv`) and work out the
+    /// app-webhook messages the change owes; saving it is the caller's (`rows::save`, or
+    /// `rows::save_all` for a unit), then `saved`.
+    pub(super) async fn status_patch<K: Row>(
+        &self,
+        w: &mut Write,
+        tap: Option<&Arc<dyn StatusTap>>,
+        mut obj: K,
+        rv: u64,
+        patch: impl FnOnce(&mut K),
+    ) -> Result<(K, Vec<OutboxMessage>), StoreError> {
+        let before = tap.map(|_| obj.clone());
         patch(&mut obj);
         obj.meta_mut().resource_version = Some(rv.to_string());
-        rows::save(&mut w.tx, &obj, stored, &self.inner.origin).await?;
-        w.written.push(Written::saved(&obj));
-        // The messages a status change owes commit with it, or neither does.
-        let recorded = match (tap, &before) {
+        let messages = match (tap, &before) {
             (Some(tap), Some(before)) => {
                 let owners = self.owners_of(w, &obj).await?;
-                let messages = outbox::messages(tap, before, &obj, &owners)?;
-                outbox::insert(&mut w.tx, &messages, chrono::Utc::now().timestamp_millis()).await?;
-                messages.len()
+                outbox::messages(tap, before, &obj, &owners)?
             }
-            _ => 0,
+            _ => Vec::new(),
         };
-        w.changed.push(key);
-        Ok((obj, recorded))
+        Ok((obj, messages))
+    }
+
+    /// Note a saved object for the cache and the broadcast after the COMMIT.
+    pub(super) fn saved<K: Row>(&self, w: &mut Write, obj: &K) {
+        w.written.push(Written::saved(obj));
+        w.changed.push(semantics::object_key(obj));
     }
 
     /// The (user id, provider) of the connection a TaskSync names, read in its transaction,

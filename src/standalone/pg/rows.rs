@@ -423,33 +423,98 @@ pub async fn insert_event(
     Ok(())
 }
 
-/// `insert_event` inside the caller's transaction, where a failure must not abort it: the
-/// function `calsync_insert_event` (schema migration 3) runs it as a subtransaction and answers
-/// the database's message instead, which is returned as `Ok(Some(message))`. `Err` only when
-/// the call itself failed (the transaction is then aborted).
-pub async fn insert_event_or_error(
+/// One object's row, encoded for `save_all`.
+pub struct Encoded {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    uid: String,
+    rv: i64,
+    generation: i64,
+    deleting: bool,
+    event_id: Option<String>,
+    body: String,
+}
+
+/// Encode `object` for `save_all` (its metadata must be complete).
+pub fn encode<K: Row>(object: &K) -> Result<Encoded, StoreError> {
+    let meta = object.meta();
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let kind = kind_str(K::KIND);
+    let body = serde_json::to_string(object)
+        .map_err(|e| StoreError::Invalid(format!("{kind} {namespace}/{name} cannot be serialized: {e}")))?;
+    Ok(Encoded {
+        kind,
+        rv: meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+        uid: meta.uid.clone().unwrap_or_default(),
+        generation: meta.generation.unwrap_or(1),
+        deleting: meta.deletion_timestamp.is_some(),
+        event_id: object.event_id(),
+        namespace,
+        name,
+        body,
+    })
+}
+
+/// A reconcile unit's writes in one round trip: the objects' upserts (their labels unchanged:
+/// status writes), each notified at COMMIT, and the Events about `key`, each in its own
+/// subtransaction (`calsync_insert_event`). Returns the messages of the Events that could not
+/// be stored (the rest of the transaction is unaffected). Objects must be distinct keys.
+pub async fn save_all(
     tx: &mut PgConnection,
+    objects: &[Encoded],
     key: &ObjectKey,
-    fields: [&str; 4],
+    events: &[[&str; 4]],
     keep: i64,
-) -> Result<Option<String>, StoreError> {
-    let [type_, reason, action, note] = fields;
-    let (failed,): (Option<String>,) =
-        sqlx::query_as("SELECT calsync_insert_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(chrono::Utc::now().to_rfc3339())
-            .bind(kind_str(key.kind))
-            .bind(&key.namespace)
-            .bind(&key.name)
-            .bind(type_)
-            .bind(reason)
-            .bind(action)
-            .bind(note)
-            .bind(keep)
-            .bind(PRUNE_EVERY)
-            .fetch_one(tx)
-            .await
-            .map_err(db_err)?;
-    Ok(failed)
+    origin: &str,
+) -> Result<Vec<String>, StoreError> {
+    let col = |f: fn(&Encoded) -> &str| objects.iter().map(f).collect::<Vec<&str>>();
+    let now = chrono::Utc::now().to_rfc3339();
+    let ev = |i: usize| events.iter().map(|e| e[i]).collect::<Vec<&str>>();
+    // Data-modifying CTEs run once whatever the outer query reads; `ev` is a plain SELECT, so
+    // the outer query reads it to run it. UNNEST keeps the arrays' order, so the notifications
+    // go out in the order given.
+    let (_, failed): (i64, Option<Vec<String>>) = sqlx::query_as(
+        "WITH up AS (
+           INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, deleting, event_id, body)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                                $7::bool[], $8::text[], $9::text[])
+           ON CONFLICT (kind, namespace, name) DO UPDATE SET uid = excluded.uid,
+             resource_version = excluded.resource_version, generation = excluded.generation,
+             deleting = excluded.deleting, event_id = excluded.event_id, body = excluded.body
+           RETURNING kind, namespace, name),
+         ev AS (
+           SELECT calsync_insert_event($11, $12, $13, $14, e.etype, e.reason, e.action, e.note, $19, $20) AS error
+             FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[]) AS e (etype, reason, action, note))
+         SELECT (SELECT count(pg_notify($21, json_build_array($10::text, kind, namespace, name)::text)) FROM up),
+                (SELECT array_agg(error) FILTER (WHERE error IS NOT NULL) FROM ev)",
+    )
+    .bind(col(|o| o.kind))
+    .bind(col(|o| &o.namespace))
+    .bind(col(|o| &o.name))
+    .bind(col(|o| &o.uid))
+    .bind(objects.iter().map(|o| o.rv).collect::<Vec<i64>>())
+    .bind(objects.iter().map(|o| o.generation).collect::<Vec<i64>>())
+    .bind(objects.iter().map(|o| o.deleting).collect::<Vec<bool>>())
+    .bind(objects.iter().map(|o| o.event_id.as_deref()).collect::<Vec<Option<&str>>>())
+    .bind(col(|o| &o.body))
+    .bind(origin)
+    .bind(now)
+    .bind(kind_str(key.kind))
+    .bind(&key.namespace)
+    .bind(&key.name)
+    .bind(ev(0))
+    .bind(ev(1))
+    .bind(ev(2))
+    .bind(ev(3))
+    .bind(keep)
+    .bind(PRUNE_EVERY)
+    .bind(CHANNEL)
+    .fetch_one(tx)
+    .await
+    .map_err(db_err)?;
+    Ok(failed.unwrap_or_default())
 }
 
 /// The newest `limit` Events (about `key` when given), oldest first.

@@ -112,8 +112,8 @@ pub const MIGRATIONS: &[&str] = &[
     // waited for the lock); `calsync_lock_load_all` the same for several keys in the order
     // given (a reconcile's unit). `calsync_insert_event`: an Event and its periodic prune under a
     // subtransaction (the EXCEPTION block), answering the error instead of aborting the
-    // caller's transaction (`rows::insert_event_or_error`): one round trip instead of
-    // SAVEPOINT, INSERT, RELEASE. Bodies compressed with lz4 where the server has it: a
+    // caller's transaction (a unit's Events, `rows::save_all`): no round trips of their own
+    // for SAVEPOINT, INSERT, RELEASE. Bodies compressed with lz4 where the server has it: a
     // connection's body (its history ring, ~22 KB) is rewritten by every synced task, and
     // pglz compressing it was 7% of the server's CPU in the bulk bench. Rows written before
     // keep pglz (each value records its method).

@@ -2,21 +2,22 @@
 //! TaskSync status in ONE transaction (one durable commit instead of one per row).
 //!
 //! Semantics (the `Objects::record_outcome` contract): a connection that is gone skips its
-//! entry; an Event that cannot be stored is rolled back alone (a savepoint) and logged; a
-//! TaskSync that is gone skips the status (`Recorded::Gone`) while history and Events still
+//! entries; an Event that cannot be stored is rolled back alone (a subtransaction) and logged;
+//! a TaskSync that is gone skips the status (`Recorded::Gone`) while history and Events still
 //! land. Any other error rolls the whole transaction back. Locks: the TaskSync's key first,
 //! then the connections' in name order, all taken and their objects read in one round trip
 //! (`rows::lock_load_all`), so two units never wait on each other in a cycle (every other write
-//! takes one key lock). Keys are broadcast
-//! after the COMMIT (`PgObjects::commit`).
+//! takes one key lock). The patched objects and the Events are then written in one statement
+//! (`rows::save_all`): four round trips per unit with BEGIN and COMMIT. Keys are broadcast
+//! after the COMMIT (`PgObjects::commit`), the connections' before the TaskSync's.
 //!
 //! Owns: that transaction. Must not touch: the status semantics (`objects::status_in`).
 
 use super::objects::{EVENTS_KEPT, event_fields};
-use super::{PgObjects, Write, rows};
-use crate::engine::{Kind, ObjectEvent, ObjectKey, ReconcileRecord, Recorded, StoreError};
+use super::{PgObjects, outbox, rows};
+use crate::engine::{Kind, ObjectKey, ReconcileRecord, Recorded, StoreError};
 use crate::resources::history::{self, CONNECTION_HISTORY_LIMIT};
-use crate::resources::{CalendarConnection, CalendarConnectionStatus, HistoryEntry, TaskSync};
+use crate::resources::{CalendarConnection, CalendarConnectionStatus, TaskSync};
 
 impl PgObjects {
     pub(super) async fn record_unit(&self, key: &ObjectKey, record: &ReconcileRecord) -> Result<Recorded, StoreError> {
@@ -40,54 +41,58 @@ impl PgObjects {
             Some(_) => loaded.next(),
             None => None,
         };
-        let mut recorded = (Recorded::Stored, 0);
+        let mut recorded = Recorded::Stored;
+        // Patched in memory here, then saved with the Events in one statement.
+        let mut saves = Vec::with_capacity(keys.len());
+        let mut messages = Vec::new();
+        let mut connection_objects = Vec::with_capacity(connections.len());
         for (connection, (rv, body)) in connections.into_iter().zip(loaded) {
             // A connection that is gone skips its entries.
             let Some(body) = body else { continue };
             let obj: CalendarConnection = rows::decode(&body, &key.namespace, connection)?;
-            let mut entries = record.history.iter().filter(|(c, _)| c == connection).map(|(_, e)| e);
-            let push = |entry: &HistoryEntry| {
-                let entry = entry.clone();
-                move |obj: &mut CalendarConnection| {
-                    let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
-                    history::push(&mut status.history, entry, CONNECTION_HISTORY_LIMIT);
+            let push = |obj: &mut CalendarConnection| {
+                let status = obj.status.get_or_insert_with(CalendarConnectionStatus::default);
+                for (_, entry) in record.history.iter().filter(|(c, _)| c == connection) {
+                    history::push(&mut status.history, entry.clone(), CONNECTION_HISTORY_LIMIT);
                 }
             };
-            if let Some(first) = entries.next() {
-                recorded.1 += self.status_save(&mut w, tap.as_ref(), obj, rv, push(first)).await?.1;
-            }
-            // Seldom more than one: each further entry is its own write (its own webhook
-            // message), re-read in this transaction.
-            for entry in entries {
-                recorded.1 += self.status_in(&mut w, tap.as_ref(), &key.namespace, connection, push(entry)).await?.1;
-            }
+            let (obj, owed) = self.status_patch(&mut w, tap.as_ref(), obj, rv, push).await?;
+            saves.push(rows::encode(&obj)?);
+            messages.extend(owed);
+            connection_objects.push(obj);
         }
-        for event in &record.events {
-            event_in(&mut w, key, event).await?;
-        }
+        let mut task_object = None;
         if let (Some(status), Some((rv, found))) = (&record.status, task) {
             match found {
                 Some(body) => {
                     let obj: TaskSync = rows::decode(&body, &key.namespace, &key.name)?;
                     let set = |obj: &mut TaskSync| obj.status = Some(status.clone());
-                    recorded.1 += self.status_save(&mut w, tap.as_ref(), obj, rv, set).await?.1;
+                    let (obj, owed) = self.status_patch(&mut w, tap.as_ref(), obj, rv, set).await?;
+                    saves.push(rows::encode(&obj)?);
+                    messages.extend(owed);
+                    task_object = Some(obj);
                 }
-                None => recorded.0 = Recorded::Gone,
+                None => recorded = Recorded::Gone,
             }
         }
-        self.commit(w).await?;
-        if let Some(tap) = tap.filter(|_| recorded.1 > 0) {
-            tap.recorded(recorded.1);
+        let events: Vec<[&str; 4]> = record.events.iter().map(event_fields).collect();
+        let failed = rows::save_all(&mut w.tx, &saves, key, &events, EVENTS_KEPT, &self.inner.origin).await?;
+        for error in failed {
+            // Events are best effort: one that cannot be stored was rolled back alone.
+            tracing::warn!(object = %key, error = %error, "could not publish event");
         }
-        Ok(recorded.0)
+        // The messages the status changes owe commit with them, or none does.
+        outbox::insert(&mut w.tx, &messages, chrono::Utc::now().timestamp_millis()).await?;
+        for obj in &connection_objects {
+            self.saved(&mut w, obj);
+        }
+        if let Some(obj) = &task_object {
+            self.saved(&mut w, obj);
+        }
+        self.commit(w).await?;
+        if let Some(tap) = tap.filter(|_| !messages.is_empty()) {
+            tap.recorded(messages.len());
+        }
+        Ok(recorded)
     }
-}
-
-/// Insert one Event in its own subtransaction (`rows::insert_event_or_error`): a failure is
-/// rolled back alone and logged (Events are best effort).
-async fn event_in(w: &mut Write, key: &ObjectKey, event: &ObjectEvent) -> Result<(), StoreError> {
-    if let Some(error) = rows::insert_event_or_error(&mut w.tx, key, event_fields(event), EVENTS_KEPT).await? {
-        tracing::warn!(object = %key, reason = %event.reason, error = %error, "could not publish event");
-    }
-    Ok(())
 }
