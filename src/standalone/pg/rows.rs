@@ -152,14 +152,9 @@ pub enum Stored {
 /// anyway was 90,000 of the bulk bench's statements and, as the dead index entries piled up,
 /// its most expensive one (2 ms per DELETE).
 pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, origin: &str) -> Result<(), StoreError> {
-    let meta = object.meta();
-    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    let name = meta.name.clone().unwrap_or_default();
-    let kind = kind_str(K::KIND);
-    let body = serde_json::to_string(object)
-        .map_err(|e| StoreError::Invalid(format!("{kind} {ns}/{name} cannot be serialized: {e}")))?;
-    let rv: i64 = meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let labels = meta.labels.as_ref().filter(|l| !l.is_empty());
+    let row = encode(object)?;
+    let (kind, ns, name) = (row.kind, row.namespace.as_str(), row.name.as_str());
+    let labels = object.meta().labels.as_ref().filter(|l| !l.is_empty());
     // A new object has no label rows, unless some were left behind (an import of an older
     // database): those are cleared so a selector never matches labels it does not carry.
     let (old, clear) = match &stored {
@@ -170,8 +165,8 @@ pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, ori
     if clear {
         sqlx::query("DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3")
             .bind(kind)
-            .bind(&ns)
-            .bind(&name)
+            .bind(ns)
+            .bind(name)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -193,16 +188,16 @@ pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, ori
     let (keys, values): (Vec<&String>, Vec<&String>) = labels.map(|l| l.iter().unzip()).unwrap_or_default();
     let mut q = sqlx::query(sql)
         .bind(kind)
-        .bind(&ns)
-        .bind(&name)
-        .bind(meta.uid.clone().unwrap_or_default())
-        .bind(rv)
-        .bind(meta.generation.unwrap_or(1))
-        .bind(meta.deletion_timestamp.is_some())
-        .bind(object.event_id())
-        .bind(body)
+        .bind(ns)
+        .bind(name)
+        .bind(&row.uid)
+        .bind(row.rv)
+        .bind(row.generation)
+        .bind(row.deleting)
+        .bind(&row.event_id)
+        .bind(&row.body)
         .bind(CHANNEL)
-        .bind(notice(origin, kind, &ns, &name));
+        .bind(notice(origin, kind, ns, name));
     if put {
         q = q.bind(keys).bind(values);
     }
