@@ -4,11 +4,26 @@
 
 use std::time::{Duration, Instant};
 
-use calsync::engine::{ObjectKey, Objects};
+use calsync::engine::{ObjectKey, Objects, ReconcileRecord, Recorded};
+use calsync::resources::TaskSyncStatus;
 use calsync::resources::history::{Direction, HistoryEntry, Operation, SyncStatus};
 use calsync::standalone::pg::PgObjects;
 
 use super::{ENV, conn, fresh_db, keyring, task};
+
+fn entry(task_id: &str) -> HistoryEntry {
+    HistoryEntry {
+        id: 0,
+        time: chrono::Utc::now(),
+        task_id: Some(task_id.into()),
+        event_id: None,
+        direction: Direction::ToCalendar,
+        operation: Operation::Create,
+        status: SyncStatus::Success,
+        error: None,
+        note: None,
+    }
+}
 
 fn annotation(t: &calsync::resources::TaskSync) -> Option<String> {
     t.metadata.annotations.as_ref().and_then(|a| a.get("n").cloned())
@@ -70,18 +85,7 @@ async fn concurrent_writers_of_one_key_lose_no_update() {
     for i in 0..40 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         writers.push(tokio::spawn(async move {
-            let entry = HistoryEntry {
-                id: 0,
-                time: chrono::Utc::now(),
-                task_id: Some(format!("task-{i}")),
-                event_id: None,
-                direction: Direction::ToCalendar,
-                operation: Operation::Create,
-                status: SyncStatus::Success,
-                error: None,
-                note: None,
-            };
-            store.append_connection_history("default", "c", entry).await
+            store.append_connection_history("default", "c", entry(&format!("task-{i}"))).await
         }));
     }
     for w in writers {
@@ -95,4 +99,36 @@ async fn concurrent_writers_of_one_key_lose_no_update() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 40, "lost updates: {ids:?}");
+}
+
+/// A reconcile's unit (one statement for its objects) notifies other processes of each object
+/// it wrote, and their cached copies are replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_units_writes_reach_other_processes() {
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let a = PgObjects::open(&url, keyring()).await.unwrap();
+    let b = PgObjects::open(&url, keyring()).await.unwrap();
+    a.apply_connection(&conn("c")).await.unwrap();
+    a.apply_task_sync(&task("t")).await.unwrap();
+    // Cached in b before the unit.
+    assert!(b.get_task_sync("default", "t").await.unwrap().unwrap().status.is_none());
+    assert!(b.get_connection("default", "c").await.unwrap().unwrap().status.is_none());
+    let mut changes = b.subscribe();
+    let record = ReconcileRecord {
+        status: Some(TaskSyncStatus { event_id: Some("ev-1".into()), ..Default::default() }),
+        history: vec![("c".into(), entry("t"))],
+        events: vec![],
+    };
+    assert_eq!(a.record_outcome(&ObjectKey::task_sync("default", "t"), &record).await.unwrap(), Recorded::Stored);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(tokio::time::timeout(Duration::from_secs(10), changes.recv()).await.unwrap().unwrap());
+    }
+    seen.sort_by_key(|k| k.to_string());
+    assert_eq!(seen, vec![ObjectKey::connection("default", "c"), ObjectKey::task_sync("default", "t")]);
+    let t = b.get_task_sync("default", "t").await.unwrap().unwrap();
+    assert_eq!(t.status.and_then(|s| s.event_id).as_deref(), Some("ev-1"));
+    let c = b.get_connection("default", "c").await.unwrap().unwrap();
+    assert_eq!(c.status.unwrap_or_default().history.len(), 1);
 }
