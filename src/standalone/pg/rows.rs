@@ -172,9 +172,9 @@ pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, ori
             .map_err(db_err)?;
     }
     // One round trip: the upsert carries the change notification (sent at COMMIT) and, when
-    // the labels changed, the label rows' update: the others upserted and, only when some key
-    // is no longer carried, those deleted by full primary key (disjoint rows, so the two never
-    // meet in one statement). A DELETE in every relabelling write cost 1.6 ms each in the bulk
+    // the labels changed, the label rows' update: the keys carried upserted and, only when some
+    // key is no longer carried, those deleted by full primary key (disjoint rows, so the two
+    // never meet in one statement). A DELETE in every relabelling write cost 1.6 ms each in the bulk
     // bench: its prepared statement kept a generic plan made while the table was empty, a
     // sequential scan.
     let removed: Vec<&String> =
@@ -468,8 +468,9 @@ pub async fn save_all(
     let now = chrono::Utc::now().to_rfc3339();
     let ev = |i: usize| events.iter().map(|e| e[i]).collect::<Vec<&str>>();
     // Data-modifying CTEs run once whatever the outer query reads; `ev` is a plain SELECT, so
-    // the outer query reads it to run it. UNNEST keeps the arrays' order, so the notifications
-    // go out in the order given.
+    // the outer query reads it to run it. Other processes may receive the notifications in any
+    // order (PostgreSQL does not promise RETURNING's); this process broadcasts in the caller's
+    // order after the COMMIT.
     let (_, failed): (i64, Option<Vec<String>>) = sqlx::query_as(
         "WITH up AS (
            INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, deleting, event_id, body)
