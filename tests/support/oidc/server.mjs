@@ -18,6 +18,11 @@ import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
+// Startup stages go to the log with their time since the process began, so a start that stalls
+// (it happened on CI: the runtime warning printed, then nothing for 90 s) shows where.
+const stage = (what) => console.error(`startup: ${what} at ${Math.round(performance.now())} ms`);
+stage('modules loaded');
+
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 
 // Resource-server scopes: oidc-provider only puts non-OIDC scopes into access tokens issued for a
@@ -36,6 +41,7 @@ const ttl = Number(config.access_token_ttl_secs) || 3600;
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'test-rs256' };
+stage('signing key generated');
 
 let provider;
 function buildProvider(issuer) {
@@ -166,6 +172,7 @@ const server = createServer((req, res) => {
 });
 server.listen(config.port || 0, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${server.address().port}`;
+  stage('port bound');
   callback = buildProvider(issuer);
   console.log(`listening ${issuer}`);
 });
