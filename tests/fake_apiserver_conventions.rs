@@ -158,3 +158,58 @@ async fn watch_streams_changes_from_a_resource_version() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn lists_come_in_chunks_with_continue_tokens() {
+    let server = FakeApiServer::new();
+    let api: Api<TaskSync> = Api::namespaced(server.client(), NS);
+    for i in 0..5 {
+        api.create(&PostParams::default(), &fixture(&format!("t{i}"))).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<TaskSync>| {
+        l.items.iter().map(|t| t.metadata.name.clone().unwrap_or_default()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["t0", "t1"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().expect("a continue token while items remain");
+    // A write between pages: later pages still carry the first page's resourceVersion.
+    api.create(&PostParams::default(), &fixture("t9")).await.unwrap();
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second), ["t2", "t3"]);
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
+    let last = api
+        .list(&ListParams::default().limit(2).continue_token(second.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["t4", "t9"]);
+    assert_eq!(last.metadata.continue_, None, "no token on the last page");
+    assert_eq!(last.metadata.remaining_item_count, None);
+    assert_eq!(names(&api.list(&ListParams::default()).await.unwrap()).len(), 6, "no limit: everything");
+    let bad = api.list(&ListParams::default().limit(2).continue_token("not-a-token")).await;
+    assert_eq!(api_code(bad), 400);
+
+    // kube's watcher pages its initial list (500 per page by default) and sees every object.
+    let many = 1_203;
+    for i in 0..many {
+        server.insert_raw(
+            &format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs/bulk-{i:04}"),
+            task_sync(&format!("bulk-{i:04}"), "cal", "T"),
+        );
+    }
+    let seen = kube::runtime::watcher(api.clone(), kube::runtime::watcher::Config::default())
+        .take_while(|e| futures::future::ready(!matches!(e, Ok(kube::runtime::watcher::Event::InitDone))))
+        .try_fold(0usize, |n, e| async move {
+            Ok(n + usize::from(matches!(e, kube::runtime::watcher::Event::InitApply(_))))
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, many + 6);
+    let list_limits: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/tasksyncs") && !r.query.contains("watch=true"))
+        .filter_map(|r| r.query.split('&').find(|kv| kv.starts_with("limit=")).map(str::to_string))
+        .collect();
+    assert!(list_limits.iter().filter(|l| *l == "limit=500").count() >= 3, "{list_limits:?}");
+}

@@ -13,7 +13,8 @@
 //! - PATCH: JSON merge patch, strategic merge patch (as merge; enough for the Lease fields),
 //!   JSON patch with `test` ops (422 when a test fails), server-side apply (merge of the applied
 //!   fields, create when absent; no managed-fields conflict detection);
-//! - LIST with `labelSelector` (equality terms), WATCH from a resourceVersion as a stream of
+//! - LIST with `labelSelector` (equality terms) and chunking (`limit`, `continue`,
+//!   `remainingItemCount`; kube's watcher lists in pages of 500), WATCH from a resourceVersion as a stream of
 //!   newline-delimited `{"type","object"}` JSON;
 //! - Secrets, events.k8s.io Events and coordination.k8s.io Leases as plain objects.
 //!
@@ -255,21 +256,43 @@ impl FakeApiServer {
                     s.watchers.push(Watcher { rt: p.rt.clone(), namespace: p.namespace.clone(), selector, tx });
                     return Err(StreamBody::new(rx).boxed_unsync());
                 }
-                let items: Vec<Value> = s
-                    .objects
-                    .iter()
-                    .filter(|((rt, ons, _), o)| {
-                        *rt == p.rt
-                            && p.namespace.as_ref().is_none_or(|n| n == ons)
-                            && labels_match(o, selector.as_deref())
-                    })
-                    .map(|(_, o)| o.clone())
-                    .collect();
+                // Chunked lists as the real server serves them: at most `limit` items in key
+                // order, and a `continue` token naming the last one. Unlike the real server,
+                // later pages show objects as they are now, not as of the first page's
+                // resourceVersion (a watch from that version replays the difference anyway).
+                let limit = match query_param(query, "limit").map(|l| l.parse::<usize>()) {
+                    None | Some(Ok(0)) => usize::MAX,
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => return Ok(err(400, "BadRequest", "limit must be a non-negative integer")),
+                };
+                let (list_rv, after) = match query_param(query, "continue") {
+                    None => (s.resource_version, None),
+                    Some(token) => match paths::decode_continue(&token) {
+                        Some((rv, key)) => (rv, Some(key)),
+                        None => return Ok(err(400, "BadRequest", "continue key is not valid")),
+                    },
+                };
+                let mut matching = s.objects.iter().filter(|((rt, ons, name), o)| {
+                    *rt == p.rt
+                        && p.namespace.as_ref().is_none_or(|n| n == ons)
+                        && after.as_ref().is_none_or(|(ans, aname)| (ons, name) > (ans, aname))
+                        && labels_match(o, selector.as_deref())
+                });
+                let page: Vec<(&(ResourceType, String, String), &Value)> = matching.by_ref().take(limit).collect();
+                let remaining = matching.count();
+                let mut metadata = json!({ "resourceVersion": list_rv.to_string() });
+                if remaining > 0
+                    && let Some(((_, ons, name), _)) = page.last()
+                {
+                    metadata["continue"] = json!(paths::encode_continue(list_rv, ons, name));
+                    metadata["remainingItemCount"] = json!(remaining);
+                }
+                let items: Vec<Value> = page.into_iter().map(|(_, o)| o.clone()).collect();
                 Ok((
                     StatusCode::OK,
                     json!({
                         "apiVersion": p.rt.api_version(), "kind": format!("{}List", p.rt.kind()),
-                        "metadata": { "resourceVersion": s.resource_version.to_string() },
+                        "metadata": metadata,
                         "items": items,
                     }),
                 ))

@@ -103,3 +103,21 @@ pub(super) fn labels_match(obj: &Value, selector: Option<&str>) -> bool {
         obj["metadata"]["labels"][k].as_str() == Some(v)
     })
 }
+
+/// A list's `continue` token, shaped like the real server's: base64 of
+/// `{"v":"meta.k8s.io/v1","rv":N,"start":"NAMESPACE/NAME"}` (opaque to clients).
+pub(super) fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let token = serde_json::json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": format!("{namespace}/{name}") });
+    base64::engine::general_purpose::STANDARD.encode(token.to_string())
+}
+
+/// The list's resourceVersion and the (namespace, name) the next page starts after; `None` for
+/// a token this server did not make.
+pub(super) fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(token).ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    let (namespace, name) = v["start"].as_str()?.split_once('/')?;
+    Some((v["rv"].as_u64()?, (namespace.to_string(), name.to_string())))
+}
