@@ -89,12 +89,12 @@ impl std::fmt::Debug for PgObjects {
     }
 }
 
-/// An open write transaction, the keys to broadcast once it commits and what it wrote.
+/// An open write transaction and what it wrote, for the cache and the broadcast once it commits.
 pub(super) struct Write {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    changed: Vec<ObjectKey>,
     secrets: Vec<SecretName>,
-    /// The objects saved or removed, for the cache after the COMMIT.
+    /// The objects saved or removed: the cache takes them after the COMMIT, and their keys are
+    /// broadcast.
     written: Vec<Written>,
     /// The cache's epoch when the transaction began (`Cache::committed_since`).
     epoch: u64,
@@ -160,7 +160,7 @@ impl PgObjects {
         // Taken before the transaction can read anything.
         let epoch = self.inner.cache.epoch();
         let tx = self.inner.pool.begin().await.map_err(db_err)?;
-        Ok(Write { tx, changed: Vec::new(), secrets: Vec::new(), written: Vec::new(), epoch })
+        Ok(Write { tx, secrets: Vec::new(), written: Vec::new(), epoch })
     }
 
     /// Commit, update the cache and broadcast what changed, in that order (a woken reader
@@ -169,15 +169,15 @@ impl PgObjects {
     pub(super) async fn commit(&self, w: Write) -> Result<(), StoreError> {
         if let Err(e) = w.tx.commit().await {
             // Whether a COMMIT whose answer was lost took effect is unknown: read these again.
-            for key in &w.changed {
+            for key in w.written.iter().filter_map(Written::key) {
                 self.inner.cache.invalidate(key);
             }
             return Err(db_err(e));
         }
         self.inner.cache.committed_since(w.epoch, &w.written);
-        for key in w.changed {
+        for key in w.written.iter().filter_map(Written::key) {
             // No subscribers is fine.
-            let _ = self.inner.changes.send(key);
+            let _ = self.inner.changes.send(key.clone());
         }
         for s in w.secrets {
             let _ = self.inner.secret_changes.send(s);

@@ -74,7 +74,6 @@ impl PgObjects {
             current.as_ref().map(|c| rows::Stored::Labels(c.meta().labels.clone())).unwrap_or(rows::Stored::New);
         let out = semantics::applied(current, object, rv)?;
         rows::save(&mut w.tx, &out, before, &self.inner.origin).await?;
-        w.changed.push(semantics::object_key(&out));
         w.written.push(Written::saved(&out));
         self.commit(w).await?;
         Ok(out)
@@ -102,7 +101,6 @@ impl PgObjects {
                 w.written.push(Written::Removed(key.clone()));
             }
         }
-        w.changed.push(key.clone());
         Ok(())
     }
 
@@ -197,7 +195,6 @@ impl PgObjects {
     /// Note a saved object for the cache and the broadcast after the COMMIT.
     pub(super) fn saved<K: Row>(&self, w: &mut Write, obj: &K) {
         w.written.push(Written::saved(obj));
-        w.changed.push(semantics::object_key(obj));
     }
 
     /// The (user id, provider) of the connection a TaskSync names, read in its transaction,

@@ -54,6 +54,14 @@ impl Written {
     pub(crate) fn saved<K: Row>(object: &K) -> Self {
         Written::Saved { key: semantics::object_key(object), rv: rv_of(object), object: Arc::new(object.clone()) }
     }
+
+    /// The object this write saved or removed; `None` for `Everything`.
+    pub(crate) fn key(&self) -> Option<&ObjectKey> {
+        match self {
+            Written::Saved { key, .. } | Written::Removed(key) => Some(key),
+            Written::Everything => None,
+        }
+    }
 }
 
 fn rv_of<K: Row>(object: &K) -> u64 {
