@@ -294,7 +294,7 @@ mod tests {
         let deleted = ts(
             TaskSyncStatus {
                 conditions: with("Synced", false, "DeletedInCalendar"),
-                calendar_edit: Some(CalendarEdit {
+                calendar_edit: Some(Box::new(CalendarEdit {
                     detected_at: now,
                     generation: 1,
                     etag: String::new(),
@@ -305,7 +305,7 @@ mod tests {
                     end: None,
                     description: None,
                     resolution: ConflictPolicy::Manual,
-                }),
+                })),
                 ..Default::default()
             },
             "8",

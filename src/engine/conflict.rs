@@ -76,7 +76,7 @@ impl Engine {
         }
         let description =
             remote.and_then(|r| r.description.clone()).filter(|_| changed.iter().any(|c| c == "description"));
-        ctx.status.calendar_edit = Some(CalendarEdit {
+        ctx.status.calendar_edit = Some(Box::new(CalendarEdit {
             detected_at: now,
             generation: ctx.generation,
             etag: remote.and_then(|r| r.etag.clone()).unwrap_or_default(),
@@ -87,7 +87,7 @@ impl Engine {
             end: remote.map(|r| r.end.to_rfc3339_or_date()),
             description,
             resolution: policy,
-        });
+        }));
         ctx.status.observed_generation = Some(ctx.generation);
         let (reason, msg) = match (remote.is_some(), policy) {
             (false, _) => ("DeletedInCalendar", "the event was deleted in the calendar app; change the task to create it again".to_string()),

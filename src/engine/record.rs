@@ -115,7 +115,7 @@ impl Engine {
         s.connection = Some(ctx.ts.spec.connection_ref.name.clone());
         if let Some(from) = ctx.move_from.take() {
             // Same status write as the new event: after a crash the old copy is still known.
-            s.moving_from = Some(from);
+            s.moving_from = Some(Box::new(from));
         }
         s.applied_hash = Some(hash.to_string());
         s.last_sync_time = Some(now);

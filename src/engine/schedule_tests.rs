@@ -28,14 +28,14 @@ fn polling_world() -> World {
 fn auto(task: &str) -> TaskSyncSpec {
     TaskSyncSpec {
         start: String::new(),
-        schedule: Some(TaskSchedule {
+        schedule: Some(Box::new(TaskSchedule {
             duration_minutes: 60,
             earliest_start: Some("2026-03-02T00:00:00".into()),
             deadline: Some("2026-03-04T17:00:00".into()),
             working_hours: None,
             buffer_minutes: Some(10),
             transparency: Transparency::Transparent,
-        }),
+        })),
         ..spec(task)
     }
 }

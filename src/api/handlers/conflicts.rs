@@ -33,7 +33,7 @@ use crate::resources::{
 
 /// The held conflict of a TaskSync, if any.
 fn held(ts: &TaskSync) -> Option<&CalendarEdit> {
-    ts.status.as_ref()?.calendar_edit.as_ref().filter(|e| e.deleted || e.resolution == ConflictPolicy::Manual)
+    ts.status.as_ref()?.calendar_edit.as_deref().filter(|e| e.deleted || e.resolution == ConflictPolicy::Manual)
 }
 
 /// The conflict as the app shows it.

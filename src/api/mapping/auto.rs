@@ -92,13 +92,13 @@ pub(super) fn set_auto(spec: &mut TaskSyncSpec, a: &AutoSchedule, timezone: Opti
     spec.all_day = None;
     spec.duration = None;
     spec.end = None;
-    spec.schedule = Some(TaskSchedule {
+    spec.schedule = Some(Box::new(TaskSchedule {
         duration_minutes: a.duration_minutes as u32,
         earliest_start: auto_time("earliest_start", a.earliest_start.as_deref())?,
         deadline: auto_time("deadline", a.deadline.as_deref())?,
         working_hours,
         buffer_minutes: a.buffer_minutes.map(|b| b as u32),
         transparency: if a.busy == Some(true) { Transparency::Opaque } else { Transparency::Transparent },
-    });
+    }));
     Ok(())
 }

@@ -64,12 +64,12 @@ fn row(name: &'static str, status: TaskSyncStatus, want: Step) -> Row {
 
 fn moving() -> TaskSyncStatus {
     TaskSyncStatus {
-        moving_from: Some(crate::resources::MovingFrom {
+        moving_from: Some(Box::new(crate::resources::MovingFrom {
             connection: "old".into(),
             calendar_id: "cal-old".into(),
             event_id: "ev0".into(),
             etag: Some("\"e0\"".into()),
-        }),
+        })),
         ..synced("h1", 1)
     }
 }
@@ -203,7 +203,7 @@ fn plan_table() {
         },
         row(
             "edited in calendar, Manual: hold until the spec changes",
-            TaskSyncStatus { calendar_edit: Some(edit(1, false, ConflictPolicy::Manual)), ..synced("h1", 1) },
+            TaskSyncStatus { calendar_edit: Some(Box::new(edit(1, false, ConflictPolicy::Manual))), ..synced("h1", 1) },
             Step::HoldConflict,
         ),
         Row {
@@ -211,7 +211,10 @@ fn plan_table() {
             desired: Ok("h2"),
             ..row(
                 "edited in calendar, Manual, then a new spec: the task wins over the seen version",
-                TaskSyncStatus { calendar_edit: Some(edit(1, false, ConflictPolicy::Manual)), ..synced("h1", 1) },
+                TaskSyncStatus {
+                    calendar_edit: Some(Box::new(edit(1, false, ConflictPolicy::Manual))),
+                    ..synced("h1", 1)
+                },
                 Step::Update { event_id: "ev1".into(), etag: Some("\"e2\"".into()) },
             )
         },
@@ -220,7 +223,10 @@ fn plan_table() {
             desired: Ok("h2"),
             ..row(
                 "deleted in calendar, Manual, then a new spec: create again",
-                TaskSyncStatus { calendar_edit: Some(edit(1, true, ConflictPolicy::Manual)), ..synced("h1", 1) },
+                TaskSyncStatus {
+                    calendar_edit: Some(Box::new(edit(1, true, ConflictPolicy::Manual))),
+                    ..synced("h1", 1)
+                },
                 Step::Create,
             )
         },
@@ -238,7 +244,10 @@ fn plan_table() {
             elsewhere: true,
             ..row(
                 "routed elsewhere while a Manual conflict is held: keep holding",
-                TaskSyncStatus { calendar_edit: Some(edit(1, false, ConflictPolicy::Manual)), ..synced("h1", 1) },
+                TaskSyncStatus {
+                    calendar_edit: Some(Box::new(edit(1, false, ConflictPolicy::Manual))),
+                    ..synced("h1", 1)
+                },
                 Step::HoldConflict,
             )
         },
@@ -247,7 +256,10 @@ fn plan_table() {
             generation: 2,
             ..row(
                 "routed elsewhere after the event was deleted in the calendar: create in the new place",
-                TaskSyncStatus { calendar_edit: Some(edit(1, true, ConflictPolicy::Manual)), ..synced("h1", 1) },
+                TaskSyncStatus {
+                    calendar_edit: Some(Box::new(edit(1, true, ConflictPolicy::Manual))),
+                    ..synced("h1", 1)
+                },
                 Step::Create,
             )
         },
@@ -269,7 +281,10 @@ fn plan_table() {
         ),
         row(
             "edited in calendar, CalendarWins already resolved: in sync",
-            TaskSyncStatus { calendar_edit: Some(edit(1, false, ConflictPolicy::CalendarWins)), ..synced("h1", 1) },
+            TaskSyncStatus {
+                calendar_edit: Some(Box::new(edit(1, false, ConflictPolicy::CalendarWins))),
+                ..synced("h1", 1)
+            },
             Step::InSync,
         ),
     ];
