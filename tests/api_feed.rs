@@ -55,3 +55,39 @@ async fn wait_for_sees_a_status_written_by_someone_else() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), watches).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_cache_holds_objects_without_managed_fields_or_the_last_applied_copy() {
+    let server = FakeApiServer::new();
+    let mut applied = task_sync("t1", "cal", "Applied with kubectl");
+    applied["metadata"]["annotations"] = serde_json::json!({
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{}}",
+        "example.com/kept": "yes",
+    });
+    applied["metadata"]["managedFields"] = serde_json::json!([{
+        "manager": "kubectl-client-side-apply", "operation": "Update", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {".": {}, "f:title": {}}},
+    }]);
+    applied["status"] = serde_json::json!({"eventId": "ev-1"});
+    server.insert_raw(&format!("/apis/calendar.getitdone.app/v1alpha1/namespaces/{NS}/tasksyncs/t1"), applied);
+    let objects = KubeObjects::new(server.client(), None);
+    let (stop, shutdown) = calsync::controller::shutdown_signal();
+    let watches = tokio::spawn(feed::run_watches(objects.clone(), Some(NS.into()), shutdown));
+    let mut cached = None;
+    for _ in 0..200 {
+        cached = objects
+            .cached_task_syncs()
+            .and_then(|store| store.state().into_iter().find_map(|g| g.0.as_ref().ok().cloned()));
+        if cached.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let cached = cached.expect("the watch cache holds the TaskSync");
+    assert_eq!(cached.spec.title, "Applied with kubectl");
+    assert_eq!(cached.metadata.managed_fields, None);
+    let annotations = cached.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.keys().collect::<Vec<_>>(), ["example.com/kept"]);
+    drop(stop);
+    watches.await.unwrap();
+}

@@ -293,6 +293,7 @@ async fn memory_of_one_replica_with_100k_task_syncs() {
     for t in 0..tasks {
         let mut fixture = task_sync(&format!("t-{t}"), &format!("conn-{}", t % connections), &format!("Task {t}"));
         fixture["spec"]["start"] = json!(format!("2026-03-{:02}T{:02}:00:00Z", 1 + (t / 24) % 28, t % 24));
+        as_kubectl_applied(&mut fixture);
         server.insert_raw(&format!("{list_path}/t-{t}"), fixture);
     }
     let port = serve_http(server.clone()).await;
@@ -333,6 +334,38 @@ async fn memory_of_one_replica_with_100k_task_syncs() {
         json_bytes as f64 / (1024.0 * 1024.0)
     );
     assert_eq!(objects.len(), tasks);
+}
+
+/// What `kubectl apply` (client-side, the default) leaves on an object in a real API server:
+/// the applied manifest in an annotation and a managed-fields entry naming the fields it set.
+/// The fake API server keeps no managed fields itself, so the memory fixture adds them.
+fn as_kubectl_applied(object: &mut serde_json::Value) {
+    fn fields(v: &serde_json::Value) -> serde_json::Value {
+        match v.as_object() {
+            Some(map) => {
+                let mut out = serde_json::Map::from_iter([(".".to_string(), json!({}))]);
+                out.extend(map.iter().map(|(k, v)| (format!("f:{k}"), fields(v))));
+                serde_json::Value::Object(out)
+            }
+            None => json!({}),
+        }
+    }
+    let manifest = json!({
+        "apiVersion": object["apiVersion"], "kind": object["kind"],
+        "metadata": { "name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"] },
+        "spec": object["spec"],
+    });
+    let spec_fields = fields(&object["spec"]);
+    object["metadata"]["annotations"] =
+        json!({ "kubectl.kubernetes.io/last-applied-configuration": format!("{manifest}\n") });
+    object["metadata"]["managedFields"] = json!([{
+        "manager": "kubectl-client-side-apply", "operation": "Update",
+        "apiVersion": object["apiVersion"], "time": "2026-03-01T08:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {
+            "f:metadata": { "f:annotations": { ".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {} } },
+            "f:spec": spec_fields,
+        },
+    }]);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::{StreamExt, TryStreamExt};
 use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::objects::KubeObjects;
 use crate::engine::ObjectKey;
@@ -46,6 +46,7 @@ pub async fn run_watches_with_ready(
     let feed = objects.clone();
     let task_syncs = watcher(ts_api, watcher::Config::default())
         .default_backoff()
+        .modify(prune_for_cache)
         .reflect(writer)
         .inspect_ok(mark_synced(synced.clone(), ready.clone(), 0))
         .touched_objects()
@@ -64,6 +65,25 @@ pub async fn run_watches_with_ready(
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps the whole applied manifest in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what calsync never reads before an object goes into a reflector store: `managedFields`
+/// (one entry per field manager, each with the fields it owns) and `kubectl apply`'s copy of the
+/// manifest. On a real API server these can be larger than the object itself, and the stores
+/// hold every TaskSync. Safe because nothing writes a cached object back: status and finalizers
+/// go out as merge patches, `apply` replaces from a fresh GET (objects.rs).
+pub(crate) fn prune_for_cache<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// Marks watch `which` listed once at its `InitDone`; `ready` once all of them are.
 fn mark_synced<K>(synced: Arc<[AtomicBool; 2]>, ready: Arc<AtomicBool>, which: usize) -> impl Fn(&watcher::Event<K>) {
     move |event| {
@@ -73,5 +93,34 @@ fn mark_synced<K>(synced: Arc<[AtomicBool; 2]>, ready: Arc<AtomicBool>, which: u
                 ready.store(true, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::*;
+
+    #[test]
+    fn pruning_drops_managed_fields_and_the_last_applied_copy_only() {
+        let mut t: TaskSync = serde_json::from_value(serde_json::json!({
+            "apiVersion": "calendar.getitdone.app/v1alpha1", "kind": "TaskSync",
+            "metadata": {"name": "t", "namespace": "n", "annotations": {
+                LAST_APPLIED: "{\"spec\":{}}", "calendar.getitdone.app/keep": "yes"}},
+            "spec": {"connectionRef": {"name": "c"}, "taskId": "1", "title": "T", "start": "2026-03-01T09:00:00Z"}
+        }))
+        .unwrap();
+        t.metadata.managed_fields =
+            Some(vec![ManagedFieldsEntry { manager: Some("kubectl".into()), ..Default::default() }]);
+        prune_for_cache(&mut t);
+        assert_eq!(t.metadata.managed_fields, None);
+        let annotations = t.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["calendar.getitdone.app/keep"]);
+        assert_eq!(t.spec.title, "T");
+
+        t.metadata.annotations = Some([(LAST_APPLIED.to_string(), "{}".to_string())].into());
+        prune_for_cache(&mut t);
+        assert_eq!(t.metadata.annotations, None, "no empty map left behind");
     }
 }

@@ -254,7 +254,9 @@ impl KubeObjects {
         }
     }
 
-    fn cached_task_syncs(&self) -> Option<Store<DeserializeGuard<TaskSync>>> {
+    /// The TaskSync watch cache, once a watch feeds one (objects as the watch delivered them,
+    /// minus what `feed::prune_for_cache` drops).
+    pub fn cached_task_syncs(&self) -> Option<Store<DeserializeGuard<TaskSync>>> {
         self.task_syncs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -304,6 +304,7 @@ pub async fn run(
     let feed = objects.clone();
     let ts_trigger = watcher(api_for::<GuardedTaskSync>(&client, ns), watcher::Config::default())
         .default_backoff()
+        .modify(super::feed::prune_for_cache)
         .reflect(ts_writer)
         .touched_objects()
         .inspect_ok(move |o| feed.notify(ObjectKey::task_sync(&o.namespace().unwrap_or_default(), &o.name_any())))
@@ -319,6 +320,7 @@ pub async fn run(
     let feed = objects.clone();
     let conn_trigger = watcher(api_for::<GuardedConnection>(&client, ns), watcher::Config::default())
         .default_backoff()
+        .modify(super::feed::prune_for_cache)
         .reflect(conn_writer)
         .touched_objects()
         .inspect_ok(move |o| feed.notify(ObjectKey::connection(&o.namespace().unwrap_or_default(), &o.name_any())))
