@@ -132,3 +132,107 @@ async fn a_units_writes_reach_other_processes() {
     let c = b.get_connection("default", "c").await.unwrap().unwrap();
     assert_eq!(c.status.unwrap_or_default().history.len(), 1);
 }
+
+/// Wait until `a` serves `t` with annotation `want`, reading every 50 ms for up to 10 s.
+async fn until_annotated(a: &PgObjects, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = a.get_task_sync("default", "t").await.unwrap().unwrap();
+        if annotation(&got).as_deref() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "still served {:?}, not {want}", annotation(&got));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Change `t`'s annotation as another process's transaction would, in `tx`: the row, and its
+/// change-log row, but no wake-up (the writer died after its COMMIT, or its `NOTIFY` was lost).
+async fn write_without_wake_up(tx: &mut sqlx::PgConnection, value: &str) {
+    sqlx::query(
+        "WITH v AS (SELECT nextval('calsync_resource_version') AS rv),
+              up AS (UPDATE objects o SET resource_version = v.rv,
+                       body = jsonb_set(jsonb_set(o.body::jsonb, '{metadata,annotations}', jsonb_build_object('n', $1::text)),
+                                        '{metadata,resourceVersion}', to_jsonb(v.rv::text))::text
+                     FROM v WHERE o.kind = 'TaskSync' AND o.name = 't' RETURNING o.resource_version)
+         INSERT INTO calsync_changes (origin, kind, namespace, name, rv)
+         SELECT 'elsewhere', 'TaskSync', 'default', 't', resource_version FROM up",
+    )
+    .bind(value)
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
+/// A change whose wake-up never came is read from the change log: the cached copy is dropped
+/// and the key broadcast. And a transaction that commits after a later-numbered one (log rows
+/// become visible out of `seq` order) is still read, after the reader has moved past the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_without_a_wake_up_are_read_from_the_log_even_out_of_order() {
+    use sqlx::Connection as _;
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let a = PgObjects::open(&url, keyring()).await.unwrap();
+    a.apply_task_sync(&task("t")).await.unwrap();
+    a.apply_task_sync(&task("u")).await.unwrap();
+    // Served from a's cache from now on.
+    assert_eq!(annotation(&a.get_task_sync("default", "t").await.unwrap().unwrap()), None);
+    let mut changes = a.subscribe();
+
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    write_without_wake_up(&mut other, "from the log").await;
+    let took = until_annotated(&a, "from the log").await;
+    let got = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await.unwrap().unwrap();
+    assert_eq!(got, ObjectKey::task_sync("default", "t"));
+    eprintln!("read from the log after {took:?}");
+
+    // A slow transaction draws its seq first and commits last.
+    let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut slow_tx = slow.begin().await.unwrap();
+    write_without_wake_up(&mut slow_tx, "slow").await;
+    let mut fast = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO calsync_changes (origin, kind, namespace, name, rv) VALUES ('elsewhere', 'TaskSync', 'default', 'u', NULL)",
+    )
+    .execute(&mut fast)
+    .await
+    .unwrap();
+    // a reads the fast one (and moves on) while the slow one is still open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await.unwrap().unwrap();
+        if got.name == "u" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fast change was not read");
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(annotation(&a.get_task_sync("default", "t").await.unwrap().unwrap()).as_deref(), Some("from the log"));
+    slow_tx.commit().await.unwrap();
+    until_annotated(&a, "slow").await;
+}
+
+/// Deleting a connection deletes the credentials it owns, and other processes hear of those
+/// Secrets too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_secrets_deleted_with_their_owner_are_announced() {
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let a = PgObjects::open(&url, keyring()).await.unwrap();
+    let b = PgObjects::open(&url, keyring()).await.unwrap();
+    b.apply_connection(&conn("c")).await.unwrap();
+    let creds =
+        calsync::credentials::Credentials::Basic { username: "u".into(), password: secrecy::SecretString::from("p") };
+    let r = calsync::resources::SecretRef { name: "c-creds".into(), key: None };
+    b.write_credentials("default", &r, &creds, &ObjectKey::connection("default", "c")).await.unwrap();
+    let mut secrets = a.subscribe_secrets();
+    b.delete(&ObjectKey::connection("default", "c")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(10), secrets.recv()).await.unwrap().unwrap();
+        if got.name == r.name {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no announcement for the owned Secret");
+    }
+}

@@ -1,16 +1,15 @@
-//! Cross-process change notifications for the PostgreSQL store: one `LISTEN` connection per
-//! process receives the keys other processes' transactions `pg_notify`d at commit and broadcasts
-//! them like in-process writes, so `calsync apply` or another replica's write wakes this
-//! process's engine without polling.
+//! Cross-process changes for the PostgreSQL store, two ways at once: the change log
+//! (`changes`, read every `changes::POLL`), which every data transaction writes and which alone
+//! keeps the caches coherent, and one `LISTEN` connection per process, which receives the keys
+//! other processes send right after their commits (`notify`) and broadcasts them at once, so
+//! `calsync apply` or another replica's write wakes this process's engine within milliseconds.
 //!
-//! Each notified key is dropped from the store's cache before it is broadcast, so a receiver
-//! that re-reads it reads the database; when the connection was lost, the whole cache is
-//! dropped (notifications sent meanwhile are gone).
+//! Each changed key is dropped from the store's cache before it is broadcast, so a receiver
+//! that re-reads it reads the database; when the `LISTEN` connection was lost, the whole cache
+//! is dropped. A wake-up lost (the sender crashed after its COMMIT, the connection was down) is
+//! found in the log at the next read.
 //!
-//! Owns: the listener task. Must not touch: writes (`rows::notify` sends in the write's
-//! transaction). A notification lost while the connection is down is tolerable: receivers
-//! re-read what they wait for (see `Objects::subscribe`) and the work queue re-checks everything
-//! periodically.
+//! Owns: the listener task. Must not touch: writes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,17 +18,24 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::broadcast;
 
 use super::Target;
+use super::changes::{self, Reader};
 use super::rows::CHANNEL;
 use crate::engine::ObjectKey;
 use crate::standalone::rows::{SECRET_KIND, kind_from_str};
 use crate::standalone::store::cache::Cache;
 use crate::standalone::watch::SecretName;
 
-/// A listener already LISTENing, so no change committed after `open` returns is missed.
+/// A listener already LISTENing, so no wake-up sent after `open` returns is missed.
 pub(super) async fn start(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     Ok(listener)
+}
+
+/// The log reader's starting point: no change committed after `open` returns is missed (the
+/// cache starts empty, so what committed before does not matter).
+pub(super) async fn start_reader(pool: &PgPool, origin: String) -> Result<Reader, sqlx::Error> {
+    Ok(Reader::new(origin, changes::horizon(pool).await?))
 }
 
 /// Where other processes' changes go.
@@ -39,16 +45,28 @@ pub(super) struct Receivers {
     pub cache: Arc<Cache>,
 }
 
-/// Receive on `listener` until aborted (the store aborts it when dropped), re-listening through
-/// the pool when it fails.
+/// Receive on `listener` and read the log with `reader` until aborted (the store aborts the
+/// task when dropped), re-listening through the pool when the listener fails.
 pub(super) fn spawn(
-    listener: PgListener,
+    (listener, mut reader): (PgListener, Reader),
     pool: PgPool,
     target: Target,
     origin: String,
     to: Receivers,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    let (log_pool, log_target) = (pool.clone(), target.clone());
+    let to = std::sync::Arc::new(to);
+    let log_to = to.clone();
+    let log = async move {
+        let mut tick = tokio::time::interval(changes::POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            reader.read(&log_pool, &log_target, &log_to).await;
+            reader.prune(&log_pool, &log_target).await;
+        }
+    };
+    let wakeups = async move {
         let mut backoff = Duration::from_millis(200);
         let mut current = Some(listener);
         loop {
@@ -56,7 +74,8 @@ pub(super) fn spawn(
                 Some(l) => l,
                 None => match start(&pool).await {
                     Ok(l) => {
-                        // Listening again: what changed while it was not is unknown.
+                        // Listening again. The log has what changed meanwhile; dropping the
+                        // cache as well costs re-reads only, after a rare event.
                         to.cache.clear();
                         l
                     }
@@ -75,7 +94,7 @@ pub(super) fn spawn(
                     // The connection was lost. A new listener (below) is LISTENing before the
                     // cache is dropped, so nothing changed in the gap stays cached.
                     Ok(None) => {
-                        tracing::warn!(database = %target, "lost the LISTEN connection; changes made meanwhile by other processes are seen at the next re-check");
+                        tracing::warn!(database = %target, "lost the LISTEN connection; other processes' changes are seen at the next read of the change log meanwhile");
                         break;
                     }
                     Err(e) => {
@@ -86,6 +105,9 @@ pub(super) fn spawn(
             }
             tokio::time::sleep(backoff).await;
         }
+    };
+    tokio::spawn(async move {
+        tokio::join!(log, wakeups);
     })
 }
 

@@ -5,9 +5,10 @@
 //!
 //! Owns: the pool, write transactions and change notifications: every write is one transaction
 //! that serializes on its key (advisory lock), draws the resourceVersion from one sequence and
-//! `pg_notify`s the changed key at commit; committed keys are broadcast in-process at once and
-//! reach other processes through `LISTEN` (`listen`). Must not touch: reconcile decisions,
-//! provider calls, or the SQLite store's files.
+//! logs the changed key in the change log (`calsync_changes`); committed keys are broadcast
+//! in-process at once, sent to other processes as wake-ups right after the COMMIT (`notify`),
+//! and read from the log by every other process (`changes`, `listen`). Must not touch:
+//! reconcile decisions, provider calls, or the SQLite store's files.
 //!
 //! Why a second store rather than one SQL core: the SQLite store runs synchronous rusqlite
 //! transactions on the blocking pool behind one writer (its throughput work depends on that),
@@ -15,9 +16,11 @@
 //! have; the SQL differs in many small places (placeholders, sequences, `UNNEST`, bytea). What
 //! must not differ, the object semantics, is shared code; the contract suite runs on both.
 
+mod changes;
 pub(super) mod connect;
 mod import;
 mod listen;
+mod notify;
 mod objects;
 mod outbox;
 pub(super) mod rows;
@@ -35,6 +38,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 
+use super::rows::{SECRET_KIND, kind_str};
 use super::store::StatusTap;
 use super::store::cache::{Cache, Written};
 use super::watch::SecretName;
@@ -66,6 +70,9 @@ struct Inner {
     target: Target,
     tap: std::sync::OnceLock<Arc<dyn StatusTap>>,
     listener: tokio::task::JoinHandle<()>,
+    /// Sends this process's committed keys to the others (`notify`).
+    notifier: notify::Notifier,
+    notifier_task: tokio::task::JoinHandle<()>,
     /// Decoded objects by key (both kinds), kept by this process's commits and dropped on other
     /// processes' notifications (`listen`), so `get` seldom reaches the database.
     cache: Arc<Cache>,
@@ -74,6 +81,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier_task.abort();
     }
 }
 
@@ -108,6 +116,7 @@ impl PgObjects {
         let (options, target) = connect::parse(url)?;
         let mut first = connect::connect(&options, &target).await?;
         let applied = schema::migrate(&mut first).await?;
+        let (notifier, notifier_task) = notify::spawn(&options, target.clone());
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
@@ -118,8 +127,10 @@ impl PgObjects {
         let origin = uuid::Uuid::new_v4().to_string();
         let cache = Arc::new(Cache::for_every_kind(super::store::cache_capacity()));
         let listening = listen::start(&pool).await.map_err(|e| connect::connect_error(&target, &e))?;
+        let reader =
+            listen::start_reader(&pool, origin.clone()).await.map_err(|e| connect::connect_error(&target, &e))?;
         let listener = listen::spawn(
-            listening,
+            (listening, reader),
             pool.clone(),
             target.clone(),
             origin.clone(),
@@ -140,6 +151,8 @@ impl PgObjects {
                 target,
                 tap: std::sync::OnceLock::new(),
                 listener,
+                notifier,
+                notifier_task,
                 cache,
             }),
         })
@@ -163,9 +176,10 @@ impl PgObjects {
         Ok(Write { tx, secrets: Vec::new(), written: Vec::new(), epoch })
     }
 
-    /// Commit, update the cache and broadcast what changed, in that order (a woken reader
-    /// reads this write). Dropping a `Write` instead rolls it back (also what happens when the
-    /// connection drops mid-transaction: no partial object).
+    /// Commit, update the cache, broadcast what changed and queue the wake-ups for other
+    /// processes, in that order (a woken reader reads this write). Dropping a `Write` instead
+    /// rolls it back (also what happens when the connection drops mid-transaction: no partial
+    /// object).
     pub(super) async fn commit(&self, w: Write) -> Result<(), StoreError> {
         if let Err(e) = w.tx.commit().await {
             // Whether a COMMIT whose answer was lost took effect is unknown: read these again.
@@ -179,6 +193,14 @@ impl PgObjects {
             // No subscribers is fine.
             let _ = self.inner.changes.send(key.clone());
         }
+        let origin = &self.inner.origin;
+        self.inner.notifier.send(
+            w.written
+                .iter()
+                .filter_map(Written::key)
+                .map(|k| rows::notice(origin, kind_str(k.kind), &k.namespace, &k.name))
+                .chain(w.secrets.iter().map(|s| rows::notice(origin, SECRET_KIND, &s.namespace, &s.name))),
+        );
         for s in w.secrets {
             let _ = self.inner.secret_changes.send(s);
         }

@@ -26,6 +26,7 @@ use crate::standalone::rows::Row;
 use crate::standalone::semantics::{self, MetaOutcome};
 use crate::standalone::store::cache::Written;
 use crate::standalone::store::{OutboxMessage, StatusTap};
+use crate::standalone::watch::SecretName;
 
 /// Events kept (newest), as in the SQLite store.
 pub(super) const EVENTS_KEPT: i64 = 1000;
@@ -97,8 +98,9 @@ impl PgObjects {
                 w.written.push(Written::saved(&obj));
             }
             MetaOutcome::Remove => {
-                rows::remove(&mut w.tx, key, &self.inner.origin).await?;
+                let secrets = rows::remove(&mut w.tx, key, &self.inner.origin).await?;
                 w.written.push(Written::Removed(key.clone()));
+                w.secrets.extend(secrets.into_iter().map(|name| SecretName { namespace: key.namespace.clone(), name }));
             }
         }
         Ok(())

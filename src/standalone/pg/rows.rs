@@ -1,6 +1,6 @@
 //! Row-level SQL of the PostgreSQL store, run inside one transaction: objects as JSON text with
 //! indexed columns, the label side table, sealed Secret rows, bounded Events, the resourceVersion
-//! sequence, per-key write locks and change notifications (`pg_notify`, delivered at commit).
+//! sequence, per-key write locks and the change log (`calsync_changes`, read by `listen`).
 //!
 //! Owns: how an object maps onto PostgreSQL rows. Must not touch: Kubernetes semantics decisions
 //! (`standalone::semantics`), connection settings, or secret contents (rows stay sealed here).
@@ -13,7 +13,8 @@ use crate::engine::{Kind, Labels, ObjectKey, StoreError};
 use crate::resources::TaskSync;
 use crate::standalone::rows::{self as shared, Row, StoredEvent, kind_from_str, kind_str};
 
-/// The channel other calsync processes LISTEN on for changed keys.
+/// The channel other calsync processes LISTEN on for changed keys (sent after the COMMIT by
+/// `notify`; the change log is what they rely on).
 pub const CHANNEL: &str = "calsync_changes";
 
 /// Serialize writers of one key (an object or a Secret) across every process, until the
@@ -97,22 +98,33 @@ pub async fn next_rv(tx: &mut PgConnection) -> Result<u64, StoreError> {
     Ok(u64::try_from(v).unwrap_or(0))
 }
 
-/// Tell other processes (at commit) that `kind`/`namespace`/`name` changed; `origin` lets the
-/// writer skip its own notifications.
-pub async fn notify(
+/// Log in the transaction that `kind`/`namespace`/`name` changed (`rv`: its new
+/// resourceVersion; `None` for a removal or a Secret); `origin` lets the writer skip its own
+/// changes. Other processes read the row once the transaction has finished (`listen`).
+pub async fn log_change(
     tx: &mut PgConnection,
     origin: &str,
     kind: &str,
     namespace: &str,
     name: &str,
+    rv: Option<i64>,
 ) -> Result<(), StoreError> {
-    let payload = notice(origin, kind, namespace, name);
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(tx).await.map_err(db_err)?;
+    sqlx::query("INSERT INTO calsync_changes (origin, kind, namespace, name, rv) VALUES ($1, $2, $3, $4, $5)")
+        .bind(origin)
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .bind(rv)
+        .execute(tx)
+        .await
+        .map_err(db_err)?;
     Ok(())
 }
 
-/// A change notification's payload (`listen` parses it).
-fn notice(origin: &str, kind: &str, namespace: &str, name: &str) -> String {
+/// A change notification's payload (`listen` parses it), the format every calsync since the
+/// first PostgreSQL store sends, so processes of the previous version still running during an
+/// upgrade keep receiving this one's changes.
+pub(super) fn notice(origin: &str, kind: &str, namespace: &str, name: &str) -> String {
     serde_json::json!([origin, kind, namespace, name]).to_string()
 }
 
@@ -171,7 +183,7 @@ pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, ori
             .await
             .map_err(db_err)?;
     }
-    // One round trip: the upsert carries the change notification (sent at COMMIT) and, when
+    // One round trip: the upsert carries the change-log row and, when
     // the labels changed, the label rows' update: the keys carried upserted and, only when some
     // key is no longer carried, those deleted by full primary key (disjoint rows, so the two
     // never meet in one statement). A DELETE in every relabelling write cost 1.6 ms each in the bulk
@@ -196,8 +208,7 @@ pub async fn save<K: Row>(tx: &mut PgConnection, object: &K, stored: Stored, ori
         .bind(row.deleting)
         .bind(&row.event_id)
         .bind(&row.body)
-        .bind(CHANNEL)
-        .bind(notice(origin, kind, ns, name));
+        .bind(origin);
     if put {
         q = q.bind(keys).bind(values);
     }
@@ -220,42 +231,67 @@ macro_rules! upsert {
     };
 }
 
-const SAVE: &str = concat!("WITH up AS (", upsert!(), ") SELECT pg_notify($10, $11) FROM up");
+/// The change-log row of the upserted object ($10 the origin), shared by the `SAVE*` statements
+/// (data-modifying CTEs run whether or not the outer query reads them).
+macro_rules! log_saved {
+    () => {
+        "logged AS (INSERT INTO calsync_changes (origin, kind, namespace, name, rv)
+             SELECT $10, $1, $2, $3, $5 FROM up)"
+    };
+}
 
-/// The label rows' upsert ($12 keys, $13 values), shared by `SAVE_LABELS` and `SAVE_RELABEL`.
+const SAVE: &str = concat!("WITH up AS (", upsert!(), "), ", log_saved!(), " SELECT 1");
+
+/// The label rows' upsert ($11 keys, $12 values), shared by `SAVE_LABELS` and `SAVE_RELABEL`.
 macro_rules! put_labels {
     () => {
         "put AS (INSERT INTO labels (kind, namespace, name, key, value)
-             SELECT $1, $2, $3, k, v FROM UNNEST($12::text[], $13::text[]) AS l (k, v)
+             SELECT $1, $2, $3, k, v FROM UNNEST($11::text[], $12::text[]) AS l (k, v)
              ON CONFLICT (kind, namespace, name, key) DO UPDATE SET value = excluded.value
              WHERE labels.value IS DISTINCT FROM excluded.value)"
     };
 }
 
-const SAVE_LABELS: &str =
-    concat!("WITH up AS (", upsert!(), "), ", put_labels!(), " SELECT pg_notify($10, $11) FROM up");
+const SAVE_LABELS: &str = concat!("WITH up AS (", upsert!(), "), ", log_saved!(), ", ", put_labels!(), " SELECT 1");
 
 const SAVE_RELABEL: &str = concat!(
     "WITH up AS (",
     upsert!(),
     "), ",
+    log_saved!(),
+    ", ",
     put_labels!(),
-    ", gone AS (DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3 AND key = ANY($14::text[]))
-     SELECT pg_notify($10, $11) FROM up"
+    ", gone AS (DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3 AND key = ANY($13::text[]))
+     SELECT 1"
 );
 
 /// Remove the object, its labels, and the credentials it owns (Kubernetes garbage collection of
-/// an owned Secret).
-pub async fn remove(tx: &mut PgConnection, key: &ObjectKey, origin: &str) -> Result<(), StoreError> {
+/// an owned Secret), logging each; returns the names of the Secrets removed.
+pub async fn remove(tx: &mut PgConnection, key: &ObjectKey, origin: &str) -> Result<Vec<String>, StoreError> {
     let k = kind_str(key.kind);
     for sql in [
         "DELETE FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3",
         "DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3",
-        "DELETE FROM secrets WHERE owner_kind = $1 AND namespace = $2 AND owner_name = $3",
     ] {
         sqlx::query(sql).bind(k).bind(&key.namespace).bind(&key.name).execute(&mut *tx).await.map_err(db_err)?;
     }
-    notify(tx, origin, k, &key.namespace, &key.name).await
+    let secrets: Vec<(String,)> = sqlx::query_as(
+        "WITH gone AS (DELETE FROM secrets WHERE owner_kind = $1 AND namespace = $2 AND owner_name = $3
+                       RETURNING namespace, name),
+              logged AS (INSERT INTO calsync_changes (origin, kind, namespace, name)
+                         SELECT $4, $5, namespace, name FROM gone)
+         SELECT name FROM gone",
+    )
+    .bind(k)
+    .bind(&key.namespace)
+    .bind(&key.name)
+    .bind(origin)
+    .bind(shared::SECRET_KIND)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    log_change(tx, origin, k, &key.namespace, &key.name, None).await?;
+    Ok(secrets.into_iter().map(|(n,)| n).collect())
 }
 
 /// Rows of the objects of kind `K` in `namespace` (all when `None`) carrying every label of
@@ -453,7 +489,7 @@ pub fn encode<K: Row>(object: &K) -> Result<Encoded, StoreError> {
 }
 
 /// A reconcile unit's writes in one round trip: the objects' upserts (their labels unchanged:
-/// status writes), each notified at COMMIT, and the Events about `key`, each in its own
+/// status writes), each with its change-log row, and the Events about `key`, each in its own
 /// subtransaction (`calsync_insert_event`). Returns the messages of the Events that could not
 /// be stored (the rest of the transaction is unaffected). Objects must be distinct keys.
 pub async fn save_all(
@@ -468,10 +504,10 @@ pub async fn save_all(
     let now = chrono::Utc::now().to_rfc3339();
     let ev = |i: usize| events.iter().map(|e| e[i]).collect::<Vec<&str>>();
     // Data-modifying CTEs run once whatever the outer query reads; `ev` is a plain SELECT, so
-    // the outer query reads it to run it. Other processes may receive the notifications in any
-    // order (PostgreSQL does not promise RETURNING's); this process broadcasts in the caller's
-    // order after the COMMIT.
-    let (_, failed): (i64, Option<Vec<String>>) = sqlx::query_as(
+    // the outer query reads it to run it. The change-log rows may be in any order (PostgreSQL
+    // does not promise RETURNING's); this process broadcasts in the caller's order after the
+    // COMMIT.
+    let (failed,): (Option<Vec<String>>,) = sqlx::query_as(
         "WITH up AS (
            INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, deleting, event_id, body)
            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
@@ -479,12 +515,14 @@ pub async fn save_all(
            ON CONFLICT (kind, namespace, name) DO UPDATE SET uid = excluded.uid,
              resource_version = excluded.resource_version, generation = excluded.generation,
              deleting = excluded.deleting, event_id = excluded.event_id, body = excluded.body
-           RETURNING kind, namespace, name),
+           RETURNING kind, namespace, name, resource_version),
+         logged AS (
+           INSERT INTO calsync_changes (origin, kind, namespace, name, rv)
+           SELECT $10, kind, namespace, name, resource_version FROM up),
          ev AS (
            SELECT calsync_insert_event($11, $12, $13, $14, e.etype, e.reason, e.action, e.note, $19, $20) AS error
              FROM UNNEST($15::text[], $16::text[], $17::text[], $18::text[]) AS e (etype, reason, action, note))
-         SELECT (SELECT count(pg_notify($21, json_build_array($10::text, kind, namespace, name)::text)) FROM up),
-                (SELECT array_agg(error) FILTER (WHERE error IS NOT NULL) FROM ev)",
+         SELECT (SELECT array_agg(error) FILTER (WHERE error IS NOT NULL) FROM ev)",
     )
     .bind(col(|o| o.kind))
     .bind(col(|o| &o.namespace))
@@ -506,7 +544,6 @@ pub async fn save_all(
     .bind(ev(3))
     .bind(keep)
     .bind(PRUNE_EVERY)
-    .bind(CHANNEL)
     .fetch_one(tx)
     .await
     .map_err(db_err)?;

@@ -171,6 +171,26 @@ pub const MIGRATIONS: &[&str] = &[
     END
     $lz4$;
     "#,
+    // 4: the change log, which replaces `pg_notify` inside data transactions. A notifying
+    // transaction holds one server-wide lock from its pre-commit through its WAL flush
+    // (`PreCommit_Notify`), so every calsync commit on a server ran one at a time and none
+    // shared an fsync. Writers now add a row here (no global lock); each process reads the rows
+    // of transactions that have finished (`listen`: by transaction id against the snapshot's
+    // horizon, so none committed out of order is skipped) and a short `NOTIFY` after the
+    // COMMIT only wakes it early. `rv` is the object's new resourceVersion (NULL: removed, or a
+    // Secret), so a reader that holds that version already does nothing.
+    r#"
+    CREATE TABLE calsync_changes (
+        seq BIGSERIAL PRIMARY KEY,
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        origin TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        rv BIGINT
+    );
+    CREATE INDEX calsync_changes_xid ON calsync_changes (xid);
+    "#,
 ];
 
 /// The schema version this binary writes.

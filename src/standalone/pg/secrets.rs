@@ -27,10 +27,10 @@ impl PgObjects {
             .map_err(|e| StoreError::Invalid(format!("Secret {namespace}/{name}: {e}")))
     }
 
-    /// Lock the Secret's key in `w` and note it for notification.
+    /// Lock the Secret's key in `w`, log the change and note it for notification.
     async fn secret_write(&self, w: &mut Write, namespace: &str, name: &str) -> Result<(), StoreError> {
         rows::lock_key(&mut w.tx, SECRET_KIND, namespace, name).await?;
-        rows::notify(&mut w.tx, &self.inner.origin, SECRET_KIND, namespace, name).await?;
+        rows::log_change(&mut w.tx, &self.inner.origin, SECRET_KIND, namespace, name, None).await?;
         w.secrets.push(SecretName { namespace: namespace.into(), name: name.into() });
         Ok(())
     }

@@ -237,6 +237,20 @@ impl Cache {
         self.lock().drop_key(key);
     }
 
+    /// Another process changed `key` to resourceVersion `rv` (`None`: removed, or unknown):
+    /// drop it unless that version or a newer one is held. Returns whether it was dropped (the
+    /// change is news to this process).
+    pub(crate) fn invalidate_unless_held(&self, key: &ObjectKey, rv: Option<u64>) -> bool {
+        let mut st = self.lock();
+        if let Some(rv) = rv
+            && st.map.get(key).is_some_and(|e| e.rv >= rv)
+        {
+            return false;
+        }
+        st.drop_key(key);
+        true
+    }
+
     /// Forget every object (changes by other processes may have been missed).
     pub(crate) fn clear(&self) {
         self.lock().drop_all();
@@ -300,6 +314,28 @@ mod tests {
         assert!(cache.get::<TaskSync>(&key("b")).is_some());
         cache.invalidate(&key("b"));
         assert!(cache.get::<TaskSync>(&key("b")).is_none());
+    }
+
+    #[test]
+    fn a_logged_change_drops_only_what_is_older_and_stops_fills_from_before_it() {
+        let cache = Cache::for_every_kind(10);
+        cache.committed_since(cache.epoch(), &[Written::saved(&ts("a", 5))]);
+        assert!(!cache.invalidate_unless_held(&key("a"), Some(5)), "version 5 is held");
+        assert!(!cache.invalidate_unless_held(&key("a"), Some(4)));
+        assert!(cache.get::<TaskSync>(&key("a")).is_some());
+        assert!(cache.invalidate_unless_held(&key("a"), Some(6)), "version 6 is news");
+        assert!(cache.get::<TaskSync>(&key("a")).is_none());
+
+        // Not held: a read that began before the change must not fill it.
+        let epoch = cache.epoch();
+        assert!(cache.invalidate_unless_held(&key("b"), Some(3)));
+        cache.fill(epoch, &ts("b", 2));
+        assert!(cache.get::<TaskSync>(&key("b")).is_none());
+
+        // A removal (no version) always drops.
+        cache.committed_since(cache.epoch(), &[Written::saved(&ts("c", 9))]);
+        assert!(cache.invalidate_unless_held(&key("c"), None));
+        assert!(cache.get::<TaskSync>(&key("c")).is_none());
     }
 
     #[test]
