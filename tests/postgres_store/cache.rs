@@ -236,3 +236,43 @@ async fn owned_secrets_deleted_with_their_owner_are_announced() {
         assert!(Instant::now() < deadline, "no announcement for the owned Secret");
     }
 }
+
+/// Credentials are read from memory after the first read, and follow another process's write:
+/// its wake-up (or change-log row) drops the kept row; a compare-and-swap that fails on a kept
+/// version drops it at once, so the retry reads the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_credentials_follow_other_processes_writes() {
+    use calsync::credentials::Credentials;
+    use calsync::resources::SecretRef;
+    use secrecy::{ExposeSecret, SecretString};
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let keys = keyring();
+    let a = PgObjects::open(&url, keys.clone()).await.unwrap();
+    let b = PgObjects::open(&url, keys).await.unwrap();
+    let owner = ObjectKey::connection("default", "c");
+    a.apply_connection(&conn("c")).await.unwrap();
+    let r = SecretRef { name: "c-creds".into(), key: None };
+    let basic = |p: &str| Credentials::Basic { username: "u".into(), password: SecretString::from(p.to_string()) };
+    let password = |c: Option<Credentials>| match c {
+        Some(Credentials::Basic { password, .. }) => password.expose_secret().to_string(),
+        other => panic!("unexpected credentials: {}", other.is_some()),
+    };
+    a.write_credentials("default", &r, &basic("one"), &owner).await.unwrap();
+    assert_eq!(password(a.read_credentials("default", &r).await.unwrap()), "one");
+    let (_, v1) = a.read_credentials_versioned("default", &r).await.unwrap().unwrap();
+
+    b.write_credentials("default", &r, &basic("two"), &owner).await.unwrap();
+    let start = Instant::now();
+    while password(a.read_credentials("default", &r).await.unwrap()) != "two" {
+        assert!(start.elapsed() < Duration::from_secs(10), "a kept the old credentials");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A stale expected version is refused, and the next read is fresh whatever the timing.
+    assert!(a.replace_credentials("default", &r, &basic("three"), &v1).await.is_err());
+    let (now, v2) = a.read_credentials_versioned("default", &r).await.unwrap().unwrap();
+    assert_ne!(v2, v1);
+    assert_eq!(password(Some(now)), "two");
+    a.replace_credentials("default", &r, &basic("three"), &v2).await.unwrap();
+    assert_eq!(password(a.read_credentials("default", &r).await.unwrap()), "three", "own writes are read back at once");
+}

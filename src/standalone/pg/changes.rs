@@ -79,6 +79,7 @@ impl Reader {
             // Rows this process never read may be pruned by now.
             tracing::warn!(database = %target, "the change log was not read for a while; dropping the object cache");
             to.cache.clear();
+            to.sealed.clear();
         }
         let rows: Vec<LogRow> = match sqlx::query_as(
             "SELECT h.x::text, c.seq, c.xid::text, c.kind, c.namespace, c.name, c.rv
@@ -161,6 +162,7 @@ impl Reader {
 fn dispatch(kind: &str, namespace: String, name: String, rv: Option<i64>, to: &Receivers) {
     // No subscribers is fine.
     if kind == SECRET_KIND {
+        to.sealed.invalidate(&namespace, &name);
         let _ = to.secret_changes.send(SecretName { namespace, name });
     } else if let Some(kind) = kind_from_str(kind) {
         let key = ObjectKey { kind, namespace, name };

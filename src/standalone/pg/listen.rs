@@ -43,6 +43,7 @@ pub(super) struct Receivers {
     pub changes: broadcast::Sender<ObjectKey>,
     pub secret_changes: broadcast::Sender<SecretName>,
     pub cache: Arc<Cache>,
+    pub sealed: Arc<super::sealed::SealedCache>,
 }
 
 /// Receive on `listener` and read the log with `reader` until aborted (the store aborts the
@@ -77,6 +78,7 @@ pub(super) fn spawn(
                         // Listening again. The log has what changed meanwhile; dropping the
                         // cache as well costs re-reads only, after a rare event.
                         to.cache.clear();
+                        to.sealed.clear();
                         l
                     }
                     Err(e) => {
@@ -122,6 +124,7 @@ fn dispatch(payload: &str, origin: &str, to: &Receivers) {
     }
     // No subscribers is fine.
     if kind == SECRET_KIND {
+        to.sealed.invalidate(&namespace, &name);
         let _ = to.secret_changes.send(SecretName { namespace, name });
     } else if let Some(kind) = kind_from_str(&kind) {
         let key = ObjectKey { kind, namespace, name };

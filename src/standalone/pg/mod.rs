@@ -25,6 +25,7 @@ mod objects;
 mod outbox;
 pub(super) mod rows;
 pub mod schema;
+mod sealed;
 mod secrets;
 pub mod shards;
 mod unit;
@@ -76,6 +77,8 @@ struct Inner {
     /// Decoded objects by key (both kinds), kept by this process's commits and dropped on other
     /// processes' notifications (`listen`), so `get` seldom reaches the database.
     cache: Arc<Cache>,
+    /// Sealed Secret rows by name, kept the same way (`sealed`).
+    sealed: Arc<sealed::SealedCache>,
 }
 
 impl Drop for Inner {
@@ -126,6 +129,7 @@ impl PgObjects {
         let (secret_changes, _) = broadcast::channel(256);
         let origin = uuid::Uuid::new_v4().to_string();
         let cache = Arc::new(Cache::for_every_kind(super::store::cache_capacity()));
+        let sealed = Arc::new(sealed::SealedCache::default());
         let listening = listen::start(&pool).await.map_err(|e| connect::connect_error(&target, &e))?;
         let reader =
             listen::start_reader(&pool, origin.clone()).await.map_err(|e| connect::connect_error(&target, &e))?;
@@ -138,6 +142,7 @@ impl PgObjects {
                 changes: changes.clone(),
                 secret_changes: secret_changes.clone(),
                 cache: cache.clone(),
+                sealed: sealed.clone(),
             },
         );
         tracing::info!(database = %target, migrations_applied = applied, key_id = %keys.current_id(), "opened the PostgreSQL store");
@@ -154,6 +159,7 @@ impl PgObjects {
                 notifier,
                 notifier_task,
                 cache,
+                sealed,
             }),
         })
     }
@@ -186,9 +192,15 @@ impl PgObjects {
             for key in w.written.iter().filter_map(Written::key) {
                 self.inner.cache.invalidate(key);
             }
+            for s in &w.secrets {
+                self.inner.sealed.invalidate(&s.namespace, &s.name);
+            }
             return Err(db_err(e));
         }
         self.inner.cache.committed_since(w.epoch, &w.written);
+        for s in &w.secrets {
+            self.inner.sealed.invalidate(&s.namespace, &s.name);
+        }
         for key in w.written.iter().filter_map(Written::key) {
             // No subscribers is fine.
             let _ = self.inner.changes.send(key.clone());
@@ -240,6 +252,7 @@ impl PgObjects {
         let done = sqlx::raw_sql(sql).execute(&mut *conn).await.map(|r| r.rows_affected()).map_err(db_err);
         // Rows changed behind the store's back.
         self.inner.cache.clear();
+        self.inner.sealed.clear();
         done
     }
 }

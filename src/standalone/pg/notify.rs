@@ -28,6 +28,9 @@ use super::rows::CHANNEL;
 /// At most this many keys per wake-up transaction (a burst is sent in several).
 const BATCH: usize = 2_000;
 
+/// How long a wake-up waits for more keys: the latency it adds to other processes' reactions.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// The sending side, kept by the store: never blocks a commit.
 pub(super) struct Notifier {
     queue: mpsc::UnboundedSender<String>,
@@ -54,6 +57,9 @@ pub(super) fn spawn(options: &PgConnectOptions, target: Target) -> (Notifier, to
         let mut batch = HashSet::new();
         while let Some(first) = pending.recv().await {
             batch.insert(first);
+            // Gather the commits of the next moments into the same wake-up: sent one by one
+            // they were 23,000 transactions in the 10,000-task bulk bench, one per commit.
+            tokio::time::sleep(GATHER).await;
             while batch.len() < BATCH {
                 match pending.try_recv() {
                     Ok(p) => {

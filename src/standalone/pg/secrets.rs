@@ -7,6 +7,7 @@
 //! not touch: objects, or what credentials mean (`credentials`). Never logs or formats secret data.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{PgObjects, Write, rows};
 use crate::credentials::envelope::{Keyring, secret_aad};
@@ -75,9 +76,16 @@ impl PgObjects {
         namespace: &str,
         name: &str,
     ) -> Result<Option<(BTreeMap<String, Vec<u8>>, i64)>, StoreError> {
-        let row = {
-            let mut conn = self.conn().await?;
-            rows::load_secret(&mut conn, namespace, name).await?
+        let cached = self.inner.sealed.get(namespace, name);
+        let row = match cached {
+            Some(row) => row,
+            None => {
+                let epoch = self.inner.sealed.epoch();
+                let mut conn = self.conn().await?;
+                let row = rows::load_secret(&mut conn, namespace, name).await?.map(|(s, v)| (Arc::from(s), v));
+                self.inner.sealed.fill(epoch, namespace, name, row.clone());
+                row
+            }
         };
         let Some((sealed, version)) = row else {
             return Ok(None);
@@ -149,6 +157,8 @@ impl PgObjects {
         let (sealed, version) =
             rows::load_secret(&mut w.tx, namespace, name).await?.ok_or_else(|| StoreError::NotFound(label.clone()))?;
         if version.to_string() != expected {
+            // The caller's copy may have come from the cache before a change reached it.
+            self.inner.sealed.invalidate(namespace, name);
             return Err(StoreError::Conflict(label));
         }
         let mut data = open_row(keys, namespace, name, &sealed)?;
