@@ -276,3 +276,58 @@ async fn kept_credentials_follow_other_processes_writes() {
     a.replace_credentials("default", &r, &basic("three"), &v2).await.unwrap();
     assert_eq!(password(a.read_credentials("default", &r).await.unwrap()), "three", "own writes are read back at once");
 }
+
+/// The change log is pruned: rows of transactions that ended `keep` ago are deleted by any
+/// running process, and the row of a transaction still open is kept however old it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_log_is_pruned_but_never_ahead_of_an_open_transaction() {
+    use sqlx::Connection as _;
+    let _env = ENV.lock().await;
+    let (url, _) = fresh_db().await;
+    let keep = Duration::from_secs(3);
+    let a = PgObjects::open_with_change_log(&url, keyring(), keep).await.unwrap();
+    let mut raw = sqlx::PgConnection::connect(&url).await.unwrap();
+    let count = async |raw: &mut sqlx::PgConnection| -> i64 {
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM calsync_changes").fetch_one(raw).await.unwrap().0
+    };
+    let until_empty = async |raw: &mut sqlx::PgConnection| {
+        let start = Instant::now();
+        while count(raw).await > 0 {
+            assert!(start.elapsed() < Duration::from_secs(15), "the change log was not pruned");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    a.apply_task_sync(&task("t")).await.unwrap();
+    for i in 0..20 {
+        a.apply_task_sync(&task(&format!("p{i}"))).await.unwrap();
+    }
+    assert!(count(&mut raw).await >= 21);
+    until_empty(&mut raw).await;
+
+    // A transaction that stays open across several prunes, its row logged first.
+    let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut slow_tx = slow.begin().await.unwrap();
+    write_without_wake_up(&mut slow_tx, "slow").await;
+    // Writes go on meanwhile, so the prunes (every keep / 4) always have newer rows in view.
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                a.apply_task_sync(&task(&format!("q{}", i % 10))).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    tokio::time::sleep(keep * 3).await;
+    slow_tx.commit().await.unwrap();
+    // The row stays `keep` after its commit (checked a third of the way, for slack).
+    tokio::time::sleep(keep / 3).await;
+    writer.abort();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM calsync_changes WHERE origin = 'elsewhere'")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(rows, [("t".to_string(),)], "the long transaction's row was pruned before its commit");
+    until_annotated(&a, "slow").await;
+    until_empty(&mut raw).await;
+}

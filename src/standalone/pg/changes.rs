@@ -14,9 +14,11 @@
 //! long-running write transaction anywhere on the server holds the horizon back: reads then
 //! return more rows (skipped as seen), never fewer.
 //!
-//! Pruning: each reader deletes rows older than `KEEP` (by `seq`, remembering the highest `seq`
-//! over time). A reader that could not read for `KEEP / 2` may have missed pruned rows: it drops
-//! its whole cache, as after a lost `LISTEN` connection.
+//! Pruning: each reader deletes the rows of transactions that had finished `KEEP` ago (it
+//! remembers its highest `seq` and its floor over time: a row goes when both were past it
+//! `KEEP` ago, so a transaction that ran long keeps its rows for `KEEP` after its end, not its
+//! start). A reader that could not read for `KEEP / 2` may have missed pruned rows: it drops its
+//! whole cache, as after a lost `LISTEN` connection.
 //!
 //! Owns: the reader's position and the pruning. Must not touch: writes.
 
@@ -34,11 +36,9 @@ use crate::standalone::watch::SecretName;
 /// How often the log is read.
 pub(super) const POLL: Duration = Duration::from_millis(500);
 
-/// How long rows are kept.
-const KEEP: Duration = Duration::from_secs(120);
-
-/// How often this process prunes.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// How long rows are kept after their transaction ended (`PgObjects::open_with_change_log`
+/// sets another for tests). A process prunes every quarter of it.
+pub(super) const KEEP: Duration = Duration::from_secs(120);
 
 /// Rows deleted per pruning statement.
 const PRUNE_BATCH: i64 = 10_000;
@@ -52,8 +52,9 @@ pub(super) struct Reader {
     /// Rows at or above `floor` already handled: seq → xid.
     seen: HashMap<i64, u64>,
     last_read: Instant,
-    /// (when, the highest seq then), oldest first, for pruning.
-    marks: VecDeque<(Instant, i64)>,
+    keep: Duration,
+    /// (when, the highest seq then, the floor then), oldest first, for pruning.
+    marks: VecDeque<(Instant, i64, u64)>,
     last_prune: Instant,
 }
 
@@ -68,14 +69,14 @@ type LogRow = (String, Option<i64>, Option<String>, Option<String>, Option<Strin
 
 impl Reader {
     /// A reader that reads what commits from now on (`floor` from `horizon`).
-    pub(super) fn new(origin: String, floor: u64) -> Self {
+    pub(super) fn new(origin: String, floor: u64, keep: Duration) -> Self {
         let now = Instant::now();
-        Reader { origin, floor, seen: HashMap::new(), last_read: now, marks: VecDeque::new(), last_prune: now }
+        Reader { origin, floor, seen: HashMap::new(), last_read: now, keep, marks: VecDeque::new(), last_prune: now }
     }
 
     /// Read the log once, dispatching new rows to `to`.
     pub(super) async fn read(&mut self, pool: &PgPool, target: &Target, to: &Receivers) {
-        if self.last_read.elapsed() > KEEP / 2 {
+        if self.last_read.elapsed() > self.keep / 2 {
             // Rows this process never read may be pruned by now.
             tracing::warn!(database = %target, "the change log was not read for a while; dropping the object cache");
             to.cache.clear();
@@ -118,33 +119,36 @@ impl Reader {
         self.seen.retain(|_, xid| *xid >= floor);
     }
 
-    /// Delete rows older than `KEEP`, every `PRUNE_EVERY`.
+    /// Delete rows older than `keep`, every quarter of it.
     pub(super) async fn prune(&mut self, pool: &PgPool, target: &Target) {
-        if self.last_prune.elapsed() < PRUNE_EVERY && !self.marks.is_empty() {
+        if self.last_prune.elapsed() < self.keep / 4 && !self.marks.is_empty() {
             return;
         }
         self.last_prune = Instant::now();
         match sqlx::query_as::<_, (i64,)>("SELECT COALESCE(MAX(seq), 0) FROM calsync_changes").fetch_one(pool).await {
-            Ok((top,)) => self.marks.push_back((Instant::now(), top)),
+            Ok((top,)) => self.marks.push_back((Instant::now(), top, self.floor)),
             Err(e) => {
                 tracing::debug!(database = %target, error = %super::db_err(e), "cannot prune the change log");
                 return;
             }
         }
-        // The newest mark at least KEEP old: every row up to its seq is older than KEEP.
+        // The newest mark at least KEEP old: rows up to its seq, of transactions below its floor,
+        // were final KEEP ago.
         let mut upto = None;
-        while self.marks.front().is_some_and(|(at, _)| at.elapsed() >= KEEP) {
-            upto = self.marks.pop_front().map(|(_, seq)| seq);
+        while self.marks.front().is_some_and(|(at, _, _)| at.elapsed() >= self.keep) {
+            upto = self.marks.pop_front().map(|(_, seq, floor)| (seq, floor));
         }
-        let Some(upto) = upto else { return };
+        let Some((upto, floor)) = upto else { return };
         loop {
             // SKIP LOCKED: other processes prune the same rows at about the same time.
             match sqlx::query(
                 "DELETE FROM calsync_changes WHERE seq IN
-                   (SELECT seq FROM calsync_changes WHERE seq <= $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                   (SELECT seq FROM calsync_changes WHERE seq <= $1 AND xid < $3::text::xid8
+                     ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .bind(upto)
             .bind(PRUNE_BATCH)
+            .bind(floor.to_string())
             .execute(pool)
             .await
             {

@@ -34,8 +34,8 @@ pub(super) async fn start(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 
 /// The log reader's starting point: no change committed after `open` returns is missed (the
 /// cache starts empty, so what committed before does not matter).
-pub(super) async fn start_reader(pool: &PgPool, origin: String) -> Result<Reader, sqlx::Error> {
-    Ok(Reader::new(origin, changes::horizon(pool).await?))
+pub(super) async fn start_reader(pool: &PgPool, origin: String, keep: Duration) -> Result<Reader, sqlx::Error> {
+    Ok(Reader::new(origin, changes::horizon(pool).await?, keep))
 }
 
 /// Where other processes' changes go.

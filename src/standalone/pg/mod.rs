@@ -116,6 +116,13 @@ impl PgObjects {
     /// else starts at the same time), and start listening for other processes' changes. Fails
     /// within seconds, naming the host and what to check, when the database cannot be reached.
     pub async fn open(url: &str, keys: Keyring) -> Result<Self, StoreError> {
+        Self::open_with_change_log(url, keys, changes::KEEP).await
+    }
+
+    /// `open`, keeping change-log rows for `keep` after their transactions ended (tests of the
+    /// pruning; `open` keeps them two minutes).
+    #[doc(hidden)]
+    pub async fn open_with_change_log(url: &str, keys: Keyring, keep: Duration) -> Result<Self, StoreError> {
         let (options, target) = connect::parse(url)?;
         let mut first = connect::connect(&options, &target).await?;
         let applied = schema::migrate(&mut first).await?;
@@ -132,7 +139,7 @@ impl PgObjects {
         let sealed = Arc::new(sealed::SealedCache::default());
         let listening = listen::start(&pool).await.map_err(|e| connect::connect_error(&target, &e))?;
         let reader =
-            listen::start_reader(&pool, origin.clone()).await.map_err(|e| connect::connect_error(&target, &e))?;
+            listen::start_reader(&pool, origin.clone(), keep).await.map_err(|e| connect::connect_error(&target, &e))?;
         let listener = listen::spawn(
             (listening, reader),
             pool.clone(),
