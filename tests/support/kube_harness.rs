@@ -286,12 +286,19 @@ pub fn kubeconfig(port: u16, namespace: &str) -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{}-{port}-{namespace}", std::process::id()));
+    // Written aside and renamed over: callers spawn a child per call with the same path, and a
+    // rewrite in place truncated the file under a child still reading it (CI: two of three
+    // controllers started with an empty kubeconfig, "failed to determine current context").
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = dir.join(format!("{}-{port}-{namespace}.{n}.tmp", std::process::id()));
     std::fs::write(
-        &path,
+        &aside,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {namespace}}}\ncurrent-context: x\n"
         ),
     )
     .unwrap();
+    std::fs::rename(&aside, &path).unwrap();
     path
 }
