@@ -163,7 +163,8 @@ impl Reader {
     }
 }
 
-fn dispatch(kind: &str, namespace: String, name: String, rv: Option<i64>, to: &Receivers) {
+/// Drop and broadcast one changed key (from the log, or a wake-up: `rv` unknown).
+pub(super) fn dispatch(kind: &str, namespace: String, name: String, rv: Option<i64>, to: &Receivers) {
     // No subscribers is fine.
     if kind == SECRET_KIND {
         to.sealed.invalidate(&namespace, &name);

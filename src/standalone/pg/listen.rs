@@ -21,7 +21,6 @@ use super::Target;
 use super::changes::{self, Reader};
 use super::rows::CHANNEL;
 use crate::engine::ObjectKey;
-use crate::standalone::rows::{SECRET_KIND, kind_from_str};
 use crate::standalone::store::cache::Cache;
 use crate::standalone::watch::SecretName;
 
@@ -56,7 +55,7 @@ pub(super) fn spawn(
     to: Receivers,
 ) -> tokio::task::JoinHandle<()> {
     let (log_pool, log_target) = (pool.clone(), target.clone());
-    let to = std::sync::Arc::new(to);
+    let to = Arc::new(to);
     let log_to = to.clone();
     let log = async move {
         let mut tick = tokio::time::interval(changes::POLL);
@@ -122,13 +121,5 @@ fn dispatch(payload: &str, origin: &str, to: &Receivers) {
         // Broadcast already, at commit.
         return;
     }
-    // No subscribers is fine.
-    if kind == SECRET_KIND {
-        to.sealed.invalidate(&namespace, &name);
-        let _ = to.secret_changes.send(SecretName { namespace, name });
-    } else if let Some(kind) = kind_from_str(&kind) {
-        let key = ObjectKey { kind, namespace, name };
-        to.cache.invalidate(&key);
-        let _ = to.changes.send(key);
-    }
+    changes::dispatch(&kind, namespace, name, None, to);
 }
